@@ -1,0 +1,194 @@
+"""Settings of training and detection, as plain dataclasses.
+
+The knobs of the published method keep their names and meaning (``bbox``, ``tau``,
+``thresh``, ``cr_weight``, ``temp``, ``num_epochs``, ``lr``, ``arch``, ``gauss``,
+``compress``, ``K``). Widgets and the CLI fill these and call the engine.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from .errors import CetpickError
+
+ARCHS = ("unet_small", "unet_4", "unet_5")
+PRESETS = ("default", "cetpick")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run.
+
+    Parameters
+    ----------
+    bbox : float, optional
+        Particle diameter (box size) in voxels of the input tomogram.
+    diameter_a : float, optional
+        Particle diameter in Å; used when ``bbox`` is not given (needs the voxel size).
+    tau : float, optional
+        Class prior of the PU loss: the fraction of heatmap voxels that are positive.
+        ``None`` estimates it from ``expected_particles`` or from the label density.
+    expected_particles : int, optional
+        Expected number of particles in all training tomograms, a friendlier way to give tau.
+    thresh : float
+        Target value above which a voxel counts as a positive for the contrastive loss.
+    contrastive : bool
+        Use the debiased contrastive regulariser.
+    cr_weight, temp : float
+        Weight and temperature of the contrastive regulariser.
+    consistency_weight : float
+        Weight of the two-view consistency loss.
+    num_epochs : int
+        One epoch draws one crop pair per labelled particle.
+    max_steps : int, optional
+        Stop after this many optimiser steps whatever ``num_epochs`` says.
+    lr : float
+        Adam learning rate; multiplied by 0.1 at each epoch in ``lr_step``.
+    arch : str
+        ``unet_small`` (fast default), ``unet_4`` or ``unet_5`` (the published networks).
+    batch_size : int
+        Crop pairs per optimiser step.
+    crop_xy, crop_z : int
+        Crop size in working voxels (xy must be a multiple of 16).
+    gauss : float
+        Sigma of a 3D Gaussian pre-filter in working voxels (0 = none).
+    compress : bool
+        Average consecutive slice pairs (z binning by 2), as the original's ``--compress``.
+    bin : int or "auto"
+        Isotropic binning applied before the network; ``auto`` picks the largest factor that
+        keeps the particle at least ``min_particle_vox`` working voxels across.
+    label_crop_prob : float
+        Probability that a crop is centred near a label rather than anywhere.
+    translation_ratio : float
+        Jitter of crops around labels, as a fraction of the crop size.
+    augment : str
+        ``full`` (flips and 90° rotations in xy, z flip, intensity jitter) or ``flip``
+        (one left-right or up-down flip, as the original).
+    blob : str
+        ``physical`` (target blob sized from the particle diameter) or ``cetpick`` (the
+        original's CenterNet radius formula).
+    seed : int
+        Seed of every random draw; training on CPU is deterministic for a given seed.
+    """
+
+    bbox: float | None = None
+    diameter_a: float | None = None
+    tau: float | None = None
+    expected_particles: int | None = None
+    thresh: float = 0.5
+    contrastive: bool = True
+    cr_weight: float = 0.1
+    temp: float = 0.07
+    consistency_weight: float = 1.0
+    num_epochs: int = 20
+    max_steps: int | None = 300
+    lr: float = 1e-3
+    lr_step: tuple[int, ...] = ()
+    arch: str = "unet_small"
+    batch_size: int = 4
+    crop_xy: int = 64
+    crop_z: int = 10
+    gauss: float = 0.0
+    compress: bool = False
+    bin: int | str = "auto"
+    min_particle_vox: float = 12.0
+    label_crop_prob: float = 0.75
+    translation_ratio: float = 0.25
+    augment: str = "full"
+    blob: str = "physical"
+    n_anchors_unlabelled: int = 128
+    n_negatives: int = 512
+    seed: int = 0
+    preset: str = "default"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["lr_step"] = list(self.lr_step)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        if "lr_step" in kw:
+            kw["lr_step"] = tuple(kw["lr_step"])
+        return cls(**kw)
+
+    def validate(self) -> None:
+        """Raise :class:`CetpickError` for settings that cannot work."""
+        if self.arch not in ARCHS:
+            raise CetpickError(f"Unknown architecture {self.arch!r}; choose one of {', '.join(ARCHS)}.")
+        if self.crop_xy % 16 or self.crop_xy < 32:
+            raise CetpickError(f"crop_xy must be a multiple of 16 and at least 32, got {self.crop_xy}.")
+        if self.crop_z < 3:
+            raise CetpickError(f"crop_z must be at least 3 slices, got {self.crop_z}.")
+        if self.tau is not None and not (0 < self.tau < 1):
+            raise CetpickError(f"tau (the class prior) must lie between 0 and 1, got {self.tau}.")
+        if self.lr <= 0 or self.num_epochs < 1 or self.batch_size < 1:
+            raise CetpickError("lr must be positive; num_epochs and batch_size at least 1.")
+        if self.augment not in ("full", "flip") or self.blob not in ("physical", "cetpick"):
+            raise CetpickError("augment must be 'full' or 'flip'; blob 'physical' or 'cetpick'.")
+        if self.bin != "auto" and (not isinstance(self.bin, int) or self.bin < 1):
+            raise CetpickError(f"bin must be 'auto' or a positive integer, got {self.bin!r}.")
+
+
+def preset(name: str, **overrides: Any) -> TrainConfig:
+    """A :class:`TrainConfig` for a named preset, with overrides applied.
+
+    ``cetpick`` reproduces the published settings: the ``unet_4`` network, 6-slice 64×64
+    crops, one pair per step, a single flip as the only augmentation, the CenterNet blob,
+    no binning, tau 0.4 (the ECCV recipe) and the dense contrastive settings.
+    """
+    if name == "default":
+        cfg = TrainConfig()
+    elif name == "cetpick":
+        cfg = TrainConfig(
+            arch="unet_4", crop_xy=64, crop_z=6, batch_size=1, augment="flip", blob="cetpick",
+            bin=1, tau=0.4, lr=1e-3, label_crop_prob=1.0, translation_ratio=0.1,
+            preset="cetpick",
+        )
+    else:
+        raise CetpickError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return replace(cfg, **overrides)
+
+
+@dataclass
+class DetectConfig:
+    """Settings of detection.
+
+    Parameters
+    ----------
+    threshold : float, optional
+        Score above which a peak is kept; ``None`` uses the model's calibrated default.
+    min_distance_vox : float, optional
+        Minimum distance between picks in tomogram voxels; ``None`` = half the particle
+        diameter.
+    K : int, optional
+        Keep at most the K best picks.
+    margin_z, margin_xy : int
+        Drop picks within this many tomogram voxels of the borders.
+    tile_xy, tile_z : int
+        Tile size in working voxels (memory is bounded by the tile, not the tomogram).
+    candidate_floor : float
+        All local maxima above this score are cached for live threshold changes.
+    refine : bool
+        Sub-voxel refinement of peaks.
+    """
+
+    threshold: float | None = None
+    min_distance_vox: float | None = None
+    K: int | None = None
+    margin_z: int = 0
+    margin_xy: int = 0
+    tile_xy: int = 256
+    tile_z: int = 32
+    candidate_floor: float = 0.05
+    refine: bool = True
+    batch_slices: int = 16
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+__all__ = ["TrainConfig", "DetectConfig", "preset", "ARCHS", "PRESETS", "field"]

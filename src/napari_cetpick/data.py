@@ -1,0 +1,287 @@
+"""Preprocessing, targets, crop sampling and augmentation (numpy only).
+
+Frames: the *tomogram* frame is the napari (z, y, x) voxel index of the input volume. The
+*working* frame is after binning by ``bin_zyx`` (mean pooling), where working voxel ``w``
+covers tomogram voxels ``b*w … b*w+b-1`` and so has its centre at ``b*w + (b-1)/2``. The
+network's output *grid* has stride 1 in z and 2 in y and x of the working frame.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import CetpickError
+
+GRID_STRIDE_YX = 2  # the stem's stride
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How tomogram voxels map to working voxels and heatmap grid cells.
+
+    Parameters
+    ----------
+    bin_zyx : tuple of int
+        Binning of the tomogram per axis (z includes ``compress``).
+    """
+
+    bin_zyx: tuple[int, int, int]
+
+    @property
+    def grid_scale(self) -> np.ndarray:
+        """Tomogram voxels per heatmap grid cell, per axis (z, y, x)."""
+        b = np.asarray(self.bin_zyx, float)
+        return b * np.array([1.0, GRID_STRIDE_YX, GRID_STRIDE_YX])
+
+    @property
+    def grid_translate(self) -> np.ndarray:
+        """Tomogram coordinate of grid cell (0, 0, 0)."""
+        return (np.asarray(self.bin_zyx, float) - 1.0) / 2.0
+
+    def tomo_to_grid(self, zyx: np.ndarray) -> np.ndarray:
+        return (np.asarray(zyx, float) - self.grid_translate) / self.grid_scale
+
+    def grid_to_tomo(self, zyx: np.ndarray) -> np.ndarray:
+        return np.asarray(zyx, float) * self.grid_scale + self.grid_translate
+
+    def tomo_to_work(self, zyx: np.ndarray) -> np.ndarray:
+        b = np.asarray(self.bin_zyx, float)
+        return (np.asarray(zyx, float) - (b - 1) / 2) / b
+
+    def work_shape(self, tomo_shape) -> tuple[int, int, int]:
+        return tuple(int(s // b) for s, b in zip(tomo_shape, self.bin_zyx))
+
+
+def auto_bin(diameter_vox: float, min_particle_vox: float = 12.0, max_bin: int = 8) -> int:
+    """Largest isotropic binning that keeps the particle ``min_particle_vox`` voxels across."""
+    b = int(np.floor(diameter_vox / min_particle_vox))
+    return int(np.clip(b, 1, max_bin))
+
+
+def make_geometry(bin_xy: int, compress: bool) -> Geometry:
+    return Geometry((bin_xy * (2 if compress else 1), bin_xy, bin_xy))
+
+
+def bin_block(block: np.ndarray, bin_zyx) -> np.ndarray:
+    """Mean-pool a (Z, Y, X) block by integer factors (trailing remainders dropped)."""
+    bz, by, bx = (int(b) for b in bin_zyx)
+    block = np.asarray(block, dtype=np.float32)
+    if (bz, by, bx) == (1, 1, 1):
+        return block
+    z, y, x = (s // b for s, b in zip(block.shape, (bz, by, bx)))
+    v = block[: z * bz, : y * by, : x * bx]
+    return v.reshape(z, bz, y, by, x, bx).mean(axis=(1, 3, 5), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class NormStats:
+    """Per-tomogram normalisation: z-score, optional Gaussian, z-score, clip ±3, to [0, 1]."""
+
+    mean1: float
+    std1: float
+    mean2: float
+    std2: float
+    gauss: float
+
+    def apply(self, block_work: np.ndarray) -> np.ndarray:
+        """Normalise a working-frame block (needs a halo of ``3*gauss`` for exact filtering)."""
+        v = (np.asarray(block_work, np.float32) - self.mean1) / self.std1
+        if self.gauss > 0:
+            v = ndimage.gaussian_filter(v, self.gauss, mode="nearest")
+            v = (v - self.mean2) / self.std2
+        np.clip(v, -3.0, 3.0, out=v)
+        v += 3.0
+        v /= 6.0
+        return v
+
+
+def _sample_block(volume, geometry: Geometry, max_work_vox: int = 4_000_000) -> np.ndarray:
+    """A central block of the volume in the working frame, read without loading the file."""
+    shape = np.array(volume.shape)
+    b = np.array(geometry.bin_zyx)
+    work = shape // b
+    side = np.minimum(work, int(round(max_work_vox ** (1 / 3))) * np.array([1, 2, 2]))
+    # spread the budget: full z when possible, central y/x
+    while np.prod(side) > max_work_vox:
+        side = np.maximum(side * 0.8, 1).astype(int)
+    start = (work - side) // 2
+    sl = tuple(slice(int(s * bb), int((s + n) * bb)) for s, n, bb in zip(start, side, b))
+    return bin_block(np.asarray(volume[sl]), b)
+
+
+def compute_norm_stats(volume, geometry: Geometry, gauss: float = 0.0) -> NormStats:
+    """Statistics from a central block (the whole file is never read)."""
+    block = _sample_block(volume, geometry)
+    if not np.all(np.isfinite(block)):
+        raise CetpickError("The tomogram contains NaN or infinite values; fix or mask them first.")
+    mean1, std1 = float(block.mean()), float(block.std())
+    if std1 <= 0:
+        raise CetpickError("The tomogram is constant (zero contrast); nothing can be detected.")
+    mean2 = std2 = 0.0
+    if gauss > 0:
+        f = ndimage.gaussian_filter((block - mean1) / std1, gauss, mode="nearest")
+        mean2, std2 = float(f.mean()), float(max(f.std(), 1e-6))
+    return NormStats(mean1, std1, mean2, std2, float(gauss))
+
+
+def preprocess(volume, geometry: Geometry, gauss: float = 0.0, stats: NormStats | None = None) -> np.ndarray:
+    """Bin and normalise a whole volume to float32 in [0, 1] (used for training tomograms)."""
+    stats = stats or compute_norm_stats(volume, geometry, gauss)
+    out_shape = geometry.work_shape(volume.shape)
+    out = np.empty(out_shape, np.float32)
+    bz = geometry.bin_zyx[0]
+    halo = int(np.ceil(3 * gauss)) + 1 if gauss > 0 else 0
+    step = 32
+    for z0 in range(0, out_shape[0], step):
+        z1 = min(out_shape[0], z0 + step)
+        a0, a1 = max(0, z0 - halo), min(out_shape[0], z1 + halo)
+        blk = bin_block(np.asarray(volume[a0 * bz : a1 * bz]), geometry.bin_zyx)
+        blk = blk[:, : out_shape[1], : out_shape[2]]
+        out[z0:z1] = stats.apply(blk)[z0 - a0 : z0 - a0 + (z1 - z0)]
+    return out
+
+
+# ----------------------------------------------------------------------------- targets
+@dataclass(frozen=True)
+class BlobSpec:
+    """Target blob around each label, in working voxels.
+
+    ``sigma`` is the Gaussian width; cells with value > 0.9 are hard positives, cells with a
+    value down to ``floor`` soft positives, the rest unlabelled (-1).
+    """
+
+    sigma_work: float
+    radius_work: float
+    floor: float = 0.01
+
+
+def blob_spec(diameter_work: float, kind: str = "physical") -> BlobSpec:
+    """Blob for a particle of ``diameter_work`` working voxels.
+
+    ``physical``: sigma = diameter / 10, blob cut at half the particle radius, isotropic in
+    physical units (the grid's anisotropy is handled when drawing).
+    ``cetpick``: the original's CenterNet radius r = floor(0.273 * floor(bbox / 2)) in grid
+    cells with sigma = (2r + 1) / 6 (kept for the reproduction preset).
+    """
+    if kind == "cetpick":
+        r_cells = max(1, int(np.floor(0.273 * np.floor(diameter_work / 2))))
+        sigma_cells = (2 * r_cells + 1) / 6
+        return BlobSpec(sigma_cells * GRID_STRIDE_YX, r_cells * GRID_STRIDE_YX)
+    return BlobSpec(max(diameter_work / 10.0, 0.6), max(diameter_work / 4.0, 1.0))
+
+
+def draw_targets(grid_shape, labels_grid: np.ndarray, spec: BlobSpec) -> np.ndarray:
+    """Target map on the grid: 1 hard positive, (0, 1) soft positive, -1 unlabelled.
+
+    Parameters
+    ----------
+    grid_shape : tuple
+        (D, h, w) of the output grid.
+    labels_grid : (n, 3) float
+        Label positions in grid coordinates (may lie outside the grid).
+    """
+    g = np.full(grid_shape, -1.0, np.float32)
+    if len(labels_grid) == 0:
+        return g
+    cell = np.array([1.0, GRID_STRIDE_YX, GRID_STRIDE_YX])  # working voxels per grid cell
+    r_cells = np.ceil(spec.radius_work / cell).astype(int)
+    for c in labels_grid:
+        lo = np.maximum(np.floor(c - r_cells).astype(int), 0)
+        hi = np.minimum(np.ceil(c + r_cells).astype(int) + 1, grid_shape)
+        if np.any(hi <= lo):
+            continue
+        zz, yy, xx = np.ogrid[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+        d2 = ((zz - c[0]) * cell[0]) ** 2 + ((yy - c[1]) * cell[1]) ** 2 + ((xx - c[2]) * cell[2]) ** 2
+        val = np.exp(-d2 / (2 * spec.sigma_work**2)).astype(np.float32)
+        val[(d2 > spec.radius_work**2) | (val < spec.floor)] = -1.0
+        val[val > 0.9] = 1.0
+        sub = g[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+        np.maximum(sub, val, out=sub)
+    return g
+
+
+def positive_cells_per_particle(spec: BlobSpec) -> int:
+    """Number of positive (hard or soft) grid cells of one blob (for the class prior)."""
+    n = int(np.ceil(spec.radius_work)) + 2
+    c = np.array([n, n, n], float)
+    t = draw_targets((2 * n + 1, 2 * n + 1, 2 * n + 1), c[None], spec)
+    return max(1, int((t > 0).sum()))
+
+
+# ----------------------------------------------------------------------------- crops
+def pad_to(volume: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray]:
+    """Pad a working volume at the end of each axis to at least ``shape`` (mid-grey)."""
+    pad = [(0, max(0, int(s) - v)) for s, v in zip(shape, volume.shape)]
+    if any(p[1] for p in pad):
+        volume = np.pad(volume, pad, mode="constant", constant_values=0.5)
+    return volume, np.zeros(3)
+
+
+def sample_crop_origins(rng: np.random.Generator, work_shape, crop, labels_work: np.ndarray, n: int,
+                        label_prob: float, jitter: float) -> np.ndarray:
+    """Origins (z, y, x) of ``n`` crops: near a random label with ``label_prob``, else uniform.
+
+    Crop y/x origins are even so that flips and rotations commute with the grid stride.
+    """
+    crop = np.asarray(crop)
+    hi = np.maximum(np.asarray(work_shape) - crop, 0)
+    origins = np.empty((n, 3), int)
+    for i in range(n):
+        if len(labels_work) and rng.random() < label_prob:
+            c = labels_work[rng.integers(len(labels_work))]
+            off = rng.uniform(-jitter, jitter, 3) * crop
+            off[0] = rng.uniform(-0.25, 0.25) * crop[0]
+            o = np.round(c + off - crop / 2).astype(int)
+        else:
+            o = np.array([rng.integers(0, h + 1) for h in hi])
+        o = np.clip(o, 0, hi)
+        o[1:] -= o[1:] % 2
+        origins[i] = o
+    return origins
+
+
+# ----------------------------------------------------------------------------- augmentation
+@dataclass(frozen=True)
+class Transform:
+    """A dihedral transform in y/x (k quarter turns, then optional x flip) and a z flip."""
+
+    k: int = 0
+    flip_x: bool = False
+    flip_z: bool = False
+
+    def apply(self, a: np.ndarray) -> np.ndarray:
+        """Apply to the last three axes (z, y, x) of an array."""
+        if self.flip_z:
+            a = a[..., ::-1, :, :]
+        a = np.rot90(a, self.k, axes=(-2, -1))
+        if self.flip_x:
+            a = a[..., ::-1]
+        return a
+
+    def invert_torch(self, t):
+        """Undo the transform on a torch tensor (..., z, y, x)."""
+        import torch
+
+        if self.flip_x:
+            t = torch.flip(t, dims=(-1,))
+        t = torch.rot90(t, -self.k, dims=(-2, -1))
+        if self.flip_z:
+            t = torch.flip(t, dims=(-3,))
+        return t
+
+
+def random_transform(rng: np.random.Generator, mode: str) -> Transform:
+    if mode == "flip":
+        # the original: one left-right or up-down flip
+        return Transform(k=2 * int(rng.integers(2)), flip_x=True) if rng.random() < 0.5 else Transform()
+    return Transform(k=int(rng.integers(4)), flip_x=bool(rng.integers(2)), flip_z=bool(rng.integers(2)))
+
+
+def intensity_jitter(rng: np.random.Generator, crop: np.ndarray, strength: float = 0.1) -> np.ndarray:
+    """Random contrast/brightness change and a little extra noise, in the [0, 1] scale."""
+    gain = 1.0 + rng.uniform(-strength, strength)
+    offset = rng.uniform(-strength, strength) * 0.5
+    noise = rng.normal(0, strength * 0.3, crop.shape).astype(np.float32)
+    return ((crop - 0.5) * gain + 0.5 + offset + noise).astype(np.float32)

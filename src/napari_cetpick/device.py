@@ -1,0 +1,65 @@
+"""Choosing the compute device and CPU thread settings."""
+from __future__ import annotations
+
+import os
+
+# OpenMP's default spin-wait makes two threads 3x slower than one when the GUI thread is
+# busy (see docs); passive waiting must be set before torch is first imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from .errors import CetpickError  # noqa: E402
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(name: str | None = "auto"):
+    """Return a ``torch.device``: CUDA, then Apple MPS, then CPU for ``auto``.
+
+    The environment variable ``CETPICK_DEVICE`` overrides ``auto`` (tests force ``cpu``).
+    """
+    import torch
+
+    name = (name or "auto").lower()
+    if name == "auto":
+        name = os.environ.get("CETPICK_DEVICE", "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise CetpickError("Device 'cuda' was requested but no CUDA GPU is available.")
+        return torch.device(name)
+    if name == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise CetpickError("Device 'mps' was requested but Apple MPS is not available.")
+        return torch.device("mps")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise CetpickError(f"Unknown device {name!r}; choose one of {', '.join(DEVICES)}.")
+
+
+def configure_threads(n_threads: int | None = None) -> int:
+    """Set torch's CPU threads (all cores by default) and return the number used."""
+    import torch
+
+    if n_threads is None:
+        n_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n_threads = max(1, int(n_threads))
+    torch.set_num_threads(n_threads)
+    return n_threads
+
+
+def describe(device) -> str:
+    """A short human description of the device, for progress displays."""
+    import torch
+
+    if device.type == "cuda":
+        return f"GPU ({torch.cuda.get_device_name(device)})"
+    if device.type == "mps":
+        return "Apple GPU (MPS)"
+    return f"CPU ({torch.get_num_threads()} threads) — training takes a few minutes"

@@ -1,0 +1,121 @@
+"""Pseudo-3D U-Net of the cet_pick method.
+
+Each z-slice goes through a 2D U-Net (stem with stride 2, so the output has stride 2 in y
+and x), then a small 3D head mixes neighbouring slices and predicts a heatmap logit and a
+per-voxel embedding for the contrastive loss.
+
+Shapes: input ``(B, 1, D, H, W)`` with ``H`` and ``W`` multiples of ``2 ** len(levels)``;
+outputs ``hm`` ``(B, 1, D, H/2, W/2)`` (logits) and ``proj`` ``(B, E, D, H/2, W/2)``
+(L2-normalised along E).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+# channels of the stem, of each U-Net level, and of the feature map fed to the 3D head
+ARCH_SPECS: dict[str, dict] = {
+    # fast CPU default: ~0.2 M parameters
+    "unet_small": {"stem": 16, "levels": (16, 32, 64), "feat": 16, "embed": 16},
+    # the published networks (~2.0 M and ~7.8 M parameters)
+    "unet_4": {"stem": 16, "levels": (32, 64, 128, 256), "feat": 32, "embed": 32},
+    "unet_5": {"stem": 16, "levels": (32, 64, 128, 256, 512), "feat": 32, "embed": 32},
+}
+
+
+def _double_conv(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+    )
+
+
+class UNet2D(nn.Module):
+    """2D U-Net: max-pool down, transposed convolution up, skip concatenation."""
+
+    def __init__(self, c_in: int, levels: tuple[int, ...]):
+        super().__init__()
+        self.down = nn.ModuleList()
+        c = c_in
+        for c_out in levels:
+            self.down.append(_double_conv(c, c_out))
+            c = c_out
+        self.up = nn.ModuleList()
+        self.up_conv = nn.ModuleList()
+        for c_skip in reversed(levels[:-1]):
+            self.up.append(nn.ConvTranspose2d(c, c_skip, 2, stride=2))
+            self.up_conv.append(_double_conv(2 * c_skip, c_skip))
+            c = c_skip
+        self.c_out = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            if i:
+                x = F.max_pool2d(x, 2)
+            x = block(x)
+            skips.append(x)
+        for up, conv, skip in zip(self.up, self.up_conv, reversed(skips[:-1])):
+            x = conv(torch.cat([up(x), skip], dim=1))
+        return x
+
+
+class PseudoUNet3D(nn.Module):
+    """Per-slice 2D U-Net followed by a 3D head.
+
+    Parameters
+    ----------
+    stem, levels, feat, embed : int / tuple
+        Channel widths; see :data:`ARCH_SPECS`.
+    """
+
+    def __init__(self, stem: int = 16, levels: tuple[int, ...] = (16, 32, 64), feat: int = 16, embed: int = 16):
+        super().__init__()
+        self.levels = tuple(levels)
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, stem, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True)
+        )
+        self.unet = UNet2D(stem, self.levels)
+        self.to_feat = nn.Conv2d(self.unet.c_out, feat, 1)
+        # dilation (1, 4, 4) widens the xy context of the head cheaply; z context is ±1 per conv
+        self.head = nn.Sequential(
+            nn.Conv3d(feat, feat, 3, padding=(1, 4, 4), dilation=(1, 4, 4)), nn.ReLU(inplace=True),
+            nn.Conv3d(feat, feat, 3, padding=(1, 4, 4), dilation=(1, 4, 4)), nn.ReLU(inplace=True),
+        )
+        self.hm = nn.Conv3d(feat, 1, (3, 1, 1), padding=(1, 0, 0))
+        self.proj = nn.Conv3d(feat, embed, (3, 1, 1), padding=(1, 0, 0))
+        # start with a low heatmap prior so early PU losses are well behaved (CenterNet's trick)
+        nn.init.constant_(self.hm.bias, -2.19)
+
+    @property
+    def multiple(self) -> int:
+        """Input y/x sizes must be multiples of this."""
+        return 2 ** len(self.levels)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, d, h, w = x.shape
+        if h % self.multiple or w % self.multiple:
+            raise ValueError(f"input y/x sizes must be multiples of {self.multiple}, got {h}x{w}")
+        y = x.permute(0, 2, 1, 3, 4).reshape(b * d, c, h, w)
+        y = self.to_feat(self.unet(self.stem(y)))
+        y = y.reshape(b, d, y.shape[1], h // 2, w // 2).permute(0, 2, 1, 3, 4)
+        return self.head(y)
+
+    def forward(self, x: torch.Tensor, with_proj: bool = True):
+        """Return ``(hm_logits, proj)``; ``proj`` is None when ``with_proj`` is False."""
+        f = self.features(x)
+        hm = self.hm(f)
+        if not with_proj:
+            return hm, None
+        return hm, F.normalize(self.proj(f), dim=1)
+
+
+def build_network(arch: str) -> PseudoUNet3D:
+    """Build a network by architecture name (see :data:`ARCH_SPECS`)."""
+    spec = ARCH_SPECS[arch]
+    return PseudoUNet3D(stem=spec["stem"], levels=spec["levels"], feat=spec["feat"], embed=spec["embed"])
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())

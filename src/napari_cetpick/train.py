@@ -1,0 +1,337 @@
+"""Training as a generator: yields :class:`TrainProgress`, returns a :class:`Checkpoint`.
+
+Usage::
+
+    trainer = Trainer([volume], [labels_zyx], TrainConfig(bbox=25), voxel_size_a=10.0)
+    for progress in trainer.steps():
+        print(progress.step, progress.loss)
+    ckpt = trainer.checkpoint()      # also available after a cancel
+
+``volume`` is any (Z, Y, X) array (a memory map is fine); labels are ``(n, 3)`` zyx voxel
+coordinates of that array.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, replace
+from typing import Generator, Sequence
+
+import numpy as np
+
+from . import data as D
+from .checkpoint import Checkpoint
+from .config import TrainConfig
+from .errors import CetpickError
+
+
+@dataclass
+class TrainProgress:
+    """One optimiser step's record (plain data, safe to send across threads)."""
+
+    step: int
+    total: int
+    epoch: int
+    loss: float
+    loss_hm: float
+    loss_cr: float
+    loss_cons: float
+    lr: float
+    elapsed_s: float
+    eta_s: float
+    device: str
+    message: str = ""
+
+
+def resolve_diameter_vox(config: TrainConfig, voxel_size_a: float | None) -> float:
+    """Particle diameter in voxels from ``bbox`` or ``diameter_a`` and the voxel size."""
+    if config.bbox is not None:
+        if config.bbox <= 1:
+            raise CetpickError(f"The particle diameter (bbox) must be more than 1 voxel, got {config.bbox}.")
+        return float(config.bbox)
+    if config.diameter_a is not None:
+        if not voxel_size_a:
+            raise CetpickError("The particle diameter was given in Å but the voxel size is unknown; "
+                               "give the voxel size or the diameter in voxels (--bbox).")
+        return float(config.diameter_a) / float(voxel_size_a)
+    raise CetpickError("Give the particle diameter: bbox (voxels) or diameter in Å.")
+
+
+def check_labels(labels: np.ndarray, shape, name: str = "labels") -> np.ndarray:
+    """Labels as an (n, 3) float array inside the volume, else :class:`CetpickError`."""
+    lab = np.asarray(labels, float).reshape(-1, 3) if np.size(labels) else np.zeros((0, 3))
+    if not np.all(np.isfinite(lab)):
+        raise CetpickError(f"{name}: some coordinates are not finite numbers.")
+    outside = np.any((lab < -0.5) | (lab > np.asarray(shape) - 0.5), axis=1)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise CetpickError(f"{name}: {outside.sum()} label(s) lie outside the tomogram of shape (z, y, x) "
+                           f"{tuple(shape)}, e.g. (z, y, x) = {tuple(np.round(lab[i], 1))}; check the axis "
+                           f"order (thickness axis) and binning.")
+    return lab
+
+
+def estimate_tau(config: TrainConfig, labels_work: list[np.ndarray], work_shapes: list[tuple],
+                 spec: D.BlobSpec, diameter_work: float) -> float:
+    """The class prior: positive (hard or soft) grid cells / all grid cells.
+
+    From ``expected_particles`` when given; otherwise from the density of labels in the
+    box they span, assuming the user labelled about half of the particles there. Clipped
+    to [0.01, 0.5]: below 0.01 the positive term is too weak to learn from in a few
+    hundred steps (measured), which matches the published advice of 0.01 to 0.4.
+    """
+    if config.tau is not None:
+        return float(config.tau)
+    grid_cells = sum(s[0] * (s[1] / 2) * (s[2] / 2) for s in work_shapes)
+    per_particle = D.positive_cells_per_particle(spec)
+    if config.expected_particles:
+        n = float(config.expected_particles)
+    else:
+        n = 0.0
+        for lab, shape in zip(labels_work, work_shapes):
+            if len(lab) == 0:
+                continue
+            lo = np.maximum(lab.min(0) - diameter_work, 0)
+            hi = np.minimum(lab.max(0) + diameter_work, shape)
+            box = float(np.prod(np.maximum(hi - lo, diameter_work)))
+            n += len(lab) / 0.5 * np.prod(shape) / box
+    tau = n * per_particle / max(grid_cells, 1.0)
+    return float(np.clip(tau, 0.01, 0.5))
+
+
+class Trainer:
+    """Holds the prepared data, network and optimiser of one training run.
+
+    Parameters
+    ----------
+    volumes : list of (Z, Y, X) arrays
+        Training tomograms (memory maps are read once and binned).
+    labels : list of (n, 3) arrays
+        Labelled particle centres, zyx voxels of each volume.
+    config : TrainConfig
+    voxel_size_a : float, optional
+        Voxel size of the tomograms (stored in the model).
+    device : str or torch.device, optional
+        ``auto`` (default), ``cpu``, ``cuda`` or ``mps``.
+    init : Checkpoint, optional
+        Continue from these weights (same architecture).
+    """
+
+    def __init__(self, volumes: Sequence, labels: Sequence, config: TrainConfig,
+                 voxel_size_a: float | None = None, device=None, init: Checkpoint | None = None):
+        import torch
+
+        from .device import configure_threads, describe, resolve_device
+        from .model import build_network
+
+        config.validate()
+        if len(volumes) == 0 or len(volumes) != len(labels):
+            raise CetpickError("Give one label set per training tomogram.")
+        self.config = config
+        self.voxel_size_a = voxel_size_a
+        self.diameter_vox = resolve_diameter_vox(config, voxel_size_a)
+        labs = [check_labels(l, v.shape, f"labels of tomogram {i + 1}") for i, (v, l) in enumerate(zip(volumes, labels))]
+        if sum(len(l) for l in labs) == 0:
+            raise CetpickError("No labels: click at least one particle before training.")
+        if init is not None:
+            bin_xy = init.bin_xy
+            if init.config.arch != config.arch:
+                raise CetpickError(f"Cannot continue a {init.config.arch} model as {config.arch}.")
+        elif config.bin == "auto":
+            bin_xy = D.auto_bin(self.diameter_vox, config.min_particle_vox)
+        else:
+            bin_xy = int(config.bin)
+        self.bin_xy = bin_xy
+        self.geometry = D.make_geometry(bin_xy, config.compress)
+        self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            configure_threads()
+        self.device_name = describe(self.device)
+        self.rng = np.random.default_rng(config.seed)
+        torch.manual_seed(config.seed)
+        self.torch_gen = torch.Generator().manual_seed(config.seed)
+
+        crop = np.array([config.crop_z, config.crop_xy, config.crop_xy])
+        self.crop = crop
+        self.volumes, self.labels_work = [], []
+        for v, lab in zip(volumes, labs):
+            w = D.preprocess(v, self.geometry, config.gauss)
+            w, _ = D.pad_to(w, crop)
+            self.volumes.append(w)
+            self.labels_work.append(self.geometry.tomo_to_work(lab))
+        self.diameter_work = self.diameter_vox / bin_xy
+        self.blob = D.blob_spec(self.diameter_work, config.blob)
+        self.tau = estimate_tau(config, self.labels_work, [v.shape for v in self.volumes], self.blob, self.diameter_work)
+
+        self.net = build_network(config.arch).to(self.device)
+        if init is not None:
+            self.net.load_state_dict(init.state_dict)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=config.lr)
+        n_labels = sum(len(l) for l in labs)
+        self.steps_per_epoch = max(1, math.ceil(n_labels / config.batch_size))
+        total = config.num_epochs * self.steps_per_epoch
+        self.total_steps = min(total, config.max_steps) if config.max_steps else total
+        self.step = 0
+        self.history: list[dict] = []
+        self.status = "not started"
+        self._last_good = self._snapshot()
+        self.elapsed_s = 0.0
+        self.n_labels = n_labels
+        self._prev_steps = int(init.info.get("steps", 0)) if init is not None else 0
+
+    # ------------------------------------------------------------------ helpers
+    def _snapshot(self) -> dict:
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.net.state_dict().items()}
+
+    def _lr_at(self, epoch: int) -> float:
+        return self.config.lr * (0.1 ** sum(epoch >= e for e in self.config.lr_step))
+
+    def _batch(self):
+        """Crops, targets and transforms for one step."""
+        cfg, rng = self.config, self.rng
+        weights = np.array([max(len(l), 0.25) for l in self.labels_work], float)
+        vol_idx = rng.choice(len(self.volumes), size=cfg.batch_size, p=weights / weights.sum())
+        crops, targets, t1s, t2s = [], [], [], []
+        grid_shape = (self.crop[0], self.crop[1] // 2, self.crop[2] // 2)
+        for vi in vol_idx:
+            vol, lab = self.volumes[vi], self.labels_work[vi]
+            o = D.sample_crop_origins(rng, vol.shape, self.crop, lab, 1, cfg.label_crop_prob, cfg.translation_ratio)[0]
+            crop = vol[o[0] : o[0] + self.crop[0], o[1] : o[1] + self.crop[1], o[2] : o[2] + self.crop[2]]
+            lab_grid = (lab - o) / np.array([1.0, 2.0, 2.0])
+            inside = np.all((lab_grid > -3) & (lab_grid < np.array(grid_shape) + 2), axis=1)
+            targets.append(D.draw_targets(grid_shape, lab_grid[inside], self.blob))
+            t1, t2 = D.random_transform(rng, cfg.augment), D.random_transform(rng, cfg.augment)
+            c1, c2 = t1.apply(crop), t2.apply(crop)
+            if cfg.augment == "full":
+                c1, c2 = D.intensity_jitter(rng, c1), D.intensity_jitter(rng, c2)
+            crops.append((np.ascontiguousarray(c1), np.ascontiguousarray(c2)))
+            t1s.append(t1)
+            t2s.append(t2)
+        return crops, np.stack(targets), t1s, t2s
+
+    def _loss(self, crops, targets, t1s, t2s):
+        import torch
+
+        from .losses import consistency_loss, contrastive_loss, pu_heatmap_loss
+
+        cfg = self.config
+        x = np.stack([c[0] for c in crops] + [c[1] for c in crops])[:, None]
+        x = torch.from_numpy(x).to(self.device)
+        hm, proj = self.net(x, with_proj=cfg.contrastive)
+        b = len(crops)
+        # every output back to the un-augmented frame of its crop
+        hm = torch.stack([t.invert_torch(hm[i]) for i, t in enumerate(t1s + t2s)])
+        g = torch.from_numpy(targets).to(self.device)[:, None]
+        g2 = torch.cat([g, g])
+        l_hm = pu_heatmap_loss(hm, g2, self.tau)["loss"]
+        p = torch.sigmoid(hm)
+        l_cons = consistency_loss(p[:b], p[b:])
+        l_cr = hm.new_zeros(())
+        if cfg.contrastive and cfg.cr_weight > 0:
+            proj = torch.stack([t.invert_torch(proj[i]) for i, t in enumerate(t1s + t2s)])
+            e = proj.shape[1]
+            for i in range(b):
+                e1 = proj[i].reshape(e, -1).T
+                e2 = proj[b + i].reshape(e, -1).T
+                l_cr = l_cr + contrastive_loss(
+                    e1, e2, g[i].flatten(), p[i].flatten().detach(), self.tau, cfg.temp, cfg.thresh,
+                    cfg.n_anchors_unlabelled, cfg.n_negatives, generator=self.torch_gen) / b
+        loss = l_hm + cfg.cr_weight * l_cr + cfg.consistency_weight * l_cons
+        return loss, l_hm, l_cr, l_cons
+
+    # ------------------------------------------------------------------ public
+    def steps(self) -> Generator[TrainProgress, None, Checkpoint]:
+        """Run the remaining optimiser steps, yielding progress after each."""
+        import torch
+
+        self.net.train()
+        self.status = "running"
+        t0 = time.perf_counter() - self.elapsed_s
+        while self.step < self.total_steps:
+            epoch = self.step // self.steps_per_epoch
+            lr = self._lr_at(epoch)
+            for group in self.opt.param_groups:
+                group["lr"] = lr
+            batch = self._batch()
+            loss, l_hm, l_cr, l_cons = self._loss(*batch)
+            if not torch.isfinite(loss):
+                # keep the last good weights and say why training stopped
+                self.net.load_state_dict(self._last_good)
+                self.status = "stopped: non-finite loss"
+                msg = (f"Training stopped at step {self.step + 1}: the loss became {loss.item()}. "
+                       f"The model from step {self.step} was kept; try a lower learning rate or gauss > 0.")
+                yield TrainProgress(self.step, self.total_steps, epoch, float("nan"), float("nan"),
+                                    float("nan"), float("nan"), lr, self.elapsed_s, 0.0, self.device_name, msg)
+                return self.checkpoint()
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), 10.0)
+            self.opt.step()
+            self._last_good = self._snapshot()
+            self.step += 1
+            self.elapsed_s = time.perf_counter() - t0
+            rec = {"step": self.step, "loss": loss.item(), "hm": l_hm.item(), "cr": l_cr.item(), "cons": l_cons.item()}
+            self.history.append(rec)
+            eta = self.elapsed_s / self.step * (self.total_steps - self.step)
+            yield TrainProgress(self.step, self.total_steps, epoch, rec["loss"], rec["hm"], rec["cr"], rec["cons"],
+                                lr, self.elapsed_s, eta, self.device_name)
+        self.status = "finished"
+        return self.checkpoint()
+
+    def calibrate_threshold(self, n_max: int = 24) -> float:
+        """Default score threshold: half the median peak score at labelled particles.
+
+        The network runs in eval mode on crops centred on up to ``n_max`` labels; each label's
+        score is the heatmap maximum within a quarter diameter of it.
+        """
+        import torch
+
+        rng = np.random.default_rng(self.config.seed + 1)
+        all_labs = [(vi, l) for vi, labs in enumerate(self.labels_work) for l in labs]
+        pick = rng.permutation(len(all_labs))[:n_max]
+        net = self.net
+        was_training = net.training
+        net.eval()
+        scores = []
+        with torch.no_grad():
+            for k in pick:
+                vi, lab = all_labs[k]
+                vol = self.volumes[vi]
+                crop = self.crop.copy()
+                crop[0] = max(crop[0], 8)
+                crop = np.minimum(crop, np.array(vol.shape) - np.array(vol.shape) % [1, 16, 16])
+                o = np.clip(np.round(lab - crop / 2).astype(int), 0, np.array(vol.shape) - crop)
+                o[1:] -= o[1:] % 2
+                x = vol[o[0] : o[0] + crop[0], o[1] : o[1] + crop[1], o[2] : o[2] + crop[2]]
+                hm, _ = net(torch.from_numpy(np.ascontiguousarray(x))[None, None].to(self.device), with_proj=False)
+                p = torch.sigmoid(hm)[0, 0].cpu().numpy()
+                c = (lab - o) / np.array([1.0, 2.0, 2.0])
+                r = max(self.diameter_work / 4, 1.0) / np.array([1.0, 2.0, 2.0])
+                lo = np.clip(np.floor(c - r).astype(int), 0, np.array(p.shape) - 1)
+                hi = np.clip(np.ceil(c + r).astype(int) + 1, 1, np.array(p.shape))
+                scores.append(float(p[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].max()))
+        net.train(was_training)
+        if not scores:
+            return 0.5
+        return float(np.clip(0.5 * np.median(scores), 0.05, 0.9))
+
+    def checkpoint(self) -> Checkpoint:
+        """The current (last good) model with its metadata and calibrated threshold."""
+        threshold = self.calibrate_threshold()
+        last = self.history[-1] if self.history else {}
+        info = {
+            "steps": self._prev_steps + self.step, "total_steps": self.total_steps, "status": self.status,
+            "elapsed_s": round(self.elapsed_s, 2), "device": self.device_name, "n_labels": self.n_labels,
+            "final_loss": last.get("loss"), "loss_history": [round(h["loss"], 5) for h in self.history[-2000:]],
+        }
+        return Checkpoint(state_dict=copy.deepcopy(self._last_good), config=replace(self.config),
+                          diameter_vox=self.diameter_vox, voxel_size_a=self.voxel_size_a, bin_xy=self.bin_xy,
+                          default_threshold=threshold, tau=self.tau, info=info)
+
+
+def train(volumes, labels, config: TrainConfig, voxel_size_a=None, device=None,
+          init: Checkpoint | None = None) -> Generator[TrainProgress, None, Checkpoint]:
+    """Generator form of :class:`Trainer`: yields progress, returns the checkpoint."""
+    trainer = Trainer(volumes, labels, config, voxel_size_a=voxel_size_a, device=device, init=init)
+    return (yield from trainer.steps())
