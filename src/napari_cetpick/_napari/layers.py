@@ -1,0 +1,134 @@
+"""Layer <-> domain conversion helpers (napari-side, no Qt).
+
+Image and Points layers made here carry ``metadata["cetpick"]``: the file path, voxel size,
+thickness axis and file shape, so that exports land back in the tomogram file's frame.
+Layers stay in voxel units (scale 1), so Points and Image coordinates are the same numbers.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from napari_cetpick.io import FileLayout, PointSet, Tomogram, sample_voxels
+
+META_KEY = "cetpick"
+DEFAULT_POINT_SIZE = 10
+
+# Percentiles of a strided sample: robust to hot pixels and gold beads, and cheap.
+CONTRAST_PERCENTILES = (0.5, 99.5)
+
+
+def tomogram_meta(tomo: Tomogram) -> dict:
+    """The ``metadata["cetpick"]`` dict describing an opened tomogram."""
+    return {
+        "path": None if tomo.path is None else str(tomo.path),
+        "voxel_size_a": tomo.voxel_size_a,
+        "header_voxel_size_a": tomo.header_voxel_size_a,
+        "thickness_axis": tomo.layout.thickness_axis,
+        "file_shape": None if tomo.layout.file_shape is None else list(tomo.layout.file_shape),
+        "tomogram_name": tomo.name,
+    }
+
+
+def contrast_limits(data, percentiles=CONTRAST_PERCENTILES) -> tuple[float, float]:
+    """Robust contrast limits from a strided sample (never reads the whole volume)."""
+    sample = sample_voxels(data)
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return (0.0, 1.0)
+    lo, hi = (float(v) for v in np.percentile(sample, percentiles))
+    if not hi > lo:
+        lo, hi = float(sample.min()), float(sample.max())
+        if not hi > lo:
+            hi = lo + 1.0
+    return (lo, hi)
+
+
+def tomogram_to_layer_data(tomo: Tomogram, name: str | None = None) -> tuple:
+    """``(data, kwargs, "image")`` LayerData for a tomogram, in voxel units."""
+    kwargs = {
+        "name": name or tomo.name or "tomogram",
+        "scale": (1.0, 1.0, 1.0),
+        "contrast_limits": contrast_limits(tomo.data),
+        "colormap": "gray",
+        "metadata": {META_KEY: tomogram_meta(tomo)},
+    }
+    return (tomo.data, kwargs, "image")
+
+
+def pointset_to_layer_data(
+    ps: PointSet,
+    name: str | None = None,
+    meta: dict | None = None,
+    size: float = DEFAULT_POINT_SIZE,
+) -> tuple:
+    """``(zyx, kwargs, "points")`` LayerData for a point set.
+
+    Parameters
+    ----------
+    ps : PointSet
+    name : str, optional
+    meta : dict, optional
+        ``metadata["cetpick"]`` of the tomogram the points belong to; by default a
+        thickness-first layout of unknown shape (coordinate files do not say).
+    size : float
+        Point diameter in voxels.
+    """
+    meta = dict(meta or {})
+    meta.setdefault("thickness_axis", 0)
+    meta.setdefault("file_shape", None)
+    if meta.get("voxel_size_a") is None:
+        meta["voxel_size_a"] = ps.voxel_size_a
+    if ps.tomogram_name is not None:
+        meta["tomogram_name"] = ps.tomogram_name
+    kwargs = {
+        "name": name or ps.tomogram_name or "points",
+        "features": ps.features,
+        "size": size,
+        "ndim": 3,
+        # Picks are 3D blobs: with thick slicing (dims margins ~ particle radius) they show
+        # as the disc the sphere cuts on each slice, not only on their centre slice.
+        "projection_mode": "rescale_spherical",
+        "metadata": {META_KEY: meta},
+    }
+    return (np.asarray(ps.zyx, float), kwargs, "points")
+
+
+def layer_cetpick_meta(layer_or_attributes) -> dict:
+    """Copy of ``metadata["cetpick"]`` of a layer or a writer's attributes dict ({} if none)."""
+    if isinstance(layer_or_attributes, dict):
+        metadata = layer_or_attributes.get("metadata") or {}
+    else:
+        metadata = getattr(layer_or_attributes, "metadata", None) or {}
+    meta = metadata.get(META_KEY) or {}
+    return dict(meta)
+
+
+def layout_from_meta(meta: dict | None) -> FileLayout:
+    """FileLayout from a ``metadata["cetpick"]`` dict; thickness first when unknown."""
+    meta = meta or {}
+    shape = meta.get("file_shape")
+    return FileLayout(int(meta.get("thickness_axis") or 0), None if shape is None else tuple(shape))
+
+
+def layer_to_pointset(layer_or_attributes, data=None) -> PointSet:
+    """PointSet from a Points layer (or a writer's ``data`` and ``attributes``)."""
+    if isinstance(layer_or_attributes, dict):
+        attrs = layer_or_attributes
+        zyx = attrs.get("data") if data is None else data
+        features = attrs.get("features")
+    else:
+        zyx = layer_or_attributes.data if data is None else data
+        features = layer_or_attributes.features
+    meta = layer_cetpick_meta(layer_or_attributes)
+    zyx = np.asarray(zyx, float)
+    if zyx.ndim == 2 and zyx.shape[0] == 0:
+        zyx = np.zeros((0, 3))
+    return PointSet(
+        zyx=zyx,
+        features=features,
+        voxel_size_a=meta.get("voxel_size_a"),
+        tomogram_name=meta.get("tomogram_name")
+        or (Path(meta["path"]).stem if meta.get("path") else None),
+    )
