@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_cetpick import data as D
+
+
+def test_geometry_round_trip_and_centres():
+    g = D.make_geometry(2, compress=True)
+    assert g.bin_zyx == (4, 2, 2)
+    pts = np.array([[10.3, 20.7, 5.0], [0.0, 0.0, 0.0]])
+    assert np.allclose(g.grid_to_tomo(g.tomo_to_grid(pts)), pts)
+    # grid cell 0 of a bin-2 volume sits at the centre of the first 2x2 working block pair
+    assert np.allclose(g.grid_translate, [1.5, 0.5, 0.5])
+    assert np.allclose(g.grid_scale, [4, 4, 4])
+
+
+def test_bin_block_is_mean():
+    a = np.arange(2 * 4 * 6, dtype=np.float32).reshape(2, 4, 6)
+    b = D.bin_block(a, (2, 2, 2))
+    assert b.shape == (1, 2, 3)
+    assert b[0, 0, 0] == pytest.approx(np.mean(a[:2, :2, :2]))
+
+
+def test_auto_bin():
+    assert D.auto_bin(25, 12) == 2
+    assert D.auto_bin(12, 12) == 1
+    assert D.auto_bin(5, 12) == 1
+
+
+def test_preprocess_range_and_memmap(tmp_path):
+    rng = np.random.default_rng(0)
+    v = rng.normal(5, 2, (20, 40, 40)).astype(np.float32)
+    mm = np.lib.format.open_memmap(tmp_path / "v.npy", mode="w+", dtype=np.float32, shape=v.shape)
+    mm[:] = v
+    out = D.preprocess(mm, D.make_geometry(1, False), gauss=1.0)
+    assert out.dtype == np.float32 and out.shape == v.shape
+    assert 0 <= out.min() and out.max() <= 1
+    assert abs(float(out.mean()) - 0.5) < 0.05
+
+
+def test_targets_hard_soft_unlabelled():
+    spec = D.blob_spec(12.0)
+    t = D.draw_targets((10, 16, 16), np.array([[5.0, 8.0, 8.0]]), spec)
+    assert t[5, 8, 8] == 1.0
+    assert t[0, 0, 0] == -1.0
+    soft = (t > 0) & (t < 1)
+    assert soft.any()
+    # the blob is isotropic in physical units: one grid cell in x is 2 working voxels
+    assert t[5, 8, 9] < t[6, 8, 8] or t[6, 8, 8] == 1.0
+
+
+def test_cetpick_blob_formula():
+    spec = D.blob_spec(26.0, "cetpick")
+    # r = floor(0.273 * floor(26 / 2)) = 3 grid cells, sigma = 7/6 cells
+    assert spec.radius_work == 3 * 2
+    assert spec.sigma_work == pytest.approx(7 / 6 * 2)
+
+
+def test_transforms_invert_exactly():
+    rng = np.random.default_rng(0)
+    a = rng.random((4, 8, 8)).astype(np.float32)
+    for _ in range(20):
+        t = D.random_transform(rng, "full")
+        back = t.invert_torch(torch.from_numpy(np.ascontiguousarray(t.apply(a))))
+        assert np.array_equal(back.numpy(), a)
+
+
+def test_crop_origins_even_and_inside():
+    rng = np.random.default_rng(0)
+    o = D.sample_crop_origins(rng, (20, 100, 90), np.array([6, 32, 32]), np.array([[10, 50, 40.0]]), 50, 0.5, 0.2)
+    assert np.all(o >= 0) and np.all(o + [6, 32, 32] <= [20, 100, 90])
+    assert np.all(o[:, 1:] % 2 == 0)
