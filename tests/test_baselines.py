@@ -1,0 +1,71 @@
+"""The difference-of-Gaussians picker finds planted blobs."""
+import math
+
+import numpy as np
+import pytest
+
+from napari_cetpick.baselines import dog_picker, dog_score_map, dog_sigmas
+from napari_cetpick.errors import CetpickError
+from napari_cetpick.evaluate import evaluate
+
+
+def planted(shape=(48, 48, 48), diameter=8.0, noise=0.5, sign=-1.0, seed=0):
+    """Solid balls (dark when sign < 0) on a jittered grid, plus Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.arange(12.0, s - 11, 12) for s in shape], indexing="ij"), -1)
+    true = grid.reshape(-1, 3) + rng.uniform(-1.5, 1.5, (grid.size // 3, 3))
+    zz, yy, xx = np.indices(shape)
+    vol = np.zeros(shape, np.float32)
+    for c in true:
+        vol[(zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 < (diameter / 2) ** 2] += sign
+    vol += rng.normal(0, noise, shape).astype(np.float32)
+    return vol, true
+
+
+def test_sigmas_centre_on_the_ball_scale():
+    s1, s2 = dog_sigmas(12.0)
+    assert s2 / s1 == pytest.approx(1.6)
+    assert math.sqrt(s1 * s2) == pytest.approx(12.0 / (2 * math.sqrt(3)))
+
+
+def test_dog_finds_dark_blobs_in_noise():
+    vol, true = planted()
+    zyx, scores = dog_picker(vol, diameter_vox=8.0)
+    assert np.all((scores > 0) & (scores < 1)) and np.all(np.diff(scores) <= 0)
+    res = evaluate(zyx, scores, true, radius_vox=2.0)
+    assert res.recall == 1.0
+    assert res.best_f1 == 1.0 and res.ap == pytest.approx(1.0)
+    top, _ = dog_picker(vol, 8.0, top_k=len(true))
+    assert evaluate(top, None, true, 2.0).precision == 1.0
+
+
+def test_bright_blobs_and_binning_keep_the_tomogram_frame():
+    vol, true = planted(diameter=10.0, noise=0.3, sign=1.0, seed=1)
+    assert evaluate(*dog_picker(vol, 10.0), true, 2.0).best_f1 < 0.5  # wrong polarity
+    zyx, s = dog_picker(vol, 10.0, dark_particles=False, top_k=len(true))
+    assert evaluate(zyx, s, true, 1.5).recall == 1.0
+    zyx, s = dog_picker(vol, 10.0, dark_particles=False, top_k=len(true), bin_factor=2)
+    assert evaluate(zyx, s, true, 2.0).recall == 1.0
+    score, scale, translate = dog_score_map(vol, 10.0, dark_particles=False, bin_factor=2)
+    assert score.shape == (24, 24, 24) and score.dtype == np.float32
+    np.testing.assert_allclose(scale, 2.0)
+    np.testing.assert_allclose(translate, 0.5)
+
+
+def test_memmap_input_and_margin(tmp_path):
+    vol, true = planted(seed=2)
+    mm = np.memmap(tmp_path / "v.raw", dtype=np.float32, mode="w+", shape=vol.shape)
+    mm[:] = vol
+    mm.flush()
+    ro = np.memmap(tmp_path / "v.raw", dtype=np.float32, mode="r", shape=vol.shape)
+    zyx, _ = dog_picker(ro, 8.0, margin_vox=14)
+    assert len(zyx) > 0
+    assert np.all((zyx >= 14) & (zyx <= np.array(vol.shape) - 1 - 14))
+    np.testing.assert_array_equal(np.asarray(ro), vol)  # input untouched
+
+
+def test_bad_diameter():
+    with pytest.raises(CetpickError):
+        dog_picker(np.zeros((8, 8, 8)), 0.0)
+    with pytest.raises(CetpickError):
+        dog_picker(np.zeros((8, 8)), 4.0)
