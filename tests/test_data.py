@@ -71,3 +71,13 @@ def test_crop_origins_even_and_inside():
     o = D.sample_crop_origins(rng, (20, 100, 90), np.array([6, 32, 32]), np.array([[10, 50, 40.0]]), 50, 0.5, 0.2)
     assert np.all(o >= 0) and np.all(o + [6, 32, 32] <= [20, 100, 90])
     assert np.all(o[:, 1:] % 2 == 0)
+
+
+def test_every_label_has_a_hard_positive():
+    spec = D.blob_spec(10.0)
+    # labels between grid cells (odd working coordinates): the blob alone has no cell > 0.9
+    labels = np.array([[3.4, 5.5, 7.5], [6.6, 2.5, 3.5]])
+    t = D.draw_targets((10, 12, 12), labels, spec)
+    for c in np.round(labels).astype(int):
+        assert t[tuple(c)] == 1.0
+    assert (t == 1.0).sum() == 2

@@ -199,6 +199,12 @@ def draw_targets(grid_shape, labels_grid: np.ndarray, spec: BlobSpec) -> np.ndar
         val[val > 0.9] = 1.0
         sub = g[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
         np.maximum(sub, val, out=sub)
+    # the cell nearest each label is always a hard positive (as CenterNet's integer centre):
+    # a narrow blob on a stride-2 grid may otherwise have no cell above 0.9, and soft
+    # positives alone only push scores down
+    near = np.round(labels_grid).astype(int)
+    ok = np.all((near >= 0) & (near < np.asarray(grid_shape)), axis=1)
+    g[tuple(near[ok].T)] = 1.0
     return g
 
 

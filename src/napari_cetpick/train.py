@@ -280,12 +280,17 @@ class Trainer:
         return self.checkpoint()
 
     def calibrate_threshold(self, n_max: int = 24) -> float:
-        """Default score threshold: half the median peak score at labelled particles.
+        """Default score threshold from the labelled particles.
 
-        The network runs in eval mode on crops centred on up to ``n_max`` labels; each label's
-        score is the heatmap maximum within a quarter diameter of it.
+        The network runs in eval mode on crops centred on up to ``n_max`` labels. Every
+        heatmap peak in those crops is either a particle (labelled or not) or background,
+        so the peak scores are bimodal; the minimum-error split between the two modes
+        (:func:`split_threshold`) is the threshold, kept between 0.3 and 0.9 times the median score at the labels (the
+        heatmap maximum within a quarter diameter of each label).
         """
         import torch
+
+        from .peaks import candidates
 
         rng = np.random.default_rng(self.config.seed + 1)
         all_labs = [(vi, l) for vi, labs in enumerate(self.labels_work) for l in labs]
@@ -293,28 +298,34 @@ class Trainer:
         net = self.net
         was_training = net.training
         net.eval()
-        scores = []
+        label_scores, peak_scores = [], []
+        cell = np.array([1.0, 2.0, 2.0])
         with torch.no_grad():
             for k in pick:
                 vi, lab = all_labs[k]
                 vol = self.volumes[vi]
-                crop = self.crop.copy()
-                crop[0] = max(crop[0], 8)
+                crop = np.array([max(self.crop[0], 8), 2 * self.crop[1], 2 * self.crop[2]])
                 crop = np.minimum(crop, np.array(vol.shape) - np.array(vol.shape) % [1, 16, 16])
                 o = np.clip(np.round(lab - crop / 2).astype(int), 0, np.array(vol.shape) - crop)
                 o[1:] -= o[1:] % 2
                 x = vol[o[0] : o[0] + crop[0], o[1] : o[1] + crop[1], o[2] : o[2] + crop[2]]
                 hm, _ = net(torch.from_numpy(np.ascontiguousarray(x))[None, None].to(self.device), with_proj=False)
                 p = torch.sigmoid(hm)[0, 0].cpu().numpy()
-                c = (lab - o) / np.array([1.0, 2.0, 2.0])
-                r = max(self.diameter_work / 4, 1.0) / np.array([1.0, 2.0, 2.0])
+                c = (lab - o) / cell
+                r = max(self.diameter_work / 4, 1.0) / cell
                 lo = np.clip(np.floor(c - r).astype(int), 0, np.array(p.shape) - 1)
                 hi = np.clip(np.ceil(c + r).astype(int) + 1, 1, np.array(p.shape))
-                scores.append(float(p[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].max()))
+                label_scores.append(float(p[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].max()))
+                # interior peaks only: crop borders see padding
+                _, s = candidates(p, floor=0.01, margin_vox=(1, 2, 2), refine=False)
+                peak_scores.append(s)
         net.train(was_training)
-        if not scores:
+        if not label_scores:
             return 0.5
-        return float(np.clip(0.5 * np.median(scores), 0.05, 0.9))
+        med = float(np.median(label_scores))
+        peaks = np.concatenate(peak_scores) if peak_scores else np.zeros(0)
+        thr = split_threshold(peaks) if len(peaks) >= 4 else 0.5 * med
+        return float(np.clip(np.clip(thr, 0.3 * med, 0.9 * med), 0.05, 0.95))
 
     def checkpoint(self) -> Checkpoint:
         """The current (last good) model with its metadata and calibrated threshold."""
@@ -328,6 +339,51 @@ class Trainer:
         return Checkpoint(state_dict=copy.deepcopy(self._last_good), config=replace(self.config),
                           diameter_vox=self.diameter_vox, voxel_size_a=self.voxel_size_a, bin_xy=self.bin_xy,
                           default_threshold=threshold, tau=self.tau, info=info)
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 128) -> float:
+    """Otsu's threshold of values in [0, 1]: the split maximising between-class variance."""
+    hist, edges = np.histogram(np.clip(values, 0, 1), bins=bins, range=(0.0, 1.0))
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centres)
+    mean0 = m0 / np.maximum(w0, 1)
+    mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
+    between = w0 * w1 * (mean0 - mean1) ** 2
+    return float(edges[int(np.argmax(between)) + 1])
+
+
+def split_threshold(scores: np.ndarray, n_iter: int = 50) -> float:
+    """Minimum-error threshold between background and particle peak scores.
+
+    Fits two Gaussians (with their weights) to the logits of the scores by EM, started
+    from Otsu's split, and returns the score where the weighted densities cross. Unlike
+    Otsu's split it is not pulled towards the larger (background) mode.
+    """
+    s = np.clip(np.asarray(scores, float), 1e-4, 1 - 1e-4)
+    x = np.log(s / (1 - s))
+    t0 = otsu_threshold(s)
+    t0 = np.log(t0 / (1 - t0)) if 0 < t0 < 1 else 0.0
+    hi = x > t0
+    if hi.all() or not hi.any():
+        return float(1 / (1 + np.exp(-t0)))
+    w = np.array([np.mean(~hi), np.mean(hi)])
+    mu = np.array([x[~hi].mean(), x[hi].mean()])
+    sd = np.array([max(x[~hi].std(), 0.05), max(x[hi].std(), 0.05)])
+    for _ in range(n_iter):
+        dens = w / sd * np.exp(-0.5 * ((x[:, None] - mu) / sd) ** 2)
+        r = dens / np.maximum(dens.sum(1, keepdims=True), 1e-300)
+        n = r.sum(0)
+        if np.any(n < 1):
+            break
+        w, mu = n / len(x), (r * x[:, None]).sum(0) / n
+        sd = np.maximum(np.sqrt((r * (x[:, None] - mu) ** 2).sum(0) / n), 0.05)
+    lo_c, hi_c = np.argsort(mu)
+    grid = np.linspace(mu[lo_c], mu[hi_c], 512)
+    d = w / sd * np.exp(-0.5 * ((grid[:, None] - mu) / sd) ** 2)
+    cross = grid[np.argmax(d[:, hi_c] >= d[:, lo_c])]
+    return float(1 / (1 + np.exp(-cross)))
 
 
 def train(volumes, labels, config: TrainConfig, voxel_size_a=None, device=None,

@@ -1,0 +1,152 @@
+"""Training: falls, finds planted particles, deterministic, cancellable, guarded."""
+import numpy as np
+import pytest
+import torch
+
+from napari_cetpick.config import DetectConfig, TrainConfig, preset
+from napari_cetpick.detect import detect
+from napari_cetpick.errors import CetpickError
+from napari_cetpick.evaluate import evaluate
+from napari_cetpick.train import Trainer, estimate_tau, train
+from napari_cetpick.utils import run_generator
+
+from _planted import planted_volume
+
+TINY = dict(bbox=10, max_steps=4, num_epochs=100, crop_xy=32, crop_z=6, batch_size=2, tau=0.05)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return planted_volume()
+
+
+@pytest.fixture(scope="module")
+def trained(planted):
+    v, pts = planted
+    cfg = TrainConfig(bbox=10, max_steps=70, num_epochs=1000, tau=0.05, seed=1)
+    trainer = Trainer([v], [pts[:8]], cfg, voxel_size_a=10.0, device="cpu")
+    records = list(trainer.steps())
+    return trainer, records, trainer.checkpoint()
+
+
+def test_loss_falls(trained):
+    _, records, _ = trained
+    losses = np.array([r.loss for r in records])
+    assert len(records) == 70
+    assert np.all(np.isfinite(losses))
+    assert losses[-10:].mean() < 0.6 * losses[:10].mean()
+    r = records[-1]
+    assert r.step == r.total == 70 and r.elapsed_s > 0 and "CPU" in r.device
+
+
+def test_detections_find_planted_particles(trained, planted):
+    v, pts = planted
+    _, _, ckpt = trained
+    res = run_generator(detect(ckpt, v, DetectConfig(), voxel_size_a=10.0, device="cpu"))
+    # trained on 8 of 24 labels: the others must be found too, at the calibrated threshold
+    ev = evaluate(res.zyx, res.scores, pts, 3.0, threshold=res.threshold)
+    assert ev.recall >= 0.9, ev
+    assert ev.precision >= 0.9, ev
+    assert 0.05 <= ckpt.default_threshold <= 0.9
+
+
+def test_deterministic_on_cpu(planted):
+    v, pts = planted
+    cfg = TrainConfig(**TINY)
+    a = run_generator(train([v], [pts[:5]], cfg, device="cpu"))
+    b = run_generator(train([v], [pts[:5]], cfg, device="cpu"))
+    for k in a.state_dict:
+        assert torch.equal(a.state_dict[k], b.state_dict[k]), k
+    c = run_generator(train([v], [pts[:5]], TrainConfig(**{**TINY, "seed": 7}), device="cpu"))
+    assert any(not torch.equal(a.state_dict[k], c.state_dict[k]) for k in a.state_dict)
+
+
+def test_cancel_keeps_model_and_resumes(planted):
+    v, pts = planted
+    trainer = Trainer([v], [pts[:5]], TrainConfig(**{**TINY, "max_steps": 5}), device="cpu")
+    gen = trainer.steps()
+    next(gen), next(gen)
+    gen.close()  # what a Cancel does between steps
+    ck = trainer.checkpoint()
+    assert ck.info["steps"] == 2
+    # the kept weights are the ones after step 2
+    for k, t in trainer.net.state_dict().items():
+        assert torch.equal(ck.state_dict[k], t.cpu())
+    rest = list(trainer.steps())
+    assert [r.step for r in rest] == [3, 4, 5]
+    # continuing from a checkpoint counts on from its steps
+    more = Trainer([v], [pts[:5]], TrainConfig(**{**TINY, "max_steps": 2}), device="cpu", init=trainer.checkpoint())
+    list(more.steps())
+    assert more.checkpoint().info["steps"] == 7
+
+
+def test_non_finite_loss_stops_and_keeps_last_good(planted, monkeypatch):
+    v, pts = planted
+    trainer = Trainer([v], [pts[:5]], TrainConfig(**TINY), device="cpu")
+    recs = [next(trainer.steps())]
+    good = {k: t.clone() for k, t in trainer.net.state_dict().items()}
+    real = trainer._loss
+
+    def nan_loss(*args):
+        loss, *rest = real(*args)
+        return (loss * float("nan"), *rest)
+
+    monkeypatch.setattr(trainer, "_loss", nan_loss)
+    recs += list(trainer.steps())
+    assert "non-finite" in trainer.status
+    assert "loss became nan" in recs[-1].message
+    for k, t in trainer.net.state_dict().items():
+        assert torch.equal(t, good[k]), k
+    assert trainer.checkpoint().info["status"].startswith("stopped")
+
+
+def test_bad_labels(planted):
+    v, pts = planted
+    with pytest.raises(CetpickError, match="outside the tomogram"):
+        Trainer([v], [np.array([[5.0, 500.0, 10.0]])], TrainConfig(**TINY))
+    with pytest.raises(CetpickError, match="No labels"):
+        Trainer([v], [np.zeros((0, 3))], TrainConfig(**TINY))
+    with pytest.raises(CetpickError, match="diameter"):
+        Trainer([v], [pts], TrainConfig(max_steps=1))
+    with pytest.raises(CetpickError, match="voxel size is unknown"):
+        Trainer([v], [pts], TrainConfig(diameter_a=100.0, max_steps=1), voxel_size_a=None)
+
+
+def test_one_label_and_tomogram_smaller_than_a_crop():
+    v, pts = planted_volume(shape=(8, 24, 24), n=1, radius=2, min_gap=1)
+    ck = run_generator(train([v], [pts[:1]], TrainConfig(**{**TINY, "crop_xy": 32, "crop_z": 8}), device="cpu"))
+    res = run_generator(detect(ck, v, DetectConfig(threshold=0.0), device="cpu"))
+    assert res.heatmap.shape == (8, 12, 12)
+
+
+def test_tau_from_expected_particles():
+    from napari_cetpick import data as D
+
+    spec = D.blob_spec(12.0)
+    cfg = TrainConfig(bbox=12, expected_particles=1000)
+    tau = estimate_tau(cfg, [np.zeros((3, 3))], [(40, 200, 200)], spec, 12.0)
+    per = D.positive_cells_per_particle(spec)
+    assert tau == pytest.approx(1000 * per / (40 * 100 * 100))
+    # too few particles to learn from: the prior is floored at 0.01
+    low = estimate_tau(TrainConfig(bbox=12, expected_particles=1), [np.zeros((3, 3))], [(40, 200, 200)], spec, 12.0)
+    assert low == 0.01
+    assert estimate_tau(TrainConfig(tau=0.3), [], [], spec, 12.0) == 0.3
+
+
+def test_cetpick_preset_keeps_published_settings():
+    cfg = preset("cetpick")
+    assert (cfg.arch, cfg.crop_z, cfg.crop_xy, cfg.batch_size, cfg.augment, cfg.blob) == \
+        ("unet_4", 6, 64, 1, "flip", "cetpick")
+    with pytest.raises(CetpickError):
+        preset("nope")
+
+
+def test_split_threshold_between_unbalanced_modes():
+    from napari_cetpick.train import otsu_threshold, split_threshold
+
+    rng = np.random.default_rng(0)
+    vals = np.concatenate([rng.normal(0.15, 0.03, 500), rng.normal(0.75, 0.05, 60)])
+    t = split_threshold(vals)
+    assert 0.3 < t < 0.65
+    # Otsu leans towards the big background mode; the mixture split does not
+    assert t > otsu_threshold(vals)
