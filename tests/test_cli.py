@@ -1,0 +1,137 @@
+"""The cetpick command end to end on a tiny simulated volume, and its error paths."""
+import json
+import subprocess
+import sys
+
+import mrcfile
+import numpy as np
+import pandas as pd
+import pytest
+import starfile
+
+from napari_cetpick.cli import main
+from napari_cetpick.io import FileLayout, read_points, write_points, write_tomogram
+from napari_cetpick.synthetic import save_synthetic, simulate_tomogram
+
+
+@pytest.fixture(scope="module")
+def sim_files(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim")
+    sim = simulate_tomogram(shape=(32, 96, 96), voxel_size_a=10.0, snr=1.0, seed=3, label_class="proteasome",
+                            label_fraction=1.0, label_region=(0, 0, 0, 32, 96, 96))
+    return sim, save_synthetic(sim, out, "t")
+
+
+def test_train_detect_evaluate(sim_files, tmp_path, capsys):
+    sim, paths = sim_files
+    model = tmp_path / "m.ckpt"
+    rc = main(["train", "--tomogram", str(paths["tomogram"]), "--labels", str(paths["labels"]), "--bbox", "15",
+               "--max-steps", "4", "--out", str(model), "--quiet", "--device", "cpu", "--tau", "0.05"])
+    assert rc == 0 and model.is_file()
+    out = tmp_path / "det"
+    for fmt, ext in [("imod", ".txt"), ("star", ".star"), ("csv", ".csv"), ("cetpick", ".coords"), ("mod", ".mod")]:
+        rc = main(["detect", "--model", str(model), "--tomogram", str(paths["tomogram"]), "--out-dir", str(out),
+                   "--format", fmt, "--threshold", "0.0", "--K", "20", "--quiet", "--device", "cpu"])
+        assert rc == 0
+        assert (out / f"t_picks{ext}").is_file()
+    # the CSV has scores; STAR re-reads with starfile onto the same positions
+    csv = pd.read_csv(out / "t_picks.csv")
+    assert {"x", "y", "z", "score"} <= set(csv.columns) and 0 < len(csv) <= 20
+    star = starfile.read(out / "t_picks.star")
+    assert np.allclose(star["rlnCoordinateX"].to_numpy(), csv["x"].to_numpy(), atol=1e-3)
+    with mrcfile.open(out / "t_heatmap.mrc") as mrc:
+        assert mrc.data.shape == (32, 48, 48)
+        assert float(mrc.voxel_size.x) == pytest.approx(20.0)
+        assert float(mrc.voxel_size.z) == pytest.approx(10.0)
+    capsys.readouterr()
+    rc = main(["evaluate", "--picks", str(out / "t_picks.csv"), "--truth", str(paths["truth:proteasome"]),
+               "--radius", "6", "--json"])
+    assert rc == 0
+    d = json.loads(capsys.readouterr().out)
+    assert {"precision", "recall", "f1", "best_f1", "ap"} <= set(d)
+    rc = main(["evaluate", "--picks", str(out / "t_picks.csv"), "--truth", str(paths["truth:proteasome"]),
+               "--radius", "6"])
+    assert "best_f1" in capsys.readouterr().out
+
+
+def test_original_lists_and_convert(sim_files, tmp_path, capsys):
+    sim, paths = sim_files
+    imod_dir = tmp_path / "imod"
+    imod_dir.mkdir()
+    # an unrotated IMOD-style coordinate text in x z y order (the original's default --order xzy)
+    lab = sim.labels
+    np.savetxt(imod_dir / "t.txt", lab[:, [2, 0, 1]], fmt="%.0f")
+    coords = tmp_path / "coords.txt"
+    assert main(["convert", str(imod_dir), "--out", str(coords), "--order", "xzy"]) == 0
+    table = pd.read_csv(coords, sep="\t")
+    assert list(table.columns) == ["image_name", "x_coord", "y_coord", "z_coord"]
+    assert np.allclose(table[["z_coord", "y_coord", "x_coord"]].to_numpy(), np.round(lab), atol=1)
+    imgs = tmp_path / "imgs.txt"
+    imgs.write_text(f"image_name\trec_path\nt\t{paths['tomogram']}\n")
+    model = tmp_path / "m.ckpt"
+    assert main(["train", "--train_img_txt", str(imgs), "--train_coord_txt", str(coords), "--bbox", "15",
+                 "--max-steps", "2", "--out", str(model), "--quiet", "--device", "cpu"]) == 0
+    assert main(["detect", "--model", str(model), "--test_img_txt", str(imgs), "--out-dir", str(tmp_path / "o"),
+                 "--quiet", "--device", "cpu", "--no-heatmap"]) == 0
+    assert (tmp_path / "o" / "t_picks.txt").is_file()
+
+
+def test_unrotated_imod_layout_exports_into_the_file_frame(tmp_path):
+    # the same volume stored unrotated (thickness = middle file axis): picks must come back
+    # in that file's frame, i.e. re-read with the file's layout onto the same napari positions
+    rng = np.random.default_rng(0)
+    vol = rng.normal(size=(16, 64, 80)).astype(np.float32)
+    layout = FileLayout(1, (64, 16, 80))
+    path = write_tomogram(tmp_path / "unrot.rec", vol, voxel_size_a=10.0, layout=layout)
+    labels = np.array([[8.0, 30.0, 40.0], [5.0, 20.0, 60.0]])
+    lab_path = write_points(tmp_path / "lab.txt", labels, layout=layout)
+    model = tmp_path / "m.ckpt"
+    assert main(["train", "--tomogram", str(path), "--labels", str(lab_path), "--bbox", "10", "--max-steps", "1",
+                 "--out", str(model), "--quiet", "--device", "cpu"]) == 0
+    assert main(["detect", "--model", str(model), "--tomogram", str(path), "--out-dir", str(tmp_path / "o"),
+                 "--threshold", "0", "--K", "5", "--format", "csv", "--quiet", "--device", "cpu"]) == 0
+    ps = read_points(tmp_path / "o" / "unrot_picks.csv", layout=layout)
+    assert np.all(ps.zyx.max(0) < np.array([16, 64, 80])) and len(ps.zyx) == 5
+    # the file-frame y column is napari z (thickness), so it stays below 16
+    raw = pd.read_csv(tmp_path / "o" / "unrot_picks.csv")
+    assert raw["y"].max() < 16 and raw["z"].max() > 16 or raw["z"].max() <= 64
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--tomogram", "nope.mrc", "--labels", "x.txt", "--bbox", "10", "--out", "m.ckpt"], "nope.mrc"),
+    (["detect", "--model", "missing.ckpt", "--tomogram", "t.mrc", "--out-dir", "o"], "missing.ckpt"),
+    (["evaluate", "--picks", "a.txt", "--truth", "b.txt", "--radius", "3"], "a.txt"),
+])
+def test_user_errors_one_line_no_traceback(argv, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "napari_cetpick.cli", *argv], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("cetpick: error:")]
+    assert len(lines) == 1 and message in lines[0]
+
+
+def test_labels_outside_volume(sim_files, tmp_path, capsys):
+    sim, paths = sim_files
+    bad = tmp_path / "bad.txt"
+    bad.write_text("10 10 5\n500 20 3\n")
+    rc = main(["train", "--tomogram", str(paths["tomogram"]), "--labels", str(bad), "--bbox", "15", "--out",
+               str(tmp_path / "m.ckpt")])
+    assert rc == 2
+    assert "outside" in capsys.readouterr().err
+
+
+def test_help_everywhere():
+    for sub in ["", "demo", "simulate", "convert", "train", "detect", "evaluate"]:
+        proc = subprocess.run([sys.executable, "-m", "napari_cetpick.cli", *([sub] if sub else []), "--help"],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0 and "usage: cetpick" in proc.stdout
+
+
+@pytest.mark.slow
+def test_demo_runs(tmp_path, capsys):
+    rc = main(["demo", "--out-dir", str(tmp_path), "--shape", "64", "192", "192", "--steps", "30", "--quiet",
+               "--device", "cpu", "--snr", "1.0"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "F1" in out and (tmp_path / "tomo2_picks.txt").is_file() and (tmp_path / "model.ckpt").is_file()
