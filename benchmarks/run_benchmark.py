@@ -58,8 +58,9 @@ def simulated_pair(cache: Path, shape, snr: float, voxel_size_a: float):
 
     out = []
     for seed in (101, 202):
-        stem = cache / f"sim_{'x'.join(map(str, shape))}_snr{snr:g}_seed{seed}"
-        mrc, npz = stem.with_suffix(".mrc"), stem.with_suffix(".npz")
+        # no dots in the stem: Path.with_suffix would cut at the SNR's decimal point
+        stem = f"sim_{'x'.join(map(str, shape))}_snr{snr:g}_seed{seed}".replace(".", "p")
+        mrc, npz = cache / f"{stem}.mrc", cache / f"{stem}.npz"
         if not (mrc.is_file() and npz.is_file()):
             cache.mkdir(parents=True, exist_ok=True)
             sim = simulate_tomogram(shape=tuple(shape), voxel_size_a=voxel_size_a, snr=snr, seed=seed)

@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--voxel-size", type=float, default=10.0, help="voxel size of the simulation (Å)")
     p.add_argument("--snr", type=float, default=0.1, help="projection signal-to-noise ratio")
     p.add_argument("--label-class", default="ribosome", help="the class whose particles are labelled and picked")
-    p.add_argument("--steps", type=int, default=300, help="training steps")
+    p.add_argument("--steps", type=int, default=400, help="training steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")

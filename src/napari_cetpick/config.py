@@ -80,8 +80,8 @@ class TrainConfig:
     cr_weight: float = 0.1
     temp: float = 0.07
     consistency_weight: float = 1.0
-    num_epochs: int = 20
-    max_steps: int | None = 300
+    num_epochs: int = 100
+    max_steps: int | None = 400
     lr: float = 1e-3
     lr_step: tuple[int, ...] = ()
     arch: str = "unet_small"
