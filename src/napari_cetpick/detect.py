@@ -17,6 +17,7 @@ from typing import Generator
 import numpy as np
 
 from . import data as D
+from . import device as _device  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 from .checkpoint import Checkpoint
 from .config import DetectConfig
 from .errors import CetpickError
