@@ -28,7 +28,7 @@ def test_sample_layer_data(layer_data):
     truth = {}
     for zyx, kw, kind in layer_data[1:-1]:
         name = kw["name"].removeprefix("truth: ")
-        assert kind == "points" and kw["visible"] is False and kw["out_of_slice_display"]
+        assert kind == "points" and kw["visible"] is False and kw["projection_mode"] == "rescale_spherical"
         assert kw["size"] == pytest.approx(CLASS_DIAMETERS_A[name] / 10.0)
         assert zyx.shape[1] == 3 and len(zyx) > 0
         truth[name] = zyx

@@ -36,6 +36,8 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from napari_cetpick._napari.layers import META_KEY, layer_cetpick_meta, layout_from_meta
 from napari_cetpick.checkpoint import Checkpoint
 from napari_cetpick.config import ARCHS, DetectConfig, TrainConfig
+
+_TRAIN_DEFAULTS = TrainConfig()  # the panel starts from the engine's defaults
 from napari_cetpick.device import DEVICES
 from napari_cetpick.errors import CetpickError
 from napari_cetpick.widgets import _layers as L
@@ -200,49 +202,49 @@ class PickerWidget(QWidget):
             tooltip="Class prior of the positive-unlabelled loss: the fraction of heatmap voxels that "
                     "are particle. Overrides 'Expected particles'. 0 = automatic.")
         self._epochs_spin = SpinBox(
-            label="Epochs", min=1, max=100_000, value=200,
+            label="Epochs", min=1, max=100_000, value=_TRAIN_DEFAULTS.num_epochs,
             tooltip="One epoch draws one crop pair per label; training stops after this many epochs or "
                     "'Max steps', whichever comes first.")
         self._max_steps_spin = SpinBox(
-            label="Max steps", min=0, max=10_000_000, value=300,
-            tooltip="Upper limit on optimiser steps (0 = no limit). 300 steps take a few minutes on a CPU.")
+            label="Max steps", min=0, max=10_000_000, value=_TRAIN_DEFAULTS.max_steps or 0,
+            tooltip="Upper limit on optimiser steps (0 = no limit). 400 steps take about two minutes on a 2-core CPU.")
         self._lr_spin = FloatSpinBox(
-            label="Learning rate", min=1e-6, max=1.0, step=1e-4, value=1e-3,
+            label="Learning rate", min=1e-6, max=1.0, step=1e-4, value=_TRAIN_DEFAULTS.lr,
             tooltip="Adam learning rate.")
         self._device_combo = ComboBox(
             label="Device", choices=DEVICES, value="auto",
             tooltip="auto = CUDA GPU, then Apple MPS, then CPU. Also used for detection.")
         # method settings most users never change
         self._contrastive_check = CheckBox(
-            text="Contrastive regulariser", value=True,
+            text="Contrastive regulariser", value=_TRAIN_DEFAULTS.contrastive,
             tooltip="Use the debiased contrastive regulariser of cet_pick on top of the PU loss.")
         self._cr_weight_spin = FloatSpinBox(
-            label="Contrastive weight", min=0.0, max=10.0, step=0.01, value=0.1,
+            label="Contrastive weight", min=0.0, max=10.0, step=0.01, value=_TRAIN_DEFAULTS.cr_weight,
             tooltip="Weight of the contrastive term (the original's --cr_weight).")
         self._temp_spin = FloatSpinBox(
-            label="Temperature", min=0.001, max=10.0, step=0.001, value=0.07,
+            label="Temperature", min=0.001, max=10.0, step=0.001, value=_TRAIN_DEFAULTS.temp,
             tooltip="Temperature of the contrastive loss (--temp).")
         self._thresh_spin = FloatSpinBox(
-            label="Positive thresh", min=0.0, max=1.0, step=0.01, value=0.5,
+            label="Positive thresh", min=0.0, max=1.0, step=0.01, value=_TRAIN_DEFAULTS.thresh,
             tooltip="Target value above which a voxel counts as a positive in the contrastive loss (--thresh).")
         self._gauss_spin = FloatSpinBox(
-            label="Gaussian σ", min=0.0, max=10.0, step=0.1, value=0.0,
+            label="Gaussian σ", min=0.0, max=10.0, step=0.1, value=_TRAIN_DEFAULTS.gauss,
             tooltip="3D Gaussian pre-filter in working voxels (--gauss); 0 = none. Try 1 on very noisy data.")
         self._compress_check = CheckBox(
-            text="Compress z (bin slices by 2)", value=False,
+            text="Compress z (bin slices by 2)", value=_TRAIN_DEFAULTS.compress,
             tooltip="Average consecutive slice pairs before the network (--compress).")
         self._arch_combo = ComboBox(
-            label="Architecture", choices=ARCHS, value="unet_small",
+            label="Architecture", choices=ARCHS, value=_TRAIN_DEFAULTS.arch,
             tooltip="unet_small is fast and the default; unet_4 / unet_5 are the published networks.")
         self._batch_size_spin = SpinBox(
-            label="Batch size", min=1, max=256, value=4, tooltip="Crop pairs per optimiser step.")
+            label="Batch size", min=1, max=256, value=_TRAIN_DEFAULTS.batch_size, tooltip="Crop pairs per optimiser step.")
         self._crop_xy_spin = SpinBox(
-            label="Crop xy", min=32, max=512, step=16, value=64,
+            label="Crop xy", min=32, max=512, step=16, value=_TRAIN_DEFAULTS.crop_xy,
             tooltip="Training crop width in working voxels (multiple of 16).")
         self._crop_z_spin = SpinBox(
-            label="Crop z", min=3, max=128, value=10, tooltip="Training crop depth in slices.")
+            label="Crop z", min=3, max=128, value=_TRAIN_DEFAULTS.crop_z, tooltip="Training crop depth in slices.")
         self._seed_spin = SpinBox(
-            label="Seed", min=0, max=2**31 - 1, value=0,
+            label="Seed", min=0, max=2**31 - 1, value=_TRAIN_DEFAULTS.seed,
             tooltip="Seed of all random draws; the same seed gives the same model on a CPU.")
         self._advanced = Container(widgets=[
             self._contrastive_check, self._cr_weight_spin, self._temp_spin, self._thresh_spin,
