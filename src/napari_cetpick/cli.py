@@ -104,7 +104,7 @@ def cmd_train(args) -> int:
     voxel_size_a = vsizes.pop()
     cfg = preset(
         args.preset, bbox=args.bbox, diameter_a=args.diameter_a, tau=args.tau,
-        expected_particles=args.expected_particles, thresh=args.thresh, contrastive=args.contrastive,
+        expected_particles=args.expected_particles, label_fraction=args.label_fraction, thresh=args.thresh, contrastive=args.contrastive,
         cr_weight=args.cr_weight, temp=args.temp, num_epochs=args.num_epochs, max_steps=args.max_steps,
         lr=args.lr, lr_step=tuple(args.lr_step) if args.lr_step else None, arch=args.arch,
         batch_size=args.batch_size, gauss=args.gauss, compress=args.compress,
@@ -372,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("method knobs (the original's names)")
     g.add_argument("--tau", type=float, help="class prior of the PU loss (default: estimated from the labels)")
     g.add_argument("--expected-particles", type=int, help="expected particle count, to derive tau")
+    g.add_argument("--label-fraction", type=float,
+                   help="share of the particles you labelled in the region you worked in (default 0.5), to derive tau")
     g.add_argument("--thresh", type=float, help="target value splitting soft from hard positives (contrastive)")
     g.add_argument("--contrastive", action=argparse.BooleanOptionalAction, default=None,
                    help="use the debiased contrastive regulariser")

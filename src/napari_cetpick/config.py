@@ -30,6 +30,9 @@ class TrainConfig:
         ``None`` estimates it from ``expected_particles`` or from the label density.
     expected_particles : int, optional
         Expected number of particles in all training tomograms, a friendlier way to give tau.
+    label_fraction : float, optional
+        Share of the particles that were labelled in the region the user worked in (0.5 when
+        not given); used to estimate tau and to calibrate the default threshold.
     thresh : float
         Target value above which a voxel counts as a positive for the contrastive loss.
     contrastive : bool
@@ -75,6 +78,7 @@ class TrainConfig:
     diameter_a: float | None = None
     tau: float | None = None
     expected_particles: int | None = None
+    label_fraction: float | None = None
     thresh: float = 0.5
     contrastive: bool = True
     cr_weight: float = 0.1
@@ -122,6 +126,8 @@ class TrainConfig:
             raise CetpickError(f"crop_xy must be a multiple of 16 and at least 32, got {self.crop_xy}.")
         if self.crop_z < 3:
             raise CetpickError(f"crop_z must be at least 3 slices, got {self.crop_z}.")
+        if self.label_fraction is not None and not (0 < self.label_fraction <= 1):
+            raise CetpickError(f"label_fraction must lie in (0, 1], got {self.label_fraction}.")
         if self.tau is not None and not (0 < self.tau < 1):
             raise CetpickError(f"tau (the class prior) must lie between 0 and 1, got {self.tau}.")
         if self.lr <= 0 or self.num_epochs < 1 or self.batch_size < 1:
