@@ -90,3 +90,21 @@ def test_bad_volumes():
         run_generator(detect(_ckpt(), np.random.rand(4, 10, 10).astype(np.float32), device="cpu"))
     with pytest.raises(CetpickError, match="3D"):
         run_generator(detect(_ckpt(), np.random.rand(10, 10).astype(np.float32), device="cpu"))
+
+
+def test_tiles_release_the_memory_map(tmp_path):
+    import mmap
+
+    from napari_cetpick.detect import _file_map, _release
+    from napari_cetpick.io import FileLayout, open_tomogram, write_tomogram
+
+    vol = np.random.default_rng(0).normal(size=(8, 64, 64)).astype(np.float32)
+    path = write_tomogram(tmp_path / "t.mrc", vol, voxel_size_a=10.0, layout=FileLayout(1, (64, 8, 64)))
+    tomo = open_tomogram(path)
+    fm = _file_map(tomo.data)  # found through the transposed view
+    assert isinstance(fm, mmap.mmap)
+    _release(fm)
+    assert np.array_equal(np.asarray(tomo.data), vol)  # pages come back from the file
+    assert _file_map(vol) is None
+    res = run_generator(detect(_ckpt(), tomo.data, DetectConfig(threshold=0.0), voxel_size_a=10.0, device="cpu"))
+    assert res.heatmap.shape == (8, 32, 32)
