@@ -108,3 +108,23 @@ def test_tiles_release_the_memory_map(tmp_path):
     assert _file_map(vol) is None
     res = run_generator(detect(_ckpt(), tomo.data, DetectConfig(threshold=0.0), voxel_size_a=10.0, device="cpu"))
     assert res.heatmap.shape == (8, 32, 32)
+
+
+def test_chunked_candidates_equal_whole_heatmap():
+    from scipy import ndimage
+
+    from napari_cetpick.detect import chunked_candidates
+    from napari_cetpick.peaks import candidates
+
+    rng = np.random.default_rng(1)
+    heat = ndimage.gaussian_filter(rng.random((23, 30, 34)), 1.5).astype(np.float32)
+    heat = (heat - heat.min()) / (heat.max() - heat.min())
+    kw = dict(scale=(1.0, 2.0, 2.0), translate=(0.0, 0.5, 0.5))
+    whole_z, whole_s = candidates(heat, floor=0.05, refine=True, **kw)
+    z, s = chunked_candidates(heat, 0.05, (0, 0, 0), kw["scale"], kw["translate"], True, (23, 60, 68), chunk=5)
+    order_w = np.lexsort(whole_z.T)
+    order_c = np.lexsort(z.T)
+    assert np.allclose(whole_z[order_w], z[order_c]) and np.allclose(whole_s[order_w], s[order_c])
+    # a margin drops peaks near the tomogram's borders
+    zm, _ = chunked_candidates(heat, 0.05, (3, 6, 6), kw["scale"], kw["translate"], True, (23, 60, 68), chunk=5)
+    assert len(zm) < len(z) and np.all(zm[:, 0] >= 3) and np.all(zm[:, 1:] >= 6)

@@ -124,6 +124,37 @@ def _release(file_map) -> None:
         file_map.madvise(mmap.MADV_DONTNEED)
 
 
+def chunked_candidates(heat: np.ndarray, floor: float, margin_zyx, scale, translate, refine: bool, shape_zyx,
+                       chunk: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`~napari_cetpick.peaks.candidates` over z-chunks of the heatmap.
+
+    Each chunk is searched with one slice of halo on each side and keeps the maxima of its
+    own slices, so the temporaries are bounded by the chunk, not the heatmap. Margins are
+    applied afterwards against the tomogram's borders.
+    """
+    scale, translate = np.asarray(scale, float), np.asarray(translate, float)
+    out_zyx, out_s = [], []
+    nz = heat.shape[0]
+    for z0 in range(0, nz, chunk):
+        z1 = min(nz, z0 + chunk)
+        a, b = max(0, z0 - 1), min(nz, z1 + 1)
+        t = translate.copy()
+        t[0] += a * scale[0]
+        zyx, sc = candidates(heat[a:b], floor=floor, margin_vox=0, scale=scale, translate=t, refine=refine)
+        iz = np.round((zyx[:, 0] - translate[0]) / scale[0]).astype(int)
+        own = (iz >= z0) & (iz < z1)
+        out_zyx.append(zyx[own])
+        out_s.append(sc[own])
+    zyx = np.concatenate(out_zyx) if out_zyx else np.zeros((0, 3))
+    sc = np.concatenate(out_s) if out_s else np.zeros(0, np.float32)
+    m = np.asarray(margin_zyx, float)
+    keep = np.ones(len(zyx), bool)
+    if np.any(m > 0):
+        keep = np.all((zyx >= m) & (zyx <= np.asarray(shape_zyx, float) - 1 - m), axis=1)
+    order = np.argsort(-sc[keep], kind="stable")
+    return zyx[keep][order], sc[keep][order]
+
+
 def _tiles(n: int, size: int, align: int = 1):
     """Start/stop pairs covering range(n) in steps of ``size`` (starts aligned)."""
     size = max(align, size - size % align)
@@ -207,8 +238,7 @@ def detect(ckpt: Checkpoint, volume, config: DetectConfig | None = None, voxel_s
             yield DetectProgress(i + 1, len(tiles), el, el / (i + 1) * (len(tiles) - i - 1), dev_name)
     scale, translate = geom.grid_scale, geom.grid_translate
     margin = (config.margin_z, config.margin_xy, config.margin_xy)
-    czyx, cscores = candidates(heat, floor=config.candidate_floor, margin_vox=margin, scale=scale,
-                               translate=translate, refine=config.refine, shape_zyx=shape)
+    czyx, cscores = chunked_candidates(heat, config.candidate_floor, margin, scale, translate, config.refine, shape)
     threshold = ckpt.default_threshold if config.threshold is None else float(config.threshold)
     if config.min_distance_vox is not None:
         min_d = float(config.min_distance_vox)
