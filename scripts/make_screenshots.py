@@ -4,9 +4,9 @@ Opens the sample tomogram, the picker panel, adds labels, trains a real (short) 
 detects, and saves PNGs into ``docs/images/``::
 
     python scripts/make_screenshots.py              # re-runs itself under xvfb-run if no display
-    python scripts/make_screenshots.py --steps 300 --out docs/images
+    python scripts/make_screenshots.py --steps 400 --out docs/images
 
-On a 2-core CPU the default training (300 steps) takes 3–5 minutes.
+On a 2-core CPU the default training (400 steps, the panel's default) takes 2–4 minutes.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def _settle(app, seconds: float = 0.5) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images", help="output folder")
-    parser.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
+    parser.add_argument("--steps", type=int, default=400, help="training steps (default 400, as the panel)")
     parser.add_argument("--model", type=Path, default=None,
                         help="load this model instead of training (no training screenshot)")
     parser.add_argument("--save-model", type=Path, default=None, help="save the trained model here")
