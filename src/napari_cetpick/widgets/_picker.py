@@ -8,6 +8,8 @@ and results of a cancelled run are dropped.
 """
 from __future__ import annotations
 
+import contextlib
+
 import inspect
 import logging
 import math
@@ -612,10 +614,9 @@ class PickerWidget(QWidget):
         """Quit the current worker and forget it (its late records are dropped)."""
         self._run_token += 1
         if self._worker is not None:
-            try:
+            # RuntimeError: the worker's Qt object is already gone, so there is nothing to quit
+            with contextlib.suppress(RuntimeError):
                 self._worker.quit()
-            except RuntimeError:
-                pass  # the Qt object is already gone
         self._worker = None
         self._run_kind = None
 
