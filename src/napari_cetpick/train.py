@@ -73,17 +73,9 @@ def check_labels(labels: np.ndarray, shape, name: str = "labels") -> np.ndarray:
     return lab
 
 
-def assumed_label_fraction(config: TrainConfig, n_labels: int | None) -> float:
-    """Share of the particles in the labelled region that the user clicked.
-
-    ``config.label_fraction`` when given; else ``n_labels / expected_particles`` when the
-    expected count is known; else 0.5.
-    """
-    if config.label_fraction:
-        return float(config.label_fraction)
-    if config.expected_particles and n_labels:
-        return float(np.clip(n_labels / config.expected_particles, 0.05, 1.0))
-    return 0.5
+def assumed_label_fraction(config: TrainConfig) -> float:
+    """Share of the particles in the labelled region that the user clicked (0.5 unless told)."""
+    return float(config.label_fraction) if config.label_fraction else 0.5
 
 
 def estimate_tau(config: TrainConfig, labels_work: list[np.ndarray], work_shapes: list[tuple],
@@ -109,7 +101,7 @@ def estimate_tau(config: TrainConfig, labels_work: list[np.ndarray], work_shapes
             lo = np.maximum(lab.min(0) - diameter_work, 0)
             hi = np.minimum(lab.max(0) + diameter_work, shape)
             box = float(np.prod(np.maximum(hi - lo, diameter_work)))
-            n += len(lab) / assumed_label_fraction(config, None) * np.prod(shape) / box
+            n += len(lab) / assumed_label_fraction(config) * np.prod(shape) / box
     tau = n * per_particle / max(grid_cells, 1.0)
     return float(np.clip(tau, 0.01, 0.5))
 
