@@ -32,7 +32,7 @@ class TrainConfig:
         Expected number of particles in all training tomograms, a friendlier way to give tau.
     label_fraction : float, optional
         Share of the particles that were labelled in the region the user worked in (0.5 when
-        not given); used to estimate tau and to calibrate the default threshold.
+        not given); used to estimate tau.
     thresh : float
         Target value above which a voxel counts as a positive for the contrastive loss.
     contrastive : bool
