@@ -33,3 +33,31 @@ def test_bad_input_size():
     net = build_network("unet_small")
     with pytest.raises(ValueError, match="multiples"):
         net(torch.rand(1, 1, 4, 30, 32))
+
+
+@pytest.mark.parametrize("arch", sorted(ARCH_SPECS))
+def test_config_knows_the_network_multiple(arch):
+    # config (torch-free) validates crops with the multiple the network really needs
+    from napari_cetpick.config import TrainConfig, network_multiple
+    from napari_cetpick.errors import CetpickError
+
+    m = network_multiple(arch)
+    net = build_network(arch).eval()
+    assert m == net.multiple
+    with torch.no_grad():
+        net.unet(net.stem(torch.zeros(1, 1, 3 * m, m)))  # any multiple works
+        with pytest.raises(RuntimeError):
+            net.unet(net.stem(torch.zeros(1, 1, 3 * m + m // 2, m)))  # half of it does not
+    TrainConfig(arch=arch, crop_xy=max(32, m) * 2).validate()
+    with pytest.raises(CetpickError, match=f"multiple of {m}"):
+        TrainConfig(arch=arch, crop_xy=max(32, m) * 2 + m // 2).validate()
+
+
+def test_unet_5_crop_of_48_is_refused_before_training():
+    # 48 is a multiple of 16 (the old check) but not of unet_5's 32: it used to pass
+    # validation and fail inside training or calibration
+    from napari_cetpick.config import TrainConfig
+    from napari_cetpick.errors import CetpickError
+
+    with pytest.raises(CetpickError, match=r"crop_xy must be a multiple of 32 \(the unet_5 network's\)"):
+        TrainConfig(arch="unet_5", crop_xy=48).validate()
