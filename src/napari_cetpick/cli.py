@@ -115,6 +115,24 @@ def _open(path, args):
     return open_tomogram(path, thickness_axis=_thickness_axis(args), voxel_size_a=getattr(args, "voxel_size", None))
 
 
+def _drop_duplicates(zyx, source) -> "np.ndarray":
+    """Labels with repeats (closer than half a voxel to an earlier one) removed, saying so."""
+    import numpy as np
+    from scipy.spatial import cKDTree
+
+    zyx = np.asarray(zyx, float).reshape(-1, 3)
+    if len(zyx) < 2:
+        return zyx
+    pairs = cKDTree(zyx).query_pairs(0.5, output_type="ndarray")
+    if len(pairs) == 0:
+        return zyx
+    drop = np.zeros(len(zyx), bool)
+    drop[pairs.max(axis=1)] = True
+    print(f"cetpick: warning: {Path(str(source)).name}: {int(drop.sum())} duplicate label(s) (the same "
+          f"particle clicked twice) ignored", file=sys.stderr)
+    return zyx[~drop]
+
+
 def _training_pairs(args) -> list[tuple]:
     """(Tomogram, labels zyx) pairs from --tomogram/--labels or the original's lists."""
     from .io import read_coordinate_list, read_image_list, read_points
@@ -133,7 +151,7 @@ def _training_pairs(args) -> list[tuple]:
             from .io import check_inside
 
             check_inside(lab, tomo.shape_zyx, args.train_coord_txt)
-            pairs.append((tomo, lab))
+            pairs.append((tomo, _drop_duplicates(lab, f"{args.train_coord_txt} ({name})")))
     else:
         if not args.tomogram:
             raise CetpickError("Give --tomogram and --labels (or --train_img_txt and --train_coord_txt).")
@@ -144,7 +162,7 @@ def _training_pairs(args) -> list[tuple]:
             tomo = _open(t, args)
             ps = read_points(l, fmt=args.labels_format, layout=tomo.layout, voxel_size_a=tomo.voxel_size_a,
                              shape_zyx=tomo.shape_zyx)
-            pairs.append((tomo, ps.zyx))
+            pairs.append((tomo, _drop_duplicates(ps.zyx, l)))
     return pairs
 
 
@@ -336,12 +354,13 @@ def cmd_demo(args) -> int:
     from .detect import detect
     from .evaluate import evaluate
     from .io import open_tomogram
-    from .synthetic import save_synthetic, simulate_tomogram
+    from .synthetic import check_simulation_args, save_synthetic, simulate_tomogram
     from .train import Trainer
     from .utils import run_generator
 
     out = Path(args.out_dir)
     shape = tuple(args.shape)
+    check_simulation_args(shape, args.voxel_size, args.snr)
     t0 = time.perf_counter()
     print(f"[1/5] Simulating two {shape} tomograms at {args.voxel_size:g} Å (SNR {args.snr:g}) ...", file=sys.stderr)
     sims, paths = [], []

@@ -456,6 +456,20 @@ def _ctf(k2, wavelength_a, defocus_a, cs_a, amplitude_contrast, bfactor_a2):
 
 
 # --------------------------------------------------------------------------- public
+def check_simulation_args(shape, voxel_size_a: float, snr: float, label_fraction: float = 0.3) -> None:
+    """Raise :class:`CetpickError` (plain numbers, one line in the CLI) for settings that cannot work."""
+    if len(tuple(shape)) != 3:
+        raise CetpickError(f"The shape must be three sizes (z, y, x), not {plain(tuple(shape))}.")
+    if min(int(s) for s in shape) < 8:
+        raise CetpickError(f"The shape must be at least 8 voxels a side, not {plain(tuple(shape))}.")
+    if not (float(voxel_size_a) > 0 and np.isfinite(voxel_size_a)):
+        raise CetpickError(f"The voxel size must be a positive number of Å, not {plain(voxel_size_a)}.")
+    if not snr > 0:
+        raise CetpickError(f"snr must be > 0, not {plain(snr)}.")
+    if not 0 <= label_fraction <= 1:
+        raise CetpickError(f"label_fraction must lie in [0, 1], not {plain(label_fraction)}.")
+
+
 def simulate_tomogram(
     shape=(64, 256, 256),
     voxel_size_a: float = 10.0,
@@ -541,18 +555,8 @@ def simulate_tomogram(
     Particles are placed largest first by rejection sampling (no two exclusion spheres
     closer than 1 nm); a class that no longer fits ends with fewer particles than asked.
     """
-    # user errors are CetpickError (a ValueError) with plain numbers, so the CLI prints one line
-    if len(tuple(shape)) != 3:
-        raise CetpickError(f"The shape must be three sizes (z, y, x), not {plain(tuple(shape))}.")
+    check_simulation_args(shape, voxel_size_a, snr, label_fraction)
     nz, ny, nx = (int(s) for s in shape)
-    if min(nz, ny, nx) < 8:
-        raise CetpickError(f"The shape must be at least 8 voxels a side, not {plain(tuple(shape))}.")
-    if not (float(voxel_size_a) > 0 and np.isfinite(voxel_size_a)):
-        raise CetpickError(f"The voxel size must be a positive number of Å, not {plain(voxel_size_a)}.")
-    if not snr > 0:
-        raise CetpickError(f"snr must be > 0, not {plain(snr)}.")
-    if not 0 <= label_fraction <= 1:
-        raise CetpickError(f"label_fraction must lie in [0, 1], not {plain(label_fraction)}.")
     rng = np.random.default_rng(seed)
     classes = list(CLASS_DIAMETERS_A) if classes is None else list(classes)
     for c in classes:

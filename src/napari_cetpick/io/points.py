@@ -286,8 +286,12 @@ def _parse_numeric_lines(path: Path, min_columns: int = 3) -> np.ndarray:
                 try:
                     values = [float(w) for w in words]
                 except ValueError:
+                    hint = ""
+                    if not rows:
+                        hint = (" A header line or a name column does not belong in this format; "
+                                "remove it, or save a .csv with the header x,y,z.")
                     raise CetpickError(
-                        f"{path.name}: line {lineno} is not a row of numbers: {text[:60]!r}."
+                        f"{path.name}: line {lineno} is not a row of numbers: {text[:60]!r}.{hint}"
                     ) from None
                 if len(values) < min_columns:
                     raise CetpickError(
@@ -755,29 +759,32 @@ def write_points(
     check_inside(zyx, layout.shape_zyx, path)
     binning = _check_binning(binning)
 
-    if fmt == "imod":
-        xyz = zyx_to_imod(zyx, layout, binning)
-        _write_text_rows(path, [xyz[:, 0], xyz[:, 1], xyz[:, 2]])
-    elif fmt == "mod":
-        _write_mod(path, zyx_to_imod(zyx, layout, binning), layout, voxel_size_a, binning)
-    elif fmt in ("star", "star5"):
-        _write_star(path, zyx, features, fmt, layout, voxel_size_a, tomogram_name, binning)
-    elif fmt == "csv":
-        xyz = _file_xyz(binned_to_unbinned(zyx, binning), layout)
-        df = pd.DataFrame({"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]})
-        if tomogram_name is not None:
-            df.insert(0, _CSV_TOMO, tomogram_name)
-        for col in features.columns:
-            if str(col).lower() not in ("x", "y", "z", _CSV_TOMO):
-                df[col] = features[col].to_numpy()
-        df.to_csv(path, index=False, float_format="%.6g")
-    elif fmt == "cetpick":
-        cols = [zyx[:, 2], zyx[:, 0], zyx[:, 1]]  # x z y
-        if "score" in features.columns:
-            cols.append([_fmt(v, 6) for v in features["score"].to_numpy(float)])
-        _write_text_rows(path, cols)
-    else:  # cetpick_list
-        write_coordinate_list(path, {tomogram_name or path.stem: zyx})
+    try:
+        if fmt == "imod":
+            xyz = zyx_to_imod(zyx, layout, binning)
+            _write_text_rows(path, [xyz[:, 0], xyz[:, 1], xyz[:, 2]])
+        elif fmt == "mod":
+            _write_mod(path, zyx_to_imod(zyx, layout, binning), layout, voxel_size_a, binning)
+        elif fmt in ("star", "star5"):
+            _write_star(path, zyx, features, fmt, layout, voxel_size_a, tomogram_name, binning)
+        elif fmt == "csv":
+            xyz = _file_xyz(binned_to_unbinned(zyx, binning), layout)
+            df = pd.DataFrame({"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]})
+            if tomogram_name is not None:
+                df.insert(0, _CSV_TOMO, tomogram_name)
+            for col in features.columns:
+                if str(col).lower() not in ("x", "y", "z", _CSV_TOMO):
+                    df[col] = features[col].to_numpy()
+            df.to_csv(path, index=False, float_format="%.6g")
+        elif fmt == "cetpick":
+            cols = [zyx[:, 2], zyx[:, 0], zyx[:, 1]]  # x z y
+            if "score" in features.columns:
+                cols.append([_fmt(v, 6) for v in features["score"].to_numpy(float)])
+            _write_text_rows(path, cols)
+        else:  # cetpick_list
+            write_coordinate_list(path, {tomogram_name or path.stem: zyx})
+    except OSError as err:
+        raise CetpickError(f"{path}: cannot write the file ({err.strerror or err}).") from None
     return path
 
 

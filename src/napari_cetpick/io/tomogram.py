@@ -261,9 +261,12 @@ def open_tomogram(
         raise CetpickError(f"{path.name}: not a readable MRC file ({text}).") from None
     if data is None:
         raise CetpickError(f"{path.name}: the MRC file has no readable data block.")
-    if data.ndim < 3 or (data.ndim == 3 and data.shape[0] == 1):
+    if data.size <= 1:
+        raise CetpickError(f"{path.name}: the file holds a single voxel, not a tomogram.")
+    if data.ndim < 3 or (data.ndim == 3 and min(data.shape) == 1):
+        flat = tuple(int(n) for n in data.shape if n != 1) if data.ndim == 3 else tuple(data.shape[-2:])
         raise CetpickError(
-            f"{path.name}: this is a 2D image of shape {data.shape[-2:]}, not a tomogram."
+            f"{path.name}: this is a 2D image of shape {flat}, not a tomogram."
         )
     if data.ndim > 3:
         raise CetpickError(f"{path.name}: a volume stack of shape {data.shape} is not supported.")
@@ -361,10 +364,13 @@ def write_tomogram(
         )
     if file_array.dtype not in (np.int8, np.int16, np.uint8):
         file_array = file_array.astype(np.float32, copy=False)
-    with mrcfile.new(path, overwrite=True) as mrc:
-        mrc.set_data(np.ascontiguousarray(file_array))
-        mrc.set_volume()
-        mrc.voxel_size = float(voxel_size_a) if voxel_size_a else 0.0
+    try:
+        with mrcfile.new(path, overwrite=True) as mrc:
+            mrc.set_data(np.ascontiguousarray(file_array))
+            mrc.set_volume()
+            mrc.voxel_size = float(voxel_size_a) if voxel_size_a else 0.0
+    except OSError as err:
+        raise CetpickError(f"{path}: cannot write the file ({err.strerror or err}).") from None
     return path
 
 
@@ -427,15 +433,18 @@ def write_heatmap(
     for k, a in enumerate(layout.view_axes):
         per_file_axis[a] = vs * float(np.asarray(scale_zyx)[k])
     origin = tuple(float(o) for o in origin_a)
-    with mrcfile.new(path, overwrite=True) as mrc:
-        mrc.set_data(file_array)
-        mrc.set_volume()
-        mrc.voxel_size = tuple(per_file_axis[::-1])
-        mrc.header.origin = heatmap_origin_a(scale_zyx, translate_zyx, vs, layout, origin)
-        label = (f"{HEATMAP_LABEL} ta={layout.thickness_axis} vs={vs:.6g} "
-                 f"org={','.join(f'{o:.6g}' for o in origin)}")
-        mrc.header.label[0] = label[:80].encode("ascii")
-        mrc.header.nlabl = 1
+    label = (f"{HEATMAP_LABEL} ta={layout.thickness_axis} vs={vs:.6g} "
+             f"org={','.join(f'{o:.6g}' for o in origin)}")
+    try:
+        with mrcfile.new(path, overwrite=True) as mrc:
+            mrc.set_data(file_array)
+            mrc.set_volume()
+            mrc.voxel_size = tuple(per_file_axis[::-1])
+            mrc.header.origin = heatmap_origin_a(scale_zyx, translate_zyx, vs, layout, origin)
+            mrc.header.label[0] = label[:80].encode("ascii")
+            mrc.header.nlabl = 1
+    except OSError as err:
+        raise CetpickError(f"{path}: cannot write the file ({err.strerror or err}).") from None
     return path
 
 
