@@ -377,7 +377,7 @@ def cmd_demo(args) -> int:
     cfg = preset("default", diameter_a=diameter_a, seed=args.seed, max_steps=args.steps, num_epochs=args.steps)
     trainer = Trainer([tomo1.data], [sims[0].labels], cfg, voxel_size_a=tomo1.voxel_size_a, device=args.device)
     bar = _Bar("train", args.quiet)
-    for pr in trainer.steps():
+    for pr in trainer.steps(calibrate=False):  # calibrated once, below
         bar.update(pr.step, pr.total, f"loss {pr.loss:.4f}", pr.eta_s)
     ckpt = trainer.checkpoint()
     model_path = ckpt.save(out / "model.ckpt")
