@@ -64,6 +64,63 @@ class _PerTomogram(argparse.Action):
         setattr(namespace, self.dest, held)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``cetpick train: error: ...``) and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _bin_value(text: str):
+    """``--bin``: ``auto`` or a positive whole number."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be auto or a positive whole number, not {text!r}")
+    return value
+
+
+def _writable_folder(folder, what: str) -> Path:
+    """Create ``folder`` if needed and make sure files can be written there, else CetpickError.
+
+    Checked before long work starts, so a bad output place never costs a training run.
+    """
+    import tempfile
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CetpickError(f"{folder}: is a file, not a folder; cannot write the {what} there.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".cetpick-write-test-"):
+            pass
+    except OSError as exc:
+        raise CetpickError(f"{folder}: cannot write the {what} there ({exc.strerror or exc}).") from None
+    return folder
+
+
+def _model_out_path(args, inputs) -> Path:
+    """The model file to write: ``.ckpt`` (added when missing), in a writable folder, not an input."""
+    from .checkpoint import MODEL_EXTENSION
+
+    out = Path(args.out)
+    if not out.suffix:
+        out = out.with_suffix(MODEL_EXTENSION)
+    if out.suffix.lower() != MODEL_EXTENSION:
+        raise CetpickError(f"{out}: model files end in {MODEL_EXTENSION}; choose --out NAME{MODEL_EXTENSION}.")
+    if out.is_dir():
+        raise CetpickError(f"{out}: is a folder; give a file name for --out.")
+    for i in inputs:
+        if i and Path(i).exists() and out.exists() and out.resolve() == Path(i).resolve():
+            raise CetpickError(f"{out}: is one of the input files; choose another --out.")
+    _writable_folder(out.parent if str(out.parent) else Path("."), "model")
+    return out
+
+
 def _thickness_axis(args) -> int | None:
     if getattr(args, "thickness_axis", None) not in (None, "auto"):
         return int(args.thickness_axis)
@@ -76,6 +133,25 @@ def _open(path, args):
     from .io import open_tomogram
 
     return open_tomogram(path, thickness_axis=_thickness_axis(args), voxel_size_a=getattr(args, "voxel_size", None))
+
+
+def _drop_duplicates(zyx, source) -> "np.ndarray":
+    """Labels with repeats (closer than half a voxel to an earlier one) removed, saying so."""
+    import numpy as np
+    from scipy.spatial import cKDTree
+
+    zyx = np.asarray(zyx, float).reshape(-1, 3)
+    if len(zyx) < 2:
+        return zyx
+    pairs = cKDTree(zyx).query_pairs(0.5, output_type="ndarray")
+    if len(pairs) == 0:
+        return zyx
+    drop = np.zeros(len(zyx), bool)
+    drop[pairs.max(axis=1)] = True
+    print(f"cetpick: warning: {Path(str(source)).name}: {int(drop.sum())} duplicate label(s) (the same "
+          f"particle clicked twice) ignored", file=sys.stderr)
+    return zyx[~drop]
+
 
 
 def _read_clicks(path, tomo, fmt):
@@ -107,7 +183,7 @@ def _training_pairs(args) -> list[tuple]:
             from .io import check_inside
 
             check_inside(lab, tomo.shape_zyx, args.train_coord_txt)
-            pairs.append((tomo, lab, None))
+            pairs.append((tomo, _drop_duplicates(lab, f"{args.train_coord_txt} ({name})"), None))
     else:
         if not args.tomogram:
             raise CetpickError("Give --tomogram and --labels (or --train_img_txt and --train_coord_txt).")
@@ -117,7 +193,7 @@ def _training_pairs(args) -> list[tuple]:
         negatives = getattr(args, "negatives", None) or {}
         for i, (t, l) in enumerate(zip(args.tomogram, args.labels)):
             tomo = _open(t, args)
-            lab = _read_clicks(l, tomo, args.labels_format)
+            lab = _drop_duplicates(_read_clicks(l, tomo, args.labels_format), l)
             neg = _read_clicks(negatives[i], tomo, args.labels_format) if i in negatives else None
             pairs.append((tomo, lab, neg))
     return pairs
@@ -132,7 +208,7 @@ def _train_knobs(args) -> dict:
         contrastive=args.contrastive, cr_weight=args.cr_weight, temp=args.temp, num_epochs=args.num_epochs,
         max_steps=args.max_steps, lr=args.lr, lr_step=tuple(args.lr_step) if args.lr_step else None, arch=args.arch,
         batch_size=args.batch_size, gauss=args.gauss, compress=args.compress,
-        bin=(None if args.bin is None else (args.bin if args.bin == "auto" else int(args.bin))), seed=args.seed,
+        translation_ratio=args.translation_ratio, bin=args.bin, seed=args.seed,
     )
 
 
@@ -140,6 +216,9 @@ def cmd_train(args) -> int:
     from .config import preset
     from .train import Trainer, correction_config
 
+    out_path = _model_out_path(args, [*(args.tomogram or []), *(args.labels or []),
+                                      *(getattr(args, "negatives", None) or {}).values(), args.train_img_txt,
+                                      args.train_coord_txt])
     pairs = _training_pairs(args)
     vsizes = {p[0].voxel_size_a for p in pairs}
     if len(vsizes) > 1:
@@ -172,18 +251,37 @@ def cmd_train(args) -> int:
           f"{trainer.diameter_vox:g} voxels, bin {trainer.bin_xy}, tau {trainer.tau:.3g}, {trainer.total_steps} steps "
           f"on {trainer.device_name}", file=sys.stderr)
     bar = _Bar("train", args.quiet)
-    gen = trainer.steps()
+    # the weights are saved before anything after training (threshold calibration) can fail
+    gen = trainer.steps(calibrate=False)
     message = ""
-    while True:
-        try:
-            pr = next(gen)
-        except StopIteration:
-            break
-        bar.update(pr.step, pr.total, f"loss {pr.loss:.4f}", pr.eta_s)
-        message = pr.message or message
-    ckpt = trainer.checkpoint()
-    out = ckpt.save(args.out)
-    print(f"Saved model to {out} ({ckpt.summary()}) in {time.perf_counter() - t0:.1f} s")
+    replaced = out_path.exists()
+    try:
+        for pr in gen:
+            bar.update(pr.step, pr.total, f"loss {pr.loss:.4f}", pr.eta_s)
+            message = pr.message or message
+    except KeyboardInterrupt:
+        trainer.status = f"interrupted at step {trainer.step} of {trainer.total_steps}"
+        if trainer.step == 0:
+            print("\ncetpick: interrupted before the first training step; no model saved", file=sys.stderr)
+            return 130
+        out = trainer.checkpoint(calibrate=False).save(out_path)
+        print(f"\ncetpick: interrupted: the model after {trainer.step} of {trainer.total_steps} steps was saved to "
+              f"{out} (threshold not calibrated; continue with --continue-from {out})", file=sys.stderr)
+        return 130
+    out = trainer.checkpoint(calibrate=False).save(out_path)
+    try:
+        ckpt = trainer.checkpoint()
+    except KeyboardInterrupt:
+        print(f"\ncetpick: interrupted during threshold calibration; the trained model was saved to {out} "
+              "without a calibrated threshold (give --threshold when detecting)", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001  (the model is safe on disk; say what failed, in one line)
+        print(f"cetpick: error: threshold calibration failed ({type(exc).__name__}: {exc}); the trained model was "
+              f"saved to {out} without a calibrated threshold (give --threshold when detecting)", file=sys.stderr)
+        return 1
+    out = ckpt.save(out_path)
+    print(f"Saved model to {out}{' (replaced the existing file)' if replaced else ''} ({ckpt.summary()}) "
+          f"in {time.perf_counter() - t0:.1f} s")
     if message:
         print(f"cetpick: error: {message}", file=sys.stderr)
         return 1
@@ -225,15 +323,19 @@ def write_detection(res, tomo, out_dir: Path, stem: str, fmt: str, heatmap: bool
 
     from .io import write_heatmap, write_points
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     feats = pd.DataFrame({"score": res.scores.astype(float)})
-    paths["picks"] = write_points(out_dir / f"{stem}_picks{PICK_FORMATS[fmt]}", res.zyx, features=feats, fmt=fmt,
-                                  layout=tomo.layout, voxel_size_a=tomo.voxel_size_a, tomogram_name=stem,
-                                  shape_zyx=tomo.shape_zyx)
-    if heatmap:
-        paths["heatmap"] = write_heatmap(out_dir / f"{stem}_heatmap.mrc", res.heatmap, res.scale, res.translate,
-                                         voxel_size_a=tomo.voxel_size_a, layout=tomo.layout)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths["picks"] = write_points(out_dir / f"{stem}_picks{PICK_FORMATS[fmt]}", res.zyx, features=feats,
+                                      fmt=fmt, layout=tomo.layout, voxel_size_a=tomo.voxel_size_a,
+                                      tomogram_name=stem, shape_zyx=tomo.shape_zyx)
+        if heatmap:
+            paths["heatmap"] = write_heatmap(out_dir / f"{stem}_heatmap.mrc", res.heatmap, res.scale,
+                                             res.translate, voxel_size_a=tomo.voxel_size_a, layout=tomo.layout,
+                                             origin_a=tomo.origin_a)
+    except OSError as exc:
+        raise CetpickError(f"{out_dir}: cannot write the results there ({exc.strerror or exc}).") from None
     return paths
 
 
@@ -241,7 +343,7 @@ def cmd_detect(args) -> int:
     from .checkpoint import Checkpoint
 
     ckpt = Checkpoint.load(args.model)
-    out_dir = Path(args.out_dir)
+    out_dir = _writable_folder(args.out_dir, "picks")
     for name, path in _detect_targets(args):
         tomo = _open(path, args)
         with warnings.catch_warnings(record=True) as caught:
@@ -303,12 +405,13 @@ def cmd_demo(args) -> int:
     from .detect import detect
     from .evaluate import evaluate
     from .io import open_tomogram
-    from .synthetic import save_synthetic, simulate_tomogram
+    from .synthetic import check_simulation_args, save_synthetic, simulate_tomogram
     from .train import Trainer
     from .utils import run_generator
 
     out = Path(args.out_dir)
     shape = tuple(args.shape)
+    check_simulation_args(shape, args.voxel_size, args.snr)
     t0 = time.perf_counter()
     print(f"[1/5] Simulating two {shape} tomograms at {args.voxel_size:g} Å (SNR {args.snr:g}) ...", file=sys.stderr)
     sims, paths = [], []
@@ -325,7 +428,7 @@ def cmd_demo(args) -> int:
     cfg = preset("default", diameter_a=diameter_a, seed=args.seed, max_steps=args.steps, num_epochs=args.steps)
     trainer = Trainer([tomo1.data], [sims[0].labels], cfg, voxel_size_a=tomo1.voxel_size_a, device=args.device)
     bar = _Bar("train", args.quiet)
-    for pr in trainer.steps():
+    for pr in trainer.steps(calibrate=False):  # calibrated once, below
         bar.update(pr.step, pr.total, f"loss {pr.loss:.4f}", pr.eta_s)
     ckpt = trainer.checkpoint()
     model_path = ckpt.save(out / "model.ckpt")
@@ -367,7 +470,7 @@ def _add_volume_options(p) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from .config import ARCHS, PRESETS
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cetpick",
         description="Sparse-label particle picking in cryo-electron tomograms (the cet_pick PU detector).",
         epilog="Coordinates: see docs/coordinates.md. Every sub-command has --help.")
@@ -416,7 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels-format", default=None, help="force the label format (default: from the extension)")
     p.add_argument("--train_img_txt", help="the original's image list (image_name<TAB>rec_path)")
     p.add_argument("--train_coord_txt", help="the original's coordinate list (image_name x_coord y_coord z_coord)")
-    p.add_argument("--out", required=True, help="model file to write (.ckpt)")
+    p.add_argument("--out", required=True,
+                   help="model file to write (.ckpt; added when missing). Written as soon as training ends, "
+                        "and on Ctrl-C with the steps done so far")
     p.add_argument("--preset", default="default", choices=PRESETS,
                    help="default: our fast, augmented settings; cetpick: the published settings")
     g = p.add_argument_group("particle")
@@ -441,7 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gauss", type=float, help="sigma of a Gaussian pre-filter (working voxels; 0 = none)")
     g.add_argument("--compress", action=argparse.BooleanOptionalAction, default=None,
                    help="average slice pairs (z binning by 2)")
-    g.add_argument("--bin", default=None, help="binning before the network: auto or an integer")
+    g.add_argument("--translation_ratio", type=float,
+                   help="jitter of training crops around their labels (the original's knob; default from the preset)")
+    g.add_argument("--bin", default=None, type=_bin_value, help="binning before the network: auto or an integer")
     g.add_argument("--seed", type=int, help="random seed (training is deterministic on CPU)")
     p.add_argument("--continue-from", metavar="MODEL",
                    help="a correction round: fine-tune this model with the (added) labels and negatives; keeps its "
@@ -457,12 +564,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="imod", choices=sorted(PICK_FORMATS),
                    help="picks file: imod (.txt, default), mod, star (RELION 4), star5 (RELION 5), csv "
                         "(with scores), cetpick (the original's 'x z y score')")
-    p.add_argument("--threshold", type=float, help="score threshold (default: calibrated when training)")
+    p.add_argument("--threshold", "--out_thresh", dest="threshold", type=float,
+                   help="score threshold (default: calibrated when training); --out_thresh is the original's name")
     p.add_argument("--K", type=int, help="keep at most K picks")
     p.add_argument("--min-distance", type=float, help="minimum distance between picks in voxels (default: radius)")
-    p.add_argument("--margin-z", type=int, default=0, help="drop picks this close to the top/bottom (voxels)")
+    p.add_argument("--margin-z", "--cutoff_z", dest="margin_z", type=int, default=0,
+                   help="drop picks within this many slices of the top and bottom (tomogram voxels); "
+                        "--cutoff_z is the original's name")
     p.add_argument("--margin-xy", type=int, default=0, help="drop picks this close to the xy borders (voxels)")
-    p.add_argument("--tile-xy", type=int, default=256, help="tile size in working voxels (memory)")
+    p.add_argument("--tile-xy", type=int, default=256, help="tile size in working voxels (memory; rounded down to a multiple of the network's 8, 16 or 32)")
     p.add_argument("--no-heatmap", action="store_true", help="do not write the heatmap MRC")
     _add_volume_options(p)
     p.set_defaults(func=cmd_detect)

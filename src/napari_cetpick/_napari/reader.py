@@ -13,12 +13,17 @@ from napari_cetpick.errors import CetpickError
 from napari_cetpick.io import (
     TOMOGRAM_EXTENSIONS,
     guess_format,
+    heatmap_frame,
     list_tomogram_names,
     open_tomogram,
     read_points,
 )
 from napari_cetpick.io.points import read_imod_text
-from napari_cetpick._napari.layers import pointset_to_layer_data, tomogram_to_layer_data
+from napari_cetpick._napari.layers import (
+    heatmap_to_layer_data,
+    pointset_to_layer_data,
+    tomogram_to_layer_data,
+)
 
 COORDINATE_EXTENSIONS = (".mod", ".star", ".csv", ".txt", ".coords")
 
@@ -50,13 +55,22 @@ def get_reader(path):
 
 
 def read_files(path) -> list:
-    """Read tomograms and coordinate files into napari LayerData tuples."""
+    """Read tomograms and coordinate files into napari LayerData tuples.
+
+    A heatmap written by ``cetpick detect`` (see :func:`~napari_cetpick.io.heatmap_frame`)
+    gets the scale and translation, in tomogram voxels, that its header gives, so it
+    overlays its tomogram (opened in voxel units) exactly.
+    """
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     layers = []
     for p in paths:
         p = Path(p)
         if p.suffix.lower() in TOMOGRAM_EXTENSIONS:
-            layers.append(tomogram_to_layer_data(open_tomogram(p)))
+            frame = heatmap_frame(p)
+            if frame is None:
+                layers.append(tomogram_to_layer_data(open_tomogram(p)))
+            else:
+                layers.append(heatmap_to_layer_data(open_tomogram(p, thickness_axis=frame["thickness_axis"]), frame))
         else:
             fmt = guess_format(p)
             names = list_tomogram_names(p, fmt)
