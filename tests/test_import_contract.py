@@ -5,7 +5,7 @@ import sys
 CORE = ["napari_cetpick", "napari_cetpick.io", "napari_cetpick.synthetic", "napari_cetpick.config",
         "napari_cetpick.data", "napari_cetpick.model", "napari_cetpick.losses", "napari_cetpick.train",
         "napari_cetpick.detect", "napari_cetpick.evaluate", "napari_cetpick.peaks", "napari_cetpick.baselines",
-        "napari_cetpick.checkpoint", "napari_cetpick.cli"]
+        "napari_cetpick.checkpoint", "napari_cetpick.cli", "napari_cetpick.batch", "napari_cetpick.io.copick_project"]
 
 
 def _loaded(code: str) -> set[str]:
@@ -27,3 +27,9 @@ def test_package_import_is_light():
 def test_cli_help_does_not_load_torch():
     mods = _loaded("from napari_cetpick.cli import build_parser; build_parser()")
     assert "torch" not in mods
+
+
+def test_optional_extras_load_only_when_used():
+    # dask/distributed and copick are optional: importing the batch and copick modules loads neither
+    mods = _loaded("import napari_cetpick.batch, napari_cetpick.io.copick_project, napari_cetpick.cli")
+    assert not mods & {"distributed", "copick", "zarr", "torch"}
