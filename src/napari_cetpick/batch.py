@@ -298,14 +298,15 @@ def atomic_write(final, write: Callable[[Path], object]) -> Path:
     return final
 
 
-def _remove_stale_parts(out_dir: Path, name: str) -> None:
-    """Temporary files a killed run left for this job (each job has its own output names)."""
-    if out_dir.is_dir():
-        for stale in out_dir.glob(f".{glob.escape(name)}_*.part-*"):
-            try:
-                stale.unlink()
-            except OSError:
-                pass
+def _remove_stale_parts(outputs: dict[str, Path]) -> None:
+    """Temporary files a killed run left for these outputs (no other job writes to those names)."""
+    for final in outputs.values():
+        if final.parent.is_dir():
+            for stale in final.parent.glob(f".{glob.escape(final.stem)}.part-*{glob.escape(final.suffix)}"):
+                try:
+                    stale.unlink()
+                except OSError:
+                    pass
 
 
 def write_outputs(res, tomo, out_dir, stem: str, fmt: str, heatmap: bool = True) -> dict[str, Path]:
@@ -381,7 +382,7 @@ def detect_job(job: DetectJob, opts: BatchOptions, device: str | None = None, wo
 
                 if opts.out_dir is None:
                     raise CetpickError("No output folder given.")
-                _remove_stale_parts(Path(opts.out_dir), job.name)
+                _remove_stale_parts(expected_outputs(job, opts))
                 tomo = open_tomogram(job.path, thickness_axis=opts.thickness_axis, voxel_size_a=opts.voxel_size_a)
             else:
                 from .io.copick_project import open_copick_tomogram
@@ -514,7 +515,7 @@ def _progress(results, total, t0, running, result=None) -> BatchProgress:
     el = time.perf_counter() - t0
     eta = el * (total - frac) / frac if frac > 0 else None
     failed = sum(r.status == "failed" for r in results)
-    return BatchProgress(done, total, failed, el, eta, dict(running), result)
+    return BatchProgress(done, total, failed, el, eta, dict(running), result)  # a copy: events may change it
 
 
 def run_batch(jobs: list[DetectJob], opts: BatchOptions, skip_existing: bool = False, dask: str | None = None) \
@@ -567,11 +568,13 @@ def _run_batch_dask(todo, opts, spec, results, total, t0):
     distributed = _import_distributed()
     client, cluster = connect_dask(spec)
     running: dict[str, tuple[int, int]] = {}
+    finished: set[str] = set()
 
-    def on_event(event):
+    def on_event(event):  # runs in the client's thread; events may arrive after their job's result
         try:
             msg = event[1]
-            running[msg["job"]] = (int(msg["tile"]), int(msg["n"]))
+            if msg["job"] not in finished:
+                running[msg["job"]] = (int(msg["tile"]), int(msg["n"]))
         except Exception:
             pass
 
@@ -596,6 +599,7 @@ def _run_batch_dask(todo, opts, spec, results, total, t0):
                     r = JobResult(name=job.name, source=job.source, status="failed", error=_reason(exc, job))
                 fut.release()
                 results[i] = r
+                finished.add(job.name)
                 running.pop(job.name, None)
                 yield _progress(list(results.values()), total, t0, running, r)
             if not batch:
