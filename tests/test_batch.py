@@ -193,3 +193,17 @@ def test_dask_local_cluster_writes_what_the_local_run_writes(model, tomos, tmp_p
         assert len(a.zyx) == 15
         np.testing.assert_allclose(b.zyx, a.zyx, atol=1e-3)
         np.testing.assert_allclose(b.features["score"], a.features["score"], atol=1e-4)
+
+
+def test_dask_address_of_a_running_scheduler(model, tomos, tmp_path, capsys):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cl:
+        rc = main(["detect", "--model", str(model), "--tomogram", str(tomos / "t1.mrc"), "--tomogram",
+                   str(tomos / "t3.mrc"), "--out-dir", str(tmp_path), "--json", "--dask", cl.scheduler_address,
+                   *DETECT])
+        out = capsys.readouterr().out
+        assert rc == 0
+        assert [json.loads(l)["status"] for l in out.splitlines()] == ["ok", "ok"]
+        assert len(read_points(tmp_path / "t3_picks.txt").zyx) == 15
+        # cetpick leaves somebody else's cluster running
+        assert cl.status.name == "running" and len(cl.scheduler_info["workers"]) == 1
