@@ -13,7 +13,8 @@ GUI = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "magicgui", "su
 CORE = ["napari_cetpick", "napari_cetpick.io", "napari_cetpick.synthetic", "napari_cetpick.config",
         "napari_cetpick.memory", "napari_cetpick.data", "napari_cetpick.model", "napari_cetpick.losses",
         "napari_cetpick.train", "napari_cetpick.detect", "napari_cetpick.evaluate", "napari_cetpick.peaks",
-        "napari_cetpick.baselines", "napari_cetpick.checkpoint", "napari_cetpick.cli"]
+        "napari_cetpick.baselines", "napari_cetpick.checkpoint", "napari_cetpick.cli", "napari_cetpick.batch",
+        "napari_cetpick.io.copick_project"]
 # numpy/scipy-only modules: usable (and their settings checkable) without loading torch
 NO_TORCH = ["napari_cetpick.io", "napari_cetpick.synthetic", "napari_cetpick.config", "napari_cetpick.memory",
             "napari_cetpick.data", "napari_cetpick.peaks", "napari_cetpick.evaluate", "napari_cetpick.baselines"]
@@ -23,6 +24,10 @@ CONTRACT = {
     "numpy-only modules load no torch": ("\n".join(f"import {m}" for m in NO_TORCH), GUI + ("torch",)),
     "package import is light": ("import napari_cetpick", ("torch", "napari", "qtpy", "magicgui")),
     "cetpick --help loads no torch": ("from napari_cetpick.cli import build_parser; build_parser()", ("torch",)),
+    # dask/distributed and copick are optional extras, imported only when used
+    "optional extras load only when used": (
+        "import napari_cetpick.batch, napari_cetpick.io.copick_project, napari_cetpick.cli",
+        ("distributed", "copick", "zarr", "torch")),
 }
 
 

@@ -262,7 +262,7 @@ def log_score_map(
         for s in (s_star * scale_step**k, s_star / scale_step**k):
             np.maximum(best_other, response(s), out=best_other)
     centre[centre < best_other] = 0.0
-    del best_other, v
+    del best_other
     score = _robust_score(centre)
     return score, np.full(3, float(f)), np.full(3, (f - 1) / 2.0)
 
