@@ -23,7 +23,9 @@ def planted():
 @pytest.fixture(scope="module")
 def trained(planted):
     v, pts = planted
-    cfg = TrainConfig(bbox=10, max_steps=70, num_epochs=1000, tau=0.05, seed=1)
+    # 8 of the 24 particles are labelled, and the user says so (the default threshold keeps
+    # as many picks as the labels imply)
+    cfg = TrainConfig(bbox=10, max_steps=70, num_epochs=1000, tau=0.05, seed=1, label_fraction=8 / 24)
     trainer = Trainer([v], [pts[:8]], cfg, voxel_size_a=10.0, device="cpu")
     records = list(trainer.steps())
     return trainer, records, trainer.checkpoint()
@@ -46,8 +48,10 @@ def test_detections_find_planted_particles(trained, planted):
     # trained on 8 of 24 labels: the others must be found too, at the calibrated threshold
     ev = evaluate(res.zyx, res.scores, pts, 3.0, threshold=res.threshold)
     assert ev.recall >= 0.9, ev
-    assert ev.precision >= 0.9, ev
-    assert 0.05 <= ckpt.default_threshold <= 0.9
+    assert ev.precision >= 0.85 and ev.f1 >= 0.9, ev
+    # the default threshold keeps about as many picks as the labels imply (24 here)
+    assert 20 <= ckpt.info["expected_particles"] <= 30 and abs(len(res.zyx) - 24) <= 4
+    assert 0.05 <= ckpt.default_threshold <= 0.95
 
 
 def test_deterministic_on_cpu(planted):
@@ -121,16 +125,18 @@ def test_one_label_and_tomogram_smaller_than_a_crop():
 
 def test_tau_from_expected_particles():
     from napari_cetpick import data as D
+    from napari_cetpick.train import TAU_FLOOR
 
     spec = D.blob_spec(12.0)
-    cfg = TrainConfig(bbox=12, expected_particles=1000)
-    tau = estimate_tau(cfg, [np.zeros((3, 3))], [(40, 200, 200)], spec, 12.0)
+    geom = D.make_geometry(1, False)
+    shapes = [(40, 200, 200)]
+    density = 1000 / (200 * 200)  # 1000 particles in the tomogram
+    tau = estimate_tau(TrainConfig(bbox=12), density, shapes, spec, geom)
     per = D.positive_cells_per_particle(spec)
     assert tau == pytest.approx(1000 * per / (40 * 100 * 100))
-    # too few particles to learn from: the prior is floored at 0.01
-    low = estimate_tau(TrainConfig(bbox=12, expected_particles=1), [np.zeros((3, 3))], [(40, 200, 200)], spec, 12.0)
-    assert low == 0.01
-    assert estimate_tau(TrainConfig(tau=0.3), [], [], spec, 12.0) == 0.3
+    # too few particles to learn from: the prior is floored
+    assert estimate_tau(TrainConfig(bbox=12), 1 / (200 * 200), shapes, spec, geom) == TAU_FLOOR
+    assert estimate_tau(TrainConfig(tau=0.3), density, shapes, spec, geom) == 0.3
 
 
 def test_cetpick_preset_keeps_published_settings():
@@ -139,14 +145,3 @@ def test_cetpick_preset_keeps_published_settings():
         ("unet_4", 6, 64, 1, "flip", "cetpick")
     with pytest.raises(CetpickError):
         preset("nope")
-
-
-def test_split_threshold_between_unbalanced_modes():
-    from napari_cetpick.train import otsu_threshold, split_threshold
-
-    rng = np.random.default_rng(0)
-    vals = np.concatenate([rng.normal(0.15, 0.03, 500), rng.normal(0.75, 0.05, 60)])
-    t = split_threshold(vals)
-    assert 0.3 < t < 0.65
-    # Otsu leans towards the big background mode; the mixture split does not
-    assert t > otsu_threshold(vals)

@@ -315,8 +315,6 @@ def write_outputs(res, tomo, out_dir, stem: str, fmt: str, heatmap: bool = True)
     Each file is written atomically; the picks file last, so its presence means the
     heatmap is complete too.
     """
-    import pandas as pd
-
     from .io import write_heatmap, write_points
 
     if fmt not in PICK_FORMATS:
@@ -329,7 +327,7 @@ def write_outputs(res, tomo, out_dir, stem: str, fmt: str, heatmap: bool = True)
             out_dir / f"{stem}_heatmap.mrc",
             lambda p: write_heatmap(p, res.heatmap, res.scale, res.translate, voxel_size_a=tomo.voxel_size_a,
                                     layout=tomo.layout, origin_a=getattr(tomo, "origin_a", None)))
-    feats = pd.DataFrame({"score": res.scores.astype(float)})
+    feats = res.features  # score, margin to the threshold (and view agreement)
     paths["picks"] = atomic_write(
         out_dir / f"{stem}_picks{PICK_FORMATS[fmt]}",
         lambda p: write_points(p, res.zyx, features=feats, fmt=fmt, layout=tomo.layout,

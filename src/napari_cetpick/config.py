@@ -209,6 +209,9 @@ class DetectConfig:
         All local maxima above this score are cached for live threshold changes.
     refine : bool
         Sub-voxel refinement of peaks.
+    views : int
+        1, or 2 to also run the network on each tile flipped in z and x and average the two
+        (twice the time; gives each pick an ``agreement`` between the views).
     """
 
     threshold: float | None = None
@@ -221,6 +224,7 @@ class DetectConfig:
     candidate_floor: float = 0.05
     refine: bool = True
     batch_slices: int = 16
+    views: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -35,12 +35,20 @@ class DetectProgress:
     message: str = ""
 
 
+def logit(p) -> np.ndarray:
+    p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
 @dataclass
 class DetectResult:
     """Heatmap, cached peak candidates and the current picks of one tomogram.
 
     ``zyx``/``scores`` are the picks at ``threshold`` and ``min_distance_vox``; call
     :meth:`reselect` to change those instantly from the cached candidates.
+    ``cand_agreement`` (with two views) is, per candidate, 1 minus the difference between
+    the two augmented views' scores there. ``expected_particles`` is the count the model's
+    labels imply for a tomogram of this xy area (None when the model does not know it).
     """
 
     heatmap: np.ndarray
@@ -58,6 +66,9 @@ class DetectResult:
     zyx: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     warnings: list = field(default_factory=list)
+    cand_agreement: np.ndarray | None = None
+    expected_particles: float | None = None
+    keep_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def reselect(self, threshold: float | None = None, min_distance_vox: float | None = None,
                  K: int | None | str = "keep") -> tuple[np.ndarray, np.ndarray]:
@@ -69,8 +80,26 @@ class DetectResult:
         if K != "keep":
             self.K = K
         keep = select(self.cand_zyx, self.cand_scores, self.threshold, self.min_distance_vox, self.K)
+        self.keep_idx = keep
         self.zyx, self.scores = self.cand_zyx[keep], self.cand_scores[keep]
         return self.zyx, self.scores
+
+    @property
+    def features(self):
+        """Per-pick columns for review and export (a pandas DataFrame, one row per pick).
+
+        ``score``: the detector's score. ``margin``: logit(score) − logit(threshold), the
+        distance to the threshold in the score's natural units (0 at the threshold; a
+        review of the least certain picks goes by ``|margin|``). ``agreement`` (two-view
+        detection only): 1 − |difference of the two views' scores| at the pick.
+        """
+        import pandas as pd
+
+        cols = {"score": self.scores.astype(float),
+                "margin": np.round(logit(self.scores) - logit(self.threshold), 4)}
+        if self.cand_agreement is not None:
+            cols["agreement"] = np.round(self.cand_agreement[self.keep_idx].astype(float), 4)
+        return pd.DataFrame(cols)
 
 
 def _bin_for_volume(ckpt: Checkpoint, voxel_size_a: float | None) -> tuple[int, list[str]]:
@@ -184,6 +213,20 @@ def _tiles(n: int, size: int, align: int = 1):
     return [(s, min(n, s + size)) for s in range(0, n, size)]
 
 
+def expected_count(ckpt: Checkpoint, shape_zyx, voxel_size_a: float | None = None) -> float | None:
+    """Particles the model's labels imply for a tomogram of this xy extent (None if unknown).
+
+    The model stores the density of particles per xy area of its training tomograms
+    (:mod:`napari_cetpick.counts`); a tomogram at another voxel size covers an area scaled
+    by the squared ratio.
+    """
+    d = ckpt.info.get("density_per_vox2")
+    if not d:
+        return None
+    r = (voxel_size_a / ckpt.voxel_size_a) if (voxel_size_a and ckpt.voxel_size_a) else 1.0
+    return float(d) * float(shape_zyx[1]) * float(shape_zyx[2]) * r * r
+
+
 def _round_up(v: int, m: int) -> int:
     return -(-int(v) // int(m)) * int(m)
 
@@ -248,6 +291,9 @@ def detect(ckpt: Checkpoint, volume, config: DetectConfig | None = None, voxel_s
     halo = [_round_up(c + (g_halo if ax == 0 else 2 * g_halo), m)
             for ax, (c, m) in enumerate(zip(net.context_zyx, mult))]
     heat = np.zeros(grid_shape, np.float32)
+    if config.views not in (1, 2):
+        raise CetpickError(f"views must be 1 or 2, got {config.views}.")
+    heat_b = np.zeros(grid_shape, np.float32) if config.views == 2 else None
     tile_sizes = (config.tile_z, config.tile_xy, config.tile_xy)
     axes_tiles = [_tiles(int(used[ax]), int(tile_sizes[ax]), int(mult[ax])) for ax in range(3)]
     tiles = [(z, y, x) for z in axes_tiles[0] for y in axes_tiles[1] for x in axes_tiles[2]]
@@ -279,6 +325,13 @@ def detect(ckpt: Checkpoint, volume, config: DetectConfig | None = None, voxel_s
                 off = (tile[ax][0] - lo[ax]) // stride[ax]
                 dst.append(slice(g0, g1))
                 src.append(slice(off, off + g1 - g0))
+            if heat_b is not None:
+                # the second view: the block flipped in z and x (the block spans whole grid
+                # cells, so a flip maps cells onto cells), its output flipped back
+                hm_b, _ = net(torch.flip(x, dims=(-3, -1)), with_proj=False)
+                p_b = torch.flip(torch.sigmoid(hm_b), dims=(-3, -1))[0, 0].float().cpu().numpy()
+                heat_b[tuple(dst)] = p_b[tuple(src)]
+                p = 0.5 * (p + p_b)
             heat[tuple(dst)] = p[tuple(src)]
             el = time.perf_counter() - t0
             yield DetectProgress(i + 1, len(tiles), el, el / (i + 1) * (len(tiles) - i - 1), dev_name)
@@ -288,6 +341,14 @@ def detect(ckpt: Checkpoint, volume, config: DetectConfig | None = None, voxel_s
     if mask is not None:
         keep = mask_keeps(mask, czyx)
         czyx, cscores = czyx[keep], cscores[keep]
+    agreement = None
+    if heat_b is not None:
+        # where the views disagree most: the score of view 2 is 2 x mean - view 1
+        cell = np.clip(np.floor((czyx - translate) / scale + 0.5).astype(int), 0, np.asarray(grid_shape) - 1)
+        mean_v = heat[tuple(cell.T)]
+        view_b = heat_b[tuple(cell.T)]
+        agreement = (1.0 - np.abs(2.0 * (mean_v - view_b))).astype(np.float32)
+        del heat_b
     threshold = ckpt.default_threshold if config.threshold is None else float(config.threshold)
     if config.min_distance_vox is not None:
         min_d = float(config.min_distance_vox)
@@ -298,6 +359,7 @@ def detect(ckpt: Checkpoint, volume, config: DetectConfig | None = None, voxel_s
     res = DetectResult(heatmap=heat, scale=scale, translate=translate, cand_zyx=czyx, cand_scores=cscores,
                        threshold=threshold, min_distance_vox=min_d, K=config.K, tomogram_shape=shape,
                        voxel_size_a=voxel_size_a, diameter_vox=ckpt.diameter_vox,
-                       elapsed_s=time.perf_counter() - t0, warnings=notes)
+                       elapsed_s=time.perf_counter() - t0, warnings=notes, cand_agreement=agreement,
+                       expected_particles=expected_count(ckpt, shape, voxel_size_a))
     res.reselect()
     return res

@@ -19,6 +19,8 @@ def resolve_device(name: str | None = "auto"):
     """
     import torch
 
+    if isinstance(name, torch.device):
+        return name
     name = (name or "auto").lower()
     if name == "auto":
         name = os.environ.get("CETPICK_DEVICE", "auto").lower()

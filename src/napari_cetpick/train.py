@@ -20,6 +20,7 @@ from typing import Generator, Sequence
 
 import numpy as np
 
+from . import counts as C
 from . import data as D
 from . import device as _device  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 from .checkpoint import Checkpoint
@@ -73,38 +74,27 @@ def check_labels(labels: np.ndarray, shape, name: str = "labels") -> np.ndarray:
     return lab
 
 
-def assumed_label_fraction(config: TrainConfig) -> float:
-    """Share of the particles in the labelled region that the user clicked (0.5 unless told)."""
-    return float(config.label_fraction) if config.label_fraction else 0.5
+#: Smallest class prior used when it is estimated: below it the positive term is too weak to
+#: learn from in a few hundred steps (measured), the published advice being 0.01 to 0.4.
+TAU_FLOOR = 0.01
 
 
-def estimate_tau(config: TrainConfig, labels_work: list[np.ndarray], work_shapes: list[tuple],
-                 spec: D.BlobSpec, diameter_work: float, stride=D.PSEUDO3D_STRIDE) -> float:
+def estimate_tau(config: TrainConfig, density_per_vox2: float, shapes_tomo: list[tuple], spec: D.BlobSpec,
+                 geometry: D.Geometry) -> float:
     """The class prior: positive (hard or soft) grid cells / all grid cells.
 
-    From ``expected_particles`` when given; otherwise from the density of labels in the
-    box they span, assuming the user labelled about half of the particles there. Clipped
-    to [0.01, 0.5]: below 0.01 the positive term is too weak to learn from in a few
-    hundred steps (measured), which matches the published advice of 0.01 to 0.4.
+    The expected number of particles (``density_per_vox2`` × the tomograms' xy areas, see
+    :mod:`napari_cetpick.counts`) times the positive cells of one target blob, over the
+    grid cells of the training tomograms; clipped to [:data:`TAU_FLOOR`, 0.5]. A ``tau``
+    given in the config wins.
     """
     if config.tau is not None:
         return float(config.tau)
-    st = np.asarray(stride, float)
-    grid_cells = sum(float(np.prod(np.asarray(s, float) / st)) for s in work_shapes)
-    per_particle = D.positive_cells_per_particle(spec, stride)
-    if config.expected_particles:
-        n = float(config.expected_particles)
-    else:
-        n = 0.0
-        for lab, shape in zip(labels_work, work_shapes):
-            if len(lab) == 0:
-                continue
-            lo = np.maximum(lab.min(0) - diameter_work, 0)
-            hi = np.minimum(lab.max(0) + diameter_work, shape)
-            box = float(np.prod(np.maximum(hi - lo, diameter_work)))
-            n += len(lab) / assumed_label_fraction(config) * np.prod(shape) / box
-    tau = n * per_particle / max(grid_cells, 1.0)
-    return float(np.clip(tau, 0.01, 0.5))
+    n = density_per_vox2 * sum(C.xy_area(s) for s in shapes_tomo)
+    st = np.asarray(geometry.stride_zyx, float)
+    cells = sum(float(np.prod(np.asarray(geometry.work_shape(s), float) / st)) for s in shapes_tomo)
+    tau = n * D.positive_cells_per_particle(spec, geometry.stride_zyx) / max(cells, 1.0)
+    return float(np.clip(tau, TAU_FLOOR, 0.5))
 
 
 def _per_volume(items, n: int, name: str) -> list:
@@ -226,8 +216,17 @@ class Trainer:
             self.keep_work.append(_keep_mask_work(mask, v.shape, self.geometry, w.shape))
         self.diameter_work = self.diameter_vox / bin_xy
         self.blob = D.blob_spec(self.diameter_work, config.blob)
-        self.tau = estimate_tau(config, self.labels_work, [v.shape for v in self.volumes], self.blob,
-                                self.diameter_work, self.stride)
+        self.raw_volumes = list(volumes)  # (memory maps) for the threshold's detection pass
+        shapes = [tuple(int(n) for n in v.shape) for v in volumes]
+        self.label_boxes = [C.label_box(l, sh, self.diameter_vox) if len(l) else None for l, sh in zip(labs, shapes)]
+        same_counts = (init is not None and "density_per_vox2" in init.info and config.expected_particles is None
+                       and config.label_fraction == init.config.label_fraction)
+        # a correction round keeps the density of round 1: accepted picks are not a new share
+        self.density = (float(init.info["density_per_vox2"]) if same_counts else
+                        C.particle_density(labs, shapes, self.diameter_vox, config.label_fraction,
+                                           config.expected_particles))
+        self.expected_particles = self.density * sum(C.xy_area(sh) for sh in shapes)
+        self.tau = estimate_tau(config, self.density, shapes, self.blob, self.geometry)
 
         self.opt = torch.optim.Adam(self.net.parameters(), lr=config.lr)
         n_labels = sum(len(l) for l in labs)
@@ -366,64 +365,38 @@ class Trainer:
         self.status = "finished"
         return self.checkpoint(calibrate=calibrate)
 
-    def calibrate_threshold(self, n_max: int = 24) -> float:
-        """Default score threshold from the labelled particles.
+    def calibrate_threshold(self) -> float:
+        """The default threshold: the score at which the labelled region yields the expected count.
 
-        The network runs in eval mode on crops centred on up to ``n_max`` labels. Two
-        estimates, the higher wins:
-
-        - the minimum-error split (:func:`split_threshold`) of all heatmap peak scores in
-          those crops, which are bimodal (particles and background);
-        - half the score of the weakest labelled particles (5th percentile of the heatmap
-          maximum within a quarter diameter of each label): a detector that scores the
-          labels high can afford a higher cut.
-
-        The result never exceeds the median label score. Measured on the benchmark, this
-        is close to the best-F1 threshold for well-separated particles and too low (favours
-        recall) when other particle classes look alike; docs/benchmark.md has the figures.
+        Detection runs (as :func:`napari_cetpick.detect.detect` does on any tomogram) on the
+        xy box each training tomogram's labels span, over its whole thickness; the threshold
+        keeps as many picks there as the density implies
+        (:func:`napari_cetpick.counts.threshold_for_count`). The labelled particles
+        themselves count among them, so they need not score like unseen ones. Without a
+        density (no labels) 0.5.
         """
-        import torch
+        from .config import DetectConfig
+        from .detect import detect
+        from .utils import run_generator
 
-        from .peaks import candidates, select
-
-        rng = np.random.default_rng(self.config.seed + 1)
-        all_labs = [(vi, l) for vi, labs in enumerate(self.labels_work) for l in labs]
-        pick = rng.permutation(len(all_labs))[:n_max]
-        net = self.net
-        was_training = net.training
-        net.eval()
-        label_scores, peak_scores = [], []
-        cell = self.stride.astype(float)
-        margin = cell.copy()  # one grid cell: crop borders see padding
-        mult = np.asarray(net.multiple_zyx)
-        with torch.no_grad():
-            for k in pick:
-                vi, lab = all_labs[k]
-                vol = self.volumes[vi]
-                crop = np.array([max(self.crop[0], 8), 2 * self.crop[1], 2 * self.crop[2]])
-                crop = -(-crop // mult) * mult
-                crop = np.minimum(crop, np.array(vol.shape) - np.array(vol.shape) % mult)
-                o = np.clip(np.round(lab - crop / 2).astype(int), 0, np.array(vol.shape) - crop)
-                o -= o % self.stride
-                x = vol[o[0] : o[0] + crop[0], o[1] : o[1] + crop[1], o[2] : o[2] + crop[2]]
-                hm, _ = net(torch.from_numpy(np.ascontiguousarray(x))[None, None].to(self.device), with_proj=False)
-                p = torch.sigmoid(hm)[0, 0].cpu().numpy()
-                c = D.work_to_grid(lab - o, self.stride)
-                r = max(self.diameter_work / 4, 1.0) / cell
-                lo = np.clip(np.floor(c - r).astype(int), 0, np.array(p.shape) - 1)
-                hi = np.clip(np.ceil(c + r).astype(int) + 1, 1, np.array(p.shape))
-                label_scores.append(float(p[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].max()))
-                zyx, s = candidates(p, floor=0.01, margin_vox=margin * cell, scale=cell, refine=False)
-                s = s[select(zyx, s, 0.0, 0.5 * self.diameter_work)]
-                peak_scores.append(s)
-        net.train(was_training)
-        if not label_scores:
+        ckpt = self.checkpoint(calibrate=False)
+        scores, n_expected = [], 0.0
+        for vol, box in zip(self.raw_volumes, self.label_boxes):
+            if box is None or self.density <= 0:
+                continue
+            n_expected += self.density * box.area
+            # a view of the box with a halo, so the network sees the box's surroundings
+            halo = int(np.ceil(max(self.net.context_zyx[1:]) * self.bin_xy))
+            y0, x0 = max(0, int(np.floor(box.y0)) - halo), max(0, int(np.floor(box.x0)) - halo)
+            y1 = min(vol.shape[1], int(np.ceil(box.y1)) + halo)
+            x1 = min(vol.shape[2], int(np.ceil(box.x1)) + halo)
+            res = run_generator(detect(ckpt, vol[:, y0:y1, x0:x1], DetectConfig(threshold=0.0),
+                                       voxel_size_a=self.voxel_size_a, device=self.device))
+            zyx = res.zyx + np.array([0.0, y0, x0])
+            scores.append(res.scores[box.contains(zyx)])
+        if not scores:
             return 0.5
-        med = float(np.median(label_scores))
-        weak = float(np.quantile(label_scores, 0.05))
-        peaks = np.concatenate(peak_scores) if peak_scores else np.zeros(0)
-        split = split_threshold(peaks) if len(peaks) >= 4 else 0.0
-        return float(np.clip(min(max(split, 0.5 * weak), med), 0.05, 0.95))
+        return C.threshold_for_count(np.concatenate(scores), n_expected)
 
     def checkpoint(self, calibrate: bool = True) -> Checkpoint:
         """The current (last good) model with its metadata and calibrated threshold.
@@ -441,56 +414,13 @@ class Trainer:
             "elapsed_s": round(self.elapsed_s, 2), "device": self.device_name, "n_labels": self.n_labels,
             "n_positives": self.n_labels, "n_negatives": self.n_negatives, "rounds": rounds,
             "threshold_calibrated": bool(calibrate),
+            "density_per_vox2": float(self.density), "expected_particles": round(float(self.expected_particles), 1),
+            "label_boxes": [None if b is None else b.to_list() for b in self.label_boxes],
             "final_loss": last.get("loss"), "loss_history": [round(h["loss"], 5) for h in self.history[-2000:]],
         }
         return Checkpoint(state_dict=copy.deepcopy(self._last_good), config=replace(self.config),
                           diameter_vox=self.diameter_vox, voxel_size_a=self.voxel_size_a, bin_xy=self.bin_xy,
                           default_threshold=threshold, tau=self.tau, info=info)
-
-
-def otsu_threshold(values: np.ndarray, bins: int = 128) -> float:
-    """Otsu's threshold of values in [0, 1]: the split maximising between-class variance."""
-    hist, edges = np.histogram(np.clip(values, 0, 1), bins=bins, range=(0.0, 1.0))
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centres)
-    mean0 = m0 / np.maximum(w0, 1)
-    mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
-    between = w0 * w1 * (mean0 - mean1) ** 2
-    return float(edges[int(np.argmax(between)) + 1])
-
-
-def split_threshold(scores: np.ndarray, n_iter: int = 50) -> float:
-    """Minimum-error threshold between background and particle peak scores.
-
-    Fits two Gaussians (with their weights) to the logits of the scores by EM, started
-    from Otsu's split, and returns the score where the weighted densities cross. Unlike
-    Otsu's split it is not pulled towards the larger (background) mode.
-    """
-    s = np.clip(np.asarray(scores, float), 1e-4, 1 - 1e-4)
-    x = np.log(s / (1 - s))
-    t0 = otsu_threshold(s)
-    t0 = np.log(t0 / (1 - t0)) if 0 < t0 < 1 else 0.0
-    hi = x > t0
-    if hi.all() or not hi.any():
-        return float(1 / (1 + np.exp(-t0)))
-    w = np.array([np.mean(~hi), np.mean(hi)])
-    mu = np.array([x[~hi].mean(), x[hi].mean()])
-    sd = np.array([max(x[~hi].std(), 0.05), max(x[hi].std(), 0.05)])
-    for _ in range(n_iter):
-        dens = w / sd * np.exp(-0.5 * ((x[:, None] - mu) / sd) ** 2)
-        r = dens / np.maximum(dens.sum(1, keepdims=True), 1e-300)
-        n = r.sum(0)
-        if np.any(n < 1):
-            break
-        w, mu = n / len(x), (r * x[:, None]).sum(0) / n
-        sd = np.maximum(np.sqrt((r * (x[:, None] - mu) ** 2).sum(0) / n), 0.05)
-    lo_c, hi_c = np.argsort(mu)
-    grid = np.linspace(mu[lo_c], mu[hi_c], 512)
-    d = w / sd * np.exp(-0.5 * ((grid[:, None] - mu) / sd) ** 2)
-    cross = grid[np.argmax(d[:, hi_c] >= d[:, lo_c])]
-    return float(1 / (1 + np.exp(-cross)))
 
 
 def train(volumes, labels, config: TrainConfig, voxel_size_a=None, device=None,

@@ -30,6 +30,9 @@ _EXTENSION_FORMATS = {
 # STAR labels read as the feature "score", first match wins; "score" is written back as
 # the first one (RELION's autopicking figure of merit).
 STAR_SCORE_LABELS = ("rlnAutopickFigureOfMerit", "rlnLCCmax", "rlnMaxValueProbDistribution")
+# Per-pick confidence columns of the detector (napari feature name <-> STAR label). RELION
+# reads past labels it does not know; ours carry their own prefix so they cannot clash.
+STAR_EXTRA_LABELS = {"margin": "cetpickScoreMargin", "agreement": "cetpickViewAgreement"}
 _STAR_PIXEL = ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ")
 _STAR_CENTRED = (
     "rlnCenteredCoordinateXAngst",
@@ -430,9 +433,10 @@ def _read_star(path: Path, fmt, layout, voxel_size_a, tomogram_name, binning):
     if score_label is not None:
         features["score"] = pd.to_numeric(df[score_label], errors="coerce")
     skip = set(_STAR_PIXEL) | set(_STAR_CENTRED) | {_STAR_TOMO, score_label}
+    extra = {v: k for k, v in STAR_EXTRA_LABELS.items()}
     for col in df.columns:
         if col not in skip:
-            features[col] = df[col].to_numpy()
+            features[extra.get(col, col)] = df[col].to_numpy()
     return zyx, features, name
 
 
@@ -803,8 +807,10 @@ def _write_star(path, zyx, features, fmt, layout, voxel_size_a, tomogram_name, b
     if "score" in features.columns:
         df[STAR_SCORE_LABELS[0]] = features["score"].to_numpy(float)
     for col in features.columns:
-        # RELION warns about labels it does not know; keep only its own.
-        if str(col).startswith("rln") and col not in df.columns:
+        if col in STAR_EXTRA_LABELS:
+            df[STAR_EXTRA_LABELS[col]] = features[col].to_numpy(float)
+        # other napari features: RELION's own labels only
+        elif str(col).startswith("rln") and col not in df.columns:
             df[col] = features[col].to_numpy()
     starfile.write({"particles": df}, path, overwrite=True)
 

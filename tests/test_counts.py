@@ -1,0 +1,57 @@
+"""The expected particle count implied by the labels, and the threshold that picks about that many."""
+import numpy as np
+import pytest
+
+from napari_cetpick.counts import LabelBox, label_box, particle_density, threshold_for_count
+from napari_cetpick.errors import CetpickError
+
+
+def test_threshold_keeps_the_expected_number_of_picks():
+    s = np.array([0.95, 0.2, 0.81, 0.6, 0.7, 0.05])
+    for n in range(1, 6):
+        t = threshold_for_count(s, n)
+        assert (s >= t).sum() == n, (n, t)
+    # halfway between the 2nd and 3rd best in logit space
+    t = threshold_for_count(s, 2)
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    assert logit(t) == pytest.approx((logit(0.81) + logit(0.7)) / 2)
+    # fractional counts round; more expected than there are picks: keep them all
+    assert (s >= threshold_for_count(s, 2.4)).sum() == 2
+    assert threshold_for_count(s, 50) == pytest.approx(0.05)
+    assert (s >= threshold_for_count(s, 0)).sum() == 0
+    # ties cannot be split: keep the tied picks together
+    tied = np.array([0.9, 0.5, 0.5, 0.1])
+    assert (tied >= threshold_for_count(tied, 2)).sum() == 3
+    assert threshold_for_count(np.zeros(0), 10) == 0.5
+    assert threshold_for_count(s, 5, floor=0.3) == 0.3
+
+
+def test_label_box_estimates_the_region_the_user_worked_in():
+    rng = np.random.default_rng(0)
+    areas = []
+    for _ in range(200):
+        lab = np.c_[rng.uniform(0, 50, 20), rng.uniform(100, 300, 20), rng.uniform(50, 250, 20)]
+        areas.append(label_box(lab, (50, 1000, 1000), 10.0).area)
+    # unbiased on average (the range alone would be (19/21)^2 = 82 % of the truth)
+    assert np.mean(areas) == pytest.approx(200 * 200, rel=0.05)
+    one = label_box(np.array([[5.0, 40.0, 40.0]]), (50, 100, 100), 12.0)
+    assert one.area == pytest.approx(144.0)
+    edge = label_box(np.array([[5.0, 1.0, 1.0], [5.0, 98.0, 98.0]]), (50, 100, 100), 12.0)
+    assert edge.y0 == -0.5 and edge.y1 == 99.5  # clipped to the volume
+    box = LabelBox(10, 20, 30, 40)
+    assert box.contains(np.array([[0, 10, 20], [0, 29.9, 39.9], [0, 30, 25]])).tolist() == [True, True, False]
+
+
+def test_density_from_labels_share_and_expected_count():
+    lab = np.array([[5.0, 10.0, 10.0], [5.0, 30.0, 30.0]])
+    box = label_box(lab, (20, 100, 100), 4.0)
+    d = particle_density([lab], [(20, 100, 100)], 4.0, label_fraction=0.25)
+    assert d == pytest.approx(2 / 0.25 / box.area)
+    # the default share is one half
+    assert particle_density([lab], [(20, 100, 100)], 4.0) == pytest.approx(2 / 0.5 / box.area)
+    # a given count wins, spread over all training tomograms' xy area
+    assert particle_density([lab, lab], [(20, 100, 100), (20, 100, 300)], 4.0, expected_particles=400) == \
+        pytest.approx(400 / (100 * 100 + 100 * 300))
+    assert particle_density([np.zeros((0, 3))], [(20, 100, 100)], 4.0) == 0.0
+    with pytest.raises(CetpickError):
+        particle_density([lab], [(20, 100, 100)], 4.0, label_fraction=1.5)
