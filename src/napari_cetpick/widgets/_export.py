@@ -59,8 +59,9 @@ class ExportSection(Container):
         fmt, ext = EXPORT_FORMATS[key]
         return key, fmt, ext
 
-    def _default_name(self, rec: TomogramRecord, what: str, folder: Path | None = None) -> Path:
-        _, fmt, ext = self._format()
+    def _default_name(self, rec: TomogramRecord, what: str, folder: Path | None = None,
+                      format_key: str | None = None) -> Path:
+        _, fmt, ext = self._format(format_key)
         path = L.tomogram_meta(rec.layer).get("path")
         stem = Path(path).stem if path else rec.name.replace(" ", "_")
         folder = folder or (Path(path).parent if path else Path.cwd())
@@ -92,7 +93,8 @@ class ExportSection(Container):
             return []
         written = []
         for rec in recs:
-            out = self.export(self._default_name(rec, what, Path(folder)), format_key, what, rec, quiet=True)
+            out = self.export(self._default_name(rec, what, Path(folder), format_key), format_key, what, rec,
+                              quiet=True)
             if out is not None:
                 written.append(out)
         show_info(f"Exported the {what} of {plural(len(written), 'tomogram')} to {folder}.")
