@@ -135,3 +135,32 @@ def test_demo_runs(tmp_path, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "F1" in out and (tmp_path / "tomo2_picks.txt").is_file() and (tmp_path / "model.ckpt").is_file()
+
+
+def test_mask_must_match_the_tomogram_in_its_file_layout(sim_files, tmp_path, capsys):
+    sim, paths = sim_files
+    bad = write_tomogram(tmp_path / "bad_mask.mrc", np.ones((32, 96, 48), np.uint8))
+    rc = main(["train", "--tomogram", str(paths["tomogram"]), "--labels", str(paths["labels"]), "--bbox", "15",
+               "--max-steps", "1", "--out", str(tmp_path / "m.ckpt"), "--quiet", "--device", "cpu",
+               "--mask", str(bad)])
+    assert rc == 2
+    assert "mask shape (32, 96, 48) differs from the tomogram's (32, 96, 96)" in capsys.readouterr().err
+    rc = main(["detect", "--model", str(tmp_path / "none.ckpt"), "--tomogram", str(paths["tomogram"]),
+               "--out-dir", str(tmp_path), "--mask", str(bad), "--mask", str(bad)])
+    assert rc == 2 and "one --mask per tomogram (1 tomograms, 2 masks)" in capsys.readouterr().err
+
+
+def test_read_mask_in_the_unrotated_layout(tmp_path):
+    """A mask saved in an unrotated tomogram's file layout comes back in its napari frame."""
+    from napari_cetpick.cli import _read_mask
+    from napari_cetpick.io import open_tomogram
+
+    keep = np.ones((8, 40, 30), np.uint8)
+    keep[2:5, :10, :] = 0
+    tomo_path = write_tomogram(tmp_path / "t.rec", np.zeros((8, 40, 30), np.float32), layout=FileLayout(1))
+    mask_path = write_tomogram(tmp_path / "m.mrc", keep * 7, layout=FileLayout(1))
+    tomo = open_tomogram(tomo_path)
+    assert tomo.layout.thickness_axis == 1
+    mask = _read_mask(mask_path, tomo)
+    assert mask.shape == (8, 40, 30) and mask.dtype == np.uint8
+    np.testing.assert_array_equal(mask, keep)

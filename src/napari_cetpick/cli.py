@@ -91,6 +91,32 @@ def _training_pairs(args) -> list[tuple]:
     return pairs
 
 
+def _read_mask(path, tomo):
+    """An ignore mask for an opened tomogram: nonzero = keep, in the tomogram file's own layout.
+
+    Returns a ``(Z, Y, X)`` uint8 array in the napari frame of the tomogram.
+    """
+    import numpy as np
+
+    from .io import open_tomogram
+
+    mask = open_tomogram(path, thickness_axis=tomo.layout.thickness_axis)
+    if tuple(mask.layout.file_shape) != tuple(tomo.layout.file_shape):
+        raise CetpickError(f"{path}: mask shape {tuple(mask.layout.file_shape)} differs from the tomogram's "
+                           f"{tuple(tomo.layout.file_shape)}; the mask must have the tomogram's shape, in the "
+                           f"same file layout (nonzero = keep).")
+    return (np.asarray(mask.data) != 0).astype(np.uint8)
+
+
+def _masks_for(paths, tomograms, what: str) -> list | None:
+    """One mask per tomogram from repeated ``--mask`` options (None without any)."""
+    if not paths:
+        return None
+    if len(paths) != len(tomograms):
+        raise CetpickError(f"Give one --mask per {what} ({len(tomograms)} tomograms, {len(paths)} masks).")
+    return [_read_mask(p, t) for p, t in zip(paths, tomograms)]
+
+
 # ----------------------------------------------------------------------------- commands
 def cmd_train(args) -> int:
     from .config import preset
@@ -115,9 +141,11 @@ def cmd_train(args) -> int:
         from .checkpoint import Checkpoint
 
         init = Checkpoint.load(args.continue_from)
+    masks = _masks_for(args.mask, [p[0] for p in pairs], "training tomogram")
+    extra = {} if masks is None else {"masks": masks}
     t0 = time.perf_counter()
     trainer = Trainer([p[0].data for p in pairs], [p[1] for p in pairs], cfg, voxel_size_a=voxel_size_a,
-                      device=args.device, init=init)
+                      device=args.device, init=init, **extra)
     n_labels = sum(len(p[1]) for p in pairs)
     print(f"Training {cfg.arch} on {len(pairs)} tomogram(s), {n_labels} labels, particle {trainer.diameter_vox:g} "
           f"voxels, bin {trainer.bin_xy}, tau {trainer.tau:.3g}, {trainer.total_steps} steps on {trainer.device_name}",
@@ -153,15 +181,19 @@ def _detect_targets(args) -> list[tuple[str, Path]]:
     return targets
 
 
-def run_detection(ckpt, tomo, args, quiet: bool = False):
-    """Detect in one opened tomogram with CLI-style arguments; returns the DetectResult."""
+def run_detection(ckpt, tomo, args, quiet: bool = False, mask=None):
+    """Detect in one opened tomogram with CLI-style arguments; returns the DetectResult.
+
+    ``mask``: ``(Z, Y, X)`` array in the tomogram's napari frame, 0 where picks are dropped.
+    """
     from .config import DetectConfig
     from .detect import detect
 
     cfg = DetectConfig(threshold=args.threshold, K=args.K, min_distance_vox=args.min_distance,
                        margin_z=args.margin_z, margin_xy=args.margin_xy, tile_xy=args.tile_xy)
     bar = _Bar(f"detect {tomo.name or ''}".strip(), quiet)
-    gen = detect(ckpt, tomo.data, cfg, voxel_size_a=tomo.voxel_size_a, device=args.device)
+    extra = {} if mask is None else {"mask": mask}
+    gen = detect(ckpt, tomo.data, cfg, voxel_size_a=tomo.voxel_size_a, device=args.device, **extra)
     while True:
         try:
             pr = next(gen)
@@ -191,13 +223,17 @@ def write_detection(res, tomo, out_dir: Path, stem: str, fmt: str, heatmap: bool
 def cmd_detect(args) -> int:
     from .checkpoint import Checkpoint
 
+    targets = _detect_targets(args)
+    if args.mask and len(args.mask) != len(targets):
+        raise CetpickError(f"Give one --mask per tomogram ({len(targets)} tomograms, {len(args.mask)} masks).")
     ckpt = Checkpoint.load(args.model)
     out_dir = Path(args.out_dir)
-    for name, path in _detect_targets(args):
+    for i, (name, path) in enumerate(targets):
         tomo = _open(path, args)
+        mask = _read_mask(args.mask[i], tomo) if args.mask else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            res = run_detection(ckpt, tomo, args, args.quiet)
+            res = run_detection(ckpt, tomo, args, args.quiet, mask=mask)
         for w in caught:
             print(f"cetpick: warning: {w.message}", file=sys.stderr)
         paths = write_detection(res, tomo, out_dir, name, args.format, heatmap=not args.no_heatmap)
@@ -392,6 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--bin", default=None, help="binning before the network: auto or an integer")
     g.add_argument("--seed", type=int, help="random seed (training is deterministic on CPU)")
     p.add_argument("--continue-from", help="continue training this model")
+    p.add_argument("--mask", action="append", metavar="M.mrc",
+                   help="ignore regions of the preceding tomogram: an MRC of the tomogram's shape in the same "
+                        "file layout, nonzero = keep, zero = left out of training (repeat per --tomogram)")
     _add_volume_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -410,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--margin-xy", type=int, default=0, help="drop picks this close to the xy borders (voxels)")
     p.add_argument("--tile-xy", type=int, default=256, help="tile size in working voxels (memory)")
     p.add_argument("--no-heatmap", action="store_true", help="do not write the heatmap MRC")
+    p.add_argument("--mask", action="append", metavar="M.mrc",
+                   help="ignore regions: an MRC of the tomogram's shape in the same file layout, nonzero = keep; "
+                        "picks in zero regions are dropped (repeat per tomogram)")
     _add_volume_options(p)
     p.set_defaults(func=cmd_detect)
 
