@@ -128,7 +128,7 @@ def test_review_keys_move_labels_negatives_and_the_view(viewer, panel, qtbot, ch
     assert centred_on(second) and "rejected" in review._position_label.value
     _press(viewer, "n")
     assert centred_on(third)
-    assert "negatives 1" in review._legend_label.value and "labels 5" in review._legend_label.value
+    assert "negatives 1" in review._legend.value and "labels 5" in review._legend.value
 
     # moving the threshold keeps the decisions: the rejected pick stays out, the accepted one in
     panel.detect._threshold_slider.value = round(float(rec.result.cand_scores.min()), 3)
@@ -162,7 +162,7 @@ def test_not_a_particle_clicks_and_undo(viewer, panel, qtbot):
     negatives = viewer.layers.selection.active
     assert negatives.name == "sim negatives" and negatives.mode == "add"
     negatives.add([[10.0, 20.0, 30.0]])  # a click in the viewer
-    assert "negatives 1" in review._legend_label.value
+    assert "negatives 1" in review._legend.value
     assert panel.data._negatives_count_label.value == "1 negative"
     review.undo()
     assert len(negatives.data) == 0
@@ -269,13 +269,13 @@ def test_import_round_trip_every_format_unrotated(viewer, panel, tmp_path, sim):
     panel.state.detection_changed.emit(rec)
     for i, key in enumerate(FORMATS):
         out = panel.export.export(tmp_path / f"export_{i}", key)
-        layer = panel.data.import_coordinates(out, "picks")
+        layer = panel.importer.import_coordinates(out, "picks")
         assert layer is not None, key
         assert _rows(layer.data) == _rows(zyx), key
         viewer.layers.remove(layer)
     # as labels and negatives too, into the tomogram's layers
     out = panel.export.export(tmp_path / "again.txt", "IMOD text (.txt)")
-    negatives = panel.data.import_coordinates(out, "negatives")
+    negatives = panel.importer.import_coordinates(out, "negatives")
     assert _rows(negatives.data) == _rows(zyx) and panel.state.current.negatives is negatives
 
 
@@ -286,7 +286,7 @@ def test_import_refuses_another_tomograms_file(viewer, panel, tmp_path, notes):
     df = pd.DataFrame({"rlnTomoName": ["TS_01", "TS_02"], "rlnCoordinateX": [1.0, 2],
                        "rlnCoordinateY": [1.0, 2], "rlnCoordinateZ": [1.0, 2]})
     starfile.write({"particles": df}, path)
-    assert panel.data.import_coordinates(path, "labels") is None
+    assert panel.importer.import_coordinates(path, "labels") is None
     assert any("holds the coordinates of 2 tomograms" in n for n in notes())
 
 

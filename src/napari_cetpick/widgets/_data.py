@@ -1,8 +1,5 @@
-"""Section 1 · Data: the tomogram, its voxel size, the particle diameter, labels, negatives,
-importing coordinates onto the tomogram."""
+"""Section 1 · Data: the tomogram, its voxel size, the particle diameter, labels, negatives."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton
@@ -10,23 +7,18 @@ from napari.utils.notifications import show_error, show_info
 
 from napari_cetpick._napari.layers import layer_cetpick_meta
 from napari_cetpick._napari.styles import restyle
-from napari_cetpick.errors import CetpickError
 from napari_cetpick.widgets import _layers as L
 from napari_cetpick.widgets._common import heading, narrow, plural, row, status_label
 from napari_cetpick.widgets._state import DIAMETER_UNITS, PanelState
 from napari_cetpick.widgets._tracking import LayerTracker
 
-IMPORT_KINDS = ("labels", "negatives", "picks")
-COORDINATE_FILTER = ("Coordinates (*.txt *.mod *.star *.csv *.coords);;IMOD (*.txt *.mod);;"
-                     "RELION STAR (*.star);;CSV (*.csv);;All files (*)")
-
 
 class DataSection(Container):
     """Which tomogram, at which voxel size, which particle, which clicks."""
 
-    def __init__(self, state: PanelState, tracker: LayerTracker, ask_path):
+    def __init__(self, state: PanelState, tracker: LayerTracker):
         super().__init__(labels=True)
-        self._state, self._tracker, self._ask_path = state, tracker, ask_path
+        self._state, self._tracker = state, tracker
         self._updating = False
         self._tomogram_combo = ComboBox(
             label="Tomogram", choices=self._tomogram_choices, nullable=True,
@@ -61,20 +53,12 @@ class DataSection(Container):
         self._new_negatives_button = PushButton(
             text="New negatives", tooltip="Add an empty negatives layer over the tomogram.")
         self._negatives_count_label = status_label("0 negatives", "Number of points in the negatives layer.")
-        self._import_kind_combo = ComboBox(
-            choices=IMPORT_KINDS, value="labels",
-            tooltip="What the imported coordinates are: your labels, negatives, or picks to review.")
-        self._import_button = PushButton(
-            text="Import…", tooltip="Read IMOD .txt/.mod, RELION 4/5 STAR or CSV coordinates onto the selected "
-                                    "tomogram, in its file's axes, voxel size and shape.")
-        narrow(self._tomogram_combo, self._labels_combo, self._negatives_combo, self._diameter_unit_combo,
-               self._import_kind_combo)
+        narrow(self._tomogram_combo, self._labels_combo, self._negatives_combo, self._diameter_unit_combo)
         self.extend([
             heading("1 · Data and labels"), self._tomogram_combo, self._voxel_size_spin,
             self._tomogram_info_label, row(self._diameter_spin, self._diameter_unit_combo, label="Particle diameter"),
             self._labels_combo, row(self._new_labels_button, self._labels_count_label, label=" "),
             self._negatives_combo, row(self._new_negatives_button, self._negatives_count_label, label=" "),
-            row(self._import_kind_combo, self._import_button, label="Import as"),
         ])
         self._tomogram_combo.changed.connect(self._on_tomogram_changed)
         self._voxel_size_spin.changed.connect(self._on_voxel_size_changed)
@@ -84,7 +68,6 @@ class DataSection(Container):
         self._negatives_combo.changed.connect(self._on_negatives_layer_changed)
         self._new_labels_button.changed.connect(self._on_new_labels_clicked)
         self._new_negatives_button.changed.connect(self._on_new_negatives_clicked)
-        self._import_button.changed.connect(self._on_import_clicked)
         state.points_changed.connect(self._on_points_changed)
         state.diameter_changed.connect(self._on_state_diameter_changed)
 
@@ -299,46 +282,3 @@ class DataSection(Container):
 
     def _on_new_negatives_clicked(self, *_) -> None:
         self.new_points_layer("negatives")
-
-    # ------------------------------------------------------------------ import
-    def _on_import_clicked(self, *_) -> None:
-        if self._state.current is None:
-            show_error("Open a tomogram first: coordinates are read onto the selected tomogram.")
-            return
-        path = self._ask_path(False, "Import coordinates", COORDINATE_FILTER)
-        if path:
-            self.import_coordinates(path, str(self._import_kind_combo.value))
-
-    def import_coordinates(self, path, kind: str):
-        """Read a coordinate file onto the current tomogram as labels, negatives or picks.
-
-        Returns the layer the points went to, or None after an error (shown as a notification).
-        """
-        from napari_cetpick._napari.reader import read_points_for_tomogram
-
-        rec = self._state.current
-        if rec is None:
-            show_error("Open a tomogram first: coordinates are read onto the selected tomogram.")
-            return None
-        try:
-            ps = read_points_for_tomogram(path, L.tomogram_meta(rec.layer))
-        except CetpickError as err:
-            show_error(str(err))
-            return None
-        if kind == "picks":
-            scores = ps.features["score"].to_numpy(float) if "score" in ps.features.columns \
-                else np.ones(len(ps.zyx))
-            layer = L.add_points_layer(self._state.viewer, rec.layer, "picks", self._state.pick_size(rec),
-                                       name=f"{rec.name} picks {Path(path).stem}", zyx=ps.zyx,
-                                       features=ps.features.assign(score=scores))
-            if rec.picks is None or not self._state.live(rec.picks):
-                rec.picks, rec.shown = layer, np.asarray(ps.zyx, float).copy()
-                self._state.detection_changed.emit(rec)
-            self._state.picks_changed.emit(rec)
-        else:
-            layer = getattr(rec, kind)
-            if layer is None or not self._state.live(layer):
-                layer = self.new_points_layer(kind, announce=False)
-            self._tracker.add_point(layer, rec, ps.zyx)
-        show_info(f"Imported {plural(len(ps.zyx), 'point')} from {Path(path).name} as {kind} of {rec.name}.")
-        return layer

@@ -50,7 +50,7 @@ class ImproveSection(Container):
 
     def improve(self) -> bool:
         """Start the correction round; False when the inputs are unusable (the reason is shown)."""
-        from napari_cetpick.widgets._train import gather_training_inputs
+        from napari_cetpick.widgets._inputs import gather_training_inputs
 
         try:
             if self._state.checkpoint is None:

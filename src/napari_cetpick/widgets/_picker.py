@@ -20,6 +20,7 @@ from napari_cetpick.widgets._data import DataSection
 from napari_cetpick.widgets._detect import DetectSection
 from napari_cetpick.widgets._evaluate import EvaluateSection
 from napari_cetpick.widgets._export import EXPORT_FORMATS, ExportSection
+from napari_cetpick.widgets._import import ImportRow
 from napari_cetpick.widgets._improve import ImproveSection
 from napari_cetpick.widgets._mask import MaskSection
 from napari_cetpick.widgets._review import ReviewSection
@@ -56,7 +57,8 @@ class PickerWidget(QWidget):
         self.state = PanelState(viewer)
         self.runner = WorkerRunner()
         self.tracker = LayerTracker(self.state)
-        self.data = DataSection(self.state, self.tracker, ask_path)
+        self.data = DataSection(self.state, self.tracker)
+        self.importer = ImportRow(self.state, self.tracker, ask_path, self.data.new_points_layer)
         self.tomograms = TomogramTable(self.state, self._select_tomogram)
         self.autosave = AutosaveBox(self.state, self.tracker, ask_folder, self.data.new_points_layer)
         self.train = TrainSection(self.state, self.runner, ask_path)
@@ -67,9 +69,9 @@ class PickerWidget(QWidget):
         self.mask = MaskSection(self.state, ask_path)
         self.export = ExportSection(self.state, ask_path, ask_folder)
         self.evaluate = EvaluateSection(self.state)
-        self.sections = [self.data, self.train, self.detect, self.review, self.mask, self.export, self.evaluate]
+        self.sections = [self.data, self.importer, self.train, self.detect, self.review, self.mask, self.export, self.evaluate]
         self._form = Container(labels=False, widgets=[
-            self.data, self.tomograms, self.autosave, self.train, self.detect, self.review, self.improve,
+            self.data, self.importer, self.tomograms, self.autosave, self.train, self.detect, self.review, self.improve,
             self.mask, self.export, self.evaluate])
         self._build_scroll_area()
         events = viewer.layers.events

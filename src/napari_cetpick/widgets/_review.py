@@ -10,19 +10,15 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, PushButton, SpinBox
 from napari.utils.notifications import show_error, show_info
 
-from napari_cetpick._napari import styles
 from napari_cetpick.review import review_order, suggest_locations
 from napari_cetpick.widgets import _layers as L
 from napari_cetpick.widgets._common import heading, narrow, row, status_label
+from napari_cetpick.widgets._legend import PointsLegend
 from napari_cetpick.widgets._state import PanelState, TomogramRecord
 from napari_cetpick.widgets._tracking import LayerTracker
 
 ORDERS = {"highest score first": "score", "least certain first": "uncertain", "suggestions": "suggest"}
 REVIEW_KEYS = {"a": "accept", "r": "reject", "n": "next", "p": "previous", "u": "undo"}
-
-
-def _swatch(color: str, symbol: str) -> str:
-    return f'<span style="color:{color}; font-size:large">{symbol}</span>'
 
 
 class ReviewSection(Container):
@@ -64,13 +60,13 @@ class ReviewSection(Container):
             text="Suggest where to look", tooltip="List the most informative places to judge next: candidates "
                                                   "near the threshold, far from your labels and negatives, "
                                                   "spread over the volume. Step through them with the same keys.")
-        self._legend_label = status_label("", "What the marks mean, with their counts in the selected tomogram.")
+        self._legend = PointsLegend(state)
         narrow(self._order_combo)
         self.extend([
             heading("4 · Review picks"), self._order_combo, row(self._start_button, self._undo_button),
             row(self._prev_button, self._accept_button, self._reject_button, self._next_button),
             row(self._position_label), row(self._not_particle_check),
-            row(self._suggest_button, self._suggest_count_spin), row(self._legend_label),
+            row(self._suggest_button, self._suggest_count_spin), self._legend,
         ])
         for button, callback in ((self._start_button, self._on_start_clicked),
                                  (self._prev_button, self._on_previous_clicked),
@@ -83,20 +79,16 @@ class ReviewSection(Container):
         self._order_combo.changed.connect(self._on_order_changed)
         self._not_particle_check.changed.connect(self._on_not_particle_changed)
         state.points_changed.connect(self._on_points_changed)
-        state.picks_changed.connect(self._update_legend)
         state.current_changed.connect(self._on_current_changed)
         state.detection_changed.connect(self._on_detection_changed)
-        self._update_legend()
 
     # ------------------------------------------------------------------ queue
     def _on_detection_changed(self, rec: TomogramRecord) -> None:
         self._bind_keys(rec.picks)
-        self._update_legend()
 
     def _on_current_changed(self, rec=None) -> None:
         self._queue_record, self._index = None, -1
         self._position_label.value = "Press Review picks to step through this tomogram's picks."
-        self._update_legend()
 
     def _on_order_changed(self, value=None) -> None:
         if ORDERS.get(str(value)) != "suggest":
@@ -322,13 +314,3 @@ class ReviewSection(Container):
                 zyx = L.points_in_image_frame(rec.negatives, rec.layer)[-1]
                 self._undo.append(("click", rec, zyx, float("nan")))
             self._negatives_seen[id(rec)] = now
-        self._update_legend()
-
-    def _update_legend(self, *_) -> None:
-        rec = self._state.current
-        counts = {k: (0 if rec is None else rec.count(k)) for k in ("labels", "negatives", "picks")}
-        self._legend_label.value = (
-            f"{_swatch(styles.LABELS_COLOR, '○')} labels {counts['labels']} &nbsp; "
-            f"{_swatch(styles.NEGATIVES_COLOR, '✕')} negatives {counts['negatives']} &nbsp; "
-            f"{_swatch('#20c0a0', '○')} picks {counts['picks']} &nbsp; "
-            f"{_swatch(styles.TRUTH_COLOR, '□')} truth")
