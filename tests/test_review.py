@@ -97,3 +97,6 @@ def test_suggestions_ordered_as_specified():
     assert idx_far.tolist().index(3) == 3
     assert suggest_locations(cand, scores, 0.5, labels, 10, n=2).tolist() == [0, 4]
     assert suggest_locations(np.zeros((0, 3)), np.zeros(0), 0.5, labels, 10).size == 0
+    # near the tomogram's faces nothing is suggested (a particle radius, 5 voxels, from each face)
+    idx_inside = suggest_locations(cand, scores, 0.5, labels, 10, n=10, shape_zyx=(20, 255, 200))
+    assert idx_inside.tolist() == [0, 4, 3]  # 6 lies at x 250 > 200 - 5.5

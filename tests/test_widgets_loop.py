@@ -114,6 +114,8 @@ def test_review_keys_move_labels_negatives_and_the_view(viewer, panel, qtbot, ch
     order = np.argsort(-picks.features["score"].to_numpy(), kind="stable")
     first, second, third = (np.asarray(picks.data)[i].copy() for i in order[:3])
     assert centred_on(first) and "Pick 1 of" in review._position_label.value
+    cursor = viewer.layers["sim review"]  # a ring around the pick under review
+    assert _rows(cursor.data) == _rows(first) and viewer.layers.selection.active is picks
     _press(viewer, "a")  # accept: joins the labels, stays a pick
     assert len(labels.data) == n_labels + 1 and _rows(labels.data[-1]) == _rows(first)
     assert len(picks.data) == n_picks
@@ -153,7 +155,7 @@ def test_hand_deleted_pick_stays_deleted(viewer, panel, qtbot, checkpoint):
     slider = panel.detect._threshold_slider
     slider.value = round(slider.value - 0.002, 3)
     assert _rows(gone)[0] not in _rows(picks.data)
-    assert "1 removed" in panel.detect._pick_count_label.value
+    assert "1 rejected or deleted" in panel.detect._pick_count_label.value
 
 
 def test_not_a_particle_clicks_and_undo(viewer, panel, qtbot):
@@ -180,7 +182,7 @@ def test_suggestions_step_with_the_same_keys(viewer, panel, qtbot, checkpoint):
     assert review.suggest()
     known = np.asarray(viewer.layers["labels"].data)
     expected = suggest_locations(rec.result.cand_zyx, rec.result.cand_scores, rec.result.threshold, known,
-                                 panel.state.pick_size(rec), n=5)
+                                 panel.state.pick_size(rec), n=5, shape_zyx=rec.shape)
     np.testing.assert_allclose(review._queue, rec.result.cand_zyx[expected])
     assert review._order_combo.value == "suggestions"
     assert "Suggestion 1 of" in review._position_label.value

@@ -166,7 +166,7 @@ def review_order(scores, threshold: float, by: str = "score", margin=None) -> np
 
 def suggest_locations(cand_zyx, cand_scores, threshold: float, known_zyx, diameter_vox: float,
                       n: int = 20, max_logit_distance: float = 3.0, spread_vox: float | None = None,
-                      exclude_vox: float | None = None) -> np.ndarray:
+                      exclude_vox: float | None = None, shape_zyx=None) -> np.ndarray:
     """Indices of the candidates most worth a look, best first.
 
     A candidate is informative when the model is unsure about it (its score is close to
@@ -198,6 +198,9 @@ def suggest_locations(cand_zyx, cand_scores, threshold: float, known_zyx, diamet
         Distance scale of the spread term; default four particle diameters.
     exclude_vox : float, optional
         Candidates closer than this to a known point are skipped; default one diameter.
+    shape_zyx : tuple, optional
+        The tomogram's shape: candidates within a particle radius of its faces are skipped
+        (a particle cut by the border is a poor example, and the network sees padding there).
     """
     zyx, s = _points(cand_zyx), np.asarray(cand_scores, float).reshape(-1)
     known = _points(known_zyx)
@@ -205,7 +208,11 @@ def suggest_locations(cand_zyx, cand_scores, threshold: float, known_zyx, diamet
     spread_vox = spread_vox or 4.0 * diameter_vox
     exclude_vox = diameter_vox if exclude_vox is None else exclude_vox
     u = uncertainty_distance(s, threshold)
-    pool = np.flatnonzero((u <= max_logit_distance) & (_nearest_distance(zyx, known) > exclude_vox))
+    inside = np.ones(len(zyx), bool)
+    if shape_zyx is not None and len(zyx):
+        r = 0.5 * diameter_vox
+        inside = np.all((zyx >= r - 0.5) & (zyx <= np.asarray(shape_zyx, float) - 0.5 - r), axis=1)
+    pool = np.flatnonzero((u <= max_logit_distance) & inside & (_nearest_distance(zyx, known) > exclude_vox))
     if len(pool) == 0 or n <= 0:
         return np.zeros(0, int)
     closeness = np.exp(-u[pool])

@@ -7,7 +7,7 @@ particle stays visible under the mark; kinds differ by symbol and colour:
 kind       look                                 why
 =========  ===================================  ==============================
 labels     yellow circle, thick                 your clicks: the most visible
-negatives  magenta cross                        "not a particle"
+negatives  thin magenta cross (outline)          "not a particle"
 picks      circle coloured by score,            the detector's answer
            dark blue → cyan → green (0 → 1)
 truth      thin square in the class colour      a reference, not a decision
@@ -30,7 +30,7 @@ CLASS_COLORS = {
 _BASE = {"face_color": "transparent", "projection_mode": "rescale_spherical"}
 _STYLES = {
     "labels": {"symbol": "disc", "border_color": LABELS_COLOR, "border_width": 0.12},
-    "negatives": {"symbol": "x", "border_color": NEGATIVES_COLOR, "border_width": 0.12},
+    "negatives": {"symbol": "x", "border_color": NEGATIVES_COLOR, "border_width": 0.05},
     "picks": {"symbol": "disc", "border_width": 0.1},
     "truth": {"symbol": "square", "border_color": TRUTH_COLOR, "border_width": 0.05},
 }

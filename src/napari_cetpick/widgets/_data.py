@@ -85,13 +85,13 @@ class DataSection(Container):
                 and layer_cetpick_meta(layer).get("kind") not in ("truth", "picks")]
 
     def _labels_choices(self, widget=None) -> list:
-        out = [c for c in self._points_choices(("picks", "negatives"))
+        out = [c for c in self._points_choices(("picks", "negatives", "cursor"))
                if layer_cetpick_meta(c[1]).get("kind") != "negatives"]
         out.sort(key=lambda c: (L.layer_role(c[1]) != "labels", "label" not in c[0].lower()))
         return out
 
     def _negatives_choices(self, widget=None) -> list:
-        return [c for c in self._points_choices(("picks", "labels"))
+        return [c for c in self._points_choices(("picks", "labels", "cursor"))
                 if L.layer_role(c[1]) == "negatives" or layer_cetpick_meta(c[1]).get("kind") == "negatives"
                 or "negative" in c[0].lower()]
 

@@ -195,7 +195,8 @@ class DetectSection(Container):
         with_picks = [r for r in self._state.records.values() if r.picks is not None and self._state.live(r.picks)]
         total = sum(r.count("picks") for r in with_picks)
         extra = f" ({total} in {len(with_picks)} tomograms)" if len(with_picks) > 1 else ""
-        edits = f" · {len(rec.edits.removed)} removed, {len(rec.edits.kept)} kept by hand" if len(rec.edits) else ""
+        edits = (f" · {len(rec.edits.kept)} accepted or added, {len(rec.edits.removed)} rejected or deleted"
+                 if len(rec.edits) else "")
         self._pick_count_label.value = f"{plural(n, 'pick')}{extra}{edits}"
         if rec.result is not None:
             self._histogram.set_threshold(rec.result.threshold, n)

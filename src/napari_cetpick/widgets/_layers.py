@@ -23,12 +23,13 @@ from napari_cetpick._napari.styles import points_style
 HEATMAP_COLORMAP = "inferno"
 tomogram_meta = image_layer_meta  # the name the panel has always used
 
-__all__ = ["META_KEY", "ROLE_KEY", "is_tomogram_layer", "tomogram_meta", "unwrap", "layer_role"]
+__all__ = ["META_KEY", "ROLE_KEY", "is_tomogram_layer", "tomogram_meta", "unwrap", "layer_role",
+           "layer_cetpick_meta"]
 
 
 def layer_role(layer) -> str | None:
     """The role the panel gave this layer (``heatmap``, ``picks``, ``labels``, ``negatives``,
-    ``ignore``, ``box``), if any."""
+    ``ignore``, ``box``, ``cursor``), if any."""
     return layer_cetpick_meta(layer).get(ROLE_KEY)
 
 

@@ -36,6 +36,7 @@ class ReviewSection(Container):
         self._bound: set[int] = set()
         self._negatives_seen: dict[int, int] = {}
         self._acting = False
+        self._cursor = None  # the ring around the item under review
         self._order_combo = ComboBox(
             label="Order", choices=list(ORDERS), value="highest score first",
             tooltip="Review the picks from the highest score down, or the least certain first (scores "
@@ -128,8 +129,8 @@ class ReviewSection(Container):
                  if layer is not None and self._state.live(layer)]
         known = np.vstack(known) if known else np.zeros((0, 3))
         res = rec.result
-        idx = suggest_locations(res.cand_zyx, res.cand_scores, res.threshold, known,
-                                self._state.pick_size(rec), n=int(self._suggest_count_spin.value))
+        idx = suggest_locations(res.cand_zyx, res.cand_scores, res.threshold, known, self._state.pick_size(rec),
+                                n=int(self._suggest_count_spin.value), shape_zyx=rec.shape)
         if len(idx) == 0:
             show_info("Nothing to suggest: every uncertain candidate is near a label or negative already.")
             return False
@@ -161,14 +162,32 @@ class ReviewSection(Container):
         viewer = self._state.viewer
         viewer.dims.set_point(viewer.dims.ndim - 3, world[0])
         viewer.camera.center = tuple(world[-2:]) if viewer.dims.ndisplay == 2 else tuple(world[-3:])
-        if rec.picks is not None and self._state.live(rec.picks) and len(rec.picks.data):
-            d = np.linalg.norm(np.asarray(rec.picks.data, float) - zyx, axis=1)
-            i = int(np.argmin(d))
-            rec.picks.selected_data = {i} if d[i] < 1e-3 else set()
+        self._show_cursor(rec, zyx)
         kind = "suggestion" if ORDERS[str(self._order_combo.value)] == "suggest" else "pick"
         status = self._status_of(rec, zyx)
         self._position_label.value = (f"{kind.capitalize()} {self._index + 1} of {n} · score "
                                       f"{self._queue_scores[self._index]:.3f} · z {zyx[0]:.0f}{status}")
+
+    def _show_cursor(self, rec: TomogramRecord, zyx) -> None:
+        """A thin white ring around the item under review (picks and suggestions alike)."""
+        viewer, size = self._state.viewer, 1.5 * self._state.pick_size(rec)
+        cursor = self._cursor if self._state.live(self._cursor) else None
+        if cursor is not None and L.layer_cetpick_meta(cursor).get("source") != rec.name:
+            viewer.layers.remove(cursor)
+            cursor = None
+        if cursor is None:
+            active = viewer.layers.selection.active
+            cursor = L.unwrap(viewer.add_points(
+                np.asarray(zyx, float)[None], ndim=3, name=f"{rec.name} review", size=size, symbol="disc",
+                face_color="transparent", border_color="white", border_width=0.04, border_width_is_relative=True,
+                scale=rec.layer.scale, translate=rec.layer.translate,
+                metadata={L.META_KEY: {L.ROLE_KEY: "cursor", "source": rec.name}}))
+            if active is not None:
+                viewer.layers.selection.active = active
+            self._cursor = cursor
+        else:
+            cursor.data = np.asarray(zyx, float)[None]
+            cursor.size = size
 
     def _status_of(self, rec, zyx) -> str:
         if rec.edits.is_kept(zyx[None])[0]:
