@@ -5,7 +5,7 @@ import sys
 CORE = ["napari_cetpick", "napari_cetpick.io", "napari_cetpick.synthetic", "napari_cetpick.config",
         "napari_cetpick.data", "napari_cetpick.model", "napari_cetpick.losses", "napari_cetpick.train",
         "napari_cetpick.detect", "napari_cetpick.evaluate", "napari_cetpick.peaks", "napari_cetpick.baselines",
-        "napari_cetpick.checkpoint", "napari_cetpick.cli"]
+        "napari_cetpick.checkpoint", "napari_cetpick.cli", "napari_cetpick.review"]
 
 
 def _loaded(code: str) -> set[str]:
