@@ -382,3 +382,108 @@ def test_autosave_and_restore_on_reopen(viewer, panel, sim, tmp_path):
     assert _rows(rec.labels.data) == _rows(labels)
     assert _rows(rec.negatives.data) == _rows([[3.0, 4.0, 5.0], [6.0, 7.0, 8.0]])
     assert autosave._restore_row.native.isHidden()
+
+
+# ---------------------------------------------------------------------------- the engine's loop
+def _engine_has_the_loop() -> bool:
+    from napari_cetpick import train
+
+    return hasattr(train, "continue_training")
+
+
+needs_loop_engine = pytest.mark.skipif(not _engine_has_the_loop(),
+                                       reason="the engine's correction round has not landed")
+
+
+def _tiny_training(panel, steps: int) -> None:
+    panel.train._max_steps_spin.value = steps
+    panel.train._epochs_spin.value = 10_000
+    adv = panel.train._advanced
+    adv._crop_xy_spin.value = 32
+    adv._crop_z_spin.value = 6
+    adv._batch_size_spin.value = 2
+
+
+@needs_loop_engine
+def test_mask_excludes_picks_and_training_voxels(viewer, panel, qtbot, checkpoint, monkeypatch):
+    from napari_cetpick import train
+
+    panel.mask._on_draw_clicked()
+    viewer.layers["sim ignore"].add_rectangles(_corners(-0.5, -0.5, 63.5, 127.5))  # y < 64, every slice
+    seen = {}
+    real_init = train.Trainer.__init__
+
+    def recording(self, *args, **kwargs):
+        seen["masks"] = kwargs.get("masks")
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(train.Trainer, "__init__", recording)
+    _tiny_training(panel, 1)
+    panel.train._on_train_clicked()
+    qtbot.waitUntil(lambda: not panel._busy, timeout=TIMEOUT_MS)
+    [mask] = seen["masks"]
+    assert mask[:, :64].sum() == 0 and mask[:, 64:].all()
+    panel.detect._threshold_slider.value = 0.0
+    _detect(qtbot, panel, checkpoint)
+    picks = np.asarray(viewer.layers["sim picks"].data)
+    assert len(picks) and np.all(picks[:, 1] >= 63.5)
+
+
+@needs_loop_engine
+@pytest.mark.slow
+def test_improve_lowers_picks_on_rejected_look_alikes(viewer, panel, qtbot, sim):
+    _tiny_training(panel, 40)
+    panel.train._on_train_clicked()
+    qtbot.waitUntil(lambda: not panel._busy, timeout=TIMEOUT_MS)
+    panel.detect._on_detect_clicked()
+    qtbot.waitUntil(lambda: not panel._busy, timeout=TIMEOUT_MS)
+    rec = panel.state.current
+    radius = 0.5 * panel.state.pick_size(rec)
+    wanted = sim.particles["proteasome"]
+    look_alikes = np.vstack([sim.particles[c] for c in ("shell", "globular") if len(sim.particles[c])])
+
+    def near(points, targets):
+        if len(points) == 0 or len(targets) == 0:
+            return np.zeros(len(points), bool)
+        return np.min(np.linalg.norm(points[:, None] - targets[None], axis=-1), axis=1) < radius
+
+    # a low threshold, so that the model picks look-alikes; then review them all
+    panel.detect._threshold_slider.value = round(float(np.quantile(rec.result.cand_scores, 0.9)), 3)
+    threshold = rec.result.threshold
+    review = panel.review
+    assert review.start()
+    for _ in range(len(review._queue)):
+        zyx = review._queue[review._index][None]
+        if near(zyx, look_alikes)[0]:
+            review.reject()
+        elif near(zyx, wanted)[0]:
+            review.accept()
+        else:
+            review.go(review._index + 1)
+    rejected = np.asarray(rec.negatives.data)
+    assert len(rejected) >= 2
+    before = int(near(rec.result.zyx, rejected).sum())  # the model's own picks, before the edits
+    assert before >= len(rejected)
+    assert panel.improve.improve()
+    assert "about a minute" in panel.improve._improve_status_label.value
+    qtbot.waitUntil(lambda: not panel._busy, timeout=TIMEOUT_MS)
+    assert panel.state.checkpoint.info.get("n_negatives") == len(rejected)
+    assert rec.result.threshold == pytest.approx(threshold)  # the user's threshold is kept
+    after = int(near(rec.result.zyx, rejected).sum())
+    assert after < before
+    assert near(rec.result.zyx, wanted).sum() > 0
+    assert "Improved:" in panel.improve._improve_status_label.value
+
+
+@needs_loop_engine
+def test_cancel_during_improve_keeps_the_model(viewer, panel, qtbot, checkpoint, notes):
+    _detect(qtbot, panel, checkpoint)
+    assert panel.improve.improve()
+    assert panel.improve._improve_cancel_button.enabled and not panel.improve._improve_button.enabled
+    qtbot.waitUntil(lambda: panel.improve._improve_progress.value >= 1 or not panel._busy, timeout=TIMEOUT_MS)
+    panel.improve._on_cancel_clicked()
+    qtbot.waitUntil(lambda: not panel._busy, timeout=TIMEOUT_MS)
+    assert panel.state.checkpoint is checkpoint
+    assert "cancelled after" in panel.improve._improve_status_label.value
+    assert any("Improve cancelled after" in n for n in notes())
+    assert panel.improve._improve_button.enabled and panel.train._train_button.enabled
