@@ -1,16 +1,33 @@
 """napari-cetpick benchmark: accuracy, speed and memory on simulated tomograms.
 
-Protocol (docs/algorithm.md, section C): simulate a pair of tomograms per noise level with
-the project's simulator; label ~30 % of one class's particles inside one xy quarter of
-tomogram 1; train; detect on tomogram 2; match within half the particle radius (the CZII
-rule) and within the radius. Every case runs in its own process so that its peak RSS is
-its own. Prints one JSON line per case; ``--out`` also appends them to a file.
+Protocol (docs/algorithm.md, section C; docs/benchmark.md): simulate a pair of tomograms
+per noise level with the project's simulator; label ~30 % of one class's particles inside
+one xy quarter of tomogram 1; train; detect on tomogram 2; match within half the particle
+radius (the CZII rule) and within the radius. Every case runs in its own process so that
+its peak RSS is its own. Prints one JSON line per case; ``--out`` also appends them to a
+file.
 
-Methods: ``ours`` (default settings), ``cetpick`` (the published settings via the preset)
-and ``dog`` (difference-of-Gaussians peak picker, no learning).
+Methods:
 
-    python benchmarks/run_benchmark.py                       # everything (about an hour on 2 cores)
-    python benchmarks/run_benchmark.py --classes ribosome --snr 0.3 --methods ours dog
+- ``ours``: the default settings (``--set key=value`` overrides any TrainConfig field, for
+  ablations; ``--rounds 2`` adds a simulated correction round, below);
+- ``cetpick``: the published settings via the preset;
+- ``supervised``: the ceiling: the same network and schedule as ``ours``, trained with every
+  particle of the class in tomogram 1 labelled and every particle of the other classes
+  (and the gold beads) as negative clicks;
+- ``dog``: difference-of-Gaussians peak picker (no learning);
+- ``log``: scale-selective Laplacian of Gaussian (no learning): the scale-normalised LoG,
+  kept only where the particle's scale responds most among neighbouring scales.
+
+Simulated correction round (``--rounds 2``): after round 1, a scripted user looks at the
+picks of tomogram 1 inside the labelled region, from the highest score down, and rejects
+up to 20 that are not the class (negative clicks at the pick) and accepts up to 20 true
+particles not yet labelled (positive clicks at the pick); training continues from the
+round-1 model (``continue_training``) and tomogram 2 is scored again.
+
+    python benchmarks/run_benchmark.py                       # the default protocol (hours on 2 cores)
+    python benchmarks/run_benchmark.py --classes proteasome --snr 0.1 --methods ours dog --rounds 2
+    python benchmarks/run_benchmark.py --methods ours --set crop_z=32 --tag crop32   # one ablation line
     python benchmarks/run_benchmark.py --memory               # 1024x1024x500 detection: time and peak RSS
 """
 from __future__ import annotations
@@ -29,6 +46,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CACHE = HERE / "cache"
+CLASSES = ("ribosome", "proteasome", "shell", "globular")
+CORRECTION_QUOTA = 20
 
 
 def machine() -> str:
@@ -66,21 +85,68 @@ def simulated_pair(cache: Path, shape, snr: float, voxel_size_a: float):
             sim = simulate_tomogram(shape=tuple(shape), voxel_size_a=voxel_size_a, snr=snr, seed=seed)
             write_tomogram(mrc, sim.volume, voxel_size_a=voxel_size_a)
             np.savez(npz, **{f"truth_{k}": v for k, v in sim.particles.items()},
-                     **{f"diam_{k}": np.array(v) for k, v in sim.diameters_a.items()})
+                     **{f"diam_{k}": np.array(v) for k, v in sim.diameters_a.items()},
+                     gold=sim.distractors["gold"])
         out.append((mrc, npz))
     return out
 
 
+def labelled_region(shape) -> tuple:
+    """The first xy quarter over all z: (z0, y0, x0, z1, y1, x1)."""
+    return (0, 0, 0, shape[0], shape[1] / 2, shape[2] / 2)
+
+
+def in_region(zyx: np.ndarray, region) -> np.ndarray:
+    lo, hi = np.asarray(region[:3], float), np.asarray(region[3:], float)
+    return np.all((zyx >= lo) & (zyx < hi), axis=1) if len(zyx) else np.zeros(0, bool)
+
+
 def sparse_labels(truth: np.ndarray, shape, fraction: float, seed: int) -> np.ndarray:
     """~fraction of the particles inside the first xy quarter, as a user clicks them."""
-    inside = (truth[:, 1] < shape[1] / 2) & (truth[:, 2] < shape[2] / 2)
-    idx = np.flatnonzero(inside)
+    idx = np.flatnonzero(in_region(truth, labelled_region(shape)))
     rng = np.random.default_rng(seed)
     n = max(1, int(round(fraction * len(idx))))
     return truth[np.sort(rng.choice(idx, size=min(n, len(idx)), replace=False))]
 
 
-def metrics(zyx, scores, truth, radius_vox, threshold):
+def offsets(zyx, truth, radius_vox) -> dict:
+    """Mean and RMS offset (z, y, x, tomogram voxels) of picks matched one-to-one to truth."""
+    from napari_cetpick.evaluate import match_points
+
+    if len(zyx) == 0 or len(truth) == 0:
+        return {"n": 0}
+    pi, ti = match_points(zyx, truth, radius_vox)
+    if len(pi) == 0:
+        return {"n": 0}
+    d = np.asarray(zyx)[pi] - truth[ti]
+    return {"n": int(len(pi)), "mean_zyx": np.round(d.mean(0), 3).tolist(),
+            "rms_zyx": np.round(np.sqrt((d**2).mean(0)), 3).tolist()}
+
+
+def confusion(zyx, truths: dict, diameters_vox: dict) -> dict:
+    """Where picks land: the nearest particle of any class within its radius, else background."""
+    from scipy.spatial import cKDTree
+
+    out = {k: 0 for k in truths}
+    out["background"] = 0
+    if len(zyx) == 0:
+        return out
+    best = np.full(len(zyx), np.inf)
+    label = np.full(len(zyx), "background", dtype=object)
+    for k, t in truths.items():
+        if len(t) == 0:
+            continue
+        d, _ = cKDTree(t).query(zyx)
+        rel = d / (diameters_vox[k] / 2)
+        hit = (rel < 1.0) & (rel < best)
+        best[hit] = rel[hit]
+        label[hit] = k
+    for k in out:
+        out[k] = int((label == k).sum())
+    return out
+
+
+def metrics(zyx, scores, truth, radius_vox, threshold) -> dict:
     from napari_cetpick.evaluate import evaluate
 
     out = {}
@@ -92,67 +158,193 @@ def metrics(zyx, scores, truth, radius_vox, threshold):
     return out
 
 
-def run_case(args) -> dict:
-    """One (snr, class, method) case, in this process."""
+def score_detection(rec: dict, zyx, scores, threshold, truth2, radius_vox, truths2, diam_vox) -> None:
+    """Accuracy figures of one detection on tomogram 2, written into ``rec``."""
+    zyx, scores = np.asarray(zyx).reshape(-1, 3), np.asarray(scores)
+    rec["threshold"] = round(float(threshold), 4)
+    at = scores >= threshold
+    rec["n_picks_at_threshold"] = int(at.sum())
+    rec.update(metrics(zyx, scores, truth2, radius_vox, threshold))
+    bt = rec["half_radius"]["best_threshold"]
+    best = scores >= (bt if bt is not None else threshold)
+    rec["offset_best"] = offsets(zyx[best], truth2, radius_vox / 2)
+    rec["picks_on_at_threshold"] = confusion(zyx[at], truths2, diam_vox)
+    rec["picks_on_at_best"] = confusion(zyx[best], truths2, diam_vox)
+
+
+def parse_sets(items) -> dict:
+    """``key=value`` pairs; values parsed as JSON when they can be (numbers, true, [..])."""
+    out = {}
+    for it in items or []:
+        k, _, v = it.partition("=")
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+        if isinstance(out[k], list):
+            out[k] = tuple(out[k])
+    return out
+
+
+def train_model(cfg, tomo, labels, negatives=None, init=None):
+    from napari_cetpick.train import Trainer, continue_training
+
+    t0 = time.perf_counter()
+    if init is None:
+        trainer = Trainer([tomo.data], [labels], cfg, voxel_size_a=tomo.voxel_size_a,
+                          negatives=None if negatives is None else [negatives])
+        for _ in trainer.steps():
+            pass
+        ckpt = trainer.checkpoint()
+    else:
+        from napari_cetpick.utils import run_generator
+
+        ckpt = run_generator(continue_training(init, [tomo.data], [labels], negatives=[negatives],
+                                               voxel_size_a=tomo.voxel_size_a))
+    return ckpt, time.perf_counter() - t0
+
+
+def run_detect(ckpt, tomo):
+    from napari_cetpick.config import DetectConfig
+    from napari_cetpick.detect import detect
+    from napari_cetpick.utils import run_generator
+
+    t0 = time.perf_counter()
+    res = run_generator(detect(ckpt, tomo.data, DetectConfig(), voxel_size_a=tomo.voxel_size_a))
+    return res, time.perf_counter() - t0
+
+
+def all_candidates(res):
+    """Every cached candidate at the default suppression distance (for best F1 and AP)."""
+    threshold = res.threshold
+    zyx, scores = res.reselect(threshold=0.0)
+    zyx, scores = zyx.copy(), scores.copy()
+    res.reselect(threshold=threshold)
+    return zyx, scores
+
+
+def scripted_review(res1, truth1, labels, region, radius_vox, quota=CORRECTION_QUOTA):
+    """The scripted user of the correction round, on tomogram 1's picks inside ``region``.
+
+    Walks the picks (all candidates, suppressed at the default distance) from the highest
+    score down: a pick within half the radius of a true particle of the class that is not
+    yet labelled is accepted (a positive click at the pick), a pick not on the class is
+    rejected (a negative click at the pick), until both quotas are met.
+    """
+    from scipy.spatial import cKDTree
+
+    zyx, scores = all_candidates(res1)
+    inside = in_region(zyx, region)
+    zyx = zyx[inside]
+    tree = cKDTree(truth1)
+    labelled = set(cKDTree(truth1).query(labels)[1].tolist()) if len(labels) else set()
+    accepted, rejected, used = [], [], set()
+    for p in zyx:
+        d, j = tree.query(p)
+        if d < radius_vox / 2:
+            if j in labelled or j in used:
+                continue
+            if len(accepted) < quota:
+                accepted.append(p)
+                used.add(j)
+        elif len(rejected) < quota:
+            rejected.append(p)
+        if len(accepted) >= quota and len(rejected) >= quota:
+            break
+    return np.array(accepted).reshape(-1, 3), np.array(rejected).reshape(-1, 3)
+
+
+def run_case(args) -> list[dict]:
+    """One (snr, class, method) case, in this process; one record per round."""
     from napari_cetpick.io import open_tomogram
 
     (mrc1, npz1), (mrc2, npz2) = simulated_pair(Path(args.cache), args.shape, args.snr_one, args.voxel_size)
     t1, t2 = open_tomogram(mrc1), open_tomogram(mrc2)
     d1, d2 = np.load(npz1), np.load(npz2)
     cls = args.class_one
+    present = [c for c in CLASSES if f"truth_{c}" in d1.files]
+    diam_vox = {c: float(d1[f"diam_{c}"]) / args.voxel_size for c in present}
     diameter_a = float(d1[f"diam_{cls}"])
     diameter_vox = diameter_a / args.voxel_size
-    truth2 = d2[f"truth_{cls}"]
-    labels = sparse_labels(d1[f"truth_{cls}"], t1.shape_zyx, args.label_fraction, seed=7)
-    rec = {"case": f"{cls}@snr{args.snr_one:g}", "method": args.method, "class": cls, "snr": args.snr_one,
-           "shape_zyx": list(args.shape), "voxel_size_a": args.voxel_size, "diameter_a": diameter_a,
-           "n_labels": int(len(labels)), "n_true_test": int(len(truth2))}
-    if args.method == "dog":
-        from napari_cetpick.baselines import dog_picker
+    radius_vox = diameter_vox / 2
+    truth1, truth2 = d1[f"truth_{cls}"], d2[f"truth_{cls}"]
+    truths2 = {c: d2[f"truth_{c}"] for c in present}
+    labels = sparse_labels(truth1, t1.shape_zyx, args.label_fraction, seed=7)
+    sets = parse_sets(args.set)
+    rec = {"case": f"{cls}@snr{args.snr_one:g}", "method": args.method, "tag": args.tag or "", "class": cls,
+           "snr": args.snr_one, "shape_zyx": list(args.shape), "voxel_size_a": args.voxel_size,
+           "diameter_a": diameter_a, "n_labels": int(len(labels)), "n_true_test": int(len(truth2)),
+           "set": {k: list(v) if isinstance(v, tuple) else v for k, v in sets.items()}, "round": 1}
+    if args.method in ("dog", "log"):
+        from napari_cetpick.baselines import dog_picker, log_picker
 
+        picker = dog_picker if args.method == "dog" else log_picker
         t0 = time.perf_counter()
-        zyx, scores = dog_picker(t2.data, diameter_vox, threshold=0.0)
+        zyx, scores = picker(t2.data, diameter_vox, threshold=0.0)
         rec["train_s"] = 0.0
         rec["detect_s"] = round(time.perf_counter() - t0, 2)
         # no learning: the threshold is the picker's default (a 4-sigma response)
-        threshold = 0.5
-    else:
-        from napari_cetpick.config import DetectConfig, preset
-        from napari_cetpick.detect import detect
-        from napari_cetpick.train import Trainer
-        from napari_cetpick.utils import run_generator
+        score_detection(rec, zyx, scores, 0.5, truth2, radius_vox, truths2, diam_vox)
+        rec["peak_rss_mb"] = round(peak_rss_mb(), 1)
+        rec["machine"] = machine()
+        return [rec]
 
-        cfg = preset("default" if args.method == "ours" else "cetpick", diameter_a=diameter_a, seed=args.seed,
-                     max_steps=args.steps)
-        t0 = time.perf_counter()
-        trainer = Trainer([t1.data], [labels], cfg, voxel_size_a=t1.voxel_size_a)
-        for _ in trainer.steps():
-            pass
-        ckpt = trainer.checkpoint()
-        rec["train_s"] = round(time.perf_counter() - t0, 2)
-        rec["steps"] = trainer.step
-        rec["tau"] = round(trainer.tau, 4)
-        rec["bin"] = trainer.bin_xy
-        t0 = time.perf_counter()
-        res = run_generator(detect(ckpt, t2.data, DetectConfig(), voxel_size_a=t2.voxel_size_a))
-        rec["detect_s"] = round(time.perf_counter() - t0, 2)
-        zyx, scores, threshold = res.zyx, res.scores, res.threshold
-        # evaluate every candidate for best F1 / AP, at the default suppression distance
-        keep = res.reselect(threshold=0.0)
-        zyx, scores = keep
-        res.reselect(threshold=threshold)
-    rec["threshold"] = round(float(threshold), 4)
-    rec["n_picks_at_threshold"] = int((np.asarray(scores) >= threshold).sum())
-    rec.update(metrics(zyx, scores, truth2, diameter_vox / 2, threshold))
+    from napari_cetpick.config import preset
+
+    kind = "cetpick" if args.method == "cetpick" else "default"
+    cfg = preset(kind, diameter_a=diameter_a, seed=args.seed, max_steps=args.steps, **sets)
+    negatives = None
+    train_labels = labels
+    if args.method == "supervised":
+        train_labels = truth1
+        negs = [d1[f"truth_{c}"] for c in present if c != cls]
+        if "gold" in d1.files:
+            negs.append(d1["gold"])
+        negatives = np.concatenate([n.reshape(-1, 3) for n in negs])
+        from dataclasses import replace
+
+        cfg = replace(cfg, label_fraction=1.0, expected_particles=None)
+    ckpt, train_s = train_model(cfg, t1, train_labels, negatives)
+    rec["train_s"] = round(train_s, 2)
+    rec["steps"] = int(ckpt.info.get("steps", 0))
+    rec["tau"] = round(float(ckpt.tau), 5)
+    rec["bin"] = ckpt.bin_xy
+    rec["arch"] = ckpt.config.arch
+    rec["expected_particles"] = ckpt.info.get("expected_particles")
+    res, detect_s = run_detect(ckpt, t2)
+    rec["detect_s"] = round(detect_s, 2)
+    zyx, scores = all_candidates(res)
+    score_detection(rec, zyx, scores, res.threshold, truth2, radius_vox, truths2, diam_vox)
     rec["peak_rss_mb"] = round(peak_rss_mb(), 1)
     rec["machine"] = machine()
-    return rec
+    out = [rec]
+    if args.rounds >= 2 and args.method == "ours":
+        t0 = time.perf_counter()
+        res1, _ = run_detect(ckpt, t1)
+        accepted, rejected = scripted_review(res1, truth1, labels, labelled_region(t1.shape_zyx), radius_vox)
+        review_s = time.perf_counter() - t0
+        new_labels = np.concatenate([labels, accepted])
+        ckpt2, corr_s = train_model(None, t1, new_labels, rejected, init=ckpt)
+        res2, detect_s2 = run_detect(ckpt2, t2)
+        rec2 = {**{k: rec[k] for k in ("case", "method", "tag", "class", "snr", "shape_zyx", "voxel_size_a",
+                                       "diameter_a", "n_true_test", "set")},
+                "round": 2, "n_labels": int(len(new_labels)), "n_accepted": int(len(accepted)),
+                "n_rejected": int(len(rejected)), "detect_tomo1_s": round(review_s, 2),
+                "correction_s": round(corr_s, 2), "steps": int(ckpt2.info.get("steps", 0)) - rec["steps"],
+                "detect_s": round(detect_s2, 2)}
+        zyx, scores = all_candidates(res2)
+        score_detection(rec2, zyx, scores, res2.threshold, truth2, radius_vox, truths2, diam_vox)
+        rec2["peak_rss_mb"] = round(peak_rss_mb(), 1)
+        rec2["machine"] = rec["machine"]
+        out.append(rec2)
+    return out
 
 
-def run_memory(args) -> dict:
+def run_memory(args) -> list[dict]:
     """Detection on a large noise tomogram: time and peak RSS (accuracy is meaningless here)."""
     from napari_cetpick.checkpoint import Checkpoint
     from napari_cetpick.config import DetectConfig, TrainConfig
+    from napari_cetpick.data import auto_bin
     from napari_cetpick.detect import detect
     from napari_cetpick.io import open_tomogram
     from napari_cetpick.model import build_network
@@ -167,27 +359,33 @@ def run_memory(args) -> dict:
     base = peak_rss_mb()
     tomo = open_tomogram(path)
     diameter = args.memory_diameter
-    from napari_cetpick.data import auto_bin
-
-    ckpt = Checkpoint(build_network("unet_small").state_dict(), TrainConfig(bbox=diameter), diameter, 10.0,
-                      auto_bin(diameter), 0.5)
+    cfg = TrainConfig(bbox=diameter)
+    ckpt = Checkpoint(build_network(cfg.arch).state_dict(), cfg, diameter, 10.0,
+                      auto_bin(diameter, cfg.min_particle_vox), 0.5)
     t0 = time.perf_counter()
     res = run_generator(detect(ckpt, tomo.data, DetectConfig()))
-    return {"case": f"memory {shape}", "method": "ours", "diameter_vox": diameter, "bin": ckpt.bin_xy,
-            "detect_s": round(time.perf_counter() - t0, 2), "heatmap_shape": list(res.heatmap.shape),
-            "file_gb": round(path.stat().st_size / 1e9, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
-            "rss_before_mb": round(base, 1), "machine": machine()}
+    return [{"case": f"memory {shape}", "method": "ours", "arch": cfg.arch, "diameter_vox": diameter,
+             "bin": ckpt.bin_xy, "detect_s": round(time.perf_counter() - t0, 2),
+             "heatmap_shape": list(res.heatmap.shape), "file_gb": round(path.stat().st_size / 1e9, 2),
+             "peak_rss_mb": round(peak_rss_mb(), 1), "rss_before_mb": round(base, 1), "machine": machine()}]
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", type=int, nargs=3, default=(160, 512, 512), metavar=("Z", "Y", "X"))
     p.add_argument("--voxel-size", type=float, default=10.0)
-    p.add_argument("--snr", type=float, nargs="+", default=(0.3, 0.1), help="noise levels (projection SNR)")
+    p.add_argument("--snr", type=float, nargs="+", default=(0.3, 0.1, 0.05),
+                   help="noise levels (projection SNR); 0.05 is the hard level")
     p.add_argument("--classes", nargs="+", default=("ribosome", "proteasome", "shell"))
-    p.add_argument("--methods", nargs="+", default=("ours", "cetpick", "dog"), choices=("ours", "cetpick", "dog"))
+    p.add_argument("--methods", nargs="+", default=("ours", "supervised", "dog", "log"),
+                   choices=("ours", "cetpick", "supervised", "dog", "log"))
+    p.add_argument("--rounds", type=int, default=2, choices=(1, 2),
+                   help="2: add the simulated correction round to 'ours'")
     p.add_argument("--label-fraction", type=float, default=0.3)
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a TrainConfig field for ours/supervised (repeatable; for ablations)")
+    p.add_argument("--tag", default="", help="a name for this configuration in the output")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default=str(DEFAULT_CACHE), help="folder for simulated tomograms")
     p.add_argument("--out", default=None, help="also append the JSON lines to this file")
@@ -202,16 +400,19 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     if args.one:
-        rec = run_memory(args) if args.memory else run_case(args)
-        print("RESULT " + json.dumps(rec), flush=True)
+        for rec in (run_memory(args) if args.memory else run_case(args)):
+            print("RESULT " + json.dumps(rec), flush=True)
         return 0
 
     jobs = [["--memory"]] if args.memory else [
         ["--snr-one", str(s), "--class-one", c, "--method", m]
         for s in args.snr for c in args.classes for m in args.methods]
     common = ["--shape", *map(str, args.shape), "--voxel-size", str(args.voxel_size), "--cache", args.cache,
-              "--label-fraction", str(args.label_fraction), "--seed", str(args.seed),
-              "--memory-shape", *map(str, args.memory_shape), "--memory-diameter", str(args.memory_diameter)]
+              "--label-fraction", str(args.label_fraction), "--seed", str(args.seed), "--rounds", str(args.rounds),
+              "--memory-shape", *map(str, args.memory_shape), "--memory-diameter", str(args.memory_diameter),
+              "--tag", args.tag]
+    for s in args.set or []:
+        common += ["--set", s]
     if args.steps:
         common += ["--steps", str(args.steps)]
     for job in jobs:
@@ -220,10 +421,11 @@ def main(argv=None) -> int:
         if proc.returncode or not lines:
             print(json.dumps({"job": job, "error": proc.stderr.strip().splitlines()[-1:] or ["?"]}), flush=True)
             continue
-        print(lines[0], flush=True)
-        if args.out:
-            with open(args.out, "a") as fh:
-                fh.write(lines[0] + "\n")
+        for line in lines:
+            print(line, flush=True)
+            if args.out:
+                with open(args.out, "a") as fh:
+                    fh.write(line + "\n")
     return 0
 
 

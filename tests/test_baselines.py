@@ -69,3 +69,29 @@ def test_bad_diameter():
         dog_picker(np.zeros((8, 8, 8)), 0.0)
     with pytest.raises(CetpickError):
         dog_picker(np.zeros((8, 8)), 4.0)
+
+
+def test_scale_selective_log_prefers_the_particle_size():
+    """Balls of 8 and of 16 voxels: DoG tuned to 8 also responds at the big balls' centres,
+    the scale-selective LoG gives them 0 and keeps the small ones."""
+    from napari_cetpick.baselines import log_picker, log_score_map
+
+    rng = np.random.default_rng(3)
+    shape = (64, 96, 96)
+    zz, yy, xx = np.indices(shape)
+    vol = np.zeros(shape, np.float32)
+    small, big = [], []
+    centres = np.stack(np.meshgrid(*[np.arange(16.0, s - 15, 24) for s in shape], indexing="ij"), -1).reshape(-1, 3)
+    for i, c in enumerate(centres + rng.uniform(-1, 1, centres.shape)):
+        d = 8.0 if i % 2 else 16.0
+        (small if d == 8.0 else big).append(c)
+        vol[(zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 < (d / 2) ** 2] -= 1.0
+    vol += rng.normal(0, 0.3, shape).astype(np.float32)
+    small, big = np.round(small).astype(int), np.round(big).astype(int)
+    log, scale, translate = log_score_map(vol, 8.0, bin_factor=1)
+    dog, _, _ = dog_score_map(vol, 8.0, bin_factor=1)
+    assert np.all(log[tuple(big.T)] == 0) and np.all(dog[tuple(big.T)] > 0.3)
+    assert np.all(log[tuple(small.T)] > 0.8)
+    np.testing.assert_allclose(scale, 1.0)
+    zyx, s = log_picker(vol, 8.0, top_k=len(small))
+    assert evaluate(zyx, s, small.astype(float), 2.0).recall == 1.0

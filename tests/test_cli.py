@@ -145,9 +145,10 @@ def test_mask_must_match_the_tomogram_in_its_file_layout(sim_files, tmp_path, ca
                "--mask", str(bad)])
     assert rc == 2
     assert "mask shape (32, 96, 48) differs from the tomogram's (32, 96, 96)" in capsys.readouterr().err
-    rc = main(["detect", "--model", str(tmp_path / "none.ckpt"), "--tomogram", str(paths["tomogram"]),
-               "--out-dir", str(tmp_path), "--mask", str(bad), "--mask", str(bad)])
-    assert rc == 2 and "one --mask per tomogram (1 tomograms, 2 masks)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # one mask per tomogram
+        main(["detect", "--model", str(tmp_path / "none.ckpt"), "--tomogram", str(paths["tomogram"]),
+              "--out-dir", str(tmp_path), "--mask", str(bad), "--mask", str(bad)])
+    assert "--mask given twice" in capsys.readouterr().err
 
 
 def test_read_mask_in_the_unrotated_layout(tmp_path):
@@ -164,3 +165,25 @@ def test_read_mask_in_the_unrotated_layout(tmp_path):
     mask = _read_mask(mask_path, tomo)
     assert mask.shape == (8, 40, 30) and mask.dtype == np.uint8
     np.testing.assert_array_equal(mask, keep)
+
+
+def test_detect_and_train_with_a_mask(sim_files, tmp_path):
+    """Picks in the mask's zero region are dropped; training accepts the same mask."""
+    sim, paths = sim_files
+    keep = np.ones(sim.volume.shape, np.uint8)
+    keep[:, :48] = 0  # ignore y < 48
+    mask = write_tomogram(tmp_path / "t_mask.mrc", keep)
+    model = tmp_path / "m.ckpt"
+    rc = main(["train", "--tomogram", str(paths["tomogram"]), "--mask", str(mask), "--labels", str(paths["labels"]),
+               "--bbox", "15", "--max-steps", "2", "--out", str(model), "--quiet", "--device", "cpu"])
+    assert rc == 0
+    for name, extra in (("all", []), ("masked", ["--mask", str(mask)])):
+        rc = main(["detect", "--model", str(model), "--tomogram", str(paths["tomogram"]), *extra, "--out-dir",
+                   str(tmp_path / name), "--format", "csv", "--threshold", "0.0", "--quiet", "--device", "cpu",
+                   "--no-heatmap"])
+        assert rc == 0
+    everything = pd.read_csv(tmp_path / "all" / "t_picks.csv")
+    masked = pd.read_csv(tmp_path / "masked" / "t_picks.csv")
+    assert (everything["y"] < 47.5).any()
+    assert len(masked) and (masked["y"] >= 47.5).all()
+    assert len(masked) >= (everything["y"] >= 47.5).sum()  # no pick left out in the kept region

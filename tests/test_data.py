@@ -10,8 +10,9 @@ def test_geometry_round_trip_and_centres():
     assert g.bin_zyx == (4, 2, 2)
     pts = np.array([[10.3, 20.7, 5.0], [0.0, 0.0, 0.0]])
     assert np.allclose(g.grid_to_tomo(g.tomo_to_grid(pts)), pts)
-    # grid cell 0 of a bin-2 volume sits at the centre of the first 2x2 working block pair
-    assert np.allclose(g.grid_translate, [1.5, 0.5, 0.5])
+    # grid cell 0 sits at the centre of the block it covers: z slices 0..3 (compress and bin
+    # 2, stride 1), y/x voxels 0..3 (bin 2, stride 2)
+    assert np.allclose(g.grid_translate, [1.5, 1.5, 1.5])
     assert np.allclose(g.grid_scale, [4, 4, 4])
 
 
@@ -78,6 +79,34 @@ def test_every_label_has_a_hard_positive():
     # labels between grid cells (odd working coordinates): the blob alone has no cell > 0.9
     labels = np.array([[3.4, 5.5, 7.5], [6.6, 2.5, 3.5]])
     t = D.draw_targets((10, 12, 12), labels, spec)
-    for c in np.round(labels).astype(int):
+    for c in np.floor(labels + 0.5).astype(int):
         assert t[tuple(c)] == 1.0
     assert (t == 1.0).sum() == 2
+
+
+def test_grid_cells_sit_at_the_centre_of_their_block_and_flips_map_cells_to_cells():
+    # cell j covers working voxels 2j, 2j+1: a flip of a 2n-voxel crop maps it to cell n-1-j
+    g = D.work_to_grid(np.array([[0.0, 0.5, 2.5], [3.0, 62.5, 63.0]]))
+    assert np.allclose(g, [[0.0, 0.0, 1.0], [3.0, 31.0, 31.25]])
+    w = np.array([[4.0, 10.3, 17.8]])
+    flipped_then_grid = D.work_to_grid(np.array([[4.0, 63 - 10.3, 63 - 17.8]]))
+    assert np.allclose(flipped_then_grid[0, 1:], 31 - D.work_to_grid(w)[0, 1:])
+    assert np.allclose(D.grid_to_work(D.work_to_grid(w)), w)
+    geom = D.make_geometry(1, False, (2, 2, 2))
+    assert np.allclose(geom.grid_translate, 0.5) and np.allclose(geom.grid_scale, 2.0)
+
+
+def test_negative_clicks_and_ignored_cells_in_targets():
+    spec = D.blob_spec(12.0)
+    pos = np.array([[5.0, 4.0, 4.0]])
+    neg = np.array([[5.0, 11.0, 11.0], [5.0, 4.0, 4.5]])  # the second sits on the positive
+    t = D.draw_targets((10, 16, 16), pos, spec, negatives_grid=neg)
+    assert t[5, 11, 11] == D.NEGATIVE
+    # a negative click never turns a hard positive into a negative
+    assert t[5, 4, 4] == D.HARD
+    r = spec.neg_radius_work
+    assert t[5, 11, 11 + int(np.ceil(r / 2)) + 1] == D.UNLABELLED  # beyond the region (cells are 2 voxels)
+    keep = np.ones((10, 32, 32), bool)
+    keep[:, :, 16:] = False
+    on_grid = D.keep_on_grid(keep)
+    assert on_grid.shape == (10, 16, 16) and on_grid[:, :, :8].all() and not on_grid[:, :, 8:].any()

@@ -35,7 +35,7 @@ def test_progress_and_shapes(volume):
             break
     assert progress[-1].tile == progress[-1].n_tiles == len(progress) > 1
     assert res.heatmap.shape == (20, 75, 85)
-    assert np.allclose(res.scale, [1, 2, 2]) and np.allclose(res.translate, [0, 0, 0])
+    assert np.allclose(res.scale, [1, 2, 2]) and np.allclose(res.translate, [0, 0.5, 0.5])
     assert res.heatmap.min() >= 0 and res.heatmap.max() <= 1
 
 
@@ -65,7 +65,7 @@ def test_reselect_is_instant_and_monotone(volume):
 
 def test_binned_model_maps_back_to_tomogram_voxels(volume):
     res = run_generator(detect(_ckpt(bin_xy=2), volume, DetectConfig(threshold=0.0), device="cpu"))
-    assert np.allclose(res.scale, [2, 4, 4]) and np.allclose(res.translate, [0.5, 0.5, 0.5])
+    assert np.allclose(res.scale, [2, 4, 4]) and np.allclose(res.translate, [0.5, 1.5, 1.5])
     assert np.all(res.zyx >= -0.5) and np.all(res.zyx <= np.array(volume.shape) - 0.5)
 
 

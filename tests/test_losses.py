@@ -117,3 +117,30 @@ def test_contrastive_without_positives_uses_unlabelled_only():
     g = torch.full((n,), -1.0)
     loss = contrastive_loss(e, e, g, torch.zeros(n), 0.05, 0.1, 0.5, 16, 32)
     assert torch.isfinite(loss) and loss >= 0
+
+
+def test_known_negatives_and_ignored_cells_by_hand():
+    # codes: hard positive, known negative, unlabelled, ignored
+    g = torch.tensor([1.0, 0.0, -1.0, -2.0])
+    logits = torch.tensor([0.0, _logit(0.5), _logit(0.25), 3.0])
+    out = pu_heatmap_loss(logits, g, tau=0.05)
+    r_pos = 0.25 * L2
+    r_neg_p = 0.25 * L2
+    r_neg_u = 0.0625 * -math.log(0.75)
+    r_neg_n = 0.25 * L2  # p = .5 at the negative: .5^2 (-ln .5)
+    assert out["r_neg_n"].item() == pytest.approx(r_neg_n, rel=1e-5)
+    assert out["r_neg_u"].item() == pytest.approx(r_neg_u, rel=1e-5)
+    # the negative cell is not unlabelled, and the known-negative term weighs 1 - tau
+    expected = 0.05 * r_pos + max(0.0, r_neg_u - 0.05 * r_neg_p) + 0.95 * r_neg_n
+    assert out["loss"].item() == pytest.approx(expected, rel=1e-5)
+    # an ignored cell takes no part, whatever its score
+    other = pu_heatmap_loss(torch.tensor([0.0, _logit(0.5), _logit(0.25), -5.0]), g, tau=0.05)
+    assert other["loss"].item() == pytest.approx(out["loss"].item(), rel=1e-6)
+    # without negatives the term is 0
+    assert pu_heatmap_loss(logits, torch.tensor([1.0, -1.0, -1.0, -2.0]), tau=0.05)["r_neg_n"].item() == 0.0
+
+
+def test_consistency_skips_ignored_cells():
+    p1 = torch.tensor([0.2, 0.9])
+    p2 = torch.tensor([0.4, 0.1])
+    assert consistency_loss(p1, p2, torch.tensor([True, False])).item() == pytest.approx(0.04)

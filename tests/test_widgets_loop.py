@@ -385,16 +385,6 @@ def test_autosave_and_restore_on_reopen(viewer, panel, sim, tmp_path):
 
 
 # ---------------------------------------------------------------------------- the engine's loop
-def _engine_has_the_loop() -> bool:
-    from napari_cetpick import train
-
-    return hasattr(train, "continue_training")
-
-
-needs_loop_engine = pytest.mark.skipif(not _engine_has_the_loop(),
-                                       reason="the engine's correction round has not landed")
-
-
 def _tiny_training(panel, steps: int) -> None:
     panel.train._max_steps_spin.value = steps
     panel.train._epochs_spin.value = 10_000
@@ -404,15 +394,17 @@ def _tiny_training(panel, steps: int) -> None:
     adv._batch_size_spin.value = 2
 
 
-@needs_loop_engine
 def test_mask_excludes_picks_and_training_voxels(viewer, panel, qtbot, checkpoint, monkeypatch):
     from napari_cetpick import train
 
     panel.mask._on_draw_clicked()
     viewer.layers["sim ignore"].add_rectangles(_corners(-0.5, -0.5, 63.5, 127.5))  # y < 64, every slice
+    import functools
+
     seen = {}
     real_init = train.Trainer.__init__
 
+    @functools.wraps(real_init)  # keeps the signature the panel checks for ``masks``
     def recording(self, *args, **kwargs):
         seen["masks"] = kwargs.get("masks")
         real_init(self, *args, **kwargs)
@@ -429,10 +421,11 @@ def test_mask_excludes_picks_and_training_voxels(viewer, panel, qtbot, checkpoin
     assert len(picks) and np.all(picks[:, 1] >= 63.5)
 
 
-@needs_loop_engine
 @pytest.mark.slow
 def test_improve_lowers_picks_on_rejected_look_alikes(viewer, panel, qtbot, sim):
-    _tiny_training(panel, 40)
+    """150 steps give a model that also picks shells and globular particles at its default
+    threshold; rejecting those and pressing Improve (about 10 s here) removes most of them."""
+    _tiny_training(panel, 150)
     panel.train._on_train_clicked()
     qtbot.waitUntil(lambda: not panel._busy, timeout=TIMEOUT_MS)
     panel.detect._on_detect_clicked()
@@ -447,8 +440,6 @@ def test_improve_lowers_picks_on_rejected_look_alikes(viewer, panel, qtbot, sim)
             return np.zeros(len(points), bool)
         return np.min(np.linalg.norm(points[:, None] - targets[None], axis=-1), axis=1) < radius
 
-    # a low threshold, so that the model picks look-alikes; then review them all
-    panel.detect._threshold_slider.value = round(float(np.quantile(rec.result.cand_scores, 0.9)), 3)
     threshold = rec.result.threshold
     review = panel.review
     assert review.start()
@@ -463,7 +454,8 @@ def test_improve_lowers_picks_on_rejected_look_alikes(viewer, panel, qtbot, sim)
     rejected = np.asarray(rec.negatives.data)
     assert len(rejected) >= 2
     before = int(near(rec.result.zyx, rejected).sum())  # the model's own picks, before the edits
-    assert before >= len(rejected)
+    found_before = int(near(wanted, rec.result.zyx).sum())
+    assert before >= len(rejected) and found_before >= 2
     assert panel.improve.improve()
     assert "about a minute" in panel.improve._improve_status_label.value
     qtbot.waitUntil(lambda: not panel._busy, timeout=TIMEOUT_MS)
@@ -471,11 +463,10 @@ def test_improve_lowers_picks_on_rejected_look_alikes(viewer, panel, qtbot, sim)
     assert rec.result.threshold == pytest.approx(threshold)  # the user's threshold is kept
     after = int(near(rec.result.zyx, rejected).sum())
     assert after < before
-    assert near(rec.result.zyx, wanted).sum() > 0
+    assert int(near(wanted, rec.result.zyx).sum()) >= found_before - 1  # the particles are still found
     assert "Improved:" in panel.improve._improve_status_label.value
 
 
-@needs_loop_engine
 def test_cancel_during_improve_keeps_the_model(viewer, panel, qtbot, checkpoint, notes):
     _detect(qtbot, panel, checkpoint)
     assert panel.improve.improve()

@@ -10,6 +10,7 @@ import json
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
@@ -44,6 +45,25 @@ class _Bar:
         sys.stderr.flush()
 
 
+class _PerTomogram(argparse.Action):
+    """An option that belongs to the preceding ``--tomogram`` (``--negatives``, ``--mask``).
+
+    Stores ``{tomogram index: value}`` under ``dest``; refuses a value with no ``--tomogram``
+    before it, or a second value for the same tomogram.
+    """
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        tomos = getattr(namespace, "tomogram", None) or []
+        if not tomos:
+            parser.error(f"{option_string} belongs to a --tomogram: give --tomogram first.")
+        held = dict(getattr(namespace, self.dest, None) or {})
+        i = len(tomos) - 1
+        if i in held:
+            parser.error(f"{option_string} given twice for --tomogram {tomos[i]}.")
+        held[i] = value
+        setattr(namespace, self.dest, held)
+
+
 def _thickness_axis(args) -> int | None:
     if getattr(args, "thickness_axis", None) not in (None, "auto"):
         return int(args.thickness_axis)
@@ -58,10 +78,21 @@ def _open(path, args):
     return open_tomogram(path, thickness_axis=_thickness_axis(args), voxel_size_a=getattr(args, "voxel_size", None))
 
 
-def _training_pairs(args) -> list[tuple]:
-    """(Tomogram, labels zyx) pairs from --tomogram/--labels or the original's lists."""
-    from .io import read_coordinate_list, read_image_list, read_points
+def _read_clicks(path, tomo, fmt):
+    """Positive or negative clicks of one tomogram, in its layout, checked to lie inside it."""
+    from .io import check_inside, read_points
 
+    ps = read_points(path, fmt=fmt, layout=tomo.layout, voxel_size_a=tomo.voxel_size_a, shape_zyx=tomo.shape_zyx)
+    check_inside(ps.zyx, tomo.shape_zyx, path)
+    return ps.zyx
+
+
+def _training_pairs(args) -> list[tuple]:
+    """(Tomogram, labels zyx, negatives zyx or None) from --tomogram/--labels or the original's lists."""
+    from .io import read_coordinate_list, read_image_list, read_points  # noqa: F401
+
+    if getattr(args, "negatives", None) and (args.train_img_txt or args.train_coord_txt):
+        raise CetpickError("--negatives belongs to a --tomogram; it cannot be used with --train_img_txt.")
     pairs = []
     if args.train_img_txt or args.train_coord_txt:
         if not (args.train_img_txt and args.train_coord_txt):
@@ -76,18 +107,19 @@ def _training_pairs(args) -> list[tuple]:
             from .io import check_inside
 
             check_inside(lab, tomo.shape_zyx, args.train_coord_txt)
-            pairs.append((tomo, lab))
+            pairs.append((tomo, lab, None))
     else:
         if not args.tomogram:
             raise CetpickError("Give --tomogram and --labels (or --train_img_txt and --train_coord_txt).")
         if len(args.tomogram) != len(args.labels or []):
             raise CetpickError(f"Give one --labels per --tomogram ({len(args.tomogram)} tomograms, "
                                f"{len(args.labels or [])} label files).")
-        for t, l in zip(args.tomogram, args.labels):
+        negatives = getattr(args, "negatives", None) or {}
+        for i, (t, l) in enumerate(zip(args.tomogram, args.labels)):
             tomo = _open(t, args)
-            ps = read_points(l, fmt=args.labels_format, layout=tomo.layout, voxel_size_a=tomo.voxel_size_a,
-                             shape_zyx=tomo.shape_zyx)
-            pairs.append((tomo, ps.zyx))
+            lab = _read_clicks(l, tomo, args.labels_format)
+            neg = _read_clicks(negatives[i], tomo, args.labels_format) if i in negatives else None
+            pairs.append((tomo, lab, neg))
     return pairs
 
 
@@ -108,19 +140,32 @@ def _read_mask(path, tomo):
     return (np.asarray(mask.data) != 0).astype(np.uint8)
 
 
-def _masks_for(paths, tomograms, what: str) -> list | None:
-    """One mask per tomogram from repeated ``--mask`` options (None without any)."""
-    if not paths:
+def _masks_for(args, tomograms) -> list | None:
+    """The ``--mask`` of each ``--tomogram`` (None where it has none; None without any)."""
+    held = getattr(args, "mask", None) or {}
+    if not held:
         return None
-    if len(paths) != len(tomograms):
-        raise CetpickError(f"Give one --mask per {what} ({len(tomograms)} tomograms, {len(paths)} masks).")
-    return [_read_mask(p, t) for p, t in zip(paths, tomograms)]
+    if getattr(args, "train_img_txt", None) or getattr(args, "train_coord_txt", None):
+        raise CetpickError("--mask belongs to a --tomogram; it cannot be used with --train_img_txt.")
+    return [_read_mask(held[i], t) if i in held else None for i, t in enumerate(tomograms)]
 
 
 # ----------------------------------------------------------------------------- commands
+def _train_knobs(args) -> dict:
+    """The TrainConfig fields the user set on the command line (None = not given)."""
+    return dict(
+        bbox=args.bbox, diameter_a=args.diameter_a, tau=args.tau,
+        expected_particles=args.expected_particles, label_fraction=args.label_fraction, thresh=args.thresh,
+        contrastive=args.contrastive, cr_weight=args.cr_weight, temp=args.temp, num_epochs=args.num_epochs,
+        max_steps=args.max_steps, lr=args.lr, lr_step=tuple(args.lr_step) if args.lr_step else None, arch=args.arch,
+        batch_size=args.batch_size, gauss=args.gauss, compress=args.compress,
+        bin=(None if args.bin is None else (args.bin if args.bin == "auto" else int(args.bin))), seed=args.seed,
+    )
+
+
 def cmd_train(args) -> int:
     from .config import preset
-    from .train import Trainer
+    from .train import Trainer, correction_config
 
     pairs = _training_pairs(args)
     vsizes = {p[0].voxel_size_a for p in pairs}
@@ -128,28 +173,32 @@ def cmd_train(args) -> int:
         raise CetpickError(f"Training tomograms have different voxel sizes {sorted(v or 0 for v in vsizes)}; "
                            "bin them to one voxel size first.")
     voxel_size_a = vsizes.pop()
-    cfg = preset(
-        args.preset, bbox=args.bbox, diameter_a=args.diameter_a, tau=args.tau,
-        expected_particles=args.expected_particles, label_fraction=args.label_fraction, thresh=args.thresh, contrastive=args.contrastive,
-        cr_weight=args.cr_weight, temp=args.temp, num_epochs=args.num_epochs, max_steps=args.max_steps,
-        lr=args.lr, lr_step=tuple(args.lr_step) if args.lr_step else None, arch=args.arch,
-        batch_size=args.batch_size, gauss=args.gauss, compress=args.compress,
-        bin=(None if args.bin is None else (args.bin if args.bin == "auto" else int(args.bin))), seed=args.seed,
-    )
+    knobs = _train_knobs(args)
     init = None
     if args.continue_from:
         from .checkpoint import Checkpoint
 
         init = Checkpoint.load(args.continue_from)
-    masks = _masks_for(args.mask, [p[0] for p in pairs], "training tomogram")
-    extra = {} if masks is None else {"masks": masks}
+        if voxel_size_a and init.voxel_size_a and abs(voxel_size_a / init.voxel_size_a - 1) > 0.02:
+            raise CetpickError(f"{args.continue_from}: the model was trained at {init.voxel_size_a:g} Å/voxel but "
+                               f"the tomograms have {voxel_size_a:g} Å/voxel.")
+        voxel_size_a = init.voxel_size_a or voxel_size_a
+        # a correction round: the model's settings and a short schedule; the user's knobs win
+        cfg = correction_config(init, **knobs)
+        if cfg.bbox is None and cfg.diameter_a is None:
+            cfg = replace(cfg, bbox=init.diameter_vox)
+    else:
+        cfg = preset(args.preset, **knobs)
+    masks = _masks_for(args, [p[0] for p in pairs])
     t0 = time.perf_counter()
     trainer = Trainer([p[0].data for p in pairs], [p[1] for p in pairs], cfg, voxel_size_a=voxel_size_a,
-                      device=args.device, init=init, **extra)
+                      device=args.device, init=init, negatives=[p[2] for p in pairs], masks=masks)
     n_labels = sum(len(p[1]) for p in pairs)
-    print(f"Training {cfg.arch} on {len(pairs)} tomogram(s), {n_labels} labels, particle {trainer.diameter_vox:g} "
-          f"voxels, bin {trainer.bin_xy}, tau {trainer.tau:.3g}, {trainer.total_steps} steps on {trainer.device_name}",
-          file=sys.stderr)
+    n_neg = sum(0 if p[2] is None else len(p[2]) for p in pairs)
+    what = "Continuing" if init is not None else "Training"
+    print(f"{what} {cfg.arch} on {len(pairs)} tomogram(s), {n_labels} labels, {n_neg} negatives, particle "
+          f"{trainer.diameter_vox:g} voxels, bin {trainer.bin_xy}, tau {trainer.tau:.3g}, {trainer.total_steps} steps "
+          f"on {trainer.device_name}", file=sys.stderr)
     bar = _Bar("train", args.quiet)
     gen = trainer.steps()
     message = ""
@@ -224,13 +273,13 @@ def cmd_detect(args) -> int:
     from .checkpoint import Checkpoint
 
     targets = _detect_targets(args)
-    if args.mask and len(args.mask) != len(targets):
-        raise CetpickError(f"Give one --mask per tomogram ({len(targets)} tomograms, {len(args.mask)} masks).")
+    masks = getattr(args, "mask", None) or {}
+    first = len(targets) - len(args.tomogram or [])  # --test_img_txt targets come first and have no mask
     ckpt = Checkpoint.load(args.model)
     out_dir = Path(args.out_dir)
     for i, (name, path) in enumerate(targets):
         tomo = _open(path, args)
-        mask = _read_mask(args.mask[i], tomo) if args.mask else None
+        mask = _read_mask(masks[i - first], tomo) if (i - first) in masks else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             res = run_detection(ckpt, tomo, args, args.quiet, mask=mask)
@@ -397,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a detector from sparse labels")
     p.add_argument("--tomogram", action="append", help="training tomogram (repeat for several)")
     p.add_argument("--labels", action="append", help="labels of the preceding tomogram: IMOD .txt/.mod, STAR, CSV")
+    p.add_argument("--negatives", action=_PerTomogram, metavar="FILE",
+                   help="known non-particles (negative clicks) of the preceding --tomogram, in the same formats as "
+                        "labels (optional)")
     p.add_argument("--labels-format", default=None, help="force the label format (default: from the extension)")
     p.add_argument("--train_img_txt", help="the original's image list (image_name<TAB>rec_path)")
     p.add_argument("--train_coord_txt", help="the original's coordinate list (image_name x_coord y_coord z_coord)")
@@ -427,10 +479,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average slice pairs (z binning by 2)")
     g.add_argument("--bin", default=None, help="binning before the network: auto or an integer")
     g.add_argument("--seed", type=int, help="random seed (training is deterministic on CPU)")
-    p.add_argument("--continue-from", help="continue training this model")
-    p.add_argument("--mask", action="append", metavar="M.mrc",
-                   help="ignore regions of the preceding tomogram: an MRC of the tomogram's shape in the same "
-                        "file layout, nonzero = keep, zero = left out of training (repeat per --tomogram)")
+    p.add_argument("--continue-from", metavar="MODEL",
+                   help="a correction round: fine-tune this model with the (added) labels and negatives; keeps its "
+                        "voxel size and settings and runs a short schedule unless --max-steps/--num_epochs are given")
+    p.add_argument("--mask", action=_PerTomogram, metavar="M.mrc",
+                   help="ignore regions of the preceding --tomogram: an MRC of the tomogram's shape in the same "
+                        "file layout, nonzero = keep, zero = left out of training")
     _add_volume_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -449,9 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--margin-xy", type=int, default=0, help="drop picks this close to the xy borders (voxels)")
     p.add_argument("--tile-xy", type=int, default=256, help="tile size in working voxels (memory)")
     p.add_argument("--no-heatmap", action="store_true", help="do not write the heatmap MRC")
-    p.add_argument("--mask", action="append", metavar="M.mrc",
-                   help="ignore regions: an MRC of the tomogram's shape in the same file layout, nonzero = keep; "
-                        "picks in zero regions are dropped (repeat per tomogram)")
+    p.add_argument("--mask", action=_PerTomogram, metavar="M.mrc",
+                   help="ignore regions of the preceding --tomogram: an MRC of the tomogram's shape in the same "
+                        "file layout, nonzero = keep; picks in zero regions are dropped")
     _add_volume_options(p)
     p.set_defaults(func=cmd_detect)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from .errors import CetpickError
 
-ARCHS = ("unet_small", "unet_4", "unet_5")
+ARCHS = ("unet_small", "unet_4", "unet_5", "unet3d_small", "unet3d")
 PRESETS = ("default", "cetpick")
 
 

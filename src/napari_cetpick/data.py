@@ -3,7 +3,12 @@
 Frames: the *tomogram* frame is the napari (z, y, x) voxel index of the input volume. The
 *working* frame is after binning by ``bin_zyx`` (mean pooling), where working voxel ``w``
 covers tomogram voxels ``b*w … b*w+b-1`` and so has its centre at ``b*w + (b-1)/2``. The
-network's output *grid* has stride 1 in z and 2 in y and x of the working frame.
+network's output *grid* has a stride ``s`` per axis in the working frame (1 in z and 2 in y
+and x for the pseudo-3D networks); grid cell ``j`` covers working voxels ``s*j … s*j+s-1``
+and so sits at their centre, ``s*j + (s-1)/2``. Defining the cell by the block it covers (not
+by its first voxel) is what makes flips and rotations of a crop map grid cells onto grid
+cells exactly: a flip maps the block ``{2j, 2j+1}`` of a 2n-voxel crop onto the block of
+cell ``n-1-j``.
 """
 from __future__ import annotations
 
@@ -14,7 +19,20 @@ from scipy import ndimage
 
 from .errors import CetpickError
 
-GRID_STRIDE_YX = 2  # the stem's stride
+GRID_STRIDE_YX = 2  # the pseudo-3D stem's stride
+PSEUDO3D_STRIDE = (1, GRID_STRIDE_YX, GRID_STRIDE_YX)
+
+
+def work_to_grid(work_zyx: np.ndarray, stride=PSEUDO3D_STRIDE) -> np.ndarray:
+    """Working-frame coordinates to grid coordinates (cell ``j`` at working ``s*j + (s-1)/2``)."""
+    s = np.asarray(stride, float)
+    return (np.asarray(work_zyx, float) - (s - 1) / 2) / s
+
+
+def grid_to_work(grid_zyx: np.ndarray, stride=PSEUDO3D_STRIDE) -> np.ndarray:
+    """Inverse of :func:`work_to_grid`."""
+    s = np.asarray(stride, float)
+    return np.asarray(grid_zyx, float) * s + (s - 1) / 2
 
 
 @dataclass(frozen=True)
@@ -25,20 +43,23 @@ class Geometry:
     ----------
     bin_zyx : tuple of int
         Binning of the tomogram per axis (z includes ``compress``).
+    stride_zyx : tuple of int
+        Output stride of the network in working voxels, per axis.
     """
 
     bin_zyx: tuple[int, int, int]
+    stride_zyx: tuple[int, int, int] = PSEUDO3D_STRIDE
 
     @property
     def grid_scale(self) -> np.ndarray:
         """Tomogram voxels per heatmap grid cell, per axis (z, y, x)."""
-        b = np.asarray(self.bin_zyx, float)
-        return b * np.array([1.0, GRID_STRIDE_YX, GRID_STRIDE_YX])
+        return np.asarray(self.bin_zyx, float) * np.asarray(self.stride_zyx, float)
 
     @property
     def grid_translate(self) -> np.ndarray:
-        """Tomogram coordinate of grid cell (0, 0, 0)."""
-        return (np.asarray(self.bin_zyx, float) - 1.0) / 2.0
+        """Tomogram coordinate of grid cell (0, 0, 0): the centre of the block it covers."""
+        b = np.asarray(self.bin_zyx, float)
+        return b * (np.asarray(self.stride_zyx, float) - 1) / 2 + (b - 1.0) / 2.0
 
     def tomo_to_grid(self, zyx: np.ndarray) -> np.ndarray:
         return (np.asarray(zyx, float) - self.grid_translate) / self.grid_scale
@@ -60,8 +81,8 @@ def auto_bin(diameter_vox: float, min_particle_vox: float = 12.0, max_bin: int =
     return int(np.clip(b, 1, max_bin))
 
 
-def make_geometry(bin_xy: int, compress: bool) -> Geometry:
-    return Geometry((bin_xy * (2 if compress else 1), bin_xy, bin_xy))
+def make_geometry(bin_xy: int, compress: bool, stride_zyx=PSEUDO3D_STRIDE) -> Geometry:
+    return Geometry((bin_xy * (2 if compress else 1), bin_xy, bin_xy), tuple(int(v) for v in stride_zyx))
 
 
 def bin_block(block: np.ndarray, bin_zyx) -> np.ndarray:
@@ -144,17 +165,26 @@ def preprocess(volume, geometry: Geometry, gauss: float = 0.0, stats: NormStats 
 
 
 # ----------------------------------------------------------------------------- targets
+# Codes of the target map on the output grid.
+HARD = 1.0  # hard positive; soft positives lie strictly between 0 and 1
+NEGATIVE = 0.0  # known non-particle (a negative click)
+UNLABELLED = -1.0
+IGNORED = -2.0  # masked out: neither positive nor unlabelled
+
+
 @dataclass(frozen=True)
 class BlobSpec:
-    """Target blob around each label, in working voxels.
+    """Target regions around each click, in working voxels.
 
-    ``sigma`` is the Gaussian width; cells with value > 0.9 are hard positives, cells with a
-    value down to ``floor`` soft positives, the rest unlabelled (-1).
+    ``sigma`` is the Gaussian width of a positive blob; cells with value > 0.9 are hard
+    positives, cells with a value down to ``floor`` soft positives, the rest unlabelled
+    (-1). A negative click marks the cells within ``neg_radius_work`` as known negatives.
     """
 
     sigma_work: float
     radius_work: float
     floor: float = 0.01
+    neg_radius_work: float = 1.0
 
 
 def blob_spec(diameter_work: float, kind: str = "physical") -> BlobSpec:
@@ -164,55 +194,88 @@ def blob_spec(diameter_work: float, kind: str = "physical") -> BlobSpec:
     physical units (the grid's anisotropy is handled when drawing).
     ``cetpick``: the original's CenterNet radius r = floor(0.273 * floor(bbox / 2)) in grid
     cells with sigma = (2r + 1) / 6 (kept for the reproduction preset).
+    Negative clicks cover a third of the diameter around the click: where a detector's peak
+    on that object lands.
     """
+    neg = max(diameter_work / 3.0, 1.0)
     if kind == "cetpick":
         r_cells = max(1, int(np.floor(0.273 * np.floor(diameter_work / 2))))
         sigma_cells = (2 * r_cells + 1) / 6
-        return BlobSpec(sigma_cells * GRID_STRIDE_YX, r_cells * GRID_STRIDE_YX)
-    return BlobSpec(max(diameter_work / 10.0, 0.6), max(diameter_work / 4.0, 1.0))
+        return BlobSpec(sigma_cells * GRID_STRIDE_YX, r_cells * GRID_STRIDE_YX, neg_radius_work=neg)
+    return BlobSpec(max(diameter_work / 10.0, 0.6), max(diameter_work / 4.0, 1.0), neg_radius_work=neg)
 
 
-def draw_targets(grid_shape, labels_grid: np.ndarray, spec: BlobSpec) -> np.ndarray:
-    """Target map on the grid: 1 hard positive, (0, 1) soft positive, -1 unlabelled.
+def _ball_window(c, r_work, cell, grid_shape):
+    """Index window around grid point ``c`` and squared physical distances (working voxels²)."""
+    r_cells = np.ceil(r_work / cell).astype(int)
+    lo = np.maximum(np.floor(c - r_cells).astype(int), 0)
+    hi = np.minimum(np.ceil(c + r_cells).astype(int) + 1, grid_shape)
+    if np.any(hi <= lo):
+        return None, None
+    zz, yy, xx = np.ogrid[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    d2 = ((zz - c[0]) * cell[0]) ** 2 + ((yy - c[1]) * cell[1]) ** 2 + ((xx - c[2]) * cell[2]) ** 2
+    return (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2])), d2
+
+
+def draw_targets(grid_shape, labels_grid: np.ndarray, spec: BlobSpec, stride=PSEUDO3D_STRIDE,
+                 negatives_grid: np.ndarray | None = None) -> np.ndarray:
+    """Target map on the grid: 1 hard positive, (0, 1) soft positive, 0 known negative, -1 unlabelled.
 
     Parameters
     ----------
     grid_shape : tuple
         (D, h, w) of the output grid.
     labels_grid : (n, 3) float
-        Label positions in grid coordinates (may lie outside the grid).
+        Positive clicks in grid coordinates (may lie outside the grid).
+    spec : BlobSpec
+    stride : (3,) int
+        Working voxels per grid cell, per axis (distances are measured in working voxels).
+    negatives_grid : (m, 3) float, optional
+        Negative clicks in grid coordinates. Their cells become known negatives, except
+        cells that are a hard positive of a positive click.
     """
-    g = np.full(grid_shape, -1.0, np.float32)
-    if len(labels_grid) == 0:
-        return g
-    cell = np.array([1.0, GRID_STRIDE_YX, GRID_STRIDE_YX])  # working voxels per grid cell
-    r_cells = np.ceil(spec.radius_work / cell).astype(int)
+    g = np.full(grid_shape, UNLABELLED, np.float32)
+    cell = np.asarray(stride, float)
+    labels_grid = np.asarray(labels_grid, float).reshape(-1, 3)
     for c in labels_grid:
-        lo = np.maximum(np.floor(c - r_cells).astype(int), 0)
-        hi = np.minimum(np.ceil(c + r_cells).astype(int) + 1, grid_shape)
-        if np.any(hi <= lo):
+        win, d2 = _ball_window(c, spec.radius_work, cell, grid_shape)
+        if win is None:
             continue
-        zz, yy, xx = np.ogrid[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-        d2 = ((zz - c[0]) * cell[0]) ** 2 + ((yy - c[1]) * cell[1]) ** 2 + ((xx - c[2]) * cell[2]) ** 2
         val = np.exp(-d2 / (2 * spec.sigma_work**2)).astype(np.float32)
-        val[(d2 > spec.radius_work**2) | (val < spec.floor)] = -1.0
-        val[val > 0.9] = 1.0
-        sub = g[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-        np.maximum(sub, val, out=sub)
+        val[(d2 > spec.radius_work**2) | (val < spec.floor)] = UNLABELLED
+        val[val > 0.9] = HARD
+        np.maximum(g[win], val, out=g[win])
     # the cell nearest each label is always a hard positive (as CenterNet's integer centre):
     # a narrow blob on a stride-2 grid may otherwise have no cell above 0.9, and soft
     # positives alone only push scores down
-    near = np.round(labels_grid).astype(int)
+    near = np.floor(labels_grid + 0.5).astype(int)
     ok = np.all((near >= 0) & (near < np.asarray(grid_shape)), axis=1)
-    g[tuple(near[ok].T)] = 1.0
+    g[tuple(near[ok].T)] = HARD
+    if negatives_grid is not None:
+        for c in np.asarray(negatives_grid, float).reshape(-1, 3):
+            win, d2 = _ball_window(c, spec.neg_radius_work, cell, grid_shape)
+            if win is None:
+                continue
+            sub = g[win]
+            sub[(d2 <= spec.neg_radius_work**2) & (sub < HARD)] = NEGATIVE
     return g
 
 
-def positive_cells_per_particle(spec: BlobSpec) -> int:
+def keep_on_grid(keep_work: np.ndarray, stride=PSEUDO3D_STRIDE) -> np.ndarray:
+    """Which grid cells a working-frame keep-mask keeps: at least half of the cell's voxels."""
+    s = tuple(int(v) for v in stride)
+    k = np.asarray(keep_work, np.float32)
+    shape = tuple(n // st for n, st in zip(k.shape, s))
+    k = k[: shape[0] * s[0], : shape[1] * s[1], : shape[2] * s[2]]
+    pooled = k.reshape(shape[0], s[0], shape[1], s[1], shape[2], s[2]).mean(axis=(1, 3, 5))
+    return pooled >= 0.5
+
+
+def positive_cells_per_particle(spec: BlobSpec, stride=PSEUDO3D_STRIDE) -> int:
     """Number of positive (hard or soft) grid cells of one blob (for the class prior)."""
     n = int(np.ceil(spec.radius_work)) + 2
     c = np.array([n, n, n], float)
-    t = draw_targets((2 * n + 1, 2 * n + 1, 2 * n + 1), c[None], spec)
+    t = draw_targets((2 * n + 1, 2 * n + 1, 2 * n + 1), c[None], spec, stride)
     return max(1, int((t > 0).sum()))
 
 
@@ -226,11 +289,13 @@ def pad_to(volume: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sample_crop_origins(rng: np.random.Generator, work_shape, crop, labels_work: np.ndarray, n: int,
-                        label_prob: float, jitter: float) -> np.ndarray:
+                        label_prob: float, jitter: float, stride=PSEUDO3D_STRIDE) -> np.ndarray:
     """Origins (z, y, x) of ``n`` crops: near a random label with ``label_prob``, else uniform.
 
-    Crop y/x origins are even so that flips and rotations commute with the grid stride.
+    Crop origins are multiples of the grid stride, so that the crop's grid cells are cells
+    of the whole volume's grid (and flips and rotations map cells onto cells).
     """
+    st = np.asarray(stride, int)
     crop = np.asarray(crop)
     hi = np.maximum(np.asarray(work_shape) - crop, 0)
     origins = np.empty((n, 3), int)
@@ -243,7 +308,7 @@ def sample_crop_origins(rng: np.random.Generator, work_shape, crop, labels_work:
         else:
             o = np.array([rng.integers(0, h + 1) for h in hi])
         o = np.clip(o, 0, hi)
-        o[1:] -= o[1:] % 2
+        o -= o % st
         origins[i] = o
     return origins
 

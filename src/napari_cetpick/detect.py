@@ -24,8 +24,6 @@ from .config import DetectConfig
 from .errors import CetpickError
 from .peaks import candidates, select
 
-Z_HALO = 4  # the 3D head and the output heads see ±3 slices
-
 
 @dataclass
 class DetectProgress:
@@ -161,8 +159,21 @@ def _tiles(n: int, size: int, align: int = 1):
     return [(s, min(n, s + size)) for s in range(0, n, size)]
 
 
+def _round_up(v: int, m: int) -> int:
+    return -(-int(v) // int(m)) * int(m)
+
+
+def mask_keeps(mask, zyx: np.ndarray) -> np.ndarray:
+    """Which points (tomogram voxels) fall where ``mask`` (same shape, nonzero = keep) keeps."""
+    zyx = np.asarray(zyx, float).reshape(-1, 3)
+    if mask is None or len(zyx) == 0:
+        return np.ones(len(zyx), bool)
+    idx = np.clip(np.floor(zyx + 0.5).astype(int), 0, np.asarray(mask.shape) - 1)
+    return np.asarray(mask[tuple(idx.T)]) != 0
+
+
 def detect(ckpt: Checkpoint, volume, config: DetectConfig | None = None, voxel_size_a: float | None = None,
-           device=None) -> Generator[DetectProgress, None, DetectResult]:
+           device=None, mask=None) -> Generator[DetectProgress, None, DetectResult]:
     """Detect particles in a whole tomogram.
 
     Parameters
@@ -175,6 +186,8 @@ def detect(ckpt: Checkpoint, volume, config: DetectConfig | None = None, voxel_s
     voxel_size_a : float, optional
         This tomogram's voxel size; compared with the model's (rescaled by binning or refused).
     device : str, optional
+    mask : (Z, Y, X) array, optional
+        Same shape as ``volume``; nonzero = keep. Picks where it is zero are dropped.
     """
     import torch
 
@@ -184,61 +197,70 @@ def detect(ckpt: Checkpoint, volume, config: DetectConfig | None = None, voxel_s
     shape = tuple(int(s) for s in volume.shape)
     if len(shape) != 3:
         raise CetpickError(f"Detection needs a 3D tomogram, got an array of shape {shape}.")
+    if mask is not None and tuple(np.shape(mask)) != shape:
+        raise CetpickError(f"The mask has shape {tuple(int(s) for s in np.shape(mask))} but the tomogram has "
+                           f"{shape} (z, y, x); it must match voxel for voxel.")
     bin_xy, notes = _bin_for_volume(ckpt, voxel_size_a)
     for n in notes:
         warnings.warn(n, stacklevel=2)
-    geom = D.make_geometry(bin_xy, ckpt.config.compress)
-    work = geom.work_shape(shape)
-    if min(work[1], work[2]) < 16 or work[0] < 1:
-        raise CetpickError(f"The tomogram {shape} is too small to detect in after binning by {geom.bin_zyx}.")
     dev = resolve_device(device)
     if dev.type == "cpu":
         configure_threads()
     net = ckpt.build(dev)
-    mult = net.multiple
+    stride = np.asarray(net.out_stride, int)
+    mult = np.asarray(net.multiple_zyx, int)
+    geom = D.make_geometry(bin_xy, ckpt.config.compress, net.out_stride)
+    work = geom.work_shape(shape)
+    grid_shape = tuple(int(w // s) for w, s in zip(work, stride))
+    used = np.asarray(grid_shape) * stride  # working voxels covered by whole grid cells
+    if min(work[1], work[2]) < 16 or min(grid_shape) < 1:
+        raise CetpickError(f"The tomogram {shape} is too small to detect in after binning by {geom.bin_zyx}.")
     stats = D.compute_norm_stats(volume, geom, ckpt.config.gauss)
     g_halo = int(math.ceil(3 * ckpt.config.gauss)) if ckpt.config.gauss > 0 else 0
-    hz = Z_HALO + g_halo
-    hxy = 32 + 2 * g_halo
-    hxy += hxy % 2
-    grid_shape = (work[0], work[1] // 2, work[2] // 2)
+    # halos in working voxels, whole grid cells, so a tile's grid is a piece of the volume's grid
+    halo = [_round_up(c + (g_halo if ax == 0 else 2 * g_halo), s)
+            for ax, (c, s) in enumerate(zip(net.context_zyx, stride))]
     heat = np.zeros(grid_shape, np.float32)
-    ztiles = _tiles(work[0], config.tile_z)
-    ytiles = _tiles(grid_shape[1] * 2, config.tile_xy, 2)
-    xtiles = _tiles(grid_shape[2] * 2, config.tile_xy, 2)
-    tiles = [(z, y, x) for z in ztiles for y in ytiles for x in xtiles]
+    tile_sizes = (config.tile_z, config.tile_xy, config.tile_xy)
+    axes_tiles = [_tiles(int(used[ax]), int(tile_sizes[ax]), int(stride[ax])) for ax in range(3)]
+    tiles = [(z, y, x) for z in axes_tiles[0] for y in axes_tiles[1] for x in axes_tiles[2]]
     t0 = time.perf_counter()
     dev_name = describe(dev)
     b = np.array(geom.bin_zyx)
     file_map = _file_map(volume)
     with torch.inference_mode():
-        for i, ((z0, z1), (y0, y1), (x0, x1)) in enumerate(tiles):
+        for i, tile in enumerate(tiles):
             # working-frame region with halo, clipped to the volume
-            za, zb = max(0, z0 - hz), min(work[0], z1 + hz)
-            ya, yb = max(0, y0 - hxy), min(work[1] - work[1] % 2, y1 + hxy)
-            xa, xb = max(0, x0 - hxy), min(work[2] - work[2] % 2, x1 + hxy)
-            raw = np.asarray(volume[za * b[0] : zb * b[0], ya * b[1] : yb * b[1], xa * b[2] : xb * b[2]])
+            lo = [max(0, t[0] - h) for t, h in zip(tile, halo)]
+            hi = [min(int(u), t[1] + h) for t, h, u in zip(tile, halo, used)]
+            raw = np.asarray(volume[lo[0] * b[0] : hi[0] * b[0], lo[1] * b[1] : hi[1] * b[1], lo[2] * b[2] : hi[2] * b[2]])
             blk = stats.apply(D.bin_block(raw, b))
             del raw
             _release(file_map)
             if not np.all(np.isfinite(blk)):
                 raise CetpickError("The tomogram contains NaN or infinite values; fix or mask them first.")
-            py = (-blk.shape[1]) % mult
-            px = (-blk.shape[2]) % mult
-            if py or px:
-                blk = np.pad(blk, ((0, 0), (0, py), (0, px)), mode="reflect" if min(blk.shape[1:]) > max(py, px) else "edge")
+            pads = [(0, int((-n) % m)) for n, m in zip(blk.shape, mult)]
+            if any(p[1] for p in pads):
+                mode = "reflect" if all(n > p[1] for n, p in zip(blk.shape, pads)) else "edge"
+                blk = np.pad(blk, pads, mode=mode)
             x = torch.from_numpy(np.ascontiguousarray(blk))[None, None].to(dev)
             hm, _ = net(x, with_proj=False)
             p = torch.sigmoid(hm)[0, 0].float().cpu().numpy()
-            gz0, gz1 = z0 - za, z0 - za + (z1 - z0)
-            gy0, gx0 = (y0 - ya) // 2, (x0 - xa) // 2
-            ny, nx = (y1 - y0) // 2, (x1 - x0) // 2
-            heat[z0:z1, y0 // 2 : y0 // 2 + ny, x0 // 2 : x0 // 2 + nx] = p[gz0:gz1, gy0 : gy0 + ny, gx0 : gx0 + nx]
+            dst, src = [], []
+            for ax in range(3):
+                g0, g1 = tile[ax][0] // stride[ax], tile[ax][1] // stride[ax]
+                off = (tile[ax][0] - lo[ax]) // stride[ax]
+                dst.append(slice(g0, g1))
+                src.append(slice(off, off + g1 - g0))
+            heat[tuple(dst)] = p[tuple(src)]
             el = time.perf_counter() - t0
             yield DetectProgress(i + 1, len(tiles), el, el / (i + 1) * (len(tiles) - i - 1), dev_name)
     scale, translate = geom.grid_scale, geom.grid_translate
     margin = (config.margin_z, config.margin_xy, config.margin_xy)
     czyx, cscores = chunked_candidates(heat, config.candidate_floor, margin, scale, translate, config.refine, shape)
+    if mask is not None:
+        keep = mask_keeps(mask, czyx)
+        czyx, cscores = czyx[keep], cscores[keep]
     threshold = ckpt.default_threshold if config.threshold is None else float(config.threshold)
     if config.min_distance_vox is not None:
         min_d = float(config.min_distance_vox)

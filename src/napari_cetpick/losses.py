@@ -18,35 +18,55 @@ def _mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / n
 
 
-def pu_heatmap_loss(logits: torch.Tensor, g: torch.Tensor, tau: float) -> dict[str, torch.Tensor]:
+def target_masks(g: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Boolean masks of the target codes: hard, soft, negative, unlabelled, used (not ignored)."""
+    return {
+        "hard": g >= 1.0,
+        "soft": (g > 0) & (g < 1.0),
+        "neg": g == 0,
+        "unl": (g < 0) & (g > -1.5),
+        "used": g > -1.5,
+    }
+
+
+def pu_heatmap_loss(logits: torch.Tensor, g: torch.Tensor, tau: float,
+                    neg_weight: float | None = None) -> dict[str, torch.Tensor]:
     """Non-negative PU risk (Kiryo et al. 2017) with CenterNet focal terms (alpha 2, beta 4).
 
-    With P hard positives, S soft positives and U unlabelled voxels::
+    With P hard positives, S soft positives, U unlabelled voxels and N known negatives
+    (negative clicks, target code 0; cells coded -2 are ignored)::
 
         R+   = -mean_P (1-p)^2 log p      - mean_S (1-g)^4 p^2 log(1-p)
         R-_P = -mean_P p^2 log(1-p)        - mean_S g^4 (1-p)^2 log p
         R-_U = -mean_U p^2 log(1-p)
-        L    = tau R+ + max(0, R-_U - tau R-_P)
+        R-_N = -mean_N p^2 log(1-p)
+        L    = tau R+ + max(0, R-_U - tau R-_P) + w_N R-_N
 
-    Returns a dict with ``loss`` and the three risks.
+    The known-negative term is added outside the non-negative correction (those cells are
+    certainly negative, so it needs none), with weight ``w_N = 1 - tau`` by default: the
+    negative clicks weigh as much as all unlabelled cells together, which is what makes a
+    few rejections move the detector.
+
+    Returns a dict with ``loss`` and the four risks.
     """
     p = torch.sigmoid(logits).clamp(1e-6, 1 - 1e-6)
     log_p = F.logsigmoid(logits)
     log_1mp = F.logsigmoid(-logits)
-    hard = g >= 1.0
-    soft = (g > 0) & (g < 1.0)
-    unl = g < 0
+    m = target_masks(g)
     gs = g.clamp(min=0)
-    r_pos = _mean(-((1 - p) ** 2) * log_p, hard) + _mean(-((1 - gs) ** 4) * p**2 * log_1mp, soft)
-    r_neg_p = _mean(-(p**2) * log_1mp, hard) + _mean(-(gs**4) * (1 - p) ** 2 * log_p, soft)
-    r_neg_u = _mean(-(p**2) * log_1mp, unl)
-    loss = tau * r_pos + torch.clamp(r_neg_u - tau * r_neg_p, min=0)
-    return {"loss": loss, "r_pos": r_pos, "r_neg_p": r_neg_p, "r_neg_u": r_neg_u}
+    r_pos = _mean(-((1 - p) ** 2) * log_p, m["hard"]) + _mean(-((1 - gs) ** 4) * p**2 * log_1mp, m["soft"])
+    r_neg_p = _mean(-(p**2) * log_1mp, m["hard"]) + _mean(-(gs**4) * (1 - p) ** 2 * log_p, m["soft"])
+    r_neg_u = _mean(-(p**2) * log_1mp, m["unl"])
+    r_neg_n = _mean(-(p**2) * log_1mp, m["neg"])
+    w_n = (1.0 - tau) if neg_weight is None else neg_weight
+    loss = tau * r_pos + torch.clamp(r_neg_u - tau * r_neg_p, min=0) + w_n * r_neg_n
+    return {"loss": loss, "r_pos": r_pos, "r_neg_p": r_neg_p, "r_neg_u": r_neg_u, "r_neg_n": r_neg_n}
 
 
-def consistency_loss(p1: torch.Tensor, p2: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference of the two views' probabilities (same frame)."""
-    return ((p1 - p2) ** 2).mean()
+def consistency_loss(p1: torch.Tensor, p2: torch.Tensor, used: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared difference of the two views' probabilities (same frame), over ``used`` cells."""
+    d = (p1 - p2) ** 2
+    return d.mean() if used is None else _mean(d, used)
 
 
 def debiased_nce(s_pos: torch.Tensor, s_neg: torch.Tensor, tau_plus: torch.Tensor | float, temp: float,
@@ -98,7 +118,10 @@ def contrastive_loss(e1: torch.Tensor, e2: torch.Tensor, g: torch.Tensor, p: tor
     """
     dev = e1.device
     pos_idx = torch.nonzero(g > thresh).flatten()
-    unl_idx = torch.nonzero(g < 0).flatten()
+    # unlabelled and known-negative voxels (g == 0; their probability is forced to 0 below,
+    # so they are treated as negatives); ignored voxels (g < -1.5) take no part
+    unl_idx = torch.nonzero(((g < 0) & (g > -1.5)) | (g == 0)).flatten()
+    p = torch.where(g == 0, torch.zeros_like(p), p)
     if len(unl_idx) == 0:
         return e1.new_zeros(())
 

@@ -79,7 +79,7 @@ def assumed_label_fraction(config: TrainConfig) -> float:
 
 
 def estimate_tau(config: TrainConfig, labels_work: list[np.ndarray], work_shapes: list[tuple],
-                 spec: D.BlobSpec, diameter_work: float) -> float:
+                 spec: D.BlobSpec, diameter_work: float, stride=D.PSEUDO3D_STRIDE) -> float:
     """The class prior: positive (hard or soft) grid cells / all grid cells.
 
     From ``expected_particles`` when given; otherwise from the density of labels in the
@@ -89,8 +89,9 @@ def estimate_tau(config: TrainConfig, labels_work: list[np.ndarray], work_shapes
     """
     if config.tau is not None:
         return float(config.tau)
-    grid_cells = sum(s[0] * (s[1] / 2) * (s[2] / 2) for s in work_shapes)
-    per_particle = D.positive_cells_per_particle(spec)
+    st = np.asarray(stride, float)
+    grid_cells = sum(float(np.prod(np.asarray(s, float) / st)) for s in work_shapes)
+    per_particle = D.positive_cells_per_particle(spec, stride)
     if config.expected_particles:
         n = float(config.expected_particles)
     else:
@@ -106,6 +107,31 @@ def estimate_tau(config: TrainConfig, labels_work: list[np.ndarray], work_shapes
     return float(np.clip(tau, 0.01, 0.5))
 
 
+def _per_volume(items, n: int, name: str) -> list:
+    """``items`` as a list of length ``n`` (None means none for every volume)."""
+    if items is None:
+        return [None] * n
+    items = list(items)
+    if len(items) != n:
+        raise CetpickError(f"Give one {name} entry per training tomogram ({n} tomograms, {len(items)} {name}).")
+    return items
+
+
+def _keep_mask_work(mask, shape_tomo, geometry: D.Geometry, work_shape) -> np.ndarray | None:
+    """A tomogram-frame keep-mask (nonzero = keep) as a boolean working-frame mask."""
+    if mask is None:
+        return None
+    m = np.asarray(mask)
+    if m.shape != tuple(shape_tomo):
+        raise CetpickError(f"The mask has shape {tuple(int(s) for s in m.shape)} but the tomogram has "
+                           f"{tuple(int(s) for s in shape_tomo)} (z, y, x); it must match voxel for voxel.")
+    k = D.bin_block((m != 0).astype(np.float32), geometry.bin_zyx) >= 0.5
+    out = np.ones(work_shape, bool)  # padding is kept (as unlabelled)
+    sl = tuple(slice(0, min(a, b)) for a, b in zip(k.shape, work_shape))
+    out[sl] = k[sl]
+    return out
+
+
 class Trainer:
     """Holds the prepared data, network and optimiser of one training run.
 
@@ -114,18 +140,26 @@ class Trainer:
     volumes : list of (Z, Y, X) arrays
         Training tomograms (memory maps are read once and binned).
     labels : list of (n, 3) arrays
-        Labelled particle centres, zyx voxels of each volume.
+        Labelled particle centres (positive clicks), zyx voxels of each volume.
     config : TrainConfig
     voxel_size_a : float, optional
         Voxel size of the tomograms (stored in the model).
     device : str or torch.device, optional
         ``auto`` (default), ``cpu``, ``cuda`` or ``mps``.
     init : Checkpoint, optional
-        Continue from these weights (same architecture).
+        Continue from these weights (same architecture and binning).
+    negatives : list of (m, 3) arrays or None, optional
+        Known non-particles (negative clicks), zyx voxels of each volume. Each becomes a
+        small region of hard negatives on the output grid and is never unlabelled.
+    masks : list of arrays or None, optional
+        Per volume, None or a (Z, Y, X) array of the volume's shape: nonzero = keep, zero =
+        ignore (neither positive, negative nor unlabelled; crops avoid nothing, the loss
+        simply leaves those cells out).
     """
 
     def __init__(self, volumes: Sequence, labels: Sequence, config: TrainConfig,
-                 voxel_size_a: float | None = None, device=None, init: Checkpoint | None = None):
+                 voxel_size_a: float | None = None, device=None, init: Checkpoint | None = None,
+                 negatives: Sequence | None = None, masks: Sequence | None = None):
         import torch
 
         from .device import configure_threads, describe, resolve_device
@@ -134,10 +168,14 @@ class Trainer:
         config.validate()
         if len(volumes) == 0 or len(volumes) != len(labels):
             raise CetpickError("Give one label set per training tomogram.")
+        negatives = _per_volume(negatives, len(volumes), "negatives")
+        masks = _per_volume(masks, len(volumes), "masks")
         self.config = config
         self.voxel_size_a = voxel_size_a
         self.diameter_vox = resolve_diameter_vox(config, voxel_size_a)
         labs = [check_labels(l, v.shape, f"labels of tomogram {i + 1}") for i, (v, l) in enumerate(zip(volumes, labels))]
+        negs = [check_labels(n if n is not None else np.zeros((0, 3)), v.shape, f"negatives of tomogram {i + 1}")
+                for i, (v, n) in enumerate(zip(volumes, negatives))]
         if sum(len(l) for l in labs) == 0:
             raise CetpickError("No labels: click at least one particle before training.")
         if init is not None:
@@ -149,7 +187,6 @@ class Trainer:
         else:
             bin_xy = int(config.bin)
         self.bin_xy = bin_xy
-        self.geometry = D.make_geometry(bin_xy, config.compress)
         self.device = resolve_device(device)
         if self.device.type == "cpu":
             configure_threads()
@@ -157,22 +194,31 @@ class Trainer:
         self.rng = np.random.default_rng(config.seed)
         torch.manual_seed(config.seed)
         self.torch_gen = torch.Generator().manual_seed(config.seed)
+        self.net = build_network(config.arch).to(self.device)
+        if init is not None:
+            self.net.load_state_dict(init.state_dict)
+        self.stride = np.asarray(self.net.out_stride, int)
+        self.geometry = D.make_geometry(bin_xy, config.compress, self.net.out_stride)
 
         crop = np.array([config.crop_z, config.crop_xy, config.crop_xy])
+        mult = np.asarray(self.net.multiple_zyx)
+        if np.any(crop % mult):
+            raise CetpickError(f"The {config.arch} network needs crop sizes (z, y, x) that are multiples of "
+                               f"{tuple(int(m) for m in mult)}; got {tuple(int(c) for c in crop)}.")
         self.crop = crop
-        self.volumes, self.labels_work = [], []
-        for v, lab in zip(volumes, labs):
+        self.volumes, self.labels_work, self.negatives_work, self.keep_work = [], [], [], []
+        for v, lab, neg, mask in zip(volumes, labs, negs, masks):
             w = D.preprocess(v, self.geometry, config.gauss)
             w, _ = D.pad_to(w, crop)
             self.volumes.append(w)
             self.labels_work.append(self.geometry.tomo_to_work(lab))
+            self.negatives_work.append(self.geometry.tomo_to_work(neg))
+            self.keep_work.append(_keep_mask_work(mask, v.shape, self.geometry, w.shape))
         self.diameter_work = self.diameter_vox / bin_xy
         self.blob = D.blob_spec(self.diameter_work, config.blob)
-        self.tau = estimate_tau(config, self.labels_work, [v.shape for v in self.volumes], self.blob, self.diameter_work)
+        self.tau = estimate_tau(config, self.labels_work, [v.shape for v in self.volumes], self.blob,
+                                self.diameter_work, self.stride)
 
-        self.net = build_network(config.arch).to(self.device)
-        if init is not None:
-            self.net.load_state_dict(init.state_dict)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=config.lr)
         n_labels = sum(len(l) for l in labs)
         self.steps_per_epoch = max(1, math.ceil(n_labels / config.batch_size))
@@ -184,7 +230,9 @@ class Trainer:
         self._last_good = self._snapshot()
         self.elapsed_s = 0.0
         self.n_labels = n_labels
+        self.n_negatives = sum(len(n) for n in negs)
         self._prev_steps = int(init.info.get("steps", 0)) if init is not None else 0
+        self._prev_info = dict(init.info) if init is not None else {}
 
     # ------------------------------------------------------------------ helpers
     def _snapshot(self) -> dict:
@@ -193,20 +241,39 @@ class Trainer:
     def _lr_at(self, epoch: int) -> float:
         return self.config.lr * (0.1 ** sum(epoch >= e for e in self.config.lr_step))
 
+    def _crop_targets(self, vi: int, o: np.ndarray, grid_shape) -> np.ndarray:
+        """Target map of the crop of volume ``vi`` at working origin ``o``."""
+        margin = self.blob.radius_work / self.stride + 1
+
+        def near(points_work):
+            g = D.work_to_grid(points_work - o, self.stride)
+            inside = np.all((g > -margin) & (g < np.array(grid_shape) + margin), axis=1)
+            return g[inside]
+
+        t = D.draw_targets(grid_shape, near(self.labels_work[vi]), self.blob, self.stride,
+                           negatives_grid=near(self.negatives_work[vi]))
+        keep = self.keep_work[vi]
+        if keep is not None:
+            k = keep[o[0] : o[0] + self.crop[0], o[1] : o[1] + self.crop[1], o[2] : o[2] + self.crop[2]]
+            t[~D.keep_on_grid(k, self.stride)] = D.IGNORED
+        return t
+
     def _batch(self):
         """Crops, targets and transforms for one step."""
         cfg, rng = self.config, self.rng
-        weights = np.array([max(len(l), 0.25) for l in self.labels_work], float)
+        clicks = [np.concatenate([l, n]) for l, n in zip(self.labels_work, self.negatives_work)]
+        weights = np.array([max(len(c), 0.25) for c in clicks], float)
         vol_idx = rng.choice(len(self.volumes), size=cfg.batch_size, p=weights / weights.sum())
         crops, targets, t1s, t2s = [], [], [], []
-        grid_shape = (self.crop[0], self.crop[1] // 2, self.crop[2] // 2)
+        grid_shape = tuple(int(c // s) for c, s in zip(self.crop, self.stride))
         for vi in vol_idx:
-            vol, lab = self.volumes[vi], self.labels_work[vi]
-            o = D.sample_crop_origins(rng, vol.shape, self.crop, lab, 1, cfg.label_crop_prob, cfg.translation_ratio)[0]
+            vol = self.volumes[vi]
+            # crops near a click: positives and negatives alike, so the network meets the
+            # look-alikes the user rejected as often as the particles
+            o = D.sample_crop_origins(rng, vol.shape, self.crop, clicks[vi], 1, cfg.label_crop_prob,
+                                      cfg.translation_ratio, self.stride)[0]
             crop = vol[o[0] : o[0] + self.crop[0], o[1] : o[1] + self.crop[1], o[2] : o[2] + self.crop[2]]
-            lab_grid = (lab - o) / np.array([1.0, 2.0, 2.0])
-            inside = np.all((lab_grid > -3) & (lab_grid < np.array(grid_shape) + 2), axis=1)
-            targets.append(D.draw_targets(grid_shape, lab_grid[inside], self.blob))
+            targets.append(self._crop_targets(vi, o, grid_shape))
             t1, t2 = D.random_transform(rng, cfg.augment), D.random_transform(rng, cfg.augment)
             c1, c2 = t1.apply(crop), t2.apply(crop)
             if cfg.augment == "full":
@@ -232,7 +299,7 @@ class Trainer:
         g2 = torch.cat([g, g])
         l_hm = pu_heatmap_loss(hm, g2, self.tau)["loss"]
         p = torch.sigmoid(hm)
-        l_cons = consistency_loss(p[:b], p[b:])
+        l_cons = consistency_loss(p[:b], p[b:], g > -1.5)
         l_cr = hm.new_zeros(())
         if cfg.contrastive and cfg.cr_weight > 0:
             proj = torch.stack([t.invert_torch(proj[i]) for i, t in enumerate(t1s + t2s)])
@@ -312,20 +379,22 @@ class Trainer:
         was_training = net.training
         net.eval()
         label_scores, peak_scores = [], []
-        cell = np.array([1.0, 2.0, 2.0])
-        margin = np.array([1.0, 2.0, 2.0])  # grid cells: crop borders see padding
+        cell = self.stride.astype(float)
+        margin = cell.copy()  # one grid cell: crop borders see padding
+        mult = np.asarray(net.multiple_zyx)
         with torch.no_grad():
             for k in pick:
                 vi, lab = all_labs[k]
                 vol = self.volumes[vi]
                 crop = np.array([max(self.crop[0], 8), 2 * self.crop[1], 2 * self.crop[2]])
-                crop = np.minimum(crop, np.array(vol.shape) - np.array(vol.shape) % [1, 16, 16])
+                crop = -(-crop // mult) * mult
+                crop = np.minimum(crop, np.array(vol.shape) - np.array(vol.shape) % mult)
                 o = np.clip(np.round(lab - crop / 2).astype(int), 0, np.array(vol.shape) - crop)
-                o[1:] -= o[1:] % 2
+                o -= o % self.stride
                 x = vol[o[0] : o[0] + crop[0], o[1] : o[1] + crop[1], o[2] : o[2] + crop[2]]
                 hm, _ = net(torch.from_numpy(np.ascontiguousarray(x))[None, None].to(self.device), with_proj=False)
                 p = torch.sigmoid(hm)[0, 0].cpu().numpy()
-                c = (lab - o) / cell
+                c = D.work_to_grid(lab - o, self.stride)
                 r = max(self.diameter_work / 4, 1.0) / cell
                 lo = np.clip(np.floor(c - r).astype(int), 0, np.array(p.shape) - 1)
                 hi = np.clip(np.ceil(c + r).astype(int) + 1, 1, np.array(p.shape))
@@ -346,9 +415,13 @@ class Trainer:
         """The current (last good) model with its metadata and calibrated threshold."""
         threshold = self.calibrate_threshold()
         last = self.history[-1] if self.history else {}
+        rounds = list(self._prev_info.get("rounds", []))
+        rounds.append({"steps": self.step, "n_positives": self.n_labels, "n_negatives": self.n_negatives,
+                       "elapsed_s": round(self.elapsed_s, 2)})
         info = {
             "steps": self._prev_steps + self.step, "total_steps": self.total_steps, "status": self.status,
             "elapsed_s": round(self.elapsed_s, 2), "device": self.device_name, "n_labels": self.n_labels,
+            "n_positives": self.n_labels, "n_negatives": self.n_negatives, "rounds": rounds,
             "final_loss": last.get("loss"), "loss_history": [round(h["loss"], 5) for h in self.history[-2000:]],
         }
         return Checkpoint(state_dict=copy.deepcopy(self._last_good), config=replace(self.config),
@@ -402,7 +475,53 @@ def split_threshold(scores: np.ndarray, n_iter: int = 50) -> float:
 
 
 def train(volumes, labels, config: TrainConfig, voxel_size_a=None, device=None,
-          init: Checkpoint | None = None) -> Generator[TrainProgress, None, Checkpoint]:
+          init: Checkpoint | None = None, negatives=None, masks=None) -> Generator[TrainProgress, None, Checkpoint]:
     """Generator form of :class:`Trainer`: yields progress, returns the checkpoint."""
-    trainer = Trainer(volumes, labels, config, voxel_size_a=voxel_size_a, device=device, init=init)
+    trainer = Trainer(volumes, labels, config, voxel_size_a=voxel_size_a, device=device, init=init,
+                      negatives=negatives, masks=masks)
+    return (yield from trainer.steps())
+
+
+#: Optimiser steps of a correction round unless the user sets ``max_steps``/``num_epochs``.
+CORRECTION_STEPS = 100
+
+
+def correction_config(init: Checkpoint, **overrides) -> TrainConfig:
+    """Settings of a correction round: the model's own, a short schedule, then the user's.
+
+    The round keeps everything that defines the model (architecture, binning, particle
+    size, normalisation, τ) and fine-tunes for :data:`CORRECTION_STEPS` steps at the
+    model's learning rate without decay. Any setting given in ``overrides`` (not None)
+    wins, including the schedule.
+    """
+    rounds = len(init.info.get("rounds", [])) or 1
+    base = {"max_steps": CORRECTION_STEPS, "num_epochs": 10**6, "lr_step": (), "tau": init.tau,
+            "seed": int(init.config.seed) + rounds}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "num_epochs" in given and "max_steps" not in given:
+        base["max_steps"] = None  # the user set the schedule in epochs
+    return replace(init.config, **{**base, **given})
+
+
+def continue_training(init: Checkpoint, volumes, labels, negatives=None, masks=None, voxel_size_a=None,
+                      device=None, **overrides) -> Generator[TrainProgress, None, Checkpoint]:
+    """A correction round: fine-tune ``init`` with added positives and negatives.
+
+    This is what "accept / reject → Improve" runs. The labels are all positives known now
+    (the original ones plus accepted picks), ``negatives`` the rejected picks and other
+    negative clicks, one array per volume. The model keeps its voxel size, binning and
+    settings (:func:`correction_config`); the schedule is short by default (about a minute
+    on 2 CPU cores), and ``overrides`` (TrainConfig fields) win over it.
+
+    Yields :class:`TrainProgress`, returns the new :class:`Checkpoint`.
+    """
+    if voxel_size_a and init.voxel_size_a and abs(voxel_size_a / init.voxel_size_a - 1) > 0.02:
+        raise CetpickError(f"The model was trained at {init.voxel_size_a:g} Å/voxel but these tomograms have "
+                           f"{voxel_size_a:g} Å/voxel; a correction round must use the model's voxel size.")
+    vs = init.voxel_size_a if init.voxel_size_a else voxel_size_a
+    cfg = correction_config(init, **overrides)
+    if cfg.bbox is None and cfg.diameter_a is None:
+        cfg = replace(cfg, bbox=init.diameter_vox)
+    trainer = Trainer(volumes, labels, cfg, voxel_size_a=vs, device=device, init=init,
+                      negatives=negatives, masks=masks)
     return (yield from trainer.steps())

@@ -70,11 +70,19 @@ class PseudoUNet3D(nn.Module):
         Channel widths; see :data:`ARCH_SPECS`.
     """
 
-    def __init__(self, stem: int = 16, levels: tuple[int, ...] = (16, 32, 64), feat: int = 16, embed: int = 16):
+    #: output stride (z, y, x) in input voxels; grid cell j covers inputs s*j … s*j+s-1
+    out_stride = (1, 2, 2)
+
+    def __init__(self, stem: int = 16, levels: tuple[int, ...] = (16, 32, 64), feat: int = 16, embed: int = 16,
+                 stem_kernel: int = 8):
         super().__init__()
         self.levels = tuple(levels)
+        # An even kernel at stride 2 (padding k/2 - 1) centres output j on inputs 2j and 2j+1,
+        # the block the grid cell covers; an odd one (the original's 7) centres it on 2j, which
+        # flipped and rotated training views contradict by one voxel.
         self.stem = nn.Sequential(
-            nn.Conv2d(1, stem, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True)
+            nn.Conv2d(1, stem, stem_kernel, stride=2, padding=(stem_kernel - 1) // 2, bias=False),
+            nn.BatchNorm2d(stem), nn.ReLU(inplace=True)
         )
         self.unet = UNet2D(stem, self.levels)
         self.to_feat = nn.Conv2d(self.unet.c_out, feat, 1)
@@ -92,6 +100,20 @@ class PseudoUNet3D(nn.Module):
     def multiple(self) -> int:
         """Input y/x sizes must be multiples of this."""
         return 2 ** len(self.levels)
+
+    @property
+    def multiple_zyx(self) -> tuple[int, int, int]:
+        """Input sizes must be multiples of these, per axis."""
+        return (1, self.multiple, self.multiple)
+
+    @property
+    def context_zyx(self) -> tuple[int, int, int]:
+        """Halo (input voxels per side) that tiled inference reads around each tile.
+
+        The 3D head and the output heads see ±3 slices; in y/x the receptive field is wider
+        than 32 voxels, but its tail beyond that changes scores by less than 1e-2.
+        """
+        return (4, 32, 32)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         b, c, d, h, w = x.shape
@@ -111,9 +133,94 @@ class PseudoUNet3D(nn.Module):
         return hm, F.normalize(self.proj(f), dim=1)
 
 
-def build_network(arch: str) -> PseudoUNet3D:
+def _double_conv3d(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm3d(c_out), nn.ReLU(inplace=True),
+        nn.Conv3d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm3d(c_out), nn.ReLU(inplace=True),
+    )
+
+
+class UNet3DDetector(nn.Module):
+    """A true 3D U-Net: every layer sees the particle's whole 3D shape.
+
+    A 4×4×4 stem at stride 2 (an even kernel, so output j is centred on inputs 2j and 2j+1),
+    then a 3D U-Net (max-pool down, transposed convolution up, skip concatenation), then
+    1×1×1 heads ``hm`` (logit) and ``proj`` (L2-normalised embedding).
+
+    Shapes: input ``(B, 1, D, H, W)`` with every size a multiple of :attr:`multiple`;
+    outputs ``hm`` ``(B, 1, D/2, H/2, W/2)`` and ``proj`` ``(B, E, D/2, H/2, W/2)``.
+    """
+
+    out_stride = (2, 2, 2)
+
+    def __init__(self, stem: int = 16, levels: tuple[int, ...] = (16, 32, 64), embed: int = 16):
+        super().__init__()
+        self.levels = tuple(levels)
+        self.stem = nn.Sequential(nn.Conv3d(1, stem, 4, stride=2, padding=1, bias=False),
+                                  nn.BatchNorm3d(stem), nn.ReLU(inplace=True))
+        self.down = nn.ModuleList()
+        c = stem
+        for c_out in levels:
+            self.down.append(_double_conv3d(c, c_out))
+            c = c_out
+        self.up = nn.ModuleList()
+        self.up_conv = nn.ModuleList()
+        for c_skip in reversed(levels[:-1]):
+            self.up.append(nn.ConvTranspose3d(c, c_skip, 2, stride=2))
+            self.up_conv.append(_double_conv3d(2 * c_skip, c_skip))
+            c = c_skip
+        self.hm = nn.Conv3d(c, 1, 1)
+        self.proj = nn.Conv3d(c, embed, 1)
+        nn.init.constant_(self.hm.bias, -2.19)
+
+    @property
+    def multiple(self) -> int:
+        """Input sizes (every axis) must be multiples of this."""
+        return 2 ** len(self.levels)
+
+    @property
+    def multiple_zyx(self) -> tuple[int, int, int]:
+        return (self.multiple,) * 3
+
+    @property
+    def context_zyx(self) -> tuple[int, int, int]:
+        """Halo (input voxels per side) for tiled inference: most of the receptive field."""
+        return (24, 24, 24)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if any(n % self.multiple for n in x.shape[2:]):
+            raise ValueError(f"input sizes must be multiples of {self.multiple}, got {tuple(x.shape[2:])}")
+        x = self.stem(x)
+        skips = []
+        for i, block in enumerate(self.down):
+            if i:
+                x = F.max_pool3d(x, 2)
+            x = block(x)
+            skips.append(x)
+        for up, conv, skip in zip(self.up, self.up_conv, reversed(skips[:-1])):
+            x = conv(torch.cat([up(x), skip], dim=1))
+        return x
+
+    def forward(self, x: torch.Tensor, with_proj: bool = True):
+        """Return ``(hm_logits, proj)``; ``proj`` is None when ``with_proj`` is False."""
+        f = self.features(x)
+        hm = self.hm(f)
+        if not with_proj:
+            return hm, None
+        return hm, F.normalize(self.proj(f), dim=1)
+
+
+ARCH_SPECS.update({
+    "unet3d_small": {"kind": "3d", "stem": 16, "levels": (16, 32, 64), "embed": 16},
+    "unet3d": {"kind": "3d", "stem": 16, "levels": (24, 48, 96), "embed": 16},
+})
+
+
+def build_network(arch: str) -> nn.Module:
     """Build a network by architecture name (see :data:`ARCH_SPECS`)."""
     spec = ARCH_SPECS[arch]
+    if spec.get("kind") == "3d":
+        return UNet3DDetector(stem=spec["stem"], levels=spec["levels"], embed=spec["embed"])
     return PseudoUNet3D(stem=spec["stem"], levels=spec["levels"], feat=spec["feat"], embed=spec["embed"])
 
 

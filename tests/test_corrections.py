@@ -1,0 +1,112 @@
+"""Negative clicks, ignore masks and the correction round (continue_training)."""
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_cetpick.config import DetectConfig, TrainConfig
+from napari_cetpick.detect import detect
+from napari_cetpick.errors import CetpickError
+from napari_cetpick.train import CORRECTION_STEPS, Trainer, continue_training, correction_config
+from napari_cetpick.utils import run_generator
+
+
+def two_kinds(shape=(32, 96, 96), seed=0):
+    """Dark solid balls (the particles) and dark hollow shells of the same size (look-alikes)."""
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = np.indices(shape, dtype=np.float32)
+    v = np.zeros(shape, np.float32)
+    balls, shells = [], []
+    centres = [(16.0, y, x) for y in np.arange(14.0, shape[1] - 13, 17) for x in np.arange(14.0, shape[2] - 13, 17)]
+    for i, c in enumerate(centres):
+        c = np.array(c) + rng.uniform(-1, 1, 3)
+        r = np.sqrt((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2)
+        if i % 2:
+            v -= (r < 5.0).astype(np.float32)
+            balls.append(c)
+        else:
+            v -= ((r < 5.0) & (r > 3.2)).astype(np.float32) * 1.6
+            shells.append(c)
+    v = ndimage.gaussian_filter(v, 0.7) + rng.normal(0, 0.35, shape).astype(np.float32)
+    return v.astype(np.float32), np.array(balls), np.array(shells)
+
+
+def _score_at(res, pts):
+    idx = np.clip(np.round((pts - res.translate) / res.scale).astype(int), 0, np.array(res.heatmap.shape) - 1)
+    # max over the cell and its neighbours: the peak may sit one cell away
+    out = []
+    for i in idx:
+        sl = tuple(slice(max(0, a - 1), a + 2) for a in i)
+        out.append(res.heatmap[sl].max())
+    return np.array(out)
+
+
+TINY = dict(bbox=10, num_epochs=10**6, crop_xy=32, crop_z=8, batch_size=4, tau=0.05, seed=3)
+
+
+@pytest.fixture(scope="module")
+def round1():
+    v, balls, shells = two_kinds()
+    tr = Trainer([v], [balls[:6]], TrainConfig(max_steps=60, **TINY), voxel_size_a=10.0, device="cpu")
+    list(tr.steps())
+    return v, balls, shells, tr.checkpoint()
+
+
+@pytest.mark.slow
+def test_negative_click_lowers_the_score_where_clicked(round1):
+    v, balls, shells, ck = round1
+    clicked = shells[: len(shells) // 2]
+    with_neg = run_generator(continue_training(ck, [v], [balls[:6]], negatives=[clicked], max_steps=40, device="cpu"))
+    without = run_generator(continue_training(ck, [v], [balls[:6]], max_steps=40, device="cpu"))
+    det = DetectConfig(threshold=0.0)
+    r_neg = run_generator(detect(with_neg, v, det, device="cpu"))
+    r_ctl = run_generator(detect(without, v, det, device="cpu"))
+    s_neg, s_ctl = _score_at(r_neg, clicked), _score_at(r_ctl, clicked)
+    # the clicked look-alikes drop well below where the same round without clicks leaves them
+    assert s_neg.mean() < 0.6 * s_ctl.mean(), (s_neg.mean(), s_ctl.mean())
+    # the particles keep scoring above the look-alikes
+    assert _score_at(r_neg, balls).mean() > 1.5 * s_neg.mean()
+    assert with_neg.info["n_negatives"] == len(clicked) and without.info["n_negatives"] == 0
+
+
+def test_correction_round_keeps_the_model_settings(round1):
+    v, balls, shells, ck = round1
+    cfg = correction_config(ck)
+    assert cfg.max_steps == CORRECTION_STEPS and cfg.tau == ck.tau and cfg.arch == ck.config.arch
+    assert correction_config(ck, max_steps=7).max_steps == 7
+    assert correction_config(ck, num_epochs=2).max_steps is None  # the user's schedule wins
+    gen = continue_training(ck, [v], [balls[:8]], negatives=[shells[:2]], max_steps=2, device="cpu")
+    new = run_generator(gen)
+    assert new.voxel_size_a == ck.voxel_size_a == 10.0
+    assert new.bin_xy == ck.bin_xy and new.diameter_vox == ck.diameter_vox and new.tau == ck.tau
+    assert new.config.crop_xy == ck.config.crop_xy and new.config.arch == ck.config.arch
+    assert new.info["steps"] == ck.info["steps"] + 2
+    assert [r["n_positives"] for r in new.info["rounds"]] == [6, 8]
+    assert new.info["n_negatives"] == 2
+    with pytest.raises(CetpickError, match="voxel size"):
+        run_generator(continue_training(ck, [v], [balls[:8]], voxel_size_a=20.0, max_steps=1))
+
+
+def test_mask_ignores_training_cells_and_drops_picks(round1):
+    v, balls, shells, ck = round1
+    keep = np.ones(v.shape, np.uint8)
+    keep[:, :, 48:] = 0
+    tr = Trainer([v], [balls[:6]], TrainConfig(max_steps=1, **TINY), negatives=[shells[:2]], masks=[keep],
+                 device="cpu")
+    o = np.array([8, 32, 32])
+    t = tr._crop_targets(0, o, (8, 16, 16))
+    # working x >= 48 is grid x >= 24, i.e. crop cells 8.. of a crop starting at x 32
+    assert np.all(t[:, :, 8:] == -2.0) and not np.any(t[:, :, :8] == -2.0)
+    res = run_generator(detect(ck, v, DetectConfig(threshold=0.0), device="cpu", mask=keep))
+    assert len(res.cand_zyx) and np.all(res.cand_zyx[:, 2] < 47.5)
+    with pytest.raises(CetpickError, match="mask has shape"):
+        run_generator(detect(ck, v, device="cpu", mask=keep[:, :10]))
+    with pytest.raises(CetpickError, match="mask has shape"):
+        Trainer([v], [balls[:6]], TrainConfig(max_steps=1, **TINY), masks=[keep[:4]], device="cpu")
+
+
+def test_negatives_outside_the_volume_are_refused(round1):
+    v, balls, _, _ = round1
+    with pytest.raises(CetpickError, match="negatives of tomogram 1.*outside"):
+        Trainer([v], [balls[:3]], TrainConfig(max_steps=1, **TINY), negatives=[np.array([[5.0, 500.0, 3.0]])])
+    with pytest.raises(CetpickError, match="one negatives entry per training tomogram"):
+        Trainer([v], [balls[:3]], TrainConfig(max_steps=1, **TINY), negatives=[None, None])
