@@ -2,39 +2,15 @@
 
 Training with negatives and ignore masks, the correction round ("Improve") and masked
 detection go through these functions, so that a change of the engine's interface is a
-change here only. No Qt; the functions run in worker threads.
+change here only. No Qt; the functions run in worker threads (the plan, on the main thread,
+reads no tomogram and loads no torch).
 """
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 
 import numpy as np
-
-from napari_cetpick.errors import CetpickError
-
-
-def _accepts(func, name: str) -> bool:
-    try:
-        return name in inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _loop_kwargs(func, negatives, masks, mask_name: str = "masks") -> dict:
-    """The keyword arguments for negatives and masks, when there are any to pass."""
-    kwargs = {}
-    has_neg = negatives is not None and any(n is not None and len(n) for n in negatives)
-    has_mask = masks is not None and any(m is not None for m in (masks if isinstance(masks, list) else [masks]))
-    for wanted, key, what in ((has_neg, "negatives", "negatives"), (has_mask, mask_name, "ignore regions")):
-        if not wanted:
-            continue
-        if not _accepts(func, key):
-            raise CetpickError(f"This version of the napari-cetpick engine cannot use {what} yet; "
-                               f"clear them to run without.")
-        kwargs[key] = negatives if key == "negatives" else masks
-    return kwargs
 
 
 def make_trainer(volumes, labels, config, voxel_size_a=None, device=None, init=None, negatives=None,
@@ -42,30 +18,23 @@ def make_trainer(volumes, labels, config, voxel_size_a=None, device=None, init=N
     """A :class:`~napari_cetpick.train.Trainer` with the labels, negatives and masks of each volume."""
     from napari_cetpick.train import Trainer
 
-    kwargs = _loop_kwargs(Trainer.__init__, negatives, masks)
-    return Trainer(volumes, labels, config, voxel_size_a=voxel_size_a, device=device, init=init, **kwargs)
+    return Trainer(volumes, labels, config, voxel_size_a=voxel_size_a, device=device, init=init,
+                   negatives=negatives, masks=masks)
 
 
 def correction_round(init, volumes, labels, negatives=None, masks=None, voxel_size_a=None, device=None):
     """The engine's correction round: a short fine-tune of ``init`` (generator → Checkpoint)."""
-    from napari_cetpick import train
+    from napari_cetpick.train import continue_training
 
-    func = getattr(train, "continue_training", None)
-    if func is None:
-        raise CetpickError("This version of the napari-cetpick engine has no correction round yet "
-                           "(train.continue_training); use Train with 'Continue from the current model'.")
-    kwargs = _loop_kwargs(func, negatives, masks)
-    return func(init, volumes, labels, voxel_size_a=voxel_size_a, device=device, **kwargs)
+    return continue_training(init, volumes, labels, negatives=negatives, masks=masks,
+                             voxel_size_a=voxel_size_a, device=device)
 
 
 def detect(ckpt, volume, config=None, voxel_size_a=None, device=None, mask=None):
     """The engine's tiled detection (generator → DetectResult), dropping picks where ``mask`` is 0."""
-    from napari_cetpick import detect as detect_mod
+    from napari_cetpick.detect import detect as engine_detect
 
-    kwargs = _loop_kwargs(detect_mod.detect, None, None if mask is None else [mask], mask_name="mask")
-    if "mask" in kwargs:
-        kwargs["mask"] = mask
-    return detect_mod.detect(ckpt, volume, config, voxel_size_a=voxel_size_a, device=device, **kwargs)
+    return engine_detect(ckpt, volume, config, voxel_size_a=voxel_size_a, device=device, mask=mask)
 
 
 # ------------------------------------------------------------------ the plan shown before Train
@@ -98,18 +67,22 @@ def plan_training(config, shapes, labels, voxel_size_a=None, init=None) -> Train
     from napari_cetpick.train import estimate_tau, resolve_diameter_vox
 
     diameter_vox = resolve_diameter_vox(config, voxel_size_a)
+    # the network's output stride, without building it (that would load torch): 3D U-Nets
+    # halve every axis, the pseudo-3D ones only y and x
+    stride = (2, 2, 2) if str(config.arch).startswith("unet3d") else D.PSEUDO3D_STRIDE
     if init is not None:
         bin_xy = int(init.bin_xy)
     elif config.bin == "auto":
         bin_xy = D.auto_bin(diameter_vox, config.min_particle_vox)
     else:
         bin_xy = int(config.bin)
-    geometry = D.make_geometry(bin_xy, config.compress)
+    geometry = D.make_geometry(bin_xy, config.compress, stride)
     crop = (config.crop_z, config.crop_xy, config.crop_xy)
     work_shapes = [tuple(max(int(w), int(c)) for w, c in zip(geometry.work_shape(s), crop)) for s in shapes]
     labels_work = [geometry.tomo_to_work(np.asarray(lab, float).reshape(-1, 3)) for lab in labels]
     diameter_work = diameter_vox / bin_xy
-    tau = estimate_tau(config, labels_work, work_shapes, D.blob_spec(diameter_work, config.blob), diameter_work)
+    tau = estimate_tau(config, labels_work, work_shapes, D.blob_spec(diameter_work, config.blob), diameter_work,
+                       stride)
     source = ("set by hand" if config.tau is not None else
               "from the expected particles" if config.expected_particles else "from the label density")
     n_labels = int(sum(len(lab) for lab in labels))
