@@ -478,3 +478,25 @@ def test_cancel_during_improve_keeps_the_model(viewer, panel, qtbot, checkpoint,
     assert "cancelled after" in panel.improve._improve_status_label.value
     assert any("Improve cancelled after" in n for n in notes())
     assert panel.improve._improve_button.enabled and panel.train._train_button.enabled
+
+
+def test_train_asks_the_memory_estimate_first(viewer, panel, notes, monkeypatch):
+    """When the engine can estimate training memory (issue 9), Train refuses before it starts."""
+    import sys
+    import types
+
+    from napari_cetpick.errors import CetpickError
+
+    calls = []
+
+    def check_train_memory(config, data_bytes=0, device=None):
+        calls.append((config.crop_xy, config.batch_size, data_bytes, device))
+        raise CetpickError("Training needs about 40.0 GB but only 8.0 GB is available; crop xy 64 fits.")
+
+    monkeypatch.setitem(sys.modules, "napari_cetpick.memory",
+                        types.SimpleNamespace(check_train_memory=check_train_memory))
+    panel.train._advanced._crop_xy_spin.value = 256
+    panel.train._on_train_clicked()
+    assert calls and calls[0][:2] == (256, 4) and calls[0][2] > 0
+    assert any("only 8.0 GB is available" in n for n in notes())
+    assert not panel._busy

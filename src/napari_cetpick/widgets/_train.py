@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, ProgressBar, PushButton, SpinBox
 from napari.utils.notifications import show_error, show_info, show_warning
 
@@ -149,7 +150,7 @@ class TrainSection(Container):
             config = self.train_config()
             config.validate()
             resolve_diameter_vox(config, vs)
-            self._check_memory(config)
+            self._check_memory(config, [v.shape for v in volumes], vs)
         except CetpickError as err:
             show_error(str(err))
             return
@@ -164,14 +165,23 @@ class TrainSection(Container):
                            returned=self._on_train_returned, aborted=self._on_train_aborted,
                            on_error=self._on_error)
 
-    def _check_memory(self, config: TrainConfig) -> None:
-        """Refuse settings whose training step would not fit, when the engine can tell."""
-        from napari_cetpick import train
+    def _check_memory(self, config: TrainConfig, shapes, voxel_size_a) -> None:
+        """Refuse settings whose training would not fit in memory, before anything starts.
 
-        estimate = getattr(train, "estimate_training_memory", None)
-        if estimate is None:  # issue 9's estimate not in this engine yet: the spin boxes are bounded
+        Uses the engine's estimate (``napari_cetpick.memory.check_train_memory``, issue 9)
+        when this version has it; the spin boxes are bounded either way.
+        """
+        try:
+            from napari_cetpick.memory import check_train_memory
+        except ImportError:
             return
-        estimate(config, device=str(self._device_combo.value))
+        from napari_cetpick.widgets._engine import plan_training
+
+        plan = plan_training(config, shapes, [np.zeros((0, 3))] * len(shapes), voxel_size_a)
+        zbin = 2 if config.compress else 1
+        data_bytes = int(sum(4 * np.prod(s, dtype=float) / (plan.bin_xy ** 2 * zbin) for s in shapes))
+        device = str(self._device_combo.value)
+        check_train_memory(config, data_bytes, device=device if device.startswith("cuda") else None)
 
     def _on_train_yielded(self, record) -> None:
         if isinstance(record, TrainStarted):
