@@ -190,16 +190,17 @@ def main(argv=None) -> int:
         review.accept() if _decide(panel, truth.data, radius) else review.reject()
     review._suggest_count_spin.value = max(args.review, 1)
     n_acc = n_rej = 0
-    shot_review = False
     if review.suggest():
+        # the picture shows a suggestion on a look-alike particle when there is one
+        on_look = [i for i, p in enumerate(review._queue) if np.min(np.linalg.norm(look_alikes - p, axis=1)) < radius]
+        shot_at = on_look[0] if on_look else min(2, len(review._queue) - 1)
         for i in range(len(review._queue)):
-            if i == 2 and not shot_review:  # mid-review: the view sits on a suggestion
+            if i == shot_at:
                 scroll_to(review)
                 viewer.camera.zoom = viewer.camera.zoom * 1.6
                 _settle(app, 1.0)
                 viewer.window.screenshot(str(out / "07_review_window.png"), canvas_only=False)
                 viewer.camera.zoom = viewer.camera.zoom / 1.6
-                shot_review = True
             if _decide(panel, truth.data, radius):
                 review.accept()
                 n_acc += 1

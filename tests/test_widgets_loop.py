@@ -421,6 +421,19 @@ def test_mask_excludes_picks_and_training_voxels(viewer, panel, qtbot, checkpoin
     assert len(picks) and np.all(picks[:, 1] >= 63.5)
 
 
+def test_improve_without_a_chosen_threshold_uses_the_new_models(viewer, panel, qtbot, checkpoint):
+    _detect(qtbot, panel, checkpoint)
+    panel.review.start()
+    panel.review.reject()
+    assert panel.improve.improve()
+    qtbot.waitUntil(lambda: not panel._busy, timeout=TIMEOUT_MS)
+    rec = panel.state.current
+    assert panel.state.checkpoint is not checkpoint
+    assert rec.result.threshold == pytest.approx(panel.state.checkpoint.default_threshold)
+    assert "the new model's threshold" in panel.improve._improve_status_label.value
+    assert panel.detect._threshold_slider.value == pytest.approx(rec.result.threshold, abs=1e-3)
+
+
 @pytest.mark.slow
 def test_improve_lowers_picks_on_rejected_look_alikes(viewer, panel, qtbot, sim):
     """150 steps give a model that also picks shells and globular particles at its default
@@ -431,6 +444,7 @@ def test_improve_lowers_picks_on_rejected_look_alikes(viewer, panel, qtbot, sim)
     panel.detect._on_detect_clicked()
     qtbot.waitUntil(lambda: not panel._busy, timeout=TIMEOUT_MS)
     rec = panel.state.current
+    panel.detect._threshold_slider.value = round(rec.result.threshold, 3) - 0.001  # the user's own threshold
     radius = 0.5 * panel.state.pick_size(rec)
     wanted = sim.particles["proteasome"]
     look_alikes = np.vstack([sim.particles[c] for c in ("shell", "globular") if len(sim.particles[c])])
@@ -464,7 +478,7 @@ def test_improve_lowers_picks_on_rejected_look_alikes(viewer, panel, qtbot, sim)
     after = int(near(rec.result.zyx, rejected).sum())
     assert after < before
     assert int(near(wanted, rec.result.zyx).sum()) >= found_before - 1  # the particles are still found
-    assert "Improved:" in panel.improve._improve_status_label.value
+    assert "at your threshold" in panel.improve._improve_status_label.value
 
 
 def test_cancel_during_improve_keeps_the_model(viewer, panel, qtbot, checkpoint, notes):

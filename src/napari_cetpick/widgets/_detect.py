@@ -91,8 +91,9 @@ class DetectSection(Container):
     def detect(self, recs: list[TomogramRecord], kind: str = "detect", keep_threshold: bool = False) -> bool:
         """Detect in these tomograms in the background; False when the inputs are unusable.
 
-        With ``keep_threshold`` the picks come back at each tomogram's current threshold and
-        minimum distance (after Improve) instead of the model's default.
+        With ``keep_threshold`` the picks come back at the threshold and minimum distance the
+        user chose for each tomogram (after Improve), where they chose one, instead of the
+        model's defaults.
         """
         try:
             items = [DetectItem(r.layer.unique_id, r.name, r.layer.data, r.voxel_size_a, self._state.keep_mask(r))
@@ -100,8 +101,10 @@ class DetectSection(Container):
         except CetpickError as err:
             show_error(str(err))
             return False
-        self._keep_threshold = {r.layer.unique_id: (r.result.threshold, r.result.min_distance_vox)
-                                for r in recs if keep_threshold and r.result is not None}
+        self._keep_threshold = {
+            r.layer.unique_id: (r.result.threshold if "threshold" in r.chosen else None,
+                                r.result.min_distance_vox if "min_distance" in r.chosen else None)
+            for r in recs if keep_threshold and r.result is not None and r.chosen}
         self._detect_progress.value = 0
         self._detect_status_label.value = "Starting…"
         job = partial(detect_job, self._state.checkpoint, items, DetectConfig(), str(self._device()))
@@ -173,11 +176,13 @@ class DetectSection(Container):
     def _on_threshold_changed(self, value: float) -> None:
         rec = self._state.current
         if not self._updating and rec is not None:
+            rec.chosen.add("threshold")
             self._tracker.reselect(rec, threshold=float(value))
 
     def _on_min_distance_changed(self, value: float) -> None:
         rec = self._state.current
         if not self._updating and rec is not None:
+            rec.chosen.add("min_distance")
             self._tracker.reselect(rec, min_distance=float(value))
 
     def _on_histogram_clicked(self, value: float) -> None:

@@ -13,8 +13,8 @@ from napari_cetpick.widgets._runner import WorkerRunner
 from napari_cetpick.widgets._state import PanelState
 from napari_cetpick.widgets._workers import ImproveStep, improve_job
 
-IDLE_TEXT = ("Improve fine-tunes the model on your labels and negatives, then detects again at your "
-             "threshold: about a minute on a laptop CPU.")
+IDLE_TEXT = ("Improve fine-tunes the model on your labels and negatives, then detects again (at your "
+             "threshold, if you set one): about a minute on a laptop CPU.")
 
 
 class ImproveSection(Container):
@@ -84,7 +84,7 @@ class ImproveSection(Container):
             return
         self._state.set_checkpoint(ckpt)
         rec = self._state.current
-        self._improve_status_label.value = "Model improved; detecting again at your threshold…"
+        self._improve_status_label.value = "Model improved; detecting again…"
         if rec is None or not self._detect([rec], "improve-detect", True):
             self._improve_status_label.value = "Model improved; press Detect."
             return
@@ -99,7 +99,8 @@ class ImproveSection(Container):
             self._improve_status_label.value = "Model improved; the new detection was cancelled: press Detect."
         elif rec is not None and rec.result is not None:
             n = rec.count("picks")
-            self._improve_status_label.value = (f"Improved: {plural(n, 'pick')} at threshold "
+            whose = "your" if "threshold" in rec.chosen else "the new model's"
+            self._improve_status_label.value = (f"Improved: {plural(n, 'pick')} at {whose} threshold "
                                                 f"{rec.result.threshold:.3f}. Review again, or Improve once more.")
             show_info(f"Improved model: {plural(n, 'pick')} in {rec.name}.")
 

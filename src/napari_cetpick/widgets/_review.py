@@ -179,7 +179,7 @@ class ReviewSection(Container):
             active = viewer.layers.selection.active
             cursor = L.unwrap(viewer.add_points(
                 np.asarray(zyx, float)[None], ndim=3, name=f"{rec.name} review", size=size, symbol="disc",
-                face_color="transparent", border_color="white", border_width=0.04, border_width_is_relative=True,
+                face_color="transparent", border_color="white", border_width=0.025, border_width_is_relative=True,
                 scale=rec.layer.scale, translate=rec.layer.translate,
                 metadata={L.META_KEY: {L.ROLE_KEY: "cursor", "source": rec.name}}))
             if active is not None:
@@ -188,6 +188,17 @@ class ReviewSection(Container):
         else:
             cursor.data = np.asarray(zyx, float)[None]
             cursor.size = size
+
+    def _advance(self) -> None:
+        """To the next item after a decision; after the last one, say so and hide the ring."""
+        if self._index + 1 < len(self._queue):
+            self.go(self._index + 1)
+            return
+        if self._state.live(self._cursor):
+            self._cursor.data = np.zeros((0, 3))
+        kind = "suggestions" if ORDERS[str(self._order_combo.value)] == "suggest" else "picks"
+        self._position_label.value = (f"All {len(self._queue)} {kind} judged. Improve, Suggest more, or "
+                                      f"press p to go back.")
 
     def _status_of(self, rec, zyx) -> str:
         if rec.edits.is_kept(zyx[None])[0]:
@@ -237,7 +248,7 @@ class ReviewSection(Container):
         finally:
             self._acting = False
         self._undo.append(("accept", rec, zyx, score))
-        self.go(self._index + 1)
+        self._advance()
 
     def _on_reject_clicked(self, *_) -> None:
         self.reject()
@@ -258,7 +269,7 @@ class ReviewSection(Container):
         finally:
             self._acting = False
         self._undo.append(("reject", rec, zyx, score, was_pick))
-        self.go(self._index + 1)
+        self._advance()
 
     def _is_pick(self, rec, zyx) -> bool:
         if rec.picks is None or not self._state.live(rec.picks) or len(rec.picks.data) == 0:

@@ -33,6 +33,9 @@ class TomogramRecord:
         Picks the user accepted, added, rejected or deleted (kept across re-selection).
     shown : (n, 3) array
         The picks the panel last wrote into ``picks`` (to tell hand edits apart).
+    chosen : set
+        ``"threshold"`` / ``"min_distance"`` once the user set them by hand: a new detection
+        of this tomogram (after Improve) keeps them instead of the model's defaults.
     """
 
     layer: object
@@ -43,6 +46,7 @@ class TomogramRecord:
     picks: object = None
     edits: PickEdits = field(default_factory=PickEdits)
     shown: object = None
+    chosen: set = field(default_factory=set)
 
     @property
     def name(self) -> str:
