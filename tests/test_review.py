@@ -48,6 +48,14 @@ def test_accepted_pick_is_not_duplicated():
     edits.keep(PICKS[0], [0.9])
     zyx, _ = apply_edits(PICKS, SCORES, edits)
     assert len(zyx) == 3
+    # an improved model finds the accepted particle 1.5 voxels away: still one pick
+    moved = PICKS + [0.0, 1.5, 0.0]
+    zyx, s = apply_edits(moved, SCORES, edits, tol_vox=5.0)
+    assert len(zyx) == 3 and np.allclose(zyx, moved)
+    # and a rejected one stays rejected
+    edits.remove(PICKS[1])
+    zyx, _ = apply_edits(moved, SCORES, edits, tol_vox=5.0)
+    assert len(zyx) == 2 and not np.any(np.all(np.isclose(zyx, moved[1]), axis=1))
 
 
 def test_diff_points():

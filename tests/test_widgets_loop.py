@@ -158,6 +158,25 @@ def test_hand_deleted_pick_stays_deleted(viewer, panel, qtbot, checkpoint):
     assert "1 rejected or deleted" in panel.detect._pick_count_label.value
 
 
+def test_judged_picks_found_again_elsewhere_show_once(viewer, panel, qtbot, checkpoint):
+    """A new detection (after Improve) finds the judged particles a voxel and a half away:
+    the accepted one shows once, the rejected one stays away."""
+    _detect(qtbot, panel, checkpoint)
+    rec, review = panel.state.current, panel.review
+    review.start()
+    accepted = review._queue[0].copy()
+    review.accept()
+    rejected = review._queue[1].copy()
+    review.reject()
+    n = len(rec.picks.data)
+    rec.result.cand_zyx = rec.result.cand_zyx + [0.0, 1.5, 0.0]
+    panel.tracker.reselect(rec)
+    picks = np.asarray(rec.picks.data)
+    assert len(picks) == n
+    assert np.sum(np.linalg.norm(picks - accepted, axis=1) < 3.0) == 1
+    assert np.sum(np.linalg.norm(picks - rejected, axis=1) < 3.0) == 0
+
+
 def test_not_a_particle_clicks_and_undo(viewer, panel, qtbot):
     review = panel.review
     review._not_particle_check.value = True
@@ -424,12 +443,17 @@ def test_mask_excludes_picks_and_training_voxels(viewer, panel, qtbot, checkpoin
 def test_improve_without_a_chosen_threshold_uses_the_new_models(viewer, panel, qtbot, checkpoint):
     _detect(qtbot, panel, checkpoint)
     panel.review.start()
+    panel.review.accept()
     panel.review.reject()
     assert panel.improve.improve()
     qtbot.waitUntil(lambda: not panel._busy, timeout=TIMEOUT_MS)
     rec = panel.state.current
     assert panel.state.checkpoint is not checkpoint
     assert rec.result.threshold == pytest.approx(panel.state.checkpoint.default_threshold)
+    # the accepted particle, found again a little elsewhere by the new model, shows once
+    picks = np.asarray(rec.picks.data)
+    d = np.linalg.norm(picks[:, None] - picks[None], axis=-1) + np.eye(len(picks)) * 1e9
+    assert d.min() >= rec.result.min_distance_vox - 1e-6
     assert "the new model's threshold" in panel.improve._improve_status_label.value
     assert panel.detect._threshold_slider.value == pytest.approx(rec.result.threshold, abs=1e-3)
 

@@ -90,7 +90,9 @@ def apply_edits(zyx, scores, edits: PickEdits | None, tol_vox: float = 1.0) -> t
     """Picks of a fresh selection with the user's edits applied.
 
     Selected picks within ``tol_vox`` of a removed position are dropped; kept positions
-    are added unless a selected pick already sits there.
+    are added unless a selected pick lies within ``tol_vox`` of them (the same particle,
+    found again — e.g. by an improved model, a voxel away). Use the minimum distance
+    between picks as ``tol_vox`` so that one particle never shows twice.
 
     Returns
     -------
@@ -104,7 +106,7 @@ def apply_edits(zyx, scores, edits: PickEdits | None, tol_vox: float = 1.0) -> t
         keep = _nearest_distance(zyx, edits.removed) > tol_vox
         zyx, scores = zyx[keep], scores[keep]
     if len(edits.kept):
-        new = _nearest_distance(edits.kept, zyx) > _EPS
+        new = _nearest_distance(edits.kept, zyx) > max(tol_vox, _EPS)
         zyx = np.vstack([zyx, edits.kept[new]])
         scores = np.r_[scores, edits.kept_scores[new]]
     return zyx, scores

@@ -18,7 +18,7 @@ from napari_cetpick.review import apply_edits, diff_points
 from napari_cetpick.widgets import _layers as L
 from napari_cetpick.widgets._state import PanelState, TomogramRecord
 
-EDIT_TOLERANCE_VOX = 1.0  # a re-selected pick this close to a removed one stays removed
+EDIT_TOLERANCE_VOX = 1.0  # at least: a re-selected pick this close to an edited one is the same pick
 
 
 class LayerTracker:
@@ -93,7 +93,10 @@ class LayerTracker:
         if rec.result is None:
             return
         zyx, scores = rec.result.reselect(threshold=threshold, min_distance_vox=min_distance)
-        zyx, scores = apply_edits(zyx, scores, rec.edits, EDIT_TOLERANCE_VOX)
+        # within the minimum distance a pick is the one the user judged (a new model finds it a
+        # voxel away): it stays removed, or stands for the accepted one
+        tol = max(EDIT_TOLERANCE_VOX, float(rec.result.min_distance_vox))
+        zyx, scores = apply_edits(zyx, scores, rec.edits, tol)
         self.write_picks(rec, zyx, scores)
         self.state.picks_changed.emit(rec)
 
