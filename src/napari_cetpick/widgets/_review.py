@@ -13,6 +13,7 @@ from napari.utils.notifications import show_error, show_info
 from napari_cetpick.review import review_order, suggest_locations
 from napari_cetpick.widgets import _layers as L
 from napari_cetpick.widgets._common import heading, narrow, row, status_label
+from napari_cetpick.widgets._decisions import Decisions
 from napari_cetpick.widgets._legend import PointsLegend
 from napari_cetpick.widgets._state import PanelState, TomogramRecord
 from napari_cetpick.widgets._tracking import LayerTracker
@@ -32,10 +33,8 @@ class ReviewSection(Container):
         self._queue_scores = np.zeros(0)
         self._queue_record: TomogramRecord | None = None
         self._index = -1
-        self._undo: list[tuple] = []
+        self._decisions = Decisions(state, tracker, new_points_layer)
         self._bound: set[int] = set()
-        self._negatives_seen: dict[int, int] = {}
-        self._acting = False
         self._cursor = None  # the ring around the item under review
         self._order_combo = ComboBox(
             label="Order", choices=list(ORDERS), value="highest score first",
@@ -220,35 +219,15 @@ class ReviewSection(Container):
         return self._queue_record, self._queue[self._index].copy(), float(self._queue_scores[self._index])
 
     # ------------------------------------------------------------------ decisions
-    def _layer_for(self, rec: TomogramRecord, kind: str):
-        layer = getattr(rec, kind)
-        if layer is None or not self._state.live(layer):
-            active = self._state.viewer.layers.selection.active
-            layer = self._new_points_layer(kind, announce=False)
-            if active is not None:  # keep reviewing on the picks layer
-                self._state.viewer.layers.selection.active = active
-                layer.mode = "pan_zoom"
-        return layer
-
     def _on_accept_clicked(self, *_) -> None:
         self.accept()
 
     def accept(self) -> None:
         """The current item is a particle: add it to the labels and keep it as a pick."""
         item = self._current_item()
-        if item is None:
-            return
-        rec, zyx, score = item
-        labels = self._layer_for(rec, "labels")
-        self._acting = True
-        try:
-            self._tracker.add_point(labels, rec, zyx)
-            rec.edits.keep(zyx[None], [score])
-            self._refresh_picks(rec)
-        finally:
-            self._acting = False
-        self._undo.append(("accept", rec, zyx, score))
-        self._advance()
+        if item is not None:
+            self._decisions.accept(*item)
+            self._advance()
 
     def _on_reject_clicked(self, *_) -> None:
         self.reject()
@@ -256,56 +235,20 @@ class ReviewSection(Container):
     def reject(self) -> None:
         """The current item is not a particle: add it to the negatives and drop it from the picks."""
         item = self._current_item()
-        if item is None:
-            return
-        rec, zyx, score = item
-        negatives = self._layer_for(rec, "negatives")
-        was_pick = self._is_pick(rec, zyx)
-        self._acting = True
-        try:
-            self._tracker.add_point(negatives, rec, zyx)
-            self._tracker.remove_pick(rec, zyx)
-            self._negatives_seen[id(rec)] = rec.count("negatives")
-        finally:
-            self._acting = False
-        self._undo.append(("reject", rec, zyx, score, was_pick))
-        self._advance()
-
-    def _is_pick(self, rec, zyx) -> bool:
-        if rec.picks is None or not self._state.live(rec.picks) or len(rec.picks.data) == 0:
-            return False
-        return bool(np.min(np.linalg.norm(np.asarray(rec.picks.data, float) - zyx, axis=1)) < 1e-3)
-
-    def _refresh_picks(self, rec: TomogramRecord) -> None:
-        if rec.result is not None:
-            self._tracker.reselect(rec)
-        else:
-            self._state.picks_changed.emit(rec)
+        if item is not None:
+            self._decisions.reject(*item)
+            self._advance()
 
     def _on_undo_clicked(self, *_) -> None:
         self.undo()
 
     def undo(self) -> None:
         """Take back the last accept, reject or "not a particle" click."""
-        if not self._undo:
+        undone = self._decisions.undo()
+        if undone is None:
             show_info("Nothing to undo.")
             return
-        action, rec, zyx, score, *rest = self._undo.pop()
-        self._acting = True
-        try:
-            if action == "accept":
-                self._tracker.remove_point(rec.labels, rec, zyx)
-                rec.edits.unkeep(zyx[None])
-                self._refresh_picks(rec)
-            else:
-                self._tracker.remove_point(rec.negatives, rec, zyx)
-                if action == "reject" and rest and rest[0]:
-                    self._tracker.restore_pick(rec, zyx, score)
-                else:
-                    rec.edits.unremove(zyx[None])
-            self._negatives_seen[id(rec)] = rec.count("negatives")
-        finally:
-            self._acting = False
+        action, rec, zyx = undone
         if rec is self._queue_record and action != "click":
             hits = np.flatnonzero(np.linalg.norm(self._queue - zyx, axis=1) < 1e-3)
             if len(hits):
@@ -327,8 +270,8 @@ class ReviewSection(Container):
         if rec is None:
             return
         if on:
-            layer = self._layer_for(rec, "negatives")
-            self._negatives_seen[id(rec)] = rec.count("negatives")
+            layer = self._decisions.layer_for(rec, "negatives")
+            self._decisions.watch_clicks(rec)
             self._state.viewer.layers.selection.active = layer
             layer.mode = "add"
         elif rec.negatives is not None and self._state.live(rec.negatives):
@@ -338,9 +281,5 @@ class ReviewSection(Container):
 
     def _on_points_changed(self, rec=None) -> None:
         """Negatives clicked by hand become undoable."""
-        if rec is not None and not self._acting and rec.negatives is not None:
-            seen, now = self._negatives_seen.get(id(rec)), rec.count("negatives")
-            if seen is not None and now == seen + 1:
-                zyx = L.points_in_image_frame(rec.negatives, rec.layer)[-1]
-                self._undo.append(("click", rec, zyx, float("nan")))
-            self._negatives_seen[id(rec)] = now
+        if rec is not None:
+            self._decisions.note_clicks(rec)
