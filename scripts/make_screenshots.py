@@ -194,13 +194,12 @@ def main(argv=None) -> int:
         # the picture shows a suggestion on a look-alike particle when there is one
         on_look = [i for i, p in enumerate(review._queue) if np.min(np.linalg.norm(look_alikes - p, axis=1)) < radius]
         shot_at = on_look[0] if on_look else min(2, len(review._queue) - 1)
+        viewer.reset_view()
         for i in range(len(review._queue)):
             if i == shot_at:
                 scroll_to(review)
-                viewer.camera.zoom = viewer.camera.zoom * 1.6
                 _settle(app, 1.0)
                 viewer.window.screenshot(str(out / "07_review_window.png"), canvas_only=False)
-                viewer.camera.zoom = viewer.camera.zoom / 1.6
             if _decide(panel, truth.data, radius):
                 review.accept()
                 n_acc += 1
