@@ -92,9 +92,21 @@ def test_unrotated_imod_layout_exports_into_the_file_frame(tmp_path):
                  "--threshold", "0", "--K", "5", "--format", "csv", "--quiet", "--device", "cpu"]) == 0
     ps = read_points(tmp_path / "o" / "unrot_picks.csv", layout=layout)
     assert np.all(ps.zyx.max(0) < np.array([16, 64, 80])) and len(ps.zyx) == 5
-    # the file-frame y column is napari z (thickness), so it stays below 16
+    # the same detection in process, in napari (z, y, x) of the opened view: the CSV columns
+    # are the file frame, x = a2 = napari x, y = a1 = napari z (thickness), z = a0 = napari y
+    from napari_cetpick.checkpoint import Checkpoint
+    from napari_cetpick.config import DetectConfig
+    from napari_cetpick.detect import detect
+    from napari_cetpick.io import open_tomogram
+    from napari_cetpick.utils import run_generator
+
+    tomo = open_tomogram(path)
+    assert tomo.layout.thickness_axis == 1
+    res = run_generator(detect(Checkpoint.load(model), tomo.data, DetectConfig(threshold=0.0, K=5),
+                               voxel_size_a=10.0, device="cpu"))
     raw = pd.read_csv(tmp_path / "o" / "unrot_picks.csv")
-    assert raw["y"].max() < 16 and raw["z"].max() > 16 or raw["z"].max() <= 64
+    assert np.allclose(raw[["y", "z", "x"]].to_numpy(), res.zyx, atol=1e-3)
+    assert raw["y"].max() < 16
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -137,6 +149,104 @@ def test_demo_runs(tmp_path, capsys):
     assert "F1" in out and (tmp_path / "tomo2_picks.txt").is_file() and (tmp_path / "model.ckpt").is_file()
 
 
+def _train_argv(paths, model, *extra):
+    return ["train", "--tomogram", str(paths["tomogram"]), "--labels", str(paths["labels"]), "--bbox", "15",
+            "--tau", "0.05", "--out", str(model), "--quiet", "--device", "cpu", *extra]
+
+
+def test_original_knob_names(sim_files, tmp_path, capsys):
+    from napari_cetpick.checkpoint import Checkpoint
+
+    sim, paths = sim_files
+    model = tmp_path / "m.ckpt"
+    assert main(_train_argv(paths, model, "--max-steps", "2", "--translation_ratio", "0.05")) == 0
+    assert Checkpoint.load(model).config.translation_ratio == 0.05
+    out = tmp_path / "o"
+    capsys.readouterr()
+    assert main(["detect", "--model", str(model), "--tomogram", str(paths["tomogram"]), "--out-dir", str(out),
+                 "--out_thresh", "0.01", "--cutoff_z", "5", "--format", "csv", "--no-heatmap", "--quiet",
+                 "--device", "cpu"]) == 0
+    assert "at threshold 0.010" in capsys.readouterr().out
+    picks = read_points(out / "t_picks.csv")
+    # --cutoff_z drops that many slices at the top and bottom (the original's meaning)
+    assert len(picks) and picks.zyx[:, 0].min() >= 5 and picks.zyx[:, 0].max() <= 32 - 1 - 5
+    assert (picks.features["score"] >= 0.01).all()
+
+
+def test_a_failure_after_training_keeps_the_model(sim_files, tmp_path, monkeypatch, capsys):
+    from napari_cetpick.checkpoint import Checkpoint
+    from napari_cetpick.train import Trainer
+
+    def broken(self, *a, **k):
+        raise RuntimeError("calibration crop 48 is not a multiple of 32")
+
+    monkeypatch.setattr(Trainer, "calibrate_threshold", broken)
+    sim, paths = sim_files
+    model = tmp_path / "m.ckpt"
+    rc = main(_train_argv(paths, model, "--max-steps", "3"))
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    line, = [l for l in err.splitlines() if l.startswith("cetpick: error:")]
+    assert "threshold calibration failed" in line and str(model) in line
+    ck = Checkpoint.load(model)
+    assert ck.info["steps"] == 3 and ck.info["threshold_calibrated"] is False
+    assert "not calibrated" in ck.summary()
+
+
+def test_ctrl_c_saves_the_last_good_model(sim_files, tmp_path, monkeypatch, capsys):
+    from napari_cetpick.checkpoint import Checkpoint
+    from napari_cetpick.train import Trainer
+
+    real = Trainer._batch
+    calls = {"n": 0}
+
+    def interrupted_on_third_step(self):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # what Ctrl-C raises in the main thread
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "_batch", interrupted_on_third_step)
+    sim, paths = sim_files
+    model = tmp_path / "m.ckpt"
+    rc = main(_train_argv(paths, model, "--max-steps", "10"))
+    err = capsys.readouterr().err
+    assert rc == 130 and "Traceback" not in err
+    assert f"the model after 2 of 10 steps was saved to {model}" in err
+    ck = Checkpoint.load(model)
+    assert ck.info["steps"] == 2 and ck.info["status"] == "interrupted at step 2 of 10"
+    # interrupted before any step: nothing to save, nothing written
+    calls["n"] = 2
+    other = tmp_path / "none.ckpt"
+    assert main(_train_argv(paths, other, "--max-steps", "10")) == 130
+    assert not other.exists() and "no model saved" in capsys.readouterr().err
+
+
+def test_ctrl_c_with_a_real_signal(sim_files, tmp_path):
+    import signal
+    import time
+
+    from napari_cetpick.checkpoint import Checkpoint
+
+    sim, paths = sim_files
+    model = tmp_path / "m.ckpt"
+    argv = ["train", "--tomogram", str(paths["tomogram"]), "--labels", str(paths["labels"]), "--bbox", "15",
+            "--tau", "0.05", "--out", str(model), "--device", "cpu", "--batch-size", "1",
+            "--max-steps", "100000", "--num_epochs", "100000"]
+    proc = subprocess.Popen([sys.executable, "-m", "napari_cetpick.cli", *argv], stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()  # printed once the trainer is ready, just before the first step
+        assert line.startswith("Training"), line
+        time.sleep(3.0)
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and f"was saved to {model}" in err
+    assert Checkpoint.load(model).info["steps"] >= 1
+
+
 def test_mask_must_match_the_tomogram_in_its_file_layout(sim_files, tmp_path, capsys):
     sim, paths = sim_files
     bad = write_tomogram(tmp_path / "bad_mask.mrc", np.ones((32, 96, 48), np.uint8))
@@ -153,8 +263,7 @@ def test_mask_must_match_the_tomogram_in_its_file_layout(sim_files, tmp_path, ca
 
 def test_read_mask_in_the_unrotated_layout(tmp_path):
     """A mask saved in an unrotated tomogram's file layout comes back in its napari frame."""
-    from napari_cetpick.cli import _read_mask
-    from napari_cetpick.io import open_tomogram
+    from napari_cetpick.io import open_mask, open_tomogram
 
     keep = np.ones((8, 40, 30), np.uint8)
     keep[2:5, :10, :] = 0
@@ -162,7 +271,7 @@ def test_read_mask_in_the_unrotated_layout(tmp_path):
     mask_path = write_tomogram(tmp_path / "m.mrc", keep * 7, layout=FileLayout(1))
     tomo = open_tomogram(tomo_path)
     assert tomo.layout.thickness_axis == 1
-    mask = _read_mask(mask_path, tomo)
+    mask = open_mask(mask_path, tomo)
     assert mask.shape == (8, 40, 30) and mask.dtype == np.uint8
     np.testing.assert_array_equal(mask, keep)
 

@@ -47,8 +47,15 @@ def test_targets_hard_soft_unlabelled():
     assert t[0, 0, 0] == -1.0
     soft = (t > 0) & (t < 1)
     assert soft.any()
-    # the blob is isotropic in physical units: one grid cell in x is 2 working voxels
-    assert t[5, 8, 9] < t[6, 8, 8] or t[6, 8, 8] == 1.0
+    # the blob is isotropic in physical units: one grid cell in x is 2 working voxels, in z 1
+
+    def expected(d2):
+        v = float(np.exp(-d2 / (2 * spec.sigma_work**2)))
+        return -1.0 if d2 > spec.radius_work**2 or v < spec.floor else (1.0 if v > 0.9 else v)
+
+    assert t[5, 8, 9] == pytest.approx(expected(2.0**2))
+    assert t[6, 8, 8] == pytest.approx(expected(1.0**2))
+    assert t[7, 8, 8] == pytest.approx(expected(2.0**2)) == pytest.approx(t[5, 8, 9])
 
 
 def test_cetpick_blob_formula():

@@ -128,3 +128,65 @@ def test_chunked_candidates_equal_whole_heatmap():
     # a margin drops peaks near the tomogram's borders
     zm, _ = chunked_candidates(heat, 0.05, (3, 6, 6), kw["scale"], kw["translate"], True, (23, 60, 68), chunk=5)
     assert len(zm) < len(z) and np.all(zm[:, 0] >= 3) and np.all(zm[:, 1:] >= 6)
+
+
+@pytest.mark.parametrize("mode", ["r", "c", "r+"])
+def test_release_only_drops_read_only_maps(tmp_path, mode):
+    # MADV_DONTNEED on a copy-on-write map reverts the pages changed in memory to the file:
+    # only read-only maps may be released
+    from napari_cetpick.detect import _file_map, _release
+
+    path = tmp_path / "v.raw"
+    np.arange(8 * 4096, dtype=np.float32).tofile(path)
+    arr = np.memmap(path, dtype=np.float32, mode=mode)
+    if mode != "r":
+        arr[5] = -1.0
+    released = _release(_file_map(arr))
+    assert released == (mode == "r")
+    assert arr[5] == (5.0 if mode == "r" else -1.0)
+
+
+def test_chunk_border_peak_is_kept_exactly_once():
+    # a saturated plateau over slices 6..8 crosses the border of chunks [0, 8) and [8, 16): the
+    # upper chunk sees slices 7..8 of it, whose centroid 7.5 rounds (half to even) to 8; the
+    # owner must follow the plateau's voxel, not its rounded refined position
+    from napari_cetpick.detect import chunked_candidates
+    from napari_cetpick.peaks import candidates
+
+    heat = np.zeros((16, 20, 20), np.float32)
+    heat[6:9, 10, 10] = 1.0
+    heat[3, 4, 4] = 0.6  # an ordinary peak inside the first chunk
+    heat[12, 15, 5] = 0.7  # and one inside the second
+    kw = dict(scale=(1.0, 2.0, 2.0), translate=(0.0, 0.0, 0.0))
+    whole_z, _ = candidates(heat, floor=0.05, refine=True, **kw)
+    z, s = chunked_candidates(heat, 0.05, (0, 0, 0), kw["scale"], kw["translate"], True, (16, 40, 40), chunk=8)
+    assert len(whole_z) == 3
+    assert len(z) == 3, z
+    assert np.sum(s == 1.0) == 1
+    # a single-voxel peak on the last slice of a chunk, refined towards the next one
+    heat = np.zeros((16, 20, 20), np.float32)
+    heat[6:10, 10, 10] = [0.2, 0.9, 0.899, 0.1]  # maximum at slice 7, refined to 7.4999
+    z, _ = chunked_candidates(heat, 0.05, (0, 0, 0), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), True, (16, 20, 20), chunk=8)
+    assert len(z) == 1 and 7.0 < z[0, 0] < 7.5
+
+
+@pytest.mark.parametrize("gauss, tile_xy", [(0.0, 100), (1.0, 64), (1.0, 100)])
+def test_tiles_equal_one_untiled_pass(gauss, tile_xy):
+    # tile starts and halos on the network's max-pool grid: no seams with a Gaussian halo or
+    # a tile size that is not a multiple of the network's
+    import torch
+
+    torch.manual_seed(0)
+    net = build_network("unet_small")
+    ck = Checkpoint(net.state_dict(), TrainConfig(bbox=12, gauss=gauss), 12.0, 10.0, 1, 0.3)
+    vol = np.random.default_rng(0).normal(size=(10, 150, 170)).astype(np.float32)
+    whole = run_generator(detect(ck, vol, DetectConfig(tile_xy=1024, tile_z=64), voxel_size_a=10.0, device="cpu"))
+    tiled = run_generator(detect(ck, vol, DetectConfig(tile_xy=tile_xy, tile_z=4), voxel_size_a=10.0, device="cpu"))
+    assert np.allclose(tiled.heatmap, whole.heatmap, atol=1e-6, rtol=0)
+
+
+def test_unknown_voxel_size_warns(volume):
+    with pytest.warns(UserWarning, match="voxel size is unknown: assuming the model's 10 Å"):
+        run_generator(detect(_ckpt(voxel_size_a=10.0), volume[:8, :64, :64], voxel_size_a=None, device="cpu"))
+    with pytest.warns(UserWarning, match="model's voxel size is unknown"):
+        run_generator(detect(_ckpt(voxel_size_a=None), volume[:8, :64, :64], voxel_size_a=10.0, device="cpu"))

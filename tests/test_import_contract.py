@@ -1,29 +1,41 @@
-"""The core never imports Qt or napari; the package import loads nothing heavy."""
+"""The import contract, in one place: the core loads no GUI, the light modules load no torch.
+
+Each row imports some modules in a fresh interpreter and lists the top-level packages that
+must not be in ``sys.modules`` afterwards (napari enforces its own layers/Qt split the same
+way).
+"""
 import subprocess
 import sys
 
+import pytest
+
+GUI = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "magicgui", "superqt", "vispy")
 CORE = ["napari_cetpick", "napari_cetpick.io", "napari_cetpick.synthetic", "napari_cetpick.config",
-        "napari_cetpick.data", "napari_cetpick.model", "napari_cetpick.losses", "napari_cetpick.train",
-        "napari_cetpick.detect", "napari_cetpick.evaluate", "napari_cetpick.peaks", "napari_cetpick.baselines",
-        "napari_cetpick.checkpoint", "napari_cetpick.cli", "napari_cetpick.review"]
+        "napari_cetpick.memory", "napari_cetpick.data", "napari_cetpick.model", "napari_cetpick.losses",
+        "napari_cetpick.train", "napari_cetpick.detect", "napari_cetpick.evaluate", "napari_cetpick.peaks",
+        "napari_cetpick.baselines", "napari_cetpick.checkpoint", "napari_cetpick.cli", "napari_cetpick.batch",
+        "napari_cetpick.io.copick_project", "napari_cetpick.review"]
+# numpy/scipy-only modules: usable (and their settings checkable) without loading torch
+NO_TORCH = ["napari_cetpick.io", "napari_cetpick.synthetic", "napari_cetpick.config", "napari_cetpick.memory",
+            "napari_cetpick.data", "napari_cetpick.peaks", "napari_cetpick.evaluate", "napari_cetpick.baselines",
+            "napari_cetpick.review"]
+
+CONTRACT = {
+    "core loads no GUI": ("\n".join(f"import {m}" for m in CORE), GUI),
+    "numpy-only modules load no torch": ("\n".join(f"import {m}" for m in NO_TORCH), GUI + ("torch",)),
+    "package import is light": ("import napari_cetpick", ("torch", "napari", "qtpy", "magicgui")),
+    "cetpick --help loads no torch": ("from napari_cetpick.cli import build_parser; build_parser()", ("torch",)),
+    # dask/distributed and copick are optional extras, imported only when used
+    "optional extras load only when used": (
+        "import napari_cetpick.batch, napari_cetpick.io.copick_project, napari_cetpick.cli",
+        ("distributed", "copick", "zarr", "torch")),
+}
 
 
-def _loaded(code: str) -> set[str]:
+@pytest.mark.parametrize("rule", sorted(CONTRACT))
+def test_import_contract(rule):
+    code, forbidden = CONTRACT[rule]
     out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
                          capture_output=True, text=True, check=True).stdout
-    return {m.split(".")[0] for m in out.split()}
-
-
-def test_core_imports_no_gui():
-    mods = _loaded("\n".join(f"import {m}" for m in CORE))
-    assert not mods & {"qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "magicgui", "superqt", "vispy"}
-
-
-def test_package_import_is_light():
-    mods = _loaded("import napari_cetpick")
-    assert not mods & {"torch", "napari", "qtpy", "magicgui"}
-
-
-def test_cli_help_does_not_load_torch():
-    mods = _loaded("from napari_cetpick.cli import build_parser; build_parser()")
-    assert "torch" not in mods
+    loaded = {m.split(".")[0] for m in out.split()}
+    assert not loaded & set(forbidden), sorted(loaded & set(forbidden))

@@ -170,4 +170,68 @@ def test_write_heatmap_overlays_in_file_frame(tmp_path):
         # x = napari x (20 Å), y (file a1) = napari z (10 Å), z (file a0) = napari y (20 Å)
         assert (float(vs.x), float(vs.y), float(vs.z)) == (20.0, 10.0, 20.0)
         o = mrc.header.origin
-        assert (float(o.x), float(o.y), float(o.z)) == (5.0, 0.0, 5.0)
+        # IMOD origin: first heatmap corner at translate + 0.5 - scale / 2 = 0 voxels from the
+        # tomogram's first corner on every axis here
+        assert (float(o.x), float(o.y), float(o.z)) == (0.0, 0.0, 0.0)
+
+
+def test_heatmap_header_overlays_its_tomogram_in_imod_and_napari(tmp_path):
+    """Hand-computed IMOD origin that keeps the tomogram's origin; the reader restores the frame."""
+    import mrcfile
+
+    from napari_cetpick._napari.reader import read_files
+    from napari_cetpick.data import make_geometry
+    from napari_cetpick.io import FileLayout, heatmap_frame, open_tomogram, write_heatmap, write_tomogram
+
+    # an unrotated IMOD tomogram (thickness on file axis 1) with its own header origin
+    vol = np.zeros((12, 40, 48), np.float32)  # napari (z, y, x)
+    layout = FileLayout(1, (40, 12, 48))
+    tpath = write_tomogram(tmp_path / "t.rec", vol, voxel_size_a=10.0, layout=layout)
+    with mrcfile.open(tpath, mode="r+") as mrc:
+        mrc.header.origin = (30.0, -20.0, 50.0)  # x, y, z in Å
+    tomo = open_tomogram(tpath, thickness_axis=1)
+    assert tomo.origin_a == (30.0, -20.0, 50.0)
+    geom = make_geometry(2, compress=False)  # bin 2: scale (2, 4, 4), translate (0.5, 1.5, 1.5)
+    heat = np.random.default_rng(0).random((6, 10, 12)).astype(np.float32)
+    hpath = write_heatmap(tmp_path / "t_heatmap.mrc", heat, geom.grid_scale, geom.grid_translate,
+                          voxel_size_a=10.0, layout=tomo.layout, origin_a=tomo.origin_a)
+    with mrcfile.open(hpath) as mrc:
+        o, vs = mrc.header.origin, mrc.voxel_size
+        # IMOD's origin is the coordinate origin seen from the file's first corner (the corner
+        # lies at -origin; Chimera uses the other sign). First heatmap corner, in tomogram
+        # voxels from the tomogram's first corner: translate + 0.5 - scale / 2 =
+        # z: 0.5 + 0.5 - 1 = 0, y and x: 1.5 + 0.5 - 2 = 0 (a grid cell covers the 4 voxels
+        # it bins), so the heatmap's first corner is the tomogram's: the same origin.
+        assert (float(o.x), float(o.y), float(o.z)) == (30.0, -20.0, 50.0)
+        assert (float(vs.x), float(vs.y), float(vs.z)) == (40.0, 20.0, 40.0)
+    # the same in IMOD's terms: a voxel centre's position (corner-based index x voxel size
+    # - origin) is the same in the heatmap and in the tomogram, on every axis
+    i = np.array([[2.0, 3.0, 4.0]])  # a heatmap index (napari z, y, x)
+    t = i * geom.grid_scale + geom.grid_translate  # the tomogram voxel it sits on
+    h_file, t_file = FileLayout(1).to_file(i)[0], FileLayout(1).to_file(t)[0]
+    h_pos = (h_file[::-1] + 0.5) * np.array([40.0, 20.0, 40.0]) - np.array([30.0, -20.0, 50.0])
+    t_pos = (t_file[::-1] + 0.5) * 10.0 - np.array([30.0, -20.0, 50.0])
+    assert np.allclose(h_pos, t_pos)
+    # napari: the reader puts the re-opened heatmap on the tomogram layer (voxel units)
+    frame = heatmap_frame(hpath)
+    assert frame["thickness_axis"] == 1
+    assert np.allclose(frame["scale"], geom.grid_scale) and np.allclose(frame["translate"], geom.grid_translate)
+    (data, kwargs, kind), = read_files(str(hpath))
+    assert kind == "image" and data.shape == heat.shape and np.array_equal(np.asarray(data), heat)
+    assert np.allclose(kwargs["scale"], [2, 4, 4]) and np.allclose(kwargs["translate"], [0.5, 1.5, 1.5])
+    # a plain tomogram stays in voxel units
+    (_, tkw, _), = read_files(str(tpath))
+    assert tkw["scale"] == (1.0, 1.0, 1.0) and "translate" not in tkw
+
+
+def test_heatmap_layer_saved_from_napari_keeps_its_frame(tmp_path):
+    from napari_cetpick._napari.reader import read_files
+    from napari_cetpick._napari.writer import write_image
+    from napari_cetpick.io import FileLayout, heatmap_frame, write_heatmap
+
+    heat = np.random.default_rng(1).random((4, 6, 8)).astype(np.float32)
+    src = write_heatmap(tmp_path / "h.mrc", heat, (1, 2, 2), (0, 0, 0), voxel_size_a=7.5,
+                        layout=FileLayout(0), origin_a=(1.0, 2.0, 3.0))
+    (data, kwargs, _), = read_files(str(src))
+    out = write_image(str(tmp_path / "copy.mrc"), np.asarray(data), kwargs)
+    assert heatmap_frame(out[0]) == heatmap_frame(src)

@@ -17,10 +17,13 @@ def test_small_is_small():
 def test_shapes_and_batches(arch):
     net = build_network(arch).eval()
     m = net.multiple
-    x = torch.rand(3, 1, 5, 2 * m, 3 * m)
+    mz = net.multiple_zyx[0]
+    d = 5 if mz == 1 else 2 * mz
+    x = torch.rand(3, 1, d, 2 * m, 3 * m)
     with torch.no_grad():
         hm, proj = net(x)
-    assert hm.shape == (3, 1, 5, m, 3 * m // 2)
+    sz, sy, sx = net.out_stride
+    assert hm.shape == (3, 1, d // sz, 2 * m // sy, 3 * m // sx)
     assert proj.shape[0] == 3 and proj.shape[2:] == hm.shape[2:]
     assert torch.allclose(proj.norm(dim=1), torch.ones(1), atol=1e-4)
     # batch elements are independent (real batches, no squeeze)
@@ -33,3 +36,36 @@ def test_bad_input_size():
     net = build_network("unet_small")
     with pytest.raises(ValueError, match="multiples"):
         net(torch.rand(1, 1, 4, 30, 32))
+
+
+@pytest.mark.parametrize("arch", sorted(ARCH_SPECS))
+def test_config_knows_the_network_multiple(arch):
+    # config (torch-free) validates crops with the multiple the network really needs
+    from napari_cetpick.config import TrainConfig, network_multiple
+    from napari_cetpick.errors import CetpickError
+
+    m = network_multiple(arch)
+    net = build_network(arch).eval()
+    assert m == net.multiple
+    with torch.no_grad():
+        if hasattr(net, "unet"):  # the pseudo-3D networks: the 2D part really needs it
+            net.unet(net.stem(torch.zeros(1, 1, 3 * m, m)))  # any multiple works
+            with pytest.raises(RuntimeError):
+                net.unet(net.stem(torch.zeros(1, 1, 3 * m + m // 2, m)))  # half of it does not
+        else:  # the 3D networks: on every axis
+            net(torch.zeros(1, 1, m, 2 * m, m), with_proj=False)
+            with pytest.raises(ValueError, match="multiples"):
+                net(torch.zeros(1, 1, m + m // 2, 2 * m, m), with_proj=False)
+    TrainConfig(arch=arch, crop_xy=max(32, m) * 2).validate()
+    with pytest.raises(CetpickError, match=f"multiple of {m}"):
+        TrainConfig(arch=arch, crop_xy=max(32, m) * 2 + m // 2).validate()
+
+
+def test_unet_5_crop_of_48_is_refused_before_training():
+    # 48 is a multiple of 16 (the old check) but not of unet_5's 32: it used to pass
+    # validation and fail inside training or calibration
+    from napari_cetpick.config import TrainConfig
+    from napari_cetpick.errors import CetpickError
+
+    with pytest.raises(CetpickError, match=r"crop_xy must be a multiple of 32 \(the unet_5 network's\)"):
+        TrainConfig(arch="unet_5", crop_xy=48).validate()

@@ -1,6 +1,4 @@
 """Peak picking: local maxima, sub-voxel refinement, suppression, margins and frames."""
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -148,13 +146,3 @@ def test_bad_arguments():
         candidates(np.zeros((4, 4)))
     with pytest.raises(CetpickError):
         select(np.zeros((2, 3)), [1.0], 0.5)
-
-
-def test_core_modules_do_not_import_torch_or_gui():
-    code = (
-        "import sys, napari_cetpick.peaks, napari_cetpick.evaluate, napari_cetpick.baselines;"
-        "bad = [m for m in ('torch', 'napari', 'qtpy', 'magicgui') if m in sys.modules];"
-        "print(','.join(bad))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""

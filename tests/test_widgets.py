@@ -6,6 +6,8 @@ on the panel's state, never with sleeps.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -310,7 +312,10 @@ def test_threshold_and_distance_update_picks_without_detecting(viewer, panel, qt
     n0 = len(picks.data)
 
     # the scores of a barely trained model sit in a narrow band: the slider resolves 0.001
-    high = round(float(np.median(picks.features["score"])), 3)
+    # (a step above the median, and above the slider's current value, so that the picks change)
+    high = max(math.ceil(float(np.median(picks.features["score"])) * 1000) / 1000,
+               round(det._threshold_slider.value + 0.001, 3))
+    assert np.any(picks.features["score"] >= high)
     det._threshold_slider.value = high
     assert not panel._busy
     n1 = len(picks.data)

@@ -24,7 +24,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from .errors import CetpickError
+from .errors import CetpickError, plain
 from .peaks import Triple, candidates, select
 
 DOG_SIGMA_RATIO = 1.6
@@ -102,12 +102,12 @@ def dog_score_map(
         raise CetpickError(f"The tomogram must be 3D (z, y, x), got shape {vol.shape}.")
     d = float(diameter_vox)
     if not (d > 0 and math.isfinite(d)):
-        raise CetpickError(f"The particle diameter must be a positive number of voxels, got {diameter_vox!r}.")
+        raise CetpickError(f"The particle diameter must be a positive number of voxels, got {plain(diameter_vox)}.")
     if not sigma_ratio > 1:
-        raise CetpickError(f"The DoG sigma ratio must be above 1, got {sigma_ratio!r}.")
+        raise CetpickError(f"The DoG sigma ratio must be above 1, got {plain(sigma_ratio)}.")
     f = _auto_bin(d, sigma_ratio) if bin_factor == "auto" else int(bin_factor)
     if f < 1 or min(vol.shape) // f < 3:
-        raise CetpickError(f"Binning by {bin_factor!r} leaves too small a volume from shape {vol.shape}.")
+        raise CetpickError(f"Binning by {plain(bin_factor)} leaves too small a volume from shape {vol.shape}.")
 
     v = _bin_float32(vol, f)
     if np.may_share_memory(v, vol):
@@ -262,7 +262,7 @@ def log_score_map(
         for s in (s_star * scale_step**k, s_star / scale_step**k):
             np.maximum(best_other, response(s), out=best_other)
     centre[centre < best_other] = 0.0
-    del best_other, v
+    del best_other
     score = _robust_score(centre)
     return score, np.full(3, float(f)), np.full(3, (f - 1) / 2.0)
 

@@ -16,6 +16,34 @@ from .data import Geometry, make_geometry
 from .errors import CetpickError
 
 FORMAT_VERSION = 1
+# the one extension of model files, in the CLI, the panel and the docs
+MODEL_EXTENSION = ".ckpt"
+REQUIRED_META = ("config", "diameter_vox", "voxel_size_a", "bin_xy", "default_threshold", "tau")
+
+
+def plain_types(value):
+    """``value`` with numpy scalars and arrays, tuples and paths turned into plain Python.
+
+    ``torch.load(weights_only=True)`` refuses numpy objects, so metadata holding, say, a
+    ``np.float64`` voxel size would make a saved model unloadable.
+    """
+    import numbers
+
+    if isinstance(value, dict):
+        return {str(k): plain_types(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_types(v) for v in value]
+    if hasattr(value, "tolist") and not hasattr(value, "requires_grad"):  # numpy, not torch
+        return plain_types(value.tolist())
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 @dataclass
@@ -74,22 +102,34 @@ class Checkpoint:
         vs = "unknown" if self.voxel_size_a is None else f"{self.voxel_size_a:g} Å"
         d_a = "" if self.diameter_a is None else f" ({self.diameter_a:g} Å)"
         return (f"{self.config.arch}, voxel size {vs}, particle {self.diameter_vox:g} voxels{d_a}, "
-                f"bin {self.bin_xy}, threshold {self.default_threshold:.2f}, tau {self.tau:.3g}, "
+                f"bin {self.bin_xy}, threshold {self.default_threshold:.2f}"
+                f"{' (not calibrated)' if self.info.get('threshold_calibrated') is False else ''}, tau {self.tau:.3g}, "
                 f"{self.info.get('steps', 0)} steps")
 
     def save(self, path) -> Path:
+        """Write the model; a path without an extension gets :data:`MODEL_EXTENSION`.
+
+        Metadata is converted to plain Python types (:func:`plain_types`) so the file loads
+        with ``weights_only=True``. Raises :class:`CetpickError` when the file cannot be
+        written.
+        """
         import torch
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {
+        if not path.suffix:
+            path = path.with_suffix(MODEL_EXTENSION)
+        meta = plain_types({
             "format_version": FORMAT_VERSION, "package_version": __version__,
             "config": self.config.to_dict(), "diameter_vox": float(self.diameter_vox),
-            "voxel_size_a": self.voxel_size_a, "bin_xy": int(self.bin_xy),
-            "default_threshold": float(self.default_threshold), "tau": float(self.tau),
+            "voxel_size_a": None if self.voxel_size_a is None else float(self.voxel_size_a),
+            "bin_xy": int(self.bin_xy), "default_threshold": float(self.default_threshold), "tau": float(self.tau),
             "info": copy.deepcopy(self.info),
-        }
-        torch.save({"state_dict": self.state_dict, "meta": meta}, path)
+        })
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"state_dict": self.state_dict, "meta": meta}, path)
+        except OSError as exc:
+            raise CetpickError(f"{path}: cannot write the model file ({exc.strerror or exc}).") from None
         return path
 
     @classmethod
@@ -105,11 +145,46 @@ class Checkpoint:
             blob = torch.load(path, map_location="cpu", weights_only=True)
             meta = blob["meta"]
             state = blob["state_dict"]
-        except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError, EOFError) as exc:
+        except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError, EOFError, ValueError) as exc:
             raise CetpickError(f"{path}: not a napari-cetpick model file ({type(exc).__name__}).") from None
+        except OSError as exc:
+            raise CetpickError(f"{path}: cannot read the model file ({exc.strerror or exc}).") from None
+        if not isinstance(meta, dict) or not isinstance(state, dict):
+            raise CetpickError(f"{path}: not a napari-cetpick model file (no metadata).")
         if meta.get("format_version", 0) > FORMAT_VERSION:
             raise CetpickError(f"{path}: made by a newer napari-cetpick ({meta.get('package_version')}); upgrade.")
-        return cls(state_dict=state, config=TrainConfig.from_dict(meta["config"]),
-                   diameter_vox=meta["diameter_vox"], voxel_size_a=meta["voxel_size_a"],
-                   bin_xy=meta["bin_xy"], default_threshold=meta["default_threshold"],
-                   tau=meta["tau"], info=meta.get("info", {}))
+        missing = [k for k in REQUIRED_META if k not in meta]
+        if missing:
+            raise CetpickError(f"{path}: the model file lacks {', '.join(missing)}; it was not written by "
+                               "napari-cetpick or is damaged.")
+        try:
+            config = TrainConfig.from_dict(meta["config"])
+            ckpt = cls(state_dict=state, config=config, diameter_vox=float(meta["diameter_vox"]),
+                       voxel_size_a=None if meta["voxel_size_a"] is None else float(meta["voxel_size_a"]),
+                       bin_xy=int(meta["bin_xy"]), default_threshold=float(meta["default_threshold"]),
+                       tau=float(meta["tau"]), info=meta.get("info") or {})
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise CetpickError(f"{path}: the model's metadata is damaged ({exc}).") from None
+        ckpt.check_weights(path)
+        return ckpt
+
+    def check_weights(self, path=None) -> None:
+        """Raise :class:`CetpickError` unless the weights fit the configured architecture."""
+        from .config import ARCHS
+
+        where = f"{path}: " if path is not None else ""
+        if self.config.arch not in ARCHS:
+            raise CetpickError(f"{where}unknown network {self.config.arch!r} (this version knows {', '.join(ARCHS)}).")
+        from .model import build_network
+
+        net = build_network(self.config.arch)
+        expected = net.state_dict()
+        missing = [k for k in expected if k not in self.state_dict]
+        extra = [k for k in self.state_dict if k not in expected]
+        wrong = [k for k in expected if k in self.state_dict
+                 and tuple(getattr(self.state_dict[k], "shape", ())) != tuple(expected[k].shape)]
+        if missing or extra or wrong:
+            raise CetpickError(
+                f"{where}the weights do not fit the {self.config.arch} network ({len(missing)} missing, "
+                f"{len(extra)} unexpected, {len(wrong)} of the wrong shape); the file is damaged or was made "
+                "for another architecture.")

@@ -14,9 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
+from .batch import PICK_FORMATS
 from .errors import CetpickError
 
-PICK_FORMATS = {"imod": ".txt", "mod": ".mod", "star": ".star", "star5": ".star", "csv": ".csv", "cetpick": ".coords"}
 ORDER_TO_THICKNESS = {"xyz": 0, "xzy": 1, "zxy": 2}
 
 
@@ -64,6 +64,63 @@ class _PerTomogram(argparse.Action):
         setattr(namespace, self.dest, held)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``cetpick train: error: ...``) and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _bin_value(text: str):
+    """``--bin``: ``auto`` or a positive whole number."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be auto or a positive whole number, not {text!r}")
+    return value
+
+
+def _writable_folder(folder, what: str) -> Path:
+    """Create ``folder`` if needed and make sure files can be written there, else CetpickError.
+
+    Checked before long work starts, so a bad output place never costs a training run.
+    """
+    import tempfile
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CetpickError(f"{folder}: is a file, not a folder; cannot write the {what} there.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".cetpick-write-test-"):
+            pass
+    except OSError as exc:
+        raise CetpickError(f"{folder}: cannot write the {what} there ({exc.strerror or exc}).") from None
+    return folder
+
+
+def _model_out_path(args, inputs) -> Path:
+    """The model file to write: ``.ckpt`` (added when missing), in a writable folder, not an input."""
+    from .checkpoint import MODEL_EXTENSION
+
+    out = Path(args.out)
+    if not out.suffix:
+        out = out.with_suffix(MODEL_EXTENSION)
+    if out.suffix.lower() != MODEL_EXTENSION:
+        raise CetpickError(f"{out}: model files end in {MODEL_EXTENSION}; choose --out NAME{MODEL_EXTENSION}.")
+    if out.is_dir():
+        raise CetpickError(f"{out}: is a folder; give a file name for --out.")
+    for i in inputs:
+        if i and Path(i).exists() and out.exists() and out.resolve() == Path(i).resolve():
+            raise CetpickError(f"{out}: is one of the input files; choose another --out.")
+    _writable_folder(out.parent if str(out.parent) else Path("."), "model")
+    return out
+
+
 def _thickness_axis(args) -> int | None:
     if getattr(args, "thickness_axis", None) not in (None, "auto"):
         return int(args.thickness_axis)
@@ -76,6 +133,56 @@ def _open(path, args):
     from .io import open_tomogram
 
     return open_tomogram(path, thickness_axis=_thickness_axis(args), voxel_size_a=getattr(args, "voxel_size", None))
+
+
+def _copick_training_pairs(args) -> list[tuple]:
+    """(Tomogram, labels zyx) pairs from the picks of one object in a copick project."""
+    import numpy as np
+
+    from .io.copick_project import copick_runs_with_picks, open_copick, open_copick_tomogram, read_copick_picks
+
+    if args.voxel_spacing is None or not args.tomo_type or not args.object:
+        raise CetpickError("--copick needs --object, --voxel-spacing and --tomo-type.")
+    root = open_copick(args.copick)
+    runs = list(dict.fromkeys(args.run or [])) or copick_runs_with_picks(root, args.object, args.user_id,
+                                                                          args.session_id)
+    if not runs:
+        who = "".join(f" {k} {v!r}" for k, v in (("user", args.user_id), ("session", args.session_id)) if v)
+        raise CetpickError(f"{Path(args.copick).name}: no run has picks of {args.object!r}{who}.")
+    pairs = []
+    for run in runs:
+        sets = read_copick_picks(root, run, args.object, args.voxel_spacing, args.user_id, args.session_id)
+        zyx = np.concatenate([s.zyx for s in sets]) if sets else np.zeros((0, 3))
+        if len(zyx) == 0:
+            raise CetpickError(f"copick run {run!r} has no picks of {args.object!r}; drop it from --run.")
+        # several users' picks of one particle: keep one per voxel
+        _, first = np.unique(np.round(zyx), axis=0, return_index=True)
+        tomo = open_copick_tomogram(root, run, args.voxel_spacing, args.tomo_type)
+        pairs.append((tomo, zyx[np.sort(first)], None))
+    args.copick_runs = runs
+    if args.bbox is None and args.diameter_a is None:
+        from .io.copick_project import copick_object_diameter_a
+
+        args.diameter_a = copick_object_diameter_a(root, args.object)
+    return pairs
+
+
+def _drop_duplicates(zyx, source) -> "np.ndarray":
+    """Labels with repeats (closer than half a voxel to an earlier one) removed, saying so."""
+    import numpy as np
+    from scipy.spatial import cKDTree
+
+    zyx = np.asarray(zyx, float).reshape(-1, 3)
+    if len(zyx) < 2:
+        return zyx
+    pairs = cKDTree(zyx).query_pairs(0.5, output_type="ndarray")
+    if len(pairs) == 0:
+        return zyx
+    drop = np.zeros(len(zyx), bool)
+    drop[pairs.max(axis=1)] = True
+    print(f"cetpick: warning: {Path(str(source)).name}: {int(drop.sum())} duplicate label(s) (the same "
+          f"particle clicked twice) ignored", file=sys.stderr)
+    return zyx[~drop]
 
 
 def _read_clicks(path, tomo, fmt):
@@ -94,6 +201,8 @@ def _training_pairs(args) -> list[tuple]:
     if getattr(args, "negatives", None) and (args.train_img_txt or args.train_coord_txt):
         raise CetpickError("--negatives belongs to a --tomogram; it cannot be used with --train_img_txt.")
     pairs = []
+    if getattr(args, "copick", None):
+        return _copick_training_pairs(args)
     if args.train_img_txt or args.train_coord_txt:
         if not (args.train_img_txt and args.train_coord_txt):
             raise CetpickError("Give both --train_img_txt and --train_coord_txt.")
@@ -107,7 +216,7 @@ def _training_pairs(args) -> list[tuple]:
             from .io import check_inside
 
             check_inside(lab, tomo.shape_zyx, args.train_coord_txt)
-            pairs.append((tomo, lab, None))
+            pairs.append((tomo, _drop_duplicates(lab, f"{args.train_coord_txt} ({name})"), None))
     else:
         if not args.tomogram:
             raise CetpickError("Give --tomogram and --labels (or --train_img_txt and --train_coord_txt).")
@@ -117,27 +226,10 @@ def _training_pairs(args) -> list[tuple]:
         negatives = getattr(args, "negatives", None) or {}
         for i, (t, l) in enumerate(zip(args.tomogram, args.labels)):
             tomo = _open(t, args)
-            lab = _read_clicks(l, tomo, args.labels_format)
+            lab = _drop_duplicates(_read_clicks(l, tomo, args.labels_format), l)
             neg = _read_clicks(negatives[i], tomo, args.labels_format) if i in negatives else None
             pairs.append((tomo, lab, neg))
     return pairs
-
-
-def _read_mask(path, tomo):
-    """An ignore mask for an opened tomogram: nonzero = keep, in the tomogram file's own layout.
-
-    Returns a ``(Z, Y, X)`` uint8 array in the napari frame of the tomogram.
-    """
-    import numpy as np
-
-    from .io import open_tomogram
-
-    mask = open_tomogram(path, thickness_axis=tomo.layout.thickness_axis)
-    if tuple(mask.layout.file_shape) != tuple(tomo.layout.file_shape):
-        raise CetpickError(f"{path}: mask shape {tuple(mask.layout.file_shape)} differs from the tomogram's "
-                           f"{tuple(tomo.layout.file_shape)}; the mask must have the tomogram's shape, in the "
-                           f"same file layout (nonzero = keep).")
-    return (np.asarray(mask.data) != 0).astype(np.uint8)
 
 
 def _masks_for(args, tomograms) -> list | None:
@@ -147,7 +239,9 @@ def _masks_for(args, tomograms) -> list | None:
         return None
     if getattr(args, "train_img_txt", None) or getattr(args, "train_coord_txt", None):
         raise CetpickError("--mask belongs to a --tomogram; it cannot be used with --train_img_txt.")
-    return [_read_mask(held[i], t) if i in held else None for i, t in enumerate(tomograms)]
+    from .io import open_mask
+
+    return [open_mask(held[i], t) if i in held else None for i, t in enumerate(tomograms)]
 
 
 # ----------------------------------------------------------------------------- commands
@@ -159,14 +253,25 @@ def _train_knobs(args) -> dict:
         contrastive=args.contrastive, cr_weight=args.cr_weight, temp=args.temp, num_epochs=args.num_epochs,
         max_steps=args.max_steps, lr=args.lr, lr_step=tuple(args.lr_step) if args.lr_step else None, arch=args.arch,
         batch_size=args.batch_size, gauss=args.gauss, compress=args.compress,
-        bin=(None if args.bin is None else (args.bin if args.bin == "auto" else int(args.bin))), seed=args.seed,
+        translation_ratio=args.translation_ratio, bin=args.bin, seed=args.seed,
     )
+
+
+def _with_copick_info(ckpt, args):
+    """Record the copick object a model was trained on (detection writes its picks back under it)."""
+    if getattr(args, "copick", None):
+        ckpt.info["copick"] = {"object": args.object, "voxel_spacing_a": float(args.voxel_spacing),
+                               "tomo_type": args.tomo_type, "runs": list(args.copick_runs)}
+    return ckpt
 
 
 def cmd_train(args) -> int:
     from .config import preset
     from .train import Trainer, correction_config
 
+    out_path = _model_out_path(args, [*(args.tomogram or []), *(args.labels or []),
+                                      *(getattr(args, "negatives", None) or {}).values(), args.train_img_txt,
+                                      args.train_coord_txt])
     pairs = _training_pairs(args)
     vsizes = {p[0].voxel_size_a for p in pairs}
     if len(vsizes) > 1:
@@ -200,95 +305,192 @@ def cmd_train(args) -> int:
           f"{trainer.diameter_vox:g} voxels, bin {trainer.bin_xy}, tau {trainer.tau:.3g}, {trainer.total_steps} steps "
           f"on {trainer.device_name}", file=sys.stderr)
     bar = _Bar("train", args.quiet)
-    gen = trainer.steps()
+    # the weights are saved before anything after training (threshold calibration) can fail
+    gen = trainer.steps(calibrate=False)
     message = ""
-    while True:
-        try:
-            pr = next(gen)
-        except StopIteration:
-            break
-        bar.update(pr.step, pr.total, f"loss {pr.loss:.4f}", pr.eta_s)
-        message = pr.message or message
-    ckpt = trainer.checkpoint()
-    out = ckpt.save(args.out)
-    print(f"Saved model to {out} ({ckpt.summary()}) in {time.perf_counter() - t0:.1f} s")
+    replaced = out_path.exists()
+    try:
+        for pr in gen:
+            bar.update(pr.step, pr.total, f"loss {pr.loss:.4f}", pr.eta_s)
+            message = pr.message or message
+    except KeyboardInterrupt:
+        trainer.status = f"interrupted at step {trainer.step} of {trainer.total_steps}"
+        if trainer.step == 0:
+            print("\ncetpick: interrupted before the first training step; no model saved", file=sys.stderr)
+            return 130
+        out = trainer.checkpoint(calibrate=False).save(out_path)
+        print(f"\ncetpick: interrupted: the model after {trainer.step} of {trainer.total_steps} steps was saved to "
+              f"{out} (threshold not calibrated; continue with --continue-from {out})", file=sys.stderr)
+        return 130
+    out = _with_copick_info(trainer.checkpoint(calibrate=False), args).save(out_path)
+    try:
+        ckpt = _with_copick_info(trainer.checkpoint(), args)
+    except KeyboardInterrupt:
+        print(f"\ncetpick: interrupted during threshold calibration; the trained model was saved to {out} "
+              "without a calibrated threshold (give --threshold when detecting)", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001  (the model is safe on disk; say what failed, in one line)
+        print(f"cetpick: error: threshold calibration failed ({type(exc).__name__}: {exc}); the trained model was "
+              f"saved to {out} without a calibrated threshold (give --threshold when detecting)", file=sys.stderr)
+        return 1
+    out = ckpt.save(out_path)
+    print(f"Saved model to {out}{' (replaced the existing file)' if replaced else ''} ({ckpt.summary()}) "
+          f"in {time.perf_counter() - t0:.1f} s")
     if message:
         print(f"cetpick: error: {message}", file=sys.stderr)
         return 1
     return 0
 
 
-def _detect_targets(args) -> list[tuple[str, Path]]:
-    from .io import read_image_list
+def write_detection(res, tomo, out_dir: Path, stem: str, fmt: str, heatmap: bool = True) -> dict[str, Path]:
+    """Write picks (and the heatmap MRC) of one tomogram, each file atomically; returns the paths."""
+    from .batch import write_outputs
 
-    targets = []
-    if args.test_img_txt:
-        targets += [(name, Path(p)) for name, p in read_image_list(args.test_img_txt).items()]
-    targets += [(Path(t).stem, Path(t)) for t in (args.tomogram or [])]
-    if not targets:
-        raise CetpickError("Give --tomogram (or --test_img_txt).")
-    return targets
+    return write_outputs(res, tomo, out_dir, stem, fmt, heatmap=heatmap)
 
 
-def run_detection(ckpt, tomo, args, quiet: bool = False, mask=None):
-    """Detect in one opened tomogram with CLI-style arguments; returns the DetectResult.
+class _BatchDisplay:
+    """Progress of a batch on stderr: on a terminal one line (tomograms with ETA, then the tiles
+    of the tomogram(s) being detected); in a log, one line per tenth of each tomogram's tiles."""
 
-    ``mask``: ``(Z, Y, X)`` array in the tomogram's napari frame, 0 where picks are dropped.
-    """
-    from .config import DetectConfig
-    from .detect import detect
+    def __init__(self, total: int, quiet: bool = False):
+        self.total, self.quiet = total, quiet
+        self.tty = sys.stderr.isatty()
+        self._deciles: dict = {}
+        self._shown = False
 
-    cfg = DetectConfig(threshold=args.threshold, K=args.K, min_distance_vox=args.min_distance,
-                       margin_z=args.margin_z, margin_xy=args.margin_xy, tile_xy=args.tile_xy)
-    bar = _Bar(f"detect {tomo.name or ''}".strip(), quiet)
-    extra = {} if mask is None else {"mask": mask}
-    gen = detect(ckpt, tomo.data, cfg, voxel_size_a=tomo.voxel_size_a, device=args.device, **extra)
+    def clear(self) -> None:
+        if self.tty and self._shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+            self._shown = False
+
+    def update(self, pr) -> None:
+        if self.quiet:
+            return
+        if self.tty:
+            frac = (pr.done + sum(t / max(n, 1) for t, n in pr.running.values())) / max(pr.total, 1)
+            eta = "" if pr.eta_s is None else f" ETA {pr.eta_s:5.0f}s"
+            tiles = " ".join(f"{k} {t}/{n}" for k, (t, n) in list(pr.running.items())[:3])
+            line = f"detect [{'#' * int(frac * 30):<30}] {pr.done}/{pr.total}{eta}  {'tiles ' + tiles if tiles else ''}"
+            sys.stderr.write("\r\033[K" + line[:160])
+            sys.stderr.flush()
+            self._shown = True
+            return
+        for name, (t, n) in pr.running.items():
+            dec = int(10 * t / max(n, 1))
+            if self._deciles.get(name) != dec:
+                self._deciles[name] = dec
+                eta = "" if pr.eta_s is None else f", batch ETA {pr.eta_s:.0f} s"
+                sys.stderr.write(f"detect {name}: tile {t}/{n} [{pr.done}/{pr.total} tomograms done{eta}]\n")
+                sys.stderr.flush()
+
+
+def _print_result(r, as_json: bool, done: int, total: int) -> None:
+    for w in r.warnings:
+        print(f"cetpick: warning: {r.name}: {w}", file=sys.stderr)
+    if r.status == "failed":
+        print(f"cetpick: error: {r.source}: {r.error}", file=sys.stderr)
+    if as_json:
+        print(json.dumps(r.to_dict()), flush=True)
+    elif r.status == "ok":
+        print(f"[{done}/{total}] {r.name}: {r.picks} picks at threshold {r.threshold:.3f} in {r.seconds:.1f} s -> "
+              + ", ".join(r.outputs.values()), flush=True)
+    elif r.status == "skipped":
+        print(f"[{done}/{total}] {r.name}: skipped, outputs exist", flush=True)
+
+
+def _summary_table(results) -> str:
+    rows = [("tomogram", "picks", "threshold", "seconds", "status")]
+    for r in results:
+        rows.append((r.name, "-" if r.picks is None else str(r.picks),
+                     "-" if r.threshold is None else f"{r.threshold:.3f}",
+                     "-" if r.status == "skipped" else f"{r.seconds:.1f}", r.status))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = ["  ".join(c.ljust(w) if i in (0, 4) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    n = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
+    lines.append(f"{len(results)} tomograms: {n['ok']} ok, {n['skipped']} skipped, {n['failed']} failed")
+    return "\n".join(lines)
+
+
+def _detect_jobs_and_options(args):
+    """The jobs and options of `cetpick detect` (files or a copick project)."""
+    from .batch import BatchOptions, load_model, plan_copick_jobs, plan_file_jobs
+
+    ckpt = load_model(args.model)  # a bad model stops the command before any job
+    common = dict(model=str(Path(args.model).resolve()), threshold=args.threshold, K=args.K,
+                  min_distance_vox=args.min_distance, margin_z=args.margin_z, margin_xy=args.margin_xy,
+                  tile_xy=args.tile_xy, device=args.device)
+    if args.copick:
+        from .io.copick_project import copick_object_diameter_a, open_copick
+
+        if args.tomogram or args.tomogram_list or args.test_img_txt or args.out_dir:
+            raise CetpickError("--copick reads tomograms from the project and writes picks into it; "
+                               "leave out --tomogram, --tomogram-list, --test_img_txt and --out-dir.")
+        if args.voxel_spacing is None or not args.tomo_type:
+            raise CetpickError("--copick needs --voxel-spacing and --tomo-type.")
+        obj = args.object or ckpt.info.get("copick", {}).get("object")
+        if not obj:
+            raise CetpickError(f"{args.model}: the model was not trained on a copick object; give --object NAME.")
+        copick_object_diameter_a(open_copick(args.copick), obj)  # the object must exist in the project
+        opts = BatchOptions(**common, copick_config=str(Path(args.copick).resolve()), object_name=obj,
+                            voxel_spacing_a=float(args.voxel_spacing), tomo_type=args.tomo_type,
+                            out_user_id=args.out_user_id, out_session_id=str(args.out_session_id))
+        jobs = plan_copick_jobs(args.copick, args.run or [], args.voxel_spacing, args.tomo_type)
+    else:
+        if not args.out_dir:
+            raise CetpickError("Give --out-dir (or --copick CONFIG to write picks into a copick project).")
+        for flag in ("run", "object", "voxel_spacing", "tomo_type"):
+            if getattr(args, flag) not in (None, []):
+                raise CetpickError(f"--{flag.replace('_', '-')} is for copick projects; give --copick CONFIG too.")
+        _writable_folder(args.out_dir, "picks")  # before any tomogram is read
+        opts = BatchOptions(**common, out_dir=str(Path(args.out_dir).resolve()), fmt=args.format,
+                            heatmap=not args.no_heatmap, thickness_axis=_thickness_axis(args),
+                            voxel_size_a=args.voxel_size)
+        jobs = plan_file_jobs(args.tomogram or [], args.tomogram_list or [],
+                              [args.test_img_txt] if args.test_img_txt else [])
+        jobs = _with_masks(jobs, args)
+    return jobs, opts
+
+
+def _with_masks(jobs, args) -> list:
+    """Each ``--mask`` goes to the job of the ``--tomogram`` it follows (one file, not a pattern)."""
+    held = getattr(args, "mask", None) or {}
+    if not held:
+        return jobs
+    from .batch import _expand
+
+    masks = {}
+    for i, mask in held.items():
+        files = _expand(args.tomogram[i])
+        if len(files) != 1:
+            raise CetpickError(f"--mask {mask} follows --tomogram {args.tomogram[i]}, which names "
+                               f"{len(files)} files; a mask belongs to one tomogram file.")
+        masks[str(files[0].resolve())] = str(Path(mask).resolve())
+    return [replace(job, mask=masks.get(job.path)) for job in jobs]
+
+
+def cmd_detect(args) -> int:
+    """Detect in every tomogram given, each isolated from the others; exit 2 if any failed."""
+    from .batch import run_batch
+
+    jobs, opts = _detect_jobs_and_options(args)
+    display = _BatchDisplay(len(jobs), args.quiet)
+    gen = run_batch(jobs, opts, skip_existing=args.skip_existing, dask=args.dask)
     while True:
         try:
             pr = next(gen)
         except StopIteration as stop:
-            return stop.value
-        bar.update(pr.tile, pr.n_tiles, "tiles", pr.eta_s)
-
-
-def write_detection(res, tomo, out_dir: Path, stem: str, fmt: str, heatmap: bool = True) -> dict[str, Path]:
-    """Write picks (and the heatmap MRC) of one tomogram; returns the paths."""
-    import pandas as pd
-
-    from .io import write_heatmap, write_points
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    feats = pd.DataFrame({"score": res.scores.astype(float)})
-    paths["picks"] = write_points(out_dir / f"{stem}_picks{PICK_FORMATS[fmt]}", res.zyx, features=feats, fmt=fmt,
-                                  layout=tomo.layout, voxel_size_a=tomo.voxel_size_a, tomogram_name=stem,
-                                  shape_zyx=tomo.shape_zyx)
-    if heatmap:
-        paths["heatmap"] = write_heatmap(out_dir / f"{stem}_heatmap.mrc", res.heatmap, res.scale, res.translate,
-                                         voxel_size_a=tomo.voxel_size_a, layout=tomo.layout)
-    return paths
-
-
-def cmd_detect(args) -> int:
-    from .checkpoint import Checkpoint
-
-    targets = _detect_targets(args)
-    masks = getattr(args, "mask", None) or {}
-    first = len(targets) - len(args.tomogram or [])  # --test_img_txt targets come first and have no mask
-    ckpt = Checkpoint.load(args.model)
-    out_dir = Path(args.out_dir)
-    for i, (name, path) in enumerate(targets):
-        tomo = _open(path, args)
-        mask = _read_mask(masks[i - first], tomo) if (i - first) in masks else None
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            res = run_detection(ckpt, tomo, args, args.quiet, mask=mask)
-        for w in caught:
-            print(f"cetpick: warning: {w.message}", file=sys.stderr)
-        paths = write_detection(res, tomo, out_dir, name, args.format, heatmap=not args.no_heatmap)
-        print(f"{name}: {len(res.zyx)} picks at threshold {res.threshold:.3f} in {res.elapsed_s:.1f} s -> "
-              + ", ".join(str(p) for p in paths.values()))
-    return 0
+            results = stop.value
+            break
+        if pr.result is not None:
+            display.clear()
+            _print_result(pr.result, args.json, pr.done, pr.total)
+        display.update(pr)
+    display.clear()
+    print(_summary_table(results), file=sys.stderr if args.json else sys.stdout)
+    return 2 if any(r.status == "failed" for r in results) else 0
 
 
 def cmd_evaluate(args) -> int:
@@ -339,12 +541,13 @@ def cmd_demo(args) -> int:
     from .detect import detect
     from .evaluate import evaluate
     from .io import open_tomogram
-    from .synthetic import save_synthetic, simulate_tomogram
+    from .synthetic import check_simulation_args, save_synthetic, simulate_tomogram
     from .train import Trainer
     from .utils import run_generator
 
     out = Path(args.out_dir)
     shape = tuple(args.shape)
+    check_simulation_args(shape, args.voxel_size, args.snr)
     t0 = time.perf_counter()
     print(f"[1/5] Simulating two {shape} tomograms at {args.voxel_size:g} Å (SNR {args.snr:g}) ...", file=sys.stderr)
     sims, paths = [], []
@@ -361,7 +564,7 @@ def cmd_demo(args) -> int:
     cfg = preset("default", diameter_a=diameter_a, seed=args.seed, max_steps=args.steps, num_epochs=args.steps)
     trainer = Trainer([tomo1.data], [sims[0].labels], cfg, voxel_size_a=tomo1.voxel_size_a, device=args.device)
     bar = _Bar("train", args.quiet)
-    for pr in trainer.steps():
+    for pr in trainer.steps(calibrate=False):  # calibrated once, below
         bar.update(pr.step, pr.total, f"loss {pr.loss:.4f}", pr.eta_s)
     ckpt = trainer.checkpoint()
     model_path = ckpt.save(out / "model.ckpt")
@@ -403,7 +606,7 @@ def _add_volume_options(p) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from .config import ARCHS, PRESETS
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cetpick",
         description="Sparse-label particle picking in cryo-electron tomograms (the cet_pick PU detector).",
         epilog="Coordinates: see docs/coordinates.md. Every sub-command has --help.")
@@ -452,7 +655,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels-format", default=None, help="force the label format (default: from the extension)")
     p.add_argument("--train_img_txt", help="the original's image list (image_name<TAB>rec_path)")
     p.add_argument("--train_coord_txt", help="the original's coordinate list (image_name x_coord y_coord z_coord)")
-    p.add_argument("--out", required=True, help="model file to write (.ckpt)")
+    p.add_argument("--out", required=True,
+                   help="model file to write (.ckpt; added when missing). Written as soon as training ends, "
+                        "and on Ctrl-C with the steps done so far")
     p.add_argument("--preset", default="default", choices=PRESETS,
                    help="default: our fast, augmented settings; cetpick: the published settings")
     g = p.add_argument_group("particle")
@@ -477,7 +682,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gauss", type=float, help="sigma of a Gaussian pre-filter (working voxels; 0 = none)")
     g.add_argument("--compress", action=argparse.BooleanOptionalAction, default=None,
                    help="average slice pairs (z binning by 2)")
-    g.add_argument("--bin", default=None, help="binning before the network: auto or an integer")
+    g.add_argument("--translation_ratio", type=float,
+                   help="jitter of training crops around their labels (the original's knob; default from the preset)")
+    g.add_argument("--bin", default=None, type=_bin_value, help="binning before the network: auto or an integer")
     g.add_argument("--seed", type=int, help="random seed (training is deterministic on CPU)")
     p.add_argument("--continue-from", metavar="MODEL",
                    help="a correction round: fine-tune this model with the (added) labels and negatives; keeps its "
@@ -485,27 +692,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", action=_PerTomogram, metavar="M.mrc",
                    help="ignore regions of the preceding --tomogram: an MRC of the tomogram's shape in the same "
                         "file layout, nonzero = keep, zero = left out of training")
+    g = p.add_argument_group("copick project (instead of --tomogram/--labels)")
+    g.add_argument("--copick", metavar="CONFIG.json", help="train on the picks of a copick project")
+    g.add_argument("--object", help="pickable object whose picks are the labels (its radius gives the diameter "
+                                    "unless --bbox/--diameter-a is given)")
+    g.add_argument("--user-id", help="only picks by this user (default: every user's picks, none by tools)")
+    g.add_argument("--session-id", help="only picks of this session")
+    g.add_argument("--run", action="append", help="train on this run (repeat; default: every run with such picks)")
+    g.add_argument("--voxel-spacing", type=float, metavar="A", help="voxel spacing of the tomograms to read (Å)")
+    g.add_argument("--tomo-type", help="tomogram type to read, e.g. wbp or denoised")
     _add_volume_options(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("detect", help="detect particles with a trained model")
+    p = sub.add_parser(
+        "detect", help="detect particles with a trained model in one or many tomograms",
+        description="Detect particles in every tomogram given, one job per tomogram. A tomogram that fails is "
+                    "reported in one line and the others go on; the exit status is 2 if any failed or if an "
+                    "error stops the whole command (such as a missing model), 0 otherwise.",
+        epilog="Examples: cetpick detect --model m.ckpt --tomogram 'tomos/*.mrc' --out-dir picks --dask local:2;  "
+               "cetpick detect --model m.ckpt --copick project.json --voxel-spacing 10 --tomo-type wbp")
     p.add_argument("--model", required=True)
-    p.add_argument("--tomogram", action="append", help="tomogram to detect in (repeat for several)")
+    p.add_argument("--tomogram", action="append",
+                   help="tomogram file, or a quoted pattern such as 'dir/*.mrc' (repeat for several)")
+    p.add_argument("--tomogram-list", action="append", metavar="FILE",
+                   help="file with one tomogram path (or pattern) per line; relative to the file's folder")
     p.add_argument("--test_img_txt", help="the original's image list of tomograms")
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--out-dir", help="folder for the picks and heatmaps (not with --copick)")
     p.add_argument("--format", default="imod", choices=sorted(PICK_FORMATS),
                    help="picks file: imod (.txt, default), mod, star (RELION 4), star5 (RELION 5), csv "
                         "(with scores), cetpick (the original's 'x z y score')")
-    p.add_argument("--threshold", type=float, help="score threshold (default: calibrated when training)")
+    p.add_argument("--threshold", "--out_thresh", dest="threshold", type=float,
+                   help="score threshold (default: calibrated when training); --out_thresh is the original's name")
     p.add_argument("--K", type=int, help="keep at most K picks")
     p.add_argument("--min-distance", type=float, help="minimum distance between picks in voxels (default: radius)")
-    p.add_argument("--margin-z", type=int, default=0, help="drop picks this close to the top/bottom (voxels)")
+    p.add_argument("--margin-z", "--cutoff_z", dest="margin_z", type=int, default=0,
+                   help="drop picks within this many slices of the top and bottom (tomogram voxels); "
+                        "--cutoff_z is the original's name")
     p.add_argument("--margin-xy", type=int, default=0, help="drop picks this close to the xy borders (voxels)")
-    p.add_argument("--tile-xy", type=int, default=256, help="tile size in working voxels (memory)")
+    p.add_argument("--tile-xy", type=int, default=256, help="tile size in working voxels (memory; rounded down to a multiple of the network's 8, 16 or 32)")
     p.add_argument("--no-heatmap", action="store_true", help="do not write the heatmap MRC")
     p.add_argument("--mask", action=_PerTomogram, metavar="M.mrc",
                    help="ignore regions of the preceding --tomogram: an MRC of the tomogram's shape in the same "
                         "file layout, nonzero = keep; picks in zero regions are dropped")
+    g = p.add_argument_group("many tomograms")
+    g.add_argument("--skip-existing", action="store_true",
+                   help="skip tomograms whose outputs all exist (resume an interrupted run; files are written "
+                        "atomically, so a killed run leaves no half-written file)")
+    g.add_argument("--json", action="store_true",
+                   help="print one JSON line per tomogram on stdout (the summary table goes to stderr)")
+    g.add_argument("--dask", metavar="ADDRESS",
+                   help="run the jobs on a Dask cluster: a scheduler address (tcp://host:8786) or local:N for N "
+                        "worker processes on this machine; needs pip install 'napari-cetpick[dask]' and paths "
+                        "the workers can read (docs/cluster.md)")
+    g = p.add_argument_group("copick project (instead of --tomogram and --out-dir)")
+    g.add_argument("--copick", metavar="CONFIG.json",
+                   help="read tomograms from this copick project and write the picks (with scores) into it")
+    g.add_argument("--run", action="append", help="detect in this run (repeat; default: every run with the tomogram)")
+    g.add_argument("--voxel-spacing", type=float, metavar="A", help="voxel spacing of the tomograms to read (Å)")
+    g.add_argument("--tomo-type", help="tomogram type to read, e.g. wbp or denoised")
+    g.add_argument("--object", help="pickable object to write (default: the one the model was trained on)")
+    g.add_argument("--out-user-id", default="cetpick", help="user id of the written picks (default: cetpick)")
+    g.add_argument("--out-session-id", default="0", help="session id of the written picks (default: 0, a tool)")
     _add_volume_options(p)
     p.set_defaults(func=cmd_detect)
 

@@ -9,10 +9,34 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from .errors import CetpickError
+from .errors import CetpickError, plain
 
-ARCHS = ("unet_small", "unet_4", "unet_5", "unet3d_small", "unet3d")
+# Channels of the stem, of each 2D U-Net level, and of the feature map fed to the 3D head
+# (see ``model/network.py``). Kept here, free of torch, so that settings can be checked and
+# memory estimated without loading torch.
+ARCH_SPECS: dict[str, dict] = {
+    # fast CPU default: ~0.2 M parameters
+    "unet_small": {"stem": 16, "levels": (16, 32, 64), "feat": 16, "embed": 16},
+    # the published networks (~2.0 M and ~7.8 M parameters)
+    "unet_4": {"stem": 16, "levels": (32, 64, 128, 256), "feat": 32, "embed": 32},
+    "unet_5": {"stem": 16, "levels": (32, 64, 128, 256, 512), "feat": 32, "embed": 32},
+    # true 3D U-Nets (stride-2 stem, output stride 2 on every axis)
+    "unet3d_small": {"kind": "3d", "stem": 16, "levels": (16, 32, 64), "embed": 16},
+    "unet3d": {"kind": "3d", "stem": 16, "levels": (24, 48, 96), "embed": 16},
+}
+ARCHS = tuple(ARCH_SPECS)
 PRESETS = ("default", "cetpick")
+
+
+def network_multiple(arch: str) -> int:
+    """The network's input y/x sizes must be multiples of this (8, 16 or 32).
+
+    The stem halves y and x, then the U-Net max-pools ``len(levels) - 1`` times, so the
+    input must divide by ``2 * 2 ** (len(levels) - 1) = 2 ** len(levels)``.
+    """
+    if arch not in ARCH_SPECS:
+        raise CetpickError(f"Unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}.")
+    return 2 ** len(ARCH_SPECS[arch]["levels"])
 
 
 @dataclass
@@ -52,7 +76,9 @@ class TrainConfig:
     batch_size : int
         Crop pairs per optimiser step.
     crop_xy, crop_z : int
-        Crop size in working voxels (xy must be a multiple of 16).
+        Crop size in working voxels; xy must be a multiple of the network's
+        :func:`network_multiple` (8 for ``unet_small``, 16 for ``unet_4``, 32 for ``unet_5``)
+        and at least 32.
     gauss : float
         Sigma of a 3D Gaussian pre-filter in working voxels (0 = none).
     compress : bool
@@ -122,8 +148,10 @@ class TrainConfig:
         """Raise :class:`CetpickError` for settings that cannot work."""
         if self.arch not in ARCHS:
             raise CetpickError(f"Unknown architecture {self.arch!r}; choose one of {', '.join(ARCHS)}.")
-        if self.crop_xy % 16 or self.crop_xy < 32:
-            raise CetpickError(f"crop_xy must be a multiple of 16 and at least 32, got {self.crop_xy}.")
+        mult = network_multiple(self.arch)
+        if self.crop_xy % mult or self.crop_xy < max(32, mult):
+            raise CetpickError(f"crop_xy must be a multiple of {mult} (the {self.arch} network's) and at least "
+                               f"{max(32, mult)}, got {self.crop_xy}.")
         if self.crop_z < 3:
             raise CetpickError(f"crop_z must be at least 3 slices, got {self.crop_z}.")
         if self.label_fraction is not None and not (0 < self.label_fraction <= 1):
@@ -135,7 +163,7 @@ class TrainConfig:
         if self.augment not in ("full", "flip") or self.blob not in ("physical", "cetpick"):
             raise CetpickError("augment must be 'full' or 'flip'; blob 'physical' or 'cetpick'.")
         if self.bin != "auto" and (not isinstance(self.bin, int) or self.bin < 1):
-            raise CetpickError(f"bin must be 'auto' or a positive integer, got {self.bin!r}.")
+            raise CetpickError(f"bin must be 'auto' or a positive integer, got {plain(self.bin)}.")
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:
@@ -175,7 +203,8 @@ class DetectConfig:
     margin_z, margin_xy : int
         Drop picks within this many tomogram voxels of the borders.
     tile_xy, tile_z : int
-        Tile size in working voxels (memory is bounded by the tile, not the tomogram).
+        Tile size in working voxels (memory is bounded by the tile, not the tomogram);
+        ``tile_xy`` is rounded down to a multiple of the network's :func:`network_multiple`.
     candidate_floor : float
         All local maxima above this score are cached for live threshold changes.
     refine : bool
@@ -197,4 +226,4 @@ class DetectConfig:
         return asdict(self)
 
 
-__all__ = ["TrainConfig", "DetectConfig", "preset", "ARCHS", "PRESETS", "field"]
+__all__ = ["TrainConfig", "DetectConfig", "preset", "network_multiple", "ARCH_SPECS", "ARCHS", "PRESETS", "field"]

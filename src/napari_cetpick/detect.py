@@ -87,6 +87,12 @@ def _bin_for_volume(ckpt: Checkpoint, voxel_size_a: float | None) -> tuple[int, 
         notes.append(f"Tomogram voxel size {voxel_size_a:g} Å differs from the model's {ckpt.voxel_size_a:g} Å: "
                      f"binning by {b} instead of {ckpt.bin_xy} to match.")
         return b, notes
+    if ckpt.voxel_size_a and not voxel_size_a:
+        notes.append(f"The tomogram's voxel size is unknown: assuming the model's {ckpt.voxel_size_a:g} Å "
+                     f"(binning by {ckpt.bin_xy}); set the voxel size if it differs.")
+    elif voxel_size_a and not ckpt.voxel_size_a:
+        notes.append(f"The model's voxel size is unknown: assuming this tomogram's {voxel_size_a:g} Å is the "
+                     f"one it was trained at (binning by {ckpt.bin_xy}).")
     return ckpt.bin_xy, notes
 
 
@@ -107,27 +113,42 @@ def _file_map(volume):
     return None
 
 
-def _release(file_map) -> None:
+def _is_read_only(file_map) -> bool:
+    """True for a map opened read-only (``ACCESS_READ``); False for writable or copy-on-write maps."""
+    try:
+        with memoryview(file_map) as view:
+            return bool(view.readonly)
+    except (TypeError, ValueError):  # closed or not a buffer
+        return False
+
+
+def _release(file_map) -> bool:
     """Drop the pages of a read-only file map from this process's memory (they stay on disk).
 
     Reading a large memory-mapped tomogram tile by tile otherwise leaves every page read
-    resident and counted in the process's RSS until the map is closed.
+    resident and counted in the process's RSS until the map is closed. Only read-only maps
+    are advised: on a copy-on-write map ``MADV_DONTNEED`` discards the pages changed in
+    memory (they revert to the file), and writable maps are left alone too. Returns True
+    when the pages were released.
     """
     import mmap
 
-    if file_map is None or not hasattr(mmap, "MADV_DONTNEED"):
-        return
+    if file_map is None or not hasattr(mmap, "MADV_DONTNEED") or not _is_read_only(file_map):
+        return False
     # where the advice is refused the OS still reclaims the clean pages under pressure
     with contextlib.suppress(OSError, ValueError):
         file_map.madvise(mmap.MADV_DONTNEED)
+        return True
+    return False
 
 
 def chunked_candidates(heat: np.ndarray, floor: float, margin_zyx, scale, translate, refine: bool, shape_zyx,
                        chunk: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """:func:`~napari_cetpick.peaks.candidates` over z-chunks of the heatmap.
 
-    Each chunk is searched with one slice of halo on each side and keeps the maxima of its
-    own slices, so the temporaries are bounded by the chunk, not the heatmap. Margins are
+    Each chunk is searched with one slice of halo on each side and keeps the maxima whose
+    voxel (integer index; a plateau's first voxel) lies in its own slices, so each peak is
+    kept once and the temporaries are bounded by the chunk, not the heatmap. Margins are
     applied afterwards against the tomogram's borders.
     """
     scale, translate = np.asarray(scale, float), np.asarray(translate, float)
@@ -138,8 +159,12 @@ def chunked_candidates(heat: np.ndarray, floor: float, margin_zyx, scale, transl
         a, b = max(0, z0 - 1), min(nz, z1 + 1)
         t = translate.copy()
         t[0] += a * scale[0]
-        zyx, sc = candidates(heat[a:b], floor=floor, margin_vox=0, scale=scale, translate=t, refine=refine)
-        iz = np.round((zyx[:, 0] - translate[0]) / scale[0]).astype(int)
+        zyx, sc, vox = candidates(heat[a:b], floor=floor, margin_vox=0, scale=scale, translate=t, refine=refine,
+                                  return_index=True)
+        # the chunk owning a peak is the one holding the slice of its maximum (an integer), not
+        # the slice of its refined position: a plateau seen through the halo has a different
+        # centroid from each side and, rounded, could be kept twice or not at all
+        iz = vox[:, 0] + a
         own = (iz >= z0) & (iz < z1)
         out_zyx.append(zyx[own])
         out_s.append(sc[own])
@@ -217,12 +242,14 @@ def detect(ckpt: Checkpoint, volume, config: DetectConfig | None = None, voxel_s
         raise CetpickError(f"The tomogram {shape} is too small to detect in after binning by {geom.bin_zyx}.")
     stats = D.compute_norm_stats(volume, geom, ckpt.config.gauss)
     g_halo = int(math.ceil(3 * ckpt.config.gauss)) if ckpt.config.gauss > 0 else 0
-    # halos in working voxels, whole grid cells, so a tile's grid is a piece of the volume's grid
-    halo = [_round_up(c + (g_halo if ax == 0 else 2 * g_halo), s)
-            for ax, (c, s) in enumerate(zip(net.context_zyx, stride))]
+    # tile starts and halos are multiples of the network's multiple (itself a multiple of the
+    # output stride), so every block starts on the max-pool grid of the whole volume and its
+    # grid is a piece of the volume's grid: tiles agree with one untiled pass (no seams)
+    halo = [_round_up(c + (g_halo if ax == 0 else 2 * g_halo), m)
+            for ax, (c, m) in enumerate(zip(net.context_zyx, mult))]
     heat = np.zeros(grid_shape, np.float32)
     tile_sizes = (config.tile_z, config.tile_xy, config.tile_xy)
-    axes_tiles = [_tiles(int(used[ax]), int(tile_sizes[ax]), int(stride[ax])) for ax in range(3)]
+    axes_tiles = [_tiles(int(used[ax]), int(tile_sizes[ax]), int(mult[ax])) for ax in range(3)]
     tiles = [(z, y, x) for z in axes_tiles[0] for y in axes_tiles[1] for x in axes_tiles[2]]
     t0 = time.perf_counter()
     dev_name = describe(dev)

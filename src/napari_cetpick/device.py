@@ -44,9 +44,15 @@ def resolve_device(name: str | None = "auto"):
 
 
 def configure_threads(n_threads: int | None = None) -> int:
-    """Set torch's CPU threads (all cores by default) and return the number used."""
+    """Set torch's CPU threads (all cores by default) and return the number used.
+
+    The environment variable ``CETPICK_NUM_THREADS`` replaces the default, so that several
+    worker processes on one machine (``cetpick detect --dask local:N``) share its cores.
+    """
     import torch
 
+    if n_threads is None and os.environ.get("CETPICK_NUM_THREADS", "").strip().isdigit():
+        n_threads = int(os.environ["CETPICK_NUM_THREADS"])
     if n_threads is None:
         n_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     n_threads = max(1, int(n_threads))

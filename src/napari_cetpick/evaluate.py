@@ -28,7 +28,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components, min_weight_full_bipartite_matching
 from scipy.spatial import cKDTree
 
-from .errors import CetpickError
+from .errors import CetpickError, plain
 
 
 def _points(zyx, name: str) -> np.ndarray:
@@ -43,7 +43,7 @@ def _points(zyx, name: str) -> np.ndarray:
 def _check_radius(radius_vox: float) -> float:
     r = float(radius_vox)
     if not (r > 0 and math.isfinite(r)):
-        raise CetpickError(f"The matching radius must be a positive number of voxels, got {radius_vox!r}.")
+        raise CetpickError(f"The matching radius must be a positive number of voxels, got {plain(radius_vox)}.")
     return r
 
 
@@ -214,7 +214,7 @@ def _check_box(box) -> tuple[float, ...] | None:
         return None
     b = tuple(float(v) for v in box)
     if len(b) != 6 or not all(b[i] < b[i + 3] for i in range(3)):
-        raise CetpickError(f"The evaluation box must be (z0, y0, x0, z1, y1, x1) with z0 < z1 etc., got {box!r}.")
+        raise CetpickError(f"The evaluation box must be (z0, y0, x0, z1, y1, x1) with z0 < z1 etc., got {plain(box)}.")
     return b
 
 

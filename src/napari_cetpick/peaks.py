@@ -25,7 +25,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from .errors import CetpickError
+from .errors import CetpickError, plain
 
 Triple = Union[float, Sequence[float]]
 
@@ -46,7 +46,7 @@ def _triple(value: Triple | None, name: str, default: float = 0.0) -> np.ndarray
     if arr.ndim == 0:
         arr = np.repeat(arr, 3)
     if arr.shape != (3,) or not np.all(np.isfinite(arr)):
-        raise CetpickError(f"{name} must be a number or three numbers (z, y, x), got {value!r}.")
+        raise CetpickError(f"{name} must be a number or three numbers (z, y, x), got {plain(value)}.")
     return arr
 
 
@@ -54,12 +54,12 @@ def _distance_triple(min_distance_vox: Triple | None) -> np.ndarray | None:
     """Per-axis suppression distance, or None when there is no suppression."""
     d = _triple(min_distance_vox, "min_distance_vox")
     if np.any(d < 0):
-        raise CetpickError(f"min_distance_vox must not be negative, got {min_distance_vox!r}.")
+        raise CetpickError(f"min_distance_vox must not be negative, got {plain(min_distance_vox)}.")
     if np.all(d == 0):
         return None
     if np.any(d == 0):
         raise CetpickError(
-            f"min_distance_vox must be positive on every axis or zero on all, got {min_distance_vox!r}."
+            f"min_distance_vox must be positive on every axis or zero on all, got {plain(min_distance_vox)}."
         )
     return d
 
@@ -127,7 +127,8 @@ def candidates(
     translate: Triple = (0.0, 0.0, 0.0),
     refine: bool | str = True,
     shape_zyx: Sequence[int] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    return_index: bool = False,
+):
     """All local maxima of a 3D score map at or above ``floor``, in the tomogram frame.
 
     A voxel is a local maximum when it equals the maximum of its 3×3×3 neighbourhood.
@@ -150,6 +151,9 @@ def candidates(
     shape_zyx : (3,) ints, optional
         Shape of the tomogram; its borders (0 and shape - 1) are used for the margin.
         Default: the centres of the first and last heatmap voxels mapped to the tomogram.
+    return_index : bool
+        Also return the integer heatmap index of each maximum (for a plateau, its first
+        voxel in C order), e.g. to decide which chunk of a split heatmap owns a peak.
 
     Returns
     -------
@@ -157,6 +161,8 @@ def candidates(
         Candidate positions in tomogram voxels, sorted by descending score.
     scores : (n,) float32
         Heatmap value at each candidate's voxel.
+    index : (n, 3) int64
+        Only with ``return_index``: the heatmap voxel of each maximum.
     """
     hm = np.ascontiguousarray(heatmap)
     if hm.ndim != 3:
@@ -171,7 +177,7 @@ def candidates(
     translate_a = _triple(translate, "translate")
     margin_a = _triple(margin_vox, "margin_vox")
     if np.any(scale_a <= 0):
-        raise CetpickError(f"scale must be positive, got {scale!r}.")
+        raise CetpickError(f"scale must be positive, got {plain(scale)}.")
 
     # Border voxels compete only with the neighbours that exist.
     local_max = _max3(hm)
@@ -179,7 +185,8 @@ def candidates(
     del local_max
     idx = np.argwhere(mask)
     if idx.shape[0] == 0:
-        return np.zeros((0, 3), np.float64), np.zeros(0, np.float32)
+        empty = (np.zeros((0, 3), np.float64), np.zeros(0, np.float32))
+        return (*empty, np.zeros((0, 3), np.int64)) if return_index else empty
 
     # Two neighbouring maxima must have equal values, so connected maxima are plateaus.
     labels, n_lab = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
@@ -189,6 +196,7 @@ def candidates(
         if refine:
             pos += _refine_offsets(hm, idx, refine)
         scores = hm[tuple(idx.T)].astype(np.float32)
+        vox = idx
     else:
         lab = labels[tuple(idx.T)] - 1
         counts = np.bincount(lab, minlength=n_lab)
@@ -196,6 +204,7 @@ def candidates(
         pos /= counts[:, None]
         _, first = np.unique(lab, return_index=True)  # every label has a maximum
         rep = idx[first]
+        vox = rep
         scores = hm[tuple(rep.T)].astype(np.float32)
         if refine:
             single = counts == 1
@@ -211,9 +220,11 @@ def candidates(
             lo = np.zeros(3)
             hi = np.asarray(shape_zyx, float) - 1.0
         keep = np.all((zyx - lo >= margin_a) & (hi - zyx >= margin_a), axis=1)
-        zyx, scores = zyx[keep], scores[keep]
+        zyx, scores, vox = zyx[keep], scores[keep], vox[keep]
 
     order = np.argsort(-scores, kind="stable")
+    if return_index:
+        return zyx[order], scores[order], vox[order].astype(np.int64)
     return zyx[order], scores[order]
 
 

@@ -41,6 +41,8 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage, sparse
 
+from .errors import CetpickError, plain
+
 __all__ = [
     "CLASS_DIAMETERS_A",
     "DEFAULT_CONCENTRATION",
@@ -224,7 +226,7 @@ def particle_atoms(name: str, voxel_size_a: float = 10.0, max_atoms: int = 20000
         ``weights / voxel_size_a**3`` gives unit density inside the particle.
     """
     if name not in _SHAPES:
-        raise ValueError(f"unknown particle class {name!r}; known: {sorted(_SHAPES)}")
+        raise CetpickError(f"Unknown particle class {name!r}; known: {', '.join(sorted(_SHAPES))}.")
     rng = np.random.default_rng(_TEMPLATE_SEEDS[name])
     half = CLASS_DIAMETERS_A[name] / 2 + 20.0  # box half-width enclosing the shape
     spacing_a = voxel_size_a / 1.6
@@ -454,6 +456,20 @@ def _ctf(k2, wavelength_a, defocus_a, cs_a, amplitude_contrast, bfactor_a2):
 
 
 # --------------------------------------------------------------------------- public
+def check_simulation_args(shape, voxel_size_a: float, snr: float, label_fraction: float = 0.3) -> None:
+    """Raise :class:`CetpickError` (plain numbers, one line in the CLI) for settings that cannot work."""
+    if len(tuple(shape)) != 3:
+        raise CetpickError(f"The shape must be three sizes (z, y, x), not {plain(tuple(shape))}.")
+    if min(int(s) for s in shape) < 8:
+        raise CetpickError(f"The shape must be at least 8 voxels a side, not {plain(tuple(shape))}.")
+    if not (float(voxel_size_a) > 0 and np.isfinite(voxel_size_a)):
+        raise CetpickError(f"The voxel size must be a positive number of Å, not {plain(voxel_size_a)}.")
+    if not snr > 0:
+        raise CetpickError(f"snr must be > 0, not {plain(snr)}.")
+    if not 0 <= label_fraction <= 1:
+        raise CetpickError(f"label_fraction must lie in [0, 1], not {plain(label_fraction)}.")
+
+
 def simulate_tomogram(
     shape=(64, 256, 256),
     voxel_size_a: float = 10.0,
@@ -539,20 +555,16 @@ def simulate_tomogram(
     Particles are placed largest first by rejection sampling (no two exclusion spheres
     closer than 1 nm); a class that no longer fits ends with fewer particles than asked.
     """
+    check_simulation_args(shape, voxel_size_a, snr, label_fraction)
     nz, ny, nx = (int(s) for s in shape)
-    if min(nz, ny, nx) < 8:
-        raise ValueError(f"shape must be at least 8 voxels a side, not {tuple(shape)}")
-    if not snr > 0:
-        raise ValueError(f"snr must be > 0, not {snr}")
-    if not 0 <= label_fraction <= 1:
-        raise ValueError(f"label_fraction must lie in [0, 1], not {label_fraction}")
     rng = np.random.default_rng(seed)
     classes = list(CLASS_DIAMETERS_A) if classes is None else list(classes)
     for c in classes:
         if c not in CLASS_DIAMETERS_A:
-            raise ValueError(f"unknown particle class {c!r}; known: {sorted(CLASS_DIAMETERS_A)}")
+            raise CetpickError(f"Unknown particle class {c!r}; known: {', '.join(sorted(CLASS_DIAMETERS_A))}.")
     if label_class not in classes:
-        raise ValueError(f"label_class {label_class!r} is not among the simulated classes")
+        raise CetpickError(f"label_class {label_class!r} is not among the simulated classes "
+                           f"({', '.join(classes)}).")
     conc = dict(DEFAULT_CONCENTRATION, **(concentration or {}))
     vox = float(voxel_size_a)
 

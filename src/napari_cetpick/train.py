@@ -24,7 +24,7 @@ from . import data as D
 from . import device as _device  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 from .checkpoint import Checkpoint
 from .config import TrainConfig
-from .errors import CetpickError
+from .errors import CetpickError, plain
 
 
 @dataclass
@@ -68,7 +68,7 @@ def check_labels(labels: np.ndarray, shape, name: str = "labels") -> np.ndarray:
     if outside.any():
         i = int(np.flatnonzero(outside)[0])
         raise CetpickError(f"{name}: {outside.sum()} label(s) lie outside the tomogram of shape (z, y, x) "
-                           f"{tuple(shape)}, e.g. (z, y, x) = {tuple(np.round(lab[i], 1))}; check the axis "
+                           f"{plain(tuple(shape))}, e.g. (z, y, x) = {plain(np.round(lab[i], 1))}; check the axis "
                            f"order (thickness axis) and binning.")
     return lab
 
@@ -155,11 +155,14 @@ class Trainer:
         Per volume, None or a (Z, Y, X) array of the volume's shape: nonzero = keep, zero =
         ignore (neither positive, negative nor unlabelled; crops avoid nothing, the loss
         simply leaves those cells out).
+    check_memory : bool
+        Refuse (:class:`CetpickError`) settings whose training would not fit in the memory
+        available now (:func:`napari_cetpick.memory.check_train_memory`).
     """
 
     def __init__(self, volumes: Sequence, labels: Sequence, config: TrainConfig,
                  voxel_size_a: float | None = None, device=None, init: Checkpoint | None = None,
-                 negatives: Sequence | None = None, masks: Sequence | None = None):
+                 negatives: Sequence | None = None, masks: Sequence | None = None, check_memory: bool = True):
         import torch
 
         from .device import configure_threads, describe, resolve_device
@@ -188,6 +191,13 @@ class Trainer:
             bin_xy = int(config.bin)
         self.bin_xy = bin_xy
         self.device = resolve_device(device)
+        if check_memory:
+            from .memory import check_train_memory
+
+            crop_zyx = (config.crop_z, config.crop_xy, config.crop_xy)
+            geom = D.make_geometry(bin_xy, config.compress)
+            data_bytes = sum(4 * int(np.prod(np.maximum(geom.work_shape(v.shape), crop_zyx))) for v in volumes)
+            check_train_memory(config, data_bytes, device=self.device)
         if self.device.type == "cpu":
             configure_threads()
         self.device_name = describe(self.device)
@@ -314,8 +324,12 @@ class Trainer:
         return loss, l_hm, l_cr, l_cons
 
     # ------------------------------------------------------------------ public
-    def steps(self) -> Generator[TrainProgress, None, Checkpoint]:
-        """Run the remaining optimiser steps, yielding progress after each."""
+    def steps(self, calibrate: bool = True) -> Generator[TrainProgress, None, Checkpoint]:
+        """Run the remaining optimiser steps, yielding progress after each.
+
+        Returns :meth:`checkpoint` ``(calibrate=calibrate)``; the CLI passes False, saves the
+        weights, and calibrates afterwards, so a failure there cannot lose the model.
+        """
         import torch
 
         self.net.train()
@@ -336,7 +350,7 @@ class Trainer:
                        f"The model from step {self.step} was kept; try a lower learning rate or gauss > 0.")
                 yield TrainProgress(self.step, self.total_steps, epoch, float("nan"), float("nan"),
                                     float("nan"), float("nan"), lr, self.elapsed_s, 0.0, self.device_name, msg)
-                return self.checkpoint()
+                return self.checkpoint(calibrate=calibrate)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), 10.0)
@@ -350,7 +364,7 @@ class Trainer:
             yield TrainProgress(self.step, self.total_steps, epoch, rec["loss"], rec["hm"], rec["cr"], rec["cons"],
                                 lr, self.elapsed_s, eta, self.device_name)
         self.status = "finished"
-        return self.checkpoint()
+        return self.checkpoint(calibrate=calibrate)
 
     def calibrate_threshold(self, n_max: int = 24) -> float:
         """Default score threshold from the labelled particles.
@@ -411,9 +425,13 @@ class Trainer:
         split = split_threshold(peaks) if len(peaks) >= 4 else 0.0
         return float(np.clip(min(max(split, 0.5 * weak), med), 0.05, 0.95))
 
-    def checkpoint(self) -> Checkpoint:
-        """The current (last good) model with its metadata and calibrated threshold."""
-        threshold = self.calibrate_threshold()
+    def checkpoint(self, calibrate: bool = True) -> Checkpoint:
+        """The current (last good) model with its metadata and calibrated threshold.
+
+        With ``calibrate=False`` nothing runs the network: the threshold is left at 0.5 and
+        ``info["threshold_calibrated"]`` is False (a model to save before anything can fail).
+        """
+        threshold = self.calibrate_threshold() if calibrate else 0.5
         last = self.history[-1] if self.history else {}
         rounds = list(self._prev_info.get("rounds", []))
         rounds.append({"steps": self.step, "n_positives": self.n_labels, "n_negatives": self.n_negatives,
@@ -422,6 +440,7 @@ class Trainer:
             "steps": self._prev_steps + self.step, "total_steps": self.total_steps, "status": self.status,
             "elapsed_s": round(self.elapsed_s, 2), "device": self.device_name, "n_labels": self.n_labels,
             "n_positives": self.n_labels, "n_negatives": self.n_negatives, "rounds": rounds,
+            "threshold_calibrated": bool(calibrate),
             "final_loss": last.get("loss"), "loss_history": [round(h["loss"], 5) for h in self.history[-2000:]],
         }
         return Checkpoint(state_dict=copy.deepcopy(self._last_good), config=replace(self.config),

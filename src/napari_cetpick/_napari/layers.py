@@ -57,6 +57,29 @@ def tomogram_to_layer_data(tomo: Tomogram, name: str | None = None) -> tuple:
     return (tomo.data, kwargs, "image")
 
 
+def heatmap_to_layer_data(tomo: Tomogram, frame: dict, name: str | None = None) -> tuple:
+    """``(data, kwargs, "image")`` for a detection heatmap placed on its tomogram.
+
+    ``frame`` is :func:`napari_cetpick.io.heatmap_frame`'s answer: scale and translate in
+    tomogram voxels, so the heatmap overlays the tomogram layer (scale 1).
+    """
+    meta = tomogram_meta(tomo)
+    meta["voxel_size_a"] = frame["tomogram_voxel_size_a"]
+    meta["heatmap"] = {"scale": list(frame["scale"]), "translate": list(frame["translate"]),
+                       "tomogram_origin_a": list(frame["tomogram_origin_a"])}
+    kwargs = {
+        "name": name or tomo.name or "heatmap",
+        "scale": tuple(frame["scale"]),
+        "translate": tuple(frame["translate"]),
+        "contrast_limits": (0.0, 1.0),
+        "colormap": "inferno",
+        "blending": "additive",
+        "opacity": 0.5,
+        "metadata": {META_KEY: meta},
+    }
+    return (tomo.data, kwargs, "image")
+
+
 def pointset_to_layer_data(
     ps: PointSet,
     name: str | None = None,
@@ -122,10 +145,11 @@ def unwrap(obj):
 
 
 def is_tomogram_layer(layer) -> bool:
-    """A 3D, single-channel Image layer that is not one of the panel's heatmaps."""
+    """A 3D, single-channel Image layer that is not a heatmap (the panel's or one read from a file)."""
+    meta = layer_cetpick_meta(layer)
     return (layer.__class__.__name__ == "Image" and layer.ndim == 3 and not layer.rgb
             and not getattr(layer, "multiscale", False)
-            and layer_cetpick_meta(layer).get(ROLE_KEY) != "heatmap")
+            and meta.get(ROLE_KEY) != "heatmap" and "heatmap" not in meta)
 
 
 def image_layer_meta(image_layer) -> dict:

@@ -23,12 +23,14 @@ from napari_cetpick.errors import CetpickError
 from napari_cetpick.io import (
     TOMOGRAM_EXTENSIONS,
     guess_format,
+    heatmap_frame,
     list_tomogram_names,
     open_tomogram,
     read_points,
 )
 from napari_cetpick.io.points import read_imod_text
 from napari_cetpick._napari.layers import (
+    heatmap_to_layer_data,
     image_layer_meta,
     is_tomogram_layer,
     layout_from_meta,
@@ -105,7 +107,7 @@ def _sibling_tomogram_files(folder: Path, extra=()) -> list[tuple[list[str], Pat
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in TOMOGRAM_EXTENSIONS and p.is_file()) \
         if folder.is_dir() else []
     files += [Path(p) for p in extra if Path(p) not in files]
-    return [([p.stem], p) for p in files]
+    return [([p.stem], p) for p in files if heatmap_frame(p) is None]  # heatmaps are not tomograms
 
 
 def _best(candidates, wanted: str):
@@ -233,7 +235,12 @@ def read_points_for_tomogram(path, tomogram_meta: dict):
 
 
 def read_files(path) -> list:
-    """Read tomograms and coordinate files into napari LayerData tuples."""
+    """Read tomograms and coordinate files into napari LayerData tuples.
+
+    A heatmap written by ``cetpick detect`` (see :func:`~napari_cetpick.io.heatmap_frame`)
+    gets the scale and translation, in tomogram voxels, that its header gives, so it
+    overlays its tomogram (opened in voxel units) exactly.
+    """
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     # tomograms first, so that coordinate files opened together with them land on them
     paths = sorted((Path(p) for p in paths), key=lambda p: p.suffix.lower() not in TOMOGRAM_EXTENSIONS)
@@ -241,9 +248,12 @@ def read_files(path) -> list:
     opened = []
     for p in paths:
         if p.suffix.lower() in TOMOGRAM_EXTENSIONS:
-            layer = tomogram_to_layer_data(open_tomogram(p))
-            layers.append(layer)
-            opened.append(p)
+            frame = heatmap_frame(p)
+            if frame is None:
+                layers.append(tomogram_to_layer_data(open_tomogram(p)))
+                opened.append(p)
+            else:
+                layers.append(heatmap_to_layer_data(open_tomogram(p, thickness_axis=frame["thickness_axis"]), frame))
         else:
             layers.extend(read_coordinates(p, opened))
     return layers

@@ -11,7 +11,7 @@ import numpy as np
 
 from napari_cetpick.errors import CetpickError
 from napari_cetpick.io import write_points as _write_points_io
-from napari_cetpick.io import write_tomogram
+from napari_cetpick.io import write_heatmap, write_tomogram
 from napari_cetpick._napari.layers import layer_cetpick_meta, layer_to_pointset, layout_from_meta
 
 
@@ -51,6 +51,13 @@ def write_image(path: str, data, attributes: dict) -> list[str]:
         # The layer is a memory map of that very file; overwriting it would corrupt both.
         raise CetpickError(f"{Path(path).name}: refusing to overwrite the open tomogram file.")
     layout = layout_from_meta(meta)
+    heat = meta.get("heatmap")
+    if heat:
+        # a detection heatmap keeps its place on the tomogram (header voxel size and origin)
+        out = write_heatmap(path, np.asarray(data), heat["scale"], heat["translate"],
+                            voxel_size_a=meta.get("voxel_size_a"), layout=layout,
+                            origin_a=heat.get("tomogram_origin_a", (0.0, 0.0, 0.0)))
+        return [str(out)]
     if layout.shape_zyx is not None and tuple(np.shape(data)) != layout.shape_zyx:
         layout = layout.__class__(layout.thickness_axis)  # e.g. a cropped or binned result
     out = write_tomogram(

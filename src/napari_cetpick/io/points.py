@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from napari_cetpick.errors import CetpickError
+from napari_cetpick.errors import CetpickError, plain
 from napari_cetpick.io.tomogram import FileLayout, as_points
 
 FORMATS = ("imod", "mod", "star", "star5", "csv", "cetpick", "cetpick_list")
@@ -204,29 +204,48 @@ def _need_voxel_size(voxel_size_a, path: Path, what: str) -> float:
 def _check_binning(binning) -> float:
     binning = float(binning)
     if not binning > 0:
-        raise CetpickError(f"Binning must be > 0, not {binning!r}.")
+        raise CetpickError(f"Binning must be > 0, not {plain(binning)}.")
     return binning
+
+
+def binned_to_unbinned(zyx, binning: float = 1.0) -> np.ndarray:
+    """Voxel coordinates of a tomogram binned by ``binning`` -> the unbinned tomogram's.
+
+    A binned voxel ``i`` is the mean of unbinned voxels ``b*i ... b*i + b - 1``, so its
+    centre is at ``b*i + (b - 1)/2`` (0-based voxel centres; the same definition as
+    :class:`napari_cetpick.data.Geometry` uses for working voxels).
+    """
+    b = _check_binning(binning)
+    return as_points(zyx) * b + (b - 1.0) / 2.0
+
+
+def unbinned_to_binned(zyx, binning: float = 1.0) -> np.ndarray:
+    """Inverse of :func:`binned_to_unbinned`: ``(u - (b - 1)/2) / b``."""
+    b = _check_binning(binning)
+    return (as_points(zyx) - (b - 1.0) / 2.0) / b
 
 
 # Format frames. Each pair converts napari zyx <-> the (n, 3) x, y, z numbers of the file.
 
 
 def zyx_to_imod(zyx, layout: FileLayout | None = None, binning: float = 1.0) -> np.ndarray:
-    """napari zyx -> IMOD model (x, y, z) over the same file.
+    """napari zyx -> IMOD model (x, y, z) over the same file (or its unbinned original).
 
     3dmod puts (0, 0, 0) at the corner of the first XY pixel and at the centre of the first
     Z slice, so file index (a0, a1, a2) = MRC (z, y, x) is IMOD (a2 + 0.5, a1 + 0.5, a0).
+    With ``binning`` b the voxel centres move to :func:`binned_to_unbinned` first: in x and
+    y that is IMOD's own scaling ``b * (i + 0.5)``, in z ``b * i + (b - 1)/2``.
     """
-    xyz = _file_xyz(zyx, layout or FileLayout.identity())
+    xyz = _file_xyz(binned_to_unbinned(zyx, binning), layout or FileLayout.identity())
     xyz[:, :2] += 0.5
-    return xyz * _check_binning(binning)
+    return xyz
 
 
 def imod_to_zyx(xyz, layout: FileLayout | None = None, binning: float = 1.0) -> np.ndarray:
     """IMOD model (x, y, z) -> napari zyx; inverse of :func:`zyx_to_imod`."""
-    xyz = as_points(xyz) / _check_binning(binning)
+    xyz = as_points(xyz).copy()
     xyz[:, :2] -= 0.5
-    return _zyx_from_file_xyz(xyz, layout or FileLayout.identity())
+    return unbinned_to_binned(_zyx_from_file_xyz(xyz, layout or FileLayout.identity()), binning)
 
 
 def zyx_to_relion5(zyx, layout: FileLayout, voxel_size_a: float) -> np.ndarray:
@@ -267,8 +286,12 @@ def _parse_numeric_lines(path: Path, min_columns: int = 3) -> np.ndarray:
                 try:
                     values = [float(w) for w in words]
                 except ValueError:
+                    hint = ""
+                    if not rows:
+                        hint = (" A header line or a name column does not belong in this format; "
+                                "remove it, or save a .csv with the header x,y,z.")
                     raise CetpickError(
-                        f"{path.name}: line {lineno} is not a row of numbers: {text[:60]!r}."
+                        f"{path.name}: line {lineno} is not a row of numbers: {text[:60]!r}.{hint}"
                     ) from None
                 if len(values) < min_columns:
                     raise CetpickError(
@@ -400,7 +423,7 @@ def _read_star(path: Path, fmt, layout, voxel_size_a, tomogram_name, binning):
         _file_size_xyz(layout, path, "RELION 5 centred coordinates")
         zyx = relion5_to_zyx(xyz, layout, vs)
     else:
-        zyx = _zyx_from_file_xyz(xyz / _check_binning(binning), layout)
+        zyx = unbinned_to_binned(_zyx_from_file_xyz(xyz, layout), binning)
 
     features = pd.DataFrame(index=df.index)
     score_label = next((c for c in STAR_SCORE_LABELS if c in df.columns), None)
@@ -438,7 +461,7 @@ def _read_csv(path: Path, layout, tomogram_name, binning):
         raise CetpickError(f"{path.name}: x, y, z columns hold non-numbers.") from None
     if not np.all(np.isfinite(xyz)):
         raise CetpickError(f"{path.name}: x, y, z columns hold empty or NaN values.")
-    zyx = _zyx_from_file_xyz(xyz / _check_binning(binning), layout)
+    zyx = unbinned_to_binned(_zyx_from_file_xyz(xyz, layout), binning)
     skip = {lower["x"], lower["y"], lower["z"], lower.get(_CSV_TOMO)}
     features = df[[c for c in df.columns if c not in skip]].reset_index(drop=True)
     return zyx, features, name
@@ -614,7 +637,8 @@ def read_points(
         Which tomogram to take from a STAR/CSV/cet_pick list holding several.
     binning : float
         Coordinates in the file are in pixels ``binning`` times smaller than this
-        tomogram's voxels (IMOD, ``.mod``, RELION 4, CSV); they are divided by it.
+        tomogram's voxels (IMOD, ``.mod``, RELION 4, CSV); they are mapped back with
+        :func:`unbinned_to_binned` (``(u - (b - 1)/2) / b`` for voxel centres).
 
     Returns
     -------
@@ -707,8 +731,9 @@ def write_points(
     shape_zyx : tuple, optional
         Napari shape of the tomogram: needed for ``star5``, and points outside it are refused.
     binning : float
-        Multiply pixel coordinates (IMOD, ``.mod``, RELION 4, CSV) by this factor, e.g. to
-        export picks made on a binned tomogram to the unbinned frame.
+        Export picks made on a tomogram binned by this factor to the unbinned frame
+        (IMOD, ``.mod``, RELION 4, CSV): voxel centres go to :func:`binned_to_unbinned`,
+        ``b * i + (b - 1)/2``.
 
     Returns
     -------
@@ -734,29 +759,32 @@ def write_points(
     check_inside(zyx, layout.shape_zyx, path)
     binning = _check_binning(binning)
 
-    if fmt == "imod":
-        xyz = zyx_to_imod(zyx, layout, binning)
-        _write_text_rows(path, [xyz[:, 0], xyz[:, 1], xyz[:, 2]])
-    elif fmt == "mod":
-        _write_mod(path, zyx_to_imod(zyx, layout, binning), layout, voxel_size_a, binning)
-    elif fmt in ("star", "star5"):
-        _write_star(path, zyx, features, fmt, layout, voxel_size_a, tomogram_name, binning)
-    elif fmt == "csv":
-        xyz = _file_xyz(zyx, layout) * binning
-        df = pd.DataFrame({"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]})
-        if tomogram_name is not None:
-            df.insert(0, _CSV_TOMO, tomogram_name)
-        for col in features.columns:
-            if str(col).lower() not in ("x", "y", "z", _CSV_TOMO):
-                df[col] = features[col].to_numpy()
-        df.to_csv(path, index=False, float_format="%.6g")
-    elif fmt == "cetpick":
-        cols = [zyx[:, 2], zyx[:, 0], zyx[:, 1]]  # x z y
-        if "score" in features.columns:
-            cols.append([_fmt(v, 6) for v in features["score"].to_numpy(float)])
-        _write_text_rows(path, cols)
-    else:  # cetpick_list
-        write_coordinate_list(path, {tomogram_name or path.stem: zyx})
+    try:
+        if fmt == "imod":
+            xyz = zyx_to_imod(zyx, layout, binning)
+            _write_text_rows(path, [xyz[:, 0], xyz[:, 1], xyz[:, 2]])
+        elif fmt == "mod":
+            _write_mod(path, zyx_to_imod(zyx, layout, binning), layout, voxel_size_a, binning)
+        elif fmt in ("star", "star5"):
+            _write_star(path, zyx, features, fmt, layout, voxel_size_a, tomogram_name, binning)
+        elif fmt == "csv":
+            xyz = _file_xyz(binned_to_unbinned(zyx, binning), layout)
+            df = pd.DataFrame({"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]})
+            if tomogram_name is not None:
+                df.insert(0, _CSV_TOMO, tomogram_name)
+            for col in features.columns:
+                if str(col).lower() not in ("x", "y", "z", _CSV_TOMO):
+                    df[col] = features[col].to_numpy()
+            df.to_csv(path, index=False, float_format="%.6g")
+        elif fmt == "cetpick":
+            cols = [zyx[:, 2], zyx[:, 0], zyx[:, 1]]  # x z y
+            if "score" in features.columns:
+                cols.append([_fmt(v, 6) for v in features["score"].to_numpy(float)])
+            _write_text_rows(path, cols)
+        else:  # cetpick_list
+            write_coordinate_list(path, {tomogram_name or path.stem: zyx})
+    except OSError as err:
+        raise CetpickError(f"{path}: cannot write the file ({err.strerror or err}).") from None
     return path
 
 
@@ -768,7 +796,7 @@ def _write_star(path, zyx, features, fmt, layout, voxel_size_a, tomogram_name, b
         _file_size_xyz(layout, path, "RELION 5 export")
         xyz, cols = zyx_to_relion5(zyx, layout, vs), _STAR_CENTRED
     else:
-        xyz, cols = _file_xyz(zyx, layout) * binning, _STAR_PIXEL
+        xyz, cols = _file_xyz(binned_to_unbinned(zyx, binning), layout), _STAR_PIXEL
     df = pd.DataFrame({c: xyz[:, k] for k, c in enumerate(cols)})
     if tomogram_name is not None:
         df.insert(0, _STAR_TOMO, str(tomogram_name))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_cetpick.errors import CetpickError
+from napari_cetpick.errors import CetpickError, plain
 
 TOMOGRAM_EXTENSIONS = (".mrc", ".rec", ".map", ".st")
 
@@ -261,9 +261,12 @@ def open_tomogram(
         raise CetpickError(f"{path.name}: not a readable MRC file ({text}).") from None
     if data is None:
         raise CetpickError(f"{path.name}: the MRC file has no readable data block.")
-    if data.ndim < 3 or (data.ndim == 3 and data.shape[0] == 1):
+    if data.size <= 1:
+        raise CetpickError(f"{path.name}: the file holds a single voxel, not a tomogram.")
+    if data.ndim < 3 or (data.ndim == 3 and min(data.shape) == 1):
+        flat = tuple(int(n) for n in data.shape if n != 1) if data.ndim == 3 else tuple(data.shape[-2:])
         raise CetpickError(
-            f"{path.name}: this is a 2D image of shape {data.shape[-2:]}, not a tomogram."
+            f"{path.name}: this is a 2D image of shape {flat}, not a tomogram."
         )
     if data.ndim > 3:
         raise CetpickError(f"{path.name}: a volume stack of shape {data.shape} is not supported.")
@@ -293,7 +296,7 @@ def open_tomogram(
     if voxel_size_a is not None:
         effective = float(voxel_size_a)
         if not (math.isfinite(effective) and effective > 0):
-            raise CetpickError(f"{path.name}: voxel size override {voxel_size_a!r} must be > 0 Å.")
+            raise CetpickError(f"{path.name}: voxel size override {plain(voxel_size_a)} must be > 0 Å.")
     else:
         effective = header_plausible
         if header_plausible is None:
@@ -310,6 +313,25 @@ def open_tomogram(
         origin_a=origin_a,
         notes=notes,
     )
+
+
+def open_mask(path, tomogram: Tomogram) -> np.ndarray:
+    """An ignore mask for an opened tomogram, as ``(Z, Y, X)`` uint8 in its napari frame.
+
+    The mask file must have the tomogram's shape in the same file layout (it is read with
+    the tomogram's thickness axis); nonzero = keep, zero = ignore.
+
+    Raises
+    ------
+    CetpickError
+        Not a readable MRC, or a shape other than the tomogram's.
+    """
+    mask = open_tomogram(path, thickness_axis=tomogram.layout.thickness_axis)
+    if tuple(mask.layout.file_shape) != tuple(tomogram.layout.file_shape):
+        raise CetpickError(f"{path}: mask shape {tuple(mask.layout.file_shape)} differs from the tomogram's "
+                           f"{tuple(tomogram.layout.file_shape)}; the mask must have the tomogram's shape, in the "
+                           f"same file layout (nonzero = keep).")
+    return (np.asarray(mask.data) != 0).astype(np.uint8)
 
 
 def write_tomogram(
@@ -361,11 +383,42 @@ def write_tomogram(
         )
     if file_array.dtype not in (np.int8, np.int16, np.uint8):
         file_array = file_array.astype(np.float32, copy=False)
-    with mrcfile.new(path, overwrite=True) as mrc:
-        mrc.set_data(np.ascontiguousarray(file_array))
-        mrc.set_volume()
-        mrc.voxel_size = float(voxel_size_a) if voxel_size_a else 0.0
+    try:
+        with mrcfile.new(path, overwrite=True) as mrc:
+            mrc.set_data(np.ascontiguousarray(file_array))
+            mrc.set_volume()
+            mrc.voxel_size = float(voxel_size_a) if voxel_size_a else 0.0
+    except OSError as err:
+        raise CetpickError(f"{path}: cannot write the file ({err.strerror or err}).") from None
     return path
+
+
+HEATMAP_LABEL = "cetpick heatmap"
+
+
+def heatmap_origin_a(scale_zyx, translate_zyx, voxel_size_a: float, layout: FileLayout,
+                     tomogram_origin_a=(0.0, 0.0, 0.0)) -> tuple:
+    """IMOD header origin ``(x, y, z)`` in Å of a heatmap that overlays its tomogram.
+
+    IMOD defines the origin as the position of the coordinate origin measured from the
+    corner of the file's first voxel, so that corner lies at ``-origin`` (UCSF Chimera uses
+    the opposite sign). Heatmap voxel ``i`` has its centre at tomogram voxel
+    ``i * scale + translate`` and spans ``scale`` tomogram voxels, so its first corner lies
+    ``translate + 0.5 - scale / 2`` tomogram voxels from the tomogram's first corner:
+
+        origin_heatmap = origin_tomogram + (scale / 2 - translate - 0.5) * voxel_size_a
+
+    per axis, in the file's (x, y, z) order. Example: bin 1 gives scale (1, 2, 2) and
+    translate 0, so y and x shift by +0.5 voxel (the first heatmap cell starts half a
+    voxel before the tomogram) and z not at all.
+    """
+    s = np.asarray(scale_zyx, float)
+    t = np.asarray(translate_zyx, float)
+    shift_zyx = (s / 2.0 - t - 0.5) * float(voxel_size_a)
+    shift_file = np.empty(3)
+    for k, a in enumerate(layout.view_axes):
+        shift_file[a] = shift_zyx[k]
+    return tuple(float(o) + float(d) for o, d in zip(tomogram_origin_a, shift_file[::-1]))
 
 
 def write_heatmap(
@@ -375,15 +428,17 @@ def write_heatmap(
     translate_zyx,
     voxel_size_a: float | None = None,
     layout: FileLayout | None = None,
+    origin_a=(0.0, 0.0, 0.0),
 ) -> Path:
-    """Write a detection heatmap as MRC that overlays its tomogram.
+    """Write a detection heatmap as MRC that overlays its tomogram in 3dmod and napari.
 
     The heatmap lives on a coarser grid: its index ``i`` sits at tomogram voxel
     ``i * scale + translate`` (napari zyx). The file is written in the tomogram's own
-    layout, with the per-axis voxel size ``voxel_size_a * scale`` and the header origin
-    (MRC 2014: position of the first voxel, in Å) ``translate * voxel_size_a``, both in
-    the file's (x, y, z) axis order. With an unknown voxel size, 1 Å is assumed for the
-    origin/scale arithmetic and the header says so by a voxel size of the scale itself.
+    layout, with the per-axis voxel size ``voxel_size_a * scale`` and the IMOD header
+    origin of :func:`heatmap_origin_a`, which keeps the tomogram's own header origin
+    ``origin_a`` (Å, file x, y, z). A label records the tomogram's voxel size, origin and
+    thickness axis, so that :func:`heatmap_frame` (the napari reader) places a re-opened
+    heatmap on its tomogram. With an unknown voxel size, 1 Å is assumed and recorded.
     """
     import mrcfile
 
@@ -394,13 +449,64 @@ def write_heatmap(
     vs = float(voxel_size_a) if voxel_size_a else 1.0
     # napari axis k is file axis view_axes[k]; MRC header fields run x, y, z = a2, a1, a0
     per_file_axis = np.empty(3)
-    origin_file_axis = np.empty(3)
     for k, a in enumerate(layout.view_axes):
         per_file_axis[a] = vs * float(np.asarray(scale_zyx)[k])
-        origin_file_axis[a] = vs * float(np.asarray(translate_zyx)[k])
-    with mrcfile.new(path, overwrite=True) as mrc:
-        mrc.set_data(file_array)
-        mrc.set_volume()
-        mrc.voxel_size = tuple(per_file_axis[::-1])
-        mrc.header.origin = tuple(origin_file_axis[::-1])
+    origin = tuple(float(o) for o in origin_a)
+    label = (f"{HEATMAP_LABEL} ta={layout.thickness_axis} vs={vs:.6g} "
+             f"org={','.join(f'{o:.6g}' for o in origin)}")
+    try:
+        with mrcfile.new(path, overwrite=True) as mrc:
+            mrc.set_data(file_array)
+            mrc.set_volume()
+            mrc.voxel_size = tuple(per_file_axis[::-1])
+            mrc.header.origin = heatmap_origin_a(scale_zyx, translate_zyx, vs, layout, origin)
+            mrc.header.label[0] = label[:80].encode("ascii")
+            mrc.header.nlabl = 1
+    except OSError as err:
+        raise CetpickError(f"{path}: cannot write the file ({err.strerror or err}).") from None
     return path
+
+
+def heatmap_frame(path) -> dict | None:
+    """Where a heatmap written by :func:`write_heatmap` lies on its tomogram, or None.
+
+    Read from the header alone (voxel sizes and origin, per axis) and the label that
+    records the tomogram's voxel size, origin and thickness axis, so an origin changed by
+    IMOD (e.g. ``trimvol``) is honoured. Returns ``thickness_axis`` and ``scale`` /
+    ``translate`` (napari zyx, tomogram voxels: heatmap index ``i`` lies at tomogram voxel
+    ``i * scale + translate``), ``tomogram_voxel_size_a`` and ``tomogram_origin_a``.
+    """
+    import mrcfile
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            with mrcfile.open(path, header_only=True, permissive=True) as mrc:
+                h = mrc.header
+                labels = [bytes(l).decode("ascii", "replace").strip() for l in h.label[: max(int(h.nlabl), 0)]]
+                vs_file = np.array([float(mrc.voxel_size.x), float(mrc.voxel_size.y), float(mrc.voxel_size.z)])
+                org_file = np.array([float(h.origin.x), float(h.origin.y), float(h.origin.z)])
+    except Exception:  # not an MRC file: open_tomogram explains that
+        return None
+    for label in labels:
+        if not label.startswith(HEATMAP_LABEL):
+            continue
+        try:
+            fields = dict(item.split("=", 1) for item in label[len(HEATMAP_LABEL):].split())
+            layout = FileLayout(int(fields["ta"]))
+            vs_t = float(fields["vs"])
+            org_t = np.array([float(v) for v in fields["org"].split(",")])
+        except (KeyError, ValueError, CetpickError):
+            return None
+        if not (vs_t > 0 and len(org_t) == 3 and np.all(vs_file > 0)):
+            return None
+        # file (x, y, z) -> napari (z, y, x) through the layout
+        vs_a, org_a, org_ta = vs_file[::-1], org_file[::-1], org_t[::-1]   # file axes a0, a1, a2
+        axes = list(layout.view_axes)
+        scale = vs_a[axes] / vs_t
+        # invert heatmap_origin_a: origin_h - origin_t = (scale / 2 - translate - 0.5) * vs_t
+        translate = scale / 2.0 - 0.5 - (org_a[axes] - org_ta[axes]) / vs_t
+        return {"thickness_axis": layout.thickness_axis, "scale": tuple(float(v) for v in scale),
+                "translate": tuple(float(v) for v in translate), "tomogram_voxel_size_a": vs_t,
+                "tomogram_origin_a": tuple(float(v) for v in org_t)}
+    return None

@@ -14,14 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-# channels of the stem, of each U-Net level, and of the feature map fed to the 3D head
-ARCH_SPECS: dict[str, dict] = {
-    # fast CPU default: ~0.2 M parameters
-    "unet_small": {"stem": 16, "levels": (16, 32, 64), "feat": 16, "embed": 16},
-    # the published networks (~2.0 M and ~7.8 M parameters)
-    "unet_4": {"stem": 16, "levels": (32, 64, 128, 256), "feat": 32, "embed": 32},
-    "unet_5": {"stem": 16, "levels": (32, 64, 128, 256, 512), "feat": 32, "embed": 32},
-}
+# the architecture table lives in config (torch-free) so settings can be checked without torch
+from ..config import ARCH_SPECS, network_multiple  # noqa: F401
 
 
 def _double_conv(c_in: int, c_out: int) -> nn.Sequential:
@@ -99,7 +93,7 @@ class PseudoUNet3D(nn.Module):
     @property
     def multiple(self) -> int:
         """Input y/x sizes must be multiples of this."""
-        return 2 ** len(self.levels)
+        return 2 ** len(self.levels)  # = config.network_multiple(arch)
 
     @property
     def multiple_zyx(self) -> tuple[int, int, int]:
@@ -208,12 +202,6 @@ class UNet3DDetector(nn.Module):
         if not with_proj:
             return hm, None
         return hm, F.normalize(self.proj(f), dim=1)
-
-
-ARCH_SPECS.update({
-    "unet3d_small": {"kind": "3d", "stem": 16, "levels": (16, 32, 64), "embed": 16},
-    "unet3d": {"kind": "3d", "stem": 16, "levels": (24, 48, 96), "embed": 16},
-})
 
 
 def build_network(arch: str) -> nn.Module:
