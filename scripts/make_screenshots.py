@@ -1,12 +1,15 @@
 """Make the tutorial's screenshots from a real napari viewer running the whole loop.
 
-Opens the sample tomogram, the picker panel, adds labels, trains a real (short) model,
-detects, and saves PNGs into ``docs/images/``::
+Opens the sample tomogram and the picker panel (through Plugins, as a user does), adds
+labels, trains a real model, detects, reviews picks and suggestions (deciding from the
+ground truth, as a careful user would), runs Improve, draws an ignore region and an
+evaluation box, and saves PNGs into ``docs/images/``::
 
     python scripts/make_screenshots.py              # re-runs itself under xvfb-run if no display
     python scripts/make_screenshots.py --steps 400 --out docs/images
 
-On a 2-core CPU the default training (400 steps, the panel's default) takes 2–4 minutes.
+On a 2-core CPU the default training (400 steps, the panel's default) takes 2–4 minutes,
+Improve about a minute.
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREEN = "1600x1000x24"
@@ -56,6 +61,12 @@ def _settle(app, seconds: float = 0.5) -> None:
         time.sleep(0.02)
 
 
+def _decide(panel, truth_zyx, radius: float) -> bool:
+    """A careful user's verdict on the item under review: is a true particle there?"""
+    zyx = panel.review._queue[panel.review._index]
+    return bool(len(truth_zyx)) and float(np.min(np.linalg.norm(truth_zyx - zyx, axis=1))) < radius
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images", help="output folder")
@@ -65,13 +76,14 @@ def main(argv=None) -> int:
     parser.add_argument("--save-model", type=Path, default=None, help="save the trained model here")
     parser.add_argument("--extra-labels", type=int, default=12,
                         help="ribosomes clicked in addition to the sample's labels (default 12)")
+    parser.add_argument("--review", type=int, default=8, help="suggestions to judge before Improve (default 8)")
     args = parser.parse_args(argv)
     _ensure_display()
     os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="xdg-"))
+    os.environ.setdefault("CETPICK_AUTOSAVE_DIR", tempfile.mkdtemp(prefix="cetpick-autosave-"))
     warnings.simplefilter("ignore", FutureWarning)
     warnings.simplefilter("ignore", DeprecationWarning)
 
-    import numpy as np
     import napari
     from qtpy.QtWidgets import QApplication
 
@@ -82,13 +94,16 @@ def main(argv=None) -> int:
     viewer.window._qt_window.resize(1560, 960)
     viewer.open_sample("napari-cetpick", "synthetic")
     _, panel = viewer.window.add_plugin_dock_widget("napari-cetpick", "Particle picker")
-    dock = viewer.window._dock_widgets["Particle picker (napari-cetpick)"] \
-        if "Particle picker (napari-cetpick)" in viewer.window._dock_widgets else None
-    if dock is not None:
-        dock.setMinimumWidth(430)
     tomo = viewer.layers["synthetic tomogram"]
     labels = viewer.layers["labels"]
     truth = viewer.layers["truth: ribosome"]
+    look_alikes = np.vstack([viewer.layers[f"truth: {c}"].data for c in ("proteasome", "shell", "globular")])
+
+    def scroll_to(section) -> None:
+        panel._scroll.ensureWidgetVisible(section.native, 0, 0)
+        bar = panel._scroll.verticalScrollBar()
+        bar.setValue(section.native.mapTo(panel._form.native, section.native.rect().topLeft()).y())
+        _settle(app, 0.3)
 
     # "click" more ribosomes: take them from the ground truth, spread over the whole volume
     rng = np.random.default_rng(0)
@@ -108,36 +123,37 @@ def main(argv=None) -> int:
 
     # ---------------------------------------------------------------- train
     if args.model is not None:
-        panel._load_model(args.model)
+        panel.train.load_model(args.model)
     else:
-        panel._max_steps_spin.value = args.steps
-        panel._on_train_clicked()
+        panel.train._max_steps_spin.value = args.steps
+        panel.train._on_train_clicked()
         shot = {"done": False}
 
         def grab_mid_training():
-            if not shot["done"] and panel._loss_plot.n_points >= max(10, args.steps // 3):
-                panel._form.native.grab().save(str(out / "02_panel_training.png"))
+            if not shot["done"] and panel.train._loss_plot.n_points >= max(10, args.steps // 3):
+                panel.train.native.grab().save(str(out / "02_panel_training.png"))
                 shot["done"] = True
 
         _wait(app, lambda: not panel._busy, timeout_s=3600, every=grab_mid_training)
-        print(panel._train_status_label.value, flush=True)
+        print(panel.train._train_status_label.value, flush=True)
     if panel._checkpoint is None:
-        raise SystemExit("no model: " + panel._train_status_label.value)
+        raise SystemExit("no model: " + panel.train._train_status_label.value)
     if args.save_model is not None:
-        panel._save_model(args.save_model)
+        panel.train.save_model(args.save_model)
 
     # ---------------------------------------------------------------- detect
-    panel._on_detect_clicked()
+    panel.detect._on_detect_clicked()
     _wait(app, lambda: not panel._busy, timeout_s=1800)
-    print(panel._detect_status_label.value, panel._pick_count_label.value, flush=True)
-    det = panel._current_detection()
-    best = getattr(panel, "_last_evaluation", None)
-    print("evaluation:", panel._eval_label.value, flush=True)
+    print(panel.detect._detect_status_label.value, panel.detect._pick_count_label.value, flush=True)
+    rec = panel.state.current
+    print("evaluation:", panel.evaluate._eval_label.value, flush=True)
+    best = panel.evaluate.last_evaluation
     if best is not None and np.isfinite(best.best_threshold):
         print(f"best F1 {best.best_f1:.2f} at threshold {best.best_threshold:.3f}", flush=True)
 
-    viewer.layers.selection = {det.picks}
+    viewer.layers.selection = {rec.picks}
     labels.visible = False
+    scroll_to(panel.detect)
     _settle(app, 1.0)
     viewer.window.screenshot(str(out / "03_detect_2d_window.png"), canvas_only=False)
     viewer.screenshot(str(out / "04_detect_2d_canvas.png"), canvas_only=True)
@@ -152,22 +168,90 @@ def main(argv=None) -> int:
     # the heatmap glows inside the rings of the picks; the noisy tomogram is hidden
     viewer.dims.ndisplay = 3
     tomo.visible = False
-    det.heatmap.rendering = "mip"
-    det.heatmap.opacity = 1.0
-    det.heatmap.bounding_box.visible = True
+    rec.heatmap.rendering = "mip"
+    rec.heatmap.opacity = 1.0
+    rec.heatmap.bounding_box.visible = True
     viewer.camera.angles = (-20, 25, 70)
     viewer.camera.zoom = viewer.camera.zoom * 1.1
     _settle(app, 1.5)
     viewer.screenshot(str(out / "06_detect_3d.png"), canvas_only=True)
     viewer.dims.ndisplay = 2
-    det.heatmap.opacity = 0.7
-    det.heatmap.bounding_box.visible = False
+    rec.heatmap.opacity = 0.7
+    rec.heatmap.bounding_box.visible = False
     tomo.visible = True
     labels.visible = True
 
-    # the whole panel, after the run
+    # ---------------------------------------------------------------- review
+    # least certain picks first, then the suggestions; verdicts from the ground truth
+    radius = 0.5 * panel.state.pick_size(rec)
+    review = panel.review
+    review._order_combo.value = "least certain first"  # starts the review
+    for _ in range(min(3, len(review._queue))):
+        review.accept() if _decide(panel, truth.data, radius) else review.reject()
+    review._suggest_count_spin.value = max(args.review, 1)
+    n_acc = n_rej = 0
+    if review.suggest():
+        # the picture shows a suggestion on a look-alike particle when there is one
+        on_look = [i for i, p in enumerate(review._queue) if np.min(np.linalg.norm(look_alikes - p, axis=1)) < radius]
+        shot_at = on_look[0] if on_look else min(2, len(review._queue) - 1)
+        viewer.reset_view()
+        for i in range(len(review._queue)):
+            if i == shot_at:
+                scroll_to(review)
+                _settle(app, 1.0)
+                viewer.window.screenshot(str(out / "07_review_window.png"), canvas_only=False)
+            if _decide(panel, truth.data, radius):
+                review.accept()
+                n_acc += 1
+            else:
+                review.reject()
+                n_rej += 1
+    print(f"review: {len(labels.data)} labels, {rec.count('negatives')} negatives "
+          f"(suggestions: {n_acc} accepted, {n_rej} rejected); near look-alikes: "
+          f"{sum(np.min(np.linalg.norm(look_alikes - p, axis=1)) < radius for p in rec.picks.data)} picks",
+          flush=True)
+
+    # ---------------------------------------------------------------- improve
+    if panel.improve.improve():
+        _wait(app, lambda: not panel._busy, timeout_s=1800)
+        print(panel.improve._improve_status_label.value, flush=True)
+        print("evaluation:", panel.evaluate._eval_label.value, flush=True)
+        scroll_to(review)
+        _settle(app, 0.5)
+        grab = panel._form.native.grab(review.native.geometry().united(panel.improve.native.geometry()))
+        grab.save(str(out / "08_panel_review_improve.png"))
+    else:
+        print("Improve is not available in this engine; no 08 screenshot", flush=True)
+
+    # ---------------------------------------------------------------- ignore region, evaluation box
+    ny, nx = tomo.data.shape[1:]
+    viewer.reset_view()
+    viewer.dims.set_point(0, z)
+    panel.mask._on_draw_clicked()
+    ignore = viewer.layers["synthetic tomogram ignore"]
+    zc = float(z)
+    ignore.add_rectangles(np.array([[zc, 0, nx * 0.8], [zc, 0, nx - 1], [zc, ny * 0.35, nx - 1],
+                                    [zc, ny * 0.35, nx * 0.8]]))
+    panel.mask._z_to_spin.value = int(tomo.data.shape[0])
+    ignore.mode = "pan_zoom"
+    panel.evaluate._on_new_box_clicked()
+    box = viewer.layers["synthetic tomogram evaluation box"]
+    box.add_rectangles(np.array([[zc, ny * 0.45, nx * 0.05], [zc, ny * 0.45, nx * 0.6], [zc, ny * 0.95, nx * 0.6],
+                                 [zc, ny * 0.95, nx * 0.05]]))
+    box.mode = "pan_zoom"
+    print("evaluation in the box:", panel.evaluate._eval_label.value, flush=True)
+    viewer.layers.selection = {rec.picks}
+    scroll_to(panel.mask)
+    _settle(app, 1.0)
+    viewer.window.screenshot(str(out / "09_regions_and_box_window.png"), canvas_only=False)
+
+    # the whole panel after the run, in two halves
     _settle(app, 0.5)
-    panel._form.native.grab().save(str(out / "07_panel.png"))
+    form = panel._form.native
+    top = panel.data.native.geometry().united(panel.detect.native.geometry())
+    bottom = panel.review.native.geometry().united(panel.evaluate.native.geometry())
+    form.grab(top).save(str(out / "10_panel_top.png"))
+    form.grab(bottom).save(str(out / "11_panel_bottom.png"))
     viewer.close()
     print(f"screenshots in {out}", flush=True)
     return 0

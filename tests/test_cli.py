@@ -245,3 +245,54 @@ def test_ctrl_c_with_a_real_signal(sim_files, tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and f"was saved to {model}" in err
     assert Checkpoint.load(model).info["steps"] >= 1
+
+
+def test_mask_must_match_the_tomogram_in_its_file_layout(sim_files, tmp_path, capsys):
+    sim, paths = sim_files
+    bad = write_tomogram(tmp_path / "bad_mask.mrc", np.ones((32, 96, 48), np.uint8))
+    rc = main(["train", "--tomogram", str(paths["tomogram"]), "--labels", str(paths["labels"]), "--bbox", "15",
+               "--max-steps", "1", "--out", str(tmp_path / "m.ckpt"), "--quiet", "--device", "cpu",
+               "--mask", str(bad)])
+    assert rc == 2
+    assert "mask shape (32, 96, 48) differs from the tomogram's (32, 96, 96)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # one mask per tomogram
+        main(["detect", "--model", str(tmp_path / "none.ckpt"), "--tomogram", str(paths["tomogram"]),
+              "--out-dir", str(tmp_path), "--mask", str(bad), "--mask", str(bad)])
+    assert "--mask given twice" in capsys.readouterr().err
+
+
+def test_read_mask_in_the_unrotated_layout(tmp_path):
+    """A mask saved in an unrotated tomogram's file layout comes back in its napari frame."""
+    from napari_cetpick.io import open_mask, open_tomogram
+
+    keep = np.ones((8, 40, 30), np.uint8)
+    keep[2:5, :10, :] = 0
+    tomo_path = write_tomogram(tmp_path / "t.rec", np.zeros((8, 40, 30), np.float32), layout=FileLayout(1))
+    mask_path = write_tomogram(tmp_path / "m.mrc", keep * 7, layout=FileLayout(1))
+    tomo = open_tomogram(tomo_path)
+    assert tomo.layout.thickness_axis == 1
+    mask = open_mask(mask_path, tomo)
+    assert mask.shape == (8, 40, 30) and mask.dtype == np.uint8
+    np.testing.assert_array_equal(mask, keep)
+
+
+def test_detect_and_train_with_a_mask(sim_files, tmp_path):
+    """Picks in the mask's zero region are dropped; training accepts the same mask."""
+    sim, paths = sim_files
+    keep = np.ones(sim.volume.shape, np.uint8)
+    keep[:, :48] = 0  # ignore y < 48
+    mask = write_tomogram(tmp_path / "t_mask.mrc", keep)
+    model = tmp_path / "m.ckpt"
+    rc = main(["train", "--tomogram", str(paths["tomogram"]), "--mask", str(mask), "--labels", str(paths["labels"]),
+               "--bbox", "15", "--max-steps", "2", "--out", str(model), "--quiet", "--device", "cpu"])
+    assert rc == 0
+    for name, extra in (("all", []), ("masked", ["--mask", str(mask)])):
+        rc = main(["detect", "--model", str(model), "--tomogram", str(paths["tomogram"]), *extra, "--out-dir",
+                   str(tmp_path / name), "--format", "csv", "--threshold", "0.0", "--quiet", "--device", "cpu",
+                   "--no-heatmap"])
+        assert rc == 0
+    everything = pd.read_csv(tmp_path / "all" / "t_picks.csv")
+    masked = pd.read_csv(tmp_path / "masked" / "t_picks.csv")
+    assert (everything["y"] < 47.5).any()
+    assert len(masked) and (masked["y"] >= 47.5).all()
+    assert len(masked) >= (everything["y"] >= 47.5).sum()  # no pick left out in the kept region

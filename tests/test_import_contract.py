@@ -14,10 +14,11 @@ CORE = ["napari_cetpick", "napari_cetpick.io", "napari_cetpick.synthetic", "napa
         "napari_cetpick.memory", "napari_cetpick.data", "napari_cetpick.model", "napari_cetpick.losses",
         "napari_cetpick.train", "napari_cetpick.detect", "napari_cetpick.evaluate", "napari_cetpick.peaks",
         "napari_cetpick.baselines", "napari_cetpick.checkpoint", "napari_cetpick.cli", "napari_cetpick.batch",
-        "napari_cetpick.io.copick_project"]
+        "napari_cetpick.io.copick_project", "napari_cetpick.review"]
 # numpy/scipy-only modules: usable (and their settings checkable) without loading torch
 NO_TORCH = ["napari_cetpick.io", "napari_cetpick.synthetic", "napari_cetpick.config", "napari_cetpick.memory",
-            "napari_cetpick.data", "napari_cetpick.peaks", "napari_cetpick.evaluate", "napari_cetpick.baselines"]
+            "napari_cetpick.data", "napari_cetpick.peaks", "napari_cetpick.evaluate", "napari_cetpick.baselines",
+            "napari_cetpick.review"]
 
 CONTRACT = {
     "core loads no GUI": ("\n".join(f"import {m}" for m in CORE), GUI),

@@ -51,17 +51,53 @@ def test_reader_tomogram_layer_data(unrotated_rec):
 
 
 def test_reader_points_layer_data(tmp_path):
-    path = tmp_path / "picks.csv"
+    """Coordinates beside a thickness-first tomogram of the same name land on it."""
+    write_tomogram(tmp_path / "tomo_b.mrc", np.zeros((8, 40, 30), np.float32), voxel_size_a=5.0)
+    path = tmp_path / "tomo_b_picks.csv"
     pd.DataFrame({"x": [20.0], "y": [10.0], "z": [3.0], "score": [0.7]}).to_csv(path, index=False)
     [(data, kwargs, kind)] = get_reader(str(path))(str(path))
     assert kind == "points" and np.allclose(data, POINT)
     assert kwargs["features"]["score"].tolist() == [0.7]
     assert kwargs["size"] == 10
+    assert kwargs["symbol"] == "disc" and kwargs["face_color"] == "transparent"  # a ring, not a white disc
+    assert kwargs["border_color"] == "score"  # scored picks are coloured by score
     meta = kwargs["metadata"]["cetpick"]
-    assert meta["thickness_axis"] == 0 and meta["file_shape"] is None
+    assert meta["thickness_axis"] == 0 and meta["file_shape"] == [8, 40, 30]
+    assert meta["voxel_size_a"] == pytest.approx(5.0) and meta["kind"] == "picks"
+
+
+def test_reader_refuses_when_the_tomogram_is_unknown(tmp_path):
+    """IMOD text could belong to an unrotated tomogram: no silent guess of the axis order."""
+    path = tmp_path / "lonely.txt"
+    path.write_text("20.5 3.5 10\n")
+    with pytest.raises(CetpickError, match="cannot tell which tomogram"):
+        get_reader(str(path))(str(path))
+    # the original cet_pick's x z y files are in the thickness frame by definition
+    coords = tmp_path / "lonely.coords"
+    coords.write_text("20 3 10 0.5\n")
+    [(data, _, _)] = get_reader(str(coords))(str(coords))
+    assert np.allclose(data, POINT)
+
+
+def test_reader_finds_the_unrotated_tomogram_beside(tmp_path, unrotated_rec):
+    """IMOD text for an unrotated tomogram (thickness = middle file axis) is not transposed."""
+    path = tmp_path / "tomo_a_picks.txt"
+    path.write_text("20.5 3.5 10\n")
+    [(data, kwargs, _)] = get_reader(str(path))(str(path))
+    assert np.allclose(data, POINT)
+    assert kwargs["metadata"]["cetpick"]["thickness_axis"] == 1
+    # RELION 5 needs the voxel size and shape: read from the tomogram beside
+    star5 = tmp_path / "tomo_a.star"
+    df = pd.DataFrame({"rlnCenteredCoordinateXAngst": [(20 - 15) * 12.0], "rlnCenteredCoordinateYAngst":
+                       [(3 - 4) * 12.0], "rlnCenteredCoordinateZAngst": [(10 - 20) * 12.0]})
+    starfile.write({"particles": df}, star5)
+    [(data, _, _)] = get_reader(str(star5))(str(star5))
+    assert np.allclose(data, POINT)
 
 
 def test_reader_one_layer_per_tomogram(tmp_path):
+    for name in ("a", "b"):
+        write_tomogram(tmp_path / f"{name}.mrc", np.zeros((8, 40, 30), np.float32), voxel_size_a=5.0)
     path = tmp_path / "many.star"
     df = pd.DataFrame({"rlnTomoName": ["a", "b", "b"], "rlnCoordinateX": [1.0, 2, 3],
                        "rlnCoordinateY": [1.0, 2, 3], "rlnCoordinateZ": [1.0, 2, 3]})
@@ -69,6 +105,10 @@ def test_reader_one_layer_per_tomogram(tmp_path):
     layers = get_reader(str(path))(str(path))
     assert [len(d) for d, _, _ in layers] == [1, 2]
     assert [k["metadata"]["cetpick"]["tomogram_name"] for _, k, _ in layers] == ["a", "b"]
+    (tmp_path / "a.mrc").unlink()
+    (tmp_path / "b.mrc").unlink()
+    with pytest.raises(CetpickError, match="cannot tell"):
+        get_reader(str(path))(str(path))
 
 
 def test_writer_uses_layer_layout(tmp_path, unrotated_rec):
@@ -125,10 +165,13 @@ def test_viewer_open_and_save(make_napari_viewer, tmp_path):
     assert image.data.shape == (8, 40, 30)
     assert image.metadata["cetpick"]["thickness_axis"] == 1
 
-    picks = tmp_path / "picks.txt"
+    # a coordinate file read while one tomogram is open lands on it, in its (unrotated) frame
+    picks = tmp_path / "other" / "picks.txt"
+    picks.parent.mkdir()
     picks.write_text("20.5 3.5 10\n")
     [points] = viewer.open(str(picks), plugin="napari-cetpick")
-    assert np.allclose(points.data, [[10, 3, 20]])  # identity layout: IMOD (x, y, z) -> (z, y, x)
+    assert np.allclose(points.data, POINT)
+    assert points.metadata["cetpick"]["thickness_axis"] == 1
 
     # Points picked over the tomogram carry its layout and export to its file frame.
     layer = viewer.add_points(

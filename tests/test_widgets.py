@@ -6,6 +6,8 @@ on the panel's state, never with sleeps.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -63,22 +65,26 @@ def viewer(make_napari_viewer, sim):
 
 
 def _tiny(panel, steps: int = 3) -> None:
-    panel._diameter_unit_combo.value = "Å"
-    panel._diameter_spin.value = DIAMETER_A
-    panel._max_steps_spin.value = steps
-    panel._epochs_spin.value = 10_000
-    panel._crop_xy_spin.value = 32
-    panel._crop_z_spin.value = 6
-    panel._batch_size_spin.value = 2
-    panel._device_combo.value = "cpu"
+    panel.data._diameter_unit_combo.value = "Å"
+    panel.data._diameter_spin.value = DIAMETER_A
+    panel.train._max_steps_spin.value = steps
+    panel.train._epochs_spin.value = 10_000
+    adv = panel.train._advanced
+    adv._crop_xy_spin.value = 32
+    adv._crop_z_spin.value = 6
+    adv._batch_size_spin.value = 2
+    panel.train._device_combo.value = "cpu"
+
+
+def _open_panel(viewer):
+    """The panel as users open it: through Plugins, which hands it a proxy of the viewer."""
+    _, widget = viewer.window.add_plugin_dock_widget("napari-cetpick", "Particle picker")
+    return widget
 
 
 @pytest.fixture
 def panel(viewer, qtbot):
-    from napari_cetpick.widgets import PickerWidget
-
-    widget = PickerWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="picker")
+    widget = _open_panel(viewer)
     _tiny(widget)
     yield widget
     widget._stop_worker()
@@ -98,13 +104,13 @@ def _wait_idle(qtbot, panel) -> None:
 
 
 def _train(qtbot, panel) -> None:
-    panel._on_train_clicked()
+    panel.train._on_train_clicked()
     assert panel._busy
     _wait_idle(qtbot, panel)
 
 
 def _detect(qtbot, panel) -> None:
-    panel._on_detect_clicked()
+    panel.detect._on_detect_clicked()
     _wait_idle(qtbot, panel)
 
 
@@ -122,39 +128,45 @@ def _assert_labels_unchanged(viewer, snap) -> None:
 
 # ---------------------------------------------------------------------------- opening
 def test_panel_opens_through_plugin_manager(make_napari_viewer):
+    from napari.utils._proxies import PublicOnlyProxy
+
     from napari_cetpick.widgets import PickerWidget
 
     viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget("napari-cetpick", "Particle picker")
+    widget = _open_panel(viewer)
     assert isinstance(widget, PickerWidget)
-    assert widget._tomogram_combo.value is None
-    assert not widget._busy and widget._train_button.enabled and not widget._cancel_button.enabled
+    assert isinstance(widget._viewer, PublicOnlyProxy)  # what plugins get
+    assert widget.data._tomogram_combo.value is None
+    assert not widget._busy and widget.train._train_button.enabled and not widget.train._cancel_button.enabled
 
 
 def test_every_control_has_a_tooltip(panel):
-    controls = [w for name, w in vars(panel).items()
+    owners = [*panel.sections, panel.improve, panel.autosave, panel.train._advanced]
+    controls = [w for owner in owners for name, w in vars(owner).items()
                 if name.endswith(("_spin", "_combo", "_check", "_button", "_slider"))]
-    assert len(controls) > 25
-    missing = [w for w in controls if not w.tooltip]
+    assert len(controls) > 45
+    missing = [w.name or w.text for w in controls if not w.tooltip]
     assert not missing
 
 
 def test_panel_shows_tomogram_and_counts_labels(viewer, panel, sim):
-    assert panel._tomogram_combo.value is viewer.layers["sim"]
-    assert panel._voxel_size_spin.value == VOXEL_A
-    assert "32 × 128 × 128" in panel._tomogram_info_label.value
-    assert "thickness = file axis 0" in panel._tomogram_info_label.value
-    assert panel._labels_combo.value is viewer.layers["labels"]
-    assert panel._truth_combo.value is viewer.layers["truth: proteasome"]
-    assert panel._labels_count_label.value == f"{len(sim.labels)} labels"
+    data = panel.data
+    assert data._tomogram_combo.value is viewer.layers["sim"]
+    assert data._voxel_size_spin.value == VOXEL_A
+    assert "32 × 128 × 128" in data._tomogram_info_label.value
+    assert "thickness = file axis 0" in data._tomogram_info_label.value
+    assert data._labels_combo.value is viewer.layers["labels"]
+    assert panel.evaluate._truth_combo.value is viewer.layers["truth: proteasome"]
+    assert data._labels_count_label.value == f"{len(sim.labels)} labels"
     viewer.layers["labels"].add([[5.0, 50.0, 50.0]])
-    assert panel._labels_count_label.value == f"{len(sim.labels) + 1} labels"
+    assert data._labels_count_label.value == f"{len(sim.labels) + 1} labels"
+    assert panel.tomograms.rows()[0][:2] == ("sim", len(sim.labels) + 1)
 
 
 def test_new_labels_layer(viewer, panel):
-    panel._on_new_labels_clicked()
+    panel.data._on_new_labels_clicked()
     layer = viewer.layers[-1]
-    assert panel._labels_combo.value is layer
+    assert panel.data._labels_combo.value is layer
     assert layer.mode == "add" and len(layer.data) == 0
     assert layer.current_size == pytest.approx(DIAMETER_A / VOXEL_A)
     assert str(layer.projection_mode) == "rescale_spherical"
@@ -162,33 +174,34 @@ def test_new_labels_layer(viewer, panel):
     assert viewer.dims.margin_left[0] == pytest.approx(DIAMETER_A / VOXEL_A / 2)
     assert layer.metadata[META_KEY]["role"] == "labels"
     layer.add([[10.0, 40.0, 40.0], [12.0, 60.0, 60.0]])
-    assert panel._labels_count_label.value == "2 labels"
+    assert panel.data._labels_count_label.value == "2 labels"
     # the size follows the diameter; switching units keeps the length
-    panel._diameter_unit_combo.value = "voxels"
-    assert panel._diameter_spin.value == pytest.approx(DIAMETER_A / VOXEL_A)
-    panel._diameter_spin.value = 20.0
+    panel.data._diameter_unit_combo.value = "voxels"
+    assert panel.data._diameter_spin.value == pytest.approx(DIAMETER_A / VOXEL_A)
+    panel.data._diameter_spin.value = 20.0
     np.testing.assert_allclose(layer.size, 20.0)
 
 
 def test_voxel_size_override_goes_to_metadata(viewer, panel):
-    panel._voxel_size_spin.value = 12.5
+    panel.data._voxel_size_spin.value = 12.5
     assert viewer.layers["sim"].metadata[META_KEY]["voxel_size_a"] == 12.5
-    assert panel._train_config().diameter_a == DIAMETER_A
-    assert panel._diameter_vox() == pytest.approx(DIAMETER_A / 12.5)
+    assert panel.train.train_config().diameter_a == DIAMETER_A
+    assert panel.state.diameter_vox() == pytest.approx(DIAMETER_A / 12.5)
 
 
 def test_train_config_from_controls(panel):
-    panel._expected_particles_spin.value = 40
-    panel._contrastive_check.value = False
-    panel._arch_combo.value = "unet_4"
-    panel._gauss_spin.value = 1.0
-    panel._compress_check.value = True
-    cfg = panel._train_config()
+    train, adv = panel.train, panel.train._advanced
+    train._expected_particles_spin.value = 40
+    adv._contrastive_check.value = False
+    adv._arch_combo.value = "unet_4"
+    adv._gauss_spin.value = 1.0
+    adv._compress_check.value = True
+    cfg = train.train_config()
     assert cfg.expected_particles == 40 and cfg.tau is None
     assert not cfg.contrastive and cfg.arch == "unet_4" and cfg.gauss == 1.0 and cfg.compress
-    assert not panel._cr_weight_spin.enabled
-    panel._tau_spin.value = 0.02
-    assert panel._train_config().tau == pytest.approx(0.02)
+    assert not adv._cr_weight_spin.enabled
+    train._tau_spin.value = 0.02
+    assert train.train_config().tau == pytest.approx(0.02)
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -201,55 +214,57 @@ def test_whole_loop_train_detect_export_evaluate(viewer, panel, qtbot, tmp_path,
     ckpt = panel._checkpoint
     assert ckpt is not None and ckpt.info["steps"] == 3
     assert ckpt.voxel_size_a == VOXEL_A and ckpt.diameter_vox == pytest.approx(DIAMETER_A / VOXEL_A)
-    assert panel._loss_plot.n_points == 3
-    assert panel._device_label.value.startswith("Device: CPU")
-    assert "3 steps" in panel._model_label.value
-    assert panel._save_model_button.enabled
+    assert panel.train._loss_plot.n_points == 3
+    assert panel.train._device_label.value.startswith("Device: CPU")
+    assert "3 steps" in panel.train._model_label.value
+    assert panel.train._save_model_button.enabled
 
     _detect(qtbot, panel)
-    tomo = viewer.layers["sim"]
     heatmap = viewer.layers["sim heatmap"]
     picks = viewer.layers["sim picks"]
-    det = panel._current_detection()
+    rec = panel.state.current
     # the heatmap lies exactly over the tomogram: index * scale + translate = voxel
-    np.testing.assert_allclose(heatmap.scale, det.result.scale)
-    np.testing.assert_allclose(heatmap.translate, det.result.translate)
+    np.testing.assert_allclose(heatmap.scale, rec.result.scale)
+    np.testing.assert_allclose(heatmap.translate, rec.result.translate)
     assert heatmap.blending == "additive"
     lo, hi = heatmap.contrast_limits
-    assert hi == 1.0 and 0.0 <= lo <= np.median(det.result.heatmap) + 0.05
-    assert heatmap.data.shape == det.result.heatmap.shape
+    assert hi == 1.0 and 0.0 <= lo <= np.median(rec.result.heatmap) + 0.05
+    assert heatmap.data.shape == rec.result.heatmap.shape
     assert len(picks.data) > 0 and "score" in picks.features.columns
-    np.testing.assert_allclose(picks.features["score"], det.result.scores)
+    np.testing.assert_allclose(picks.features["score"], rec.result.scores)
     assert picks.metadata[META_KEY]["voxel_size_a"] == VOXEL_A
-    assert panel._pick_count_label.value.startswith(f"{len(picks.data)} pick")
-    assert "F1" in panel._eval_label.value and "true particles" in panel._eval_label.value
+    assert panel.detect._pick_count_label.value.startswith(f"{len(picks.data)} pick")
+    assert "F1" in panel.evaluate._eval_label.value and "true particles" in panel.evaluate._eval_label.value
 
-    # hand edits count as picks (delete one, evaluation and count follow)
+    # hand edits count as picks (delete one, evaluation and count follow) — through the proxy viewer
+    n_true_found = panel.evaluate.last_evaluation.n_pred
     picks.selected_data = {0}
     picks.remove_selected()
-    assert panel._pick_count_label.value.startswith(f"{len(det.result.zyx) - 1} pick")
+    assert panel.detect._pick_count_label.value.startswith(f"{len(rec.result.zyx) - 1} pick")
+    assert panel.evaluate.last_evaluation.n_pred <= n_true_found
     zyx = np.asarray(picks.data, float)
     scores = picks.features["score"].to_numpy()
 
     # exports re-read by the formats' own libraries land on the same voxels
-    out = panel._export_picks(tmp_path / "picks.star", "RELION 4 STAR (.star, pixels)")
+    export = panel.export.export
+    out = export(tmp_path / "picks.star", "RELION 4 STAR (.star, pixels)")
     df = starfile.read(out)
     df = df["particles"] if isinstance(df, dict) else df
     np.testing.assert_allclose(df[["rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"]].to_numpy(),
                                zyx[:, ::-1], atol=1e-3)
     np.testing.assert_allclose(df["rlnAutopickFigureOfMerit"], scores, atol=1e-5)
-    out = panel._export_picks(tmp_path / "picks", "IMOD model (.mod)")
+    out = export(tmp_path / "picks", "IMOD model (.mod)")
     assert out.suffix == ".mod"
     mod = imodmodel.read(out)
     np.testing.assert_allclose(mod[["x", "y", "z"]].to_numpy(),
                                zyx[:, ::-1] + [0.5, 0.5, 0.0], atol=1e-3)
-    out = panel._export_picks(tmp_path / "picks.txt", "IMOD text (.txt)")
+    out = export(tmp_path / "picks.txt", "IMOD text (.txt)")
     np.testing.assert_allclose(np.loadtxt(out).reshape(-1, 3), zyx[:, ::-1] + [0.5, 0.5, 0.0], atol=1e-3)
-    out = panel._export_picks(tmp_path / "picks.csv", "CSV with scores (.csv)")
+    out = export(tmp_path / "picks.csv", "CSV with scores (.csv)")
     csv = pd.read_csv(out)
     np.testing.assert_allclose(csv[["x", "y", "z"]].to_numpy(), zyx[:, ::-1], atol=1e-3)
     np.testing.assert_allclose(csv["score"], scores, atol=1e-5)
-    out = panel._export_picks(tmp_path / "picks5.star", "RELION 5 STAR (.star, centred Å)")
+    out = export(tmp_path / "picks5.star", "RELION 5 STAR (.star, centred Å)")
     df5 = starfile.read(out)
     df5 = df5["particles"] if isinstance(df5, dict) else df5
     centre = np.array([128, 128, 32]) / 2
@@ -259,7 +274,7 @@ def test_whole_loop_train_detect_export_evaluate(viewer, panel, qtbot, tmp_path,
 
     # the export button goes through a file dialog
     panel._ask_path = lambda *a, **k: str(tmp_path / "from_button.txt")
-    panel._on_export_clicked()
+    panel.export._on_export_clicked()
     assert (tmp_path / "from_button.txt").is_file()
 
     # File > Save Layers uses the plugin's writer on the same layer
@@ -285,51 +300,55 @@ def test_threshold_and_distance_update_picks_without_detecting(viewer, panel, qt
         return real(*args, **kwargs)
 
     monkeypatch.setattr(detect_mod, "detect", counting)
-    panel._set_checkpoint(checkpoint)
+    panel.state.set_checkpoint(checkpoint)
     _detect(qtbot, panel)
     assert len(calls) == 1
+    det = panel.detect
     picks = viewer.layers["sim picks"]
-    det = panel._current_detection()
-    scores = det.result.cand_scores
-    assert panel._threshold_slider.value == pytest.approx(det.result.threshold, abs=1e-3)
-    assert panel._min_distance_spin.value == pytest.approx(0.5 * DIAMETER_A / VOXEL_A)
+    rec = panel.state.current
+    scores = rec.result.cand_scores
+    assert det._threshold_slider.value == pytest.approx(rec.result.threshold, abs=1e-3)
+    assert det._min_distance_spin.value == pytest.approx(0.5 * DIAMETER_A / VOXEL_A)
     n0 = len(picks.data)
 
     # the scores of a barely trained model sit in a narrow band: the slider resolves 0.001
-    high = round(float(np.median(picks.features["score"])), 3)
-    panel._threshold_slider.value = high
+    # (a step above the median, and above the slider's current value, so that the picks change)
+    high = max(math.ceil(float(np.median(picks.features["score"])) * 1000) / 1000,
+               round(det._threshold_slider.value + 0.001, 3))
+    assert np.any(picks.features["score"] >= high)
+    det._threshold_slider.value = high
     assert not panel._busy
     n1 = len(picks.data)
     assert n1 < n0
     assert np.all(picks.features["score"] >= high)
-    assert panel._pick_count_label.value.startswith(f"{n1} pick")
-    assert panel._histogram.threshold == pytest.approx(high)
+    assert det._pick_count_label.value.startswith(f"{n1} pick")
+    assert det._histogram.threshold == pytest.approx(high)
 
-    panel._min_distance_spin.value = 30.0
+    det._min_distance_spin.value = 30.0
     n2 = len(picks.data)
     assert n2 < n1
     d = np.linalg.norm(picks.data[:, None] - picks.data[None], axis=-1) + np.eye(n2) * 1e9
     assert d.min() >= 30.0
 
     # clicking the histogram moves the slider
-    lo, hi = panel._histogram.score_range
+    lo, hi = det._histogram.score_range
     assert lo <= scores.min() and scores.max() <= hi
-    panel._on_histogram_clicked(lo)
-    assert panel._threshold_slider.value == pytest.approx(lo)
+    det._on_histogram_clicked(lo)
+    assert det._threshold_slider.value == pytest.approx(lo)
     assert len(picks.data) >= n2
     assert len(calls) == 1  # never recomputed
 
 
 def test_detect_all_open_tomograms(viewer, panel, qtbot, checkpoint, sim):
     viewer.add_image(sim.volume[:, :64, :96].copy(), name="second", metadata={META_KEY: _meta(sim)})
-    panel._set_checkpoint(checkpoint)
-    panel._detect_all_check.value = True
+    panel.state.set_checkpoint(checkpoint)
+    panel.detect._detect_all_check.value = True
     _detect(qtbot, panel)
     assert {"sim picks", "second picks", "sim heatmap", "second heatmap"} <= {lay.name for lay in viewer.layers}
-    assert len(panel._detections) == 2
-    assert "in 2 tomograms" in panel._pick_count_label.value
+    assert sum(r.result is not None for r in panel.state.records.values()) == 2
+    assert "in 2 tomograms" in panel.detect._pick_count_label.value
     # the tomogram lists never offer heatmaps
-    assert all(lay.name.endswith(("sim", "second")) for _, lay in panel._tomogram_choices())
+    assert all(lay.name.endswith(("sim", "second")) for _, lay in panel.data._tomogram_choices())
 
 
 def test_export_lands_in_the_file_frame(viewer, panel, qtbot, checkpoint, sim, tmp_path):
@@ -337,10 +356,10 @@ def test_export_lands_in_the_file_frame(viewer, panel, qtbot, checkpoint, sim, t
     tomo = viewer.layers["sim"]
     nz, ny, nx = sim.volume.shape
     tomo.metadata[META_KEY].update(thickness_axis=1, file_shape=[ny, nz, nx])
-    panel._set_checkpoint(checkpoint)
+    panel.state.set_checkpoint(checkpoint)
     _detect(qtbot, panel)
     zyx = np.asarray(viewer.layers["sim picks"].data)
-    out = panel._export_picks(tmp_path / "unrotated.txt", "IMOD text (.txt)")
+    out = panel.export.export(tmp_path / "unrotated.txt", "IMOD text (.txt)")
     xyz = np.loadtxt(out).reshape(-1, 3)
     # file axes (a0, a1, a2) = (y, z, x): IMOD x = a2 + 0.5, y = a1 + 0.5, z = a0
     np.testing.assert_allclose(xyz, np.c_[zyx[:, 2] + 0.5, zyx[:, 0] + 0.5, zyx[:, 1]], atol=1e-3)
@@ -349,28 +368,32 @@ def test_export_lands_in_the_file_frame(viewer, panel, qtbot, checkpoint, sim, t
 # ---------------------------------------------------------------------------- cancel, models
 def test_cancel_keeps_last_good_model_and_train_again(viewer, panel, qtbot, notes):
     snap = _labels_snapshot(viewer)
-    panel._max_steps_spin.value = 1000
-    panel._on_train_clicked()
-    qtbot.waitUntil(lambda: panel._loss_plot.n_points >= 1, timeout=TIMEOUT_MS)
-    assert panel._cancel_button.enabled and not panel._train_button.enabled
-    panel._on_cancel_clicked()
+    train = panel.train
+    train._max_steps_spin.value = 1000
+    train._on_train_clicked()
+    qtbot.waitUntil(lambda: train._loss_plot.n_points >= 1, timeout=TIMEOUT_MS)
+    assert train._cancel_button.enabled and not train._train_button.enabled
+    train._on_cancel_clicked()
     _wait_idle(qtbot, panel)
     ckpt = panel._checkpoint
     assert ckpt is not None
     done = ckpt.info["steps"]
     assert 1 <= done < 1000
-    assert "cancelled" in panel._train_status_label.value
-    assert panel._train_button.enabled and panel._detect_button.enabled and panel._save_model_button.enabled
+    assert "cancelled" in train._train_status_label.value
+    assert train._train_button.enabled and panel.detect._detect_button.enabled and train._save_model_button.enabled
+    # the toast says how far it got, not "Model ready"
+    assert any(f"cancelled after {done} of 1000 steps" in n for n in notes())
+    assert not any("Model ready" in n for n in notes())
 
     # Train again, continuing from the cancelled model
-    panel._max_steps_spin.value = 2
-    panel._continue_check.value = True
+    train._max_steps_spin.value = 2
+    train._continue_check.value = True
     _train(qtbot, panel)
     assert panel._checkpoint is not ckpt
     assert panel._checkpoint.info["steps"] == done + 2
 
     # and fresh
-    panel._continue_check.value = False
+    train._continue_check.value = False
     _train(qtbot, panel)
     assert panel._checkpoint.info["steps"] == 2
     _assert_labels_unchanged(viewer, snap)
@@ -378,78 +401,83 @@ def test_cancel_keeps_last_good_model_and_train_again(viewer, panel, qtbot, note
 
 
 def test_new_run_cancels_the_previous_one(viewer, panel, qtbot, checkpoint):
-    panel._set_checkpoint(checkpoint)
-    panel._max_steps_spin.value = 1000
-    panel._on_train_clicked()
-    qtbot.waitUntil(lambda: panel._loss_plot.n_points >= 1, timeout=TIMEOUT_MS)
+    panel.state.set_checkpoint(checkpoint)
+    panel.train._max_steps_spin.value = 1000
+    panel.train._on_train_clicked()
+    qtbot.waitUntil(lambda: panel.train._loss_plot.n_points >= 1, timeout=TIMEOUT_MS)
     # pressing Detect while training (the button is disabled, but the callback is public)
-    panel._on_detect_clicked()
+    panel.detect._on_detect_clicked()
     _wait_idle(qtbot, panel)
     assert "sim picks" in viewer.layers
     assert panel._checkpoint is checkpoint  # the abandoned training replaced nothing
 
 
 def test_save_and_load_model(panel, checkpoint, tmp_path, qtbot):
-    panel._set_checkpoint(checkpoint)
-    panel._ask_path = lambda *a, **k: str(tmp_path / "model.pt")
-    panel._on_save_model_clicked()
-    assert (tmp_path / "model.pt").is_file()
-    panel._checkpoint = None
-    panel._diameter_spin.value = 99.0
-    panel._on_load_model_clicked()
+    panel.state.set_checkpoint(checkpoint)
+    panel._ask_path = lambda *a, **k: str(tmp_path / "model")
+    panel.train._on_save_model_clicked()
+    assert (tmp_path / "model.ckpt").is_file()  # the CLI's suffix
+    panel.state.checkpoint = None
+    panel.data._diameter_spin.value = 99.0
+    panel._ask_path = lambda *a, **k: str(tmp_path / "model.ckpt")
+    panel.train._on_load_model_clicked()
     ckpt = panel._checkpoint
     assert ckpt is not None and ckpt.diameter_vox == pytest.approx(checkpoint.diameter_vox)
-    text = panel._model_label.value
-    assert "model.pt" in text and "voxel size 10 Å" in text and "150 Å" in text and "unet_small" in text
-    assert "arch: unet_small" in panel._model_label.tooltip
-    assert panel._diameter_spin.value == pytest.approx(DIAMETER_A)
+    text = panel.train._model_label.value
+    assert "model.ckpt" in text and "voxel size 10 Å" in text and "150 Å" in text and "unet_small" in text
+    assert "arch: unet_small" in panel.train._model_label.tooltip
+    assert panel.data._diameter_spin.value == pytest.approx(DIAMETER_A)
+    # models saved as .pt by earlier versions still load
+    checkpoint.save(tmp_path / "old.pt")
+    assert panel.train.load_model(tmp_path / "old.pt") is not None
 
 
 # ---------------------------------------------------------------------------- errors
 def test_errors_without_tomogram(make_napari_viewer, notes):
-    from napari_cetpick.widgets import PickerWidget
-
     viewer = make_napari_viewer()
-    panel = PickerWidget(viewer)
-    panel._on_train_clicked()
-    panel._on_detect_clicked()
-    panel._on_new_labels_clicked()
-    panel._on_export_clicked()
+    panel = _open_panel(viewer)
+    panel.train._on_train_clicked()
+    panel.detect._on_detect_clicked()
+    panel.data._on_new_labels_clicked()
+    panel.export._on_export_clicked()
+    panel.improve._on_improve_clicked()
+    panel.review._on_start_clicked()
     messages = notes()
     assert any("No tomogram" in m for m in messages)
     assert any("No model" in m for m in messages)
     assert any("Open a tomogram" in m for m in messages)
     assert any("No picks to export" in m for m in messages)
+    assert any("No picks to review" in m for m in messages)
     assert not panel._busy
 
 
 def test_error_no_labels(viewer, panel, notes):
     viewer.layers.remove("labels")
-    panel._on_train_clicked()
+    panel.train._on_train_clicked()
     assert any("No labels" in m for m in notes())
-    panel._on_new_labels_clicked()  # an empty labels layer is no better
-    panel._on_train_clicked()
+    panel.data._on_new_labels_clicked()  # an empty labels layer is no better
+    panel.train._on_train_clicked()
     assert sum("No labels" in m for m in notes()) == 2
-    assert not panel._busy and panel._train_button.enabled
+    assert not panel._busy and panel.train._train_button.enabled
 
 
 def test_error_label_outside_volume(viewer, panel, notes):
     viewer.layers["labels"].add([[100.0, 10.0, 10.0]])
     snap = _labels_snapshot(viewer)
-    panel._on_train_clicked()
+    panel.train._on_train_clicked()
     assert any("outside the tomogram" in m for m in notes())
     assert not panel._busy
     _assert_labels_unchanged(viewer, snap)
 
 
 def test_error_model_for_another_voxel_size(viewer, panel, qtbot, checkpoint, notes):
-    panel._set_checkpoint(checkpoint)
-    panel._voxel_size_spin.value = 7.0  # 10 Å / 7 Å is no whole binning factor
+    panel.state.set_checkpoint(checkpoint)
+    panel.data._voxel_size_spin.value = 7.0  # 10 Å / 7 Å is no whole binning factor
     _detect(qtbot, panel)
     assert any("not a whole binning factor" in m for m in notes())
     assert "sim picks" not in viewer.layers
-    assert panel._detect_button.enabled
-    panel._voxel_size_spin.value = VOXEL_A
+    assert panel.detect._detect_button.enabled
+    panel.data._voxel_size_spin.value = VOXEL_A
     _detect(qtbot, panel)
     assert "sim picks" in viewer.layers
 
@@ -464,9 +492,9 @@ def test_error_inside_the_training_worker(viewer, panel, qtbot, notes, monkeypat
     snap = _labels_snapshot(viewer)
     _train(qtbot, panel)
     assert any("simulated failure" in m for m in notes())
-    assert "failed" in panel._train_status_label.value
+    assert "failed" in panel.train._train_status_label.value
     assert panel._checkpoint is None
-    assert panel._train_button.enabled and not panel._cancel_button.enabled
+    assert panel.train._train_button.enabled and not panel.train._cancel_button.enabled
     _assert_labels_unchanged(viewer, snap)
     monkeypatch.undo()
     _train(qtbot, panel)  # still usable
@@ -474,9 +502,9 @@ def test_error_inside_the_training_worker(viewer, panel, qtbot, notes, monkeypat
 
 
 def test_error_bad_model_file(panel, tmp_path, notes):
-    bad = tmp_path / "bad.pt"
+    bad = tmp_path / "bad.ckpt"
     bad.write_text("not a model")
-    assert panel._load_model(bad) is None
+    assert panel.train.load_model(bad) is None
     assert any("not a napari-cetpick model" in m for m in notes())
 
 

@@ -46,11 +46,15 @@ class DetectJob:
         Absolute path of a tomogram file.
     run : str or None
         copick run name (the project is :attr:`BatchOptions.copick_config`).
+    mask : str or None
+        Ignore mask of this tomogram: an MRC of its shape in the same file layout, nonzero
+        = keep; picks in zero regions are dropped.
     """
 
     name: str
     path: str | None = None
     run: str | None = None
+    mask: str | None = None
 
     @property
     def source(self) -> str:
@@ -388,8 +392,13 @@ def detect_job(job: DetectJob, opts: BatchOptions, device: str | None = None, wo
                 root = _copick_root(opts.copick_config)
                 tomo = open_copick_tomogram(root, job.run, opts.voxel_spacing_a, opts.tomo_type)
             notes += list(tomo.notes)
+            mask = None
+            if job.mask is not None:
+                from .io import open_mask
+
+                mask = open_mask(job.mask, tomo)
             gen = detect(ckpt, tomo.data, _detect_config(opts), voxel_size_a=tomo.voxel_size_a,
-                         device=device or opts.device)
+                         device=device or opts.device, mask=mask)
             while True:
                 try:
                     pr = next(gen)

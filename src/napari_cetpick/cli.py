@@ -232,6 +232,18 @@ def _training_pairs(args) -> list[tuple]:
     return pairs
 
 
+def _masks_for(args, tomograms) -> list | None:
+    """The ``--mask`` of each ``--tomogram`` (None where it has none; None without any)."""
+    held = getattr(args, "mask", None) or {}
+    if not held:
+        return None
+    if getattr(args, "train_img_txt", None) or getattr(args, "train_coord_txt", None):
+        raise CetpickError("--mask belongs to a --tomogram; it cannot be used with --train_img_txt.")
+    from .io import open_mask
+
+    return [open_mask(held[i], t) if i in held else None for i, t in enumerate(tomograms)]
+
+
 # ----------------------------------------------------------------------------- commands
 def _train_knobs(args) -> dict:
     """The TrainConfig fields the user set on the command line (None = not given)."""
@@ -282,9 +294,10 @@ def cmd_train(args) -> int:
             cfg = replace(cfg, bbox=init.diameter_vox)
     else:
         cfg = preset(args.preset, **knobs)
+    masks = _masks_for(args, [p[0] for p in pairs])
     t0 = time.perf_counter()
     trainer = Trainer([p[0].data for p in pairs], [p[1] for p in pairs], cfg, voxel_size_a=voxel_size_a,
-                      device=args.device, init=init, negatives=[p[2] for p in pairs])
+                      device=args.device, init=init, negatives=[p[2] for p in pairs], masks=masks)
     n_labels = sum(len(p[1]) for p in pairs)
     n_neg = sum(0 if p[2] is None else len(p[2]) for p in pairs)
     what = "Continuing" if init is not None else "Training"
@@ -437,7 +450,25 @@ def _detect_jobs_and_options(args):
                             voxel_size_a=args.voxel_size)
         jobs = plan_file_jobs(args.tomogram or [], args.tomogram_list or [],
                               [args.test_img_txt] if args.test_img_txt else [])
+        jobs = _with_masks(jobs, args)
     return jobs, opts
+
+
+def _with_masks(jobs, args) -> list:
+    """Each ``--mask`` goes to the job of the ``--tomogram`` it follows (one file, not a pattern)."""
+    held = getattr(args, "mask", None) or {}
+    if not held:
+        return jobs
+    from .batch import _expand
+
+    masks = {}
+    for i, mask in held.items():
+        files = _expand(args.tomogram[i])
+        if len(files) != 1:
+            raise CetpickError(f"--mask {mask} follows --tomogram {args.tomogram[i]}, which names "
+                               f"{len(files)} files; a mask belongs to one tomogram file.")
+        masks[str(files[0].resolve())] = str(Path(mask).resolve())
+    return [replace(job, mask=masks.get(job.path)) for job in jobs]
 
 
 def cmd_detect(args) -> int:
@@ -658,6 +689,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--continue-from", metavar="MODEL",
                    help="a correction round: fine-tune this model with the (added) labels and negatives; keeps its "
                         "voxel size and settings and runs a short schedule unless --max-steps/--num_epochs are given")
+    p.add_argument("--mask", action=_PerTomogram, metavar="M.mrc",
+                   help="ignore regions of the preceding --tomogram: an MRC of the tomogram's shape in the same "
+                        "file layout, nonzero = keep, zero = left out of training")
     g = p.add_argument_group("copick project (instead of --tomogram/--labels)")
     g.add_argument("--copick", metavar="CONFIG.json", help="train on the picks of a copick project")
     g.add_argument("--object", help="pickable object whose picks are the labels (its radius gives the diameter "
@@ -697,6 +731,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--margin-xy", type=int, default=0, help="drop picks this close to the xy borders (voxels)")
     p.add_argument("--tile-xy", type=int, default=256, help="tile size in working voxels (memory; rounded down to a multiple of the network's 8, 16 or 32)")
     p.add_argument("--no-heatmap", action="store_true", help="do not write the heatmap MRC")
+    p.add_argument("--mask", action=_PerTomogram, metavar="M.mrc",
+                   help="ignore regions of the preceding --tomogram: an MRC of the tomogram's shape in the same "
+                        "file layout, nonzero = keep; picks in zero regions are dropped")
     g = p.add_argument_group("many tomograms")
     g.add_argument("--skip-existing", action="store_true",
                    help="skip tomograms whose outputs all exist (resume an interrupted run; files are written "

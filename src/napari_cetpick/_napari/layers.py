@@ -135,6 +135,35 @@ def layout_from_meta(meta: dict | None) -> FileLayout:
     return FileLayout(int(meta.get("thickness_axis") or 0), None if shape is None else tuple(shape))
 
 
+ROLE_KEY = "role"  # in metadata["cetpick"]: the panel's layer roles ("heatmap", "picks", "labels", …)
+
+
+def unwrap(obj):
+    """The napari object behind a plugin proxy (napari hands plugins ``PublicOnlyProxy`` objects,
+    a new one at each access, so ``is`` never holds between two of them)."""
+    return getattr(obj, "__wrapped__", obj)
+
+
+def is_tomogram_layer(layer) -> bool:
+    """A 3D, single-channel Image layer that is not a heatmap (the panel's or one read from a file)."""
+    meta = layer_cetpick_meta(layer)
+    return (layer.__class__.__name__ == "Image" and layer.ndim == 3 and not layer.rgb
+            and not getattr(layer, "multiscale", False)
+            and meta.get(ROLE_KEY) != "heatmap" and "heatmap" not in meta)
+
+
+def image_layer_meta(image_layer) -> dict:
+    """``metadata["cetpick"]`` of a tomogram layer, with its shape filled in when missing."""
+    meta = layer_cetpick_meta(image_layer)
+    meta.pop(ROLE_KEY, None)
+    meta.pop("source", None)
+    if not meta.get("file_shape"):
+        meta["file_shape"] = [int(s) for s in image_layer.data.shape]
+        meta.setdefault("thickness_axis", 0)
+    meta.setdefault("tomogram_name", image_layer.name)
+    return meta
+
+
 def layer_to_pointset(layer_or_attributes, data=None) -> PointSet:
     """PointSet from a Points layer (or a writer's ``data`` and ``attributes``)."""
     if isinstance(layer_or_attributes, dict):

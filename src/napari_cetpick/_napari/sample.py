@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_cetpick._napari.layers import META_KEY, contrast_limits
+from napari_cetpick._napari.styles import CLASS_COLORS, LABELS_COLOR, points_style
 from napari_cetpick.synthetic import simulate_tomogram
 
 SAMPLE_SHAPE = (64, 256, 256)
@@ -12,13 +13,8 @@ SAMPLE_SEED = 2024
 SAMPLE_SNR = 0.3
 SAMPLE_LABEL_FRACTION = 0.5  # a few more clicks than the default, so a demo can train
 
-CLASS_COLORS = {
-    "ribosome": "orange",
-    "proteasome": "cyan",
-    "shell": "magenta",
-    "globular": "lime",
-}
-LABEL_COLOR = "yellow"
+LABEL_COLOR = LABELS_COLOR  # kept for scripts that import it
+__all__ = ["sample_tomogram", "CLASS_COLORS", "LABEL_COLOR"]
 
 
 def sample_tomogram() -> list[tuple]:
@@ -66,11 +62,7 @@ def sample_tomogram() -> list[tuple]:
                     "name": f"truth: {name}",
                     "visible": False,
                     "ndim": 3,
-                    "size": diameters_px[name],
-                    "face_color": "transparent",
-                    "border_color": CLASS_COLORS.get(name, "white"),
-                    "border_width": 0.08,
-                    "projection_mode": "rescale_spherical",
+                    **points_style("truth", diameters_px[name], color=CLASS_COLORS.get(name)),
                     "metadata": {META_KEY: dict(meta, truth_class=name)},
                 },
                 "points",
@@ -82,11 +74,7 @@ def sample_tomogram() -> list[tuple]:
             {
                 "name": "labels",
                 "ndim": 3,
-                "size": diameters_px[sim.label_class],
-                "face_color": "transparent",
-                "border_color": LABEL_COLOR,
-                "border_width": 0.1,
-                "projection_mode": "rescale_spherical",
+                **points_style("labels", diameters_px[sim.label_class]),
                 "metadata": {META_KEY: dict(meta, label_class=sim.label_class)},
             },
             "points",

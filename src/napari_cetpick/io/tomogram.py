@@ -315,6 +315,25 @@ def open_tomogram(
     )
 
 
+def open_mask(path, tomogram: Tomogram) -> np.ndarray:
+    """An ignore mask for an opened tomogram, as ``(Z, Y, X)`` uint8 in its napari frame.
+
+    The mask file must have the tomogram's shape in the same file layout (it is read with
+    the tomogram's thickness axis); nonzero = keep, zero = ignore.
+
+    Raises
+    ------
+    CetpickError
+        Not a readable MRC, or a shape other than the tomogram's.
+    """
+    mask = open_tomogram(path, thickness_axis=tomogram.layout.thickness_axis)
+    if tuple(mask.layout.file_shape) != tuple(tomogram.layout.file_shape):
+        raise CetpickError(f"{path}: mask shape {tuple(mask.layout.file_shape)} differs from the tomogram's "
+                           f"{tuple(tomogram.layout.file_shape)}; the mask must have the tomogram's shape, in the "
+                           f"same file layout (nonzero = keep).")
+    return (np.asarray(mask.data) != 0).astype(np.uint8)
+
+
 def write_tomogram(
     path,
     data_zyx,

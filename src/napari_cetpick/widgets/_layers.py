@@ -1,30 +1,36 @@
-"""Layer helpers for the panel: frames, layer roles, and the heatmap and picks layers.
+"""Layer helpers for the panel: frames, layer roles, and the layers the panel makes.
 
 No Qt here. Positions given to the engine are always in the data frame (array indices) of
 the tomogram layer; points layers are converted through world coordinates, so a labels
-layer drawn over a scaled or shifted tomogram still lands on the right voxels.
+layer drawn over a scaled or shifted tomogram still lands on the right voxels. Layers
+returned here are napari's own objects (unwrapped from plugin proxies).
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from napari_cetpick._napari.layers import META_KEY, layer_cetpick_meta
+from napari_cetpick._napari.layers import (
+    META_KEY,
+    ROLE_KEY,
+    image_layer_meta,
+    is_tomogram_layer,
+    layer_cetpick_meta,
+    unwrap,
+)
+from napari_cetpick._napari.styles import points_style
 
-ROLE_KEY = "role"  # in metadata["cetpick"]: "heatmap", "picks", "labels"
-PICKS_COLORMAP = "turbo"
 HEATMAP_COLORMAP = "inferno"
+tomogram_meta = image_layer_meta  # the name the panel has always used
+
+__all__ = ["META_KEY", "ROLE_KEY", "is_tomogram_layer", "tomogram_meta", "unwrap", "layer_role",
+           "layer_cetpick_meta"]
 
 
 def layer_role(layer) -> str | None:
-    """The role the panel gave this layer (``heatmap``, ``picks``, ``labels``), if any."""
+    """The role the panel gave this layer (``heatmap``, ``picks``, ``labels``, ``negatives``,
+    ``ignore``, ``box``, ``cursor``), if any."""
     return layer_cetpick_meta(layer).get(ROLE_KEY)
-
-
-def is_tomogram_layer(layer) -> bool:
-    """A 3D, single-channel Image layer that is not one of the panel's heatmaps."""
-    return (layer.__class__.__name__ == "Image" and layer.ndim == 3 and not layer.rgb
-            and not getattr(layer, "multiscale", False) and layer_role(layer) != "heatmap")
 
 
 def is_points_layer(layer) -> bool:
@@ -45,37 +51,20 @@ def points_in_image_frame(points_layer, image_layer) -> np.ndarray:
     return np.array([image_layer.world_to_data(points_layer.data_to_world(p)) for p in pts], float)
 
 
-def tomogram_meta(image_layer) -> dict:
-    """``metadata["cetpick"]`` of a tomogram layer, with the shape filled in when missing."""
-    meta = layer_cetpick_meta(image_layer)
-    meta.pop(ROLE_KEY, None)
-    if not meta.get("file_shape"):
-        meta["file_shape"] = [int(s) for s in image_layer.data.shape]
-        meta.setdefault("thickness_axis", 0)
-    meta.setdefault("tomogram_name", image_layer.name)
-    return meta
-
-
-def show_out_of_slice(viewer, layer, size: float) -> None:
-    """Show a 3D Points layer's particles on the slices they cross, as sphere sections.
-
-    napari 0.9 replaced ``out_of_slice_display`` by projection modes over a thick slice:
-    the layer draws each point as the disc its sphere cuts in the slice, and the viewer's
-    slice gets margins of a particle radius (see :func:`ensure_thick_slice`).
-    """
-    try:
-        layer.projection_mode = "rescale_spherical"
-    except (AttributeError, ValueError):  # napari without projection modes
-        layer.out_of_slice_display = True
-        return
-    ensure_thick_slice(viewer, layer, size)
+def image_to_points_frame(zyx, image_layer, points_layer) -> np.ndarray:
+    """Tomogram voxel positions in a Points layer's data frame (inverse of the above)."""
+    pts = np.asarray(zyx, float).reshape(-1, 3)
+    if len(pts) == 0 or _same_transform(points_layer, image_layer):
+        return pts.copy()
+    return np.array([points_layer.world_to_data(image_layer.data_to_world(p)) for p in pts], float)
 
 
 def ensure_thick_slice(viewer, layer, size: float | None = None) -> None:
     """Give the viewer's slice along the layer's z a margin of half a particle, if it has none.
 
-    Only the viewer's dims change (images keep showing their single slice); layers whose
-    projection mode rescales points then show particles a little above and below.
+    napari 0.9 replaced ``out_of_slice_display`` by projection modes over a thick slice:
+    Points layers whose projection mode rescales show each particle as the disc its sphere
+    cuts in the slice. Only the viewer's dims change (images keep showing one slice).
     """
     dims = viewer.dims
     axis = dims.ndim - layer.ndim  # world axis of the layer's z (thickness)
@@ -95,11 +84,29 @@ def find_layer(viewer, name: str, role: str, source: str):
     """A layer of the panel with this name, role and source tomogram, or None."""
     if name not in viewer.layers:
         return None
-    layer = viewer.layers[name]
+    layer = unwrap(viewer.layers[name])
     meta = layer_cetpick_meta(layer)
     if meta.get(ROLE_KEY) == role and meta.get("source") == source:
         return layer
     return None
+
+
+def add_points_layer(viewer, image_layer, role: str, size: float, name: str | None = None, zyx=None,
+                     features=None):
+    """A Points layer of the panel over a tomogram, styled for its role and carrying the
+    tomogram's ``metadata["cetpick"]`` (so File › Save writes it in the file's frame)."""
+    meta = dict(image_layer_meta(image_layer), **{ROLE_KEY: role, "source": image_layer.name})
+    data = np.zeros((0, 3)) if zyx is None else np.asarray(zyx, float).reshape(-1, 3)
+    scored = features is not None and "score" in features.columns
+    layer = viewer.add_points(data, ndim=3, name=name or f"{image_layer.name} {role}", features=features,
+                              scale=image_layer.scale, translate=image_layer.translate,
+                              metadata={META_KEY: meta}, **points_style(role, size, scored=scored))
+    layer = unwrap(layer)
+    if scored:
+        layer.feature_defaults = pd.DataFrame({"score": [1.0]})
+    layer.current_size = size
+    ensure_thick_slice(viewer, layer, size)
+    return layer
 
 
 def heatmap_contrast_limits(heatmap) -> tuple[float, float]:
@@ -127,9 +134,9 @@ def show_heatmap(viewer, image_layer, result):
     layer = find_layer(viewer, name, "heatmap", image_layer.name)
     limits = heatmap_contrast_limits(result.heatmap)
     if layer is None:
-        layer = viewer.add_image(result.heatmap, name=name, scale=scale, translate=translate,
-                                 blending="additive", colormap=HEATMAP_COLORMAP, contrast_limits=limits,
-                                 opacity=0.7, metadata=meta)
+        layer = unwrap(viewer.add_image(result.heatmap, name=name, scale=scale, translate=translate,
+                                        blending="additive", colormap=HEATMAP_COLORMAP, contrast_limits=limits,
+                                        opacity=0.7, metadata=meta))
     else:
         layer.data = result.heatmap
         layer.scale = scale
@@ -139,27 +146,12 @@ def show_heatmap(viewer, image_layer, result):
 
 
 def show_picks(viewer, image_layer, zyx, scores, size: float):
-    """Add (or update) the picks Points layer of a tomogram: circles coloured by ``score``.
-
-    Hollow circles leave the particle visible under the pick (scores 0 → 1 run blue → red).
-
-    The layer carries the tomogram's ``metadata["cetpick"]`` so that File > Save Layers
-    exports it in the tomogram file's frame.
-    """
+    """Add (or update) the picks Points layer of a tomogram: circles coloured by ``score``."""
     name = f"{image_layer.name} picks"
     layer = find_layer(viewer, name, "picks", image_layer.name)
-    features = pd.DataFrame({"score": np.asarray(scores, float)})
     if layer is None:
-        meta = dict(tomogram_meta(image_layer), **{ROLE_KEY: "picks", "source": image_layer.name})
-        layer = viewer.add_points(
-            np.asarray(zyx, float).reshape(-1, 3), ndim=3, name=name, features=features,
-            size=size, face_color="transparent", border_color="score", border_colormap=PICKS_COLORMAP,
-            border_contrast_limits=(0.0, 1.0), border_width=0.1, border_width_is_relative=True,
-            scale=image_layer.scale,
-            translate=image_layer.translate, metadata={META_KEY: meta},
-        )
-        layer.feature_defaults = pd.DataFrame({"score": [1.0]})
-        show_out_of_slice(viewer, layer, size)
+        features = pd.DataFrame({"score": np.asarray(scores, float)})
+        layer = add_points_layer(viewer, image_layer, "picks", size, name=name, zyx=zyx, features=features)
     else:
         set_picks(layer, zyx, scores)
     return layer

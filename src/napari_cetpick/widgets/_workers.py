@@ -55,25 +55,33 @@ class TrainJob:
     device : str
     init : Checkpoint, optional
         Continue from these weights.
+    negatives : list of (n, 3) arrays or None, optional
+        Known non-particles of each volume.
+    masks : list of (Z, Y, X) arrays or None, optional
+        Ignore regions of each volume (0 = ignore).
     """
 
     def __init__(self, volumes: Sequence, labels: Sequence, config: TrainConfig,
-                 voxel_size_a: float | None, device: str = "auto", init: Checkpoint | None = None):
+                 voxel_size_a: float | None, device: str = "auto", init: Checkpoint | None = None,
+                 negatives: Sequence | None = None, masks: Sequence | None = None):
         self.volumes = list(volumes)
         self.labels = [np.array(lab, float, copy=True) for lab in labels]
         self.config = config
         self.voxel_size_a = voxel_size_a
         self.device = device
         self.init = init
+        self.negatives = None if negatives is None else [np.array(n, float, copy=True) for n in negatives]
+        self.masks = None if masks is None else list(masks)
         self.trainer = None
 
     def run(self) -> Generator[object, None, Checkpoint]:
         """Yield :class:`TrainStarted`, then one ``TrainProgress`` per step; return the model."""
-        from napari_cetpick.train import Trainer
+        from napari_cetpick.widgets._engine import make_trainer
 
         try:
-            self.trainer = Trainer(self.volumes, self.labels, self.config, voxel_size_a=self.voxel_size_a,
-                                   device=self.device, init=self.init)
+            self.trainer = make_trainer(self.volumes, self.labels, self.config, voxel_size_a=self.voxel_size_a,
+                                        device=self.device, init=self.init, negatives=self.negatives,
+                                        masks=self.masks)
             t = self.trainer
             yield TrainStarted(t.device_name, t.total_steps, t.n_labels, t.bin_xy, t.tau)
             return (yield from t.steps())
@@ -92,12 +100,14 @@ class TrainJob:
 
 @dataclass
 class DetectItem:
-    """One tomogram to detect in: a key the panel knows it by, the array and its voxel size."""
+    """One tomogram to detect in: a key the panel knows it by, the array, its voxel size
+    and its ignore mask (0 = drop picks there), if any."""
 
-    key: int
+    key: object
     name: str
     volume: object
     voxel_size_a: float | None
+    mask: object = None
 
 
 @dataclass
@@ -114,7 +124,7 @@ class DetectStep:
 class DetectDone:
     """The result of one tomogram (``result`` is a DetectResult)."""
 
-    key: int
+    key: object
     name: str
     result: object
 
@@ -123,7 +133,7 @@ class DetectDone:
 class DetectFailed:
     """A tomogram the model could not run on; the others go on."""
 
-    key: int
+    key: object
     name: str
     message: str
 
@@ -137,13 +147,13 @@ def detect_job(ckpt: Checkpoint, items: Sequence[DetectItem], config: DetectConf
     anything else propagates and ends the job. Warnings (e.g. a model rescaled to another
     voxel size) reach napari through the worker's ``warned`` signal.
     """
-    from napari_cetpick.detect import detect
+    from napari_cetpick.widgets._engine import detect
 
     n_ok = 0
     for i, item in enumerate(items):
         try:
             result = None
-            gen = detect(ckpt, item.volume, config, voxel_size_a=item.voxel_size_a, device=device)
+            gen = detect(ckpt, item.volume, config, voxel_size_a=item.voxel_size_a, device=device, mask=item.mask)
             while True:
                 try:
                     progress = next(gen)
@@ -159,3 +169,35 @@ def detect_job(ckpt: Checkpoint, items: Sequence[DetectItem], config: DetectConf
         n_ok += 1
         yield DetectDone(item.key, item.name, result)
     return n_ok
+
+
+@dataclass
+class ImproveStep:
+    """Progress of the correction round (``progress`` is a TrainProgress)."""
+
+    progress: object
+
+
+def improve_job(init: Checkpoint, volumes: Sequence, labels: Sequence, negatives: Sequence | None,
+                masks: Sequence | None, voxel_size_a: float | None,
+                device: str = "auto") -> Generator[object, None, Checkpoint]:
+    """The correction round on the labels and negatives; returns the improved model.
+
+    A cancel ends it at the next step; the panel then keeps the model it had.
+    """
+    from napari_cetpick.widgets._engine import correction_round
+
+    try:
+        gen = correction_round(init, list(volumes), [np.array(v, float, copy=True) for v in labels],
+                               negatives=None if negatives is None else [np.array(n, float, copy=True)
+                                                                         for n in negatives],
+                               masks=None if masks is None else list(masks), voxel_size_a=voxel_size_a,
+                               device=device)
+        while True:
+            try:
+                progress = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            yield ImproveStep(progress)
+    except RuntimeError as err:
+        raise JobError(f"{type(err).__name__}: {err}") from err

@@ -1,0 +1,207 @@
+"""Section 3 · Detect: run the model over tomograms, then threshold the cached candidates live."""
+from __future__ import annotations
+
+from functools import partial
+
+from magicgui.widgets import CheckBox, Container, FloatSlider, FloatSpinBox, ProgressBar, PushButton
+from napari.utils.notifications import show_error
+
+from napari_cetpick.config import DetectConfig
+from napari_cetpick.errors import CetpickError
+from napari_cetpick.widgets._common import fmt_duration, heading, holder, plural, row, status_label
+from napari_cetpick.widgets._plots import ScoreHistogram
+from napari_cetpick.widgets._runner import WorkerRunner
+from napari_cetpick.widgets._state import PanelState, TomogramRecord
+from napari_cetpick.widgets._tracking import LayerTracker
+from napari_cetpick.widgets._workers import DetectDone, DetectFailed, DetectItem, DetectStep, detect_job
+
+
+class DetectSection(Container):
+    """Detect in the selected (or every) tomogram; threshold and distance act on the cache."""
+
+    def __init__(self, state: PanelState, runner: WorkerRunner, tracker: LayerTracker, device):
+        super().__init__(labels=True)
+        self._state, self._runner, self._tracker = state, runner, tracker
+        self._device = device  # callable: the device chosen in the train section
+        self._updating = False
+        self._keep_threshold: dict = {}  # record key -> threshold to restore after a re-detection
+        self._detect_all_check = CheckBox(
+            text="All open tomograms", value=False, tooltip="Detect in every open tomogram instead of the selected one.")
+        self._detect_button = PushButton(
+            text="Detect", tooltip="Run the model over the whole tomogram (tiled, in the background).")
+        self._detect_cancel_button = PushButton(text="Cancel", tooltip="Stop the detection.")
+        self._detect_progress = ProgressBar(min=0, max=1, value=0, tooltip="Tiles done.")
+        self._detect_status_label = status_label("", "Detection progress.")
+        self._threshold_slider = FloatSlider(
+            label="Score threshold", min=0.0, max=1.0, step=0.001, value=0.5,
+            tooltip="Keep picks scoring at least this much (selected tomogram). Updates the picks instantly "
+                    "from the cached heatmap; picks you accepted, rejected, added or deleted stay as you left them.")
+        self._min_distance_spin = FloatSpinBox(
+            label="Min. distance (voxels)", min=0.0, max=10000.0, step=0.5, value=0.0,
+            tooltip="No two picks closer than this (tomogram voxels); defaults to half the particle "
+                    "diameter. Updates the picks instantly.")
+        readout = getattr(getattr(self._threshold_slider, "_widget", None), "_readout_widget", None)
+        if readout is not None and hasattr(readout, "setDecimals"):
+            readout.setDecimals(3)  # barely trained models score in a narrow band
+        self._pick_count_label = status_label("no picks", "Number of picks in the selected tomogram.")
+        self._histogram = ScoreHistogram()
+        self.extend([
+            heading("3 · Detect"), row(self._detect_all_check), row(self._detect_button, self._detect_cancel_button),
+            self._detect_progress, row(self._detect_status_label), self._threshold_slider,
+            self._min_distance_spin, row(self._pick_count_label), holder(self._histogram),
+        ])
+        self._detect_button.changed.connect(self._on_detect_clicked)
+        self._detect_cancel_button.changed.connect(self._on_cancel_clicked)
+        self._threshold_slider.changed.connect(self._on_threshold_changed)
+        self._min_distance_spin.changed.connect(self._on_min_distance_changed)
+        self._histogram.threshold_clicked.connect(self._on_histogram_clicked)
+        runner.busy_changed.connect(self._on_busy_changed)
+        state.current_changed.connect(self._show_current)
+        state.detection_changed.connect(self._on_detection_changed)
+        state.picks_changed.connect(self._on_picks_changed)
+        self._on_busy_changed(None)
+
+    # ------------------------------------------------------------------ running
+    def _on_busy_changed(self, kind=None) -> None:
+        self._detect_button.enabled = kind is None
+        self._detect_cancel_button.enabled = kind in ("detect", "improve-detect")
+
+    def _on_detect_clicked(self, *_) -> None:
+        try:
+            if self._state.checkpoint is None:
+                raise CetpickError("No model: train one (Train) or load one (Load model…) first.")
+            if self._detect_all_check.value:
+                recs = [self._state.record(layer) for _, layer in self._tomogram_layers()]
+                if not recs:
+                    raise CetpickError("No tomogram is open.")
+            else:
+                if self._state.current is None:
+                    raise CetpickError("No tomogram: open one (File › Open) or the sample (File › Open Sample).")
+                recs = [self._state.current]
+        except CetpickError as err:
+            show_error(str(err))
+            return
+        self.detect(recs)
+
+    def _tomogram_layers(self):
+        from napari_cetpick.widgets import _layers as L
+
+        return [(lay.name, L.unwrap(lay)) for lay in self._state.viewer.layers if L.is_tomogram_layer(lay)]
+
+    def detect(self, recs: list[TomogramRecord], kind: str = "detect", keep_threshold: bool = False) -> bool:
+        """Detect in these tomograms in the background; False when the inputs are unusable.
+
+        With ``keep_threshold`` the picks come back at the threshold and minimum distance the
+        user chose for each tomogram (after Improve), where they chose one, instead of the
+        model's defaults.
+        """
+        try:
+            items = [DetectItem(r.layer.unique_id, r.name, r.layer.data, r.voxel_size_a, self._state.keep_mask(r))
+                     for r in recs]
+        except CetpickError as err:
+            show_error(str(err))
+            return False
+        self._keep_threshold = {
+            r.layer.unique_id: (r.result.threshold if "threshold" in r.chosen else None,
+                                r.result.min_distance_vox if "min_distance" in r.chosen else None)
+            for r in recs if keep_threshold and r.result is not None and r.chosen}
+        self._detect_progress.value = 0
+        self._detect_status_label.value = "Starting…"
+        job = partial(detect_job, self._state.checkpoint, items, DetectConfig(), str(self._device()))
+        self._runner.start(kind, job, yielded=self._on_detect_yielded, returned=self._on_detect_returned,
+                           on_error=self._on_error)
+        return True
+
+    def _on_cancel_clicked(self, *_) -> None:
+        if self._runner.kind in ("detect", "improve-detect") and self._runner.cancel():
+            self._detect_status_label.value = "Cancelling…"
+
+    def _on_error(self, kind: str, message: str) -> None:
+        self._detect_status_label.value = message
+
+    def _on_detect_yielded(self, record) -> None:
+        if isinstance(record, DetectStep):
+            p = record.progress
+            self._detect_progress.max = max(p.n_tiles, 1)
+            self._detect_progress.value = p.tile
+            prefix = f"{record.name} ({record.index + 1}/{record.count}): " if record.count > 1 else ""
+            self._detect_status_label.value = (f"{prefix}tile {p.tile}/{p.n_tiles} · "
+                                               f"{fmt_duration(p.eta_s)} left · {p.device.split(' —')[0]}")
+        elif isinstance(record, DetectFailed):
+            show_error(f"{record.name}: {record.message}")
+        elif isinstance(record, DetectDone):
+            rec = next((r for r in self._state.records.values() if r.layer.unique_id == record.key), None)
+            if rec is not None and self._state.live(rec.layer):  # the layer may have been closed meanwhile
+                self._add_detection(rec, record.result)
+
+    def _on_detect_returned(self, n_ok: int) -> None:
+        rec = self._state.current
+        if rec is not None and rec.result is not None:
+            self._detect_status_label.value = (f"Done in {fmt_duration(rec.result.elapsed_s)}: "
+                                               f"{len(rec.result.cand_scores)} candidate peaks cached.")
+        elif not n_ok:
+            self._detect_status_label.value = "No tomogram could be processed."
+
+    def _add_detection(self, rec: TomogramRecord, result) -> None:
+        from napari_cetpick.widgets import _layers as L
+
+        kept = self._keep_threshold.get(rec.layer.unique_id)
+        if kept is not None:
+            result.reselect(threshold=kept[0], min_distance_vox=kept[1])
+        rec.result = result
+        rec.heatmap = L.show_heatmap(self._state.viewer, rec.layer, result)
+        self._tracker.reselect(rec)
+        self._state.detection_changed.emit(rec)
+
+    # ------------------------------------------------------------------ live selection
+    def _on_detection_changed(self, rec: TomogramRecord) -> None:
+        if rec is self._state.current:
+            self._show_current(rec)
+
+    def _show_current(self, rec=None) -> None:
+        """Put the selected tomogram's detection into the threshold controls and plots."""
+        rec = self._state.current
+        self._updating = True
+        try:
+            if rec is None or rec.result is None:
+                self._histogram.set_scores(None)
+            else:
+                self._threshold_slider.value = round(rec.result.threshold, 3)
+                self._min_distance_spin.value = float(rec.result.min_distance_vox)
+                self._histogram.set_scores(rec.result.cand_scores)
+        finally:
+            self._updating = False
+        self._update_pick_count()
+
+    def _on_threshold_changed(self, value: float) -> None:
+        rec = self._state.current
+        if not self._updating and rec is not None:
+            rec.chosen.add("threshold")
+            self._tracker.reselect(rec, threshold=float(value))
+
+    def _on_min_distance_changed(self, value: float) -> None:
+        rec = self._state.current
+        if not self._updating and rec is not None:
+            rec.chosen.add("min_distance")
+            self._tracker.reselect(rec, min_distance=float(value))
+
+    def _on_histogram_clicked(self, value: float) -> None:
+        self._threshold_slider.value = round(value, 3)
+
+    def _on_picks_changed(self, rec=None) -> None:
+        self._update_pick_count()  # the total over tomograms changes with any of them
+
+    def _update_pick_count(self) -> None:
+        rec = self._state.current
+        if rec is None or rec.picks is None:
+            self._pick_count_label.value = "no picks: press Detect"
+            return
+        n = rec.count("picks") if self._state.live(rec.picks) else 0
+        with_picks = [r for r in self._state.records.values() if r.picks is not None and self._state.live(r.picks)]
+        total = sum(r.count("picks") for r in with_picks)
+        extra = f" ({total} in {len(with_picks)} tomograms)" if len(with_picks) > 1 else ""
+        edits = (f" · {len(rec.edits.kept)} accepted or added, {len(rec.edits.removed)} rejected or deleted"
+                 if len(rec.edits) else "")
+        self._pick_count_label.value = f"{plural(n, 'pick')}{extra}{edits}"
+        if rec.result is not None:
+            self._histogram.set_threshold(rec.result.threshold, n)

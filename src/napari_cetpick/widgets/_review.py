@@ -1,0 +1,285 @@
+"""Section 4 · Review: step through picks (or suggestions) and accept or reject them.
+
+Keys on the picks layer: ``a`` accept (the pick joins the labels), ``r`` reject (it goes to
+the negatives), ``n`` / ``p`` next / previous, ``u`` undo. The view centres on each pick
+(its slice and the camera). "Not a particle" clicks add negatives directly.
+"""
+from __future__ import annotations
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, PushButton, SpinBox
+from napari.utils.notifications import show_error, show_info
+
+from napari_cetpick.review import review_order, suggest_locations
+from napari_cetpick.widgets import _layers as L
+from napari_cetpick.widgets._common import heading, narrow, row, status_label
+from napari_cetpick.widgets._decisions import Decisions
+from napari_cetpick.widgets._legend import PointsLegend
+from napari_cetpick.widgets._state import PanelState, TomogramRecord
+from napari_cetpick.widgets._tracking import LayerTracker
+
+ORDERS = {"highest score first": "score", "least certain first": "uncertain", "suggestions": "suggest"}
+REVIEW_KEYS = {"a": "accept", "r": "reject", "n": "next", "p": "previous", "u": "undo"}
+
+
+class ReviewSection(Container):
+    """Accept or reject picks one by one, with the view following; undo; suggestions."""
+
+    def __init__(self, state: PanelState, tracker: LayerTracker, new_points_layer):
+        super().__init__(labels=True)
+        self._state, self._tracker = state, tracker
+        self._new_points_layer = new_points_layer  # callable(kind) -> layer (the data section's)
+        self._queue = np.zeros((0, 3))
+        self._queue_scores = np.zeros(0)
+        self._queue_record: TomogramRecord | None = None
+        self._index = -1
+        self._decisions = Decisions(state, tracker, new_points_layer)
+        self._bound: set[int] = set()
+        self._cursor = None  # the ring around the item under review
+        self._order_combo = ComboBox(
+            label="Order", choices=list(ORDERS), value="highest score first",
+            tooltip="Review the picks from the highest score down, or the least certain first (scores "
+                    "closest to the threshold); 'suggestions' steps through the places Suggest listed.")
+        self._start_button = PushButton(
+            text="Review picks", tooltip="Select the picks layer and go to the first pick; then use the keys "
+                                         "a (accept), r (reject), n (next), p (previous), u (undo).")
+        self._prev_button = PushButton(text="◀ p", tooltip="Previous pick (key p).")
+        self._accept_button = PushButton(text="Accept a", tooltip="A particle: add it to the labels (key a).")
+        self._reject_button = PushButton(text="Reject r", tooltip="Not a particle: move it to the negatives (key r).")
+        self._next_button = PushButton(text="n ▶", tooltip="Next pick (key n).")
+        self._undo_button = PushButton(text="Undo u", tooltip="Undo the last accept, reject or 'not a particle' "
+                                                               "click (key u).")
+        self._position_label = status_label("Detect, then press Review picks.", "Where you are in the review.")
+        self._not_particle_check = CheckBox(
+            text="“Not a particle” clicks", value=False,
+            tooltip="Clicks in the viewer add negatives (magenta crosses) instead of labels: mark gold, "
+                    "carbon edges or look-alikes the model should learn to ignore.")
+        self._suggest_count_spin = SpinBox(
+            min=1, max=500, value=20, tooltip="How many places Suggest lists at most.")
+        self._suggest_button = PushButton(
+            text="Suggest where to look", tooltip="List the most informative places to judge next: candidates "
+                                                  "near the threshold, far from your labels and negatives, "
+                                                  "spread over the volume. Step through them with the same keys.")
+        self._legend = PointsLegend(state)
+        narrow(self._order_combo)
+        self.extend([
+            heading("4 · Review picks"), self._order_combo, row(self._start_button, self._undo_button),
+            row(self._prev_button, self._accept_button, self._reject_button, self._next_button),
+            row(self._position_label), row(self._not_particle_check),
+            row(self._suggest_button, self._suggest_count_spin), self._legend,
+        ])
+        for button, callback in ((self._start_button, self._on_start_clicked),
+                                 (self._prev_button, self._on_previous_clicked),
+                                 (self._accept_button, self._on_accept_clicked),
+                                 (self._reject_button, self._on_reject_clicked),
+                                 (self._next_button, self._on_next_clicked),
+                                 (self._undo_button, self._on_undo_clicked),
+                                 (self._suggest_button, self._on_suggest_clicked)):
+            button.changed.connect(callback)
+        self._order_combo.changed.connect(self._on_order_changed)
+        self._not_particle_check.changed.connect(self._on_not_particle_changed)
+        state.points_changed.connect(self._on_points_changed)
+        state.current_changed.connect(self._on_current_changed)
+        state.detection_changed.connect(self._on_detection_changed)
+
+    # ------------------------------------------------------------------ queue
+    def _on_detection_changed(self, rec: TomogramRecord) -> None:
+        self._bind_keys(rec.picks)
+
+    def _on_current_changed(self, rec=None) -> None:
+        self._queue_record, self._index = None, -1
+        self._position_label.value = "Press Review picks to step through this tomogram's picks."
+
+    def _on_order_changed(self, value=None) -> None:
+        if ORDERS.get(str(value)) != "suggest":
+            self.start()
+
+    def _on_start_clicked(self, *_) -> None:
+        self.start()
+
+    def start(self) -> bool:
+        """Fill the queue with the current tomogram's picks in the chosen order; go to the first."""
+        rec = self._state.current
+        if rec is None or rec.picks is None or not self._state.live(rec.picks):
+            show_error("No picks to review: run Detect (or Import picks) first.")
+            return False
+        order = ORDERS[str(self._order_combo.value)]
+        if order == "suggest":
+            return self.suggest()
+        zyx = np.asarray(rec.picks.data, float).reshape(-1, 3)
+        feats = rec.picks.features
+        scores = feats["score"].to_numpy(float) if "score" in feats.columns else np.ones(len(zyx))
+        margin = feats["margin"].to_numpy(float) if "margin" in feats.columns else None
+        threshold = rec.threshold if rec.threshold is not None else 0.5
+        idx = review_order(scores, threshold, order, margin=margin)
+        self._set_queue(rec, zyx[idx], scores[idx])
+        return True
+
+    def _on_suggest_clicked(self, *_) -> None:
+        self.suggest()
+
+    def suggest(self) -> bool:
+        """Queue the most informative places to judge next (see :func:`~napari_cetpick.review.suggest_locations`)."""
+        rec = self._state.current
+        if rec is None or rec.result is None:
+            show_error("Suggestions need a detection: press Detect first.")
+            return False
+        known = [L.points_in_image_frame(layer, rec.layer) for layer in (rec.labels, rec.negatives)
+                 if layer is not None and self._state.live(layer)]
+        known = np.vstack(known) if known else np.zeros((0, 3))
+        res = rec.result
+        idx = suggest_locations(res.cand_zyx, res.cand_scores, res.threshold, known, self._state.pick_size(rec),
+                                n=int(self._suggest_count_spin.value), shape_zyx=rec.shape)
+        if len(idx) == 0:
+            show_info("Nothing to suggest: every uncertain candidate is near a label or negative already.")
+            return False
+        self._order_combo.changed.disconnect(self._on_order_changed)
+        try:
+            self._order_combo.value = "suggestions"
+        finally:
+            self._order_combo.changed.connect(self._on_order_changed)
+        self._set_queue(rec, res.cand_zyx[idx], res.cand_scores[idx])
+        return True
+
+    def _set_queue(self, rec: TomogramRecord, zyx, scores) -> None:
+        self._queue_record, self._queue, self._queue_scores = rec, np.asarray(zyx, float), np.asarray(scores, float)
+        self._bind_keys(rec.picks)
+        if rec.picks is not None and self._state.live(rec.picks):
+            self._state.viewer.layers.selection.active = rec.picks
+            rec.picks.mode = "pan_zoom"
+        self.go(0)
+
+    def go(self, index: int) -> None:
+        """Show item ``index`` of the queue: centre the view on it and select it."""
+        rec, n = self._queue_record, len(self._queue)
+        if rec is None or n == 0:
+            self._position_label.value = "Nothing to review."
+            return
+        self._index = int(np.clip(index, 0, n - 1))
+        zyx = self._queue[self._index]
+        world = np.asarray(rec.layer.data_to_world(zyx), float)
+        viewer = self._state.viewer
+        viewer.dims.set_point(viewer.dims.ndim - 3, world[0])
+        viewer.camera.center = tuple(world[-2:]) if viewer.dims.ndisplay == 2 else tuple(world[-3:])
+        self._show_cursor(rec, zyx)
+        kind = "suggestion" if ORDERS[str(self._order_combo.value)] == "suggest" else "pick"
+        status = self._status_of(rec, zyx)
+        self._position_label.value = (f"{kind.capitalize()} {self._index + 1} of {n} · score "
+                                      f"{self._queue_scores[self._index]:.3f} · z {zyx[0]:.0f}{status}")
+
+    def _show_cursor(self, rec: TomogramRecord, zyx) -> None:
+        """A thin white ring around the item under review (picks and suggestions alike)."""
+        viewer, size = self._state.viewer, 1.5 * self._state.pick_size(rec)
+        cursor = self._cursor if self._state.live(self._cursor) else None
+        if cursor is not None and L.layer_cetpick_meta(cursor).get("source") != rec.name:
+            viewer.layers.remove(cursor)
+            cursor = None
+        if cursor is None:
+            active = viewer.layers.selection.active
+            cursor = L.unwrap(viewer.add_points(
+                np.asarray(zyx, float)[None], ndim=3, name=f"{rec.name} review", size=size, symbol="disc",
+                face_color="transparent", border_color="white", border_width=0.025, border_width_is_relative=True,
+                scale=rec.layer.scale, translate=rec.layer.translate,
+                metadata={L.META_KEY: {L.ROLE_KEY: "cursor", "source": rec.name}}))
+            if active is not None:
+                viewer.layers.selection.active = active
+            self._cursor = cursor
+        else:
+            cursor.data = np.asarray(zyx, float)[None]
+            cursor.size = size
+
+    def _advance(self) -> None:
+        """To the next item after a decision; after the last one, say so and hide the ring."""
+        if self._index + 1 < len(self._queue):
+            self.go(self._index + 1)
+            return
+        if self._state.live(self._cursor):
+            self._cursor.data = np.zeros((0, 3))
+        kind = "suggestions" if ORDERS[str(self._order_combo.value)] == "suggest" else "picks"
+        self._position_label.value = (f"All {len(self._queue)} {kind} judged. Improve, Suggest more, or "
+                                      f"press p to go back.")
+
+    def _status_of(self, rec, zyx) -> str:
+        if rec.edits.is_kept(zyx[None])[0]:
+            return " · accepted"
+        if len(rec.edits.removed) and np.min(np.linalg.norm(rec.edits.removed - zyx, axis=1)) < 1e-3:
+            return " · rejected"
+        return ""
+
+    def _on_next_clicked(self, *_) -> None:
+        self.go(self._index + 1)
+
+    def _on_previous_clicked(self, *_) -> None:
+        self.go(self._index - 1)
+
+    def _current_item(self):
+        if self._queue_record is None or not 0 <= self._index < len(self._queue):
+            show_error("Nothing to review: press Review picks (or Suggest) first.")
+            return None
+        return self._queue_record, self._queue[self._index].copy(), float(self._queue_scores[self._index])
+
+    # ------------------------------------------------------------------ decisions
+    def _on_accept_clicked(self, *_) -> None:
+        self.accept()
+
+    def accept(self) -> None:
+        """The current item is a particle: add it to the labels and keep it as a pick."""
+        item = self._current_item()
+        if item is not None:
+            self._decisions.accept(*item)
+            self._advance()
+
+    def _on_reject_clicked(self, *_) -> None:
+        self.reject()
+
+    def reject(self) -> None:
+        """The current item is not a particle: add it to the negatives and drop it from the picks."""
+        item = self._current_item()
+        if item is not None:
+            self._decisions.reject(*item)
+            self._advance()
+
+    def _on_undo_clicked(self, *_) -> None:
+        self.undo()
+
+    def undo(self) -> None:
+        """Take back the last accept, reject or "not a particle" click."""
+        undone = self._decisions.undo()
+        if undone is None:
+            show_info("Nothing to undo.")
+            return
+        action, rec, zyx = undone
+        if rec is self._queue_record and action != "click":
+            hits = np.flatnonzero(np.linalg.norm(self._queue - zyx, axis=1) < 1e-3)
+            if len(hits):
+                self.go(int(hits[0]))
+
+    # ------------------------------------------------------------------ keys, clicks, legend
+    def _bind_keys(self, layer) -> None:
+        """The review keys on a picks layer (instance keymap, so napari's own keys elsewhere stay)."""
+        if layer is None or id(layer) in self._bound:
+            return
+        actions = {"accept": self.accept, "reject": self.reject, "undo": self.undo,
+                   "next": lambda: self.go(self._index + 1), "previous": lambda: self.go(self._index - 1)}
+        for key, name in REVIEW_KEYS.items():
+            layer.bind_key(key, lambda _layer, _do=actions[name]: _do(), overwrite=True)
+        self._bound.add(id(layer))
+
+    def _on_not_particle_changed(self, on: bool) -> None:
+        rec = self._state.current
+        if rec is None:
+            return
+        if on:
+            layer = self._decisions.layer_for(rec, "negatives")
+            self._decisions.watch_clicks(rec)
+            self._state.viewer.layers.selection.active = layer
+            layer.mode = "add"
+        elif rec.negatives is not None and self._state.live(rec.negatives):
+            rec.negatives.mode = "pan_zoom"
+            if rec.picks is not None and self._state.live(rec.picks):
+                self._state.viewer.layers.selection.active = rec.picks
+
+    def _on_points_changed(self, rec=None) -> None:
+        """Negatives clicked by hand become undoable."""
+        if rec is not None:
+            self._decisions.note_clicks(rec)

@@ -1,0 +1,301 @@
+"""Section 2 · Train: settings, the plan (steps, τ) before Train, progress, model files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, ProgressBar, PushButton, SpinBox
+from napari.utils.notifications import show_error, show_info, show_warning
+
+from napari_cetpick.checkpoint import Checkpoint
+from napari_cetpick.config import TrainConfig
+from napari_cetpick.device import DEVICES
+from napari_cetpick.errors import CetpickError
+from napari_cetpick.widgets import _layers as L
+from napari_cetpick.widgets._advanced import AdvancedSettings
+from napari_cetpick.widgets._common import fmt_duration, heading, holder, narrow, row, status_label
+from napari_cetpick.widgets._inputs import gather_training_inputs
+from napari_cetpick.widgets._plots import LossCurve
+from napari_cetpick.widgets._runner import WorkerRunner
+from napari_cetpick.widgets._state import PanelState
+from napari_cetpick.widgets._workers import TrainJob, TrainStarted
+
+_DEFAULTS = TrainConfig()
+MODEL_SUFFIX = ".ckpt"  # as the command line writes; .pt files of earlier versions still load
+MODEL_FILTER = "cetpick model (*.ckpt *.pt);;All files (*)"
+
+
+class TrainSection(Container):
+    """Train a detector on the labels (and negatives) in the background; save and load models."""
+
+    def __init__(self, state: PanelState, runner: WorkerRunner, ask_path):
+        super().__init__(labels=True)
+        self._state, self._runner, self._ask_path = state, runner, ask_path
+        self._job: TrainJob | None = None
+        self._origin: tuple = (None, "")  # (id of a loaded model, its file name)
+        self._expected_particles_spin = SpinBox(
+            label="Expected particles", min=0, max=10_000_000, value=0,
+            tooltip="Roughly how many particles the tomogram holds; sets the share of particle voxels "
+                    "(the class prior τ). 0 = estimate it from how densely you labelled.")
+        self._tau_spin = FloatSpinBox(
+            label="Particle share τ", min=0.0, max=0.5, step=0.001, value=0.0,
+            tooltip="Fraction of heatmap voxels that are particle: the class prior τ of the positive-unlabelled "
+                    "loss (--tau). Overrides 'Expected particles'. 0 = automatic (the value used is shown below).")
+        self._epochs_spin = SpinBox(
+            label="Epochs", min=1, max=100_000, value=_DEFAULTS.num_epochs,
+            tooltip="One epoch draws one crop pair per label (--num_epochs); training stops after this many "
+                    "epochs or 'Max steps', whichever comes first (the plan below says which).")
+        self._max_steps_spin = SpinBox(
+            label="Max steps", min=0, max=10_000_000, value=_DEFAULTS.max_steps or 0,
+            tooltip="Upper limit on optimiser steps (0 = no limit). 400 steps take about two minutes on a 2-core CPU.")
+        self._lr_spin = FloatSpinBox(
+            label="Learning rate", min=1e-6, max=1.0, step=1e-4, value=_DEFAULTS.lr, tooltip="Adam learning rate (--lr).")
+        self._device_combo = ComboBox(
+            label="Device", choices=DEVICES, value="auto",
+            tooltip="auto = CUDA GPU, then Apple MPS, then CPU. Also used for detection and Improve.")
+        self._all_tomograms_check = CheckBox(
+            text="All tomograms with labels", value=False,
+            tooltip="Use the labels and negatives of all open tomograms (same voxel size), not only the selected one.")
+        self._plan_label = status_label("", "What Train will do: the number of steps and the class prior τ it will use.")
+        self._advanced = AdvancedSettings()
+        from superqt import QCollapsible
+
+        self._advanced_collapsible = QCollapsible("Advanced training settings")
+        self._advanced_collapsible.addWidget(self._advanced.native)
+        self._continue_check = CheckBox(
+            text="Continue from the current model", value=False,
+            tooltip="Start from the current model's weights instead of a fresh network (same architecture).")
+        self._train_button = PushButton(text="Train", tooltip="Train a detector on the labels, in the background.")
+        self._cancel_button = PushButton(text="Cancel", tooltip="Stop after the current step; the last good model is kept.")
+        self._train_progress = ProgressBar(min=0, max=1, value=0, tooltip="Training steps done.")
+        self._train_status_label = status_label("not trained", "Step, loss and time left.")
+        self._device_label = status_label("Device: chosen when training starts", "Where the network runs.")
+        self._loss_plot = LossCurve()
+        self._save_model_button = PushButton(
+            text="Save model…", tooltip="Save the model with its voxel size, diameter and settings (.ckpt).")
+        self._load_model_button = PushButton(
+            text="Load model…", tooltip="Load a model saved by napari-cetpick (panel or command line, .ckpt or .pt).")
+        self._model_label = status_label("No model yet.", "The current model.")
+        narrow(self._device_combo)
+        self.extend([
+            heading("2 · Train"), self._expected_particles_spin, self._tau_spin, self._epochs_spin,
+            self._max_steps_spin, self._lr_spin, self._device_combo, row(self._all_tomograms_check),
+            row(self._plan_label), holder(self._advanced_collapsible), row(self._continue_check),
+            row(self._train_button, self._cancel_button), self._train_progress, row(self._train_status_label),
+            row(self._device_label), holder(self._loss_plot), row(self._save_model_button, self._load_model_button),
+            row(self._model_label),
+        ])
+        self._train_button.changed.connect(self._on_train_clicked)
+        self._cancel_button.changed.connect(self._on_cancel_clicked)
+        self._save_model_button.changed.connect(self._on_save_model_clicked)
+        self._load_model_button.changed.connect(self._on_load_model_clicked)
+        for w in (self._expected_particles_spin, self._tau_spin, self._epochs_spin, self._max_steps_spin,
+                  self._all_tomograms_check, self._continue_check, *self._advanced):
+            w.changed.connect(self._on_settings_changed)
+        runner.busy_changed.connect(self._on_busy_changed)
+        state.points_changed.connect(self._on_settings_changed)
+        state.current_changed.connect(self._on_settings_changed)
+        state.diameter_changed.connect(self._on_settings_changed)
+        state.checkpoint_changed.connect(self._on_checkpoint_changed)
+        self._on_busy_changed(None)
+
+    # ------------------------------------------------------------------ settings
+    def train_config(self) -> TrainConfig:
+        """A TrainConfig from the panel's controls."""
+        unit_is_a = self._state.diameter_unit == "Å"
+        diameter = float(self._state.diameter)
+        return TrainConfig(
+            bbox=None if unit_is_a else diameter, diameter_a=diameter if unit_is_a else None,
+            tau=float(self._tau_spin.value) or None,
+            expected_particles=int(self._expected_particles_spin.value) or None,
+            num_epochs=int(self._epochs_spin.value), max_steps=int(self._max_steps_spin.value) or None,
+            lr=float(self._lr_spin.value), **self._advanced.values())
+
+    def _init_model(self):
+        return self._state.checkpoint if self._continue_check.value else None
+
+    def _on_settings_changed(self, *_) -> None:
+        """Show the plan: steps and τ that Train would use now."""
+        from napari_cetpick.widgets._engine import plan_training
+
+        try:
+            recs = [r for r in self._state.records.values() if r.count("labels")] \
+                if self._all_tomograms_check.value else [self._state.current]
+            recs = [r for r in recs if r is not None and r.count("labels")]
+            if not recs:
+                self._plan_label.value = "Plan: click some labels first."
+                return
+            labels = [L.points_in_image_frame(r.labels, r.layer) for r in recs]
+            plan = plan_training(self.train_config(), [r.shape for r in recs], labels, recs[0].voxel_size_a,
+                                 init=self._init_model())
+        except CetpickError as err:
+            self._plan_label.value = f"Plan: {err}"
+            return
+        self._plan_label.value = f"Plan: {plan.describe()}"
+
+    def _on_busy_changed(self, kind=None) -> None:
+        idle = kind is None
+        self._train_button.enabled = idle
+        self._load_model_button.enabled = idle
+        self._cancel_button.enabled = kind == "train"
+        self._save_model_button.enabled = idle and self._state.checkpoint is not None
+
+    # ------------------------------------------------------------------ training
+    def _on_train_clicked(self, *_) -> None:
+        from napari_cetpick.train import resolve_diameter_vox
+
+        try:
+            recs, volumes, labels, negatives, masks, vs = gather_training_inputs(
+                self._state, bool(self._all_tomograms_check.value))
+            config = self.train_config()
+            config.validate()
+            resolve_diameter_vox(config, vs)
+            self._check_memory(config, [v.shape for v in volumes], vs)
+        except CetpickError as err:
+            show_error(str(err))
+            return
+        init = self._init_model()
+        self._job = TrainJob(volumes, labels, config, vs, device=str(self._device_combo.value), init=init,
+                             negatives=negatives, masks=masks)
+        self._loss_plot.clear()
+        self._train_progress.value = 0
+        start = "Continuing from the current model" if init is not None else "Preparing"
+        self._train_status_label.value = f"{start}: reading and binning the tomogram…"
+        self._runner.start("train", self._job.run, yielded=self._on_train_yielded,
+                           returned=self._on_train_returned, aborted=self._on_train_aborted,
+                           on_error=self._on_error)
+
+    def _check_memory(self, config: TrainConfig, shapes, voxel_size_a) -> None:
+        """Refuse settings whose training would not fit in memory, before anything starts.
+
+        Uses the engine's estimate (``napari_cetpick.memory.check_train_memory``, issue 9)
+        when this version has it; the spin boxes are bounded either way.
+        """
+        try:
+            from napari_cetpick.memory import check_train_memory
+        except ImportError:
+            return
+        from napari_cetpick.widgets._engine import plan_training
+
+        plan = plan_training(config, shapes, [np.zeros((0, 3))] * len(shapes), voxel_size_a)
+        zbin = 2 if config.compress else 1
+        data_bytes = int(sum(4 * np.prod(s, dtype=float) / (plan.bin_xy ** 2 * zbin) for s in shapes))
+        device = str(self._device_combo.value)
+        check_train_memory(config, data_bytes, device=device if device.startswith("cuda") else None)
+
+    def _on_train_yielded(self, record) -> None:
+        if isinstance(record, TrainStarted):
+            self._train_progress.max = max(record.total_steps, 1)
+            self._train_progress.value = 0
+            self._device_label.value = f"Device: {record.device}"
+            self._train_status_label.value = (f"Training {record.total_steps} steps on {record.n_labels} labels "
+                                              f"(bin {record.bin_xy}, τ {record.tau:.3g})…")
+            return
+        if record.message:
+            show_warning(record.message)
+        self._train_progress.value = min(record.step, self._train_progress.max)
+        self._loss_plot.append(record.step, record.loss)
+        self._train_status_label.value = (f"step {record.step}/{record.total} · loss {record.loss:.4f} · "
+                                          f"{fmt_duration(record.eta_s)} left")
+
+    def _on_train_returned(self, ckpt: Checkpoint | None) -> None:
+        job, self._job = self._job, None
+        cancelled = self._runner.user_cancelled
+        if ckpt is None:
+            self._train_status_label.value = "Cancelled before the first step; the previous model is kept."
+            show_info("Training cancelled before the first step; the previous model is kept.")
+            return
+        self._state.set_checkpoint(ckpt)
+        info = ckpt.info
+        done, planned = int(info.get("steps", 0)), int(info.get("total_steps", 0) or 0)
+        run_steps = done - (int(job.init.info.get("steps", 0)) if job is not None and job.init is not None else 0)
+        status = "cancelled" if cancelled else str(info.get("status", "finished"))
+        self._train_status_label.value = (f"Training {status}: {done} steps in "
+                                          f"{fmt_duration(info.get('elapsed_s', 0.0))}; default threshold "
+                                          f"{ckpt.default_threshold:.2f}.")
+        if cancelled:
+            show_info(f"Training cancelled after {run_steps} of {planned} steps; the model of step {done} is "
+                      f"kept and may be undertrained. Detect to try it, or Train again with "
+                      f"'Continue from the current model'.")
+        else:
+            show_info(f"Model ready ({done} steps). Press Detect.")
+
+    def _on_train_aborted(self) -> None:
+        """After Cancel: fetch the last good model from the Trainer, off the main thread."""
+        job = self._job
+        if not self._runner.user_cancelled or job is None:
+            return
+        self._train_status_label.value = "Cancelled; keeping the model of the last finished step…"
+        self._runner.start("finalise", job.last_good_checkpoint, returned=self._on_train_returned,
+                           on_error=self._on_error, keep_cancel=True)
+
+    def _on_cancel_clicked(self, *_) -> None:
+        if self._runner.kind == "train" and self._runner.cancel():
+            self._train_status_label.value = "Cancelling after the current step…"
+
+    def _on_error(self, kind: str, message: str) -> None:
+        self._train_status_label.value = message
+
+    # ------------------------------------------------------------------ model
+    def _on_checkpoint_changed(self, ckpt) -> None:
+        if ckpt is None:
+            self._model_label.value = "No model yet."
+            return
+        origin = self._origin[1] if self._origin[0] == id(ckpt) else ""
+        self._model_label.value = origin + ckpt.summary()
+        self._model_label.tooltip = "\n".join(f"{k}: {v}" for k, v in ckpt.config.to_dict().items())
+        self._save_model_button.enabled = not self._runner.busy
+        self._check_model_voxel_size()
+        self._on_settings_changed()
+
+    def _check_model_voxel_size(self) -> None:
+        ckpt, rec = self._state.checkpoint, self._state.current
+        vs = None if rec is None else rec.voxel_size_a
+        if ckpt is None or not ckpt.voxel_size_a or not vs:
+            return
+        if abs(vs / ckpt.voxel_size_a - 1) > 0.02:
+            show_warning(f"The model was trained at {ckpt.voxel_size_a:g} Å/voxel but the selected tomogram "
+                         f"has {vs:g} Å/voxel; detection rebins when the ratio is a whole number and refuses "
+                         f"otherwise. Correct the voxel size if the header is wrong.")
+
+    def _on_save_model_clicked(self, *_) -> None:
+        if self._state.checkpoint is None:
+            show_error("No model to save: train or load one first.")
+            return
+        path = self._ask_path(True, "Save model", MODEL_FILTER, "cetpick_model" + MODEL_SUFFIX)
+        if path:
+            self.save_model(path)
+
+    def save_model(self, path) -> Path | None:
+        path = Path(path)
+        if not path.suffix:
+            path = path.with_suffix(MODEL_SUFFIX)
+        try:
+            out = self._state.checkpoint.save(path)
+        except (CetpickError, OSError) as err:
+            show_error(f"Could not save the model: {err}")
+            return None
+        show_info(f"Model saved to {out}")
+        return out
+
+    def _on_load_model_clicked(self, *_) -> None:
+        path = self._ask_path(False, "Load model", MODEL_FILTER)
+        if path:
+            self.load_model(path)
+
+    def load_model(self, path) -> Checkpoint | None:
+        try:
+            ckpt = Checkpoint.load(path)
+        except CetpickError as err:
+            show_error(str(err))
+            return None
+        self._origin = (id(ckpt), f"{Path(path).name}: ")
+        history = ckpt.info.get("loss_history") or []
+        self._loss_plot.set_history(range(1, len(history) + 1), history)
+        self._advanced.show_model(ckpt.config)
+        if self._state.diameter_unit == "Å" and ckpt.diameter_a:
+            self._state.set_diameter(round(ckpt.diameter_a, 2), "Å")
+        else:
+            self._state.set_diameter(round(ckpt.diameter_vox, 2), "voxels")
+        self._state.set_checkpoint(ckpt)
+        return ckpt
