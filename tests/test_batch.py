@@ -195,8 +195,13 @@ def test_dask_local_cluster_writes_what_the_local_run_writes(model, tomos, tmp_p
         np.testing.assert_allclose(b.features["score"], a.features["score"], atol=1e-4)
 
 
-def test_dask_address_of_a_running_scheduler(model, tomos, tmp_path, capsys):
+def test_dask_address_of_a_running_scheduler(model, tomos, tmp_path, capsys, monkeypatch):
+    import logging
+
     distributed = pytest.importorskip("distributed")
+    # a library imported earlier in this test session (copick does) may have put a handler on
+    # the root logger that prints the in-process scheduler's records to stdout
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cl:
         rc = main(["detect", "--model", str(model), "--tomogram", str(tomos / "t1.mrc"), "--tomogram",
                    str(tomos / "t3.mrc"), "--out-dir", str(tmp_path), "--json", "--dask", cl.scheduler_address,

@@ -240,3 +240,14 @@ def test_detect_copick_refuses_mixed_inputs(tmp_path, capsys):
     assert main(["detect", "--model", str(model), "--tomogram", str(mrc), "--out-dir", str(tmp_path), "--run",
                  "TS_1"]) == 2
     assert "--copick" in capsys.readouterr().err
+
+
+def test_importing_copick_leaves_the_root_logger_alone():
+    import logging
+
+    pytest.importorskip("copick")
+    from napari_cetpick.io.copick_project import _import_copick
+
+    before = list(logging.getLogger().handlers)
+    _import_copick()
+    assert logging.getLogger().handlers == before

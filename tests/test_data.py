@@ -60,9 +60,22 @@ def test_targets_hard_soft_unlabelled():
 
 def test_cetpick_blob_formula():
     spec = D.blob_spec(26.0, "cetpick")
-    # r = floor(0.273 * floor(26 / 2)) = 3 grid cells, sigma = 7/6 cells
-    assert spec.radius_work == 3 * 2
-    assert spec.sigma_work == pytest.approx(7 / 6 * 2)
+    # r = floor(0.273 * floor(26 / 2)) = 3 grid cells, sigma = 7/6 cells, isotropic in cells
+    assert spec.in_cells and spec.radius_work == 3
+    assert spec.sigma_work == pytest.approx(7 / 6)
+    t = D.draw_targets((12, 16, 16), np.array([[6.0, 8.0, 8.0]]), spec)
+    # as many cells out along z as along y and x (a cell is 1 slice in z, 2 voxels in y/x)
+    assert t[6 + 3, 8, 8] > 0 and t[6, 8 + 3, 8] > 0 and t[6, 8, 8 + 3] > 0
+    assert t[6 + 3, 8, 8] == pytest.approx(t[6, 8 + 3, 8]) and t[6 + 4, 8, 8] == -1
+
+
+def test_ball_targets_are_hard_within_a_sixth_of_the_diameter():
+    spec = D.blob_spec(24.0, "ball")
+    assert spec.hard_ball and spec.radius_work == pytest.approx(4.0)
+    t = D.draw_targets((12, 16, 16), np.array([[6.0, 8.0, 8.0]]), spec, (2, 2, 2))
+    # stride 2 on every axis: cells 2 voxels apart; within 4 voxels = 2 cells
+    assert set(np.unique(t)) == {-1.0, 1.0}
+    assert t[6, 8, 10] == 1 and t[6, 8, 11] == -1 and t[8, 8, 8] == 1 and t[9, 8, 8] == -1
 
 
 def test_transforms_invert_exactly():

@@ -140,8 +140,19 @@ def test_tau_from_expected_particles():
 
 
 def test_cetpick_preset_keeps_published_settings():
+    from napari_cetpick import data as D
+    from napari_cetpick.train import schedule_steps
+
     cfg = preset("cetpick")
-    assert (cfg.arch, cfg.crop_z, cfg.crop_xy, cfg.batch_size, cfg.augment, cfg.blob) == \
-        ("unet_4", 6, 64, 1, "flip", "cetpick")
+    assert (cfg.arch, cfg.crop_z, cfg.crop_xy, cfg.batch_size, cfg.augment, cfg.blob, cfg.tau) == \
+        ("unet_4", 6, 64, 2, "flip", "cetpick", 0.4)
+    # the epochs are honoured: no step cap the user did not set
+    assert schedule_steps(cfg, 20) == (6000, 10, "600 epochs of 10 steps")
+    assert schedule_steps(preset("cetpick", max_steps=50), 20)[0] == 50
+    # the original's views: the first as it is, the second always flipped left-right or up-down
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        t1, t2 = D.view_transforms(rng, "flip")
+        assert t1 == D.Transform() and t2.flip_x and t2.k in (0, 2) and not t2.flip_z
     with pytest.raises(CetpickError):
         preset("nope")

@@ -325,14 +325,20 @@ def test_opened_coordinate_file_is_particle_sized(viewer, panel, tmp_path):
 
 # ---------------------------------------------------------------------------- panel, several tomograms
 def test_plan_shows_effective_tau_and_steps(panel, sim):
+    from napari_cetpick.config import DEFAULT_STEPS
+
     plan = panel.train._plan_label.value
-    # 4 labels, batch 4: one step per epoch, so 100 epochs stop before the 400 max steps
-    assert plan.startswith("Plan: 100 steps (epochs × labels")
-    assert "τ 0.0" in plan and "from the label density" in plan
+    assert plan.startswith(f"Plan: {DEFAULT_STEPS} steps (the default schedule)")
+    assert "τ 0.0" in plan and "from the label density" in plan and "particles expected" in plan
     panel.train._tau_spin.value = 0.05
     assert "τ 0.05 set by hand" in panel.train._plan_label.value
     panel.train._max_steps_spin.value = 30
     assert panel.train._plan_label.value.startswith("Plan: 30 steps (max steps")
+    # 4 labels, batch 4: one step per epoch; epochs win over the steps, an explicit cap applies
+    panel.train._epochs_spin.value = 100
+    assert panel.train._plan_label.value.startswith("Plan: 30 steps (100 epochs of 1 step, capped by max steps")
+    panel.train._max_steps_spin.value = 0
+    assert panel.train._plan_label.value.startswith("Plan: 100 steps (100 epochs of 1 step)")
 
 
 def test_training_bounds_keep_memory_sane(panel):

@@ -561,7 +561,7 @@ def cmd_demo(args) -> int:
     tomo1 = open_tomogram(paths[0]["tomogram"])
     print(f"[2/5] Training on {len(sims[0].labels)} sparse labels of {cls} ({diameter_a:g} Å) ...", file=sys.stderr)
     # the demo trains exactly --steps steps, however few labels the simulation drew
-    cfg = preset("default", diameter_a=diameter_a, seed=args.seed, max_steps=args.steps, num_epochs=args.steps)
+    cfg = preset("default", diameter_a=diameter_a, seed=args.seed, max_steps=args.steps)
     trainer = Trainer([tomo1.data], [sims[0].labels], cfg, voxel_size_a=tomo1.voxel_size_a, device=args.device)
     bar = _Bar("train", args.quiet)
     for pr in trainer.steps(calibrate=False):  # calibrated once, below

@@ -25,7 +25,21 @@ ARCH_SPECS: dict[str, dict] = {
     "unet3d": {"kind": "3d", "stem": 16, "levels": (24, 48, 96), "embed": 16},
 }
 ARCHS = tuple(ARCH_SPECS)
+
+#: Optimiser steps of a training run when neither ``num_epochs`` nor ``max_steps`` is given.
+DEFAULT_STEPS = 400
 PRESETS = ("default", "cetpick")
+BLOBS = ("physical", "ball", "cetpick")
+
+
+def network_stride(arch: str) -> tuple[int, int, int]:
+    """The network's output stride (z, y, x) in working voxels, without building it.
+
+    The pseudo-3D networks halve y and x (a 2D stem at stride 2); the 3D U-Nets every axis.
+    """
+    if arch not in ARCH_SPECS:
+        raise CetpickError(f"Unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}.")
+    return (2, 2, 2) if ARCH_SPECS[arch].get("kind") == "3d" else (1, 2, 2)
 
 
 def network_multiple(arch: str) -> int:
@@ -65,10 +79,12 @@ class TrainConfig:
         Weight and temperature of the contrastive regulariser.
     consistency_weight : float
         Weight of the two-view consistency loss.
-    num_epochs : int
-        One epoch draws one crop pair per labelled particle.
+    num_epochs : int, optional
+        One epoch is one optimiser step per ``batch_size`` labels. When given, training runs
+        this many epochs (capped only by an explicit ``max_steps``).
     max_steps : int, optional
-        Stop after this many optimiser steps whatever ``num_epochs`` says.
+        Optimiser steps: the whole schedule when ``num_epochs`` is not given, else a cap on it.
+        With neither, training runs :data:`DEFAULT_STEPS` steps.
     lr : float
         Adam learning rate; multiplied by 0.1 at each epoch in ``lr_step``.
     arch : str
@@ -89,7 +105,8 @@ class TrainConfig:
     label_crop_prob : float
         Probability that a crop is centred near a label rather than anywhere.
     translation_ratio : float
-        Jitter of crops around labels, as a fraction of the crop size.
+        How far a crop near a label may be shifted off it, as a share of the particle
+        diameter (the original's meaning: a share of the box size).
     augment : str
         ``full`` (flips and 90° rotations in xy, z flip, intensity jitter) or ``flip``
         (one left-right or up-down flip, as the original).
@@ -110,8 +127,8 @@ class TrainConfig:
     cr_weight: float = 0.1
     temp: float = 0.07
     consistency_weight: float = 1.0
-    num_epochs: int = 100
-    max_steps: int | None = 400
+    num_epochs: int | None = None
+    max_steps: int | None = None
     lr: float = 1e-3
     lr_step: tuple[int, ...] = ()
     arch: str = "unet_small"
@@ -123,7 +140,7 @@ class TrainConfig:
     bin: int | str = "auto"
     min_particle_vox: float = 12.0
     label_crop_prob: float = 0.75
-    translation_ratio: float = 0.25
+    translation_ratio: float = 1.0
     augment: str = "full"
     blob: str = "physical"
     n_anchors_unlabelled: int = 128
@@ -158,10 +175,12 @@ class TrainConfig:
             raise CetpickError(f"label_fraction must lie in (0, 1], got {self.label_fraction}.")
         if self.tau is not None and not (0 < self.tau < 1):
             raise CetpickError(f"tau (the class prior) must lie between 0 and 1, got {self.tau}.")
-        if self.lr <= 0 or self.num_epochs < 1 or self.batch_size < 1:
+        if self.lr <= 0 or (self.num_epochs is not None and self.num_epochs < 1) or self.batch_size < 1:
             raise CetpickError("lr must be positive; num_epochs and batch_size at least 1.")
-        if self.augment not in ("full", "flip") or self.blob not in ("physical", "cetpick"):
-            raise CetpickError("augment must be 'full' or 'flip'; blob 'physical' or 'cetpick'.")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise CetpickError(f"max_steps must be at least 1, got {self.max_steps}.")
+        if self.augment not in ("full", "flip") or self.blob not in BLOBS:
+            raise CetpickError(f"augment must be 'full' or 'flip'; blob one of {', '.join(BLOBS)}.")
         if self.bin != "auto" and (not isinstance(self.bin, int) or self.bin < 1):
             raise CetpickError(f"bin must be 'auto' or a positive integer, got {plain(self.bin)}.")
 
@@ -169,16 +188,19 @@ class TrainConfig:
 def preset(name: str, **overrides: Any) -> TrainConfig:
     """A :class:`TrainConfig` for a named preset, with overrides applied.
 
-    ``cetpick`` reproduces the published settings: the ``unet_4`` network, 6-slice 64×64
-    crops, one pair per step, a single flip as the only augmentation, the CenterNet blob,
-    no binning, tau 0.4 (the ECCV recipe) and the dense contrastive settings.
+    ``cetpick`` reproduces the published settings (docs/method.md lists what we cannot
+    match exactly): the ``unet_4`` network, 6-slice 64×64 crops, two crops per step near
+    labels (within 4 px, or within ``translation_ratio`` × box size for one crop in five),
+    each with a second view flipped left-right or up-down and nothing else, the CenterNet
+    blob isotropic in grid cells, no binning, tau 0.4 and 600 epochs (the ECCV recipe) and
+    the contrastive settings.
     """
     if name == "default":
         cfg = TrainConfig()
     elif name == "cetpick":
         cfg = TrainConfig(
-            arch="unet_4", crop_xy=64, crop_z=6, batch_size=1, augment="flip", blob="cetpick",
-            bin=1, tau=0.4, lr=1e-3, label_crop_prob=1.0, translation_ratio=0.1,
+            arch="unet_4", crop_xy=64, crop_z=6, batch_size=2, augment="flip", blob="cetpick",
+            bin=1, tau=0.4, lr=1e-3, label_crop_prob=1.0, translation_ratio=0.25, num_epochs=600,
             preset="cetpick",
         )
     else:

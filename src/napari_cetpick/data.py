@@ -185,6 +185,8 @@ class BlobSpec:
     radius_work: float
     floor: float = 0.01
     neg_radius_work: float = 1.0
+    hard_ball: bool = False  # every cell within radius_work is a hard positive (no soft ones)
+    in_cells: bool = False  # sigma and radius are in grid cells on every axis (the original's blob)
 
 
 def blob_spec(diameter_work: float, kind: str = "physical") -> BlobSpec:
@@ -193,7 +195,10 @@ def blob_spec(diameter_work: float, kind: str = "physical") -> BlobSpec:
     ``physical``: sigma = diameter / 10, blob cut at half the particle radius, isotropic in
     physical units (the grid's anisotropy is handled when drawing).
     ``cetpick``: the original's CenterNet radius r = floor(0.273 * floor(bbox / 2)) in grid
-    cells with sigma = (2r + 1) / 6 (kept for the reproduction preset).
+    cells with sigma = (2r + 1) / 6, isotropic in grid cells (as the original draws it: in z
+    a cell is half as wide as in y and x), kept for the reproduction preset.
+    ``ball``: every cell within a sixth of the diameter is a hard positive, no soft ones:
+    many positive cells per click instead of one.
     Negative clicks cover a third of the diameter around the click: where a detector's peak
     on that object lands.
     """
@@ -201,7 +206,10 @@ def blob_spec(diameter_work: float, kind: str = "physical") -> BlobSpec:
     if kind == "cetpick":
         r_cells = max(1, int(np.floor(0.273 * np.floor(diameter_work / 2))))
         sigma_cells = (2 * r_cells + 1) / 6
-        return BlobSpec(sigma_cells * GRID_STRIDE_YX, r_cells * GRID_STRIDE_YX, neg_radius_work=neg)
+        return BlobSpec(sigma_cells, r_cells, neg_radius_work=neg, in_cells=True)
+    if kind == "ball":
+        return BlobSpec(max(diameter_work / 10.0, 0.6), max(diameter_work / 6.0, 1.0), neg_radius_work=neg,
+                        hard_ball=True)
     return BlobSpec(max(diameter_work / 10.0, 0.6), max(diameter_work / 4.0, 1.0), neg_radius_work=neg)
 
 
@@ -235,15 +243,19 @@ def draw_targets(grid_shape, labels_grid: np.ndarray, spec: BlobSpec, stride=PSE
         cells that are a hard positive of a positive click.
     """
     g = np.full(grid_shape, UNLABELLED, np.float32)
-    cell = np.asarray(stride, float)
+    # the original's blob is isotropic in grid cells; ours in working voxels
+    cell = np.ones(3) if spec.in_cells else np.asarray(stride, float)
     labels_grid = np.asarray(labels_grid, float).reshape(-1, 3)
     for c in labels_grid:
         win, d2 = _ball_window(c, spec.radius_work, cell, grid_shape)
         if win is None:
             continue
-        val = np.exp(-d2 / (2 * spec.sigma_work**2)).astype(np.float32)
-        val[(d2 > spec.radius_work**2) | (val < spec.floor)] = UNLABELLED
-        val[val > 0.9] = HARD
+        if spec.hard_ball:
+            val = np.where(d2 <= spec.radius_work**2, HARD, UNLABELLED).astype(np.float32)
+        else:
+            val = np.exp(-d2 / (2 * spec.sigma_work**2)).astype(np.float32)
+            val[(d2 > spec.radius_work**2) | (val < spec.floor)] = UNLABELLED
+            val[val > 0.9] = HARD
         np.maximum(g[win], val, out=g[win])
     # the cell nearest each label is always a hard positive (as CenterNet's integer centre):
     # a narrow blob on a stride-2 grid may otherwise have no cell above 0.9, and soft
@@ -252,6 +264,7 @@ def draw_targets(grid_shape, labels_grid: np.ndarray, spec: BlobSpec, stride=PSE
     ok = np.all((near >= 0) & (near < np.asarray(grid_shape)), axis=1)
     g[tuple(near[ok].T)] = HARD
     if negatives_grid is not None:
+        cell = np.asarray(stride, float)
         for c in np.asarray(negatives_grid, float).reshape(-1, 3):
             win, d2 = _ball_window(c, spec.neg_radius_work, cell, grid_shape)
             if win is None:
@@ -289,21 +302,23 @@ def pad_to(volume: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sample_crop_origins(rng: np.random.Generator, work_shape, crop, labels_work: np.ndarray, n: int,
-                        label_prob: float, jitter: float, stride=PSEUDO3D_STRIDE) -> np.ndarray:
+                        label_prob: float, jitter_vox: float, stride=PSEUDO3D_STRIDE) -> np.ndarray:
     """Origins (z, y, x) of ``n`` crops: near a random label with ``label_prob``, else uniform.
 
-    Crop origins are multiples of the grid stride, so that the crop's grid cells are cells
-    of the whole volume's grid (and flips and rotations map cells onto cells).
+    A crop near a label is centred on it up to a uniform shift of ``jitter_vox`` working
+    voxels per axis (never so far that the label leaves the crop). Crop origins are
+    multiples of the grid stride, so that the crop's grid cells are cells of the whole
+    volume's grid (and flips and rotations map cells onto cells).
     """
     st = np.asarray(stride, int)
     crop = np.asarray(crop)
     hi = np.maximum(np.asarray(work_shape) - crop, 0)
+    reach = np.minimum(float(jitter_vox), crop / 2 - 1)
     origins = np.empty((n, 3), int)
     for i in range(n):
         if len(labels_work) and rng.random() < label_prob:
             c = labels_work[rng.integers(len(labels_work))]
-            off = rng.uniform(-jitter, jitter, 3) * crop
-            off[0] = rng.uniform(-0.25, 0.25) * crop[0]
+            off = rng.uniform(-reach, reach)
             o = np.round(c + off - crop / 2).astype(int)
         else:
             o = np.array([rng.integers(0, h + 1) for h in hi])
@@ -343,11 +358,21 @@ class Transform:
         return t
 
 
-def random_transform(rng: np.random.Generator, mode: str) -> Transform:
-    if mode == "flip":
-        # the original: one left-right or up-down flip
-        return Transform(k=2 * int(rng.integers(2)), flip_x=True) if rng.random() < 0.5 else Transform()
+def random_transform(rng: np.random.Generator, mode: str = "full") -> Transform:
+    """A random dihedral transform in y/x with a random z flip (our augmentation)."""
     return Transform(k=int(rng.integers(4)), flip_x=bool(rng.integers(2)), flip_z=bool(rng.integers(2)))
+
+
+def view_transforms(rng: np.random.Generator, mode: str) -> tuple[Transform, Transform]:
+    """The transforms of a crop's two views.
+
+    ``full``: two independent random transforms. ``flip`` (the original): the first view as
+    it is, the second flipped left-right or up-down.
+    """
+    if mode == "flip":
+        # an up-down flip is a half turn followed by a left-right flip
+        return Transform(), Transform(k=2 * int(rng.integers(2)), flip_x=True)
+    return random_transform(rng), random_transform(rng)
 
 
 def intensity_jitter(rng: np.random.Generator, crop: np.ndarray, strength: float = 0.1) -> np.ndarray:

@@ -97,6 +97,86 @@ def estimate_tau(config: TrainConfig, density_per_vox2: float, shapes_tomo: list
     return float(np.clip(tau, TAU_FLOOR, 0.5))
 
 
+@dataclass
+class TrainingPlan:
+    """What a training run will do, worked out from its inputs without reading any tomogram.
+
+    The :class:`Trainer` follows it; the panel shows it before Train.
+    """
+
+    total_steps: int
+    steps_per_epoch: int
+    schedule: str  # how total_steps came about, in words
+    n_labels: int
+    bin_xy: int
+    stride_zyx: tuple
+    tau: float
+    tau_source: str  # "set by hand", "from the expected particles", "from the label density"
+    density_per_vox2: float
+    expected_particles: float
+
+    def describe(self) -> str:
+        return (f"{self.total_steps} steps ({self.schedule}) · τ {self.tau:.3g} {self.tau_source} · "
+                f"about {self.expected_particles:.0f} particles expected · bin {self.bin_xy}")
+
+
+def schedule_steps(config: TrainConfig, n_labels: int) -> tuple[int, int, str]:
+    """``(total steps, steps per epoch, description)`` of a run with ``n_labels`` labels.
+
+    ``num_epochs`` given: that many epochs, capped only by an explicit ``max_steps``;
+    ``max_steps`` alone: that many steps; neither: :data:`~napari_cetpick.config.DEFAULT_STEPS`.
+    """
+    from .config import DEFAULT_STEPS
+
+    spe = max(1, math.ceil(max(n_labels, 1) / config.batch_size))
+    if config.num_epochs is not None:
+        total = config.num_epochs * spe
+        what = f"{config.num_epochs} epochs of {spe} step{'s' if spe != 1 else ''}"
+        if config.max_steps is not None and config.max_steps < total:
+            return config.max_steps, spe, f"{what}, capped by max steps"
+        return total, spe, what
+    if config.max_steps is not None:
+        return config.max_steps, spe, "max steps"
+    return DEFAULT_STEPS, spe, "the default schedule"
+
+
+def plan_training(config: TrainConfig, shapes: Sequence, labels: Sequence, voxel_size_a: float | None = None,
+                  init: Checkpoint | None = None) -> TrainingPlan:
+    """Binning, grid, class prior, expected count and steps of a run on tomograms of ``shapes``.
+
+    ``labels`` are the positive labels (zyx voxels) of each tomogram. A correction round
+    (``init`` given) keeps the model's binning and, unless the share or count is set anew,
+    its particle density (accepted picks are not a new labelled share).
+    """
+    from .config import network_stride
+
+    diameter_vox = resolve_diameter_vox(config, voxel_size_a)
+    if init is not None:
+        bin_xy = int(init.bin_xy)
+    elif config.bin == "auto":
+        bin_xy = D.auto_bin(diameter_vox, config.min_particle_vox)
+    else:
+        bin_xy = int(config.bin)
+    stride = network_stride(config.arch)
+    geometry = D.make_geometry(bin_xy, config.compress, stride)
+    shapes = [tuple(int(n) for n in sh) for sh in shapes]
+    labels = [np.asarray(l, float).reshape(-1, 3) for l in labels]
+    keep_density = (init is not None and "density_per_vox2" in init.info and config.expected_particles is None
+                    and config.label_fraction == init.config.label_fraction)
+    if keep_density:
+        density = float(init.info["density_per_vox2"])
+    else:
+        density = C.particle_density(labels, shapes, diameter_vox, config.label_fraction, config.expected_particles)
+    blob = D.blob_spec(diameter_vox / bin_xy, config.blob)
+    tau = estimate_tau(config, density, shapes, blob, geometry)
+    source = ("set by hand" if config.tau is not None else
+              "from the expected particles" if config.expected_particles else "from the label density")
+    n_labels = int(sum(len(l) for l in labels))
+    total, spe, what = schedule_steps(config, n_labels)
+    return TrainingPlan(total, spe, what, n_labels, bin_xy, tuple(stride), float(tau), source, float(density),
+                        float(density * sum(C.xy_area(sh) for sh in shapes)))
+
+
 def _per_volume(items, n: int, name: str) -> list:
     """``items`` as a list of length ``n`` (None means none for every volume)."""
     if items is None:
@@ -171,15 +251,11 @@ class Trainer:
                 for i, (v, n) in enumerate(zip(volumes, negatives))]
         if sum(len(l) for l in labs) == 0:
             raise CetpickError("No labels: click at least one particle before training.")
-        if init is not None:
-            bin_xy = init.bin_xy
-            if init.config.arch != config.arch:
-                raise CetpickError(f"Cannot continue a {init.config.arch} model as {config.arch}.")
-        elif config.bin == "auto":
-            bin_xy = D.auto_bin(self.diameter_vox, config.min_particle_vox)
-        else:
-            bin_xy = int(config.bin)
-        self.bin_xy = bin_xy
+        if init is not None and init.config.arch != config.arch:
+            raise CetpickError(f"Cannot continue a {init.config.arch} model as {config.arch}.")
+        shapes = [tuple(int(n) for n in v.shape) for v in volumes]
+        self.plan = plan = plan_training(config, shapes, labs, voxel_size_a, init)
+        self.bin_xy = bin_xy = plan.bin_xy
         self.device = resolve_device(device)
         if check_memory:
             from .memory import check_train_memory
@@ -198,6 +274,7 @@ class Trainer:
         if init is not None:
             self.net.load_state_dict(init.state_dict)
         self.stride = np.asarray(self.net.out_stride, int)
+        assert tuple(self.stride) == plan.stride_zyx, "config.network_stride disagrees with the network"
         self.geometry = D.make_geometry(bin_xy, config.compress, self.net.out_stride)
 
         crop = np.array([config.crop_z, config.crop_xy, config.crop_xy])
@@ -217,22 +294,15 @@ class Trainer:
         self.diameter_work = self.diameter_vox / bin_xy
         self.blob = D.blob_spec(self.diameter_work, config.blob)
         self.raw_volumes = list(volumes)  # (memory maps) for the threshold's detection pass
-        shapes = [tuple(int(n) for n in v.shape) for v in volumes]
         self.label_boxes = [C.label_box(l, sh, self.diameter_vox) if len(l) else None for l, sh in zip(labs, shapes)]
-        same_counts = (init is not None and "density_per_vox2" in init.info and config.expected_particles is None
-                       and config.label_fraction == init.config.label_fraction)
-        # a correction round keeps the density of round 1: accepted picks are not a new share
-        self.density = (float(init.info["density_per_vox2"]) if same_counts else
-                        C.particle_density(labs, shapes, self.diameter_vox, config.label_fraction,
-                                           config.expected_particles))
-        self.expected_particles = self.density * sum(C.xy_area(sh) for sh in shapes)
-        self.tau = estimate_tau(config, self.density, shapes, self.blob, self.geometry)
+        self.density = plan.density_per_vox2
+        self.expected_particles = plan.expected_particles
+        self.tau = plan.tau
 
         self.opt = torch.optim.Adam(self.net.parameters(), lr=config.lr)
         n_labels = sum(len(l) for l in labs)
-        self.steps_per_epoch = max(1, math.ceil(n_labels / config.batch_size))
-        total = config.num_epochs * self.steps_per_epoch
-        self.total_steps = min(total, config.max_steps) if config.max_steps else total
+        self.steps_per_epoch = plan.steps_per_epoch
+        self.total_steps = plan.total_steps
         self.step = 0
         self.history: list[dict] = []
         self.status = "not started"
@@ -250,9 +320,21 @@ class Trainer:
     def _lr_at(self, epoch: int) -> float:
         return self.config.lr * (0.1 ** sum(epoch >= e for e in self.config.lr_step))
 
+    def _jitter_vox(self) -> float:
+        """How far (working voxels) a crop near a click may be shifted off it.
+
+        ``translation_ratio`` of the particle diameter (the original's knob: a share of the
+        box size). With the original's sampling (``augment="flip"``) that range applies to
+        one crop in five, the others stay within 4 voxels.
+        """
+        reach = self.config.translation_ratio * self.diameter_work
+        if self.config.augment == "flip" and self.rng.random() >= 0.2:
+            return 4.0
+        return reach
+
     def _crop_targets(self, vi: int, o: np.ndarray, grid_shape) -> np.ndarray:
         """Target map of the crop of volume ``vi`` at working origin ``o``."""
-        margin = self.blob.radius_work / self.stride + 1
+        margin = (self.blob.radius_work if self.blob.in_cells else self.blob.radius_work / self.stride) + 1
 
         def near(points_work):
             g = D.work_to_grid(points_work - o, self.stride)
@@ -280,10 +362,10 @@ class Trainer:
             # crops near a click: positives and negatives alike, so the network meets the
             # look-alikes the user rejected as often as the particles
             o = D.sample_crop_origins(rng, vol.shape, self.crop, clicks[vi], 1, cfg.label_crop_prob,
-                                      cfg.translation_ratio, self.stride)[0]
+                                      self._jitter_vox(), self.stride)[0]
             crop = vol[o[0] : o[0] + self.crop[0], o[1] : o[1] + self.crop[1], o[2] : o[2] + self.crop[2]]
             targets.append(self._crop_targets(vi, o, grid_shape))
-            t1, t2 = D.random_transform(rng, cfg.augment), D.random_transform(rng, cfg.augment)
+            t1, t2 = D.view_transforms(rng, cfg.augment)
             c1, c2 = t1.apply(crop), t2.apply(crop)
             if cfg.augment == "full":
                 c1, c2 = D.intensity_jitter(rng, c1), D.intensity_jitter(rng, c2)
@@ -444,7 +526,7 @@ def correction_config(init: Checkpoint, **overrides) -> TrainConfig:
     wins, including the schedule.
     """
     rounds = len(init.info.get("rounds", [])) or 1
-    base = {"max_steps": CORRECTION_STEPS, "num_epochs": 10**6, "lr_step": (), "tau": init.tau,
+    base = {"max_steps": CORRECTION_STEPS, "num_epochs": None, "lr_step": (), "tau": init.tau,
             "seed": int(init.config.seed) + rounds}
     given = {k: v for k, v in overrides.items() if v is not None}
     if "num_epochs" in given and "max_steps" not in given:

@@ -55,10 +55,19 @@ def _spacing(voxel_spacing_a) -> float:
 
 # --------------------------------------------------------------------------- project access
 def _import_copick():
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     try:
         import copick  # noqa: F401
     except ImportError:
         raise CetpickError(f"copick support needs the copick package: {INSTALL_HINT}.") from None
+    finally:
+        # importing copick installs a handler on the root logger that prints every library's
+        # INFO records to stdout (it would mix Dask's chatter into `cetpick detect --json`)
+        root.handlers[:] = handlers
+        root.setLevel(level)
     return copick
 
 

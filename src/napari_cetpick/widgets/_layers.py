@@ -103,7 +103,7 @@ def add_points_layer(viewer, image_layer, role: str, size: float, name: str | No
                               metadata={META_KEY: meta}, **points_style(role, size, scored=scored))
     layer = unwrap(layer)
     if scored:
-        layer.feature_defaults = pd.DataFrame({"score": [1.0]})
+        _hand_pick_defaults(layer)
     layer.current_size = size
     ensure_thick_slice(viewer, layer, size)
     return layer
@@ -145,21 +145,42 @@ def show_heatmap(viewer, image_layer, result):
     return layer
 
 
-def show_picks(viewer, image_layer, zyx, scores, size: float):
+def _hand_pick_defaults(layer) -> None:
+    """Features of a pick the user adds by hand: certain (score 1), the other columns unknown."""
+    layer.feature_defaults = pd.DataFrame({c: [1.0 if c == "score" else np.nan] for c in layer.features.columns})
+
+
+def pick_features(scores, threshold: float | None = None) -> pd.DataFrame:
+    """The picks layer's features: ``score`` and, with a threshold, ``margin`` (exported too)."""
+    scores = np.asarray(scores, float).reshape(-1)
+    cols = {"score": scores}
+    if threshold is not None:
+        from napari_cetpick.detect import logit
+
+        cols["margin"] = np.round(logit(scores) - logit(threshold), 4)
+    return pd.DataFrame(cols)
+
+
+def show_picks(viewer, image_layer, zyx, scores, size: float, threshold: float | None = None):
     """Add (or update) the picks Points layer of a tomogram: circles coloured by ``score``."""
     name = f"{image_layer.name} picks"
     layer = find_layer(viewer, name, "picks", image_layer.name)
     if layer is None:
-        features = pd.DataFrame({"score": np.asarray(scores, float)})
-        layer = add_points_layer(viewer, image_layer, "picks", size, name=name, zyx=zyx, features=features)
+        layer = add_points_layer(viewer, image_layer, "picks", size, name=name, zyx=zyx,
+                                 features=pick_features(scores, threshold))
     else:
-        set_picks(layer, zyx, scores)
+        set_picks(layer, zyx, scores, threshold)
     return layer
 
 
-def set_picks(layer, zyx, scores) -> None:
-    """Replace a picks layer's points and scores and recolour them."""
+def set_picks(layer, zyx, scores, threshold: float | None = None) -> None:
+    """Replace a picks layer's points and scores (and margins) and recolour them."""
     zyx = np.asarray(zyx, float).reshape(-1, 3)
+    features = pick_features(scores, threshold)
+    # the new columns first (their rows follow the old points), then points and values together
+    layer.features = features.iloc[:0].reindex(range(len(layer.data)))
+    _hand_pick_defaults(layer)
     layer.data = zyx
-    layer.features = pd.DataFrame({"score": np.asarray(scores, float)})
+    layer.features = features
+    _hand_pick_defaults(layer)
     layer.refresh_colors(update_color_mapping=False)

@@ -76,12 +76,14 @@ class LayerTracker:
         """Put these picks into the record's picks layer (made again if the user deleted it)."""
         zyx = np.asarray(zyx, float).reshape(-1, 3)
         scores = np.nan_to_num(np.asarray(scores, float).reshape(-1), nan=1.0)
+        threshold = None if rec.result is None else float(rec.result.threshold)
         self._writing = True
         try:
             if rec.picks is None or not self.state.live(rec.picks):
-                rec.picks = L.show_picks(self.state.viewer, rec.layer, zyx, scores, self.state.pick_size(rec))
+                rec.picks = L.show_picks(self.state.viewer, rec.layer, zyx, scores, self.state.pick_size(rec),
+                                         threshold)
             else:
-                L.set_picks(rec.picks, zyx, scores)
+                L.set_picks(rec.picks, zyx, scores, threshold)
         finally:
             self._writing = False
         self.watch(rec.picks)

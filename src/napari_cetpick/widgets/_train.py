@@ -8,7 +8,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Progre
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_cetpick.checkpoint import Checkpoint
-from napari_cetpick.config import TrainConfig
+from napari_cetpick.config import DEFAULT_STEPS, TrainConfig
 from napari_cetpick.device import DEVICES
 from napari_cetpick.errors import CetpickError
 from napari_cetpick.widgets import _layers as L
@@ -42,12 +42,13 @@ class TrainSection(Container):
             tooltip="Fraction of heatmap voxels that are particle: the class prior τ of the positive-unlabelled "
                     "loss (--tau). Overrides 'Expected particles'. 0 = automatic (the value used is shown below).")
         self._epochs_spin = SpinBox(
-            label="Epochs", min=1, max=100_000, value=_DEFAULTS.num_epochs,
-            tooltip="One epoch draws one crop pair per label (--num_epochs); training stops after this many "
-                    "epochs or 'Max steps', whichever comes first (the plan below says which).")
+            label="Epochs", min=0, max=100_000, value=_DEFAULTS.num_epochs or 0,
+            tooltip="Train this many epochs (--num_epochs; one epoch = one step per batch of labels). "
+                    f"0 = the default schedule of {DEFAULT_STEPS} steps. The plan below says what will run.")
         self._max_steps_spin = SpinBox(
             label="Max steps", min=0, max=10_000_000, value=_DEFAULTS.max_steps or 0,
-            tooltip="Upper limit on optimiser steps (0 = no limit). 400 steps take about two minutes on a 2-core CPU.")
+            tooltip="Optimiser steps (--max-steps): the whole schedule when Epochs is 0, else a cap on it "
+                    "(0 = none).")
         self._lr_spin = FloatSpinBox(
             label="Learning rate", min=1e-6, max=1.0, step=1e-4, value=_DEFAULTS.lr, tooltip="Adam learning rate (--lr).")
         self._device_combo = ComboBox(
@@ -108,7 +109,7 @@ class TrainSection(Container):
             bbox=None if unit_is_a else diameter, diameter_a=diameter if unit_is_a else None,
             tau=float(self._tau_spin.value) or None,
             expected_particles=int(self._expected_particles_spin.value) or None,
-            num_epochs=int(self._epochs_spin.value), max_steps=int(self._max_steps_spin.value) or None,
+            num_epochs=int(self._epochs_spin.value) or None, max_steps=int(self._max_steps_spin.value) or None,
             lr=float(self._lr_spin.value), **self._advanced.values())
 
     def _init_model(self):
