@@ -216,17 +216,21 @@ def log_score_map(
     dark_particles: bool = True,
     bin_factor: int | str = "auto",
     scale_step: float = 2 ** 0.25,
-    n_side: int = 2,
+    n_side: int = 4,
+    n_band: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scale-selective blob score: the normalised LoG at the particle's scale, kept only
     where that scale responds most.
 
     The scale-normalised Laplacian of Gaussian ``-s² ∇²(G_s * v)`` of a solid ball of
-    diameter ``D`` peaks at ``s* = D / (2 √3)``. It is computed at ``s*`` and at ``n_side``
-    scales on each side (ratio ``scale_step``); a voxel keeps its response at ``s*`` only
-    when no other scale responds more there, so blobs of other sizes (larger or smaller
-    look-alikes) score 0 instead of a weaker but still high response. The score is the
-    robust z-score of the kept response mapped by ``z / (z + 4)``, as :func:`dog_score_map`.
+    diameter ``D`` peaks at ``s* = D / (2 √3)``. It is computed at ``n_side`` scales on each
+    side of ``s*`` (ratio ``scale_step``: a factor 2 either way by default). The particle's
+    band is ``s*`` and ``n_band`` scales on each side (real particles are not solid balls,
+    and the missing wedge stretches them in z); a voxel keeps its best response in the band
+    only when no scale outside the band responds more, so blobs of clearly other sizes
+    (larger or smaller look-alikes) score 0 instead of a weaker but still high response.
+    The score is the robust z-score of the kept response mapped by ``z / (z + 4)``, as
+    :func:`dog_score_map`.
 
     Returns the score map, ``scale`` and ``translate`` (index → tomogram voxel), as
     :func:`dog_score_map`.
@@ -259,8 +263,9 @@ def log_score_map(
     centre = response(s_star)
     best_other = np.full_like(centre, -np.inf)
     for k in range(1, n_side + 1):
+        into = centre if k <= n_band else best_other  # in the particle's band, or outside it
         for s in (s_star * scale_step**k, s_star / scale_step**k):
-            np.maximum(best_other, response(s), out=best_other)
+            np.maximum(into, response(s), out=into)
     centre[centre < best_other] = 0.0
     del best_other
     score = _robust_score(centre)
