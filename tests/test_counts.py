@@ -26,6 +26,22 @@ def test_threshold_keeps_the_expected_number_of_picks():
     assert threshold_for_count(s, 5, floor=0.3) == 0.3
 
 
+def test_a_clear_break_near_the_count_wins_over_the_count():
+    rng = np.random.default_rng(1)
+    particles = rng.uniform(0.97, 0.999, 20)
+    rest = rng.uniform(0.05, 0.3, 200)
+    s = np.concatenate([particles, rest])
+    # the labels imply 28 (the share clicked was a guess): the scores say 20
+    for n in (12, 20, 28, 39):
+        assert (s >= threshold_for_count(s, n)).sum() == 20, n
+    # beyond a factor 2 of the count the break is not trusted
+    assert (s >= threshold_for_count(s, 45)).sum() == 45
+    # smooth scores (no break): exactly the count
+    smooth = np.linspace(0.99, 0.01, 300)
+    for n in (10, 57, 150):
+        assert (smooth >= threshold_for_count(smooth, n)).sum() == n
+
+
 def test_label_box_estimates_the_region_the_user_worked_in():
     rng = np.random.default_rng(0)
     areas = []

@@ -103,13 +103,57 @@ def particle_density(labels: list[np.ndarray], shapes: list, diameter_vox: float
     return n / f / area
 
 
+#: A count from labels is uncertain by about this factor either way (the share clicked is a guess).
+COUNT_TOLERANCE = 2.0
+#: A break in the ranked scores (logit units) at least this wide, and this many times the
+#: band's median step, separates two populations: particles above, the rest below.
+BREAK_MIN_LOGIT = 2.0
+BREAK_MIN_RATIO = 8.0
+
+
+def _logit(p) -> np.ndarray:
+    p = np.clip(np.asarray(p, float), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+def _between(a: float, b: float) -> float:
+    """Halfway between scores a > b in logit space, kept strictly above b."""
+    mid = 0.5 * (_logit(a) + _logit(b))
+    t = float(1.0 / (1.0 + np.exp(-mid)))
+    return min(max(t, b + 1e-9), a)
+
+
+def score_break(scores_desc: np.ndarray, n_expected: float, tolerance: float = COUNT_TOLERANCE) -> int | None:
+    """Rank k (keep the k best) of a clear break in descending scores near the expected count.
+
+    Looks at ranks ``n/tolerance … n·tolerance``; returns the rank below which the scores
+    drop by at least :data:`BREAK_MIN_LOGIT` logits and :data:`BREAK_MIN_RATIO` times the
+    median drop between neighbours there, the widest such drop; None without one (or with
+    fewer than 8 ranks to compare).
+    """
+    s = np.asarray(scores_desc, float)
+    lo = max(1, int(np.ceil(n_expected / tolerance)))
+    hi = min(len(s) - 1, int(np.floor(n_expected * tolerance)))
+    if hi - lo + 1 < 8:
+        return None
+    z = _logit(s)
+    gaps = z[lo - 1 : hi] - z[lo : hi + 1]  # gaps[i]: between rank lo+i and the next
+    i = int(np.argmax(gaps))
+    if gaps[i] >= BREAK_MIN_LOGIT and gaps[i] >= BREAK_MIN_RATIO * max(float(np.median(gaps)), 1e-3):
+        return lo + i
+    return None
+
+
 def threshold_for_count(scores: np.ndarray, n_expected: float, floor: float = 0.0) -> float:
     """The score threshold that keeps about ``n_expected`` of these (suppressed) pick scores.
 
     The threshold lies halfway between the score of the ``n``-th best pick and the next
     one (in logit space), so that ``scores >= threshold`` keeps exactly ``round(n)`` picks
-    when the scores are distinct. With fewer picks than expected, the lowest score; never
-    below ``floor``.
+    when the scores are distinct. Where the ranked scores break clearly within a factor
+    :data:`COUNT_TOLERANCE` of the count (:func:`score_break`: the particles score far above
+    everything else), the threshold goes into that break instead: the count is an estimate,
+    the break is what the model says. With fewer picks than expected, the lowest score;
+    never below ``floor``.
     """
     s = np.sort(np.asarray(scores, float).ravel())[::-1]
     n = int(round(float(n_expected)))
@@ -117,15 +161,14 @@ def threshold_for_count(scores: np.ndarray, n_expected: float, floor: float = 0.
         return float(max(floor, 0.5))
     if n <= 0:
         return float(max(floor, min(1.0, s[0] + 1e-6)))
+    k = score_break(s, float(n_expected))
+    if k is not None:
+        return float(max(floor, _between(s[k - 1], s[k])))
     if n >= len(s):
         return float(max(floor, s[-1]))
-    a, b = np.clip([s[n - 1], s[n]], 1e-7, 1 - 1e-7)
-    mid = 0.5 * (np.log(a / (1 - a)) + np.log(b / (1 - b)))
-    t = 1.0 / (1.0 + np.exp(-mid))
-    # halfway must stay above the next score (equal scores cannot be split)
-    t = min(max(t, b + 1e-9), a)
-    return float(max(floor, t))
+    # equal scores cannot be split: halfway stays above the next score
+    return float(max(floor, _between(s[n - 1], s[n])))
 
 
-__all__ = ["LabelBox", "label_box", "particle_density", "threshold_for_count", "xy_area",
+__all__ = ["LabelBox", "label_box", "particle_density", "score_break", "threshold_for_count", "xy_area",
            "DEFAULT_LABEL_FRACTION"]
