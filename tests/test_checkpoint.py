@@ -10,7 +10,7 @@ from napari_cetpick.model import build_network
 
 def _ckpt():
     net = build_network("unet_small")
-    return Checkpoint(state_dict=net.state_dict(), config=TrainConfig(bbox=20, gauss=0.8, lr_step=(5,)),
+    return Checkpoint(state_dict=net.state_dict(), config=TrainConfig(arch="unet_small", bbox=20, gauss=0.8, lr_step=(5,)),
                       diameter_vox=20.0, voxel_size_a=7.5, bin_xy=1, default_threshold=0.37, tau=0.02,
                       info={"steps": 12, "loss_history": [0.5, 0.4]})
 
@@ -56,7 +56,7 @@ def test_numpy_values_in_the_metadata_still_load_safely(tmp_path):
     # unloadable with weights_only=True
     import numpy as np
 
-    cfg = TrainConfig(bbox=np.float64(20.0), gauss=np.float32(0.5), batch_size=np.int64(2), lr_step=(np.int64(5),),
+    cfg = TrainConfig(arch="unet_small", bbox=np.float64(20.0), gauss=np.float32(0.5), batch_size=np.int64(2), lr_step=(np.int64(5),),
                       crop_xy=np.int64(64))
     ck = Checkpoint(state_dict=build_network("unet_small").state_dict(), config=cfg, diameter_vox=np.float64(20.0),
                     voxel_size_a=np.float32(7.5), bin_xy=np.int64(1), default_threshold=np.float64(0.37),

@@ -11,12 +11,12 @@ from napari_cetpick.model import build_network
 from napari_cetpick.utils import run_generator
 
 
-def _ckpt(voxel_size_a=10.0, bin_xy=1, seed=0):
+def _ckpt(voxel_size_a=10.0, bin_xy=1, seed=0, arch="unet_small"):
     import torch
 
     torch.manual_seed(seed)
-    net = build_network("unet_small")
-    return Checkpoint(net.state_dict(), TrainConfig(bbox=12), 12.0, voxel_size_a, bin_xy, 0.3)
+    net = build_network(arch)
+    return Checkpoint(net.state_dict(), TrainConfig(bbox=12, arch=arch), 12.0, voxel_size_a, bin_xy, 0.3)
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +63,12 @@ def test_reselect_is_instant_and_monotone(volume):
     assert len(z3) <= 3
 
 
-def test_binned_model_maps_back_to_tomogram_voxels(volume):
-    res = run_generator(detect(_ckpt(bin_xy=2), volume, DetectConfig(threshold=0.0), device="cpu"))
-    assert np.allclose(res.scale, [2, 4, 4]) and np.allclose(res.translate, [0.5, 1.5, 1.5])
+@pytest.mark.parametrize("arch, scale, translate", [("unet_small", [2, 4, 4], [0.5, 1.5, 1.5]),
+                                                     ("unet3d_small", [4, 4, 4], [1.5, 1.5, 1.5])])
+def test_binned_model_maps_back_to_tomogram_voxels(volume, arch, scale, translate):
+    # output cell j covers working voxels s*j .. s*j+s-1 (bin 2): its centre in the tomogram
+    res = run_generator(detect(_ckpt(bin_xy=2, arch=arch), volume, DetectConfig(threshold=0.0), device="cpu"))
+    assert np.allclose(res.scale, scale) and np.allclose(res.translate, translate)
     assert np.all(res.zyx >= -0.5) and np.all(res.zyx <= np.array(volume.shape) - 0.5)
 
 
@@ -170,15 +173,17 @@ def test_chunk_border_peak_is_kept_exactly_once():
     assert len(z) == 1 and 7.0 < z[0, 0] < 7.5
 
 
-@pytest.mark.parametrize("gauss, tile_xy", [(0.0, 100), (1.0, 64), (1.0, 100)])
-def test_tiles_equal_one_untiled_pass(gauss, tile_xy):
+@pytest.mark.parametrize("gauss, tile_xy, arch", [(0.0, 100, "unet_small"), (1.0, 64, "unet_small"),
+                                                  (1.0, 100, "unet_small"), (0.0, 64, "unet3d_small"),
+                                                  (1.0, 100, "unet3d_small")])
+def test_tiles_equal_one_untiled_pass(gauss, tile_xy, arch):
     # tile starts and halos on the network's max-pool grid: no seams with a Gaussian halo or
     # a tile size that is not a multiple of the network's
     import torch
 
     torch.manual_seed(0)
-    net = build_network("unet_small")
-    ck = Checkpoint(net.state_dict(), TrainConfig(bbox=12, gauss=gauss), 12.0, 10.0, 1, 0.3)
+    net = build_network(arch)
+    ck = Checkpoint(net.state_dict(), TrainConfig(bbox=12, gauss=gauss, arch=arch), 12.0, 10.0, 1, 0.3)
     vol = np.random.default_rng(0).normal(size=(10, 150, 170)).astype(np.float32)
     whole = run_generator(detect(ck, vol, DetectConfig(tile_xy=1024, tile_z=64), voxel_size_a=10.0, device="cpu"))
     tiled = run_generator(detect(ck, vol, DetectConfig(tile_xy=tile_xy, tile_z=4), voxel_size_a=10.0, device="cpu"))

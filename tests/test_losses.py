@@ -130,12 +130,17 @@ def test_known_negatives_and_ignored_cells_by_hand():
     r_neg_n = 0.25 * L2  # p = .5 at the negative: .5^2 (-ln .5)
     assert out["r_neg_n"].item() == pytest.approx(r_neg_n, rel=1e-5)
     assert out["r_neg_u"].item() == pytest.approx(r_neg_u, rel=1e-5)
-    # the negative cell is not unlabelled, and the known-negative term weighs 1 - tau
-    expected = 0.05 * r_pos + max(0.0, r_neg_u - 0.05 * r_neg_p) + 0.95 * r_neg_n
+    # the negative cell is not unlabelled, and the known-negative term weighs sqrt(tau (1 - tau)),
+    # between the positives' tau and the negative class's 1 - tau
+    w_n = math.sqrt(0.05 * 0.95)
+    expected = 0.05 * r_pos + max(0.0, r_neg_u - 0.05 * r_neg_p) + w_n * r_neg_n
     assert out["loss"].item() == pytest.approx(expected, rel=1e-5)
     # an ignored cell takes no part, whatever its score
     other = pu_heatmap_loss(torch.tensor([0.0, _logit(0.5), _logit(0.25), -5.0]), g, tau=0.05)
     assert other["loss"].item() == pytest.approx(out["loss"].item(), rel=1e-6)
+    # a weight given in the settings wins
+    assert pu_heatmap_loss(logits, g, tau=0.05, neg_weight=0.5)["loss"].item() == \
+        pytest.approx(expected - w_n * r_neg_n + 0.5 * r_neg_n, rel=1e-5)
     # without negatives the term is 0
     assert pu_heatmap_loss(logits, torch.tensor([1.0, -1.0, -1.0, -2.0]), tau=0.05)["r_neg_n"].item() == 0.0
 

@@ -18,22 +18,31 @@ def test_parameter_count_matches_the_network():
         assert M.arch_parameter_count(arch) == count_parameters(build_network(arch))
 
 
+#: the settings the estimate was calibrated on (the former defaults: two views per crop)
+P3D = dict(arch="unet_small", batch_size=4, crop_z=10, contrastive=True, consistency_weight=1.0)
+
+
 def test_estimate_grows_with_crop_batch_and_network():
-    base = TrainConfig()
     est = M.estimate_train_memory_bytes
-    assert est(base) < 1 * GiB  # the defaults are cheap
-    assert est(TrainConfig(batch_size=8)) > est(base)
-    assert est(TrainConfig(crop_z=20)) > est(base)
-    assert est(TrainConfig(arch="unet_small")) < est(TrainConfig(arch="unet_4")) < est(TrainConfig(arch="unet_5"))
+    assert est(TrainConfig()) < 1 * GiB  # the defaults are cheap
+    base = TrainConfig(**P3D)
+    assert est(TrainConfig(**{**P3D, "batch_size": 8})) > est(base)
+    assert est(TrainConfig(**{**P3D, "crop_z": 20})) > est(base)
+    assert est(base) < est(TrainConfig(**{**P3D, "arch": "unet_4"})) < est(TrainConfig(**{**P3D, "arch": "unet_5"}))
     # the activations scale with the pixels of a step: crop xy x 2 -> about x 4
-    act = [est(TrainConfig(crop_xy=c)) - M.STEP_OVERHEAD_BYTES - 16 * M.arch_parameter_count("unet_small")
+    act = [est(TrainConfig(**P3D, crop_xy=c)) - M.STEP_OVERHEAD_BYTES - 16 * M.arch_parameter_count("unet_small")
            for c in (64, 128)]
     assert act[1] == pytest.approx(4 * act[0], rel=1e-6)
+    # a second augmented view only where a loss compares the views: twice the activations
+    one = TrainConfig(**{**P3D, "contrastive": False, "consistency_weight": 0.0})
+    assert M.training_views(one) == 1 and M.training_views(base) == 2
+    assert est(base) - est(one) == pytest.approx(est(one) - M.STEP_OVERHEAD_BYTES
+                                                 - 16 * M.arch_parameter_count("unet_small"), rel=1e-6)
 
 
 def test_the_crop_that_killed_napari_is_refused():
     # crop xy 512 and crop z 128 at batch 4 grew napari to 23.8 GB before the kernel killed it
-    cfg = TrainConfig(crop_xy=512, crop_z=128)
+    cfg = TrainConfig(**{**P3D, "crop_xy": 512, "crop_z": 128})
     assert M.estimate_train_memory_bytes(cfg) > 24 * GiB
     with pytest.raises(CetpickError) as info:
         M.check_train_memory(cfg, available_bytes=16 * GiB)

@@ -41,7 +41,7 @@ def checkpoint(sim):
     from napari_cetpick.train import Trainer
     from napari_cetpick.utils import run_generator
 
-    cfg = TrainConfig(diameter_a=DIAMETER_A, max_steps=2, num_epochs=1, crop_xy=32, crop_z=6, batch_size=2)
+    cfg = TrainConfig(diameter_a=DIAMETER_A, max_steps=2, num_epochs=1, crop_xy=32, crop_z=8, batch_size=2)
     trainer = Trainer([sim.volume], [sim.labels], cfg, voxel_size_a=VOXEL_A, device="cpu")
     return run_generator(trainer.steps())
 
@@ -71,7 +71,7 @@ def _tiny(panel, steps: int = 3) -> None:
     panel.train._epochs_spin.value = 10_000
     adv = panel.train._advanced
     adv._crop_xy_spin.value = 32
-    adv._crop_z_spin.value = 6
+    adv._crop_z_spin.value = 8
     adv._batch_size_spin.value = 2
     panel.train._device_combo.value = "cpu"
 
@@ -192,6 +192,10 @@ def test_voxel_size_override_goes_to_metadata(viewer, panel):
 def test_train_config_from_controls(panel):
     train, adv = panel.train, panel.train._advanced
     train._expected_particles_spin.value = 40
+    # off by default (on in the cetpick preset): its weight and temperature are greyed out
+    assert not adv._contrastive_check.value and not adv._cr_weight_spin.enabled
+    adv._contrastive_check.value = True
+    assert adv._cr_weight_spin.enabled and adv._temp_spin.enabled
     adv._contrastive_check.value = False
     adv._arch_combo.value = "unet_4"
     adv._gauss_spin.value = 1.0
@@ -425,8 +429,8 @@ def test_save_and_load_model(panel, checkpoint, tmp_path, qtbot):
     ckpt = panel._checkpoint
     assert ckpt is not None and ckpt.diameter_vox == pytest.approx(checkpoint.diameter_vox)
     text = panel.train._model_label.value
-    assert "model.ckpt" in text and "voxel size 10 Å" in text and "150 Å" in text and "unet_small" in text
-    assert "arch: unet_small" in panel.train._model_label.tooltip
+    assert "model.ckpt" in text and "voxel size 10 Å" in text and "150 Å" in text and TrainConfig().arch in text
+    assert f"arch: {TrainConfig().arch}" in panel.train._model_label.tooltip
     assert panel.data._diameter_spin.value == pytest.approx(DIAMETER_A)
     # models saved as .pt by earlier versions still load
     checkpoint.save(tmp_path / "old.pt")

@@ -27,7 +27,7 @@ ARCH_SPECS: dict[str, dict] = {
 ARCHS = tuple(ARCH_SPECS)
 
 #: Optimiser steps of a training run when neither ``num_epochs`` nor ``max_steps`` is given.
-DEFAULT_STEPS = 400
+DEFAULT_STEPS = 300
 PRESETS = ("default", "cetpick")
 BLOBS = ("physical", "ball", "cetpick")
 
@@ -90,7 +90,8 @@ class TrainConfig:
     arch : str
         ``unet_small`` (fast default), ``unet_4`` or ``unet_5`` (the published networks).
     batch_size : int
-        Crop pairs per optimiser step.
+        Crops per optimiser step (each with a second augmented view when the consistency or
+        contrastive loss is on).
     crop_xy, crop_z : int
         Crop size in working voxels; xy must be a multiple of the network's
         :func:`network_multiple` (8 for ``unet_small``, 16 for ``unet_4``, 32 for ``unet_5``)
@@ -115,6 +116,9 @@ class TrainConfig:
         original's CenterNet radius formula).
     seed : int
         Seed of every random draw; training on CPU is deterministic for a given seed.
+    neg_weight : float, optional
+        Weight of the negative clicks' term in the loss; default
+        :func:`napari_cetpick.losses.negative_click_weight` of τ.
     """
 
     bbox: float | None = None
@@ -123,18 +127,18 @@ class TrainConfig:
     expected_particles: int | None = None
     label_fraction: float | None = None
     thresh: float = 0.5
-    contrastive: bool = True
+    contrastive: bool = False
     cr_weight: float = 0.1
     temp: float = 0.07
-    consistency_weight: float = 1.0
+    consistency_weight: float = 0.0
     num_epochs: int | None = None
     max_steps: int | None = None
     lr: float = 1e-3
     lr_step: tuple[int, ...] = ()
-    arch: str = "unet_small"
-    batch_size: int = 4
+    arch: str = "unet3d_small"
+    batch_size: int = 8
     crop_xy: int = 64
-    crop_z: int = 10
+    crop_z: int = 32
     gauss: float = 0.0
     compress: bool = False
     bin: int | str = "auto"
@@ -142,11 +146,12 @@ class TrainConfig:
     label_crop_prob: float = 0.75
     translation_ratio: float = 1.0
     augment: str = "full"
-    blob: str = "physical"
+    blob: str = "ball"
     n_anchors_unlabelled: int = 128
     n_negatives: int = 512
     seed: int = 0
     preset: str = "default"
+    neg_weight: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -201,7 +206,7 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
         cfg = TrainConfig(
             arch="unet_4", crop_xy=64, crop_z=6, batch_size=2, augment="flip", blob="cetpick",
             bin=1, tau=0.4, lr=1e-3, label_crop_prob=1.0, translation_ratio=0.25, num_epochs=600,
-            preset="cetpick",
+            contrastive=True, consistency_weight=1.0, preset="cetpick",
         )
     else:
         raise CetpickError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")

@@ -105,14 +105,19 @@ def activation_elements_per_pixel(arch: str) -> float:
     return e / 4.0                      # all of the above live at half resolution in y and x
 
 
+def training_views(config: TrainConfig) -> int:
+    """Augmented views of each crop in a step: two where a loss compares them, else one."""
+    return 2 if config.consistency_weight > 0 or (config.contrastive and config.cr_weight > 0) else 1
+
+
 def estimate_train_memory_bytes(config: TrainConfig) -> int:
     """Memory one training step needs on top of the loaded data, in bytes.
 
-    From the crop (``crop_z`` x ``crop_xy`` x ``crop_xy`` working voxels), the batch (two
-    augmented views per crop pair) and the architecture::
+    From the crop (``crop_z`` x ``crop_xy`` x ``crop_xy`` working voxels), the batch (with
+    :func:`training_views` augmented views per crop) and the architecture::
 
         bytes = ACTIVATION_FACTOR x 4 x activation_elements_per_pixel(arch)
-                x 2 x batch_size x crop_z x crop_xy**2
+                x views x batch_size x crop_z x crop_xy**2
                 + 16 x parameters (weights, gradients, two Adam moments) + STEP_OVERHEAD_BYTES
 
     ``ACTIVATION_FACTOR`` (saved activations, their gradients and allocator slack) and
@@ -125,7 +130,7 @@ def estimate_train_memory_bytes(config: TrainConfig) -> int:
     preprocessed training tomograms (4 bytes per working voxel) are extra;
     :func:`check_train_memory` adds them.
     """
-    pixels = 2 * int(config.batch_size) * int(config.crop_z) * int(config.crop_xy) ** 2
+    pixels = training_views(config) * int(config.batch_size) * int(config.crop_z) * int(config.crop_xy) ** 2
     act = ACTIVATION_FACTOR * 4.0 * activation_elements_per_pixel(config.arch) * pixels
     return int(act + 16 * arch_parameter_count(config.arch) + STEP_OVERHEAD_BYTES)
 

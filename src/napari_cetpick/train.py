@@ -23,6 +23,7 @@ import numpy as np
 from . import counts as C
 from . import data as D
 from . import device as _device  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
+from . import memory as M
 from .checkpoint import Checkpoint
 from .config import TrainConfig
 from .errors import CetpickError, plain
@@ -74,9 +75,8 @@ def check_labels(labels: np.ndarray, shape, name: str = "labels") -> np.ndarray:
     return lab
 
 
-#: Smallest class prior used when it is estimated: below it the positive term is too weak to
-#: learn from in a few hundred steps (measured), the published advice being 0.01 to 0.4.
-TAU_FLOOR = 0.01
+#: Smallest class prior used when it is estimated (a guard against a nonsensical zero).
+TAU_FLOOR = 1e-5
 
 
 def estimate_tau(config: TrainConfig, density_per_vox2: float, shapes_tomo: list[tuple], spec: D.BlobSpec,
@@ -258,12 +258,10 @@ class Trainer:
         self.bin_xy = bin_xy = plan.bin_xy
         self.device = resolve_device(device)
         if check_memory:
-            from .memory import check_train_memory
-
             crop_zyx = (config.crop_z, config.crop_xy, config.crop_xy)
             geom = D.make_geometry(bin_xy, config.compress)
             data_bytes = sum(4 * int(np.prod(np.maximum(geom.work_shape(v.shape), crop_zyx))) for v in volumes)
-            check_train_memory(config, data_bytes, device=self.device)
+            M.check_train_memory(config, data_bytes, device=self.device)
         if self.device.type == "cpu":
             configure_threads()
         self.device_name = describe(self.device)
@@ -283,6 +281,8 @@ class Trainer:
             raise CetpickError(f"The {config.arch} network needs crop sizes (z, y, x) that are multiples of "
                                f"{tuple(int(m) for m in mult)}; got {tuple(int(c) for c in crop)}.")
         self.crop = crop
+        # a second augmented view of each crop only where a loss compares the two
+        self.two_views = M.training_views(config) == 2
         self.volumes, self.labels_work, self.negatives_work, self.keep_work = [], [], [], []
         for v, lab, neg, mask in zip(volumes, labs, negs, masks):
             w = D.preprocess(v, self.geometry, config.gauss)
@@ -366,13 +366,14 @@ class Trainer:
             crop = vol[o[0] : o[0] + self.crop[0], o[1] : o[1] + self.crop[1], o[2] : o[2] + self.crop[2]]
             targets.append(self._crop_targets(vi, o, grid_shape))
             t1, t2 = D.view_transforms(rng, cfg.augment)
-            c1, c2 = t1.apply(crop), t2.apply(crop)
+            views = (t1, t2) if self.two_views else (t1,)
+            cs = [t.apply(crop) for t in views]
             if cfg.augment == "full":
-                c1, c2 = D.intensity_jitter(rng, c1), D.intensity_jitter(rng, c2)
-            crops.append((np.ascontiguousarray(c1), np.ascontiguousarray(c2)))
+                cs = [D.intensity_jitter(rng, c) for c in cs]
+            crops.append(tuple(np.ascontiguousarray(c) for c in cs))
             t1s.append(t1)
             t2s.append(t2)
-        return crops, np.stack(targets), t1s, t2s
+        return crops, np.stack(targets), t1s, t2s if self.two_views else []
 
     def _loss(self, crops, targets, t1s, t2s):
         import torch
@@ -380,17 +381,17 @@ class Trainer:
         from .losses import consistency_loss, contrastive_loss, pu_heatmap_loss
 
         cfg = self.config
-        x = np.stack([c[0] for c in crops] + [c[1] for c in crops])[:, None]
+        x = np.stack([c[0] for c in crops] + [c[1] for c in crops if len(c) > 1])[:, None]
         x = torch.from_numpy(x).to(self.device)
         hm, proj = self.net(x, with_proj=cfg.contrastive)
         b = len(crops)
         # every output back to the un-augmented frame of its crop
         hm = torch.stack([t.invert_torch(hm[i]) for i, t in enumerate(t1s + t2s)])
         g = torch.from_numpy(targets).to(self.device)[:, None]
-        g2 = torch.cat([g, g])
-        l_hm = pu_heatmap_loss(hm, g2, self.tau)["loss"]
+        g2 = torch.cat([g, g]) if self.two_views else g
+        l_hm = pu_heatmap_loss(hm, g2, self.tau, neg_weight=cfg.neg_weight)["loss"]
         p = torch.sigmoid(hm)
-        l_cons = consistency_loss(p[:b], p[b:], g > -1.5)
+        l_cons = consistency_loss(p[:b], p[b:], g > -1.5) if self.two_views else hm.new_zeros(())
         l_cr = hm.new_zeros(())
         if cfg.contrastive and cfg.cr_weight > 0:
             proj = torch.stack([t.invert_torch(proj[i]) for i, t in enumerate(t1s + t2s)])

@@ -60,6 +60,7 @@ class AdvancedSettings(Container):
                      self._gauss_spin, self._compress_check, self._arch_combo, self._batch_size_spin,
                      self._crop_xy_spin, self._crop_z_spin, self._seed_spin])
         self._contrastive_check.changed.connect(self._on_contrastive_changed)
+        self._on_contrastive_changed(self._contrastive_check.value)  # the weights follow the box from the start
 
     def _on_contrastive_changed(self, value: bool) -> None:
         self._cr_weight_spin.enabled = bool(value)
