@@ -49,6 +49,8 @@ class DetectResult:
     ``cand_agreement`` (with two views) is, per candidate, 1 minus the difference between
     the two augmented views' scores there. ``expected_particles`` is the count the model's
     labels imply for a tomogram of this xy area (None when the model does not know it).
+    ``model_threshold`` is the threshold the detection started from (the model's default
+    unless one was given), kept when the user moves ``threshold``.
     """
 
     heatmap: np.ndarray
@@ -69,6 +71,7 @@ class DetectResult:
     cand_agreement: np.ndarray | None = None
     expected_particles: float | None = None
     keep_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    model_threshold: float | None = None
 
     def reselect(self, threshold: float | None = None, min_distance_vox: float | None = None,
                  K: int | None | str = "keep") -> tuple[np.ndarray, np.ndarray]:
@@ -360,6 +363,7 @@ def detect(ckpt: Checkpoint, volume, config: DetectConfig | None = None, voxel_s
                        threshold=threshold, min_distance_vox=min_d, K=config.K, tomogram_shape=shape,
                        voxel_size_a=voxel_size_a, diameter_vox=ckpt.diameter_vox,
                        elapsed_s=time.perf_counter() - t0, warnings=notes, cand_agreement=agreement,
-                       expected_particles=expected_count(ckpt, shape, voxel_size_a))
+                       expected_particles=expected_count(ckpt, shape, voxel_size_a),
+                       model_threshold=threshold)
     res.reselect()
     return res

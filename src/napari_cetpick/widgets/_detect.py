@@ -1,6 +1,7 @@
 """Section 3 · Detect: run the model over tomograms, then threshold the cached candidates live."""
 from __future__ import annotations
 
+import math
 from functools import partial
 
 from magicgui.widgets import CheckBox, Container, FloatSlider, FloatSpinBox, ProgressBar, PushButton
@@ -101,8 +102,11 @@ class DetectSection(Container):
         except CetpickError as err:
             show_error(str(err))
             return False
+        # a chosen threshold is kept as its margin from the old model's default: retraining
+        # shifts every score, but "a little stricter than the model's default" carries over
         self._keep_threshold = {
             r.layer.unique_id: (r.result.threshold if "threshold" in r.chosen else None,
+                                r.result.model_threshold,
                                 r.result.min_distance_vox if "min_distance" in r.chosen else None)
             for r in recs if keep_threshold and r.result is not None and r.chosen}
         self._detect_progress.value = 0
@@ -147,7 +151,8 @@ class DetectSection(Container):
 
         kept = self._keep_threshold.get(rec.layer.unique_id)
         if kept is not None:
-            result.reselect(threshold=kept[0], min_distance_vox=kept[1])
+            result.reselect(threshold=carried_threshold(kept[0], kept[1], result.model_threshold),
+                            min_distance_vox=kept[2])
         rec.result = result
         rec.heatmap = L.show_heatmap(self._state.viewer, rec.layer, result)
         self._tracker.reselect(rec)
@@ -177,7 +182,9 @@ class DetectSection(Container):
         rec = self._state.current
         if not self._updating and rec is not None:
             rec.chosen.add("threshold")
-            self._tracker.reselect(rec, threshold=float(value))
+            # the slider moves in steps of 0.001 but reports its integer position scaled back
+            # (0.100999 for 0.101): the user chose the step they see
+            self._tracker.reselect(rec, threshold=round(float(value), 3))
 
     def _on_min_distance_changed(self, value: float) -> None:
         rec = self._state.current
@@ -205,3 +212,15 @@ class DetectSection(Container):
         self._pick_count_label.value = f"{plural(n, 'pick')}{extra}{edits}"
         if rec.result is not None:
             self._histogram.set_threshold(rec.result.threshold, n)
+
+
+def carried_threshold(chosen: float | None, old_default: float | None, new_default: float | None) -> float | None:
+    """The threshold a user chose for one model, carried to a retrained one: the same margin
+    logit(chosen) − logit(old default) above the new model's default (the chosen value itself
+    where a default is unknown)."""
+    if chosen is None or old_default is None or new_default is None:
+        return chosen
+    from napari_cetpick.detect import logit
+
+    z = float(logit(new_default) + logit(chosen) - logit(old_default))
+    return round(1.0 / (1.0 + math.exp(-z)), 6)

@@ -99,8 +99,9 @@ class ImproveSection(Container):
             self._improve_status_label.value = "Model improved; the new detection was cancelled: press Detect."
         elif rec is not None and rec.result is not None:
             n = rec.count("picks")
-            whose = "your" if "threshold" in rec.chosen else "the new model's"
-            self._improve_status_label.value = (f"Improved: {plural(n, 'pick')} at {whose} threshold "
+            whose = ("your threshold (the same margin over the new model's default)" if "threshold" in rec.chosen
+                     else "the new model's threshold")
+            self._improve_status_label.value = (f"Improved: {plural(n, 'pick')} at {whose} "
                                                 f"{rec.result.threshold:.3f}. Review again, or Improve once more.")
             show_info(f"Improved model: {plural(n, 'pick')} in {rec.name}.")
 
