@@ -39,10 +39,11 @@ def test_train_detect_evaluate(sim_files, tmp_path, capsys):
     assert {"x", "y", "z", "score"} <= set(csv.columns) and 0 < len(csv) <= 20
     star = starfile.read(out / "t_picks.star")
     assert np.allclose(star["rlnCoordinateX"].to_numpy(), csv["x"].to_numpy(), atol=1e-3)
+    # the heatmap is on the network's output grid: the default 3D network halves every axis
     with mrcfile.open(out / "t_heatmap.mrc") as mrc:
-        assert mrc.data.shape == (32, 48, 48)
+        assert mrc.data.shape == (16, 48, 48)
         assert float(mrc.voxel_size.x) == pytest.approx(20.0)
-        assert float(mrc.voxel_size.z) == pytest.approx(10.0)
+        assert float(mrc.voxel_size.z) == pytest.approx(20.0)
     capsys.readouterr()
     rc = main(["evaluate", "--picks", str(out / "t_picks.csv"), "--truth", str(paths["truth:proteasome"]),
                "--radius", "6", "--json"])
@@ -160,13 +161,19 @@ def test_original_knob_names(sim_files, tmp_path, capsys):
     sim, paths = sim_files
     model = tmp_path / "m.ckpt"
     assert main(_train_argv(paths, model, "--max-steps", "2", "--translation_ratio", "0.05")) == 0
-    assert Checkpoint.load(model).config.translation_ratio == 0.05
+    ck = Checkpoint.load(model)
+    assert ck.config.translation_ratio == 0.05
+    # the threshold comes with the count it was set for
+    n = ck.info["expected_particles"]
+    assert n > len(sim.labels)
+    assert f"about {n:.0f} particles expected" in capsys.readouterr().out
     out = tmp_path / "o"
-    capsys.readouterr()
+
     assert main(["detect", "--model", str(model), "--tomogram", str(paths["tomogram"]), "--out-dir", str(out),
                  "--out_thresh", "0.01", "--cutoff_z", "5", "--format", "csv", "--no-heatmap", "--quiet",
                  "--device", "cpu"]) == 0
-    assert "at threshold 0.010" in capsys.readouterr().out
+    # the whole tomogram was the training one: the same count is expected in it
+    assert f"(about {n:.0f} expected) at threshold 0.010" in capsys.readouterr().out
     picks = read_points(out / "t_picks.csv")
     # --cutoff_z drops that many slices at the top and bottom (the original's meaning)
     assert len(picks) and picks.zyx[:, 0].min() >= 5 and picks.zyx[:, 0].max() <= 32 - 1 - 5

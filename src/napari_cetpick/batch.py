@@ -99,6 +99,7 @@ class JobResult:
     status: str
     picks: int | None = None
     threshold: float | None = None
+    expected: float | None = None  # particles the model's labels imply for this tomogram
     seconds: float = 0.0
     outputs: dict = field(default_factory=dict)
     error: str | None = None
@@ -421,6 +422,8 @@ def detect_job(job: DetectJob, opts: BatchOptions, device: str | None = None, wo
         res_rec.status = "ok"
         res_rec.picks = int(len(res.zyx))
         res_rec.threshold = float(res.threshold)
+        if res.expected_particles is not None:
+            res_rec.expected = round(float(res.expected_particles), 1)
     except Exception as exc:  # isolation: one bad tomogram never stops the others
         res_rec.error = _reason(exc, job)
     res_rec.warnings = list(dict.fromkeys(notes))

@@ -101,10 +101,12 @@ class Checkpoint:
     def summary(self) -> str:
         vs = "unknown" if self.voxel_size_a is None else f"{self.voxel_size_a:g} Å"
         d_a = "" if self.diameter_a is None else f" ({self.diameter_a:g} Å)"
+        n = self.info.get("expected_particles")
+        expected = f", about {n:.0f} particles expected in the training tomograms" if n else ""
         return (f"{self.config.arch}, voxel size {vs}, particle {self.diameter_vox:g} voxels{d_a}, "
                 f"bin {self.bin_xy}, threshold {self.default_threshold:.2f}"
                 f"{' (not calibrated)' if self.info.get('threshold_calibrated') is False else ''}, tau {self.tau:.3g}, "
-                f"{self.info.get('steps', 0)} steps")
+                f"{self.info.get('steps', 0)} steps{expected}")
 
     def save(self, path) -> Path:
         """Write the model; a path without an extension gets :data:`MODEL_EXTENSION`.

@@ -394,7 +394,9 @@ def _print_result(r, as_json: bool, done: int, total: int) -> None:
     if as_json:
         print(json.dumps(r.to_dict()), flush=True)
     elif r.status == "ok":
-        print(f"[{done}/{total}] {r.name}: {r.picks} picks at threshold {r.threshold:.3f} in {r.seconds:.1f} s -> "
+        expected = "" if r.expected is None else f" (about {r.expected:.0f} expected)"
+        print(f"[{done}/{total}] {r.name}: {r.picks} picks{expected} at threshold {r.threshold:.3f} "
+              f"in {r.seconds:.1f} s -> "
               + ", ".join(r.outputs.values()), flush=True)
     elif r.status == "skipped":
         print(f"[{done}/{total}] {r.name}: skipped, outputs exist", flush=True)
@@ -604,7 +606,7 @@ def _add_volume_options(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import ARCHS, PRESETS
+    from .config import ARCHS, DEFAULT_STEPS, PRESETS
 
     parser = _Parser(
         prog="cetpick",
@@ -621,7 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--voxel-size", type=float, default=10.0, help="voxel size of the simulation (Å)")
     p.add_argument("--snr", type=float, default=0.3, help="projection signal-to-noise ratio (1 easy, 0.3 typical, 0.1 hard)")
     p.add_argument("--label-class", default="ribosome", help="the class whose particles are labelled and picked")
-    p.add_argument("--steps", type=int, default=400, help="training steps")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
