@@ -186,7 +186,7 @@ def parse_sets(items) -> dict:
     return out
 
 
-def train_model(cfg, tomo, labels, negatives=None, init=None):
+def train_model(cfg, tomo, labels, negatives=None, init=None, **overrides):
     from napari_cetpick.train import Trainer, continue_training
 
     t0 = time.perf_counter()
@@ -200,7 +200,7 @@ def train_model(cfg, tomo, labels, negatives=None, init=None):
         from napari_cetpick.utils import run_generator
 
         ckpt = run_generator(continue_training(init, [tomo.data], [labels], negatives=[negatives],
-                                               voxel_size_a=tomo.voxel_size_a))
+                                               voxel_size_a=tomo.voxel_size_a, **overrides))
     return ckpt, time.perf_counter() - t0
 
 
@@ -292,6 +292,9 @@ def run_case(args) -> list[dict]:
     from napari_cetpick.config import preset
 
     kind = "cetpick" if args.method == "cetpick" else "default"
+    # the user says which share of the particles in their region they labelled, as
+    # `cetpick train --label-fraction` lets them (it sets the expected count and the threshold)
+    sets.setdefault("label_fraction", args.label_fraction)
     cfg = preset(kind, diameter_a=diameter_a, seed=args.seed, max_steps=args.steps, **sets)
     negatives = None
     train_labels = labels
@@ -304,7 +307,20 @@ def run_case(args) -> list[dict]:
         from dataclasses import replace
 
         cfg = replace(cfg, label_fraction=1.0, expected_particles=None)
-    ckpt, train_s = train_model(cfg, t1, train_labels, negatives)
+    saved = Path(args.models) / f"{cls}_snr{args.snr_one:g}_{args.method}_{args.tag or 'default'}_r1.ckpt" \
+        if args.models else None
+    if saved is not None and saved.is_file():
+        # round 1 of this very case trained before: ablate the correction round alone
+        from napari_cetpick.checkpoint import Checkpoint
+
+        ckpt = Checkpoint.load(saved)
+        train_s = float(ckpt.info.get("elapsed_s", 0.0))
+        rec["round1_from"] = str(saved)
+    else:
+        ckpt, train_s = train_model(cfg, t1, train_labels, negatives)
+        if saved is not None:
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            ckpt.save(saved)
     rec["train_s"] = round(train_s, 2)
     rec["steps"] = int(ckpt.info.get("steps", 0))
     rec["tau"] = round(float(ckpt.tau), 5)
@@ -324,14 +340,14 @@ def run_case(args) -> list[dict]:
         accepted, rejected = scripted_review(res1, truth1, labels, labelled_region(t1.shape_zyx), radius_vox)
         review_s = time.perf_counter() - t0
         new_labels = np.concatenate([labels, accepted])
-        ckpt2, corr_s = train_model(None, t1, new_labels, rejected, init=ckpt)
+        ckpt2, corr_s = train_model(None, t1, new_labels, rejected, init=ckpt, **parse_sets(args.correction))
         res2, detect_s2 = run_detect(ckpt2, t2)
         rec2 = {**{k: rec[k] for k in ("case", "method", "tag", "class", "snr", "shape_zyx", "voxel_size_a",
                                        "diameter_a", "n_true_test", "set")},
                 "round": 2, "n_labels": int(len(new_labels)), "n_accepted": int(len(accepted)),
                 "n_rejected": int(len(rejected)), "detect_tomo1_s": round(review_s, 2),
                 "correction_s": round(corr_s, 2), "steps": int(ckpt2.info.get("steps", 0)) - rec["steps"],
-                "detect_s": round(detect_s2, 2)}
+                "detect_s": round(detect_s2, 2), "correction": parse_sets(args.correction)}
         zyx, scores = all_candidates(res2)
         score_detection(rec2, zyx, scores, res2.threshold, truth2, radius_vox, truths2, diam_vox)
         rec2["peak_rss_mb"] = round(peak_rss_mb(), 1)
@@ -386,6 +402,11 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a TrainConfig field for ours/supervised (repeatable; for ablations)")
     p.add_argument("--tag", default="", help="a name for this configuration in the output")
+    p.add_argument("--models", default="", metavar="DIR",
+                   help="keep each case's round-1 model here and reuse it when present (to ablate the "
+                        "correction round alone)")
+    p.add_argument("--correction", action="append", metavar="KEY=VALUE",
+                   help="a setting of the correction round (continue_training), e.g. lr=3e-4; repeatable")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default=str(DEFAULT_CACHE), help="folder for simulated tomograms")
     p.add_argument("--out", default=None, help="also append the JSON lines to this file")
@@ -413,6 +434,10 @@ def main(argv=None) -> int:
               "--tag", args.tag]
     for s in args.set or []:
         common += ["--set", s]
+    for s in args.correction or []:
+        common += ["--correction", s]
+    if args.models:
+        common += ["--models", args.models]
     if args.steps:
         common += ["--steps", str(args.steps)]
     for job in jobs:
