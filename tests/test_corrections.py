@@ -6,7 +6,7 @@ from scipy import ndimage
 from napari_cetpick.config import DetectConfig, TrainConfig
 from napari_cetpick.detect import detect
 from napari_cetpick.errors import CetpickError
-from napari_cetpick.train import CORRECTION_STEPS, Trainer, continue_training, correction_config
+from napari_cetpick.train import CORRECTION_LR_FACTOR, CORRECTION_STEPS, Trainer, continue_training, correction_config
 from napari_cetpick.utils import run_generator
 
 
@@ -74,6 +74,9 @@ def test_correction_round_keeps_the_model_settings(round1):
     assert cfg.max_steps == CORRECTION_STEPS and cfg.tau == ck.tau and cfg.arch == ck.config.arch
     assert correction_config(ck, max_steps=7).max_steps == 7
     assert correction_config(ck, num_epochs=2).max_steps is None  # the user's schedule wins
+    # fine-tuning at a tenth of the first round's rate; a later round keeps it; the user's wins
+    assert cfg.lr == pytest.approx(CORRECTION_LR_FACTOR * ck.config.lr)
+    assert correction_config(ck, lr=0.01).lr == 0.01
     gen = continue_training(ck, [v], [balls[:8]], negatives=[shells[:2]], max_steps=2, device="cpu")
     new = run_generator(gen)
     assert new.voxel_size_a == ck.voxel_size_a == 10.0
@@ -82,6 +85,7 @@ def test_correction_round_keeps_the_model_settings(round1):
     assert new.info["steps"] == ck.info["steps"] + 2
     assert [r["n_positives"] for r in new.info["rounds"]] == [6, 8]
     assert new.info["n_negatives"] == 2
+    assert correction_config(new).lr == pytest.approx(new.config.lr)  # no tenth of a tenth
     with pytest.raises(CetpickError, match="voxel size"):
         run_generator(continue_training(ck, [v], [balls[:8]], voxel_size_a=20.0, max_steps=1))
 

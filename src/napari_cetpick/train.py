@@ -516,19 +516,26 @@ def train(volumes, labels, config: TrainConfig, voxel_size_a=None, device=None,
 
 #: Optimiser steps of a correction round unless the user sets ``max_steps``/``num_epochs``.
 CORRECTION_STEPS = 100
+#: A correction round fine-tunes at this share of the first round's learning rate: a fresh
+#: Adam takes steps of about the learning rate in every weight whatever the loss, and at
+#: the full rate a round of 20 rejections wrecked the model instead of correcting it
+#: (proteasome benchmark: best F1 0.45 -> 0.05; at a tenth: 0.45 -> 0.48, docs/benchmark.md).
+CORRECTION_LR_FACTOR = 0.1
 
 
 def correction_config(init: Checkpoint, **overrides) -> TrainConfig:
     """Settings of a correction round: the model's own, a short schedule, then the user's.
 
     The round keeps everything that defines the model (architecture, binning, particle
-    size, normalisation, τ) and fine-tunes for :data:`CORRECTION_STEPS` steps at the
-    model's learning rate without decay. Any setting given in ``overrides`` (not None)
-    wins, including the schedule.
+    size, normalisation, τ) and fine-tunes for :data:`CORRECTION_STEPS` steps at
+    :data:`CORRECTION_LR_FACTOR` times the first round's learning rate, without decay (a
+    model that is itself a correction keeps its rate). Any setting given in ``overrides``
+    (not None) wins, including the schedule and the learning rate.
     """
     rounds = len(init.info.get("rounds", [])) or 1
+    lr = float(init.config.lr) * (CORRECTION_LR_FACTOR if rounds <= 1 else 1.0)
     base = {"max_steps": CORRECTION_STEPS, "num_epochs": None, "lr_step": (), "tau": init.tau,
-            "seed": int(init.config.seed) + rounds}
+            "seed": int(init.config.seed) + rounds, "lr": lr}
     given = {k: v for k, v in overrides.items() if v is not None}
     if "num_epochs" in given and "max_steps" not in given:
         base["max_steps"] = None  # the user set the schedule in epochs
