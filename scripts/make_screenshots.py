@@ -6,9 +6,9 @@ ground truth, as a careful user would), runs Improve, draws an ignore region and
 evaluation box, and saves PNGs into ``docs/images/``::
 
     python scripts/make_screenshots.py              # re-runs itself under xvfb-run if no display
-    python scripts/make_screenshots.py --steps 400 --out docs/images
+    python scripts/make_screenshots.py --steps 300 --out docs/images
 
-On a 2-core CPU the default training (400 steps, the panel's default) takes 2–4 minutes,
+On a 2-core CPU the default training (300 steps, the panel's default) takes 3–5 minutes,
 Improve about a minute.
 """
 from __future__ import annotations
@@ -24,6 +24,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from napari_cetpick.config import DEFAULT_STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREEN = "1600x1000x24"
@@ -70,7 +72,7 @@ def _decide(panel, truth_zyx, radius: float) -> bool:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images", help="output folder")
-    parser.add_argument("--steps", type=int, default=400, help="training steps (default 400, as the panel)")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps (default: the panel's, %(default)s)")
     parser.add_argument("--model", type=Path, default=None,
                         help="load this model instead of training (no training screenshot)")
     parser.add_argument("--save-model", type=Path, default=None, help="save the trained model here")

@@ -9,7 +9,6 @@ import argparse
 import json
 import sys
 import time
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
