@@ -660,26 +660,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model file to write (.ckpt; added when missing). Written as soon as training ends, "
                         "and on Ctrl-C with the steps done so far")
     p.add_argument("--preset", default="default", choices=PRESETS,
-                   help="default: our fast, augmented settings; cetpick: the published settings")
+                   help="default: our settings (3D U-Net, tau from the expected count); cetpick: the published settings")
     g = p.add_argument_group("particle")
     g.add_argument("--bbox", type=float, help="particle diameter (box size) in voxels")
     g.add_argument("--diameter-a", type=float, help="particle diameter in Å (instead of --bbox)")
     g = p.add_argument_group("method knobs (the original's names)")
     g.add_argument("--tau", type=float, help="class prior of the PU loss (default: estimated from the labels)")
-    g.add_argument("--expected-particles", type=int, help="expected particle count, to derive tau")
+    g.add_argument("--expected-particles", type=int, help="expected particle count in the training tomograms (instead of --label-fraction), to derive tau "
+                        "and the default threshold")
     g.add_argument("--label-fraction", type=float,
-                   help="share of the particles you labelled in the region you worked in (default 0.5), to derive tau")
+                   help="share of the particles you labelled in the region you worked in (default 0.5), to derive tau "
+                        "and the default threshold")
     g.add_argument("--thresh", type=float, help="target value splitting soft from hard positives (contrastive)")
     g.add_argument("--contrastive", action=argparse.BooleanOptionalAction, default=None,
-                   help="use the debiased contrastive regulariser")
+                   help="use the debiased contrastive regulariser (default: off; on in --preset cetpick)")
     g.add_argument("--cr_weight", type=float, help="weight of the contrastive regulariser")
     g.add_argument("--temp", type=float, help="temperature of the contrastive regulariser")
-    g.add_argument("--num_epochs", type=int, help="epochs (one crop pair per label each)")
+    g.add_argument("--num_epochs", type=int, help="epochs (one step per batch of labels each; default: 300 steps in all)")
     g.add_argument("--max-steps", type=int, help="cap on optimiser steps (0 = no cap)")
-    g.add_argument("--lr", type=float, help="Adam learning rate")
+    g.add_argument("--lr", type=float, help="Adam learning rate (a correction round defaults to a tenth of the first round's)")
     g.add_argument("--lr_step", type=int, nargs="*", help="epochs at which the learning rate is multiplied by 0.1")
-    g.add_argument("--arch", choices=ARCHS, help="network: unet_small (fast), unet_4 or unet_5 (published)")
-    g.add_argument("--batch-size", type=int, help="crop pairs per step")
+    g.add_argument("--arch", choices=ARCHS, help="network: unet3d_small (default) or unet3d (3D U-Nets), unet_small (pseudo-3D, fast), "
+                        "unet_4 or unet_5 (the published pseudo-3D)")
+    g.add_argument("--batch-size", type=int, help="crops per step")
     g.add_argument("--gauss", type=float, help="sigma of a Gaussian pre-filter (working voxels; 0 = none)")
     g.add_argument("--compress", action=argparse.BooleanOptionalAction, default=None,
                    help="average slice pairs (z binning by 2)")
@@ -689,7 +692,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, help="random seed (training is deterministic on CPU)")
     p.add_argument("--continue-from", metavar="MODEL",
                    help="a correction round: fine-tune this model with the (added) labels and negatives; keeps its "
-                        "voxel size and settings and runs a short schedule unless --max-steps/--num_epochs are given")
+                        "voxel size and settings and runs 100 steps at a tenth of its learning rate unless "
+                        "--max-steps/--num_epochs/--lr are given")
     p.add_argument("--mask", action=_PerTomogram, metavar="M.mrc",
                    help="ignore regions of the preceding --tomogram: an MRC of the tomogram's shape in the same "
                         "file layout, nonzero = keep, zero = left out of training")
