@@ -42,17 +42,18 @@ class AdvancedSettings(Container):
             tooltip="Average consecutive slice pairs before the network, halving z (--compress).")
         self._arch_combo = ComboBox(
             label="Network", choices=ARCHS, value=_DEFAULTS.arch,
-            tooltip="unet_small is fast and the default; unet_4 / unet_5 are the published networks (--arch).")
+            tooltip="unet3d_small (3D U-Net) is the default; unet3d is larger; unet_small is a fast pseudo-3D net; "
+                    "unet_4 / unet_5 are the published networks (--arch). The 3D nets need crops in multiples of 8.")
         self._batch_size_spin = SpinBox(
             label="Batch size", min=1, max=BATCH_MAX, value=_DEFAULTS.batch_size,
-            tooltip=f"Crop pairs per optimiser step (1–{BATCH_MAX}); memory grows with it.")
+            tooltip=f"Crops per optimiser step (1–{BATCH_MAX}); memory grows with it.")
         self._crop_xy_spin = SpinBox(
             label="Crop xy", min=32, max=CROP_XY_MAX, step=16, value=_DEFAULTS.crop_xy,
             tooltip=f"Training crop width in working voxels (multiple of 16, 32–{CROP_XY_MAX}); memory grows "
                     f"with its square.")
         self._crop_z_spin = SpinBox(
             label="Crop z", min=3, max=CROP_Z_MAX, value=_DEFAULTS.crop_z,
-            tooltip=f"Training crop depth in slices (3–{CROP_Z_MAX}).")
+            tooltip=f"Training crop depth in slices (3–{CROP_Z_MAX}; a multiple of 8 for the 3D networks).")
         self._seed_spin = SpinBox(
             label="Seed", min=0, max=2**31 - 1, value=_DEFAULTS.seed,
             tooltip="Seed of all random draws; the same seed gives the same model on a CPU.")
