@@ -24,12 +24,13 @@ STEP_OVERHEAD_BYTES = 64 * 1024**2
 USABLE_SHARE = 0.8
 
 
-def _parameter_count_3d(spec: dict) -> int:
-    """Weights of a :class:`~napari_cetpick.model.network.UNet3DDetector`."""
-    stem, levels, embed = spec["stem"], spec["levels"], spec["embed"]
+def _unet_parameter_count(stem: int, levels, taps: int, up_taps: int) -> tuple[int, int]:
+    """Weights of a stem (64 taps: 8×8 or 4×4×4, bias-free, BatchNorm) and a U-Net of bias-free
+    double convolutions with ``taps`` taps and transposed convolutions with ``up_taps``;
+    returns the count and the channels that leave the U-Net."""
 
-    def double_conv(c_in, c_out):  # two bias-free 3x3x3 convolutions, each with a BatchNorm
-        return 27 * c_in * c_out + 27 * c_out * c_out + 4 * c_out
+    def double_conv(c_in, c_out):  # two bias-free convolutions, each with a BatchNorm
+        return taps * c_in * c_out + taps * c_out * c_out + 4 * c_out
 
     n = 64 * stem + 2 * stem
     c = stem
@@ -37,8 +38,15 @@ def _parameter_count_3d(spec: dict) -> int:
         n += double_conv(c, c_out)
         c = c_out
     for c_skip in reversed(levels[:-1]):
-        n += 8 * c * c_skip + c_skip + double_conv(2 * c_skip, c_skip)
+        n += up_taps * c * c_skip + c_skip + double_conv(2 * c_skip, c_skip)
         c = c_skip
+    return n, c
+
+
+def _parameter_count_3d(spec: dict) -> int:
+    """Weights of a :class:`~napari_cetpick.model.network.UNet3DDetector`."""
+    embed = spec["embed"]
+    n, c = _unet_parameter_count(spec["stem"], spec["levels"], taps=27, up_taps=8)
     return n + c + 1 + c * embed + embed
 
 
@@ -62,19 +70,8 @@ def arch_parameter_count(arch: str) -> int:
     spec = ARCH_SPECS[arch]
     if spec.get("kind") == "3d":
         return _parameter_count_3d(spec)
-    stem, levels, feat, embed = spec["stem"], spec["levels"], spec["feat"], spec["embed"]
-
-    def double_conv(c_in, c_out):  # two bias-free 3x3 convolutions, each with a BatchNorm
-        return 9 * c_in * c_out + 9 * c_out * c_out + 4 * c_out
-
-    n = 64 * stem + 2 * stem  # the 8x8 stem
-    c = stem
-    for c_out in levels:
-        n += double_conv(c, c_out)
-        c = c_out
-    for c_skip in reversed(levels[:-1]):
-        n += 4 * c * c_skip + c_skip + double_conv(2 * c_skip, c_skip)
-        c = c_skip
+    feat, embed = spec["feat"], spec["embed"]
+    n, c = _unet_parameter_count(spec["stem"], spec["levels"], taps=9, up_taps=4)  # per-slice 2D U-Net
     n += c * feat + feat                      # to_feat
     n += 2 * (27 * feat * feat + feat)        # 3D head
     n += 3 * feat + 1 + 3 * feat * embed + embed  # heatmap and embedding heads
