@@ -24,19 +24,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {n} cores"
+sys.path.insert(0, str(HERE))
+from run_benchmark import machine  # noqa: E402  (one description of the machine for both benchmarks)
 
 
 def prepare(work: Path, shape, n: int, steps: int, voxel_size_a: float, seed: int) -> tuple[Path, Path]:
