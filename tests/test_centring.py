@@ -1,9 +1,14 @@
-"""Picks sit on the particles' centres: no systematic offset from the grid, the stem or the flips.
+"""Picks sit on the particles' centres: no systematic offset from the grid, the stem, the flips or the run.
 
 A trained model (default settings, flips and rotations in training) detects planted spheres
-at bin 1 and bin 2; the matched picks' mean offset per axis must be a small fraction of a
-working voxel (before the grid convention was fixed it was about half a working voxel in x
-and y). A difference-of-Gaussians picker on the same volume is the reference for the spread.
+at bin 1 and bin 2. A trained network may answer slightly off-centre, by an amount and in a
+direction that change from one run (and one CPU) to the next: on an AMD machine one model
+sat 0.36 working voxel off in y. Two things make the picks centred whatever the model learned:
+calibration measures the model's offset on its own labels and one-view detection subtracts it;
+two views mirror each other through the block's centre, so the offset cancels. The bounds
+follow from the statistics of the matched picks (their spread over the labels and picks
+counted), not from one machine's run. A difference-of-Gaussians picker on the same volume is
+the reference for the spread.
 """
 import numpy as np
 import pytest
@@ -35,25 +40,23 @@ def test_picks_are_centred(bin_xy, radius, shape, n):
     assert tr.bin_xy == bin_xy
     for _ in tr.steps(calibrate=False):
         pass
-    ck = tr.checkpoint(calibrate=False)
+    ck = tr.checkpoint()  # calibrated: threshold and centre offset
+    assert ck.info["n_offset_labels"] == n // 2
 
     dog_zyx, _ = dog_picker(v, d)
     k_dog, _, rms_dog = _offsets(dog_zyx[:n], pts, radius)
     assert k_dog == n
-    found = {}
     for views in (1, 2):
         res = run_generator(detect(ck, v, DetectConfig(threshold=0.0, views=views), voxel_size_a=10.0, device="cpu"))
         top = res.zyx[np.argsort(-res.scores)][:n]
         k, mean, rms = _offsets(top, pts, radius)
         assert k == n, (views, k)
-        found[views] = (mean / bin_xy, rms / bin_xy)  # in working voxels
-    mean1, _ = found[1]
-    mean2, rms2 = found[2]
-    # one pass: what one model learned, a third of a working voxel at most (measured: <= 0.27)
-    assert np.all(np.abs(mean1) < 0.35), mean1
-    # two flipped passes average that out (measured: <= 0.09)
-    assert np.all(np.abs(mean2) < 0.15), mean2
-    # the spread: within half a working voxel, and at most 3.5 times the DoG picker's on these
-    # clean spheres (measured: 0.30-0.36 against DoG's 0.10-0.27)
-    assert np.all(rms2 < 0.5), rms2
-    assert np.all(rms2 < 3.5 * rms_dog / bin_xy), (rms2, rms_dog / bin_xy)
+        mean, rms = mean / bin_xy, rms / bin_xy  # working voxels
+        # what is left of a constant offset is the calibration's error (its n/2 labels) and this
+        # mean's own (n picks): four standard errors of their sum, from the spread measured here
+        bound = 4 * rms * np.sqrt(1 / (n // 2) + 1 / n)
+        assert np.all(np.abs(mean) < np.maximum(bound, 0.1)), (views, mean, bound)
+        # the spread: under half a working voxel, at most 3.5 times the DoG picker's on these
+        # clean spheres (centre of the response, docs/method.md: 0.16-0.27 at bin 1 on AMD)
+        assert np.all(rms < 0.5), (views, rms)
+        assert np.all(rms < 3.5 * rms_dog / bin_xy), (views, rms, rms_dog / bin_xy)

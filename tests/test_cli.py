@@ -187,7 +187,7 @@ def test_a_failure_after_training_keeps_the_model(sim_files, tmp_path, monkeypat
     def broken(self, *a, **k):
         raise RuntimeError("calibration crop 48 is not a multiple of 32")
 
-    monkeypatch.setattr(Trainer, "calibrate_threshold", broken)
+    monkeypatch.setattr(Trainer, "calibrate", broken)
     sim, paths = sim_files
     model = tmp_path / "m.ckpt"
     rc = main(_train_argv(paths, model, "--max-steps", "3"))

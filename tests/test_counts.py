@@ -71,3 +71,47 @@ def test_density_from_labels_share_and_expected_count():
     assert particle_density([np.zeros((0, 3))], [(20, 100, 100)], 4.0) == 0.0
     with pytest.raises(CetpickError):
         particle_density([lab], [(20, 100, 100)], 4.0, label_fraction=1.5)
+
+
+def _f1_at(scores, is_particle, t):
+    kept = scores >= t
+    tp = int((kept & is_particle).sum())
+    return 2 * tp / max(int(kept.sum()) + int(is_particle.sum()), 1)
+
+
+def _best_f1(scores, is_particle):
+    return max(_f1_at(scores, is_particle, t) for t in np.unique(scores))
+
+
+def _mixture(n_background, n_particles, seed, particle_logit=3.0, particle_sd=1.2, floor=0.05):
+    """Pick scores of one tomogram: a background skewed towards high scores, and particles."""
+    rng = np.random.default_rng(seed)
+    zb = rng.gumbel(-1.6, 0.45, n_background)  # a heavier right tail than a Gaussian's
+    zp = rng.normal(particle_logit, particle_sd, n_particles)
+    z = np.concatenate([zb, zp])
+    s = 1 / (1 + np.exp(-z))
+    lab = np.r_[np.zeros(n_background, bool), np.ones(n_particles, bool)]
+    keep = s >= floor
+    return s[keep], lab[keep]
+
+
+@pytest.mark.parametrize("n_particles", [60, 250, 1000])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_tomogram_s_own_scores_give_a_threshold_near_the_best_whatever_the_density(n_particles, seed):
+    from napari_cetpick.counts import split_scores
+
+    s, lab = _mixture(8000, n_particles, seed)
+    split = split_scores(s, floor=0.05)
+    assert split is not None
+    f1 = _f1_at(s, lab, split.threshold)
+    assert f1 >= _best_f1(s, lab) - 0.03, (f1, split)
+    assert split.n_above == int((s >= split.threshold).sum())
+
+
+def test_scores_of_one_population_give_no_split():
+    from napari_cetpick.counts import split_scores
+
+    rng = np.random.default_rng(3)
+    s = 1 / (1 + np.exp(-rng.normal(-1.5, 0.6, 5000)))
+    assert split_scores(s[s >= 0.05], floor=0.05) is None
+    assert split_scores(np.array([0.9, 0.8, 0.1]), floor=0.05) is None  # too few picks to tell

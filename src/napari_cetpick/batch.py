@@ -74,6 +74,7 @@ class BatchOptions:
     fmt: str = "imod"
     heatmap: bool = True
     threshold: float | None = None
+    threshold_from: str = "tomogram"
     K: int | None = None
     min_distance_vox: float | None = None
     margin_z: int = 0
@@ -99,6 +100,7 @@ class JobResult:
     status: str
     picks: int | None = None
     threshold: float | None = None
+    threshold_source: str | None = None  # how the threshold was chosen (detect.choose_threshold)
     expected: float | None = None  # particles the model's labels imply for this tomogram
     seconds: float = 0.0
     outputs: dict = field(default_factory=dict)
@@ -360,7 +362,8 @@ def _reason(exc: BaseException, job: DetectJob) -> str:
 def _detect_config(opts: BatchOptions):
     from .config import DetectConfig
 
-    return DetectConfig(threshold=opts.threshold, K=opts.K, min_distance_vox=opts.min_distance_vox,
+    return DetectConfig(threshold=opts.threshold, threshold_from=opts.threshold_from, K=opts.K,
+                        min_distance_vox=opts.min_distance_vox,
                         margin_z=opts.margin_z, margin_xy=opts.margin_xy, tile_xy=opts.tile_xy)
 
 
@@ -422,6 +425,7 @@ def detect_job(job: DetectJob, opts: BatchOptions, device: str | None = None, wo
         res_rec.status = "ok"
         res_rec.picks = int(len(res.zyx))
         res_rec.threshold = float(res.threshold)
+        res_rec.threshold_source = res.threshold_source
         if res.expected_particles is not None:
             res_rec.expected = round(float(res.expected_particles), 1)
     except Exception as exc:  # isolation: one bad tomogram never stops the others

@@ -46,6 +46,10 @@ def plain_types(value):
     return value
 
 
+#: Voxel sizes within this relative difference count as the same (header rounding).
+VOXEL_SIZE_TOLERANCE = 0.02
+
+
 @dataclass
 class Checkpoint:
     """Weights plus metadata.
@@ -78,6 +82,11 @@ class Checkpoint:
     default_threshold: float = 0.5
     tau: float = 0.01
     info: dict[str, Any] = field(default_factory=dict)
+
+    def voxel_size_differs(self, voxel_size_a: float | None) -> bool:
+        """True when both voxel sizes are known and differ by more than :data:`VOXEL_SIZE_TOLERANCE`."""
+        return bool(self.voxel_size_a and voxel_size_a
+                    and abs(float(voxel_size_a) / float(self.voxel_size_a) - 1) > VOXEL_SIZE_TOLERANCE)
 
     @property
     def geometry(self) -> Geometry:

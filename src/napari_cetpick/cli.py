@@ -283,7 +283,7 @@ def cmd_train(args) -> int:
         from .checkpoint import Checkpoint
 
         init = Checkpoint.load(args.continue_from)
-        if voxel_size_a and init.voxel_size_a and abs(voxel_size_a / init.voxel_size_a - 1) > 0.02:
+        if init.voxel_size_differs(voxel_size_a):
             raise CetpickError(f"{args.continue_from}: the model was trained at {init.voxel_size_a:g} Å/voxel but "
                                f"the tomograms have {voxel_size_a:g} Å/voxel.")
         voxel_size_a = init.voxel_size_a or voxel_size_a
@@ -394,7 +394,8 @@ def _print_result(r, as_json: bool, done: int, total: int) -> None:
         print(json.dumps(r.to_dict()), flush=True)
     elif r.status == "ok":
         expected = "" if r.expected is None else f" (about {r.expected:.0f} expected)"
-        print(f"[{done}/{total}] {r.name}: {r.picks} picks{expected} at threshold {r.threshold:.3f} "
+        how = f" from {r.threshold_source}" if r.threshold_source else ""
+        print(f"[{done}/{total}] {r.name}: {r.picks} picks{expected} at threshold {r.threshold:.3f}{how} "
               f"in {r.seconds:.1f} s -> "
               + ", ".join(r.outputs.values()), flush=True)
     elif r.status == "skipped":
@@ -420,7 +421,8 @@ def _detect_jobs_and_options(args):
     from .batch import BatchOptions, load_model, plan_copick_jobs, plan_file_jobs
 
     ckpt = load_model(args.model)  # a bad model stops the command before any job
-    common = dict(model=str(Path(args.model).resolve()), threshold=args.threshold, K=args.K,
+    common = dict(model=str(Path(args.model).resolve()), threshold=args.threshold,
+                  threshold_from=args.threshold_from, K=args.K,
                   min_distance_vox=args.min_distance, margin_z=args.margin_z, margin_xy=args.margin_xy,
                   tile_xy=args.tile_xy, device=args.device)
     if args.copick:
@@ -727,7 +729,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="picks file: imod (.txt, default), mod, star (RELION 4), star5 (RELION 5), csv "
                         "(with scores), cetpick (the original's 'x z y score')")
     p.add_argument("--threshold", "--out_thresh", dest="threshold", type=float,
-                   help="score threshold (default: calibrated when training); --out_thresh is the original's name")
+                   help="score threshold (default: read off each tomogram's own scores, see --threshold-from); "
+                        "--out_thresh is the original's name")
+    p.add_argument("--threshold-from", choices=("tomogram", "model"), default="tomogram",
+                   help="without --threshold: 'tomogram' (default) puts each tomogram's threshold where its own "
+                        "pick scores split into background and particles, whatever the particle density or the "
+                        "share you labelled, and falls back to the model's default where they show no clear "
+                        "split; 'model' always uses the model's default (calibrated on your labelled region)")
     p.add_argument("--K", type=int, help="keep at most K picks")
     p.add_argument("--min-distance", type=float, help="minimum distance between picks in voxels (default: radius)")
     p.add_argument("--margin-z", "--cutoff_z", dest="margin_z", type=int, default=0,

@@ -221,7 +221,13 @@ class DetectConfig:
     Parameters
     ----------
     threshold : float, optional
-        Score above which a peak is kept; ``None`` uses the model's calibrated default.
+        Score above which a peak is kept; ``None``: chosen as ``threshold_from`` says.
+    threshold_from : {"tomogram", "model"}
+        Without a ``threshold``: ``tomogram`` reads it off this tomogram's own scores, where
+        they split into background and particles
+        (:func:`napari_cetpick.counts.split_scores`), and falls back to the model's default
+        where they show no clear split; ``model`` always takes the model's default (calibrated
+        on its labelled region when training).
     min_distance_vox : float, optional
         Minimum distance between picks in tomogram voxels; ``None`` = half the particle
         diameter.
@@ -237,11 +243,13 @@ class DetectConfig:
     refine : bool
         Sub-voxel refinement of peaks.
     views : int
-        1, or 2 to also run the network on each tile flipped in z and x and average the two
-        (twice the time; gives each pick an ``agreement`` between the views).
+        1, or 2 to also run the network on each tile mirrored through its centre (flipped in
+        z, y and x) and average the two (twice the time; gives each pick an ``agreement``
+        between the views).
     """
 
     threshold: float | None = None
+    threshold_from: str = "tomogram"
     min_distance_vox: float | None = None
     K: int | None = None
     margin_z: int = 0

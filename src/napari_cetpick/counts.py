@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import CetpickError
+from .utils import logit
 
 #: Share of the particles a user labelled in the region they worked in, when not told.
 DEFAULT_LABEL_FRACTION = 0.5
@@ -111,14 +112,9 @@ BREAK_MIN_LOGIT = 2.0
 BREAK_MIN_RATIO = 8.0
 
 
-def _logit(p) -> np.ndarray:
-    p = np.clip(np.asarray(p, float), 1e-7, 1 - 1e-7)
-    return np.log(p / (1 - p))
-
-
 def _between(a: float, b: float) -> float:
     """Halfway between scores a > b in logit space, kept strictly above b."""
-    mid = 0.5 * (_logit(a) + _logit(b))
+    mid = 0.5 * (logit(a) + logit(b))
     t = float(1.0 / (1.0 + np.exp(-mid)))
     return min(max(t, b + 1e-9), a)
 
@@ -136,7 +132,7 @@ def score_break(scores_desc: np.ndarray, n_expected: float, tolerance: float = C
     hi = min(len(s) - 1, int(np.floor(n_expected * tolerance)))
     if hi - lo + 1 < 8:
         return None
-    z = _logit(s)
+    z = logit(s)
     gaps = z[lo - 1 : hi] - z[lo : hi + 1]  # gaps[i]: between rank lo+i and the next
     i = int(np.argmax(gaps))
     if gaps[i] >= BREAK_MIN_LOGIT and gaps[i] >= BREAK_MIN_RATIO * max(float(np.median(gaps)), 1e-3):
@@ -170,5 +166,100 @@ def threshold_for_count(scores: np.ndarray, n_expected: float, floor: float = 0.
     return float(max(floor, _between(s[n - 1], s[n])))
 
 
-__all__ = ["LabelBox", "label_box", "particle_density", "score_break", "threshold_for_count", "xy_area",
+__all__ = ["LabelBox", "label_box", "particle_density", "score_break", "threshold_for_count", "xy_area", "split_scores",
+           "ScoreSplit", "score_density",
            "DEFAULT_LABEL_FRACTION"]
+
+
+# --------------------------------------------------------------------------- a tomogram's own scores
+
+#: Kernel width (logits) of the density of a tomogram's pick scores.
+DENSITY_BANDWIDTH_LOGIT = 0.25
+#: The background's mode must stand this many times above the particles' density level,
+#: else the two populations are not told apart and the model's threshold stays.
+MIN_MODE_CONTRAST = 4.0
+#: The background's flank ends where the density of scores stops falling faster than by a
+#: factor e per logit (FLANK_SLOPE), over FLANK_RUN_LOGIT logits in a row.
+FLANK_SLOPE = 1.0
+FLANK_RUN_LOGIT = 0.25
+#: The threshold lies where the density, below the particles' level L, reaches this many times
+#: L: 1 would be the bottom of a valley between two modes, 2 the point where the background is
+#: as dense as a plateau of particles; halfway measured best on both (docs/benchmark.md).
+WALK_FACTOR = 1.5
+#: Fewest picks above a threshold read off the score density.
+MIN_PICKS_ABOVE = 3
+
+
+@dataclass(frozen=True)
+class ScoreSplit:
+    """Where a tomogram's pick scores split into background and particles (logit units)."""
+
+    threshold: float  # score
+    background_mode: float  # logit
+    particle_level: float  # density (picks per logit) of the particle population at its low edge
+    n_above: int
+
+
+def score_density(z: np.ndarray, bandwidth: float = DENSITY_BANDWIDTH_LOGIT, step: float = 0.05):
+    """``(grid, density)``: a Gaussian kernel density of the values ``z`` (picks per unit of z)."""
+    z = np.asarray(z, float)
+    grid = np.arange(z.min() - 3 * bandwidth, z.max() + 3 * bandwidth + step, step)
+    counts, _ = np.histogram(z, bins=np.append(grid - step / 2, grid[-1] + step / 2))
+    k = np.exp(-0.5 * (np.arange(-int(4 * bandwidth / step), int(4 * bandwidth / step) + 1) * step / bandwidth) ** 2)
+    k /= k.sum() * step
+    return grid, np.convolve(counts, k, mode="same")
+
+
+def split_scores(scores, floor: float = 0.0) -> ScoreSplit | None:
+    """The threshold at which a tomogram's own pick scores turn from background to particles.
+
+    The picks (local maxima after distance suppression) of any tomogram are two populations:
+    many background maxima, piled up at low scores, and the particles, spread over the high
+    scores. In logit units, the density of scores falls steeply from the background's mode
+    until the particles take over: there it stops falling (the bottom of a valley between
+    two modes, or the low edge of a plateau). The particles' level ``L`` is the lowest
+    density between the background's mode and the median score of the picks beyond the
+    background's flank (where the density stops falling by more than a factor e per logit,
+    :data:`FLANK_SLOPE`). Going down from there, the background rises; the threshold is
+    where the density reaches :data:`WALK_FACTOR` × ``L``. It needs no count and no labelled
+    share: it holds at any particle density.
+
+    Returns None when the scores do not show two populations (the background's mode is not
+    :data:`MIN_MODE_CONTRAST` times above ``L``, or fewer than :data:`MIN_PICKS_ABOVE` picks
+    lie above the threshold, or fewer than 20 picks in all).
+    """
+    s = np.asarray(scores, float).ravel()
+    s = s[np.isfinite(s) & (s >= floor)]
+    if len(s) < 20:
+        return None
+    z = logit(s)
+    grid, dens = score_density(z)
+    i_bg = int(np.argmax(dens))
+    # the background's flank: from its mode, the density falls steeply (by more than a factor
+    # e per logit); where the fall slows down for good, the particles take over
+    step = grid[1] - grid[0]
+    slope = np.gradient(np.log(dens + 1e-9 * dens[i_bg])) / step
+    run = max(1, int(round(FLANK_RUN_LOGIT / step)))
+    flat = slope > -FLANK_SLOPE
+    i_flank = len(grid) - 1
+    below_half = np.flatnonzero(dens[i_bg:] < 0.5 * dens[i_bg])  # past the mode's rounded top
+    for i in range(i_bg + (int(below_half[0]) if len(below_half) else 1), len(grid) - run):
+        if flat[i : i + run].all():
+            i_flank = i
+            break
+    upper = z[z >= grid[i_flank]]
+    if len(upper) < MIN_PICKS_ABOVE:
+        return None
+    i_med = min(int(np.searchsorted(grid, np.median(upper))), len(grid) - 1)
+    i_low = i_bg + int(np.argmin(dens[i_bg : i_med + 1]))
+    level = float(dens[i_low])
+    if dens[i_bg] < MIN_MODE_CONTRAST * max(level, 1e-12):
+        return None
+    i = i_low
+    while i > i_bg and dens[i] < WALK_FACTOR * level:
+        i -= 1
+    z_t = float(grid[i])
+    n_above = int((z >= z_t).sum())
+    if n_above < MIN_PICKS_ABOVE:
+        return None
+    return ScoreSplit(float(1.0 / (1.0 + np.exp(-z_t))), float(grid[i_bg]), level, n_above)

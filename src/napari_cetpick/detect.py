@@ -22,7 +22,8 @@ from . import device as _device  # noqa: F401  (sets OMP_WAIT_POLICY before torc
 from .checkpoint import Checkpoint
 from .config import DetectConfig
 from .errors import CetpickError
-from .peaks import candidates, select
+from .peaks import candidates, refine_centroid, select
+from .utils import logit
 
 
 @dataclass
@@ -35,11 +36,6 @@ class DetectProgress:
     message: str = ""
 
 
-def logit(p) -> np.ndarray:
-    p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
-
-
 @dataclass
 class DetectResult:
     """Heatmap, cached peak candidates and the current picks of one tomogram.
@@ -49,8 +45,9 @@ class DetectResult:
     ``cand_agreement`` (with two views) is, per candidate, 1 minus the difference between
     the two augmented views' scores there. ``expected_particles`` is the count the model's
     labels imply for a tomogram of this xy area (None when the model does not know it).
-    ``model_threshold`` is the threshold the detection started from (the model's default
-    unless one was given), kept when the user moves ``threshold``.
+    ``model_threshold`` is the threshold the detection started from (read off this
+    tomogram's scores, the model's default or the one given), kept when the user moves
+    ``threshold``; ``threshold_source`` says how it was chosen (:func:`choose_threshold`).
     """
 
     heatmap: np.ndarray
@@ -72,6 +69,7 @@ class DetectResult:
     expected_particles: float | None = None
     keep_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     model_threshold: float | None = None
+    threshold_source: str = "given"
 
     def reselect(self, threshold: float | None = None, min_distance_vox: float | None = None,
                  K: int | None | str = "keep") -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +106,7 @@ class DetectResult:
 def _bin_for_volume(ckpt: Checkpoint, voxel_size_a: float | None) -> tuple[int, list[str]]:
     """Binning that brings this tomogram to the model's working voxel size."""
     notes = []
-    if ckpt.voxel_size_a and voxel_size_a and abs(voxel_size_a / ckpt.voxel_size_a - 1) > 0.02:
+    if ckpt.voxel_size_differs(voxel_size_a):
         ratio = ckpt.bin_xy * ckpt.voxel_size_a / voxel_size_a
         b = round(ratio)
         if b < 1 or abs(ratio / b - 1) > 0.05:
@@ -174,25 +172,31 @@ def _release(file_map) -> bool:
     return False
 
 
-def chunked_candidates(heat: np.ndarray, floor: float, margin_zyx, scale, translate, refine: bool, shape_zyx,
-                       chunk: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def chunked_candidates(heat: np.ndarray, floor: float, margin_zyx, scale, translate, refine: bool | str, shape_zyx,
+                       chunk: int = 32, radius_cells=None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`~napari_cetpick.peaks.candidates` over z-chunks of the heatmap.
 
     Each chunk is searched with one slice of halo on each side and keeps the maxima whose
     voxel (integer index; a plateau's first voxel) lies in its own slices, so each peak is
     kept once and the temporaries are bounded by the chunk, not the heatmap. Margins are
     applied afterwards against the tomogram's borders.
+
+    ``refine="centroid"`` (with ``radius_cells``, the response's half-width per axis in
+    heatmap voxels) places each peak at the centre of its response on the whole heatmap
+    (:func:`~napari_cetpick.peaks.refine_centroid`); other values are passed to
+    ``candidates``.
     """
     scale, translate = np.asarray(scale, float), np.asarray(translate, float)
-    out_zyx, out_s = [], []
+    centroid = refine == "centroid"
+    out_zyx, out_s, out_vox = [], [], []
     nz = heat.shape[0]
     for z0 in range(0, nz, chunk):
         z1 = min(nz, z0 + chunk)
         a, b = max(0, z0 - 1), min(nz, z1 + 1)
         t = translate.copy()
         t[0] += a * scale[0]
-        zyx, sc, vox = candidates(heat[a:b], floor=floor, margin_vox=0, scale=scale, translate=t, refine=refine,
-                                  return_index=True)
+        zyx, sc, vox = candidates(heat[a:b], floor=floor, margin_vox=0, scale=scale, translate=t,
+                                  refine=False if centroid else refine, return_index=True)
         # the chunk owning a peak is the one holding the slice of its maximum (an integer), not
         # the slice of its refined position: a plateau seen through the halo has a different
         # centroid from each side and, rounded, could be kept twice or not at all
@@ -200,14 +204,49 @@ def chunked_candidates(heat: np.ndarray, floor: float, margin_zyx, scale, transl
         own = (iz >= z0) & (iz < z1)
         out_zyx.append(zyx[own])
         out_s.append(sc[own])
+        out_vox.append(vox[own] + np.array([a, 0, 0]))
     zyx = np.concatenate(out_zyx) if out_zyx else np.zeros((0, 3))
     sc = np.concatenate(out_s) if out_s else np.zeros(0, np.float32)
+    if centroid and len(zyx):
+        # the window starts on each maximum (a plateau: on its centroid, already in zyx)
+        grid = refine_centroid(heat, np.concatenate(out_vox), radius_cells, start=(zyx - translate) / scale)
+        zyx = grid * scale + translate
     m = np.asarray(margin_zyx, float)
     keep = np.ones(len(zyx), bool)
     if np.any(m > 0):
         keep = np.all((zyx >= m) & (zyx <= np.asarray(shape_zyx, float) - 1 - m), axis=1)
     order = np.argsort(-sc[keep], kind="stable")
     return zyx[keep][order], sc[keep][order]
+
+
+#: Axes of the detection block (batch, channel, z, y, x) the second view flips: all three,
+#: a point reflection, under which any constant shift of the model's response changes sign.
+_FLIP_DIMS = (-3, -2, -1)
+
+
+def response_radius_cells(ckpt: Checkpoint, stride) -> np.ndarray:
+    """Half-width (heatmap cells, per axis) of the window that holds a peak's response.
+
+    The target's radius (working voxels) plus one cell of the coarsest axis.
+    """
+    stride = np.asarray(stride, float)
+    blob = D.blob_spec(ckpt.diameter_vox / ckpt.bin_xy, ckpt.config.blob)
+    r_work = blob.radius_work * (stride if blob.in_cells else 1.0)
+    return (r_work + stride.max()) / stride
+
+
+def centre_shift(ckpt: Checkpoint, geometry: D.Geometry, views: int) -> np.ndarray:
+    """The shift (tomogram voxels, zyx) to subtract from one view's picks: the model's own offset.
+
+    Calibration measures how far the model's peaks sit from the labelled particles
+    (``info["centre_offset_work"]``, working voxels, shrunk towards 0 by its standard error;
+    :mod:`napari_cetpick.calibration`). Two views mirror each other and cancel it by
+    construction, so they are not shifted.
+    """
+    off = ckpt.info.get("centre_offset_work")
+    if views != 1 or not off:
+        return np.zeros(3)
+    return np.asarray(off, float) * np.asarray(geometry.bin_zyx, float)
 
 
 def _tiles(n: int, size: int, align: int = 1):
@@ -243,72 +282,64 @@ def mask_keeps(mask, zyx: np.ndarray) -> np.ndarray:
     return np.asarray(mask[tuple(idx.T)]) != 0
 
 
-def detect(ckpt: Checkpoint, volume, config: DetectConfig | None = None, voxel_size_a: float | None = None,
-           device=None, mask=None) -> Generator[DetectProgress, None, DetectResult]:
-    """Detect particles in a whole tomogram.
+@dataclass
+class TilePlan:
+    """How one tomogram is cut into network blocks: the geometry, the grid and the tiles.
 
-    Parameters
-    ----------
-    ckpt : Checkpoint
-        A trained model.
-    volume : (Z, Y, X) array
-        The tomogram in napari order (a memory map is read tile by tile).
-    config : DetectConfig, optional
-    voxel_size_a : float, optional
-        This tomogram's voxel size; compared with the model's (rescaled by binning or refused).
-    device : str, optional
-    mask : (Z, Y, X) array, optional
-        Same shape as ``volume``; nonzero = keep. Picks where it is zero are dropped.
+    Tile starts and halos are multiples of the network's multiple (itself a multiple of the
+    output stride), so every block starts on the max-pool grid of the whole volume and its
+    grid is a piece of the volume's grid: tiles agree with one untiled pass (no seams).
     """
-    import torch
 
-    from .device import configure_threads, describe, resolve_device
+    geometry: D.Geometry
+    stride: np.ndarray  # output stride (working voxels), zyx
+    multiple: np.ndarray  # input sizes the network takes, zyx
+    grid_shape: tuple
+    used: np.ndarray  # working voxels covered by whole grid cells, zyx
+    halo: list  # working voxels read around each tile, zyx
+    tiles: list  # ((z0, z1), (y0, y1), (x0, x1)) working voxels
 
-    config = config or DetectConfig()
-    shape = tuple(int(s) for s in volume.shape)
-    if len(shape) != 3:
-        raise CetpickError(f"Detection needs a 3D tomogram, got an array of shape {shape}.")
-    if mask is not None and tuple(np.shape(mask)) != shape:
-        raise CetpickError(f"The mask has shape {tuple(int(s) for s in np.shape(mask))} but the tomogram has "
-                           f"{shape} (z, y, x); it must match voxel for voxel.")
-    bin_xy, notes = _bin_for_volume(ckpt, voxel_size_a)
-    for n in notes:
-        warnings.warn(n, stacklevel=2)
-    dev = resolve_device(device)
-    if dev.type == "cpu":
-        configure_threads()
-    net = ckpt.build(dev)
+
+def plan_tiles(ckpt: Checkpoint, net, shape, bin_xy: int, config: DetectConfig) -> TilePlan:
+    """The :class:`TilePlan` of a tomogram of ``shape`` (zyx) binned by ``bin_xy``."""
     stride = np.asarray(net.out_stride, int)
     mult = np.asarray(net.multiple_zyx, int)
     geom = D.make_geometry(bin_xy, ckpt.config.compress, net.out_stride)
     work = geom.work_shape(shape)
     grid_shape = tuple(int(w // s) for w, s in zip(work, stride))
-    used = np.asarray(grid_shape) * stride  # working voxels covered by whole grid cells
     if min(work[1], work[2]) < 16 or min(grid_shape) < 1:
         raise CetpickError(f"The tomogram {shape} is too small to detect in after binning by {geom.bin_zyx}.")
-    stats = D.compute_norm_stats(volume, geom, ckpt.config.gauss)
+    used = np.asarray(grid_shape) * stride
     g_halo = int(math.ceil(3 * ckpt.config.gauss)) if ckpt.config.gauss > 0 else 0
-    # tile starts and halos are multiples of the network's multiple (itself a multiple of the
-    # output stride), so every block starts on the max-pool grid of the whole volume and its
-    # grid is a piece of the volume's grid: tiles agree with one untiled pass (no seams)
     halo = [_round_up(c + (g_halo if ax == 0 else 2 * g_halo), m)
             for ax, (c, m) in enumerate(zip(net.context_zyx, mult))]
-    heat = np.zeros(grid_shape, np.float32)
-    if config.views not in (1, 2):
-        raise CetpickError(f"views must be 1 or 2, got {config.views}.")
-    heat_b = np.zeros(grid_shape, np.float32) if config.views == 2 else None
-    tile_sizes = (config.tile_z, config.tile_xy, config.tile_xy)
-    axes_tiles = [_tiles(int(used[ax]), int(tile_sizes[ax]), int(mult[ax])) for ax in range(3)]
-    tiles = [(z, y, x) for z in axes_tiles[0] for y in axes_tiles[1] for x in axes_tiles[2]]
+    sizes = (config.tile_z, config.tile_xy, config.tile_xy)
+    axes = [_tiles(int(used[ax]), int(sizes[ax]), int(mult[ax])) for ax in range(3)]
+    tiles = [(z, y, x) for z in axes[0] for y in axes[1] for x in axes[2]]
+    return TilePlan(geom, stride, mult, grid_shape, used, halo, tiles)
+
+
+def run_tiles(plan: TilePlan, net, volume, stats, views: int, dev):
+    """Run the network over every tile; yields :class:`DetectProgress`, returns ``(heat, heat_b)``.
+
+    ``heat`` is the score map on the output grid (the mean of the two views with
+    ``views=2``); ``heat_b`` the second view alone (None with one view).
+    """
+    import torch
+
+    from .device import describe
+
+    heat = np.zeros(plan.grid_shape, np.float32)
+    heat_b = np.zeros(plan.grid_shape, np.float32) if views == 2 else None
+    stride, mult, b = plan.stride, plan.multiple, np.array(plan.geometry.bin_zyx)
     t0 = time.perf_counter()
     dev_name = describe(dev)
-    b = np.array(geom.bin_zyx)
     file_map = _file_map(volume)
     with torch.inference_mode():
-        for i, tile in enumerate(tiles):
+        for i, tile in enumerate(plan.tiles):
             # working-frame region with halo, clipped to the volume
-            lo = [max(0, t[0] - h) for t, h in zip(tile, halo)]
-            hi = [min(int(u), t[1] + h) for t, h, u in zip(tile, halo, used)]
+            lo = [max(0, t[0] - h) for t, h in zip(tile, plan.halo)]
+            hi = [min(int(u), t[1] + h) for t, h, u in zip(tile, plan.halo, plan.used)]
             raw = np.asarray(volume[lo[0] * b[0] : hi[0] * b[0], lo[1] * b[1] : hi[1] * b[1], lo[2] * b[2] : hi[2] * b[2]])
             blk = stats.apply(D.bin_block(raw, b))
             del raw
@@ -329,41 +360,127 @@ def detect(ckpt: Checkpoint, volume, config: DetectConfig | None = None, voxel_s
                 dst.append(slice(g0, g1))
                 src.append(slice(off, off + g1 - g0))
             if heat_b is not None:
-                # the second view: the block flipped in z and x (the block spans whole grid
-                # cells, so a flip maps cells onto cells), its output flipped back
-                hm_b, _ = net(torch.flip(x, dims=(-3, -1)), with_proj=False)
-                p_b = torch.flip(torch.sigmoid(hm_b), dims=(-3, -1))[0, 0].float().cpu().numpy()
+                # the second view: the block mirrored through its centre (flipped on every
+                # axis; the block spans whole grid cells, so a flip maps cells onto cells), its
+                # output flipped back: a shift the model learned is mirrored and cancels
+                hm_b, _ = net(torch.flip(x, dims=_FLIP_DIMS), with_proj=False)
+                p_b = torch.flip(torch.sigmoid(hm_b), dims=_FLIP_DIMS)[0, 0].float().cpu().numpy()
                 heat_b[tuple(dst)] = p_b[tuple(src)]
                 p = 0.5 * (p + p_b)
             heat[tuple(dst)] = p[tuple(src)]
             el = time.perf_counter() - t0
-            yield DetectProgress(i + 1, len(tiles), el, el / (i + 1) * (len(tiles) - i - 1), dev_name)
+            yield DetectProgress(i + 1, len(plan.tiles), el, el / (i + 1) * (len(plan.tiles) - i - 1), dev_name)
+    return heat, heat_b
+
+
+def find_candidates(ckpt: Checkpoint, plan: TilePlan, heat, heat_b, config: DetectConfig, shape, mask=None):
+    """Every peak of the heatmap above the floor, centred, shifted by the model's offset and masked.
+
+    Returns ``(zyx, scores, agreement)`` (tomogram voxels, best first; ``agreement`` None
+    with one view).
+    """
+    geom = plan.geometry
     scale, translate = geom.grid_scale, geom.grid_translate
     margin = (config.margin_z, config.margin_xy, config.margin_xy)
-    czyx, cscores = chunked_candidates(heat, config.candidate_floor, margin, scale, translate, config.refine, shape)
+    refine = "centroid" if config.refine is True else config.refine
+    czyx, cscores = chunked_candidates(heat, config.candidate_floor, margin, scale, translate, refine, shape,
+                                       radius_cells=response_radius_cells(ckpt, plan.stride))
+    shift = centre_shift(ckpt, geom, config.views)
+    if np.any(shift):
+        czyx = czyx - shift
     if mask is not None:
         keep = mask_keeps(mask, czyx)
         czyx, cscores = czyx[keep], cscores[keep]
     agreement = None
     if heat_b is not None:
         # where the views disagree most: the score of view 2 is 2 x mean - view 1
-        cell = np.clip(np.floor((czyx - translate) / scale + 0.5).astype(int), 0, np.asarray(grid_shape) - 1)
-        mean_v = heat[tuple(cell.T)]
-        view_b = heat_b[tuple(cell.T)]
-        agreement = (1.0 - np.abs(2.0 * (mean_v - view_b))).astype(np.float32)
-        del heat_b
-    threshold = ckpt.default_threshold if config.threshold is None else float(config.threshold)
-    if config.min_distance_vox is not None:
-        min_d = float(config.min_distance_vox)
-    else:
-        # half a particle diameter, in this tomogram's voxels
-        vs_ratio = ckpt.voxel_size_a / voxel_size_a if (ckpt.voxel_size_a and voxel_size_a) else 1.0
-        min_d = 0.5 * ckpt.diameter_vox * vs_ratio
-    res = DetectResult(heatmap=heat, scale=scale, translate=translate, cand_zyx=czyx, cand_scores=cscores,
-                       threshold=threshold, min_distance_vox=min_d, K=config.K, tomogram_shape=shape,
-                       voxel_size_a=voxel_size_a, diameter_vox=ckpt.diameter_vox,
+        cell = np.clip(np.floor((czyx - translate) / scale + 0.5).astype(int), 0, np.asarray(plan.grid_shape) - 1)
+        agreement = (1.0 - np.abs(2.0 * (heat[tuple(cell.T)] - heat_b[tuple(cell.T)]))).astype(np.float32)
+    return czyx, cscores, agreement
+
+
+THRESHOLD_FROM = ("tomogram", "model")
+
+
+def choose_threshold(ckpt: Checkpoint, zyx, scores, min_distance_vox: float, config: DetectConfig) -> tuple[float, str]:
+    """``(threshold, how it was chosen)`` for one tomogram's candidates.
+
+    A threshold given in ``config`` wins. Else, with ``threshold_from="tomogram"``, the
+    point where this tomogram's own pick scores (suppressed at ``min_distance_vox``) split
+    into background and particles (:func:`napari_cetpick.counts.split_scores`): the
+    model's labelled share and density need not hold here. Where the scores show no clear
+    split, and with ``threshold_from="model"``, the model's default.
+    """
+    from .counts import split_scores
+
+    if config.threshold is not None:
+        return float(config.threshold), "given"
+    if config.threshold_from not in THRESHOLD_FROM:
+        raise CetpickError(f"threshold_from must be one of {', '.join(THRESHOLD_FROM)}, got {config.threshold_from!r}.")
+    model = float(ckpt.default_threshold)
+    if config.threshold_from == "model":
+        return model, "the model's default"
+    keep = select(zyx, scores, 0.0, min_distance_vox)
+    split = split_scores(np.asarray(scores)[keep], floor=config.candidate_floor)
+    if split is None:
+        return model, "the model's default (this tomogram's scores show no clear split)"
+    return split.threshold, f"this tomogram's scores (background and particles split there; model's default {model:.3f})"
+
+
+def default_min_distance(ckpt: Checkpoint, voxel_size_a: float | None) -> float:
+    """Half a particle diameter, in this tomogram's voxels."""
+    vs_ratio = ckpt.voxel_size_a / voxel_size_a if (ckpt.voxel_size_a and voxel_size_a) else 1.0
+    return 0.5 * ckpt.diameter_vox * vs_ratio
+
+
+def detect(ckpt: Checkpoint, volume, config: DetectConfig | None = None, voxel_size_a: float | None = None,
+           device=None, mask=None) -> Generator[DetectProgress, None, DetectResult]:
+    """Detect particles in a whole tomogram: plan the tiles, run them, find the candidates.
+
+    Parameters
+    ----------
+    ckpt : Checkpoint
+        A trained model.
+    volume : (Z, Y, X) array
+        The tomogram in napari order (a memory map is read tile by tile).
+    config : DetectConfig, optional
+    voxel_size_a : float, optional
+        This tomogram's voxel size; compared with the model's (rescaled by binning or refused).
+    device : str, optional
+    mask : (Z, Y, X) array, optional
+        Same shape as ``volume``; nonzero = keep. Picks where it is zero are dropped.
+    """
+    from .device import configure_threads, resolve_device
+
+    config = config or DetectConfig()
+    shape = tuple(int(s) for s in volume.shape)
+    if len(shape) != 3:
+        raise CetpickError(f"Detection needs a 3D tomogram, got an array of shape {shape}.")
+    if mask is not None and tuple(np.shape(mask)) != shape:
+        raise CetpickError(f"The mask has shape {tuple(int(s) for s in np.shape(mask))} but the tomogram has "
+                           f"{shape} (z, y, x); it must match voxel for voxel.")
+    if config.views not in (1, 2):
+        raise CetpickError(f"views must be 1 or 2, got {config.views}.")
+    bin_xy, notes = _bin_for_volume(ckpt, voxel_size_a)
+    for n in notes:
+        warnings.warn(n, stacklevel=2)
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        configure_threads()
+    net = ckpt.build(dev)
+    plan = plan_tiles(ckpt, net, shape, bin_xy, config)
+    stats = D.compute_norm_stats(volume, plan.geometry, ckpt.config.gauss)
+    t0 = time.perf_counter()
+    heat, heat_b = yield from run_tiles(plan, net, volume, stats, config.views, dev)
+    czyx, cscores, agreement = find_candidates(ckpt, plan, heat, heat_b, config, shape, mask)
+    del heat_b
+    min_d = default_min_distance(ckpt, voxel_size_a) if config.min_distance_vox is None else float(config.min_distance_vox)
+    threshold, source = choose_threshold(ckpt, czyx, cscores, min_d, config)
+    res = DetectResult(heatmap=heat, scale=plan.geometry.grid_scale, translate=plan.geometry.grid_translate,
+                       cand_zyx=czyx, cand_scores=cscores, threshold=threshold, min_distance_vox=min_d, K=config.K,
+                       tomogram_shape=shape, voxel_size_a=voxel_size_a, diameter_vox=ckpt.diameter_vox,
                        elapsed_s=time.perf_counter() - t0, warnings=notes, cand_agreement=agreement,
                        expected_particles=expected_count(ckpt, shape, voxel_size_a),
-                       model_threshold=threshold)
+                       model_threshold=threshold, threshold_source=source)
     res.reselect()
     return res

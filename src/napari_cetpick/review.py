@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .utils import logit
+
 REVIEW_ORDERS = ("score", "uncertain")
 _EPS = 1e-4
 
@@ -128,14 +130,9 @@ def diff_points(before, after, tol_vox: float = 1e-3) -> tuple[np.ndarray, np.nd
     return removed, added
 
 
-def _logit(p) -> np.ndarray:
-    p = np.clip(np.asarray(p, float), 1e-4, 1 - 1e-4)
-    return np.log(p / (1 - p))
-
-
 def uncertainty_distance(scores, threshold: float) -> np.ndarray:
     """How far each score is from the threshold, in logits (0 = on the threshold)."""
-    d = np.abs(_logit(scores) - _logit(threshold))
+    d = np.abs(logit(scores) - logit(threshold))
     return np.where(np.isfinite(np.asarray(scores, float)), d, np.inf)
 
 

@@ -293,7 +293,8 @@ class Trainer:
             self.keep_work.append(_keep_mask_work(mask, v.shape, self.geometry, w.shape))
         self.diameter_work = self.diameter_vox / bin_xy
         self.blob = D.blob_spec(self.diameter_work, config.blob)
-        self.raw_volumes = list(volumes)  # (memory maps) for the threshold's detection pass
+        self.raw_volumes = list(volumes)  # (memory maps) for the calibration's detection pass
+        self.labels_tomo = labs
         self.label_boxes = [C.label_box(l, sh, self.diameter_vox) if len(l) else None for l, sh in zip(labs, shapes)]
         self.density = plan.density_per_vox2
         self.expected_particles = plan.expected_particles
@@ -448,38 +449,19 @@ class Trainer:
         self.status = "finished"
         return self.checkpoint(calibrate=calibrate)
 
-    def calibrate_threshold(self) -> float:
-        """The default threshold: the score at which the labelled region yields the expected count.
+    def calibrate(self):
+        """Default threshold and centre offset from detection in the labelled region.
 
-        Detection runs (as :func:`napari_cetpick.detect.detect` does on any tomogram) on the
-        xy box each training tomogram's labels span, over its whole thickness; the threshold
-        keeps as many picks there as the density implies
-        (:func:`napari_cetpick.counts.threshold_for_count`). The labelled particles
-        themselves count among them, so they need not score like unseen ones. Without a
-        density (no labels) 0.5.
+        See :mod:`napari_cetpick.calibration` (imported here, on demand: training itself
+        does not depend on detection). The labelled particles count among the expected
+        ones, so they need not score like unseen ones. Without a density (no labels) the
+        threshold is 0.5.
         """
-        from .config import DetectConfig
-        from .detect import detect
-        from .utils import run_generator
+        from .calibration import calibrate
 
-        ckpt = self.checkpoint(calibrate=False)
-        scores, n_expected = [], 0.0
-        for vol, box in zip(self.raw_volumes, self.label_boxes):
-            if box is None or self.density <= 0:
-                continue
-            n_expected += self.density * box.area
-            # a view of the box with a halo, so the network sees the box's surroundings
-            halo = int(np.ceil(max(self.net.context_zyx[1:]) * self.bin_xy))
-            y0, x0 = max(0, int(np.floor(box.y0)) - halo), max(0, int(np.floor(box.x0)) - halo)
-            y1 = min(vol.shape[1], int(np.ceil(box.y1)) + halo)
-            x1 = min(vol.shape[2], int(np.ceil(box.x1)) + halo)
-            res = run_generator(detect(ckpt, vol[:, y0:y1, x0:x1], DetectConfig(threshold=0.0),
-                                       voxel_size_a=self.voxel_size_a, device=self.device))
-            zyx = res.zyx + np.array([0.0, y0, x0])
-            scores.append(res.scores[box.contains(zyx)])
-        if not scores:
-            return 0.5
-        return C.threshold_for_count(np.concatenate(scores), n_expected)
+        halo = int(np.ceil(max(self.net.context_zyx[1:]) * self.bin_xy))
+        return calibrate(self.checkpoint(calibrate=False), self.raw_volumes, self.labels_tomo, self.label_boxes,
+                         self.density, voxel_size_a=self.voxel_size_a, device=self.device, halo_vox=halo)
 
     def checkpoint(self, calibrate: bool = True) -> Checkpoint:
         """The current (last good) model with its metadata and calibrated threshold.
@@ -487,7 +469,8 @@ class Trainer:
         With ``calibrate=False`` nothing runs the network: the threshold is left at 0.5 and
         ``info["threshold_calibrated"]`` is False (a model to save before anything can fail).
         """
-        threshold = self.calibrate_threshold() if calibrate else 0.5
+        cal = self.calibrate() if calibrate else None
+        threshold = cal.threshold if cal is not None else 0.5
         last = self.history[-1] if self.history else {}
         rounds = list(self._prev_info.get("rounds", []))
         rounds.append({"steps": self.step, "n_positives": self.n_labels, "n_negatives": self.n_negatives,
@@ -500,6 +483,7 @@ class Trainer:
             "density_per_vox2": float(self.density), "expected_particles": round(float(self.expected_particles), 1),
             "label_boxes": [None if b is None else b.to_list() for b in self.label_boxes],
             "final_loss": last.get("loss"), "loss_history": [round(h["loss"], 5) for h in self.history[-2000:]],
+            **(cal.info() if cal is not None else {}),
         }
         return Checkpoint(state_dict=copy.deepcopy(self._last_good), config=replace(self.config),
                           diameter_vox=self.diameter_vox, voxel_size_a=self.voxel_size_a, bin_xy=self.bin_xy,
@@ -554,7 +538,7 @@ def continue_training(init: Checkpoint, volumes, labels, negatives=None, masks=N
 
     Yields :class:`TrainProgress`, returns the new :class:`Checkpoint`.
     """
-    if voxel_size_a and init.voxel_size_a and abs(voxel_size_a / init.voxel_size_a - 1) > 0.02:
+    if init.voxel_size_differs(voxel_size_a):
         raise CetpickError(f"The model was trained at {init.voxel_size_a:g} Å/voxel but these tomograms have "
                            f"{voxel_size_a:g} Å/voxel; a correction round must use the model's voxel size.")
     vs = init.voxel_size_a if init.voxel_size_a else voxel_size_a

@@ -3,7 +3,19 @@ from __future__ import annotations
 
 from typing import Callable, Generator, TypeVar
 
+import numpy as np
+
 R = TypeVar("R")
+
+#: Scores are clipped to [LOGIT_EPS, 1 - LOGIT_EPS] before the logit (float32 scores reach
+#: 1.0 exactly; this keeps the logit within about ±13.8).
+LOGIT_EPS = 1e-6
+
+
+def logit(p) -> np.ndarray:
+    """log(p / (1 − p)) of scores, clipped to :data:`LOGIT_EPS` from 0 and 1."""
+    p = np.clip(np.asarray(p, float), LOGIT_EPS, 1 - LOGIT_EPS)
+    return np.log(p / (1 - p))
 
 
 def run_generator(gen: Generator[object, None, R], on_progress: Callable[[object], None] | None = None) -> R:

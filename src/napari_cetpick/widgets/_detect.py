@@ -220,7 +220,7 @@ def carried_threshold(chosen: float | None, old_default: float | None, new_defau
     where a default is unknown)."""
     if chosen is None or old_default is None or new_default is None:
         return chosen
-    from napari_cetpick.detect import logit
+    from napari_cetpick.utils import logit
 
     z = float(logit(new_default) + logit(chosen) - logit(old_default))
     return round(1.0 / (1.0 + math.exp(-z)), 6)

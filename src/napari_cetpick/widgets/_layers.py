@@ -155,7 +155,7 @@ def pick_features(scores, threshold: float | None = None) -> pd.DataFrame:
     scores = np.asarray(scores, float).reshape(-1)
     cols = {"score": scores}
     if threshold is not None:
-        from napari_cetpick.detect import logit
+        from napari_cetpick.utils import logit
 
         cols["margin"] = np.round(logit(scores) - logit(threshold), 4)
     return pd.DataFrame(cols)

@@ -254,7 +254,7 @@ class TrainSection(Container):
         vs = None if rec is None else rec.voxel_size_a
         if ckpt is None or not ckpt.voxel_size_a or not vs:
             return
-        if abs(vs / ckpt.voxel_size_a - 1) > 0.02:
+        if ckpt.voxel_size_differs(vs):
             show_warning(f"The model was trained at {ckpt.voxel_size_a:g} Å/voxel but the selected tomogram "
                          f"has {vs:g} Å/voxel; detection rebins when the ratio is a whole number and refuses "
                          f"otherwise. Correct the voxel size if the header is wrong.")

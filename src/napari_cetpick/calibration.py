@@ -1,0 +1,108 @@
+"""What a freshly trained model learns about itself on its own labelled region.
+
+After training, detection runs on the xy box each training tomogram's labels span (over
+its whole thickness, with a halo so that the network sees the box's surroundings), and
+two figures are read off the result:
+
+- the **default threshold**: the score at which the box yields as many picks as the labels
+  imply (:func:`napari_cetpick.counts.threshold_for_count`);
+- the **centre offset**: the mean distance (working voxels, z, y, x) from each labelled
+  particle to the pick on it. A trained network may answer slightly off-centre in a
+  direction that depends on the run (and so on the CPU it trained on); one-view detection
+  subtracts this offset (:func:`napari_cetpick.detect.centre_shift`). Each axis's mean is
+  shrunk towards 0 by its standard error (positive-part James–Stein: ``m · max(0, 1 −
+  se²/m²)``), so that an offset the labels cannot tell from click noise is left at 0.
+
+Training does not import this module; whoever makes the model's checkpoint calls
+:func:`calibrate` on it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from . import counts as C
+
+#: Fewer matched labels than this: no centre offset (its standard error means nothing).
+MIN_LABELS_FOR_OFFSET = 5
+
+
+@dataclass
+class Calibration:
+    threshold: float
+    centre_offset_work: tuple | None = None  # (z, y, x) working voxels, shrunk; None: not measured
+    centre_offset_se_work: tuple | None = None
+    n_matched: int = 0
+
+    def info(self) -> dict:
+        """The model-file metadata entries."""
+        out = {"n_offset_labels": int(self.n_matched)}
+        if self.centre_offset_work is not None:
+            out["centre_offset_work"] = [round(float(v), 4) for v in self.centre_offset_work]
+            out["centre_offset_se_work"] = [round(float(v), 4) for v in self.centre_offset_se_work]
+        return out
+
+
+def shrunk_mean(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-axis mean of (n, 3) offsets shrunk towards 0 by its standard error, and that error."""
+    d = np.asarray(d, float).reshape(-1, 3)
+    m = d.mean(0)
+    se = d.std(0, ddof=1) / np.sqrt(len(d))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.where(m != 0, np.clip(1.0 - (se / m) ** 2, 0.0, 1.0), 0.0)
+    return m * factor, se
+
+
+def calibrate(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence, density_per_vox2: float,
+              voxel_size_a: float | None = None, device=None, halo_vox: int = 0) -> Calibration:
+    """Default threshold and centre offset of ``ckpt`` from detection in its labelled boxes.
+
+    Parameters
+    ----------
+    ckpt : Checkpoint
+        The trained model (not yet calibrated).
+    volumes, labels, boxes : sequences, one entry per training tomogram
+        The tomograms (napari zyx arrays), their positive labels ((n, 3) zyx voxels) and
+        the :class:`~napari_cetpick.counts.LabelBox` of those labels (None: no labels there).
+    density_per_vox2 : float
+        Expected particles per voxel² of xy area (:mod:`napari_cetpick.counts`).
+    halo_vox : int
+        Tomogram voxels around each box that the network also sees.
+    """
+    from .config import DetectConfig
+    from .detect import detect
+    from .evaluate import match_points
+    from .utils import run_generator
+
+    from .data import make_geometry
+
+    scores, offsets, n_expected = [], [], 0.0
+    bin_zyx = np.asarray(make_geometry(ckpt.bin_xy, ckpt.config.compress).bin_zyx, float)
+    for vol, lab, box in zip(volumes, labels, boxes):
+        if box is None:
+            continue
+        y0, x0 = max(0, int(np.floor(box.y0)) - halo_vox), max(0, int(np.floor(box.x0)) - halo_vox)
+        y1 = min(vol.shape[1], int(np.ceil(box.y1)) + halo_vox)
+        x1 = min(vol.shape[2], int(np.ceil(box.x1)) + halo_vox)
+        res = run_generator(detect(ckpt, vol[:, y0:y1, x0:x1], DetectConfig(threshold=0.0),
+                                   voxel_size_a=voxel_size_a, device=device))
+        zyx = res.zyx + np.array([0.0, y0, x0])
+        if density_per_vox2 > 0:
+            n_expected += density_per_vox2 * box.area
+            scores.append(res.scores[box.contains(zyx)])
+        lab = np.asarray(lab, float).reshape(-1, 3)
+        if len(lab) and len(zyx):
+            # the CZII rule: a pick within half the particle's radius is on the particle
+            pi, li = match_points(zyx, lab, ckpt.diameter_vox / 4)
+            offsets.append((zyx[pi] - lab[li]) / bin_zyx)
+    threshold = C.threshold_for_count(np.concatenate(scores), n_expected) if scores else 0.5
+    d = np.concatenate(offsets) if offsets else np.zeros((0, 3))
+    if len(d) < MIN_LABELS_FOR_OFFSET:
+        return Calibration(float(threshold), n_matched=len(d))
+    m, se = shrunk_mean(d)
+    return Calibration(float(threshold), tuple(m.tolist()), tuple(se.tolist()), len(d))
+
+
+__all__ = ["Calibration", "calibrate", "shrunk_mean", "MIN_LABELS_FOR_OFFSET"]
