@@ -303,3 +303,32 @@ def test_detect_and_train_with_a_mask(sim_files, tmp_path):
     assert (everything["y"] < 47.5).any()
     assert len(masked) and (masked["y"] >= 47.5).all()
     assert len(masked) >= (everything["y"] >= 47.5).sum()  # no pick left out in the kept region
+
+
+def test_detect_says_how_each_threshold_was_chosen(sim_files, tmp_path, capsys):
+    from napari_cetpick.checkpoint import Checkpoint
+
+    sim, paths = sim_files
+    model = tmp_path / "m.ckpt"
+    assert main(["train", "--tomogram", str(paths["tomogram"]), "--labels", str(paths["labels"]), "--bbox", "15",
+                 "--max-steps", "4", "--out", str(model), "--quiet", "--device", "cpu", "--tau", "0.05"]) == 0
+    default = Checkpoint.load(model).default_threshold
+    capsys.readouterr()
+    runs = {}
+    for extra in ([], ["--threshold-from", "model"], ["--threshold", "0.25"], ["--views", "2"]):
+        out = tmp_path / ("det" + "".join(extra).replace("-", "_"))
+        rc = main(["detect", "--model", str(model), "--tomogram", str(paths["tomogram"]), "--out-dir", str(out),
+                   "--format", "csv", "--json", "--quiet", "--device", "cpu", *extra])
+        assert rc == 0
+        rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        runs[" ".join(extra)] = rec
+        # the picks written are those at the threshold reported
+        csv = pd.read_csv(out / "t_picks.csv")
+        assert len(csv) == rec["picks"] and (csv["score"] >= rec["threshold"] - 1e-6).all()
+    assert runs[""]["threshold_source"] in ("this tomogram's scores",
+                                           "the model's default: no clear split in this tomogram's scores")
+    assert runs["--threshold-from model"]["threshold_source"] == "the model's default"
+    assert runs["--threshold-from model"]["threshold"] == pytest.approx(default)
+    assert runs["--threshold 0.25"]["threshold_source"] == "given" and runs["--threshold 0.25"]["threshold"] == 0.25
+    # two views give each pick the views' agreement
+    assert "agreement" in pd.read_csv(tmp_path / "det__views2" / "t_picks.csv").columns

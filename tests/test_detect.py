@@ -195,3 +195,43 @@ def test_unknown_voxel_size_warns(volume):
         run_generator(detect(_ckpt(voxel_size_a=10.0), volume[:8, :64, :64], voxel_size_a=None, device="cpu"))
     with pytest.warns(UserWarning, match="model's voxel size is unknown"):
         run_generator(detect(_ckpt(voxel_size_a=None), volume[:8, :64, :64], voxel_size_a=10.0, device="cpu"))
+
+
+def test_the_model_s_centre_offset_is_subtracted_from_one_view_only(volume):
+    ck = _ckpt(bin_xy=2)
+    plain = run_generator(detect(ck, volume, DetectConfig(threshold=0.0), voxel_size_a=10.0, device="cpu"))
+    ck.info["centre_offset_work"] = [0.25, -0.5, 0.125]
+    shifted = run_generator(detect(ck, volume, DetectConfig(threshold=0.0), voxel_size_a=10.0, device="cpu"))
+    assert len(plain.cand_zyx) == len(shifted.cand_zyx) > 10
+    # working voxels times the binning: tomogram voxels
+    assert np.allclose(plain.cand_zyx - shifted.cand_zyx, [0.5, -1.0, 0.25])
+    two = [run_generator(detect(c, volume, DetectConfig(threshold=0.0, views=2), voxel_size_a=10.0, device="cpu"))
+           for c in (_ckpt(bin_xy=2), ck)]
+    assert np.allclose(two[0].cand_zyx, two[1].cand_zyx)  # two mirrored views cancel it by themselves
+
+
+def _mixture_candidates(n_bg=4000, n_particles=150, seed=0):
+    rng = np.random.default_rng(seed)
+    z = np.r_[rng.gumbel(-1.6, 0.45, n_bg), rng.normal(3.0, 1.0, n_particles)]
+    s = (1 / (1 + np.exp(-z))).astype(np.float32)
+    zyx = rng.uniform(0, 1000, (len(s), 3))  # far apart: suppression keeps them all
+    keep = s >= 0.05
+    return zyx[keep], s[keep]
+
+
+def test_each_tomogram_gets_its_own_threshold_and_says_how():
+    from napari_cetpick.detect import choose_threshold
+
+    ck = _ckpt()  # its default threshold is 0.3
+    zyx, s = _mixture_candidates()
+    t, how = choose_threshold(ck, zyx, s, 1.0, DetectConfig())
+    assert how == "this tomogram's scores"
+    assert 0.5 < t < 0.95  # between the background's mode (logit -1.6) and the particles' (3)
+    assert choose_threshold(ck, zyx, s, 1.0, DetectConfig(threshold_from="model")) == (0.3, "the model's default")
+    assert choose_threshold(ck, zyx, s, 1.0, DetectConfig(threshold=0.7)) == (0.7, "given")
+    # one population only: the model's default, and why
+    bg = s < 0.3
+    t, how = choose_threshold(ck, zyx[bg], s[bg], 1.0, DetectConfig())
+    assert t == 0.3 and "no clear split" in how
+    with pytest.raises(CetpickError, match="threshold_from"):
+        choose_threshold(ck, zyx, s, 1.0, DetectConfig(threshold_from="labels"))

@@ -146,3 +146,20 @@ def test_bad_arguments():
         candidates(np.zeros((4, 4)))
     with pytest.raises(CetpickError):
         select(np.zeros((2, 3)), [1.0], 0.5)
+
+
+@pytest.mark.parametrize("centre", [(10.3, 12.45, 11.8), (9.6, 11.5, 12.25)])
+def test_a_flat_topped_response_is_centred_on_its_middle(centre):
+    """A saturated ball (a detector trained on ball targets) with a slight tilt across its top:
+    the maximum sits at the top's edge, the centre of the response where the ball is."""
+    from napari_cetpick.peaks import candidates, refine_centroid
+
+    zz, yy, xx = np.indices((24, 24, 24), float)
+    r = np.sqrt((zz - centre[0]) ** 2 + (yy - centre[1]) ** 2 + (xx - centre[2]) ** 2)
+    hm = 1 / (1 + np.exp((r - 2.5) * 3.0))  # about 1 inside 2.5 voxels, 0 outside
+    hm = hm * (1 + 1e-3 * (xx - centre[2]))  # a tilt of a thousandth per voxel
+    zyx, s, idx = candidates(hm, floor=0.5, refine=True, return_index=True)
+    assert len(zyx) == 1
+    c = refine_centroid(hm, idx, 3.5)[0]
+    assert np.all(np.abs(c - centre) < 0.05), c
+    assert np.abs(zyx[0] - centre).max() > 2 * np.abs(c - centre).max()  # the parabola through the maximum is off

@@ -75,6 +75,7 @@ class BatchOptions:
     heatmap: bool = True
     threshold: float | None = None
     threshold_from: str = "tomogram"
+    views: int = 1
     K: int | None = None
     min_distance_vox: float | None = None
     margin_z: int = 0
@@ -362,7 +363,7 @@ def _reason(exc: BaseException, job: DetectJob) -> str:
 def _detect_config(opts: BatchOptions):
     from .config import DetectConfig
 
-    return DetectConfig(threshold=opts.threshold, threshold_from=opts.threshold_from, K=opts.K,
+    return DetectConfig(threshold=opts.threshold, threshold_from=opts.threshold_from, views=opts.views, K=opts.K,
                         min_distance_vox=opts.min_distance_vox,
                         margin_z=opts.margin_z, margin_xy=opts.margin_xy, tile_xy=opts.tile_xy)
 

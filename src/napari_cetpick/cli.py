@@ -422,7 +422,7 @@ def _detect_jobs_and_options(args):
 
     ckpt = load_model(args.model)  # a bad model stops the command before any job
     common = dict(model=str(Path(args.model).resolve()), threshold=args.threshold,
-                  threshold_from=args.threshold_from, K=args.K,
+                  threshold_from=args.threshold_from, views=args.views, K=args.K,
                   min_distance_vox=args.min_distance, margin_z=args.margin_z, margin_xy=args.margin_xy,
                   tile_xy=args.tile_xy, device=args.device)
     if args.copick:
@@ -736,6 +736,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "pick scores split into background and particles, whatever the particle density or the "
                         "share you labelled, and falls back to the model's default where they show no clear "
                         "split; 'model' always uses the model's default (calibrated on your labelled region)")
+    p.add_argument("--views", type=int, choices=(1, 2), default=1,
+                   help="2: also run the network on each tile mirrored through its centre and average the two "
+                        "(twice the time; more accurate, and each pick gets the views' agreement)")
     p.add_argument("--K", type=int, help="keep at most K picks")
     p.add_argument("--min-distance", type=float, help="minimum distance between picks in voxels (default: radius)")
     p.add_argument("--margin-z", "--cutoff_z", dest="margin_z", type=int, default=0,

@@ -423,8 +423,8 @@ def choose_threshold(ckpt: Checkpoint, zyx, scores, min_distance_vox: float, con
     keep = select(zyx, scores, 0.0, min_distance_vox)
     split = split_scores(np.asarray(scores)[keep], floor=config.candidate_floor)
     if split is None:
-        return model, "the model's default (this tomogram's scores show no clear split)"
-    return split.threshold, f"this tomogram's scores (background and particles split there; model's default {model:.3f})"
+        return model, "the model's default: no clear split in this tomogram's scores"
+    return split.threshold, "this tomogram's scores"
 
 
 def default_min_distance(ckpt: Checkpoint, voxel_size_a: float | None) -> float:

@@ -142,7 +142,9 @@ class DetectSection(Container):
         rec = self._state.current
         if rec is not None and rec.result is not None:
             self._detect_status_label.value = (f"Done in {fmt_duration(rec.result.elapsed_s)}: "
-                                               f"{len(rec.result.cand_scores)} candidate peaks cached.")
+                                               f"{len(rec.result.cand_scores)} candidate peaks cached; threshold "
+                                               f"{rec.result.model_threshold:.3f} from {rec.result.threshold_source}.")
+            self._detect_status_label.tooltip = self._detect_status_label.value
         elif not n_ok:
             self._detect_status_label.value = "No tomogram could be processed."
 
