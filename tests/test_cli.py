@@ -315,7 +315,7 @@ def test_detect_says_how_each_threshold_was_chosen(sim_files, tmp_path, capsys):
     default = Checkpoint.load(model).default_threshold
     capsys.readouterr()
     runs = {}
-    for extra in ([], ["--threshold-from", "model"], ["--threshold", "0.25"], ["--views", "2"]):
+    for extra in ([], ["--threshold-from", "model"], ["--threshold", "0.25"], ["--views", "1"]):
         out = tmp_path / ("det" + "".join(extra).replace("-", "_"))
         rc = main(["detect", "--model", str(model), "--tomogram", str(paths["tomogram"]), "--out-dir", str(out),
                    "--format", "csv", "--json", "--quiet", "--device", "cpu", *extra])
@@ -330,5 +330,6 @@ def test_detect_says_how_each_threshold_was_chosen(sim_files, tmp_path, capsys):
     assert runs["--threshold-from model"]["threshold_source"] == "the model's default"
     assert runs["--threshold-from model"]["threshold"] == pytest.approx(default)
     assert runs["--threshold 0.25"]["threshold_source"] == "given" and runs["--threshold 0.25"]["threshold"] == 0.25
-    # two views give each pick the views' agreement
-    assert "agreement" in pd.read_csv(tmp_path / "det__views2" / "t_picks.csv").columns
+    # two views (the default) give each pick the views' agreement; one view has none
+    assert "agreement" in pd.read_csv(tmp_path / "det" / "t_picks.csv").columns
+    assert "agreement" not in pd.read_csv(tmp_path / "det__views1" / "t_picks.csv").columns

@@ -199,9 +199,10 @@ def test_unknown_voxel_size_warns(volume):
 
 def test_the_model_s_centre_offset_is_subtracted_from_one_view_only(volume):
     ck = _ckpt(bin_xy=2)
-    plain = run_generator(detect(ck, volume, DetectConfig(threshold=0.0), voxel_size_a=10.0, device="cpu"))
+    one = DetectConfig(threshold=0.0, views=1)
+    plain = run_generator(detect(ck, volume, one, voxel_size_a=10.0, device="cpu"))
     ck.info["centre_offset_work"] = [0.25, -0.5, 0.125]
-    shifted = run_generator(detect(ck, volume, DetectConfig(threshold=0.0), voxel_size_a=10.0, device="cpu"))
+    shifted = run_generator(detect(ck, volume, one, voxel_size_a=10.0, device="cpu"))
     assert len(plain.cand_zyx) == len(shifted.cand_zyx) > 10
     # working voxels times the binning: tomogram voxels
     assert np.allclose(plain.cand_zyx - shifted.cand_zyx, [0.5, -1.0, 0.25])

@@ -75,7 +75,7 @@ class BatchOptions:
     heatmap: bool = True
     threshold: float | None = None
     threshold_from: str = "tomogram"
-    views: int = 1
+    views: int = 2
     K: int | None = None
     min_distance_vox: float | None = None
     margin_z: int = 0

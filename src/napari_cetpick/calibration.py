@@ -74,6 +74,7 @@ def calibrate(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence, densit
     from .config import DetectConfig
     from .detect import detect
     from .evaluate import match_points
+    from .peaks import select
     from .utils import run_generator
 
     from .data import make_geometry
@@ -86,17 +87,22 @@ def calibrate(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence, densit
         y0, x0 = max(0, int(np.floor(box.y0)) - halo_vox), max(0, int(np.floor(box.x0)) - halo_vox)
         y1 = min(vol.shape[1], int(np.ceil(box.y1)) + halo_vox)
         x1 = min(vol.shape[2], int(np.ceil(box.x1)) + halo_vox)
+        # the default views for the threshold, the first view alone for the offset that
+        # one-view detection subtracts (two mirrored views need none)
         res = run_generator(detect(ckpt, vol[:, y0:y1, x0:x1], DetectConfig(threshold=0.0),
-                                   voxel_size_a=voxel_size_a, device=device))
+                                   voxel_size_a=voxel_size_a, device=device, first_view=True))
         zyx = res.zyx + np.array([0.0, y0, x0])
         if density_per_vox2 > 0:
             n_expected += density_per_vox2 * box.area
             scores.append(res.scores[box.contains(zyx)])
+        fz, fs = res.first_view
+        keep = select(fz, fs, 0.0, res.min_distance_vox)
+        fz = fz[keep] + np.array([0.0, y0, x0])
         lab = np.asarray(lab, float).reshape(-1, 3)
-        if len(lab) and len(zyx):
+        if len(lab) and len(fz):
             # the CZII rule: a pick within half the particle's radius is on the particle
-            pi, li = match_points(zyx, lab, ckpt.diameter_vox / 4)
-            offsets.append((zyx[pi] - lab[li]) / bin_zyx)
+            pi, li = match_points(fz, lab, ckpt.diameter_vox / 4)
+            offsets.append((fz[pi] - lab[li]) / bin_zyx)
     threshold = C.threshold_for_count(np.concatenate(scores), n_expected) if scores else 0.5
     d = np.concatenate(offsets) if offsets else np.zeros((0, 3))
     if len(d) < MIN_LABELS_FOR_OFFSET:

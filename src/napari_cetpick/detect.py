@@ -70,6 +70,7 @@ class DetectResult:
     keep_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     model_threshold: float | None = None
     threshold_source: str = "given"
+    first_view: tuple | None = None  # (zyx, scores) of the first view alone, unshifted (detect(first_view=True))
 
     def reselect(self, threshold: float | None = None, min_distance_vox: float | None = None,
                  K: int | None | str = "keep") -> tuple[np.ndarray, np.ndarray]:
@@ -319,11 +320,12 @@ def plan_tiles(ckpt: Checkpoint, net, shape, bin_xy: int, config: DetectConfig) 
     return TilePlan(geom, stride, mult, grid_shape, used, halo, tiles)
 
 
-def run_tiles(plan: TilePlan, net, volume, stats, views: int, dev):
+def run_tiles(plan: TilePlan, net, volume, stats, views: int, dev, layout=None):
     """Run the network over every tile; yields :class:`DetectProgress`, returns ``(heat, heat_b)``.
 
     ``heat`` is the score map on the output grid (the mean of the two views with
-    ``views=2``); ``heat_b`` the second view alone (None with one view).
+    ``views=2``); ``heat_b`` the second view alone (None with one view). ``layout`` is the
+    blocks' memory format (:func:`napari_cetpick.model.fast_layout`).
     """
     import torch
 
@@ -351,6 +353,8 @@ def run_tiles(plan: TilePlan, net, volume, stats, views: int, dev):
                 mode = "reflect" if all(n > p[1] for n, p in zip(blk.shape, pads)) else "edge"
                 blk = np.pad(blk, pads, mode=mode)
             x = torch.from_numpy(np.ascontiguousarray(blk))[None, None].to(dev)
+            if layout is not None:
+                x = x.contiguous(memory_format=layout)
             hm, _ = net(x, with_proj=False)
             p = torch.sigmoid(hm)[0, 0].float().cpu().numpy()
             dst, src = [], []
@@ -434,7 +438,7 @@ def default_min_distance(ckpt: Checkpoint, voxel_size_a: float | None) -> float:
 
 
 def detect(ckpt: Checkpoint, volume, config: DetectConfig | None = None, voxel_size_a: float | None = None,
-           device=None, mask=None) -> Generator[DetectProgress, None, DetectResult]:
+           device=None, mask=None, first_view: bool = False) -> Generator[DetectProgress, None, DetectResult]:
     """Detect particles in a whole tomogram: plan the tiles, run them, find the candidates.
 
     Parameters
@@ -449,7 +453,12 @@ def detect(ckpt: Checkpoint, volume, config: DetectConfig | None = None, voxel_s
     device : str, optional
     mask : (Z, Y, X) array, optional
         Same shape as ``volume``; nonzero = keep. Picks where it is zero are dropped.
+    first_view : bool
+        Also keep the candidates of the first view alone in ``result.first_view`` (what
+        calibration measures the model's own centre offset on, whatever ``views`` is).
     """
+    from dataclasses import replace
+
     from .device import configure_threads, resolve_device
 
     config = config or DetectConfig()
@@ -467,12 +476,26 @@ def detect(ckpt: Checkpoint, volume, config: DetectConfig | None = None, voxel_s
     dev = resolve_device(device)
     if dev.type == "cpu":
         configure_threads()
+    from .model import fast_layout
+
     net = ckpt.build(dev)
+    layout = fast_layout(net, dev)
     plan = plan_tiles(ckpt, net, shape, bin_xy, config)
     stats = D.compute_norm_stats(volume, plan.geometry, ckpt.config.gauss)
     t0 = time.perf_counter()
-    heat, heat_b = yield from run_tiles(plan, net, volume, stats, config.views, dev)
+    heat, heat_b = yield from run_tiles(plan, net, volume, stats, config.views, dev, layout)
     czyx, cscores, agreement = find_candidates(ckpt, plan, heat, heat_b, config, shape, mask)
+    first = None
+    if first_view:
+        one = replace(config, views=1)
+        if heat_b is None:
+            first = (czyx, cscores) if not np.any(centre_shift(ckpt, plan.geometry, 1)) else None
+        if first is None:
+            heat_a = heat if heat_b is None else np.clip(2.0 * heat - heat_b, 0.0, 1.0)  # the mean's other half
+            fz, fs, _ = find_candidates(replace(ckpt, info={k: v for k, v in ckpt.info.items()
+                                                             if k != "centre_offset_work"}),
+                                        plan, heat_a, None, one, shape, mask)
+            first = (fz, fs)
     del heat_b
     min_d = default_min_distance(ckpt, voxel_size_a) if config.min_distance_vox is None else float(config.min_distance_vox)
     threshold, source = choose_threshold(ckpt, czyx, cscores, min_d, config)
@@ -481,6 +504,6 @@ def detect(ckpt: Checkpoint, volume, config: DetectConfig | None = None, voxel_s
                        tomogram_shape=shape, voxel_size_a=voxel_size_a, diameter_vox=ckpt.diameter_vox,
                        elapsed_s=time.perf_counter() - t0, warnings=notes, cand_agreement=agreement,
                        expected_particles=expected_count(ckpt, shape, voxel_size_a),
-                       model_threshold=threshold, threshold_source=source)
+                       model_threshold=threshold, threshold_source=source, first_view=first)
     res.reselect()
     return res

@@ -236,7 +236,7 @@ class Trainer:
         import torch
 
         from .device import configure_threads, describe, resolve_device
-        from .model import build_network
+        from .model import build_network, fast_layout
 
         config.validate()
         if len(volumes) == 0 or len(volumes) != len(labels):
@@ -271,6 +271,7 @@ class Trainer:
         self.net = build_network(config.arch).to(self.device)
         if init is not None:
             self.net.load_state_dict(init.state_dict)
+        self.layout = fast_layout(self.net, self.device)
         self.stride = np.asarray(self.net.out_stride, int)
         assert tuple(self.stride) == plan.stride_zyx, "config.network_stride disagrees with the network"
         self.geometry = D.make_geometry(bin_xy, config.compress, self.net.out_stride)
@@ -383,7 +384,7 @@ class Trainer:
 
         cfg = self.config
         x = np.stack([c[0] for c in crops] + [c[1] for c in crops if len(c) > 1])[:, None]
-        x = torch.from_numpy(x).to(self.device)
+        x = torch.from_numpy(x).to(self.device).contiguous(memory_format=self.layout)
         hm, proj = self.net(x, with_proj=cfg.contrastive)
         b = len(crops)
         # every output back to the un-augmented frame of its crop

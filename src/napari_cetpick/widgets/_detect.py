@@ -28,6 +28,10 @@ class DetectSection(Container):
         self._keep_threshold: dict = {}  # record key -> threshold to restore after a re-detection
         self._detect_all_check = CheckBox(
             text="All open tomograms", value=False, tooltip="Detect in every open tomogram instead of the selected one.")
+        self._two_views_check = CheckBox(
+            text="Mirrored second pass", value=DetectConfig().views == 2,
+            tooltip="Also run the model on each tile mirrored through its centre and average the two: better "
+                    "picks for every particle class measured, at about twice the detection time. Off: one pass.")
         self._detect_button = PushButton(
             text="Detect", tooltip="Run the model over the whole tomogram (tiled, in the background).")
         self._detect_cancel_button = PushButton(text="Cancel", tooltip="Stop the detection.")
@@ -47,7 +51,8 @@ class DetectSection(Container):
         self._pick_count_label = status_label("no picks", "Number of picks in the selected tomogram.")
         self._histogram = ScoreHistogram()
         self.extend([
-            heading("3 · Detect"), row(self._detect_all_check), row(self._detect_button, self._detect_cancel_button),
+            heading("3 · Detect"), row(self._detect_all_check, self._two_views_check),
+            row(self._detect_button, self._detect_cancel_button),
             self._detect_progress, row(self._detect_status_label), self._threshold_slider,
             self._min_distance_spin, row(self._pick_count_label), holder(self._histogram),
         ])
@@ -111,7 +116,8 @@ class DetectSection(Container):
             for r in recs if keep_threshold and r.result is not None and r.chosen}
         self._detect_progress.value = 0
         self._detect_status_label.value = "Starting…"
-        job = partial(detect_job, self._state.checkpoint, items, DetectConfig(), str(self._device()))
+        config = DetectConfig(views=2 if self._two_views_check.value else 1)
+        job = partial(detect_job, self._state.checkpoint, items, config, str(self._device()))
         self._runner.start(kind, job, yielded=self._on_detect_yielded, returned=self._on_detect_returned,
                            on_error=self._on_error)
         return True
