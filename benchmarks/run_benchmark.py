@@ -66,6 +66,14 @@ def machine() -> str:
     return f"{cpu}, {n} cores, {gpu}, torch {torch.__version__}"
 
 
+def emit(line: str, out: str | None) -> None:
+    """Print one JSON line and, with ``out``, append it to that file."""
+    print(line, flush=True)
+    if out:
+        with open(out, "a") as fh:
+            fh.write(line + "\n")
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -447,10 +455,7 @@ def main(argv=None) -> int:
             print(json.dumps({"job": job, "error": proc.stderr.strip().splitlines()[-1:] or ["?"]}), flush=True)
             continue
         for line in lines:
-            print(line, flush=True)
-            if args.out:
-                with open(args.out, "a") as fh:
-                    fh.write(line + "\n")
+            emit(line, args.out)
     return 0
 
 
