@@ -13,8 +13,8 @@ two figures are read off the result:
   shrunk towards 0 by its standard error (positive-part James–Stein: ``m · max(0, 1 −
   se²/m²)``), so that an offset the labels cannot tell from click noise is left at 0.
 
-Training does not import this module; whoever makes the model's checkpoint calls
-:func:`calibrate` on it.
+Training itself does not depend on detection: :meth:`napari_cetpick.train.Trainer.checkpoint`
+imports this module on demand, once the weights are final.
 """
 from __future__ import annotations
 
@@ -72,12 +72,11 @@ def calibrate(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence, densit
         Tomogram voxels around each box that the network also sees.
     """
     from .config import DetectConfig
+    from .data import make_geometry
     from .detect import detect
     from .evaluate import match_points
     from .peaks import select
     from .utils import run_generator
-
-    from .data import make_geometry
 
     scores, offsets, n_expected = [], [], 0.0
     bin_zyx = np.asarray(make_geometry(ckpt.bin_xy, ckpt.config.compress).bin_zyx, float)
