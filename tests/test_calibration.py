@@ -23,3 +23,19 @@ def test_the_model_file_gets_the_offset_only_when_measured():
     assert Calibration(0.4, n_matched=3).info() == {"n_offset_labels": 3}
     info = Calibration(0.4, (0.1, -0.2, 0.0), (0.05, 0.05, 0.05), 12).info()
     assert info["centre_offset_work"] == [0.1, -0.2, 0.0] and info["n_offset_labels"] == 12
+
+
+def test_the_labelled_share_is_told_back_only_when_the_user_did_not_give_it():
+    from dataclasses import replace
+
+    from napari_cetpick.checkpoint import Checkpoint
+    from napari_cetpick.config import TrainConfig
+
+    cal = Calibration(0.4, n_matched=12, particles_in_boxes=80, estimated_label_fraction=0.2)
+    assert cal.info()["estimated_label_fraction"] == 0.2 and cal.info()["particles_in_labelled_region"] == 80
+    ck = Checkpoint({}, TrainConfig(bbox=12), 12.0, 10.0, 1, 0.4, info=cal.info())
+    assert "about 20 % of the 80 particles" in ck.summary() and "assumed 50 %" in ck.summary()
+    assert ck.share_hint() != ""
+    assert replace(ck, config=TrainConfig(bbox=12, label_fraction=0.2)).share_hint() == ""
+    assert replace(ck, config=TrainConfig(bbox=12, expected_particles=300)).share_hint() == ""
+    assert replace(ck, info={}).share_hint() == ""

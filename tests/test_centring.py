@@ -15,6 +15,7 @@ import pytest
 
 from napari_cetpick.baselines import dog_picker
 from napari_cetpick.config import DetectConfig, TrainConfig
+from napari_cetpick.counts import label_box
 from napari_cetpick.detect import detect
 from napari_cetpick.evaluate import match_points
 from napari_cetpick.train import Trainer
@@ -40,8 +41,11 @@ def test_picks_are_centred(bin_xy, radius, shape, n):
     assert tr.bin_xy == bin_xy
     for _ in tr.steps(calibrate=False):
         pass
-    ck = tr.checkpoint()  # calibrated: threshold and centre offset
+    ck = tr.checkpoint()  # calibrated: threshold, centre offset, the labelled share
     assert ck.info["n_offset_labels"] == n // 2
+    # the model's own scores count the particles where the labels are (measured: exactly)
+    in_box = int(label_box(pts[: n // 2], v.shape, d).contains(pts).sum())
+    assert abs(ck.info["particles_in_labelled_region"] - in_box) <= max(2, in_box // 10), (ck.info, in_box)
 
     dog_zyx, _ = dog_picker(v, d)
     k_dog, _, rms_dog = _offsets(dog_zyx[:n], pts, radius)

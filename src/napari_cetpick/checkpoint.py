@@ -115,7 +115,22 @@ class Checkpoint:
         return (f"{self.config.arch}, voxel size {vs}, particle {self.diameter_vox:g} voxels{d_a}, "
                 f"bin {self.bin_xy}, threshold {self.default_threshold:.2f}"
                 f"{' (not calibrated)' if self.info.get('threshold_calibrated') is False else ''}, tau {self.tau:.3g}, "
-                f"{self.info.get('steps', 0)} steps{expected}")
+                f"{self.info.get('steps', 0)} steps{expected}{self.share_hint(', ')}")
+
+    def share_hint(self, prefix: str = "") -> str:
+        """What the model's own scores say of the share of particles labelled, when it was not told.
+
+        Empty when the share or the count was given, or the labelled region's scores did not
+        split into background and particles.
+        """
+        est = self.info.get("estimated_label_fraction")
+        if est is None or self.config.label_fraction is not None or self.config.expected_particles:
+            return ""
+        from .counts import DEFAULT_LABEL_FRACTION
+
+        return (f"{prefix}by its own scores you labelled about {100 * est:.0f} % of the "
+                f"{self.info.get('particles_in_labelled_region')} particles in your region "
+                f"(training assumed {100 * DEFAULT_LABEL_FRACTION:.0f} %; --label-fraction sets it)")
 
     def save(self, path) -> Path:
         """Write the model; a path without an extension gets :data:`MODEL_EXTENSION`.
