@@ -377,8 +377,11 @@ def run_tiles(plan: TilePlan, net, volume, stats, views: int, dev, layout=None):
     return heat, heat_b
 
 
-def find_candidates(ckpt: Checkpoint, plan: TilePlan, heat, heat_b, config: DetectConfig, shape, mask=None):
+def find_candidates(ckpt: Checkpoint, plan: TilePlan, heat, heat_b, config: DetectConfig, shape, mask=None,
+                    shift: bool = True):
     """Every peak of the heatmap above the floor, centred, shifted by the model's offset and masked.
+
+    ``shift=False`` leaves the model's calibrated offset (:func:`centre_shift`) in.
 
     Returns ``(zyx, scores, agreement)`` (tomogram voxels, best first; ``agreement`` None
     with one view).
@@ -389,9 +392,9 @@ def find_candidates(ckpt: Checkpoint, plan: TilePlan, heat, heat_b, config: Dete
     refine = "centroid" if config.refine is True else config.refine
     czyx, cscores = chunked_candidates(heat, config.candidate_floor, margin, scale, translate, refine, shape,
                                        radius_cells=response_radius_cells(ckpt, plan.stride))
-    shift = centre_shift(ckpt, geom, config.views)
-    if np.any(shift):
-        czyx = czyx - shift
+    offset = centre_shift(ckpt, geom, config.views) if shift else np.zeros(3)
+    if np.any(offset):
+        czyx = czyx - offset
     if mask is not None:
         keep = mask_keeps(mask, czyx)
         czyx, cscores = czyx[keep], cscores[keep]
@@ -487,15 +490,10 @@ def detect(ckpt: Checkpoint, volume, config: DetectConfig | None = None, voxel_s
     czyx, cscores, agreement = find_candidates(ckpt, plan, heat, heat_b, config, shape, mask)
     first = None
     if first_view:
-        one = replace(config, views=1)
-        if heat_b is None:
-            first = (czyx, cscores) if not np.any(centre_shift(ckpt, plan.geometry, 1)) else None
-        if first is None:
-            heat_a = heat if heat_b is None else np.clip(2.0 * heat - heat_b, 0.0, 1.0)  # the mean's other half
-            fz, fs, _ = find_candidates(replace(ckpt, info={k: v for k, v in ckpt.info.items()
-                                                             if k != "centre_offset_work"}),
-                                        plan, heat_a, None, one, shape, mask)
-            first = (fz, fs)
+        # the first view alone, without the model's offset (what calibration measures it on)
+        heat_a = heat if heat_b is None else np.clip(2.0 * heat - heat_b, 0.0, 1.0)  # the mean's other half
+        fz, fs, _ = find_candidates(ckpt, plan, heat_a, None, replace(config, views=1), shape, mask, shift=False)
+        first = (fz, fs)
     del heat_b
     min_d = default_min_distance(ckpt, voxel_size_a) if config.min_distance_vox is None else float(config.min_distance_vox)
     threshold, source = choose_threshold(ckpt, czyx, cscores, min_d, config)
