@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Callable, Generator, Iterable
 
 from .errors import CetpickError
+from .io.formats import WRITABLE_FORMATS
 
-PICK_FORMATS = {"imod": ".txt", "mod": ".mod", "star": ".star", "star5": ".star", "csv": ".csv", "cetpick": ".coords"}
+PICK_FORMATS = {f.name: f.extension for f in WRITABLE_FORMATS}  # picks format -> file extension
 DASK_INSTALL_HINT = "pip install 'napari-cetpick[dask]'"
 TILE_TOPIC = "cetpick-tiles"
 

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
-from .batch import PICK_FORMATS
+from .io.formats import WRITABLE_FORMATS
 from .errors import CetpickError
 
 ORDER_TO_THICKNESS = {"xyz": 0, "xzy": 1, "zxy": 2}
@@ -725,9 +725,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="file with one tomogram path (or pattern) per line; relative to the file's folder")
     p.add_argument("--test_img_txt", help="the original's image list of tomograms")
     p.add_argument("--out-dir", help="folder for the picks and heatmaps (not with --copick)")
-    p.add_argument("--format", default="imod", choices=sorted(PICK_FORMATS),
-                   help="picks file: imod (.txt, default), mod, star (RELION 4), star5 (RELION 5), csv "
-                        "(with scores), cetpick (the original's 'x z y score')")
+    p.add_argument("--format", default="imod", choices=sorted(f.name for f in WRITABLE_FORMATS),
+                   help="picks file (default imod): " + "; ".join(f"{f.name} = {f.label}" for f in WRITABLE_FORMATS))
     p.add_argument("--threshold", "--out_thresh", dest="threshold", type=float,
                    help="score threshold (default: read off each tomogram's own scores, see --threshold-from); "
                         "--out_thresh is the original's name")

@@ -21,11 +21,14 @@ from pathlib import Path
 
 from napari_cetpick.errors import CetpickError
 from napari_cetpick.io import (
+    POINT_EXTENSIONS,
+    POINT_FORMATS,
     TOMOGRAM_EXTENSIONS,
     guess_format,
     heatmap_frame,
     list_tomogram_names,
     open_tomogram,
+    point_format,
     read_points,
 )
 from napari_cetpick.io.points import read_imod_text
@@ -40,8 +43,9 @@ from napari_cetpick._napari.layers import (
 )
 from napari_cetpick._napari.styles import points_style
 
-COORDINATE_EXTENSIONS = (".mod", ".star", ".csv", ".txt", ".coords")
-FRAME_FREE_FORMATS = ("cetpick", "cetpick_list")  # thickness frame by definition
+FRAME_FREE_FORMATS = tuple(f.name for f in POINT_FORMATS if f.frame_free)  # thickness frame by definition
+# extensions any text file may have: a file is accepted only when it parses
+_PLAIN_TEXT_EXTENSIONS = tuple({f.extension for f in POINT_FORMATS if f.plain_numbers})
 
 
 def _accepts(path: str) -> bool:
@@ -49,13 +53,12 @@ def _accepts(path: str) -> bool:
     suffix = p.suffix.lower()
     if suffix in TOMOGRAM_EXTENSIONS:
         return True
-    if suffix not in COORDINATE_EXTENSIONS:
+    if suffix not in POINT_EXTENSIONS:
         return False
-    if suffix in (".txt", ".coords"):
+    if suffix in _PLAIN_TEXT_EXTENSIONS:
         # Plain text may be anything: accept only what parses as coordinates.
         try:
-            fmt = guess_format(p)
-            if fmt in ("imod", "cetpick"):
+            if point_format(guess_format(p)).plain_numbers:
                 read_imod_text(p)
         except (CetpickError, OSError):
             return False

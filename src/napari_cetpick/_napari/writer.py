@@ -16,10 +16,9 @@ from napari_cetpick._napari.layers import layer_cetpick_meta, layer_to_pointset,
 
 
 def write_points(path: str, data, attributes: dict) -> list[str]:
-    """Write a Points layer; the format follows the extension.
-
-    ``.txt`` IMOD model2point text, ``.mod`` IMOD binary model, ``.star`` RELION 4 (pixels),
-    ``.csv`` x, y, z (+ features), ``.coords`` the original cet_pick ``x z y score``.
+    """Write a Points layer; the format follows the extension
+    (:func:`~napari_cetpick.io.format_for_extension`: the writable formats' extensions, as
+    the manifest's ``filename_extensions`` list them).
     """
     data = np.asarray(data, float)
     if data.size and (data.ndim != 2 or data.shape[1] != 3):

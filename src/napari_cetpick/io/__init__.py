@@ -3,6 +3,16 @@
 The only place that converts between the package's napari ``zyx`` voxel frame and file
 axis orders or format conventions. Imports no napari or Qt.
 """
+from napari_cetpick.io.formats import (
+    FORMAT_NAMES,
+    POINT_EXTENSIONS,
+    POINT_FORMATS,
+    WRITABLE_FORMATS,
+    PointFormat,
+    export_formats,
+    format_for_extension,
+    point_format,
+)
 from napari_cetpick.io.points import (
     FORMATS,
     PointSet,
@@ -41,12 +51,19 @@ from napari_cetpick.io.tomogram import (
 
 __all__ = [
     "FORMATS",
+    "FORMAT_NAMES",
+    "POINT_EXTENSIONS",
+    "POINT_FORMATS",
+    "WRITABLE_FORMATS",
+    "PointFormat",
     "TOMOGRAM_EXTENSIONS",
     "FileLayout",
     "PointSet",
     "Tomogram",
     "binned_to_unbinned",
     "check_inside",
+    "export_formats",
+    "format_for_extension",
     "guess_format",
     "guess_thickness_axis",
     "heatmap_frame",
@@ -57,6 +74,7 @@ __all__ = [
     "open_mask",
     "open_tomogram",
     "plausible_voxel_size",
+    "point_format",
     "read_coordinate_list",
     "read_image_list",
     "read_imod_text",

@@ -15,17 +15,10 @@ import numpy as np
 import pandas as pd
 
 from napari_cetpick.errors import CetpickError, plain
+from napari_cetpick.io.formats import FORMAT_NAMES, POINT_EXTENSIONS, format_for_extension
 from napari_cetpick.io.tomogram import FileLayout, as_points
 
-FORMATS = ("imod", "mod", "star", "star5", "csv", "cetpick", "cetpick_list")
-
-_EXTENSION_FORMATS = {
-    ".mod": "mod",
-    ".star": "star",
-    ".csv": "csv",
-    ".coords": "cetpick",
-    ".txt": "imod",
-}
+FORMATS = FORMAT_NAMES  # the names of io/formats.py's table, in its order
 
 # STAR labels read as the feature "score", first match wins; "score" is written back as
 # the first one (RELION's autopicking figure of merit).
@@ -95,9 +88,9 @@ def _fmt(value: float, decimals: int = 3) -> str:
 def guess_format(path) -> str:
     """Coordinate format from a file name (and, for an existing ``.txt``, its first line).
 
-    ``.mod`` -> ``mod``, ``.star`` -> ``star``, ``.csv`` -> ``csv``, ``.coords`` ->
-    ``cetpick``; ``.txt`` -> ``cetpick_list`` when it starts with the cet_pick header
-    ``image_name x_coord ...``, else ``imod``.
+    The extension's format in :data:`~napari_cetpick.io.formats.POINT_FORMATS`, except that
+    a ``.txt`` starting with the cet_pick header ``image_name x_coord ...`` is
+    ``cetpick_list``.
     """
     path = Path(path)
     fmt = _format_from_extension(path)
@@ -116,13 +109,13 @@ def guess_format(path) -> str:
 
 
 def _format_from_extension(path: Path) -> str:
-    fmt = _EXTENSION_FORMATS.get(path.suffix.lower())
+    fmt = format_for_extension(path.suffix)
     if fmt is None:
         raise CetpickError(
             f"{path.name}: unknown coordinate extension {path.suffix!r} "
-            f"(expected one of {', '.join(sorted(_EXTENSION_FORMATS))})."
+            f"(expected one of {', '.join(sorted(POINT_EXTENSIONS))})."
         )
-    return fmt
+    return fmt.name
 
 
 def _first_line(path: Path) -> str | None:
@@ -721,10 +714,10 @@ def write_points(
         ``(n, 3)`` napari-frame voxel coordinates.
     features : pandas.DataFrame, optional
         Per-point values; ``score`` is written where the format has a place for it
-        (STAR, CSV, ``cetpick``); IMOD text and ``.mod`` carry coordinates only.
+        (:attr:`~napari_cetpick.io.formats.PointFormat.carries_scores`).
     fmt : str, optional
-        One of :data:`FORMATS`; default from the extension (``.txt`` -> IMOD text,
-        ``.star`` -> RELION 4).
+        One of :data:`FORMATS`; default from the extension
+        (:func:`~napari_cetpick.io.formats.format_for_extension`).
     layout : FileLayout, optional
         Axis layout of the tomogram file; None means thickness first (identity).
     voxel_size_a : float, optional

@@ -10,17 +10,14 @@ from napari.utils.notifications import show_error, show_info
 
 from napari_cetpick._napari.layers import layout_from_meta
 from napari_cetpick.errors import CetpickError
+from napari_cetpick.io.formats import WRITABLE_FORMATS, export_formats
 from napari_cetpick.widgets import _layers as L
 from napari_cetpick.widgets._common import heading, narrow, plural, row, status_label
 from napari_cetpick.widgets._state import PanelState, TomogramRecord
 
-EXPORT_FORMATS = {
-    "IMOD text (.txt)": ("imod", ".txt"),
-    "IMOD model (.mod)": ("mod", ".mod"),
-    "RELION 4 STAR (.star, pixels)": ("star", ".star"),
-    "RELION 5 STAR (.star, centred Å)": ("star5", ".star"),
-    "CSV with scores (.csv)": ("csv", ".csv"),
-}
+# label -> (format name, extension), from the formats table in io/formats.py
+EXPORT_FORMATS = {label: (f.name, f.extension) for label, f in export_formats().items()}
+_WRITER_EXTENSIONS = " ".join(dict.fromkeys(f.extension for f in WRITABLE_FORMATS))
 EXPORT_WHAT = ("picks", "labels", "negatives")
 
 
@@ -49,7 +46,7 @@ class ExportSection(Container):
         self.extend([
             heading("6 · Export"), self._export_what_combo, self._export_format_combo, self._export_binning_spin,
             row(self._export_button, self._export_all_button, label=" "),
-            row(status_label("<small>File › Save Selected Layers also writes .txt .mod .star .csv</small>")),
+            row(status_label(f"<small>File › Save Selected Layers also writes {_WRITER_EXTENSIONS}</small>")),
         ])
         self._export_button.changed.connect(self._on_export_clicked)
         self._export_all_button.changed.connect(self._on_export_all_clicked)
