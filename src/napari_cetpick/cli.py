@@ -593,6 +593,12 @@ def cmd_demo(args) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
+# Option groups that several sub-commands share, then one builder per sub-command.
+def _add_device_options(p) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _add_volume_options(p) -> None:
     p.add_argument("--voxel-size", type=float, default=None, metavar="A",
                    help="override the header voxel size (Å); needed when the header says 0 or 1")
@@ -602,45 +608,52 @@ def _add_volume_options(p) -> None:
     p.add_argument("--order", choices=sorted(ORDER_TO_THICKNESS),
                    help="the original cet_pick's name for the layout: xyz = thickness-first file, "
                         "xzy = unrotated IMOD (thickness is the middle axis), zxy = thickness last")
-    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_device_options(p)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .config import ARCHS, DEFAULT_STEPS, PRESETS
+def _add_simulation_options(p) -> None:
+    p.add_argument("--shape", type=int, nargs=3, default=(64, 256, 256), metavar=("Z", "Y", "X"))
+    p.add_argument("--voxel-size", type=float, default=10.0, help="voxel size of the simulation (Å)")
+    p.add_argument("--snr", type=float, default=0.3, help="projection signal-to-noise ratio (1 easy, 0.3 typical, 0.1 hard)")
 
-    parser = _Parser(
-        prog="cetpick",
-        description="Sparse-label particle picking in cryo-electron tomograms (the cet_pick PU detector).",
-        epilog="Coordinates: see docs/coordinates.md. Every sub-command has --help.")
-    parser.add_argument("--version", action="version", version=f"napari-cetpick {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+
+def _add_mask_option(p, zero_regions: str) -> None:
+    p.add_argument("--mask", action=_PerTomogram, metavar="M.mrc",
+                   help="ignore regions of the preceding --tomogram: an MRC of the tomogram's shape in the same "
+                        "file layout, nonzero = keep" + zero_regions)
+
+
+def _add_copick_tomogram_options(g) -> None:
+    g.add_argument("--voxel-spacing", type=float, metavar="A", help="voxel spacing of the tomograms to read (Å)")
+    g.add_argument("--tomo-type", help="tomogram type to read, e.g. wbp or denoised")
+
+
+def _add_demo_parser(sub) -> None:
+    from .config import DEFAULT_STEPS
 
     p = sub.add_parser("demo", help="simulate two tomograms, train on one, detect on the other, export, evaluate",
                        description=cmd_demo.__doc__)
     p.add_argument("--out-dir", default="cetpick_demo", help="folder for every file the demo writes")
-    p.add_argument("--shape", type=int, nargs=3, default=(64, 256, 256), metavar=("Z", "Y", "X"))
-    p.add_argument("--voxel-size", type=float, default=10.0, help="voxel size of the simulation (Å)")
-    p.add_argument("--snr", type=float, default=0.3, help="projection signal-to-noise ratio (1 easy, 0.3 typical, 0.1 hard)")
+    _add_simulation_options(p)
     p.add_argument("--label-class", default="ribosome", help="the class whose particles are labelled and picked")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true")
+    _add_device_options(p)
     p.set_defaults(func=cmd_demo)
 
+
+def _add_simulate_parser(sub) -> None:
     p = sub.add_parser("simulate", help="write a synthetic tomogram with ground truth and sparse labels")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--stem", default="tomo", help="file name stem")
-    p.add_argument("--shape", type=int, nargs=3, default=(64, 256, 256), metavar=("Z", "Y", "X"))
-    p.add_argument("--voxel-size", type=float, default=10.0)
-    p.add_argument("--snr", type=float, default=0.3, help="projection signal-to-noise ratio (1 easy, 0.3 typical, 0.1 hard)")
+    _add_simulation_options(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label-class", default="ribosome")
     p.add_argument("--label-fraction", type=float, default=0.3)
     p.set_defaults(func=cmd_simulate)
 
+
+def _add_convert_parser(sub) -> None:
     p = sub.add_parser("convert", help="IMOD text files (one per tomogram) -> the original cet_pick coordinate list")
     p.add_argument("input", help="folder of IMOD model2point text files (image name = file stem)")
     p.add_argument("--out", required=True, help="coordinate list to write (image_name x_coord y_coord z_coord)")
@@ -649,23 +662,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ext", default=".txt", help="extension of the IMOD text files")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("train", help="train a detector from sparse labels")
-    p.add_argument("--tomogram", action="append", help="training tomogram (repeat for several)")
-    p.add_argument("--labels", action="append", help="labels of the preceding tomogram: IMOD .txt/.mod, STAR, CSV")
-    p.add_argument("--negatives", action=_PerTomogram, metavar="FILE",
-                   help="known non-particles (negative clicks) of the preceding --tomogram, in the same formats as "
-                        "labels (optional)")
-    p.add_argument("--labels-format", default=None, help="force the label format (default: from the extension)")
-    p.add_argument("--train_img_txt", help="the original's image list (image_name<TAB>rec_path)")
-    p.add_argument("--train_coord_txt", help="the original's coordinate list (image_name x_coord y_coord z_coord)")
-    p.add_argument("--out", required=True,
-                   help="model file to write (.ckpt; added when missing). Written as soon as training ends, "
-                        "and on Ctrl-C with the steps done so far")
-    p.add_argument("--preset", default="default", choices=PRESETS,
-                   help="default: our settings (3D U-Net, tau from the expected count); cetpick: the published settings")
-    g = p.add_argument_group("particle")
-    g.add_argument("--bbox", type=float, help="particle diameter (box size) in voxels")
-    g.add_argument("--diameter-a", type=float, help="particle diameter in Å (instead of --bbox)")
+
+def _add_train_method_options(p) -> None:
+    from .config import ARCHS
+
     g = p.add_argument_group("method knobs (the original's names)")
     g.add_argument("--tau", type=float, help="class prior of the PU loss (default: estimated from the labels)")
     g.add_argument("--expected-particles", type=int, help="expected particle count in the training tomograms (instead of --label-fraction), to derive tau "
@@ -692,13 +692,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="jitter of training crops around their labels (the original's knob; default from the preset)")
     g.add_argument("--bin", default=None, type=_bin_value, help="binning before the network: auto or an integer")
     g.add_argument("--seed", type=int, help="random seed (training is deterministic on CPU)")
+
+
+def _add_train_parser(sub) -> None:
+    from .config import PRESETS
+
+    p = sub.add_parser("train", help="train a detector from sparse labels")
+    p.add_argument("--tomogram", action="append", help="training tomogram (repeat for several)")
+    p.add_argument("--labels", action="append", help="labels of the preceding tomogram: IMOD .txt/.mod, STAR, CSV")
+    p.add_argument("--negatives", action=_PerTomogram, metavar="FILE",
+                   help="known non-particles (negative clicks) of the preceding --tomogram, in the same formats as "
+                        "labels (optional)")
+    p.add_argument("--labels-format", default=None, help="force the label format (default: from the extension)")
+    p.add_argument("--train_img_txt", help="the original's image list (image_name<TAB>rec_path)")
+    p.add_argument("--train_coord_txt", help="the original's coordinate list (image_name x_coord y_coord z_coord)")
+    p.add_argument("--out", required=True,
+                   help="model file to write (.ckpt; added when missing). Written as soon as training ends, "
+                        "and on Ctrl-C with the steps done so far")
+    p.add_argument("--preset", default="default", choices=PRESETS,
+                   help="default: our settings (3D U-Net, tau from the expected count); cetpick: the published settings")
+    g = p.add_argument_group("particle")
+    g.add_argument("--bbox", type=float, help="particle diameter (box size) in voxels")
+    g.add_argument("--diameter-a", type=float, help="particle diameter in Å (instead of --bbox)")
+    _add_train_method_options(p)
     p.add_argument("--continue-from", metavar="MODEL",
                    help="a correction round: fine-tune this model with the (added) labels and negatives; keeps its "
                         "voxel size and settings and runs 100 steps at a tenth of its learning rate unless "
                         "--max-steps/--num_epochs/--lr are given")
-    p.add_argument("--mask", action=_PerTomogram, metavar="M.mrc",
-                   help="ignore regions of the preceding --tomogram: an MRC of the tomogram's shape in the same "
-                        "file layout, nonzero = keep, zero = left out of training")
+    _add_mask_option(p, ", zero = left out of training")
     g = p.add_argument_group("copick project (instead of --tomogram/--labels)")
     g.add_argument("--copick", metavar="CONFIG.json", help="train on the picks of a copick project")
     g.add_argument("--object", help="pickable object whose picks are the labels (its radius gives the diameter "
@@ -706,25 +727,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--user-id", help="only picks by this user (default: every user's picks, none by tools)")
     g.add_argument("--session-id", help="only picks of this session")
     g.add_argument("--run", action="append", help="train on this run (repeat; default: every run with such picks)")
-    g.add_argument("--voxel-spacing", type=float, metavar="A", help="voxel spacing of the tomograms to read (Å)")
-    g.add_argument("--tomo-type", help="tomogram type to read, e.g. wbp or denoised")
+    _add_copick_tomogram_options(g)
     _add_volume_options(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser(
-        "detect", help="detect particles with a trained model in one or many tomograms",
-        description="Detect particles in every tomogram given, one job per tomogram. A tomogram that fails is "
-                    "reported in one line and the others go on; the exit status is 2 if any failed or if an "
-                    "error stops the whole command (such as a missing model), 0 otherwise.",
-        epilog="Examples: cetpick detect --model m.ckpt --tomogram 'tomos/*.mrc' --out-dir picks --dask local:2;  "
-               "cetpick detect --model m.ckpt --copick project.json --voxel-spacing 10 --tomo-type wbp")
-    p.add_argument("--model", required=True)
-    p.add_argument("--tomogram", action="append",
-                   help="tomogram file, or a quoted pattern such as 'dir/*.mrc' (repeat for several)")
-    p.add_argument("--tomogram-list", action="append", metavar="FILE",
-                   help="file with one tomogram path (or pattern) per line; relative to the file's folder")
-    p.add_argument("--test_img_txt", help="the original's image list of tomograms")
-    p.add_argument("--out-dir", help="folder for the picks and heatmaps (not with --copick)")
+
+def _add_detect_picking_options(p) -> None:
     p.add_argument("--format", default="imod", choices=sorted(f.name for f in WRITABLE_FORMATS),
                    help="picks file (default imod): " + "; ".join(f"{f.name} = {f.label}" for f in WRITABLE_FORMATS))
     p.add_argument("--threshold", "--out_thresh", dest="threshold", type=float,
@@ -747,9 +755,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--margin-xy", type=int, default=0, help="drop picks this close to the xy borders (voxels)")
     p.add_argument("--tile-xy", type=int, default=256, help="tile size in working voxels (memory; rounded down to a multiple of the network's 8, 16 or 32)")
     p.add_argument("--no-heatmap", action="store_true", help="do not write the heatmap MRC")
-    p.add_argument("--mask", action=_PerTomogram, metavar="M.mrc",
-                   help="ignore regions of the preceding --tomogram: an MRC of the tomogram's shape in the same "
-                        "file layout, nonzero = keep; picks in zero regions are dropped")
+
+
+def _add_detect_parser(sub) -> None:
+    p = sub.add_parser(
+        "detect", help="detect particles with a trained model in one or many tomograms",
+        description="Detect particles in every tomogram given, one job per tomogram. A tomogram that fails is "
+                    "reported in one line and the others go on; the exit status is 2 if any failed or if an "
+                    "error stops the whole command (such as a missing model), 0 otherwise.",
+        epilog="Examples: cetpick detect --model m.ckpt --tomogram 'tomos/*.mrc' --out-dir picks --dask local:2;  "
+               "cetpick detect --model m.ckpt --copick project.json --voxel-spacing 10 --tomo-type wbp")
+    p.add_argument("--model", required=True)
+    p.add_argument("--tomogram", action="append",
+                   help="tomogram file, or a quoted pattern such as 'dir/*.mrc' (repeat for several)")
+    p.add_argument("--tomogram-list", action="append", metavar="FILE",
+                   help="file with one tomogram path (or pattern) per line; relative to the file's folder")
+    p.add_argument("--test_img_txt", help="the original's image list of tomograms")
+    p.add_argument("--out-dir", help="folder for the picks and heatmaps (not with --copick)")
+    _add_detect_picking_options(p)
+    _add_mask_option(p, "; picks in zero regions are dropped")
     g = p.add_argument_group("many tomograms")
     g.add_argument("--skip-existing", action="store_true",
                    help="skip tomograms whose outputs all exist (resume an interrupted run; files are written "
@@ -764,14 +788,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--copick", metavar="CONFIG.json",
                    help="read tomograms from this copick project and write the picks (with scores) into it")
     g.add_argument("--run", action="append", help="detect in this run (repeat; default: every run with the tomogram)")
-    g.add_argument("--voxel-spacing", type=float, metavar="A", help="voxel spacing of the tomograms to read (Å)")
-    g.add_argument("--tomo-type", help="tomogram type to read, e.g. wbp or denoised")
+    _add_copick_tomogram_options(g)
     g.add_argument("--object", help="pickable object to write (default: the one the model was trained on)")
     g.add_argument("--out-user-id", default="cetpick", help="user id of the written picks (default: cetpick)")
     g.add_argument("--out-session-id", default="0", help="session id of the written picks (default: 0, a tool)")
     _add_volume_options(p)
     p.set_defaults(func=cmd_detect)
 
+
+def _add_evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="precision, recall, F1, best F1 and AP of picks against a truth file")
     p.add_argument("--picks", required=True)
     p.add_argument("--truth", required=True)
@@ -781,6 +806,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth-format", default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="cetpick",
+        description="Sparse-label particle picking in cryo-electron tomograms (the cet_pick PU detector).",
+        epilog="Coordinates: see docs/coordinates.md. Every sub-command has --help.")
+    parser.add_argument("--version", action="version", version=f"napari-cetpick {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add in (_add_demo_parser, _add_simulate_parser, _add_convert_parser, _add_train_parser,
+                _add_detect_parser, _add_evaluate_parser):
+        add(sub)
     return parser
 
 
