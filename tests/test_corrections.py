@@ -97,7 +97,7 @@ def test_mask_ignores_training_cells_and_drops_picks(round1):
     tr = Trainer([v], [balls[:6]], TrainConfig(max_steps=1, **TINY), negatives=[shells[:2]], masks=[keep],
                  device="cpu")
     o = np.array([8, 32, 32])
-    t = tr._crop_targets(0, o, tuple(np.asarray(tr.crop) // np.asarray(tr.stride)))
+    t = tr._crop_targets(0, o, tuple(np.asarray(tr.crop) // np.asarray(tr.stride)))[0]  # the one class's channel
     # working x >= 48 is grid x >= 24, i.e. crop cells 8.. of a crop starting at x 32
     assert np.all(t[:, :, 8:] == -2.0) and not np.any(t[:, :, :8] == -2.0)
     res = run_generator(detect(ck, v, DetectConfig(threshold=0.0), device="cpu", mask=keep))

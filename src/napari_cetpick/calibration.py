@@ -64,41 +64,31 @@ def shrunk_mean(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return m * factor, se
 
 
-def calibrate(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence, density_per_vox2: float,
-              voxel_size_a: float | None = None, device=None, halo_vox: int = 0) -> Calibration:
-    """Default threshold and centre offset of ``ckpt`` from detection in its labelled boxes.
+def _union_box(boxes, vol_shape, halo_vox: int):
+    """``(y0, y1, x0, x1)``: the xy region spanning every box given (None: no box), plus the halo."""
+    boxes = [b for b in boxes if b is not None]
+    if not boxes:
+        return None
+    y0 = max(0, int(np.floor(min(b.y0 for b in boxes))) - halo_vox)
+    x0 = max(0, int(np.floor(min(b.x0 for b in boxes))) - halo_vox)
+    y1 = min(vol_shape[1], int(np.ceil(max(b.y1 for b in boxes))) + halo_vox)
+    x1 = min(vol_shape[2], int(np.ceil(max(b.x1 for b in boxes))) + halo_vox)
+    return y0, y1, x0, x1
 
-    Parameters
-    ----------
-    ckpt : Checkpoint
-        The trained model (not yet calibrated).
-    volumes, labels, boxes : sequences, one entry per training tomogram
-        The tomograms (napari zyx arrays), their positive labels ((n, 3) zyx voxels) and
-        the :class:`~napari_cetpick.counts.LabelBox` of those labels (None: no labels there).
-    density_per_vox2 : float
-        Expected particles per voxel² of xy area (:mod:`napari_cetpick.counts`).
-    halo_vox : int
-        Tomogram voxels around each box that the network also sees.
+
+def _calibrate_one(found: Sequence, density_per_vox2: float, diameter_vox: float, bin_zyx) -> Calibration:
+    """One class's :class:`Calibration` from its detections in each labelled box.
+
+    ``found``: per training tomogram with labels of this class, ``(result, (y0, x0), labels,
+    box)``: the class's :class:`~napari_cetpick.detect.DetectResult` at threshold 0 on the
+    region whose corner is ``(y0, x0)``, its labels and their box.
     """
     from .config import DetectConfig
-    from .data import make_geometry
-    from .detect import detect
     from .evaluate import match_points
     from .peaks import select
-    from .utils import run_generator
 
-    scores, box_scores, offsets, n_expected = [], [], [], 0.0
-    bin_zyx = np.asarray(make_geometry(ckpt.bin_xy, ckpt.config.compress).bin_zyx, float)
-    for vol, lab, box in zip(volumes, labels, boxes):
-        if box is None:
-            continue
-        y0, x0 = max(0, int(np.floor(box.y0)) - halo_vox), max(0, int(np.floor(box.x0)) - halo_vox)
-        y1 = min(vol.shape[1], int(np.ceil(box.y1)) + halo_vox)
-        x1 = min(vol.shape[2], int(np.ceil(box.x1)) + halo_vox)
-        # the default views for the threshold, the first view alone for the offset that
-        # one-view detection subtracts (two mirrored views need none)
-        res = run_generator(detect(ckpt, vol[:, y0:y1, x0:x1], DetectConfig(threshold=0.0),
-                                   voxel_size_a=voxel_size_a, device=device, first_view=True))
+    scores, box_scores, offsets, n_expected, n_labels = [], [], [], 0.0, 0
+    for res, (y0, x0), lab, box in found:
         zyx = res.zyx + np.array([0.0, y0, x0])
         box_scores.append(res.scores[box.contains(zyx)])
         if density_per_vox2 > 0:
@@ -108,16 +98,16 @@ def calibrate(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence, densit
         keep = select(fz, fs, 0.0, res.min_distance_vox)
         fz = fz[keep] + np.array([0.0, y0, x0])
         lab = np.asarray(lab, float).reshape(-1, 3)
+        n_labels += len(lab)
         if len(lab) and len(fz):
             # the CZII rule: a pick within half the particle's radius is on the particle
-            pi, li = match_points(fz, lab, ckpt.diameter_vox / 4)
+            pi, li = match_points(fz, lab, diameter_vox / 4)
             offsets.append((fz[pi] - lab[li]) / bin_zyx)
     threshold = C.threshold_for_count(np.concatenate(scores), n_expected) if scores else 0.5
     share = {}
     if box_scores:
         s = np.concatenate(box_scores)
         split = C.split_scores(s, floor=DetectConfig().candidate_floor)
-        n_labels = sum(len(np.asarray(l).reshape(-1, 3)) for l, b in zip(labels, boxes) if b is not None)
         if split is not None and n_labels:
             n = int((s >= split.threshold).sum())
             share = {"particles_in_boxes": n, "estimated_label_fraction": float(min(1.0, n_labels / max(n, 1)))}
@@ -128,4 +118,57 @@ def calibrate(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence, densit
     return Calibration(float(threshold), tuple(m.tolist()), tuple(se.tolist()), len(d), **share)
 
 
-__all__ = ["Calibration", "calibrate", "shrunk_mean", "MIN_LABELS_FOR_OFFSET"]
+def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence, densities: dict,
+                      voxel_size_a: float | None = None, device=None, halo_vox: int = 0) -> dict:
+    """Each class's :class:`Calibration` from one detection pass over each labelled region.
+
+    Parameters
+    ----------
+    ckpt : Checkpoint
+        The trained model (not yet calibrated), of one class or several.
+    volumes : sequence
+        The training tomograms (napari zyx arrays).
+    labels, boxes : sequences of dicts, one per training tomogram
+        Per class name: its positive labels ((n, 3) zyx voxels) and the
+        :class:`~napari_cetpick.counts.LabelBox` of those labels (None: none there).
+    densities : dict
+        Per class name, expected particles per voxel² of xy area (:mod:`napari_cetpick.counts`).
+    halo_vox : int
+        Tomogram voxels around each box that the network also sees.
+
+    The network runs once per tomogram on the region spanning every class's box (default
+    views, threshold 0, overlaps between classes left in: each class is measured on its own
+    channel) and each class is measured inside its own box.
+    """
+    from .config import DetectConfig
+    from .data import make_geometry
+    from .detect import detect_classes
+    from .utils import run_generator
+
+    names = ckpt.class_names
+    found = {n: [] for n in names}
+    for vol, lab, box in zip(volumes, labels, boxes):
+        region = _union_box([box.get(n) for n in names], vol.shape, halo_vox)
+        if region is None:
+            continue
+        y0, y1, x0, x1 = region
+        # the default views for the threshold, the first view alone for the offset that
+        # one-view detection subtracts (two mirrored views need none)
+        res = run_generator(detect_classes(ckpt, vol[:, y0:y1, x0:x1], DetectConfig(threshold=0.0),
+                                           voxel_size_a=voxel_size_a, device=device, first_view=True, resolve=False))
+        for n in names:
+            if box.get(n) is not None:
+                found[n].append((res[n], (y0, x0), lab[n], box[n]))
+    bin_zyx = np.asarray(make_geometry(ckpt.bin_xy, ckpt.config.compress).bin_zyx, float)
+    return {n: _calibrate_one(found[n], float(densities[n]), ckpt.for_class(n).diameter_vox, bin_zyx) for n in names}
+
+
+def calibrate(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence, density_per_vox2: float,
+              voxel_size_a: float | None = None, device=None, halo_vox: int = 0) -> Calibration:
+    """:func:`calibrate_classes` of a one-class model: labels and boxes are per tomogram, not per class."""
+    name = ckpt.class_names[0]
+    return calibrate_classes(ckpt, volumes, [{name: l} for l in labels], [{name: b} for b in boxes],
+                             {name: density_per_vox2}, voxel_size_a, device, halo_vox)[name]
+
+
+__all__ = ["Calibration", "calibrate", "calibrate_classes", "shrunk_mean", "MIN_LABELS_FOR_OFFSET"]

@@ -6,16 +6,17 @@ The file is a torch archive of tensors and plain Python values only, loaded with
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import TrainConfig
+from .config import DEFAULT_CLASS, TrainConfig
 from .data import Geometry, make_geometry
 from .errors import CetpickError
 
-FORMAT_VERSION = 1
+#: 2: several classes (``meta["classes"]``); files of version 1 hold one class and still load.
+FORMAT_VERSION = 2
 # the one extension of model files, in the CLI, the panel and the docs
 MODEL_EXTENSION = ".ckpt"
 REQUIRED_META = ("config", "diameter_vox", "voxel_size_a", "bin_xy", "default_threshold", "tau")
@@ -49,6 +50,27 @@ def plain_types(value):
 #: Voxel sizes within this relative difference count as the same (header rounding).
 VOXEL_SIZE_TOLERANCE = 0.02
 
+#: Keys of a model's ``info`` that belong to one class (its count, calibration, labels).
+CLASS_INFO_KEYS = ("density_per_vox2", "expected_particles", "n_labels", "n_positives", "n_negatives",
+                   "n_offset_labels", "centre_offset_work", "centre_offset_se_work", "particles_in_labelled_region",
+                   "estimated_label_fraction", "threshold_calibrated", "label_boxes")
+
+
+@dataclass
+class ModelClass:
+    """One particle class of a model: its output channel's name, size, prior and threshold.
+
+    ``info`` holds what training and calibration learnt of this class alone (the keys of
+    :data:`CLASS_INFO_KEYS`).
+    """
+
+    name: str
+    diameter_vox: float
+    tau: float
+    default_threshold: float = 0.5
+    colour: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
 
 @dataclass
 class Checkpoint:
@@ -72,6 +94,14 @@ class Checkpoint:
         Class prior used by the PU loss.
     info : dict
         Training record: steps done, losses, seconds, device, status, package version.
+    classes : list of ModelClass
+        One entry per output channel. A model of one class (every model before format 2)
+        has one, built from the fields above. With several, ``diameter_vox``, ``tau``,
+        ``default_threshold`` and the class keys of ``info`` are those of ``channel``'s
+        class (:meth:`for_class`).
+    channel : int or None
+        The class this object speaks for: None for the whole model (a one-class model
+        speaks for its class either way).
     """
 
     state_dict: dict
@@ -82,6 +112,55 @@ class Checkpoint:
     default_threshold: float = 0.5
     tau: float = 0.01
     info: dict[str, Any] = field(default_factory=dict)
+    classes: list = field(default_factory=list)
+    channel: int | None = None
+
+    def __post_init__(self):
+        if len(self.classes) <= 1:
+            self.classes = [self._one_class()]
+
+    def _one_class(self) -> ModelClass:
+        """The class of a one-class model, from the top-level fields (its truth, even after ``replace``)."""
+        old = self.classes[0] if self.classes else None
+        name = old.name if old is not None else (self.info.get("class_name") or DEFAULT_CLASS)
+        return ModelClass(name, float(self.diameter_vox), float(self.tau), float(self.default_threshold),
+                          colour=old.colour if old is not None else None,
+                          info={k: self.info[k] for k in CLASS_INFO_KEYS if k in self.info})
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    def class_index(self, key) -> int:
+        """The channel of class ``key`` (a name or an index), else :class:`CetpickError`."""
+        if isinstance(key, int) and not isinstance(key, bool):
+            if 0 <= key < self.n_classes:
+                return key
+        elif key in self.class_names:
+            return self.class_names.index(key)
+        raise CetpickError(f"The model has no class {key!r}; its classes: {', '.join(self.class_names)}.")
+
+    def for_class(self, key) -> "Checkpoint":
+        """This model seen as a detector of one class: that class's size, prior, threshold and record.
+
+        The weights are shared (not copied); detection runs the whole network and reads the
+        class's channel.
+        """
+        k = self.class_index(key)
+        if self.n_classes == 1:
+            return self
+        c = self.classes[k]
+        shared = {n: v for n, v in self.info.items() if n not in CLASS_INFO_KEYS and n != "class_name"}
+        return replace(self, diameter_vox=c.diameter_vox, tau=c.tau, default_threshold=c.default_threshold,
+                       info={**shared, **c.info, "class_name": c.name}, classes=list(self.classes), channel=k)
+
+    @property
+    def class_name(self) -> str:
+        return self.classes[self.channel or 0].name
 
     def voxel_size_differs(self, voxel_size_a: float | None) -> bool:
         """True when both voxel sizes are known and differ by more than :data:`VOXEL_SIZE_TOLERANCE`."""
@@ -100,7 +179,7 @@ class Checkpoint:
         """The network with these weights, in eval mode, on ``device``."""
         from .model import build_network
 
-        net = build_network(self.config.arch)
+        net = build_network(self.config.arch, self.n_classes)
         net.load_state_dict(self.state_dict)
         net.eval()
         if device is not None:
@@ -108,6 +187,18 @@ class Checkpoint:
         return net
 
     def summary(self) -> str:
+        if self.n_classes > 1 and self.channel is None:
+            vs = "unknown" if self.voxel_size_a is None else f"{self.voxel_size_a:g} Å"
+            parts = [f"{self.config.arch}, voxel size {vs}, bin {self.bin_xy}, {self.info.get('steps', 0)} steps, "
+                     f"{self.n_classes} classes:"]
+            for c in self.classes:
+                v = self.for_class(c.name)
+                d_a = "" if v.diameter_a is None else f" ({v.diameter_a:g} Å)"
+                n = v.info.get("expected_particles")
+                parts.append(f"  {c.name}: particle {c.diameter_vox:g} voxels{d_a}, threshold "
+                             f"{c.default_threshold:.2f}, tau {c.tau:.3g}"
+                             f"{f', about {n:.0f} particles expected' if n else ''}{v.share_hint(', ')}")
+            return "\n".join(parts)
         vs = "unknown" if self.voxel_size_a is None else f"{self.voxel_size_a:g} Å"
         d_a = "" if self.diameter_a is None else f" ({self.diameter_a:g} Å)"
         n = self.info.get("expected_particles")
@@ -124,7 +215,9 @@ class Checkpoint:
         split into background and particles.
         """
         est = self.info.get("estimated_label_fraction")
-        if est is None or self.config.label_fraction is not None or self.config.expected_particles:
+        spec = next((c for c in self.config.class_specs() if c.name == self.class_name), None)
+        told = spec is not None and (spec.label_fraction is not None or spec.expected_particles)
+        if est is None or told or self.config.label_fraction is not None or self.config.expected_particles:
             return ""
         from .counts import DEFAULT_LABEL_FRACTION
 
@@ -144,12 +237,16 @@ class Checkpoint:
         path = Path(path)
         if not path.suffix:
             path = path.with_suffix(MODEL_EXTENSION)
+        if self.n_classes == 1:
+            self.classes = [self._one_class()]
+        elif self.channel is not None:
+            raise CetpickError("Save the whole model, not its view of one class.")
         meta = plain_types({
             "format_version": FORMAT_VERSION, "package_version": __version__,
             "config": self.config.to_dict(), "diameter_vox": float(self.diameter_vox),
             "voxel_size_a": None if self.voxel_size_a is None else float(self.voxel_size_a),
             "bin_xy": int(self.bin_xy), "default_threshold": float(self.default_threshold), "tau": float(self.tau),
-            "info": copy.deepcopy(self.info),
+            "info": copy.deepcopy(self.info), "classes": [asdict(c) for c in self.classes],
         })
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -185,10 +282,12 @@ class Checkpoint:
                                "napari-cetpick or is damaged.")
         try:
             config = TrainConfig.from_dict(meta["config"])
+            keys = {f.name for f in fields(ModelClass)}
+            classes = [ModelClass(**{k: v for k, v in c.items() if k in keys}) for c in meta.get("classes") or []]
             ckpt = cls(state_dict=state, config=config, diameter_vox=float(meta["diameter_vox"]),
                        voxel_size_a=None if meta["voxel_size_a"] is None else float(meta["voxel_size_a"]),
                        bin_xy=int(meta["bin_xy"]), default_threshold=float(meta["default_threshold"]),
-                       tau=float(meta["tau"]), info=meta.get("info") or {})
+                       tau=float(meta["tau"]), info=meta.get("info") or {}, classes=classes)
         except (TypeError, ValueError, AttributeError) as exc:
             raise CetpickError(f"{path}: the model's metadata is damaged ({exc}).") from None
         ckpt.check_weights(path)
@@ -203,7 +302,7 @@ class Checkpoint:
             raise CetpickError(f"{where}unknown network {self.config.arch!r} (this version knows {', '.join(ARCHS)}).")
         from .model import build_network
 
-        net = build_network(self.config.arch)
+        net = build_network(self.config.arch, self.n_classes)
         expected = net.state_dict()
         missing = [k for k in expected if k not in self.state_dict]
         extra = [k for k in self.state_dict if k not in expected]

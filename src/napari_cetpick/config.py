@@ -30,6 +30,40 @@ ARCHS = tuple(ARCH_SPECS)
 DEFAULT_STEPS = 300
 PRESETS = ("default", "cetpick")
 BLOBS = ("physical", "ball", "cetpick")
+#: The name of the one class of a model trained without class names.
+DEFAULT_CLASS = "particle"
+#: Key of negative clicks that hold for every class ("none of these").
+ALL_CLASSES = "*"
+
+
+@dataclass
+class ClassSpec:
+    """One particle class of a training run: its name, size and what the user knows of its count.
+
+    ``None`` fields fall back to the :class:`TrainConfig`'s own (``label_fraction``,
+    ``expected_particles``) or must be given (``bbox`` or ``diameter_a``).
+    """
+
+    name: str = DEFAULT_CLASS
+    bbox: float | None = None
+    diameter_a: float | None = None
+    label_fraction: float | None = None
+    expected_particles: int | None = None
+    colour: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_class_name(name) -> str:
+    """``name`` if it can name a class (in files, on the command line), else :class:`CetpickError`."""
+    if not isinstance(name, str) or not name.strip():
+        raise CetpickError("A class needs a name (letters, digits, '-', '_' or '.').")
+    bad = [c for c in name if c.isspace() or c in "=,:/\\*"]
+    if bad:
+        raise CetpickError(f"Class name {name!r}: {bad[0]!r} is not allowed in a class name (it must not hold "
+                           "spaces or any of = , : / \\ *).")
+    return name
 
 
 def network_stride(arch: str) -> tuple[int, int, int]:
@@ -119,6 +153,13 @@ class TrainConfig:
     neg_weight : float, optional
         Weight of the negative clicks' term in the loss; default
         :func:`napari_cetpick.losses.negative_click_weight` of τ.
+    classes : list of ClassSpec, optional
+        Several particle classes in one model (one output channel each, over a shared
+        network). ``None``: one class, sized by ``bbox``/``diameter_a``. A class's
+        ``label_fraction``/``expected_particles`` left ``None`` take this config's.
+    cross_class_negatives : bool
+        With several classes, each class's labels are known negatives of the other classes'
+        channels (at the negative clicks' weight).
     """
 
     bbox: float | None = None
@@ -152,11 +193,32 @@ class TrainConfig:
     seed: int = 0
     preset: str = "default"
     neg_weight: float | None = None
+    classes: list | None = None
+    cross_class_negatives: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["lr_step"] = list(self.lr_step)
         return d
+
+    def class_specs(self) -> list[ClassSpec]:
+        """The classes of this run, each with its own settings resolved against the config's."""
+        if not self.classes:
+            return [ClassSpec(DEFAULT_CLASS, self.bbox, self.diameter_a, self.label_fraction, self.expected_particles)]
+        out = []
+        for c in self.classes:
+            c = c if isinstance(c, ClassSpec) else ClassSpec(**c)
+            out.append(replace(
+                c, bbox=c.bbox if c.bbox is not None or c.diameter_a is not None else self.bbox,
+                diameter_a=c.diameter_a if c.bbox is not None or c.diameter_a is not None else self.diameter_a,
+                label_fraction=c.label_fraction if c.label_fraction is not None else self.label_fraction,
+                expected_particles=c.expected_particles if c.expected_particles is not None else self.expected_particles))
+        return out
+
+    def for_class(self, spec: ClassSpec) -> "TrainConfig":
+        """This config as a one-class run of ``spec`` (its size, share and count)."""
+        return replace(self, classes=None, bbox=spec.bbox, diameter_a=spec.diameter_a,
+                       label_fraction=spec.label_fraction, expected_particles=spec.expected_particles)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -164,6 +226,9 @@ class TrainConfig:
         kw = {k: v for k, v in d.items() if k in names}
         if "lr_step" in kw:
             kw["lr_step"] = tuple(kw["lr_step"])
+        if kw.get("classes"):
+            keys = {f.name for f in fields(ClassSpec)}
+            kw["classes"] = [ClassSpec(**{k: v for k, v in c.items() if k in keys}) for c in kw["classes"]]
         return cls(**kw)
 
     def validate(self) -> None:
@@ -188,6 +253,14 @@ class TrainConfig:
             raise CetpickError(f"augment must be 'full' or 'flip'; blob one of {', '.join(BLOBS)}.")
         if self.bin != "auto" and (not isinstance(self.bin, int) or self.bin < 1):
             raise CetpickError(f"bin must be 'auto' or a positive integer, got {plain(self.bin)}.")
+        specs = self.class_specs()
+        names = [check_class_name(c.name) for c in specs]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise CetpickError(f"Class {dup[0]!r} is given twice; each class needs its own name.")
+        for c in specs:
+            if c.label_fraction is not None and not (0 < c.label_fraction <= 1):
+                raise CetpickError(f"label_fraction of class {c.name!r} must lie in (0, 1], got {c.label_fraction}.")
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:
@@ -220,8 +293,9 @@ class DetectConfig:
 
     Parameters
     ----------
-    threshold : float, optional
-        Score above which a peak is kept; ``None``: chosen as ``threshold_from`` says.
+    threshold : float or dict, optional
+        Score above which a peak is kept; ``None``: chosen as ``threshold_from`` says. A
+        dict gives one per class name (classes not in it: chosen as ``threshold_from`` says).
     threshold_from : {"tomogram", "model"}
         Without a ``threshold``: ``tomogram`` reads it off this tomogram's own scores, where
         they split into background and particles
@@ -265,5 +339,11 @@ class DetectConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def for_class(self, name: str) -> "DetectConfig":
+        """These settings for class ``name``: its own threshold when ``threshold`` is a dict."""
+        if isinstance(self.threshold, dict):
+            return replace(self, threshold=self.threshold.get(name))
+        return self
 
-__all__ = ["TrainConfig", "DetectConfig", "preset", "network_multiple", "ARCH_SPECS", "ARCHS", "PRESETS", "field"]
+
+__all__ = ["TrainConfig", "ClassSpec", "DEFAULT_CLASS", "ALL_CLASSES", "check_class_name", "DetectConfig", "preset", "network_multiple", "ARCH_SPECS", "ARCHS", "PRESETS", "field"]

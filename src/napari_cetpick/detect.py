@@ -20,7 +20,7 @@ import numpy as np
 from . import data as D
 from . import device as _device  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 from .checkpoint import Checkpoint
-from .config import DetectConfig
+from .config import DEFAULT_CLASS, DetectConfig
 from .errors import CetpickError
 from .peaks import candidates, refine_centroid, select
 from .utils import logit
@@ -71,6 +71,10 @@ class DetectResult:
     model_threshold: float | None = None
     threshold_source: str = "given"
     first_view: tuple | None = None  # (zyx, scores) of the first view alone, unshifted (detect(first_view=True))
+    class_name: str = DEFAULT_CLASS
+    radius_vox: float = 0.0  # half the class's diameter, this tomogram's voxels (overlaps between classes)
+    runner_up: np.ndarray | None = None  # per pick: the class that lost this place to it ("" none); several classes
+    runner_up_score: np.ndarray | None = None  # per pick: that class's score there (NaN none)
 
     def reselect(self, threshold: float | None = None, min_distance_vox: float | None = None,
                  K: int | None | str = "keep") -> tuple[np.ndarray, np.ndarray]:
@@ -84,7 +88,20 @@ class DetectResult:
         keep = select(self.cand_zyx, self.cand_scores, self.threshold, self.min_distance_vox, self.K)
         self.keep_idx = keep
         self.zyx, self.scores = self.cand_zyx[keep], self.cand_scores[keep]
+        self.runner_up = self.runner_up_score = None
         return self.zyx, self.scores
+
+    @property
+    def margins(self) -> np.ndarray:
+        """Per pick, logit(score) − logit(threshold)."""
+        return logit(self.scores) - logit(self.threshold)
+
+    def keep_only(self, keep: np.ndarray) -> None:
+        """Drop the picks where ``keep`` (bool, per pick) is False (overlaps with another class)."""
+        keep = np.asarray(keep, bool)
+        self.keep_idx, self.zyx, self.scores = self.keep_idx[keep], self.zyx[keep], self.scores[keep]
+        if self.runner_up is not None:
+            self.runner_up, self.runner_up_score = self.runner_up[keep], self.runner_up_score[keep]
 
     @property
     def features(self):
@@ -94,13 +111,17 @@ class DetectResult:
         distance to the threshold in the score's natural units (0 at the threshold; a
         review of the least certain picks goes by ``|margin|``). ``agreement`` (two-view
         detection only): 1 − |difference of the two views' scores| at the pick.
+        ``runner_up``, ``runner_up_score`` (several classes): the class whose pick at the
+        same place lost to this one (:func:`resolve_classes`), and its score.
         """
         import pandas as pd
 
-        cols = {"score": self.scores.astype(float),
-                "margin": np.round(logit(self.scores) - logit(self.threshold), 4)}
+        cols = {"score": self.scores.astype(float), "margin": np.round(self.margins, 4)}
         if self.cand_agreement is not None:
             cols["agreement"] = np.round(self.cand_agreement[self.keep_idx].astype(float), 4)
+        if self.runner_up is not None:
+            cols["runner_up"] = self.runner_up.astype(object)
+            cols["runner_up_score"] = np.round(self.runner_up_score.astype(float), 4)
         return pd.DataFrame(cols)
 
 
@@ -323,16 +344,18 @@ def plan_tiles(ckpt: Checkpoint, net, shape, bin_xy: int, config: DetectConfig) 
 def run_tiles(plan: TilePlan, net, volume, stats, views: int, dev, layout=None):
     """Run the network over every tile; yields :class:`DetectProgress`, returns ``(heat, heat_b)``.
 
-    ``heat`` is the score map on the output grid (the mean of the two views with
-    ``views=2``); ``heat_b`` the second view alone (None with one view). ``layout`` is the
-    blocks' memory format (:func:`napari_cetpick.model.fast_layout`).
+    ``heat`` is the score map of each class on the output grid, ``(K, *grid_shape)`` (the
+    mean of the two views with ``views=2``); ``heat_b`` the second view alone (None with
+    one view). ``layout`` is the blocks' memory format
+    (:func:`napari_cetpick.model.fast_layout`).
     """
     import torch
 
     from .device import describe
 
-    heat = np.zeros(plan.grid_shape, np.float32)
-    heat_b = np.zeros(plan.grid_shape, np.float32) if views == 2 else None
+    k = int(net.hm.out_channels)
+    heat = np.zeros((k, *plan.grid_shape), np.float32)
+    heat_b = np.zeros((k, *plan.grid_shape), np.float32) if views == 2 else None
     stride, mult, b = plan.stride, plan.multiple, np.array(plan.geometry.bin_zyx)
     t0 = time.perf_counter()
     dev_name = describe(dev)
@@ -356,8 +379,8 @@ def run_tiles(plan: TilePlan, net, volume, stats, views: int, dev, layout=None):
             if layout is not None:
                 x = x.contiguous(memory_format=layout)
             hm, _ = net(x, with_proj=False)
-            p = torch.sigmoid(hm)[0, 0].float().cpu().numpy()
-            dst, src = [], []
+            p = torch.sigmoid(hm)[0].float().cpu().numpy()
+            dst, src = [slice(None)], [slice(None)]
             for ax in range(3):
                 g0, g1 = tile[ax][0] // stride[ax], tile[ax][1] // stride[ax]
                 off = (tile[ax][0] - lo[ax]) // stride[ax]
@@ -368,7 +391,7 @@ def run_tiles(plan: TilePlan, net, volume, stats, views: int, dev, layout=None):
                 # axis; the block spans whole grid cells, so a flip maps cells onto cells), its
                 # output flipped back: a shift the model learned is mirrored and cancels
                 hm_b, _ = net(torch.flip(x, dims=_FLIP_DIMS), with_proj=False)
-                p_b = torch.flip(torch.sigmoid(hm_b), dims=_FLIP_DIMS)[0, 0].float().cpu().numpy()
+                p_b = torch.flip(torch.sigmoid(hm_b), dims=_FLIP_DIMS)[0].float().cpu().numpy()
                 heat_b[tuple(dst)] = p_b[tuple(src)]
                 p = 0.5 * (p + p_b)
             heat[tuple(dst)] = p[tuple(src)]
@@ -440,25 +463,130 @@ def default_min_distance(ckpt: Checkpoint, voxel_size_a: float | None) -> float:
     return 0.5 * ckpt.diameter_vox * vs_ratio
 
 
-def detect(ckpt: Checkpoint, volume, config: DetectConfig | None = None, voxel_size_a: float | None = None,
-           device=None, mask=None, first_view: bool = False) -> Generator[DetectProgress, None, DetectResult]:
-    """Detect particles in a whole tomogram: plan the tiles, run them, find the candidates.
+def resolve_classes(results) -> int:
+    """One place is never two classes: where picks of two classes lie within the larger of
+    their radii, the one further above its own threshold (the higher ``margin``) stays.
 
-    Parameters
-    ----------
-    ckpt : Checkpoint
-        A trained model.
-    volume : (Z, Y, X) array
-        The tomogram in napari order (a memory map is read tile by tile).
-    config : DetectConfig, optional
-    voxel_size_a : float, optional
-        This tomogram's voxel size; compared with the model's (rescaled by binning or refused).
-    device : str, optional
-    mask : (Z, Y, X) array, optional
-        Same shape as ``volume``; nonzero = keep. Picks where it is zero are dropped.
-    first_view : bool
-        Also keep the candidates of the first view alone in ``result.first_view`` (what
-        calibration measures the model's own centre offset on, whatever ``views`` is).
+    ``results`` are the :class:`DetectResult` of each class of one tomogram (their picks
+    are changed in place). Each staying pick records the best pick it displaced
+    (``runner_up``: that class, ``runner_up_score``: its score; "" and NaN when none).
+    Returns the number of picks dropped.
+    """
+    from scipy.spatial import cKDTree
+
+    results = list(results)
+    for r in results:
+        r.runner_up = np.full(len(r.zyx), "", dtype=object)
+        r.runner_up_score = np.full(len(r.zyx), np.nan, np.float32)
+    if len(results) < 2:
+        return 0
+    cls = np.concatenate([np.full(len(r.zyx), i) for i, r in enumerate(results)])
+    if len(cls) == 0:
+        return 0
+    zyx = np.concatenate([r.zyx for r in results])
+    margin = np.concatenate([r.margins for r in results])
+    local = np.concatenate([np.arange(len(r.zyx)) for r in results])
+    radius = np.array([r.radius_vox for r in results], float)
+    order = np.argsort(-margin, kind="stable")
+    tree = cKDTree(zyx)
+    kept = np.zeros(len(cls), bool)
+    for i in order:
+        near = [j for j in tree.query_ball_point(zyx[i], float(radius.max()))
+                if kept[j] and cls[j] != cls[i]
+                and np.linalg.norm(zyx[j] - zyx[i]) <= max(radius[cls[i]], radius[cls[j]])]
+        if not near:
+            kept[i] = True
+            continue
+        w = max(near, key=lambda j: margin[j])
+        r = results[cls[w]]
+        if r.runner_up[local[w]] == "":
+            r.runner_up[local[w]] = results[cls[i]].class_name
+            r.runner_up_score[local[w]] = results[cls[i]].scores[local[i]]
+    for c, r in enumerate(results):
+        r.keep_only(kept[cls == c])
+    return int((~kept).sum())
+
+
+@dataclass
+class ClassDetections:
+    """The detections of every class of a model in one tomogram (one network pass).
+
+    ``results`` maps each class name to its :class:`DetectResult` (its own heatmap,
+    candidates, threshold and picks); overlaps between classes are resolved
+    (:func:`resolve_classes`) after every :meth:`reselect`.
+    """
+
+    results: dict
+    resolve: bool = True
+
+    def __post_init__(self):
+        if self.resolve:
+            resolve_classes(self.results.values())
+
+    def __getitem__(self, name) -> DetectResult:
+        return self.results[name]
+
+    def __iter__(self):
+        return iter(self.results.values())
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.results)
+
+    def only(self) -> DetectResult:
+        """The one result of a detection of one class."""
+        if len(self.results) != 1:
+            raise CetpickError(f"This detection holds {len(self.results)} classes ({', '.join(self.results)}).")
+        return next(iter(self.results.values()))
+
+    def reselect(self, threshold=None, min_distance_vox: float | None = None) -> None:
+        """Re-threshold every class (``threshold``: one for all or a dict per class), then resolve overlaps."""
+        for name, r in self.results.items():
+            t = threshold.get(name) if isinstance(threshold, dict) else threshold
+            r.reselect(t, min_distance_vox)
+        if self.resolve:
+            resolve_classes(self.results.values())
+
+    @property
+    def n_picks(self) -> int:
+        return int(sum(len(r.zyx) for r in self.results.values()))
+
+    def table(self):
+        """Every pick of every class: ``z, y, x`` (tomogram voxels), ``class`` and the features."""
+        import pandas as pd
+
+        frames = []
+        for name, r in self.results.items():
+            f = r.features
+            f.insert(0, "class", name)
+            for ax, col in enumerate("zyx"):
+                f.insert(ax, col, r.zyx[:, ax] if len(r.zyx) else np.zeros(0))
+            frames.append(f)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _check_thresholds(ckpt: Checkpoint, config: DetectConfig) -> None:
+    if isinstance(config.threshold, dict):
+        unknown = [n for n in config.threshold if n not in ckpt.class_names]
+        if unknown:
+            raise CetpickError(f"The model has no class {unknown[0]!r} (threshold given for it); its classes: "
+                               f"{', '.join(ckpt.class_names)}.")
+
+
+def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None, voxel_size_a: float | None = None,
+                   device=None, mask=None, first_view: bool = False, classes=None,
+                   resolve: bool = True) -> Generator[DetectProgress, None, ClassDetections]:
+    """Detect every class of a model in a whole tomogram in one network pass.
+
+    Each class is found on its own heatmap channel with its own size, threshold (chosen per
+    class as ``config`` says; ``config.threshold`` may be a dict per class name) and
+    minimum distance, then overlaps between classes are resolved (``resolve``). Parameters
+    as :func:`detect`; ``classes`` (names or indices) limits which classes are reported.
+
+    Yields :class:`DetectProgress`, returns :class:`ClassDetections`.
     """
     from dataclasses import replace
 
@@ -473,6 +601,8 @@ def detect(ckpt: Checkpoint, volume, config: DetectConfig | None = None, voxel_s
                            f"{shape} (z, y, x); it must match voxel for voxel.")
     if config.views not in (1, 2):
         raise CetpickError(f"views must be 1 or 2, got {config.views}.")
+    _check_thresholds(ckpt, config)
+    wanted = list(range(ckpt.n_classes)) if classes is None else [ckpt.class_index(c) for c in classes]
     bin_xy, notes = _bin_for_volume(ckpt, voxel_size_a)
     for n in notes:
         warnings.warn(n, stacklevel=2)
@@ -486,22 +616,60 @@ def detect(ckpt: Checkpoint, volume, config: DetectConfig | None = None, voxel_s
     plan = plan_tiles(ckpt, net, shape, bin_xy, config)
     stats = D.compute_norm_stats(volume, plan.geometry, ckpt.config.gauss)
     t0 = time.perf_counter()
-    heat, heat_b = yield from run_tiles(plan, net, volume, stats, config.views, dev, layout)
-    czyx, cscores, agreement = find_candidates(ckpt, plan, heat, heat_b, config, shape, mask)
-    first = None
-    if first_view:
-        # the first view alone, without the model's offset (what calibration measures it on)
-        heat_a = heat if heat_b is None else np.clip(2.0 * heat - heat_b, 0.0, 1.0)  # the mean's other half
-        fz, fs, _ = find_candidates(ckpt, plan, heat_a, None, replace(config, views=1), shape, mask, shift=False)
-        first = (fz, fs)
-    del heat_b
-    min_d = default_min_distance(ckpt, voxel_size_a) if config.min_distance_vox is None else float(config.min_distance_vox)
-    threshold, source = choose_threshold(ckpt, czyx, cscores, min_d, config)
-    res = DetectResult(heatmap=heat, scale=plan.geometry.grid_scale, translate=plan.geometry.grid_translate,
-                       cand_zyx=czyx, cand_scores=cscores, threshold=threshold, min_distance_vox=min_d, K=config.K,
-                       tomogram_shape=shape, voxel_size_a=voxel_size_a, diameter_vox=ckpt.diameter_vox,
-                       elapsed_s=time.perf_counter() - t0, warnings=notes, cand_agreement=agreement,
-                       expected_particles=expected_count(ckpt, shape, voxel_size_a),
-                       model_threshold=threshold, threshold_source=source, first_view=first)
-    res.reselect()
-    return res
+    heat_all, heat_b_all = yield from run_tiles(plan, net, volume, stats, config.views, dev, layout)
+    results = {}
+    for k in wanted:
+        view = ckpt.for_class(k)
+        cfg = config.for_class(view.class_name)
+        heat = heat_all[k]
+        heat_b = None if heat_b_all is None else heat_b_all[k]
+        czyx, cscores, agreement = find_candidates(view, plan, heat, heat_b, cfg, shape, mask)
+        first = None
+        if first_view:
+            # the first view alone, without the model's offset (what calibration measures it on)
+            heat_a = heat if heat_b is None else np.clip(2.0 * heat - heat_b, 0.0, 1.0)  # the mean's other half
+            fz, fs, _ = find_candidates(view, plan, heat_a, None, replace(cfg, views=1), shape, mask, shift=False)
+            first = (fz, fs)
+        half_d = default_min_distance(view, voxel_size_a)
+        min_d = half_d if cfg.min_distance_vox is None else float(cfg.min_distance_vox)
+        threshold, source = choose_threshold(view, czyx, cscores, min_d, cfg)
+        res = DetectResult(heatmap=heat, scale=plan.geometry.grid_scale, translate=plan.geometry.grid_translate,
+                           cand_zyx=czyx, cand_scores=cscores, threshold=threshold, min_distance_vox=min_d,
+                           K=cfg.K, tomogram_shape=shape, voxel_size_a=voxel_size_a, diameter_vox=view.diameter_vox,
+                           elapsed_s=time.perf_counter() - t0, warnings=notes, cand_agreement=agreement,
+                           expected_particles=expected_count(view, shape, voxel_size_a),
+                           model_threshold=threshold, threshold_source=source, first_view=first,
+                           class_name=view.class_name, radius_vox=half_d)
+        res.reselect()
+        results[view.class_name] = res
+    del heat_b_all
+    return ClassDetections(results, resolve=resolve)
+
+
+def detect(ckpt: Checkpoint, volume, config: DetectConfig | None = None, voxel_size_a: float | None = None,
+           device=None, mask=None, first_view: bool = False) -> Generator[DetectProgress, None, DetectResult]:
+    """Detect particles of one class in a whole tomogram: plan the tiles, run them, find the candidates.
+
+    Parameters
+    ----------
+    ckpt : Checkpoint
+        A trained model of one class, or one class of a model of several
+        (:meth:`Checkpoint.for_class`; :func:`detect_classes` detects them all at once).
+    volume : (Z, Y, X) array
+        The tomogram in napari order (a memory map is read tile by tile).
+    config : DetectConfig, optional
+    voxel_size_a : float, optional
+        This tomogram's voxel size; compared with the model's (rescaled by binning or refused).
+    device : str, optional
+    mask : (Z, Y, X) array, optional
+        Same shape as ``volume``; nonzero = keep. Picks where it is zero are dropped.
+    first_view : bool
+        Also keep the candidates of the first view alone in ``result.first_view`` (what
+        calibration measures the model's own centre offset on, whatever ``views`` is).
+    """
+    if ckpt.n_classes > 1 and ckpt.channel is None:
+        raise CetpickError(f"This model detects {ckpt.n_classes} classes ({', '.join(ckpt.class_names)}): choose "
+                           "one (Checkpoint.for_class) or detect them all (detect_classes).")
+    found = yield from detect_classes(ckpt, volume, config, voxel_size_a, device, mask, first_view,
+                                      classes=[ckpt.channel or 0], resolve=False)
+    return found.only()

@@ -25,7 +25,7 @@ from . import data as D
 from . import device as _device  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 from . import memory as M
 from .checkpoint import Checkpoint
-from .config import TrainConfig
+from .config import ALL_CLASSES, TrainConfig
 from .errors import CetpickError, plain
 
 
@@ -98,10 +98,25 @@ def estimate_tau(config: TrainConfig, density_per_vox2: float, shapes_tomo: list
 
 
 @dataclass
+class ClassPlan:
+    """One class's part of a :class:`TrainingPlan`."""
+
+    name: str
+    diameter_vox: float
+    n_labels: int
+    tau: float
+    tau_source: str  # "set by hand", "from the expected particles", "from the label density"
+    density_per_vox2: float
+    expected_particles: float
+
+
+@dataclass
 class TrainingPlan:
     """What a training run will do, worked out from its inputs without reading any tomogram.
 
-    The :class:`Trainer` follows it; the panel shows it before Train.
+    The :class:`Trainer` follows it; the panel shows it before Train. ``tau``,
+    ``density_per_vox2`` and ``expected_particles`` are the first class's; ``classes``
+    holds every class's.
     """
 
     total_steps: int
@@ -114,8 +129,13 @@ class TrainingPlan:
     tau_source: str  # "set by hand", "from the expected particles", "from the label density"
     density_per_vox2: float
     expected_particles: float
+    classes: list = None
 
     def describe(self) -> str:
+        if self.classes and len(self.classes) > 1:
+            per = "; ".join(f"{c.name}: τ {c.tau:.3g}, about {c.expected_particles:.0f} expected"
+                            for c in self.classes)
+            return f"{self.total_steps} steps ({self.schedule}) · {per} · bin {self.bin_xy}"
         return (f"{self.total_steps} steps ({self.schedule}) · τ {self.tau:.3g} {self.tau_source} · "
                 f"about {self.expected_particles:.0f} particles expected · bin {self.bin_xy}")
 
@@ -140,41 +160,122 @@ def schedule_steps(config: TrainConfig, n_labels: int) -> tuple[int, int, str]:
     return DEFAULT_STEPS, spe, "the default schedule"
 
 
+def class_diameters(config: TrainConfig, voxel_size_a: float | None) -> list[float]:
+    """Each class's particle diameter in voxels (:func:`resolve_diameter_vox` per class)."""
+    specs = config.class_specs()
+    out = []
+    for spec in specs:
+        try:
+            out.append(resolve_diameter_vox(config.for_class(spec), voxel_size_a))
+        except CetpickError as exc:
+            if len(specs) == 1:
+                raise
+            raise CetpickError(f"Class {spec.name!r}: {exc}") from None
+    return out
+
+
+def labels_by_class(labels, names: Sequence[str], what: str = "labels", all_key: str | None = None) -> list[dict]:
+    """Per tomogram, ``{class name: (n, 3) zyx}`` from arrays (one class) or dicts (several).
+
+    An array stands for the one class (or, with ``all_key``, for every class: negative
+    clicks "none of these"). Classes missing from a dict get no points; a name that is not
+    a class is refused.
+    """
+    out = []
+    known = list(names) + ([all_key] if all_key else [])
+    for i, item in enumerate(labels):
+        if item is None:
+            item = {}
+        if not isinstance(item, dict):
+            if all_key is not None:
+                item = {all_key: item}
+            elif len(names) == 1:
+                item = {names[0]: item}
+            else:
+                raise CetpickError(f"{what} of tomogram {i + 1}: say which class they belong to "
+                                   f"(the model has {len(names)} classes: {', '.join(names)}).")
+        unknown = [k for k in item if k not in known]
+        if unknown:
+            raise CetpickError(f"{what} of tomogram {i + 1} are given for class {unknown[0]!r}, which is not one of "
+                               f"the classes ({', '.join(names)}).")
+        out.append({k: (np.zeros((0, 3)) if item.get(k) is None else item[k]) for k in known})
+    return out
+
+
+def _check_no_shared_labels(labs: list[dict], names: Sequence[str]) -> None:
+    """Refuse a particle labelled as two classes (two labels within a voxel of each other)."""
+    from scipy.spatial import cKDTree
+
+    for vi, per in enumerate(labs):
+        for a in range(len(names)):
+            for b in range(a + 1, len(names)):
+                la, lb = per[names[a]], per[names[b]]
+                if len(la) and len(lb):
+                    d, j = cKDTree(lb).query(la, distance_upper_bound=1.0)
+                    hit = np.flatnonzero(np.isfinite(d))
+                    if len(hit):
+                        raise CetpickError(
+                            f"Tomogram {vi + 1}: the particle at (z, y, x) = {plain(np.round(la[hit[0]], 1))} is "
+                            f"labelled both {names[a]!r} and {names[b]!r}; a particle belongs to one class.")
+
+
+def _whole_bin(config: TrainConfig, diameters: Sequence[float], init: Checkpoint | None) -> int:
+    """One working resolution for every class: the smallest class decides the binning."""
+    if init is not None:
+        return int(init.bin_xy)
+    if config.bin == "auto":
+        return D.auto_bin(min(diameters), config.min_particle_vox)
+    return int(config.bin)
+
+
 def plan_training(config: TrainConfig, shapes: Sequence, labels: Sequence, voxel_size_a: float | None = None,
                   init: Checkpoint | None = None) -> TrainingPlan:
-    """Binning, grid, class prior, expected count and steps of a run on tomograms of ``shapes``.
+    """Binning, grid, class priors, expected counts and steps of a run on tomograms of ``shapes``.
 
-    ``labels`` are the positive labels (zyx voxels) of each tomogram. A correction round
-    (``init`` given) keeps the model's binning and, unless the share or count is set anew,
-    its particle density (accepted picks are not a new labelled share).
+    ``labels`` are the positive labels (zyx voxels) of each tomogram: an array (one class)
+    or a dict per class name. Each class has its own diameter, density and τ; the smallest
+    class decides the binning. A correction round (``init`` given) keeps the model's
+    binning and, unless the share or count is set anew, each class's particle density
+    (accepted picks are not a new labelled share).
     """
     from .config import network_stride
 
-    diameter_vox = resolve_diameter_vox(config, voxel_size_a)
-    if init is not None:
-        bin_xy = int(init.bin_xy)
-    elif config.bin == "auto":
-        bin_xy = D.auto_bin(diameter_vox, config.min_particle_vox)
-    else:
-        bin_xy = int(config.bin)
+    specs = config.class_specs()
+    names = [c.name for c in specs]
+    diameters = class_diameters(config, voxel_size_a)
+    bin_xy = _whole_bin(config, diameters, init)
     stride = network_stride(config.arch)
     geometry = D.make_geometry(bin_xy, config.compress, stride)
     shapes = [tuple(int(n) for n in sh) for sh in shapes]
-    labels = [np.asarray(l, float).reshape(-1, 3) for l in labels]
-    keep_density = (init is not None and "density_per_vox2" in init.info and config.expected_particles is None
-                    and config.label_fraction == init.config.label_fraction)
-    if keep_density:
-        density = float(init.info["density_per_vox2"])
-    else:
-        density = C.particle_density(labels, shapes, diameter_vox, config.label_fraction, config.expected_particles)
-    blob = D.blob_spec(diameter_vox / bin_xy, config.blob)
-    tau = estimate_tau(config, density, shapes, blob, geometry)
-    source = ("set by hand" if config.tau is not None else
-              "from the expected particles" if config.expected_particles else "from the label density")
-    n_labels = int(sum(len(l) for l in labels))
+    labs = labels_by_class(labels, names)
+    area = sum(C.xy_area(sh) for sh in shapes)
+    plans = []
+    for spec, diameter_vox in zip(specs, diameters):
+        one = config.for_class(spec)
+        lab = [np.asarray(l[spec.name], float).reshape(-1, 3) for l in labs]
+        old = None
+        if init is not None and spec.name in init.class_names:
+            old = init.for_class(spec.name)
+        old_spec = None if old is None else next((c for c in init.config.class_specs() if c.name == spec.name), None)
+        keep_density = (old is not None and "density_per_vox2" in old.info and spec.expected_particles is None
+                        and old_spec is not None and spec.label_fraction == old_spec.label_fraction)
+        if keep_density:
+            density = float(old.info["density_per_vox2"])
+        else:
+            density = C.particle_density(lab, shapes, diameter_vox, spec.label_fraction, spec.expected_particles)
+        blob = D.blob_spec(diameter_vox / bin_xy, config.blob)
+        if len(specs) > 1 and old is not None and config.tau is not None:
+            one = replace(one, tau=old.tau)  # a correction round keeps each class's own prior
+        tau = estimate_tau(one, density, shapes, blob, geometry)
+        source = ("set by hand" if one.tau is not None else
+                  "from the expected particles" if spec.expected_particles else "from the label density")
+        plans.append(ClassPlan(spec.name, float(diameter_vox), int(sum(len(l) for l in lab)), float(tau), source,
+                               float(density), float(density * area)))
+    n_labels = int(sum(c.n_labels for c in plans))
     total, spe, what = schedule_steps(config, n_labels)
-    return TrainingPlan(total, spe, what, n_labels, bin_xy, tuple(stride), float(tau), source, float(density),
-                        float(density * sum(C.xy_area(sh) for sh in shapes)))
+    first = plans[0]
+    return TrainingPlan(total, spe, what, n_labels, bin_xy, tuple(stride), first.tau, first.tau_source,
+                        first.density_per_vox2, first.expected_particles, plans)
 
 
 def _per_volume(items, n: int, name: str) -> list:
@@ -245,14 +346,32 @@ class Trainer:
         masks = _per_volume(masks, len(volumes), "masks")
         self.config = config
         self.voxel_size_a = voxel_size_a
-        self.diameter_vox = resolve_diameter_vox(config, voxel_size_a)
-        labs = [check_labels(l, v.shape, f"labels of tomogram {i + 1}") for i, (v, l) in enumerate(zip(volumes, labels))]
-        negs = [check_labels(n if n is not None else np.zeros((0, 3)), v.shape, f"negatives of tomogram {i + 1}")
-                for i, (v, n) in enumerate(zip(volumes, negatives))]
-        if sum(len(l) for l in labs) == 0:
+        self.specs = config.class_specs()
+        self.names = names = [c.name for c in self.specs]
+        self.diameters_vox = class_diameters(config, voxel_size_a)
+        self.diameter_vox = self.diameters_vox[0]
+        several = len(names) > 1
+
+        def where(i, name, what):
+            return f"{what}{f' of class {name!r}' if several and name != ALL_CLASSES else ''} of tomogram {i + 1}"
+
+        labs = [{n: check_labels(d[n], v.shape, where(i, n, "labels")) for n in names}
+                for i, (v, d) in enumerate(zip(volumes, labels_by_class(labels, names)))]
+        negs = [{n: check_labels(d[n], v.shape, where(i, n, "negatives")) for n in d}
+                for i, (v, d) in enumerate(zip(volumes, labels_by_class(negatives, names, "negatives", ALL_CLASSES)))]
+        if sum(len(l) for d in labs for l in d.values()) == 0:
             raise CetpickError("No labels: click at least one particle before training.")
+        empty = [n for n in names if sum(len(d[n]) for d in labs) == 0]
+        if several and empty:
+            raise CetpickError(f"Class {empty[0]!r} has no labels: click at least one of its particles, or leave the "
+                               "class out.")
+        if several:
+            _check_no_shared_labels(labs, names)
         if init is not None and init.config.arch != config.arch:
             raise CetpickError(f"Cannot continue a {init.config.arch} model as {config.arch}.")
+        if init is not None and init.class_names != names:
+            raise CetpickError(f"Cannot continue a model of classes {', '.join(init.class_names)} with classes "
+                               f"{', '.join(names)}; a correction round keeps the model's classes.")
         shapes = [tuple(int(n) for n in v.shape) for v in volumes]
         self.plan = plan = plan_training(config, shapes, labs, voxel_size_a, init)
         self.bin_xy = bin_xy = plan.bin_xy
@@ -268,7 +387,7 @@ class Trainer:
         self.rng = np.random.default_rng(config.seed)
         torch.manual_seed(config.seed)
         self.torch_gen = torch.Generator().manual_seed(config.seed)
-        self.net = build_network(config.arch).to(self.device)
+        self.net = build_network(config.arch, len(names)).to(self.device)
         if init is not None:
             self.net.load_state_dict(init.state_dict)
         self.layout = fast_layout(self.net, self.device)
@@ -289,20 +408,27 @@ class Trainer:
             w = D.preprocess(v, self.geometry, config.gauss)
             w, _ = D.pad_to(w, crop)
             self.volumes.append(w)
-            self.labels_work.append(self.geometry.tomo_to_work(lab))
-            self.negatives_work.append(self.geometry.tomo_to_work(neg))
+            self.labels_work.append({n: self.geometry.tomo_to_work(lab[n]) for n in names})
+            self.negatives_work.append({n: self.geometry.tomo_to_work(a) for n, a in neg.items()})
             self.keep_work.append(_keep_mask_work(mask, v.shape, self.geometry, w.shape))
         self.diameter_work = self.diameter_vox / bin_xy
-        self.blob = D.blob_spec(self.diameter_work, config.blob)
+        self.diameters_work = [d / bin_xy for d in self.diameters_vox]
+        self.blobs = [D.blob_spec(d, config.blob) for d in self.diameters_work]
+        self.blob = self.blobs[0]
         self.raw_volumes = list(volumes)  # (memory maps) for the calibration's detection pass
         self.labels_tomo = labs
-        self.label_boxes = [C.label_box(l, sh, self.diameter_vox) if len(l) else None for l, sh in zip(labs, shapes)]
+        self.label_boxes = [{n: C.label_box(l[n], sh, d) if len(l[n]) else None
+                             for n, d in zip(names, self.diameters_vox)} for l, sh in zip(labs, shapes)]
+        self.taus = [c.tau for c in plan.classes]
+        self.densities = [c.density_per_vox2 for c in plan.classes]
         self.density = plan.density_per_vox2
         self.expected_particles = plan.expected_particles
         self.tau = plan.tau
+        self.n_labels_class = [c.n_labels for c in plan.classes]
+        self.n_negatives_class = [sum(len(d.get(n, ())) + len(d.get(ALL_CLASSES, ())) for d in negs) for n in names]
 
         self.opt = torch.optim.Adam(self.net.parameters(), lr=config.lr)
-        n_labels = sum(len(l) for l in labs)
+        n_labels = plan.n_labels
         self.steps_per_epoch = plan.steps_per_epoch
         self.total_steps = plan.total_steps
         self.step = 0
@@ -311,7 +437,7 @@ class Trainer:
         self._last_good = self._snapshot()
         self.elapsed_s = 0.0
         self.n_labels = n_labels
-        self.n_negatives = sum(len(n) for n in negs)
+        self.n_negatives = sum(len(a) for d in negs for a in d.values())
         self._prev_steps = int(init.info.get("steps", 0)) if init is not None else 0
         self._prev_info = dict(init.info) if init is not None else {}
 
@@ -335,26 +461,38 @@ class Trainer:
         return reach
 
     def _crop_targets(self, vi: int, o: np.ndarray, grid_shape) -> np.ndarray:
-        """Target map of the crop of volume ``vi`` at working origin ``o``."""
-        margin = (self.blob.radius_work if self.blob.in_cells else self.blob.radius_work / self.stride) + 1
+        """Target maps ``(K, *grid_shape)`` of the crop of volume ``vi`` at working origin ``o``.
 
-        def near(points_work):
+        Channel k: class k's labels are positives; its own negative clicks, the clicks that
+        hold for every class and (``cross_class_negatives``) the other classes' labels are
+        known negatives.
+        """
+        def near(points_work, blob):
+            margin = (blob.radius_work if blob.in_cells else blob.radius_work / self.stride) + 1
             g = D.work_to_grid(points_work - o, self.stride)
             inside = np.all((g > -margin) & (g < np.array(grid_shape) + margin), axis=1)
             return g[inside]
 
-        t = D.draw_targets(grid_shape, near(self.labels_work[vi]), self.blob, self.stride,
-                           negatives_grid=near(self.negatives_work[vi]))
+        labels, negs = self.labels_work[vi], self.negatives_work[vi]
+        maps = []
+        for k, (name, blob) in enumerate(zip(self.names, self.blobs)):
+            neg = [negs.get(name, np.zeros((0, 3))), negs.get(ALL_CLASSES, np.zeros((0, 3)))]
+            if self.config.cross_class_negatives:
+                neg += [labels[n] for n in self.names if n != name]
+            maps.append(D.draw_targets(grid_shape, near(labels[name], blob), blob, self.stride,
+                                       negatives_grid=near(np.concatenate(neg), blob)))
+        t = np.stack(maps)
         keep = self.keep_work[vi]
         if keep is not None:
             k = keep[o[0] : o[0] + self.crop[0], o[1] : o[1] + self.crop[1], o[2] : o[2] + self.crop[2]]
-            t[~D.keep_on_grid(k, self.stride)] = D.IGNORED
+            t[:, ~D.keep_on_grid(k, self.stride)] = D.IGNORED
         return t
 
     def _batch(self):
         """Crops, targets and transforms for one step."""
         cfg, rng = self.config, self.rng
-        clicks = [np.concatenate([l, n]) for l, n in zip(self.labels_work, self.negatives_work)]
+        clicks = [np.concatenate(list(l.values()) + list(n.values()))
+                  for l, n in zip(self.labels_work, self.negatives_work)]
         weights = np.array([max(len(c), 0.25) for c in clicks], float)
         vol_idx = rng.choice(len(self.volumes), size=cfg.batch_size, p=weights / weights.sum())
         crops, targets, t1s, t2s = [], [], [], []
@@ -389,12 +527,18 @@ class Trainer:
         b = len(crops)
         # every output back to the un-augmented frame of its crop
         hm = torch.stack([t.invert_torch(hm[i]) for i, t in enumerate(t1s + t2s)])
-        g = torch.from_numpy(targets).to(self.device)[:, None]
+        g = torch.from_numpy(targets).to(self.device)  # (B, K, ...)
         g2 = torch.cat([g, g]) if self.two_views else g
-        l_hm = pu_heatmap_loss(hm, g2, self.tau, neg_weight=cfg.neg_weight)["loss"]
+        # each class's own PU risk with its own prior, summed: one pass, one step for all
+        l_hm = sum(pu_heatmap_loss(hm[:, k : k + 1], g2[:, k : k + 1], tau, neg_weight=cfg.neg_weight)["loss"]
+                   for k, tau in enumerate(self.taus))
         p = torch.sigmoid(hm)
         l_cons = consistency_loss(p[:b], p[b:], g > -1.5) if self.two_views else hm.new_zeros(())
         l_cr = hm.new_zeros(())
+        if len(self.taus) > 1:
+            # the contrastive regulariser sees particles of any class as positives
+            g, p = g.amax(dim=1, keepdim=True), p.amax(dim=1, keepdim=True)
+        tau_any = float(min(0.5, sum(self.taus)))
         if cfg.contrastive and cfg.cr_weight > 0:
             proj = torch.stack([t.invert_torch(proj[i]) for i, t in enumerate(t1s + t2s)])
             e = proj.shape[1]
@@ -402,7 +546,7 @@ class Trainer:
                 e1 = proj[i].reshape(e, -1).T
                 e2 = proj[b + i].reshape(e, -1).T
                 l_cr = l_cr + contrastive_loss(
-                    e1, e2, g[i].flatten(), p[i].flatten().detach(), self.tau, cfg.temp, cfg.thresh,
+                    e1, e2, g[i].flatten(), p[i].flatten().detach(), tau_any, cfg.temp, cfg.thresh,
                     cfg.n_anchors_unlabelled, cfg.n_negatives, generator=self.torch_gen) / b
         loss = l_hm + cfg.cr_weight * l_cr + cfg.consistency_weight * l_cons
         return loss, l_hm, l_cr, l_cons
@@ -450,45 +594,63 @@ class Trainer:
         self.status = "finished"
         return self.checkpoint(calibrate=calibrate)
 
-    def calibrate(self):
-        """Default threshold and centre offset from detection in the labelled region.
+    def calibrate(self) -> dict:
+        """Each class's default threshold and centre offset from detection in its labelled region.
 
         See :mod:`napari_cetpick.calibration` (imported here, on demand: training itself
         does not depend on detection). The labelled particles count among the expected
         ones, so they need not score like unseen ones. Without a density (no labels) the
-        threshold is 0.5.
+        threshold is 0.5. Returns ``{class name: Calibration}``.
         """
-        from .calibration import calibrate
+        from .calibration import calibrate_classes
 
         halo = int(np.ceil(max(self.net.context_zyx[1:]) * self.bin_xy))
-        return calibrate(self.checkpoint(calibrate=False), self.raw_volumes, self.labels_tomo, self.label_boxes,
-                         self.density, voxel_size_a=self.voxel_size_a, device=self.device, halo_vox=halo)
+        return calibrate_classes(self.checkpoint(calibrate=False), self.raw_volumes, self.labels_tomo,
+                                 self.label_boxes, dict(zip(self.names, self.densities)),
+                                 voxel_size_a=self.voxel_size_a, device=self.device, halo_vox=halo)
 
     def checkpoint(self, calibrate: bool = True) -> Checkpoint:
-        """The current (last good) model with its metadata and calibrated threshold.
+        """The current (last good) model with its metadata and calibrated thresholds.
 
-        With ``calibrate=False`` nothing runs the network: the threshold is left at 0.5 and
+        With ``calibrate=False`` nothing runs the network: the thresholds are left at 0.5 and
         ``info["threshold_calibrated"]`` is False (a model to save before anything can fail).
         """
-        cal = self.calibrate() if calibrate else None
-        threshold = cal.threshold if cal is not None else 0.5
+        from .checkpoint import CLASS_INFO_KEYS, ModelClass
+
+        cals = self.calibrate() if calibrate else {}
         last = self.history[-1] if self.history else {}
         rounds = list(self._prev_info.get("rounds", []))
         rounds.append({"steps": self.step, "n_positives": self.n_labels, "n_negatives": self.n_negatives,
                        "elapsed_s": round(self.elapsed_s, 2)})
+        classes = []
+        for k, (name, plan) in enumerate(zip(self.names, self.plan.classes)):
+            cal = cals.get(name)
+            cinfo = {
+                "n_labels": self.n_labels_class[k], "n_positives": self.n_labels_class[k],
+                "n_negatives": self.n_negatives_class[k], "threshold_calibrated": bool(calibrate),
+                "density_per_vox2": float(plan.density_per_vox2),
+                "expected_particles": round(float(plan.expected_particles), 1),
+                "label_boxes": [None if b[name] is None else b[name].to_list() for b in self.label_boxes],
+                **(cal.info() if cal is not None else {}),
+            }
+            classes.append(ModelClass(name, float(self.diameters_vox[k]), float(self.taus[k]),
+                                      float(cal.threshold) if cal is not None else 0.5,
+                                      colour=self.specs[k].colour, info=cinfo))
         info = {
             "steps": self._prev_steps + self.step, "total_steps": self.total_steps, "status": self.status,
-            "elapsed_s": round(self.elapsed_s, 2), "device": self.device_name, "n_labels": self.n_labels,
-            "n_positives": self.n_labels, "n_negatives": self.n_negatives, "rounds": rounds,
-            "threshold_calibrated": bool(calibrate),
-            "density_per_vox2": float(self.density), "expected_particles": round(float(self.expected_particles), 1),
-            "label_boxes": [None if b is None else b.to_list() for b in self.label_boxes],
+            "elapsed_s": round(self.elapsed_s, 2), "device": self.device_name,
+            "n_labels_all": self.n_labels, "n_negatives_all": self.n_negatives, "rounds": rounds,
             "final_loss": last.get("loss"), "loss_history": [round(h["loss"], 5) for h in self.history[-2000:]],
-            **(cal.info() if cal is not None else {}),
         }
+        if len(classes) == 1:
+            info.update(classes[0].info)  # a one-class model keeps its record at the top, as before
+        else:
+            info = {k: v for k, v in info.items() if k not in CLASS_INFO_KEYS}
+        first = classes[0]
         return Checkpoint(state_dict=copy.deepcopy(self._last_good), config=replace(self.config),
-                          diameter_vox=self.diameter_vox, voxel_size_a=self.voxel_size_a, bin_xy=self.bin_xy,
-                          default_threshold=threshold, tau=self.tau, info=info)
+                          diameter_vox=first.diameter_vox, voxel_size_a=self.voxel_size_a, bin_xy=self.bin_xy,
+                          default_threshold=first.default_threshold, tau=first.tau, info=info,
+                          classes=classes if len(classes) > 1 else [replace(first, info={})])
 
 
 def train(volumes, labels, config: TrainConfig, voxel_size_a=None, device=None,

@@ -5,7 +5,7 @@ and x), then a small 3D head mixes neighbouring slices and predicts a heatmap lo
 per-voxel embedding for the contrastive loss.
 
 Shapes: input ``(B, 1, D, H, W)`` with ``H`` and ``W`` multiples of ``2 ** len(levels)``;
-outputs ``hm`` ``(B, 1, D, H/2, W/2)`` (logits) and ``proj`` ``(B, E, D, H/2, W/2)``
+outputs ``hm`` ``(B, K, D, H/2, W/2)`` (one logit channel per class, K = ``n_classes``) and ``proj`` ``(B, E, D, H/2, W/2)``
 (L2-normalised along E).
 """
 from __future__ import annotations
@@ -68,7 +68,7 @@ class PseudoUNet3D(nn.Module):
     out_stride = (1, 2, 2)
 
     def __init__(self, stem: int = 16, levels: tuple[int, ...] = (16, 32, 64), feat: int = 16, embed: int = 16,
-                 stem_kernel: int = 8):
+                 stem_kernel: int = 8, n_classes: int = 1):
         super().__init__()
         self.levels = tuple(levels)
         # An even kernel at stride 2 (padding k/2 - 1) centres output j on inputs 2j and 2j+1,
@@ -85,7 +85,7 @@ class PseudoUNet3D(nn.Module):
             nn.Conv3d(feat, feat, 3, padding=(1, 4, 4), dilation=(1, 4, 4)), nn.ReLU(inplace=True),
             nn.Conv3d(feat, feat, 3, padding=(1, 4, 4), dilation=(1, 4, 4)), nn.ReLU(inplace=True),
         )
-        self.hm = nn.Conv3d(feat, 1, (3, 1, 1), padding=(1, 0, 0))
+        self.hm = nn.Conv3d(feat, n_classes, (3, 1, 1), padding=(1, 0, 0))
         self.proj = nn.Conv3d(feat, embed, (3, 1, 1), padding=(1, 0, 0))
         # start with a low heatmap prior so early PU losses are well behaved (CenterNet's trick)
         nn.init.constant_(self.hm.bias, -2.19)
@@ -142,12 +142,12 @@ class UNet3DDetector(nn.Module):
     1×1×1 heads ``hm`` (logit) and ``proj`` (L2-normalised embedding).
 
     Shapes: input ``(B, 1, D, H, W)`` with every size a multiple of :attr:`multiple`;
-    outputs ``hm`` ``(B, 1, D/2, H/2, W/2)`` and ``proj`` ``(B, E, D/2, H/2, W/2)``.
+    outputs ``hm`` ``(B, K, D/2, H/2, W/2)`` (one logit per class) and ``proj`` ``(B, E, D/2, H/2, W/2)``.
     """
 
     out_stride = (2, 2, 2)
 
-    def __init__(self, stem: int = 16, levels: tuple[int, ...] = (16, 32, 64), embed: int = 16):
+    def __init__(self, stem: int = 16, levels: tuple[int, ...] = (16, 32, 64), embed: int = 16, n_classes: int = 1):
         super().__init__()
         self.levels = tuple(levels)
         self.stem = nn.Sequential(nn.Conv3d(1, stem, 4, stride=2, padding=1, bias=False),
@@ -163,7 +163,7 @@ class UNet3DDetector(nn.Module):
             self.up.append(nn.ConvTranspose3d(c, c_skip, 2, stride=2))
             self.up_conv.append(_double_conv3d(2 * c_skip, c_skip))
             c = c_skip
-        self.hm = nn.Conv3d(c, 1, 1)
+        self.hm = nn.Conv3d(c, n_classes, 1)
         self.proj = nn.Conv3d(c, embed, 1)
         nn.init.constant_(self.hm.bias, -2.19)
 
@@ -219,12 +219,17 @@ def fast_layout(net: nn.Module, device) -> torch.memory_format:
     return fmt
 
 
-def build_network(arch: str) -> nn.Module:
-    """Build a network by architecture name (see :data:`ARCH_SPECS`)."""
+def build_network(arch: str, n_classes: int = 1) -> nn.Module:
+    """Build a network by architecture name (see :data:`ARCH_SPECS`), one heatmap channel per class.
+
+    Several classes share everything but the last 1×1 (×3) convolution: one forward and
+    backward pass serves them all.
+    """
     spec = ARCH_SPECS[arch]
     if spec.get("kind") == "3d":
-        return UNet3DDetector(stem=spec["stem"], levels=spec["levels"], embed=spec["embed"])
-    return PseudoUNet3D(stem=spec["stem"], levels=spec["levels"], feat=spec["feat"], embed=spec["embed"])
+        return UNet3DDetector(stem=spec["stem"], levels=spec["levels"], embed=spec["embed"], n_classes=n_classes)
+    return PseudoUNet3D(stem=spec["stem"], levels=spec["levels"], feat=spec["feat"], embed=spec["embed"],
+                        n_classes=n_classes)
 
 
 def count_parameters(net: nn.Module) -> int:
