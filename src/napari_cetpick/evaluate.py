@@ -392,4 +392,27 @@ def evaluate(
     )
 
 
-__all__ = ["match_points", "evaluate", "pr_curve", "EvalResult"]
+#: The CZII cryo-ET challenge's F-beta: recall counts 4 times as much as precision.
+CZII_BETA = 4.0
+
+
+def fbeta(precision: float, recall: float, beta: float = CZII_BETA) -> float:
+    """``(1 + β²) P R / (β² P + R)`` (0 when both are 0)."""
+    b2 = float(beta) ** 2
+    den = b2 * precision + recall
+    return float((1 + b2) * precision * recall / den) if den > 0 else 0.0
+
+
+def aggregate_fbeta(per_class: dict, weights: dict | None = None) -> float:
+    """The weighted mean of each class's F-beta (the CZII challenge's aggregate; weights default 1).
+
+    ``per_class`` maps each class name to its F-beta.
+    """
+    weights = weights or {}
+    w = np.array([float(weights.get(k, 1.0)) for k in per_class])
+    if w.sum() <= 0:
+        return 0.0
+    return float(np.dot(w, list(per_class.values())) / w.sum())
+
+
+__all__ = ["match_points", "evaluate", "pr_curve", "EvalResult", "fbeta", "aggregate_fbeta", "CZII_BETA"]
