@@ -256,3 +256,94 @@ def test_star_optics_block_and_relion5_columns_preferred_when_possible(tmp_path)
 
 def test_formats_constant():
     assert FORMATS == ("imod", "mod", "star", "star5", "csv", "cetpick", "cetpick_list")
+
+
+# ---------------------------------------------------------------- particle classes
+
+# Points of two classes (and a third class without points), on quarter voxels so that every
+# format (.mod holds float32) gives them back exactly.
+CLASS_ZYX = np.array([[3.0, 10.0, 20.25], [1.5, 5.0, 7.0], [6.0, 33.75, 2.0], [0.0, 0.5, 29.0]])
+CLASS_FEATS = pd.DataFrame({"score": [0.9, 0.8, 0.7, 0.6], "class": ["ribo", "apo", "ribo", "apo"]})
+CLASS_NAMES = ["apo", "ribo", "empty"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "star", "star5", "mod"])
+@pytest.mark.parametrize("layout", [IDENTITY, UNROTATED], ids=["thickness_first", "unrotated_imod"])
+def test_classes_round_trip_exactly(tmp_path, fmt, layout):
+    ext = {"csv": ".csv", "star": ".star", "star5": ".star", "mod": ".mod"}[fmt]
+    path = write_points(tmp_path / f"p{ext}", CLASS_ZYX, CLASS_FEATS, fmt=fmt, layout=layout, voxel_size_a=10.0,
+                        tomogram_name="TS_1", class_names=CLASS_NAMES)
+    ps = read_points(path, fmt=fmt, layout=layout, voxel_size_a=10.0)
+    got = ps.features["class"].tolist()
+    if fmt == "mod":  # one object per class, in class order
+        order = np.argsort([CLASS_NAMES.index(c) for c in CLASS_FEATS["class"]], kind="stable")
+    else:
+        order = np.arange(len(CLASS_ZYX))
+    assert got == CLASS_FEATS["class"][order].tolist()
+    np.testing.assert_array_equal(ps.zyx, CLASS_ZYX[order])
+
+
+def test_classes_in_star_files(tmp_path):
+    path = write_points(tmp_path / "p.star", CLASS_ZYX, CLASS_FEATS, layout=UNROTATED, tomogram_name="TS_1",
+                        class_names=CLASS_NAMES)
+    df = starfile.read(path)
+    assert df["rlnClassNumber"].tolist() == [2, 1, 2, 1]  # 1-based, in the order of class_names
+    assert df["cetpickClassName"].tolist() == ["ribo", "apo", "ribo", "apo"]
+    ps = read_points(path, layout=UNROTATED)
+    assert ps.features["rlnClassNumber"].tolist() == [2, 1, 2, 1]
+    # without class_names the classes are numbered in order of first appearance
+    df = starfile.read(write_points(tmp_path / "q.star", CLASS_ZYX, CLASS_FEATS, layout=UNROTATED))
+    assert df["rlnClassNumber"].tolist() == [1, 2, 1, 2]
+
+
+def test_classes_in_mod_files_are_named_coloured_objects(tmp_path):
+    path = write_points(tmp_path / "p.mod", CLASS_ZYX, CLASS_FEATS, layout=UNROTATED, class_names=CLASS_NAMES,
+                        class_colours={"apo": "#ff8000", "ribo": "#0000ff"})
+    model = imodmodel.ImodModel.from_file(path)
+    assert [o.header.name for o in model.objects] == CLASS_NAMES
+    assert [sum(len(c.points) for c in o.contours) for o in model.objects] == [2, 2, 0]
+    assert all(o.header.flags.scattered for o in model.objects)
+    assert model.objects[0].color == pytest.approx((1.0, 128 / 255, 0.0))
+    assert model.objects[1].color == pytest.approx((0.0, 0.0, 1.0))
+    # IMOD's own reader: object 1 holds the "ribo" points
+    df = imodmodel.read(path)
+    xyz = df.loc[df["object_id"] == 1, ["x", "y", "z"]].to_numpy()
+    np.testing.assert_array_equal(xyz, [[20.75, 3.5, 10.0], [2.5, 6.5, 33.75]])
+    ps = read_points(path, layout=UNROTATED)
+    assert ps.features["object_id"].tolist() == [0, 0, 1, 1]
+    with pytest.raises(CetpickError, match="#rrggbb"):
+        write_points(tmp_path / "q.mod", CLASS_ZYX, CLASS_FEATS, class_colours={"apo": "orange"})
+
+
+def test_mod_from_3dmod_with_named_objects_gives_classes(tmp_path):
+    df = pd.DataFrame({"x": [1.5, 2.5, 3.5], "y": [1.5, 2.5, 3.5], "z": [1.0, 2.0, 3.0],
+                       "object_id": [0, 1, 1], "contour_id": [0, 0, 1]}).astype(np.float32)
+    model = imodmodel.ImodModel.from_dataframe(df)
+    model.objects[1].header.name = "membrane"
+    path = tmp_path / "m.mod"
+    model.to_file(path)
+    ps = read_points(path)
+    assert ps.features["class"].tolist() == ["object1", "membrane", "membrane"]
+    assert ps.features["object_id"].tolist() == [0, 1, 1]
+
+
+@pytest.mark.parametrize("ext", [".txt", ".coords"])
+def test_one_class_formats_refuse_several_classes(tmp_path, ext):
+    with pytest.raises(CetpickError, match="one file per class"):
+        write_points(tmp_path / f"p{ext}", CLASS_ZYX, CLASS_FEATS)
+    # one class is fine, and the file is the one written without a class column
+    one = CLASS_FEATS.assign(**{"class": "apo"})
+    a = write_points(tmp_path / f"a{ext}", CLASS_ZYX, one)
+    b = write_points(tmp_path / f"b{ext}", CLASS_ZYX, CLASS_FEATS[["score"]])
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_class_not_among_the_names_given_is_refused(tmp_path):
+    with pytest.raises(CetpickError, match="'ribo', which is not one of the classes"):
+        write_points(tmp_path / "p.star", CLASS_ZYX, CLASS_FEATS, class_names=["apo"])
+
+
+def test_csv_class_names_stay_text(tmp_path):
+    feats = pd.DataFrame({"class": ["1", "2", "1", "2"]})
+    ps = read_points(write_points(tmp_path / "p.csv", CLASS_ZYX, feats))
+    assert ps.features["class"].tolist() == ["1", "2", "1", "2"]

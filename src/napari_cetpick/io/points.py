@@ -7,6 +7,7 @@ centred or Å conventions. ``docs/coordinates.md`` states each convention.
 """
 from __future__ import annotations
 
+import string
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from napari_cetpick.errors import CetpickError, plain
-from napari_cetpick.io.formats import FORMAT_NAMES, POINT_EXTENSIONS, format_for_extension
+from napari_cetpick.io.formats import FORMAT_NAMES, POINT_EXTENSIONS, format_for_extension, point_format
 from napari_cetpick.io.tomogram import FileLayout, as_points
 
 FORMATS = FORMAT_NAMES  # the names of io/formats.py's table, in its order
@@ -26,6 +27,12 @@ STAR_SCORE_LABELS = ("rlnAutopickFigureOfMerit", "rlnLCCmax", "rlnMaxValueProbDi
 # Per-pick confidence columns of the detector (napari feature name <-> STAR label). RELION
 # reads past labels it does not know; ours carry their own prefix so they cannot clash.
 STAR_EXTRA_LABELS = {"margin": "cetpickScoreMargin", "agreement": "cetpickViewAgreement"}
+# The particle class of each point: the napari feature "class" (text). STAR files number the
+# classes (RELION's rlnClassNumber, 1-based) and keep the name under our own label.
+CLASS_FEATURE = "class"
+STAR_CLASS_NUMBER = "rlnClassNumber"
+STAR_CLASS_NAME = "cetpickClassName"
+_MOD_NAME_BYTES = 63  # an IMOD object name is 64 bytes, NUL-terminated
 _STAR_PIXEL = ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ")
 _STAR_CENTRED = (
     "rlnCenteredCoordinateXAngst",
@@ -428,14 +435,16 @@ def _read_star(path: Path, fmt, layout, voxel_size_a, tomogram_name, binning):
     skip = set(_STAR_PIXEL) | set(_STAR_CENTRED) | {_STAR_TOMO, score_label}
     extra = {v: k for k, v in STAR_EXTRA_LABELS.items()}
     for col in df.columns:
-        if col not in skip:
+        if col == STAR_CLASS_NAME:
+            features[CLASS_FEATURE] = df[col].astype(str).to_numpy(dtype=object)
+        elif col not in skip:
             features[extra.get(col, col)] = df[col].to_numpy()
     return zyx, features, name
 
 
 def _read_csv(path: Path, layout, tomogram_name, binning):
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, dtype={CLASS_FEATURE: str})
     except pd.errors.EmptyDataError:
         raise CetpickError(
             f"{path.name}: the CSV file is empty (it needs a header x,y,z)."
@@ -465,24 +474,42 @@ def _read_csv(path: Path, layout, tomogram_name, binning):
 
 
 def _read_mod(path: Path, layout, binning):
+    """Points of every contour of every object; ``object_id`` (0-based) when there are
+    several objects with points, ``class`` (the object's name) when any of them is named."""
     import imodmodel
 
     try:
-        df = imodmodel.read(path)
-    except ValueError as err:
-        if "concatenate" in str(err):  # a model without any contour
-            raise CetpickError(f"{path.name}: the IMOD model contains no points.") from None
-        raise CetpickError(f"{path.name}: not a readable IMOD model ({err}).") from None
+        model = imodmodel.ImodModel.from_file(path)
+        points, object_ids = [], []
+        for k, obj in enumerate(model.objects):
+            for contour in obj.contours:
+                xyz = np.asarray(contour.points, float).reshape(-1, 3)
+                points.append(xyz)
+                object_ids.append(np.full(len(xyz), k))
     except Exception as err:
         raise CetpickError(f"{path.name}: not a readable IMOD model ({err}).") from None
-    if len(df) == 0:
+    n = sum(len(p) for p in points)
+    if n == 0:
         raise CetpickError(f"{path.name}: the IMOD model contains no points.")
-    df = df.reset_index(drop=True)
-    zyx = imod_to_zyx(df[["x", "y", "z"]].to_numpy(float), layout, binning)
-    features = pd.DataFrame(index=df.index)
-    if df["object_id"].nunique() > 1:
-        features["object_id"] = df["object_id"].to_numpy()
+    object_ids = np.concatenate(object_ids)
+    zyx = imod_to_zyx(np.concatenate(points), layout, binning)
+    features = pd.DataFrame(index=pd.RangeIndex(n))
+    used = list(dict.fromkeys(object_ids.tolist()))
+    if len(used) > 1:
+        features["object_id"] = object_ids
+    names = {k: _object_name(model.objects[k]) for k in used}
+    if any(names.values()):
+        # 3dmod numbers objects from 1; an unnamed one among named ones is called by its number
+        label = {k: names[k] or f"object{k + 1}" for k in used}
+        features[CLASS_FEATURE] = np.array([label[k] for k in object_ids.tolist()], dtype=object)
     return zyx, features
+
+
+def _object_name(obj) -> str:
+    name = obj.header.name
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", errors="replace")
+    return str(name).strip()
 
 
 def read_image_list(path) -> dict:
@@ -704,6 +731,8 @@ def write_points(
     tomogram_name: str | None = None,
     shape_zyx=None,
     binning: float = 1.0,
+    class_names=None,
+    class_colours: dict | None = None,
 ) -> Path:
     """Write napari zyx coordinates in a file format, in the tomogram file's own frame.
 
@@ -714,7 +743,11 @@ def write_points(
         ``(n, 3)`` napari-frame voxel coordinates.
     features : pandas.DataFrame, optional
         Per-point values; ``score`` is written where the format has a place for it
-        (:attr:`~napari_cetpick.io.formats.PointFormat.carries_scores`).
+        (:attr:`~napari_cetpick.io.formats.PointFormat.carries_scores`). A ``class`` column
+        (text) names each point's particle class: CSV keeps it as a column, STAR writes
+        ``rlnClassNumber`` (1-based) and ``cetpickClassName``, ``.mod`` one named object per
+        class (:attr:`~napari_cetpick.io.formats.PointFormat.carries_classes`). The other
+        formats hold one class: several raise :class:`CetpickError` (write one file per class).
     fmt : str, optional
         One of :data:`FORMATS`; default from the extension
         (:func:`~napari_cetpick.io.formats.format_for_extension`).
@@ -731,6 +764,12 @@ def write_points(
         Export picks made on a tomogram binned by this factor to the unbinned frame
         (IMOD, ``.mod``, RELION 4, CSV): voxel centres go to :func:`binned_to_unbinned`,
         ``b * i + (b - 1)/2``.
+    class_names : sequence of str, optional
+        Every class, in order: STAR class numbers follow it and ``.mod`` gets an object for
+        each (even without points). Default: the classes of the ``class`` column in order of
+        first appearance. Ignored without a ``class`` column.
+    class_colours : dict, optional
+        ``{class name: "#rrggbb"}``: the colours of the ``.mod`` objects.
 
     Returns
     -------
@@ -755,15 +794,17 @@ def write_points(
     layout = _resolve_layout(layout, shape_zyx, path)
     check_inside(zyx, layout.shape_zyx, path)
     binning = _check_binning(binning)
+    classes = _point_classes(features, class_names, fmt, path)
 
     try:
         if fmt == "imod":
             xyz = zyx_to_imod(zyx, layout, binning)
             _write_text_rows(path, [xyz[:, 0], xyz[:, 1], xyz[:, 2]])
         elif fmt == "mod":
-            _write_mod(path, zyx_to_imod(zyx, layout, binning), layout, voxel_size_a, binning)
+            _write_mod(path, zyx_to_imod(zyx, layout, binning), layout, voxel_size_a, binning, classes,
+                       class_colours)
         elif fmt in ("star", "star5"):
-            _write_star(path, zyx, features, fmt, layout, voxel_size_a, tomogram_name, binning)
+            _write_star(path, zyx, features, fmt, layout, voxel_size_a, tomogram_name, binning, classes)
         elif fmt == "csv":
             xyz = _file_xyz(binned_to_unbinned(zyx, binning), layout)
             df = pd.DataFrame({"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]})
@@ -785,7 +826,37 @@ def write_points(
     return path
 
 
-def _write_star(path, zyx, features, fmt, layout, voxel_size_a, tomogram_name, binning):
+def _point_classes(features: pd.DataFrame, class_names, fmt: str, path: Path):
+    """``(per point class name, every class in order)`` from the ``class`` feature, or None.
+
+    Refuses classes not in ``class_names`` and several classes in a format that holds one.
+    """
+    if CLASS_FEATURE not in features.columns:
+        return None
+    labels = np.array([str(c) for c in features[CLASS_FEATURE].tolist()], dtype=object)
+    order = list(dict.fromkeys(str(c) for c in (class_names or [])))
+    present = list(dict.fromkeys(labels.tolist()))
+    stray = [c for c in present if c not in order]
+    if class_names is not None and stray:
+        raise CetpickError(f"{path.name}: a point has the class {stray[0]!r}, which is not one of the classes "
+                           f"given ({', '.join(order) or 'none'}).")
+    order += stray
+    if len(present) > 1 and not point_format(fmt).carries_classes:
+        raise CetpickError(f"{path.name}: the {fmt} format holds one particle class, and these picks have "
+                           f"{len(present)} ({', '.join(present)}); write one file per class.")
+    return labels, order
+
+
+def _hex_rgb(colour, path: Path) -> tuple[float, float, float]:
+    """``"#rrggbb"`` -> red, green, blue in 0..1."""
+    text = str(colour).strip()
+    digits = text[1:] if text.startswith("#") else ""
+    if len(digits) != 6 or any(c not in string.hexdigits for c in digits):
+        raise CetpickError(f"{path.name}: colour {colour!r} is not of the form '#rrggbb'.")
+    return tuple(int(digits[i:i + 2], 16) / 255.0 for i in (0, 2, 4))
+
+
+def _write_star(path, zyx, features, fmt, layout, voxel_size_a, tomogram_name, binning, classes=None):
     import starfile
 
     if fmt == "star5":
@@ -799,6 +870,11 @@ def _write_star(path, zyx, features, fmt, layout, voxel_size_a, tomogram_name, b
         df.insert(0, _STAR_TOMO, str(tomogram_name))
     if "score" in features.columns:
         df[STAR_SCORE_LABELS[0]] = features["score"].to_numpy(float)
+    if classes is not None:
+        labels, order = classes
+        number = {name: k + 1 for k, name in enumerate(order)}
+        df[STAR_CLASS_NUMBER] = np.array([number[c] for c in labels], dtype=int)
+        df[STAR_CLASS_NAME] = labels
     for col in features.columns:
         if col in STAR_EXTRA_LABELS:
             df[STAR_EXTRA_LABELS[col]] = features[col].to_numpy(float)
@@ -808,13 +884,16 @@ def _write_star(path, zyx, features, fmt, layout, voxel_size_a, tomogram_name, b
     starfile.write({"particles": df}, path, overwrite=True)
 
 
-def _write_mod(path, xyz, layout, voxel_size_a, binning):
+def _write_mod(path, xyz, layout, voxel_size_a, binning, classes=None, class_colours=None):
     import imodmodel
 
-    df = pd.DataFrame({"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]}).astype(np.float32)
-    df["object_id"] = 0
-    df["contour_id"] = 0
-    model = imodmodel.ImodModel.from_dataframe(df)
+    if classes is None:
+        df = pd.DataFrame({"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]}).astype(np.float32)
+        df["object_id"] = 0
+        df["contour_id"] = 0
+        model = imodmodel.ImodModel.from_dataframe(df)
+    else:
+        model = _mod_of_classes(imodmodel, xyz, classes, class_colours or {}, path)
     if layout.file_shape is not None:
         nx, ny, nz = (int(round(s * binning)) for s in layout.file_shape[::-1])
         model.header.xmax, model.header.ymax, model.header.zmax = nx, ny, nz
@@ -827,6 +906,35 @@ def _write_mod(path, xyz, layout, voxel_size_a, binning):
         # imodmodel still calls pydantic's deprecated .dict(); nothing for users to act on.
         warnings.simplefilter("ignore", DeprecationWarning)
         model.to_file(path)
+
+
+def _mod_of_classes(imodmodel, xyz, classes, class_colours: dict, path: Path):
+    """One scattered-point object per class, named after it (and coloured when asked), in class order."""
+    from imodmodel.models import Contour, Object
+
+    labels, order = classes
+    unknown = [c for c in class_colours if c not in order]
+    if unknown:
+        raise CetpickError(f"{path.name}: a colour is given for {unknown[0]!r}, which is not one of the classes "
+                           f"({', '.join(order)}).")
+    model = imodmodel.ImodModel()
+    for name in order:
+        if len(name.encode("utf-8")) > _MOD_NAME_BYTES:
+            raise CetpickError(f"{path.name}: class name {name!r} is longer than the {_MOD_NAME_BYTES} bytes an "
+                               "IMOD object name holds.")
+        obj = Object()
+        obj.header.name = name
+        obj.header.flags.scattered = True
+        obj.header.flags.open = False
+        if class_colours.get(name):
+            obj.color = _hex_rgb(class_colours[name], path)
+        points = xyz[labels == name].astype(np.float32)
+        if len(points):
+            obj.contours.append(Contour(points=points))
+        obj.update_sizes()
+        model.objects.append(obj)
+    model.update_sizes()
+    return model
 
 
 def imod_text_to_coordinate_list(
