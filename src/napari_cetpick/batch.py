@@ -10,6 +10,12 @@ On Dask (``dask.distributed``, an optional dependency imported only here and onl
 asked for) every worker process loads the model once, reads its tomogram itself by path
 and writes the same files as a local run; paths must therefore be visible to the workers.
 
+A model of several classes detects them all in one pass per tomogram. Its picks go into one
+file per tomogram when the format holds classes (CSV ``class`` column, STAR class number and
+name, ``.mod`` named objects), else into one file per class (``{tomogram}_{class}_picks``);
+heatmaps are one per class; copick jobs write one picks set per class, under the copick
+object of the class's name.
+
 Output files are written atomically (a hidden temporary name in the output folder, then a
 rename), so a run killed mid-way never leaves a half-written file that ``skip_existing``
 would take for a finished one.
@@ -27,7 +33,7 @@ from pathlib import Path
 from typing import Callable, Generator, Iterable
 
 from .errors import CetpickError
-from .io.formats import WRITABLE_FORMATS
+from .io.formats import WRITABLE_FORMATS, point_format
 
 PICK_FORMATS = {f.name: f.extension for f in WRITABLE_FORMATS}  # picks format -> file extension
 DASK_INSTALL_HINT = "pip install 'napari-cetpick[dask]'"
@@ -67,14 +73,17 @@ class BatchOptions:
     """Everything a job needs besides its tomogram; plain values, so it travels to Dask workers.
 
     Paths are absolute. ``out_dir`` is used for file jobs; the ``copick_*``/``object_name``/
-    ``voxel_spacing_a``/``tomo_type``/``out_*`` fields for copick jobs.
+    ``voxel_spacing_a``/``tomo_type``/``out_*`` fields for copick jobs (a model of several
+    classes writes each class under the copick object of its name; ``object_name`` is then
+    not used). ``threshold`` is one for every class, or a dict ``{class name: threshold}``
+    (classes left out choose theirs as ``threshold_from`` says).
     """
 
     model: str
     out_dir: str | None = None
     fmt: str = "imod"
     heatmap: bool = True
-    threshold: float | None = None
+    threshold: float | dict | None = None
     threshold_from: str = "tomogram"
     views: int = 2
     K: int | None = None
@@ -95,7 +104,13 @@ class BatchOptions:
 
 @dataclass
 class JobResult:
-    """What happened to one tomogram. ``status`` is ``ok``, ``skipped`` or ``failed``."""
+    """What happened to one tomogram. ``status`` is ``ok``, ``skipped`` or ``failed``.
+
+    With a model of several classes ``picks`` and ``expected`` are totals over the classes,
+    ``threshold``/``threshold_source`` are None, and ``classes`` holds each class's
+    ``{"picks", "threshold", "threshold_source", "expected"}`` (absent from
+    :meth:`to_dict` for a model of one class).
+    """
 
     name: str
     source: str
@@ -104,6 +119,7 @@ class JobResult:
     threshold: float | None = None
     threshold_source: str | None = None  # how the threshold was chosen (detect.choose_threshold)
     expected: float | None = None  # particles the model's labels imply for this tomogram
+    classes: dict | None = None  # several classes: class name -> its figures
     seconds: float = 0.0
     outputs: dict = field(default_factory=dict)
     error: str | None = None
@@ -113,6 +129,8 @@ class JobResult:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        if d["classes"] is None:
+            del d["classes"]
         return {"tomogram": d.pop("name"), **d}
 
 
@@ -227,25 +245,62 @@ def plan_copick_jobs(config_path, runs: Iterable[str] = (), voxel_spacing_a: flo
     return jobs
 
 
-def expected_outputs(job: DetectJob, opts: BatchOptions) -> dict[str, Path]:
-    """Files a finished file job leaves in ``out_dir`` (empty for copick jobs)."""
-    if job.path is None:
-        return {}
-    out = Path(opts.out_dir)
-    paths = {"picks": out / f"{job.name}_picks{PICK_FORMATS[opts.fmt]}"}
-    if opts.heatmap:
-        paths["heatmap"] = out / f"{job.name}_heatmap.mrc"
+def several_classes(ckpt) -> list[str] | None:
+    """The class names of a model of several classes; None for a model of one."""
+    return list(ckpt.class_names) if ckpt.n_classes > 1 else None
+
+
+def output_paths(out_dir, stem: str, fmt: str, heatmap: bool = True, class_names=None) -> dict[str, Path]:
+    """The files of one tomogram's detection, picks first (the order they are reported in).
+
+    One class: ``picks`` (``{stem}_picks{ext}``) and ``heatmap`` (``{stem}_heatmap.mrc``).
+    Several (``class_names``): ``picks`` holding every class when the format carries classes,
+    else ``picks:{class}`` (``{stem}_{class}_picks{ext}``); ``heatmap:{class}``
+    (``{stem}_{class}_heatmap.mrc``). Class names hold no ``:`` (``config.check_class_name``).
+    """
+    out = Path(out_dir)
+    ext = PICK_FORMATS[fmt]
+    if not class_names:
+        paths = {"picks": out / f"{stem}_picks{ext}"}
+        if heatmap:
+            paths["heatmap"] = out / f"{stem}_heatmap.mrc"
+        return paths
+    if point_format(fmt).carries_classes:
+        paths = {"picks": out / f"{stem}_picks{ext}"}
+    else:
+        paths = {f"picks:{c}": out / f"{stem}_{c}_picks{ext}" for c in class_names}
+    if heatmap:
+        paths.update({f"heatmap:{c}": out / f"{stem}_{c}_heatmap.mrc" for c in class_names})
     return paths
 
 
-def is_done(job: DetectJob, opts: BatchOptions, copick_root=None) -> bool:
+def expected_outputs(job: DetectJob, opts: BatchOptions, ckpt=None) -> dict[str, Path]:
+    """Files a finished file job leaves in ``out_dir`` (empty for copick jobs).
+
+    ``ckpt`` is the model (default: loaded from ``opts.model``); its classes decide the files.
+    """
+    if job.path is None:
+        return {}
+    ckpt = ckpt if ckpt is not None else load_model(opts.model)
+    return output_paths(opts.out_dir, job.name, opts.fmt, opts.heatmap, several_classes(ckpt))
+
+
+def copick_objects(opts: BatchOptions, ckpt=None) -> list[str]:
+    """The copick objects a copick job writes picks of: the model's class names when it has
+    several (default model: ``opts.model``), else ``opts.object_name``."""
+    ckpt = ckpt if ckpt is not None else load_model(opts.model)
+    return several_classes(ckpt) or [opts.object_name]
+
+
+def is_done(job: DetectJob, opts: BatchOptions, copick_root=None, ckpt=None) -> bool:
     """True when every output of the job is already there (for ``skip_existing``)."""
     if job.path is None:
         from .io.copick_project import copick_picks_complete, open_copick
 
         root = copick_root or open_copick(opts.copick_config)
-        return copick_picks_complete(root, job.run, opts.object_name, opts.out_user_id, opts.out_session_id)
-    return all(p.is_file() for p in expected_outputs(job, opts).values())
+        return all(copick_picks_complete(root, job.run, obj, opts.out_user_id, opts.out_session_id)
+                   for obj in copick_objects(opts, ckpt))
+    return all(p.is_file() for p in expected_outputs(job, opts, ckpt).values())
 
 
 # ----------------------------------------------------------------------------- per-process caches
@@ -318,11 +373,14 @@ def _remove_stale_parts(outputs: dict[str, Path]) -> None:
                     pass
 
 
-def write_outputs(res, tomo, out_dir, stem: str, fmt: str, heatmap: bool = True) -> dict[str, Path]:
+def write_outputs(res, tomo, out_dir, stem: str, fmt: str, heatmap: bool = True,
+                  class_colours: dict | None = None) -> dict[str, Path]:
     """Write picks (with scores where the format has a column) and the heatmap MRC of one tomogram.
 
-    Each file is written atomically; the picks file last, so its presence means the
-    heatmap is complete too.
+    ``res`` is a ``DetectResult`` (one class) or a ``ClassDetections`` (several): then the
+    files are those of :func:`output_paths`, and ``class_colours`` (``{class: "#rrggbb"}``)
+    colours the objects of a ``.mod``. Each file is written atomically; the picks last, so
+    their presence means the heatmaps are complete too.
     """
     from .io import write_heatmap, write_points
 
@@ -330,18 +388,34 @@ def write_outputs(res, tomo, out_dir, stem: str, fmt: str, heatmap: bool = True)
         raise CetpickError(f"Unknown picks format {fmt!r}; choose one of {', '.join(PICK_FORMATS)}.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {}
+    class_names = list(res.names) if hasattr(res, "names") else None
+    paths = output_paths(out_dir, stem, fmt, heatmap, class_names)
+    frame = dict(layout=tomo.layout, voxel_size_a=tomo.voxel_size_a)
+
+    def heat(key, r):
+        atomic_write(paths[key], lambda p: write_heatmap(p, r.heatmap, r.scale, r.translate, **frame,
+                                                          origin_a=getattr(tomo, "origin_a", None)))
+
+    def picks(key, zyx, feats, **kw):
+        atomic_write(paths[key], lambda p: write_points(p, zyx, features=feats, fmt=fmt, tomogram_name=stem,
+                                                         shape_zyx=tomo.shape_zyx, **frame, **kw))
+
+    if class_names is None:
+        if heatmap:
+            heat("heatmap", res)
+        picks("picks", res.zyx, res.features)  # score, margin to the threshold (and view agreement)
+        return paths
     if heatmap:
-        paths["heatmap"] = atomic_write(
-            out_dir / f"{stem}_heatmap.mrc",
-            lambda p: write_heatmap(p, res.heatmap, res.scale, res.translate, voxel_size_a=tomo.voxel_size_a,
-                                    layout=tomo.layout, origin_a=getattr(tomo, "origin_a", None)))
-    feats = res.features  # score, margin to the threshold (and view agreement)
-    paths["picks"] = atomic_write(
-        out_dir / f"{stem}_picks{PICK_FORMATS[fmt]}",
-        lambda p: write_points(p, res.zyx, features=feats, fmt=fmt, layout=tomo.layout,
-                               voxel_size_a=tomo.voxel_size_a, tomogram_name=stem, shape_zyx=tomo.shape_zyx))
-    return {"picks": paths["picks"], **({"heatmap": paths["heatmap"]} if heatmap else {})}
+        for name in class_names:
+            heat(f"heatmap:{name}", res[name])
+    if "picks" in paths:  # one file holds every class
+        table = res.table()
+        picks("picks", table[["z", "y", "x"]].to_numpy(float), table.drop(columns=["z", "y", "x"]),
+              class_names=class_names, class_colours=class_colours if fmt == "mod" else None)
+    else:
+        for name in class_names:
+            picks(f"picks:{name}", res[name].zyx, res[name].features)
+    return paths
 
 
 # ----------------------------------------------------------------------------- one job
@@ -376,7 +450,7 @@ def detect_job(job: DetectJob, opts: BatchOptions, device: str | None = None, wo
     Yields :class:`TileProgress` per tile and returns a :class:`JobResult` (``failed`` with a
     one-line reason when anything goes wrong; ``KeyboardInterrupt`` still stops it).
     """
-    from .detect import detect
+    from .detect import detect, detect_classes
 
     t0 = time.perf_counter()
     res_rec = JobResult(name=job.name, source=job.source, status="failed", worker=worker)
@@ -385,17 +459,20 @@ def detect_job(job: DetectJob, opts: BatchOptions, device: str | None = None, wo
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ckpt = load_model(opts.model)
+            names = several_classes(ckpt)
             if job.path is not None:
                 from .io import open_tomogram
 
                 if opts.out_dir is None:
                     raise CetpickError("No output folder given.")
-                _remove_stale_parts(expected_outputs(job, opts))
+                _remove_stale_parts(expected_outputs(job, opts, ckpt))
                 tomo = open_tomogram(job.path, thickness_axis=opts.thickness_axis, voxel_size_a=opts.voxel_size_a)
             else:
-                from .io.copick_project import open_copick_tomogram
+                from .io.copick_project import check_copick_objects, open_copick_tomogram
 
                 root = _copick_root(opts.copick_config)
+                if names:
+                    check_copick_objects(root, names)
                 tomo = open_copick_tomogram(root, job.run, opts.voxel_spacing_a, opts.tomo_type)
             notes += list(tomo.notes)
             mask = None
@@ -403,8 +480,9 @@ def detect_job(job: DetectJob, opts: BatchOptions, device: str | None = None, wo
                 from .io import open_mask
 
                 mask = open_mask(job.mask, tomo)
-            gen = detect(ckpt, tomo.data, _detect_config(opts), voxel_size_a=tomo.voxel_size_a,
-                         device=device or opts.device, mask=mask)
+            gen = (detect_classes if names else detect)(ckpt, tomo.data, _detect_config(opts),
+                                                        voxel_size_a=tomo.voxel_size_a,
+                                                        device=device or opts.device, mask=mask)
             while True:
                 try:
                     pr = next(gen)
@@ -414,27 +492,61 @@ def detect_job(job: DetectJob, opts: BatchOptions, device: str | None = None, wo
                 res_rec.device = pr.device.split(" — ")[0]
                 yield TileProgress(job.name, pr.tile, pr.n_tiles)
             if job.path is not None:
-                paths = write_outputs(res, tomo, opts.out_dir, job.name, opts.fmt, heatmap=opts.heatmap)
+                colours = _mod_colours(ckpt, notes) if names and opts.fmt == "mod" else None
+                paths = write_outputs(res, tomo, opts.out_dir, job.name, opts.fmt, heatmap=opts.heatmap,
+                                      class_colours=colours)
                 res_rec.outputs = {k: str(v) for k, v in paths.items()}
             else:
                 from .io.copick_project import write_copick_picks
 
-                label = write_copick_picks(root, job.run, opts.object_name, res.zyx, res.scores,
-                                           opts.voxel_spacing_a, user_id=opts.out_user_id,
-                                           session_id=opts.out_session_id)
-                res_rec.outputs = {"picks": label}
-        notes += [str(w.message) for w in caught] + [str(w) for w in getattr(res, "warnings", [])]
+                per_object = {f"picks:{n}": (n, res[n]) for n in names} if names else {"picks": (opts.object_name, res)}
+                res_rec.outputs = {
+                    key: write_copick_picks(root, job.run, obj, r.zyx, r.scores, opts.voxel_spacing_a,
+                                            user_id=opts.out_user_id, session_id=opts.out_session_id)
+                    for key, (obj, r) in per_object.items()}
+        results = list(res) if names else [res]
+        notes += [str(w.message) for w in caught] + [str(w) for r in results for w in getattr(r, "warnings", [])]
         res_rec.status = "ok"
-        res_rec.picks = int(len(res.zyx))
-        res_rec.threshold = float(res.threshold)
-        res_rec.threshold_source = res.threshold_source
-        if res.expected_particles is not None:
-            res_rec.expected = round(float(res.expected_particles), 1)
+        if names:
+            res_rec.classes = {r.class_name: _figures(r) for r in results}
+            res_rec.picks = sum(c["picks"] for c in res_rec.classes.values())
+            expected = [c["expected"] for c in res_rec.classes.values()]
+            res_rec.expected = None if None in expected else round(float(sum(expected)), 1)
+        else:
+            fig = _figures(res)
+            res_rec.picks, res_rec.threshold, res_rec.threshold_source = (fig["picks"], fig["threshold"],
+                                                                          fig["threshold_source"])
+            if fig["expected"] is not None:
+                res_rec.expected = fig["expected"]
     except Exception as exc:  # isolation: one bad tomogram never stops the others
         res_rec.error = _reason(exc, job)
     res_rec.warnings = list(dict.fromkeys(notes))
     res_rec.seconds = time.perf_counter() - t0
     return res_rec
+
+
+def _figures(res) -> dict:
+    """Picks, threshold (and how it was chosen) and expected count of one class's detection."""
+    expected = res.expected_particles
+    return {"picks": int(len(res.zyx)), "threshold": float(res.threshold), "threshold_source": res.threshold_source,
+            "expected": None if expected is None else round(float(expected), 1)}
+
+
+def _mod_colours(ckpt, notes: list) -> dict:
+    """``{class: "#rrggbb"}`` of the model's classes; a colour IMOD cannot take becomes a note."""
+    from .io.points import hex_to_rgb
+
+    colours = {}
+    for c in ckpt.classes:
+        if not c.colour:
+            continue
+        try:
+            hex_to_rgb(c.colour)
+        except CetpickError as exc:
+            notes.append(f"class {c.name!r}: {exc} Its .mod object keeps IMOD's default colour.")
+            continue
+        colours[c.name] = c.colour
+    return colours
 
 
 def run_job(job: DetectJob, opts: BatchOptions, on_tile: Callable[[TileProgress], None] | None = None,
@@ -551,15 +663,20 @@ def run_batch(jobs: list[DetectJob], opts: BatchOptions, skip_existing: bool = F
     total = len(jobs)
     results: dict[int, JobResult] = {}
     todo = []
-    root = None
-    if skip_existing and any(j.path is None for j in jobs):
-        from .io.copick_project import open_copick
+    root = ckpt = None
+    copick_jobs = any(j.path is None for j in jobs)
+    if skip_existing or copick_jobs:
+        ckpt = load_model(opts.model)
+    if copick_jobs and (skip_existing or several_classes(ckpt)):
+        from .io.copick_project import check_copick_objects, open_copick
 
         root = open_copick(opts.copick_config)
+        if several_classes(ckpt):  # one clear error before any work, not one failed job per run
+            check_copick_objects(root, copick_objects(opts, ckpt))
     for i, job in enumerate(jobs):
-        if skip_existing and is_done(job, opts, root):
+        if skip_existing and is_done(job, opts, root, ckpt):
             r = JobResult(name=job.name, source=job.source, status="skipped",
-                          outputs={k: str(v) for k, v in expected_outputs(job, opts).items()})
+                          outputs={k: str(v) for k, v in expected_outputs(job, opts, ckpt).items()})
             results[i] = r
             yield _progress(list(results.values()), total, t0, {}, r)
         else:

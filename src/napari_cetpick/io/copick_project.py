@@ -104,6 +104,17 @@ def _check_object(root, object_name: str):
     return obj
 
 
+def check_copick_objects(root, object_names) -> None:
+    """One :class:`CetpickError` naming every object of ``object_names`` the project lacks."""
+    missing = [n for n in dict.fromkeys(object_names) if root.get_object(n) is None]
+    if missing:
+        names = ", ".join(o.name for o in root.pickable_objects) or "none"
+        which = ", ".join(repr(n) for n in missing)
+        raise CetpickError(f"copick project has no pickable object{'s' if len(missing) > 1 else ''} {which} "
+                           f"(objects: {names}); add {'them' if len(missing) > 1 else 'it'} to the project "
+                           "configuration.")
+
+
 def copick_object_diameter_a(root, object_name: str) -> float | None:
     """Particle diameter in Å from the object's radius in the project configuration, or None."""
     r = _check_object(root, object_name).radius

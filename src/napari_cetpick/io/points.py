@@ -847,12 +847,12 @@ def _point_classes(features: pd.DataFrame, class_names, fmt: str, path: Path):
     return labels, order
 
 
-def _hex_rgb(colour, path: Path) -> tuple[float, float, float]:
-    """``"#rrggbb"`` -> red, green, blue in 0..1."""
+def hex_to_rgb(colour) -> tuple[float, float, float]:
+    """``"#rrggbb"`` -> red, green, blue in 0..1 (as IMOD object colours are stored)."""
     text = str(colour).strip()
     digits = text[1:] if text.startswith("#") else ""
     if len(digits) != 6 or any(c not in string.hexdigits for c in digits):
-        raise CetpickError(f"{path.name}: colour {colour!r} is not of the form '#rrggbb'.")
+        raise CetpickError(f"Colour {colour!r} is not of the form '#rrggbb'.")
     return tuple(int(digits[i:i + 2], 16) / 255.0 for i in (0, 2, 4))
 
 
@@ -927,7 +927,10 @@ def _mod_of_classes(imodmodel, xyz, classes, class_colours: dict, path: Path):
         obj.header.flags.scattered = True
         obj.header.flags.open = False
         if class_colours.get(name):
-            obj.color = _hex_rgb(class_colours[name], path)
+            try:
+                obj.color = hex_to_rgb(class_colours[name])
+            except CetpickError as err:
+                raise CetpickError(f"{path.name}: class {name!r}: {err}") from None
         points = xyz[labels == name].astype(np.float32)
         if len(points):
             obj.contours.append(Contour(points=points))
