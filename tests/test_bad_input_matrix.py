@@ -28,6 +28,7 @@ from napari_cetpick.cli import main
 from napari_cetpick.errors import CetpickError
 
 LABELS = "10.5 20.5 8\n30.5 40.5 5\n50.5 12.5 10\n"  # IMOD text (x, y, z), inside (16, 64, 64)
+SECOND = "40.5 50.5 8\n20.5 10.5 6\n"  # a second class's labels
 
 
 def _mrc(path, data, voxel_size=10.0):
@@ -221,7 +222,21 @@ CLI_ROWS = {
     # ------------------------------------------------------------------ arguments
     "--bin abc": (None, "--bin abc", 2, "argument --bin: must be auto or a positive whole number, not 'abc'"),
     "--bin 0": (None, "--bin 0", 2, "argument --bin: must be auto or a positive whole number, not '0'"),
-    "--bbox abc": (None, "--bbox abc", 2, "argument --bbox: invalid float value: 'abc'"),
+    "--bbox abc": (None, "--bbox abc", 2, "--bbox: 'abc' is not a number"),
+    # ------------------------------------------------------------------ several classes
+    "--bbox for a class with no labels": (_with("second.txt", _labels_file(SECOND)), "mc --bbox c=5", 2,
+                                          "--bbox is given for class 'c', which has no labels"),
+    "a class with labels but no size": (_with("second.txt", _labels_file(SECOND)), "mc-nosize", 2,
+                                        "Class 'b' has labels but no size: give --bbox b=VOXELS"),
+    "a class name with a space": (None, "mc-space", 2, "' ' is not allowed in a class name"),
+    "a class name with =": (None, "mc-equals", 2, "'=' is not allowed in a class name"),
+    "one label given to two classes": (None, "mc-twice", 2, "is labelled both 'a' and 'b'"),
+    "named and plain labels mixed": (_with("second.txt", _labels_file(SECOND)), "mc-mixed", 2,
+                                     "Give every --labels as NAME=FILE when one is"),
+    "negatives of a class that has no labels": (_with("second.txt", _labels_file(SECOND)),
+                                                "mc --negatives c=labels.txt", 2, "'c' is not one of the classes"),
+    "a one-class model asked for a class it lacks": (None, "detect-threshold", 2,
+                                                     "--threshold zz=...: the model has no class 'zz'"),
     "batch size 0": (None, "--batch-size 0", 2, "num_epochs and batch_size at least 1"),
     "a batch that cannot fit in memory": (None, "--batch-size 100000", 2, "of memory is available"),
     "simulate with a tiny shape": (None, "simulate --shape 4 4 4", 2,
@@ -234,10 +249,36 @@ CLI_ROWS = {
 }
 
 
+def _train_classes(d, *extra, sizes=("--bbox", "a=10", "--bbox", "b=6"), labels=("a=labels.txt", "b=second.txt")):
+    argv = _train(d, labels=labels[0].split("=")[-1])
+    i = argv.index("--labels")
+    argv[i:i + 2] = [w for lab in labels for w in ("--labels", f"{lab.rsplit('=', 1)[0]}={d / lab.split('=')[-1]}"
+                                                    if "=" in lab else str(d / lab))]
+    i = argv.index("--bbox")
+    argv[i:i + 2] = list(sizes)
+    return [*argv, *extra]
+
+
 def _argv(kind, d):
     """The command line of a row from its short description."""
     if kind is None:
         return _train(d)
+    if kind.startswith("mc "):
+        words = kind.split()[1:]
+        return _train_classes(d, *[w if "=" not in w or not w.endswith(".txt") else
+                                   f"{w.split('=')[0]}={d / w.split('=')[1]}" for w in words])
+    if kind == "mc-nosize":
+        return _train_classes(d, sizes=("--bbox", "a=10"))
+    if kind == "mc-space":
+        return _train_classes(d, labels=("a b=labels.txt", "c=labels.txt"), sizes=("--bbox", "8"))
+    if kind == "mc-equals":
+        return _train_classes(d, labels=("a=b=labels.txt",), sizes=("--bbox", "8"))
+    if kind == "mc-twice":
+        return _train_classes(d, labels=("a=labels.txt", "b=labels.txt"), sizes=("--bbox", "8"))
+    if kind == "mc-mixed":
+        return _train_classes(d, labels=("a=labels.txt", "second.txt"), sizes=("--bbox", "8"))
+    if kind == "detect-threshold":
+        return _detect(d, "--threshold", "zz=0.5")
     if kind.startswith("tomo="):
         return _train(d, tomo=kind[5:])
     if kind.startswith("diameter="):

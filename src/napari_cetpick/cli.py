@@ -63,6 +63,27 @@ class _PerTomogram(argparse.Action):
         setattr(namespace, self.dest, held)
 
 
+class _PerTomogramList(argparse.Action):
+    """Like :class:`_PerTomogram`, but a tomogram may take several values (one per class, ``NAME=FILE``)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        tomos = getattr(namespace, "tomogram", None) or []
+        if not tomos:
+            parser.error(f"{option_string} belongs to a --tomogram: give --tomogram first.")
+        held = {k: list(v) for k, v in (getattr(namespace, self.dest, None) or {}).items()}
+        held.setdefault(len(tomos) - 1, []).append(value)
+        setattr(namespace, self.dest, held)
+
+
+class _Labels(argparse.Action):
+    """``--labels``: appended in order, each remembering how many ``--tomogram`` came before it."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest, None) or []), value])
+        after = [*(getattr(namespace, "labels_after", None) or []), len(getattr(namespace, "tomogram", None) or [])]
+        namespace.labels_after = after
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (``cetpick train: error: ...``) and exit status 2."""
 
@@ -135,34 +156,52 @@ def _open(path, args):
 
 
 def _copick_training_pairs(args) -> list[tuple]:
-    """(Tomogram, labels zyx) pairs from the picks of one object in a copick project."""
+    """(Tomogram, labels zyx, None) per run from the picks of the ``--object``(s) in a copick project.
+
+    One object: labels are an array (the one-class form). Several: a dict per object, and
+    each object's radius in the project gives its class's diameter unless ``--bbox
+    NAME=...``/``--diameter-a NAME=...`` is given.
+    """
     import numpy as np
 
-    from .io.copick_project import copick_runs_with_picks, open_copick, open_copick_tomogram, read_copick_picks
+    from .io.copick_project import (copick_object_diameter_a, copick_runs_with_picks, open_copick,
+                                    open_copick_tomogram, read_copick_picks)
 
-    if args.voxel_spacing is None or not args.tomo_type or not args.object:
+    objects = list(dict.fromkeys(args.object or []))
+    if args.voxel_spacing is None or not args.tomo_type or not objects:
         raise CetpickError("--copick needs --object, --voxel-spacing and --tomo-type.")
     root = open_copick(args.copick)
-    runs = list(dict.fromkeys(args.run or [])) or copick_runs_with_picks(root, args.object, args.user_id,
-                                                                          args.session_id)
+    runs = list(dict.fromkeys(args.run or []))
+    if not runs:
+        runs = list(dict.fromkeys(r for o in objects
+                                  for r in copick_runs_with_picks(root, o, args.user_id, args.session_id)))
     if not runs:
         who = "".join(f" {k} {v!r}" for k, v in (("user", args.user_id), ("session", args.session_id)) if v)
-        raise CetpickError(f"{Path(args.copick).name}: no run has picks of {args.object!r}{who}.")
+        raise CetpickError(f"{Path(args.copick).name}: no run has picks of {' or '.join(map(repr, objects))}{who}.")
     pairs = []
     for run in runs:
-        sets = read_copick_picks(root, run, args.object, args.voxel_spacing, args.user_id, args.session_id)
-        zyx = np.concatenate([s.zyx for s in sets]) if sets else np.zeros((0, 3))
-        if len(zyx) == 0:
-            raise CetpickError(f"copick run {run!r} has no picks of {args.object!r}; drop it from --run.")
-        # several users' picks of one particle: keep one per voxel
-        _, first = np.unique(np.round(zyx), axis=0, return_index=True)
+        per = {}
+        for o in objects:
+            sets = read_copick_picks(root, run, o, args.voxel_spacing, args.user_id, args.session_id)
+            zyx = np.concatenate([s.zyx for s in sets]) if sets else np.zeros((0, 3))
+            # several users' picks of one particle: keep one per voxel
+            _, first = np.unique(np.round(zyx), axis=0, return_index=True)
+            per[o] = zyx[np.sort(first)]
+        if sum(len(v) for v in per.values()) == 0:
+            raise CetpickError(f"copick run {run!r} has no picks of {' or '.join(map(repr, objects))}; drop it "
+                               "from --run.")
         tomo = open_copick_tomogram(root, run, args.voxel_spacing, args.tomo_type)
-        pairs.append((tomo, zyx[np.sort(first)], None))
+        pairs.append((tomo, per if len(objects) > 1 else per[objects[0]], None))
     args.copick_runs = runs
-    if args.bbox is None and args.diameter_a is None:
-        from .io.copick_project import copick_object_diameter_a
-
-        args.diameter_a = copick_object_diameter_a(root, args.object)
+    if len(objects) == 1:
+        if not args.bbox and not args.diameter_a:
+            args.diameter_a = [str(copick_object_diameter_a(root, objects[0]))]
+    else:
+        _, bbox_n = _per_class(args.bbox, "--bbox")
+        _, diam_n = _per_class(args.diameter_a, "--diameter-a")
+        for o in objects:
+            if o not in bbox_n and o not in diam_n:
+                args.diameter_a = [*(args.diameter_a or []), f"{o}={copick_object_diameter_a(root, o)}"]
     return pairs
 
 
@@ -217,17 +256,36 @@ def _training_pairs(args) -> list[tuple]:
             check_inside(lab, tomo.shape_zyx, args.train_coord_txt)
             pairs.append((tomo, _drop_duplicates(lab, f"{args.train_coord_txt} ({name})"), None))
     else:
+        from .config import ALL_CLASSES
+
         if not args.tomogram:
             raise CetpickError("Give --tomogram and --labels (or --train_img_txt and --train_coord_txt).")
-        if len(args.tomogram) != len(args.labels or []):
-            raise CetpickError(f"Give one --labels per --tomogram ({len(args.tomogram)} tomograms, "
-                               f"{len(args.labels or [])} label files).")
+        names = getattr(args, "classes", None)
         negatives = getattr(args, "negatives", None) or {}
-        for i, (t, l) in enumerate(zip(args.tomogram, args.labels)):
+        if names is None:
+            if len(args.tomogram) != len(args.labels or []):
+                raise CetpickError(f"Give one --labels per --tomogram ({len(args.tomogram)} tomograms, "
+                                   f"{len(args.labels or [])} label files).")
+            per_tomo = [{None: l} for l in args.labels]
+        else:
+            per_tomo = [[] for _ in args.tomogram]
+            for text, after in zip(args.labels, args.labels_after):
+                if after == 0:
+                    raise CetpickError(f"--labels {text} belongs to a --tomogram: give --tomogram first.")
+                per_tomo[after - 1].append(text)
+            empty = [t for t, l in zip(args.tomogram, per_tomo) if not l]
+            if empty:
+                raise CetpickError(f"--tomogram {empty[0]} has no --labels NAME=FILE after it.")
+            per_tomo = [_split_by_class(l, "--labels", names) for l in per_tomo]
+        for i, t in enumerate(args.tomogram):
             tomo = _open(t, args)
-            lab = _drop_duplicates(_read_clicks(l, tomo, args.labels_format), l)
-            neg = _read_clicks(negatives[i], tomo, args.labels_format) if i in negatives else None
-            pairs.append((tomo, lab, neg))
+            lab = {k: _drop_duplicates(_read_clicks(f, tomo, args.labels_format), f) for k, f in per_tomo[i].items()}
+            negs = _split_by_class(negatives.get(i, []), "--negatives", names, plain_key=ALL_CLASSES)
+            neg = {k: _read_clicks(f, tomo, args.labels_format) for k, f in negs.items()}
+            if names is None:
+                pairs.append((tomo, lab[None], neg.get(ALL_CLASSES)))
+            else:
+                pairs.append((tomo, lab, neg or None))
     return pairs
 
 
@@ -243,12 +301,116 @@ def _masks_for(args, tomograms) -> list | None:
     return [open_mask(held[i], t) if i in held else None for i, t in enumerate(tomograms)]
 
 
+# ----------------------------------------------------------------------------- several classes
+def _named(text: str, option: str) -> tuple[str | None, str]:
+    """``NAME=VALUE`` -> (NAME, VALUE), a plain value -> (None, value); the name checked."""
+    from .config import check_class_name
+
+    name, eq, value = str(text).partition("=")
+    if not eq or any(c in name for c in "/\\") or Path(text).exists():
+        return None, str(text)
+    try:
+        check_class_name(name)
+    except CetpickError as exc:
+        raise CetpickError(f"{option} {text}: {exc}") from None
+    if not value:
+        raise CetpickError(f"{option} {text}: give a value after '='.")
+    head, eq2, _ = value.partition("=")
+    if eq2 and not any(c in head for c in "/\\") and not Path(value).exists():
+        raise CetpickError(f"{option} {text}: '=' is not allowed in a class name (give NAME=VALUE).")
+    return name, value
+
+
+def _number(text: str, option: str, kind=float):
+    try:
+        return kind(text)
+    except ValueError:
+        raise CetpickError(f"{option}: {text!r} is not a {'whole ' if kind is int else ''}number.") from None
+
+
+def _per_class(values, option: str, kind=float) -> tuple:
+    """``(plain value or None, {class: value})`` of an option given plain or as ``NAME=VALUE``."""
+    plain_value, named = None, {}
+    for text in values or []:
+        name, value = _named(text, option)
+        v = _number(value, option, kind)
+        if name is None:
+            if plain_value is not None:
+                raise CetpickError(f"{option} is given twice without a class name.")
+            plain_value = v
+        elif name in named:
+            raise CetpickError(f"{option} is given twice for class {name!r}.")
+        else:
+            named[name] = v
+    return plain_value, named
+
+
+def _label_classes(args) -> list[str] | None:
+    """The class names of ``--labels NAME=FILE`` (in order), or None for the one-class form."""
+    if getattr(args, "copick", None) and len(args.object or []) > 1:
+        return list(dict.fromkeys(args.object))
+    named = [_named(l, "--labels")[0] for l in args.labels or []]
+    if not any(n is not None for n in named):
+        return None
+    if any(n is None for n in named):
+        raise CetpickError("Give every --labels as NAME=FILE when one is (the class each file's particles belong "
+                           "to), or none.")
+    return list(dict.fromkeys(named))
+
+
+def _class_specs(args, names: list[str] | None):
+    """``(config-level settings, ClassSpecs or None)`` from --bbox, --diameter-a, --label-fraction, --expected-particles."""
+    from .config import ClassSpec
+
+    bbox, bbox_n = _per_class(args.bbox, "--bbox")
+    diam, diam_n = _per_class(args.diameter_a, "--diameter-a")
+    frac, frac_n = _per_class(args.label_fraction, "--label-fraction")
+    count, count_n = _per_class(args.expected_particles, "--expected-particles", int)
+    top = dict(bbox=bbox, diameter_a=diam, label_fraction=frac, expected_particles=count)
+    named = {"--bbox": bbox_n, "--diameter-a": diam_n, "--label-fraction": frac_n, "--expected-particles": count_n}
+    if names is None:
+        for option, d in named.items():
+            if d:
+                raise CetpickError(f"{option} {next(iter(d))}=...: the labels name no classes; give --labels "
+                                   f"{next(iter(d))}=FILE, or {option} without a class name.")
+        return top, None
+    for option, d in named.items():
+        stray = [n for n in d if n not in names]
+        if stray:
+            raise CetpickError(f"{option} is given for class {stray[0]!r}, which has no labels (classes with labels: "
+                               f"{', '.join(names)}).")
+    specs = []
+    for n in names:
+        if n not in bbox_n and n not in diam_n and bbox is None and diam is None \
+                and not getattr(args, "continue_from", None):  # a correction round keeps the model's sizes
+            raise CetpickError(f"Class {n!r} has labels but no size: give --bbox {n}=VOXELS or --diameter-a {n}=Å.")
+        specs.append(ClassSpec(n, bbox=bbox_n.get(n), diameter_a=diam_n.get(n), label_fraction=frac_n.get(n),
+                               expected_particles=count_n.get(n)))
+    return top, specs
+
+
+def _split_by_class(paths, option: str, names, plain_key=None) -> dict:
+    """Files of one tomogram by class: ``{class: FILE}`` (a plain FILE under ``plain_key``)."""
+    out = {}
+    for text in paths:
+        name, value = _named(text, option)
+        key = name if name is not None else plain_key
+        if name is not None and names is not None and name not in names:
+            raise CetpickError(f"{option} {text}: {name!r} is not one of the classes ({', '.join(names)}).")
+        if name is not None and names is None:
+            raise CetpickError(f"{option} {text}: the labels name no classes; give {option} without a class name.")
+        if key in out:
+            raise CetpickError(f"{option} is given twice for {'class ' + repr(key) if name else 'one'} --tomogram.")
+        out[key] = value
+    return out
+
+
 # ----------------------------------------------------------------------------- commands
 def _train_knobs(args) -> dict:
     """The TrainConfig fields the user set on the command line (None = not given)."""
+    top, _ = _class_specs(args, None if not getattr(args, "classes", None) else args.classes)
     return dict(
-        bbox=args.bbox, diameter_a=args.diameter_a, tau=args.tau,
-        expected_particles=args.expected_particles, label_fraction=args.label_fraction, thresh=args.thresh,
+        **top, tau=args.tau, thresh=args.thresh,
         contrastive=args.contrastive, cr_weight=args.cr_weight, temp=args.temp, num_epochs=args.num_epochs,
         max_steps=args.max_steps, lr=args.lr, lr_step=tuple(args.lr_step) if args.lr_step else None, arch=args.arch,
         batch_size=args.batch_size, gauss=args.gauss, compress=args.compress,
@@ -259,7 +421,8 @@ def _train_knobs(args) -> dict:
 def _with_copick_info(ckpt, args):
     """Record the copick object a model was trained on (detection writes its picks back under it)."""
     if getattr(args, "copick", None):
-        ckpt.info["copick"] = {"object": args.object, "voxel_spacing_a": float(args.voxel_spacing),
+        objects = list(dict.fromkeys(args.object))
+        ckpt.info["copick"] = {"object": objects[0], "objects": objects, "voxel_spacing_a": float(args.voxel_spacing),
                                "tomo_type": args.tomo_type, "runs": list(args.copick_runs)}
     return ckpt
 
@@ -268,10 +431,15 @@ def cmd_train(args) -> int:
     from .config import preset
     from .train import Trainer, correction_config
 
-    out_path = _model_out_path(args, [*(args.tomogram or []), *(args.labels or []),
-                                      *(getattr(args, "negatives", None) or {}).values(), args.train_img_txt,
+    args.classes = _label_classes(args)
+    if not getattr(args, "copick", None):
+        _class_specs(args, args.classes)  # sizes and shares checked before any file is read
+    negatives = [n for ns in (getattr(args, "negatives", None) or {}).values() for n in ns]
+    out_path = _model_out_path(args, [*(args.tomogram or []), *[_named(l, "--labels")[1] for l in args.labels or []],
+                                      *[_named(n, "--negatives")[1] for n in negatives], args.train_img_txt,
                                       args.train_coord_txt])
     pairs = _training_pairs(args)
+    _, specs = _class_specs(args, args.classes)  # with copick, each object's radius read from the project
     vsizes = {p[0].voxel_size_a for p in pairs}
     if len(vsizes) > 1:
         raise CetpickError(f"Training tomograms have different voxel sizes {sorted(v or 0 for v in vsizes)}; "
@@ -287,22 +455,31 @@ def cmd_train(args) -> int:
             raise CetpickError(f"{args.continue_from}: the model was trained at {init.voxel_size_a:g} Å/voxel but "
                                f"the tomograms have {voxel_size_a:g} Å/voxel.")
         voxel_size_a = init.voxel_size_a or voxel_size_a
+        if specs is not None and any(c.bbox or c.diameter_a for c in specs):
+            raise CetpickError("A correction round keeps each class's size; leave out --bbox/--diameter-a NAME=... "
+                               "with --continue-from.")
         # a correction round: the model's settings and a short schedule; the user's knobs win
         cfg = correction_config(init, **knobs)
         if cfg.bbox is None and cfg.diameter_a is None:
             cfg = replace(cfg, bbox=init.diameter_vox)
     else:
-        cfg = preset(args.preset, **knobs)
+        cfg = preset(args.preset, **knobs, classes=specs)
     masks = _masks_for(args, [p[0] for p in pairs])
     t0 = time.perf_counter()
     trainer = Trainer([p[0].data for p in pairs], [p[1] for p in pairs], cfg, voxel_size_a=voxel_size_a,
                       device=args.device, init=init, negatives=[p[2] for p in pairs], masks=masks)
-    n_labels = sum(len(p[1]) for p in pairs)
-    n_neg = sum(0 if p[2] is None else len(p[2]) for p in pairs)
+    n_labels = trainer.n_labels
+    n_neg = trainer.n_negatives
     what = "Continuing" if init is not None else "Training"
-    print(f"{what} {cfg.arch} on {len(pairs)} tomogram(s), {n_labels} labels, {n_neg} negatives, particle "
-          f"{trainer.diameter_vox:g} voxels, bin {trainer.bin_xy}, tau {trainer.tau:.3g}, {trainer.total_steps} steps "
-          f"on {trainer.device_name}", file=sys.stderr)
+    if len(trainer.names) > 1:
+        per = "; ".join(f"{c.name}: {c.n_labels} labels, particle {c.diameter_vox:g} voxels, tau {c.tau:.3g}"
+                        for c in trainer.plan.classes)
+        print(f"{what} {cfg.arch} on {len(pairs)} tomogram(s), {len(trainer.names)} classes ({per}), {n_neg} "
+              f"negatives, bin {trainer.bin_xy}, {trainer.total_steps} steps on {trainer.device_name}", file=sys.stderr)
+    else:
+        print(f"{what} {cfg.arch} on {len(pairs)} tomogram(s), {n_labels} labels, {n_neg} negatives, particle "
+              f"{trainer.diameter_vox:g} voxels, bin {trainer.bin_xy}, tau {trainer.tau:.3g}, {trainer.total_steps} "
+              f"steps on {trainer.device_name}", file=sys.stderr)
     bar = _Bar("train", args.quiet)
     # the weights are saved before anything after training (threshold calibration) can fail
     gen = trainer.steps(calibrate=False)
@@ -333,8 +510,10 @@ def cmd_train(args) -> int:
               f"saved to {out} without a calibrated threshold (give --threshold when detecting)", file=sys.stderr)
         return 1
     out = ckpt.save(out_path)
-    print(f"Saved model to {out}{' (replaced the existing file)' if replaced else ''} ({ckpt.summary()}) "
-          f"in {time.perf_counter() - t0:.1f} s")
+    summary = ckpt.summary()
+    summary = f"({summary})" if "\n" not in summary else "\n" + summary
+    print(f"Saved model to {out}{' (replaced the existing file)' if replaced else ''} in "
+          f"{time.perf_counter() - t0:.1f} s {summary}")
     if message:
         print(f"cetpick: error: {message}", file=sys.stderr)
         return 1
@@ -385,6 +564,13 @@ class _BatchDisplay:
                 sys.stderr.flush()
 
 
+def _picks_line(picks, expected, threshold, source) -> str:
+    """``N picks (about E expected) at threshold T from SOURCE``."""
+    exp = "" if expected is None else f" (about {expected:.0f} expected)"
+    how = f" from {source}" if source else ""
+    return f"{picks} picks{exp} at threshold {threshold:.3f}{how}"
+
+
 def _print_result(r, as_json: bool, done: int, total: int) -> None:
     for w in r.warnings:
         print(f"cetpick: warning: {r.name}: {w}", file=sys.stderr)
@@ -392,12 +578,14 @@ def _print_result(r, as_json: bool, done: int, total: int) -> None:
         print(f"cetpick: error: {r.source}: {r.error}", file=sys.stderr)
     if as_json:
         print(json.dumps(r.to_dict()), flush=True)
-    elif r.status == "ok":
-        expected = "" if r.expected is None else f" (about {r.expected:.0f} expected)"
-        how = f" from {r.threshold_source}" if r.threshold_source else ""
-        print(f"[{done}/{total}] {r.name}: {r.picks} picks{expected} at threshold {r.threshold:.3f}{how} "
-              f"in {r.seconds:.1f} s -> "
+    elif r.status == "ok" and getattr(r, "classes", None):
+        per = "; ".join(f"{name} {_picks_line(c['picks'], c.get('expected'), c['threshold'], c['threshold_source'])}"
+                        for name, c in r.classes.items())
+        print(f"[{done}/{total}] {r.name}: {r.picks} picks ({per}) in {r.seconds:.1f} s -> "
               + ", ".join(r.outputs.values()), flush=True)
+    elif r.status == "ok":
+        print(f"[{done}/{total}] {r.name}: {_picks_line(r.picks, r.expected, r.threshold, r.threshold_source)} "
+              f"in {r.seconds:.1f} s -> " + ", ".join(r.outputs.values()), flush=True)
     elif r.status == "skipped":
         print(f"[{done}/{total}] {r.name}: skipped, outputs exist", flush=True)
 
@@ -421,7 +609,14 @@ def _detect_jobs_and_options(args):
     from .batch import BatchOptions, load_model, plan_copick_jobs, plan_file_jobs
 
     ckpt = load_model(args.model)  # a bad model stops the command before any job
-    common = dict(model=str(Path(args.model).resolve()), threshold=args.threshold,
+    plain_t, named_t = _per_class(args.threshold, "--threshold")
+    lacking = [n for n in named_t if n not in ckpt.class_names]
+    if lacking:
+        raise CetpickError(f"--threshold {lacking[0]}=...: the model has no class {lacking[0]!r} (its classes: "
+                           f"{', '.join(ckpt.class_names)}).")
+    threshold = ({n: named_t.get(n, plain_t) for n in ckpt.class_names if named_t.get(n, plain_t) is not None}
+                 if named_t else plain_t)
+    common = dict(model=str(Path(args.model).resolve()), threshold=threshold,
                   threshold_from=args.threshold_from, views=args.views, K=args.K,
                   min_distance_vox=args.min_distance, margin_z=args.margin_z, margin_xy=args.margin_xy,
                   tile_xy=args.tile_xy, device=args.device)
@@ -433,10 +628,19 @@ def _detect_jobs_and_options(args):
                                "leave out --tomogram, --tomogram-list, --test_img_txt and --out-dir.")
         if args.voxel_spacing is None or not args.tomo_type:
             raise CetpickError("--copick needs --voxel-spacing and --tomo-type.")
-        obj = args.object or ckpt.info.get("copick", {}).get("object")
-        if not obj:
-            raise CetpickError(f"{args.model}: the model was not trained on a copick object; give --object NAME.")
-        copick_object_diameter_a(open_copick(args.copick), obj)  # the object must exist in the project
+        if ckpt.n_classes > 1:
+            from .io.copick_project import check_copick_objects
+
+            if args.object:
+                raise CetpickError(f"{args.model}: a model of several classes writes each class under the copick "
+                                   f"object of its name ({', '.join(ckpt.class_names)}); leave out --object.")
+            obj = None
+            check_copick_objects(open_copick(args.copick), ckpt.class_names)
+        else:
+            obj = args.object or ckpt.info.get("copick", {}).get("object")
+            if not obj:
+                raise CetpickError(f"{args.model}: the model was not trained on a copick object; give --object NAME.")
+            copick_object_diameter_a(open_copick(args.copick), obj)  # the object must exist in the project
         opts = BatchOptions(**common, copick_config=str(Path(args.copick).resolve()), object_name=obj,
                             voxel_spacing_a=float(args.voxel_spacing), tomo_type=args.tomo_type,
                             out_user_id=args.out_user_id, out_session_id=str(args.out_session_id))
@@ -496,21 +700,102 @@ def cmd_detect(args) -> int:
     return 2 if any(r.status == "failed" for r in results) else 0
 
 
-def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate
+def _evaluation_sets(args) -> dict:
+    """``{class (None for the one-class form): (picks zyx, scores, truth zyx)}`` from --picks/--truth."""
+    import numpy as np
+
     from .io import read_points
 
-    pred = read_points(args.picks, fmt=args.picks_format)
-    truth = read_points(args.truth, fmt=args.truth_format)
-    scores = pred.features["score"].to_numpy() if "score" in pred.features else None
-    res = evaluate(pred.zyx, scores, truth.zyx, args.radius, threshold=args.threshold)
-    d = res.to_dict()
+    truths = {}
+    for text in args.truth:
+        name, path = _named(text, "--truth")
+        if name in truths:
+            raise CetpickError(f"--truth is given twice for {'class ' + repr(name) if name else 'one set'}.")
+        truths[name] = path
+    if None in truths and len(truths) > 1:
+        raise CetpickError("Give every --truth as NAME=FILE when one is (one truth file per class), or one plain file.")
+    picks = {}
+    for text in args.picks:
+        name, path = _named(text, "--picks")
+        if name in picks:
+            raise CetpickError(f"--picks is given twice for {'class ' + repr(name) if name else 'one set'}.")
+        picks[name] = read_points(path, fmt=args.picks_format)
+    out = {}
+    for name, path in truths.items():
+        truth = read_points(path, fmt=args.truth_format).zyx
+        if name in picks:
+            pred = picks[name]
+            zyx, feats = pred.zyx, pred.features
+        elif None in picks and name is not None and "class" in picks[None].features:
+            pred = picks[None]
+            sel = (pred.features["class"].astype(str) == name).to_numpy()
+            zyx, feats = pred.zyx[sel], pred.features.loc[sel]
+        elif None in picks and (name is None or len(picks) == 1 and len(truths) == 1):
+            zyx, feats = picks[None].zyx, picks[None].features
+        else:
+            raise CetpickError(f"No picks of class {name!r}: give --picks {name}=FILE or one picks file with a class "
+                               "column (CSV, STAR).")
+        scores = feats["score"].to_numpy(float) if "score" in feats else None
+        out[name] = (np.asarray(zyx), scores, truth)
+    stray = [n for n in picks if n is not None and n not in truths]
+    if stray:
+        raise CetpickError(f"--picks {stray[0]}=...: no --truth {stray[0]}=FILE to compare with.")
+    return out
+
+
+def cmd_evaluate(args) -> int:
+    """Precision, recall, F1, best F1, AP and the CZII F-beta of picks, per class."""
+    from .evaluate import CZII_BETA, aggregate_fbeta, evaluate, fbeta
+
+    sets = _evaluation_sets(args)
+    r_plain, r_named = _per_class(args.radius, "--radius")
+    t_plain, t_named = _per_class(args.threshold, "--threshold")
+    _, weights = _per_class(args.weight, "--weight")
+    diameters = {}
+    if args.model:
+        from .checkpoint import Checkpoint
+
+        ckpt = Checkpoint.load(args.model)
+        diameters = {c.name: c.diameter_vox for c in ckpt.classes}
+    for option, named in (("--radius", r_named), ("--threshold", t_named), ("--weight", weights)):
+        stray = [n for n in named if n not in sets]
+        if stray:
+            raise CetpickError(f"{option} {stray[0]}=...: no --truth {stray[0]}=FILE.")
+    results = {}
+    for name, (zyx, scores, truth) in sets.items():
+        radius = r_named.get(name, r_plain)
+        if radius is None:
+            d = diameters.get(name) if name is not None else (next(iter(diameters.values())) if len(diameters) == 1
+                                                                else None)
+            if d is None:
+                raise CetpickError(f"Give --radius{f' {name}=R' if name else ''} (match radius in voxels) or --model "
+                                   "(a quarter of each class's diameter: the CZII rule, half the particle's radius).")
+            radius = d / 4
+        res = evaluate(zyx, scores, truth, radius, threshold=t_named.get(name, t_plain))
+        d = res.to_dict()
+        d[f"fbeta{CZII_BETA:g}"] = round(fbeta(res.precision, res.recall, CZII_BETA), 4)
+        results[name] = d
+    if list(results) == [None]:
+        d = results[None]
+        if args.json:
+            print(json.dumps(d))
+        else:
+            width = max(len(k) for k in d)
+            for k, v in d.items():
+                print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+        return 0
+    key = f"fbeta{CZII_BETA:g}"
+    agg = round(aggregate_fbeta({n: d[key] for n, d in results.items()}, weights), 4)
     if args.json:
-        print(json.dumps(d))
-    else:
-        width = max(len(k) for k in d)
-        for k, v in d.items():
-            print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+        print(json.dumps({"classes": results, f"{key}_aggregate": agg}))
+        return 0
+    cols = ("n_true", "n_pred", "n_matched", "precision", "recall", "f1", "best_f1", "ap", key)
+    rows = [("class", *cols)] + [(n, *(f"{d[c]:.4f}" if isinstance(d[c], float) else str(d[c]) for c in cols))
+                                 for n, d in results.items()]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(cols) + 1)]
+    for r in rows:
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    print(f"F-beta (beta {CZII_BETA:g}) over the classes{' (weighted)' if weights else ''}: {agg:.4f}")
     return 0
 
 
@@ -668,11 +953,12 @@ def _add_train_method_options(p) -> None:
 
     g = p.add_argument_group("method knobs (the original's names)")
     g.add_argument("--tau", type=float, help="class prior of the PU loss (default: estimated from the labels)")
-    g.add_argument("--expected-particles", type=int, help="expected particle count in the training tomograms (instead of --label-fraction), to derive tau "
-                        "and the default threshold")
-    g.add_argument("--label-fraction", type=float,
+    g.add_argument("--expected-particles", action="append", metavar="[NAME=]N",
+                   help="expected particle count in the training tomograms (instead of --label-fraction), to derive "
+                        "tau and the default threshold; NAME=N for one class")
+    g.add_argument("--label-fraction", action="append", metavar="[NAME=]F",
                    help="share of the particles you labelled in the region you worked in (default 0.5), to derive tau "
-                        "and the default threshold")
+                        "and the default threshold; NAME=F for one class, a plain F for every class")
     g.add_argument("--thresh", type=float, help="target value splitting soft from hard positives (contrastive)")
     g.add_argument("--contrastive", action=argparse.BooleanOptionalAction, default=None,
                    help="use the debiased contrastive regulariser (default: off; on in --preset cetpick)")
@@ -697,12 +983,19 @@ def _add_train_method_options(p) -> None:
 def _add_train_parser(sub) -> None:
     from .config import PRESETS
 
-    p = sub.add_parser("train", help="train a detector from sparse labels")
+    p = sub.add_parser(
+        "train", help="train a detector from sparse labels (one class, or several in one model)",
+        epilog="Several classes in one model: name each labels file's class, e.g. cetpick train --tomogram T.mrc "
+               "--labels ribosome=L1.txt --labels proteasome=L2.txt --bbox ribosome=26 --bbox proteasome=15 --out "
+               "M.ckpt. Each class has its own size, share and threshold; each class's labels are negatives of the "
+               "others.")
     p.add_argument("--tomogram", action="append", help="training tomogram (repeat for several)")
-    p.add_argument("--labels", action="append", help="labels of the preceding tomogram: IMOD .txt/.mod, STAR, CSV")
-    p.add_argument("--negatives", action=_PerTomogram, metavar="FILE",
+    p.add_argument("--labels", action=_Labels, metavar="[NAME=]FILE",
+                   help="labels of the preceding tomogram: IMOD .txt/.mod, STAR, CSV; NAME=FILE names their class "
+                        "(repeat per class; then every --labels names one)")
+    p.add_argument("--negatives", action=_PerTomogramList, metavar="[NAME=]FILE",
                    help="known non-particles (negative clicks) of the preceding --tomogram, in the same formats as "
-                        "labels (optional)")
+                        "labels (optional); NAME=FILE: not of that class, a plain FILE: none of the classes")
     p.add_argument("--labels-format", default=None, help="force the label format (default: from the extension)")
     p.add_argument("--train_img_txt", help="the original's image list (image_name<TAB>rec_path)")
     p.add_argument("--train_coord_txt", help="the original's coordinate list (image_name x_coord y_coord z_coord)")
@@ -712,8 +1005,10 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--preset", default="default", choices=PRESETS,
                    help="default: our settings (3D U-Net, tau from the expected count); cetpick: the published settings")
     g = p.add_argument_group("particle")
-    g.add_argument("--bbox", type=float, help="particle diameter (box size) in voxels")
-    g.add_argument("--diameter-a", type=float, help="particle diameter in Å (instead of --bbox)")
+    g.add_argument("--bbox", action="append", metavar="[NAME=]VOXELS",
+                   help="particle diameter (box size) in voxels; NAME=VOXELS for one class")
+    g.add_argument("--diameter-a", action="append", metavar="[NAME=]A",
+                   help="particle diameter in Å (instead of --bbox); NAME=A for one class")
     _add_train_method_options(p)
     p.add_argument("--continue-from", metavar="MODEL",
                    help="a correction round: fine-tune this model with the (added) labels and negatives; keeps its "
@@ -722,8 +1017,9 @@ def _add_train_parser(sub) -> None:
     _add_mask_option(p, ", zero = left out of training")
     g = p.add_argument_group("copick project (instead of --tomogram/--labels)")
     g.add_argument("--copick", metavar="CONFIG.json", help="train on the picks of a copick project")
-    g.add_argument("--object", help="pickable object whose picks are the labels (its radius gives the diameter "
-                                    "unless --bbox/--diameter-a is given)")
+    g.add_argument("--object", action="append",
+                   help="pickable object whose picks are the labels (its radius gives the diameter unless "
+                        "--bbox/--diameter-a is given); repeat for several classes in one model")
     g.add_argument("--user-id", help="only picks by this user (default: every user's picks, none by tools)")
     g.add_argument("--session-id", help="only picks of this session")
     g.add_argument("--run", action="append", help="train on this run (repeat; default: every run with such picks)")
@@ -735,9 +1031,10 @@ def _add_train_parser(sub) -> None:
 def _add_detect_picking_options(p) -> None:
     p.add_argument("--format", default="imod", choices=sorted(f.name for f in WRITABLE_FORMATS),
                    help="picks file (default imod): " + "; ".join(f"{f.name} = {f.label}" for f in WRITABLE_FORMATS))
-    p.add_argument("--threshold", "--out_thresh", dest="threshold", type=float,
+    p.add_argument("--threshold", "--out_thresh", dest="threshold", action="append", metavar="[NAME=]T",
                    help="score threshold (default: read off each tomogram's own scores, see --threshold-from); "
-                        "--out_thresh is the original's name")
+                        "NAME=T for one class of a model of several (repeat per class), a plain T for every class; "
+                        "0 writes every candidate with its score. --out_thresh is the original's name")
     p.add_argument("--threshold-from", choices=("tomogram", "model"), default="tomogram",
                    help="without --threshold: 'tomogram' (default) puts each tomogram's threshold where its own "
                         "pick scores split into background and particles, whatever the particle density or the "
@@ -797,11 +1094,23 @@ def _add_detect_parser(sub) -> None:
 
 
 def _add_evaluate_parser(sub) -> None:
-    p = sub.add_parser("evaluate", help="precision, recall, F1, best F1 and AP of picks against a truth file")
-    p.add_argument("--picks", required=True)
-    p.add_argument("--truth", required=True)
-    p.add_argument("--radius", type=float, required=True, help="match radius in voxels")
-    p.add_argument("--threshold", type=float, help="score threshold for precision/recall/F1 (default: all picks)")
+    p = sub.add_parser(
+        "evaluate", help="precision, recall, F1, best F1, AP and F-beta of picks against truth, per class",
+        epilog="Several classes: --truth ribosome=R.txt --truth proteasome=P.txt with one picks file holding a "
+               "class column (CSV, STAR) or --picks ribosome=R_picks.txt per class; --model M.ckpt matches within a "
+               "quarter of each class's diameter (half its radius, the CZII challenge's rule).")
+    p.add_argument("--picks", required=True, action="append", metavar="[NAME=]FILE",
+                   help="picks file; NAME=FILE for one class's picks (repeat per class)")
+    p.add_argument("--truth", required=True, action="append", metavar="[NAME=]FILE",
+                   help="true particles; NAME=FILE for one class (repeat per class)")
+    p.add_argument("--radius", action="append", metavar="[NAME=]R",
+                   help="match radius in voxels (NAME=R for one class); default with --model: a quarter of the "
+                        "class's diameter")
+    p.add_argument("--model", help="the model whose classes' diameters give the match radii")
+    p.add_argument("--threshold", action="append", metavar="[NAME=]T",
+                   help="score threshold for precision/recall/F1 (default: all picks)")
+    p.add_argument("--weight", action="append", metavar="NAME=W",
+                   help="weight of a class in the aggregate F-beta (default 1 each)")
     p.add_argument("--picks-format", default=None)
     p.add_argument("--truth-format", default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -470,6 +470,7 @@ def resolve_classes(results) -> int:
     ``results`` are the :class:`DetectResult` of each class of one tomogram (their picks
     are changed in place). Each staying pick records the best pick it displaced
     (``runner_up``: that class, ``runner_up_score``: its score; "" and NaN when none).
+    A class at threshold 0 (every candidate asked for, with its score) takes no part.
     Returns the number of picks dropped.
     """
     from scipy.spatial import cKDTree
@@ -478,6 +479,7 @@ def resolve_classes(results) -> int:
     for r in results:
         r.runner_up = np.full(len(r.zyx), "", dtype=object)
         r.runner_up_score = np.full(len(r.zyx), np.nan, np.float32)
+    results = [r for r in results if r.threshold > 0]
     if len(results) < 2:
         return 0
     cls = np.concatenate([np.full(len(r.zyx), i) for i, r in enumerate(results)])
