@@ -149,3 +149,24 @@ def test_consistency_skips_ignored_cells():
     p1 = torch.tensor([0.2, 0.9])
     p2 = torch.tensor([0.4, 0.1])
     assert consistency_loss(p1, p2, torch.tensor([True, False])).item() == pytest.approx(0.04)
+
+
+def test_other_class_cells_are_negatives_weighed_by_their_own_weight():
+    import torch
+
+    from napari_cetpick.losses import OTHER, pu_heatmap_loss, target_masks
+
+    g = torch.tensor([1.0, -1.0, -1.0, OTHER, -2.0])
+    logits = torch.tensor([0.0, -3.0, -3.0, 2.0, 5.0])
+    m = target_masks(g)
+    assert m["other"].tolist() == [False, False, False, True, False]
+    assert m["used"].tolist() == [True, True, True, True, False]
+    assert not m["unl"][3]
+    base = pu_heatmap_loss(logits, g, 0.01, other_weight=0.0)
+    heavy = pu_heatmap_loss(logits, g, 0.01, other_weight=0.5)
+    p = torch.sigmoid(torch.tensor(2.0))
+    assert heavy["r_neg_o"].item() == pytest.approx((-(p**2) * torch.log(1 - p)).item(), rel=1e-5)
+    assert (heavy["loss"] - base["loss"]).item() == pytest.approx(0.5 * heavy["r_neg_o"].item(), rel=1e-5)
+    # by default another class's particle weighs as one of this class's own labels (tau)
+    assert pu_heatmap_loss(logits, g, 0.01)["loss"].item() == pytest.approx(
+        pu_heatmap_loss(logits, g, 0.01, other_weight=0.01)["loss"].item())

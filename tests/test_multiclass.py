@@ -6,7 +6,7 @@ import pytest
 
 from napari_cetpick.checkpoint import Checkpoint
 from napari_cetpick.config import ALL_CLASSES, ClassSpec, DetectConfig, TrainConfig
-from napari_cetpick.data import HARD, NEGATIVE
+from napari_cetpick.data import HARD, NEGATIVE, OTHER_CLASS, UNLABELLED
 from napari_cetpick.detect import DetectResult, detect, detect_classes, resolve_classes
 from napari_cetpick.errors import CetpickError
 from napari_cetpick.evaluate import aggregate_fbeta, fbeta, match_points
@@ -89,10 +89,13 @@ def test_each_class_is_a_known_negative_of_the_other_channel():
         for p in other:
             c = np.floor((p - o) / tr.stride + 0.5).astype(int)
             if np.all(c < grid):
-                assert t[k][tuple(c)] == NEGATIVE
-    off = Trainer([v], [{"big": big[:3], "small": small[:3]}], config(max_steps=1, cross_class_negatives=False),
+                assert t[k][tuple(c)] == OTHER_CLASS
+    assert not np.any(t == NEGATIVE)  # no negative clicks: known negatives are the other class's only
+    off = Trainer([v], [{"big": big[:3], "small": small[:3]}], config(max_steps=1, cross_class_weight=0.0),
                   device="cpu")
-    assert not np.any(off._crop_targets(0, o, grid) == NEGATIVE)
+    t_off = off._crop_targets(0, o, grid)
+    assert not np.any(t_off == OTHER_CLASS) and np.all((t_off == t) | (t == OTHER_CLASS))
+    assert np.all(t_off[t == OTHER_CLASS] == UNLABELLED)
 
 
 def test_negatives_for_one_class_and_for_all():

@@ -157,9 +157,10 @@ class TrainConfig:
         Several particle classes in one model (one output channel each, over a shared
         network). ``None``: one class, sized by ``bbox``/``diameter_a``. A class's
         ``label_fraction``/``expected_particles`` left ``None`` take this config's.
-    cross_class_negatives : bool
-        With several classes, each class's labels are known negatives of the other classes'
-        channels (at the negative clicks' weight).
+    cross_class_weight : float
+        With several classes, each class's labelled particles are known negatives of the
+        other classes' channels, with this weight times that channel's τ (1: as much as one of
+        its own labels; 0: left unlabelled).
     """
 
     bbox: float | None = None
@@ -194,7 +195,7 @@ class TrainConfig:
     preset: str = "default"
     neg_weight: float | None = None
     classes: list | None = None
-    cross_class_negatives: bool = True
+    cross_class_weight: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -251,6 +252,8 @@ class TrainConfig:
             raise CetpickError(f"max_steps must be at least 1, got {self.max_steps}.")
         if self.augment not in ("full", "flip") or self.blob not in BLOBS:
             raise CetpickError(f"augment must be 'full' or 'flip'; blob one of {', '.join(BLOBS)}.")
+        if not self.cross_class_weight >= 0:
+            raise CetpickError(f"cross_class_weight must be 0 or more, got {self.cross_class_weight}.")
         if self.bin != "auto" and (not isinstance(self.bin, int) or self.bin < 1):
             raise CetpickError(f"bin must be 'auto' or a positive integer, got {plain(self.bin)}.")
         specs = self.class_specs()

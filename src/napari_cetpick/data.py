@@ -170,6 +170,7 @@ HARD = 1.0  # hard positive; soft positives lie strictly between 0 and 1
 NEGATIVE = 0.0  # known non-particle (a negative click)
 UNLABELLED = -1.0
 IGNORED = -2.0  # masked out: neither positive nor unlabelled
+OTHER_CLASS = -3.0  # where another class's labelled particle is: a known negative of this class's channel
 
 
 @dataclass(frozen=True)
@@ -226,8 +227,9 @@ def _ball_window(c, r_work, cell, grid_shape):
 
 
 def draw_targets(grid_shape, labels_grid: np.ndarray, spec: BlobSpec, stride=PSEUDO3D_STRIDE,
-                 negatives_grid: np.ndarray | None = None) -> np.ndarray:
-    """Target map on the grid: 1 hard positive, (0, 1) soft positive, 0 known negative, -1 unlabelled.
+                 negatives_grid: np.ndarray | None = None, others_grid: np.ndarray | None = None) -> np.ndarray:
+    """Target map on the grid: 1 hard positive, (0, 1) soft positive, 0 known negative, -1 unlabelled,
+    -3 another class's particle.
 
     Parameters
     ----------
@@ -241,6 +243,9 @@ def draw_targets(grid_shape, labels_grid: np.ndarray, spec: BlobSpec, stride=PSE
     negatives_grid : (m, 3) float, optional
         Negative clicks in grid coordinates. Their cells become known negatives, except
         cells that are a hard positive of a positive click.
+    others_grid : (k, 3) float, optional
+        Labelled particles of other classes, in grid coordinates: their cells (the negative
+        click's region) become :data:`OTHER_CLASS`, except hard positives and known negatives.
     """
     g = np.full(grid_shape, UNLABELLED, np.float32)
     # the original's blob is isotropic in grid cells; ours in working voxels
@@ -271,6 +276,14 @@ def draw_targets(grid_shape, labels_grid: np.ndarray, spec: BlobSpec, stride=PSE
                 continue
             sub = g[win]
             sub[(d2 <= spec.neg_radius_work**2) & (sub < HARD)] = NEGATIVE
+    if others_grid is not None:
+        cell = np.asarray(stride, float)
+        for c in np.asarray(others_grid, float).reshape(-1, 3):
+            win, d2 = _ball_window(c, spec.neg_radius_work, cell, grid_shape)
+            if win is None:
+                continue
+            sub = g[win]
+            sub[(d2 <= spec.neg_radius_work**2) & (sub < HARD) & (sub != NEGATIVE)] = OTHER_CLASS
     return g
 
 

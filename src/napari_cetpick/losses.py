@@ -1,7 +1,8 @@
 """Losses of the cet_pick method (torch).
 
 Targets ``g`` use the method's coding: 1 hard positive, 0 < g < 1 soft positive, -1
-unlabelled. ``logits`` are heatmap logits of the same shape.
+unlabelled; ours adds 0 known negative (a negative click), -2 ignored (masked) and -3
+another class's particle (several classes). ``logits`` are heatmap logits of the same shape.
 """
 from __future__ import annotations
 
@@ -18,14 +19,20 @@ def _mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / n
 
 
+#: Target code of another class's labelled particle (``data.OTHER_CLASS``).
+OTHER = -3.0
+
+
 def target_masks(g: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Boolean masks of the target codes: hard, soft, negative, unlabelled, used (not ignored)."""
+    """Boolean masks of the target codes: hard, soft, negative, unlabelled, other class, used (not ignored)."""
+    other = g == OTHER
     return {
         "hard": g >= 1.0,
         "soft": (g > 0) & (g < 1.0),
         "neg": g == 0,
         "unl": (g < 0) & (g > -1.5),
-        "used": g > -1.5,
+        "other": other,
+        "used": (g > -1.5) | other,
     }
 
 
@@ -43,7 +50,7 @@ def negative_click_weight(tau: float) -> float:
 
 
 def pu_heatmap_loss(logits: torch.Tensor, g: torch.Tensor, tau: float,
-                    neg_weight: float | None = None) -> dict[str, torch.Tensor]:
+                    neg_weight: float | None = None, other_weight: float | None = None) -> dict[str, torch.Tensor]:
     """Non-negative PU risk (Kiryo et al. 2017) with CenterNet focal terms (alpha 2, beta 4).
 
     With P hard positives, S soft positives, U unlabelled voxels and N known negatives
@@ -53,11 +60,14 @@ def pu_heatmap_loss(logits: torch.Tensor, g: torch.Tensor, tau: float,
         R-_P = -mean_P p^2 log(1-p)        - mean_S g^4 (1-p)^2 log p
         R-_U = -mean_U p^2 log(1-p)
         R-_N = -mean_N p^2 log(1-p)
-        L    = tau R+ + max(0, R-_U - tau R-_P) + w_N R-_N
+        R-_O = -mean_O p^2 log(1-p)
+        L    = tau R+ + max(0, R-_U - tau R-_P) + w_N R-_N + w_O R-_O
 
-    The known-negative term is added outside the non-negative correction (those cells are
-    certainly negative, so it needs none), with weight ``w_N`` =
-    :func:`negative_click_weight` of tau by default.
+    The known-negative terms are added outside the non-negative correction (those cells are
+    certainly negative, so they need none): negative clicks with weight ``w_N`` =
+    :func:`negative_click_weight` of tau by default; the O cells of other classes'
+    labelled particles (code -3, several classes) with ``w_O`` = tau by default: another
+    class's label is as certain, and as rare, as one of this class's own.
 
     Returns a dict with ``loss`` and the four risks.
     """
@@ -70,9 +80,12 @@ def pu_heatmap_loss(logits: torch.Tensor, g: torch.Tensor, tau: float,
     r_neg_p = _mean(-(p**2) * log_1mp, m["hard"]) + _mean(-(gs**4) * (1 - p) ** 2 * log_p, m["soft"])
     r_neg_u = _mean(-(p**2) * log_1mp, m["unl"])
     r_neg_n = _mean(-(p**2) * log_1mp, m["neg"])
+    r_neg_o = _mean(-(p**2) * log_1mp, m["other"])
     w_n = negative_click_weight(tau) if neg_weight is None else neg_weight
-    loss = tau * r_pos + torch.clamp(r_neg_u - tau * r_neg_p, min=0) + w_n * r_neg_n
-    return {"loss": loss, "r_pos": r_pos, "r_neg_p": r_neg_p, "r_neg_u": r_neg_u, "r_neg_n": r_neg_n}
+    w_o = tau if other_weight is None else other_weight
+    loss = tau * r_pos + torch.clamp(r_neg_u - tau * r_neg_p, min=0) + w_n * r_neg_n + w_o * r_neg_o
+    return {"loss": loss, "r_pos": r_pos, "r_neg_p": r_neg_p, "r_neg_u": r_neg_u, "r_neg_n": r_neg_n,
+            "r_neg_o": r_neg_o}
 
 
 def consistency_loss(p1: torch.Tensor, p2: torch.Tensor, used: torch.Tensor | None = None) -> torch.Tensor:

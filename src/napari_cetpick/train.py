@@ -463,9 +463,9 @@ class Trainer:
     def _crop_targets(self, vi: int, o: np.ndarray, grid_shape) -> np.ndarray:
         """Target maps ``(K, *grid_shape)`` of the crop of volume ``vi`` at working origin ``o``.
 
-        Channel k: class k's labels are positives; its own negative clicks, the clicks that
-        hold for every class and (``cross_class_negatives``) the other classes' labels are
-        known negatives.
+        Channel k: class k's labels are positives; its own negative clicks and the clicks
+        that hold for every class are known negatives; the other classes' labels are
+        :data:`~napari_cetpick.data.OTHER_CLASS` cells (weighed by ``cross_class_weight``).
         """
         def near(points_work, blob):
             margin = (blob.radius_work if blob.in_cells else blob.radius_work / self.stride) + 1
@@ -477,10 +477,11 @@ class Trainer:
         maps = []
         for k, (name, blob) in enumerate(zip(self.names, self.blobs)):
             neg = [negs.get(name, np.zeros((0, 3))), negs.get(ALL_CLASSES, np.zeros((0, 3)))]
-            if self.config.cross_class_negatives:
-                neg += [labels[n] for n in self.names if n != name]
+            others = [labels[n] for n in self.names if n != name and self.config.cross_class_weight > 0]
+            others = others or [np.zeros((0, 3))]
             maps.append(D.draw_targets(grid_shape, near(labels[name], blob), blob, self.stride,
-                                       negatives_grid=near(np.concatenate(neg), blob)))
+                                       negatives_grid=near(np.concatenate(neg), blob),
+                                       others_grid=near(np.concatenate(others), blob)))
         t = np.stack(maps)
         keep = self.keep_work[vi]
         if keep is not None:
@@ -518,7 +519,7 @@ class Trainer:
     def _loss(self, crops, targets, t1s, t2s):
         import torch
 
-        from .losses import consistency_loss, contrastive_loss, pu_heatmap_loss
+        from .losses import consistency_loss, contrastive_loss, pu_heatmap_loss, target_masks
 
         cfg = self.config
         x = np.stack([c[0] for c in crops] + [c[1] for c in crops if len(c) > 1])[:, None]
@@ -530,10 +531,11 @@ class Trainer:
         g = torch.from_numpy(targets).to(self.device)  # (B, K, ...)
         g2 = torch.cat([g, g]) if self.two_views else g
         # each class's own PU risk with its own prior, summed: one pass, one step for all
-        l_hm = sum(pu_heatmap_loss(hm[:, k : k + 1], g2[:, k : k + 1], tau, neg_weight=cfg.neg_weight)["loss"]
+        l_hm = sum(pu_heatmap_loss(hm[:, k : k + 1], g2[:, k : k + 1], tau, neg_weight=cfg.neg_weight,
+                                   other_weight=cfg.cross_class_weight * tau)["loss"]
                    for k, tau in enumerate(self.taus))
         p = torch.sigmoid(hm)
-        l_cons = consistency_loss(p[:b], p[b:], g > -1.5) if self.two_views else hm.new_zeros(())
+        l_cons = consistency_loss(p[:b], p[b:], target_masks(g)["used"]) if self.two_views else hm.new_zeros(())
         l_cr = hm.new_zeros(())
         if len(self.taus) > 1:
             # the contrastive regulariser sees particles of any class as positives
