@@ -290,6 +290,12 @@ class TrainSection(Container):
         except CetpickError as err:
             show_error(str(err))
             return None
+        if ckpt.n_classes > 1:
+            # the panel holds one class per model until it has a class list; the CLI detects them all
+            show_error(f"{Path(path).name} holds {ckpt.n_classes} classes ({', '.join(ckpt.class_names)}); the panel "
+                       "works with one class per model for now. Detect all classes at once with: cetpick detect "
+                       f"--model {Path(path).name} --tomogram T.mrc --out-dir picks --format csv")
+            return None
         self._origin = (id(ckpt), f"{Path(path).name}: ")
         history = ckpt.info.get("loss_history") or []
         self._loss_plot.set_history(range(1, len(history) + 1), history)
