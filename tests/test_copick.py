@@ -251,3 +251,31 @@ def test_importing_copick_leaves_the_root_logger_alone():
     before = list(logging.getLogger().handlers)
     _import_copick()
     assert logging.getLogger().handlers == before
+
+
+def test_train_several_objects_into_one_model_and_detect_each_back(tmp_path):
+    from napari_cetpick.checkpoint import Checkpoint
+
+    sim = simulate_tomogram(shape=(48, 128, 128), voxel_size_a=SPACING, snr=1.0, seed=5,
+                            n_particles={"ribosome": 3, "proteasome": 3, "shell": 0, "globular": 0})
+    cfg = _project(tmp_path, {"TS_1": sim.volume})
+    root = copick.from_file(str(cfg))
+    run = root.get_run("TS_1")
+    run.new_picks("proteasome", "1", "alice").from_numpy(zyx_to_copick(sim.particles["proteasome"][:2], SPACING))
+    run.new_picks("ribosome", "1", "alice").from_numpy(zyx_to_copick(sim.particles["ribosome"][:2], SPACING))
+    model = tmp_path / "m.ckpt"
+    assert main(["train", "--copick", str(cfg), "--object", "proteasome", "--object", "ribosome", "--bbox",
+                 "ribosome=20", "--voxel-spacing", "10", "--tomo-type", "wbp", "--max-steps", "1", "--out",
+                 str(model), "--quiet", "--device", "cpu"]) == 0
+    ckpt = Checkpoint.load(model)
+    assert ckpt.class_names == ["proteasome", "ribosome"]
+    # the proteasome's size is its radius in the project (75 Å), the ribosome's the one given
+    assert [c.diameter_vox for c in ckpt.classes] == [pytest.approx(15.0), pytest.approx(20.0)]
+    assert ckpt.info["copick"]["objects"] == ["proteasome", "ribosome"]
+    assert [ckpt.for_class(n).info["n_labels"] for n in ckpt.class_names] == [2, 2]
+    assert main(["detect", "--model", str(model), "--copick", str(cfg), "--voxel-spacing", "10", "--tomo-type",
+                 "wbp", "--threshold", "0", "--K", "5", "--quiet", "--device", "cpu"]) == 0
+    root = copick.from_file(str(cfg))
+    for obj in ("proteasome", "ribosome"):
+        sets = root.get_run("TS_1").get_picks(object_name=obj, user_id="cetpick", session_id="0")
+        assert len(sets) == 1 and len(sets[0].points) == 5
