@@ -161,6 +161,10 @@ class TrainConfig:
         With several classes, each class's labelled particles are known negatives of the
         other classes' channels, with this weight times that channel's τ (1: as much as one of
         its own labels; 0: left unlabelled).
+    balance_classes : bool
+        With several classes, weigh each class's loss by the mean τ over its own τ, so that a
+        rare class shapes the shared network as much as a common one (a class's PU risk
+        scales with its τ). One class: no change.
     """
 
     bbox: float | None = None
@@ -196,6 +200,7 @@ class TrainConfig:
     neg_weight: float | None = None
     classes: list | None = None
     cross_class_weight: float = 1.0
+    balance_classes: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

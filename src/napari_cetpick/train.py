@@ -531,8 +531,10 @@ class Trainer:
         g = torch.from_numpy(targets).to(self.device)  # (B, K, ...)
         g2 = torch.cat([g, g]) if self.two_views else g
         # each class's own PU risk with its own prior, summed: one pass, one step for all
+        mean_tau = float(np.mean(self.taus))
         l_hm = sum(pu_heatmap_loss(hm[:, k : k + 1], g2[:, k : k + 1], tau, neg_weight=cfg.neg_weight,
                                    other_weight=cfg.cross_class_weight * tau)["loss"]
+                   * (mean_tau / tau if cfg.balance_classes else 1.0)
                    for k, tau in enumerate(self.taus))
         p = torch.sigmoid(hm)
         l_cons = consistency_loss(p[:b], p[b:], target_masks(g)["used"]) if self.two_views else hm.new_zeros(())
