@@ -301,3 +301,22 @@ def test_cli_trains_detects_and_evaluates_several_classes(tmp_path, capsys):
                "--out", str(tmp_path / "m2.ckpt"), "--quiet", "--device", "cpu"])
     assert rc == 0
     assert Checkpoint.load(tmp_path / "m2.ckpt").class_names == ["big", "small"]
+
+
+def test_balancing_weighs_each_class_by_the_mean_prior_over_its_own_and_leaves_one_class_alone(monkeypatch):
+    import napari_cetpick.losses as losses
+
+    v, big, small = two_sizes()
+    # every class's own loss 1: what is left is the weight each class gets
+    monkeypatch.setattr(losses, "pu_heatmap_loss", lambda logits, *a, **k: {"loss": logits.sum() * 0 + 1.0})
+    got = {}
+    for balance in (True, False):
+        tr = Trainer([v], [{"big": big[:3], "small": small[:3]}], config(max_steps=1, balance_classes=balance),
+                     device="cpu")
+        got[balance] = tr._loss(*tr._batch())[1].item()
+    taus = np.array(tr.taus)
+    assert taus[0] != pytest.approx(taus[1])
+    assert got[False] == pytest.approx(2.0)
+    assert got[True] == pytest.approx(float(np.sum(taus.mean() / taus)), rel=1e-5)
+    one = Trainer([v], [big[:3]], TrainConfig(bbox=14, bin=1, max_steps=1), device="cpu")
+    assert one._loss(*one._batch())[1].item() == pytest.approx(1.0)  # one class: weight 1
