@@ -268,22 +268,17 @@ def draw_targets(grid_shape, labels_grid: np.ndarray, spec: BlobSpec, stride=PSE
     near = np.floor(labels_grid + 0.5).astype(int)
     ok = np.all((near >= 0) & (near < np.asarray(grid_shape)), axis=1)
     g[tuple(near[ok].T)] = HARD
-    if negatives_grid is not None:
-        cell = np.asarray(stride, float)
-        for c in np.asarray(negatives_grid, float).reshape(-1, 3):
-            win, d2 = _ball_window(c, spec.neg_radius_work, cell, grid_shape)
+    # known negatives, then other classes' particles where no negative click is: neither
+    # overrides a hard positive
+    for points, code in ((negatives_grid, NEGATIVE), (others_grid, OTHER_CLASS)):
+        if points is None:
+            continue
+        for c in np.asarray(points, float).reshape(-1, 3):
+            win, d2 = _ball_window(c, spec.neg_radius_work, np.asarray(stride, float), grid_shape)
             if win is None:
                 continue
             sub = g[win]
-            sub[(d2 <= spec.neg_radius_work**2) & (sub < HARD)] = NEGATIVE
-    if others_grid is not None:
-        cell = np.asarray(stride, float)
-        for c in np.asarray(others_grid, float).reshape(-1, 3):
-            win, d2 = _ball_window(c, spec.neg_radius_work, cell, grid_shape)
-            if win is None:
-                continue
-            sub = g[win]
-            sub[(d2 <= spec.neg_radius_work**2) & (sub < HARD) & (sub != NEGATIVE)] = OTHER_CLASS
+            sub[(d2 <= spec.neg_radius_work**2) & (sub < HARD) & (sub != NEGATIVE)] = code
     return g
 
 
