@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from napari_cetpick.checkpoint import Checkpoint
-from napari_cetpick.config import ALL_CLASSES, ClassSpec, DetectConfig, TrainConfig
+from napari_cetpick.config import ALL_CLASSES, ClassSpec, DetectConfig, TrainConfig, class_colour
 from napari_cetpick.data import HARD, NEGATIVE, OTHER_CLASS, UNLABELLED
 from napari_cetpick.detect import DetectResult, detect, detect_classes, resolve_classes
 from napari_cetpick.errors import CetpickError
@@ -209,7 +209,8 @@ def test_model_file_carries_the_classes(joint, tmp_path):
     back = Checkpoint.load(ck.save(tmp_path / "m.ckpt"))
     assert back.class_names == ["big", "small"] and back.n_classes == 2
     assert [c.diameter_vox for c in back.classes] == [14.0, 7.0]
-    assert back.classes[0].colour == "#ff0000"
+    assert back.classes[0].colour == "#ff0000"  # given
+    assert back.classes[1].colour == class_colour(1)  # the palette's
     assert [c.default_threshold for c in back.classes] == [c.default_threshold for c in ck.classes]
     small = back.for_class("small")
     assert small.diameter_vox == 7.0 and small.class_name == "small" and small.channel == 1

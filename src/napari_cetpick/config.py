@@ -34,6 +34,13 @@ BLOBS = ("physical", "ball", "cetpick")
 DEFAULT_CLASS = "particle"
 #: Key of negative clicks that hold for every class ("none of these").
 ALL_CLASSES = "*"
+#: Colours given to classes in their order when the user gives none (#rrggbb: IMOD objects take them).
+CLASS_PALETTE = ("#ffa500", "#00e5ff", "#7cfc00", "#ff69b4", "#1e90ff", "#ffd700", "#ba55d3", "#ffffff")
+
+
+def class_colour(index: int) -> str:
+    """The palette's colour of the ``index``-th class."""
+    return CLASS_PALETTE[index % len(CLASS_PALETTE)]
 
 
 @dataclass
@@ -354,4 +361,4 @@ class DetectConfig:
         return self
 
 
-__all__ = ["TrainConfig", "ClassSpec", "DEFAULT_CLASS", "ALL_CLASSES", "check_class_name", "DetectConfig", "preset", "network_multiple", "ARCH_SPECS", "ARCHS", "PRESETS", "field"]
+__all__ = ["TrainConfig", "ClassSpec", "class_colour", "CLASS_PALETTE", "DEFAULT_CLASS", "ALL_CLASSES", "check_class_name", "DetectConfig", "preset", "network_multiple", "ARCH_SPECS", "ARCHS", "PRESETS", "field"]

@@ -25,7 +25,7 @@ from . import data as D
 from . import device as _device  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 from . import memory as M
 from .checkpoint import Checkpoint
-from .config import ALL_CLASSES, TrainConfig
+from .config import ALL_CLASSES, TrainConfig, class_colour
 from .errors import CetpickError, plain
 
 
@@ -639,7 +639,7 @@ class Trainer:
             }
             classes.append(ModelClass(name, float(self.diameters_vox[k]), float(self.taus[k]),
                                       float(cal.threshold) if cal is not None else 0.5,
-                                      colour=self.specs[k].colour, info=cinfo))
+                                      colour=self.specs[k].colour or class_colour(k), info=cinfo))
         info = {
             "steps": self._prev_steps + self.step, "total_steps": self.total_steps, "status": self.status,
             "elapsed_s": round(self.elapsed_s, 2), "device": self.device_name,
