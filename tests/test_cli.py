@@ -240,13 +240,19 @@ def test_ctrl_c_with_a_real_signal(sim_files, tmp_path):
     argv = ["train", "--tomogram", str(paths["tomogram"]), "--labels", str(paths["labels"]), "--bbox", "15",
             "--tau", "0.05", "--out", str(model), "--device", "cpu", "--batch-size", "1",
             "--max-steps", "100000", "--num_epochs", "100000"]
-    proc = subprocess.Popen([sys.executable, "-m", "napari_cetpick.cli", *argv], stderr=subprocess.PIPE, text=True)
+    # -X faulthandler: should it ever hang after Ctrl-C, SIGABRT makes it print where it is
+    proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "napari_cetpick.cli", *argv],
+                            stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stderr.readline()  # printed once the trainer is ready, just before the first step
         assert line.startswith("Training"), line
         time.sleep(3.0)
         proc.send_signal(signal.SIGINT)
-        err = proc.communicate(timeout=120)[1]
+        try:
+            err = proc.communicate(timeout=120)[1]
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            pytest.fail("no exit 120 s after Ctrl-C; where it hung:\n" + proc.communicate(timeout=30)[1][-4000:])
     finally:
         proc.kill()
     assert proc.returncode == 130, err
