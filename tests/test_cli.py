@@ -240,9 +240,12 @@ def test_ctrl_c_with_a_real_signal(sim_files, tmp_path):
     argv = ["train", "--tomogram", str(paths["tomogram"]), "--labels", str(paths["labels"]), "--bbox", "15",
             "--tau", "0.05", "--out", str(model), "--device", "cpu", "--batch-size", "1",
             "--max-steps", "100000", "--num_epochs", "100000"]
-    # -X faulthandler: should it ever hang after Ctrl-C, SIGABRT makes it print where it is
+    # A child inherits an ignored SIGINT (earlier tests' libraries may leave it so in this process) and
+    # Python then installs no Ctrl-C handler: give the child the default, as a terminal would.
+    # -X faulthandler: should it ever hang after Ctrl-C, SIGABRT makes it print where it is.
     proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "napari_cetpick.cli", *argv],
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stderr.readline()  # printed once the trainer is ready, just before the first step
         assert line.startswith("Training"), line
