@@ -19,6 +19,7 @@ from napari_cetpick.config import ClassSpec, DetectConfig, TrainConfig, class_co
 from napari_cetpick.detect import detect_classes
 from napari_cetpick.errors import CetpickError
 from napari_cetpick.io import open_tomogram, read_points, write_tomogram
+from napari_cetpick.io.points import hex_to_rgb
 from napari_cetpick.train import Trainer
 from napari_cetpick.utils import run_generator
 
@@ -106,8 +107,8 @@ def test_mod_has_one_named_object_per_class_in_the_model_colours(model, tomogram
     assert [sum(len(c.points) for c in o.contours) for o in mod.objects] == [result.classes[c]["picks"]
                                                                              for c in CLASSES]
     assert mod.objects[0].color == pytest.approx((1.0, 0.0, 0.0))  # the class's colour, "#ff0000"
-    palette = class_colour(1)  # none given: the class's default colour from the palette
-    assert mod.objects[1].color == pytest.approx(tuple(int(palette[i:i + 2], 16) / 255 for i in (1, 3, 5)), abs=1e-6)
+    # none given: the class's default colour from the palette
+    assert mod.objects[1].color == pytest.approx(hex_to_rgb(class_colour(1)), abs=1e-6)
     ps = read_points(tmp_path / "t1_picks.mod")
     assert sorted(set(ps.features["class"])) == sorted(c for c in CLASSES if result.classes[c]["picks"])
 

@@ -216,7 +216,6 @@ def test_write_large_noise_tomogram(tmp_path):
         assert 0.9 < float(mrc.data.std()) < 1.1
 
 
-@pytest.mark.slow
 def test_classes_that_do_not_fit_the_ice_are_left_out():
     # 10 Å voxels, 32 slices: a 25 nm ribosome cannot fit in 21 nm of ice.
     sim = simulate_tomogram((32, 64, 64), voxel_size_a=10.0, seed=0)
