@@ -184,3 +184,25 @@ def layer_to_pointset(layer_or_attributes, data=None) -> PointSet:
         tomogram_name=meta.get("tomogram_name")
         or (Path(meta["path"]).stem if meta.get("path") else None),
     )
+
+
+def _same_transform(a, b) -> bool:
+    return (np.allclose(a.scale, b.scale) and np.allclose(a.translate, b.translate)
+            and np.allclose(a.rotate, b.rotate) and np.allclose(a.shear, b.shear)
+            and np.allclose(a.affine.affine_matrix, b.affine.affine_matrix))
+
+
+def points_in_image_frame(points_layer, image_layer) -> np.ndarray:
+    """``(n, 3)`` zyx positions of a Points layer in the image layer's voxel indices."""
+    pts = np.asarray(points_layer.data, float).reshape(-1, 3)
+    if len(pts) == 0 or _same_transform(points_layer, image_layer):
+        return pts.copy()
+    return np.array([image_layer.world_to_data(points_layer.data_to_world(p)) for p in pts], float)
+
+
+def image_to_points_frame(zyx, image_layer, points_layer) -> np.ndarray:
+    """Tomogram voxel positions in a Points layer's data frame (inverse of the above)."""
+    pts = np.asarray(zyx, float).reshape(-1, 3)
+    if len(pts) == 0 or _same_transform(points_layer, image_layer):
+        return pts.copy()
+    return np.array([points_layer.world_to_data(image_layer.data_to_world(p)) for p in pts], float)

@@ -1,32 +1,45 @@
-"""Autosave of each tomogram's labels and negatives, offered back when it is reopened.
+"""Autosave of each tomogram's session, offered back when the tomogram is opened again.
 
-Clicks are precious: a second or two after every change the labels and negatives of the
-changed tomogram are written as CSV in the tomogram file's own frame (readable by Import,
-File › Open and ``cetpick train``) — beside the tomogram file, or in a session folder the
-user chooses, or (for tomograms without a file, or a read-only folder) in
+Clicks are precious: a moment after every change, the changed tomogram's session (labels,
+negatives, ignore shapes, review decisions, chosen threshold, model file; see
+:mod:`napari_cetpick._napari.session_file`) is written atomically as
+``{stem}.cetpick-session.json`` — beside the tomogram file, or in a session folder the user
+chooses, or (tomograms without a file, read-only folders) in
 ``~/.cache/napari-cetpick/autosave`` (``CETPICK_AUTOSAVE_DIR`` overrides it).
+
+When a tomogram with a saved session is opened, nothing is written for it until the user
+chose: Restore adds the saved points to its layers (merged, no duplicates); Dismiss moves
+the old file aside (``….previous.json``) and autosave starts afresh. Nothing is ever deleted.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
 import os
-import re
 from pathlib import Path
 
+import numpy as np
 from magicgui.widgets import Container, PushButton
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 
-from napari_cetpick._napari.layers import layout_from_meta
+from napari_cetpick._napari.session import PanelState, TomogramRecord
+from napari_cetpick._napari.session_file import (
+    SessionData,
+    keep_previous,
+    read_session,
+    safe_stem,
+    session_file_name,
+    write_session,
+)
 from napari_cetpick.errors import CetpickError
 from napari_cetpick.widgets import _layers as L
-from napari_cetpick.widgets._common import plural, row, status_label
-from napari_cetpick.widgets._state import PanelState, TomogramRecord
+from napari_cetpick.widgets._common import row, status_label
 from napari_cetpick.widgets._tracking import LayerTracker
 
-KINDS = ("labels", "negatives")
 DELAY_MS = 1500
+SESSION_FILTER = "cetpick session (*.cetpick-session.json);;All files (*)"
+LEGACY_KINDS = ("labels", "negatives")  # the CSV autosaves of versions before the session file
 
 
 def default_folder() -> Path:
@@ -35,159 +48,317 @@ def default_folder() -> Path:
 
 def _stem(rec: TomogramRecord) -> str:
     path = L.tomogram_meta(rec.layer).get("path")
-    name = Path(path).stem if path else rec.name
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+    return safe_stem(Path(path).stem if path else rec.name)
 
 
 class AutosaveBox(Container):
-    """Where autosaves go, and the offer to restore them."""
+    """Where sessions are saved, the offer to restore one, explicit Save/Open session.
 
-    def __init__(self, state: PanelState, tracker: LayerTracker, ask_folder, new_points_layer):
+    Parameters
+    ----------
+    restore_points : callable(record, kind, zyx) -> int
+        Adds positions to a record's labels or negatives layer (made when missing), skipping
+        ones already there; returns how many were added.
+    add_ignore_shapes : callable(record, shapes, z_range)
+        Makes the record's ignore-regions layer from saved shapes.
+    load_model : callable(path) -> Checkpoint or None
+    """
+
+    def __init__(self, state: PanelState, tracker: LayerTracker, ask_folder, ask_path, restore_points,
+                 add_ignore_shapes, load_model):
         super().__init__(labels=False)
-        self._state, self._tracker, self._ask_folder = state, tracker, ask_folder
-        self._new_points_layer = new_points_layer
+        self._state, self._tracker, self._ask_folder, self._ask_path = state, tracker, ask_folder, ask_path
+        self._restore_points, self._add_ignore_shapes, self._load_model = restore_points, add_ignore_shapes, load_model
         self.session_folder: Path | None = None
         self._dirty: dict[int, TomogramRecord] = {}
-        self._offered: set = set()
-        self._offer: tuple | None = None  # (record, {kind: path})
+        self._offers: dict[int, tuple[Path, SessionData]] = {}  # id(record) -> the saved session offered
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(DELAY_MS)
         self._timer.timeout.connect(self.save_now)
         self._folder_label = status_label("Autosave: beside each tomogram file.",
-                                          "Labels and negatives are saved a moment after every change.")
+                                          "Each tomogram's labels, negatives, ignore shapes, decisions and threshold "
+                                          "are saved a moment after every change.")
         self._folder_button = PushButton(text="Folder…", tooltip="Autosave into a session folder of your choice "
                                                                 "instead of beside the tomograms.")
-        self._restore_label = status_label("", "Autosaved clicks found for this tomogram.")
-        self._restore_button = PushButton(text="Restore", tooltip="Add the autosaved labels and negatives.")
-        self._dismiss_button = PushButton(text="Dismiss", tooltip="Keep the layers as they are.")
+        self._save_session_button = PushButton(
+            text="Save session…", tooltip="Write the selected tomogram's session (labels, negatives, ignore shapes, "
+                                          "decisions, threshold, model file) to a file of your choice.")
+        self._open_session_button = PushButton(
+            text="Open session…", tooltip="Add a saved session's labels, negatives, ignore shapes and decisions to "
+                                          "the selected tomogram (same shape).")
+        self._restore_label = status_label("", "A saved session was found for this tomogram.")
+        self._restore_button = PushButton(text="Restore", tooltip="Add the saved labels, negatives, ignore shapes "
+                                                                  "and decisions to this tomogram's layers.")
+        self._dismiss_button = PushButton(text="Dismiss", tooltip="Start afresh: the saved session is kept aside "
+                                                                  "as ….previous.json, never deleted.")
         self._restore_row = row(self._restore_label, self._restore_button, self._dismiss_button)
-        self.extend([row(self._folder_label, self._folder_button), self._restore_row])
+        self.extend([row(self._folder_label, self._folder_button),
+                     row(self._save_session_button, self._open_session_button), self._restore_row])
         self._restore_row.visible = False
         self._folder_button.changed.connect(self._on_folder_clicked)
+        self._save_session_button.changed.connect(self._on_save_session_clicked)
+        self._open_session_button.changed.connect(self._on_open_session_clicked)
         self._restore_button.changed.connect(self._on_restore_clicked)
         self._dismiss_button.changed.connect(self._on_dismiss_clicked)
-        state.points_changed.connect(self._on_points_changed)
+        for signal in (state.points_changed, state.picks_changed, state.detection_changed):
+            signal.connect(self._on_record_changed)
+        state.mask_changed.connect(lambda: self._on_record_changed(state.current))
         state.current_changed.connect(self._on_current_changed)
+        state.closed.connect(self._on_closed)
 
     # ------------------------------------------------------------------ where
-    def paths(self, rec: TomogramRecord, for_writing: bool = False) -> dict[str, Path]:
-        """The autosave files of a tomogram's labels and negatives."""
-        stem = _stem(rec)
+    def _folders(self, rec: TomogramRecord) -> list[Path]:
         folders = [self.session_folder] if self.session_folder else []
         path = L.tomogram_meta(rec.layer).get("path")
         if not self.session_folder and path:
             folders.append(Path(path).parent)
         folders.append(default_folder())
-        for folder in folders:
-            files = {k: folder / f"{stem}_cetpick_{k}.csv" for k in KINDS}
+        return folders
+
+    def path(self, rec: TomogramRecord, for_writing: bool = False) -> Path:
+        """The session file of a tomogram: the first existing one, or the first writable folder's."""
+        name = session_file_name(_stem(rec))
+        for folder in self._folders(rec):
             if for_writing:
                 with contextlib.suppress(OSError):
                     folder.mkdir(parents=True, exist_ok=True)
                     if os.access(folder, os.W_OK):
-                        return files
-            elif any(f.is_file() for f in files.values()):
-                return files
-        return {k: default_folder() / f"{stem}_cetpick_{k}.csv" for k in KINDS}
+                        return folder / name
+            elif (folder / name).is_file():
+                return folder / name
+        return default_folder() / name
 
     def _on_folder_clicked(self, *_) -> None:
-        folder = self._ask_folder("Autosave labels and negatives into")
+        folder = self._ask_folder("Autosave sessions into")
         if folder:
             self.set_session_folder(folder)
 
     def set_session_folder(self, folder) -> None:
         self.session_folder = Path(folder)
         self._folder_label.value = f"Autosave: {self.session_folder}"
-        self._offered.clear()
-        self._on_current_changed(self._state.current)
+        for rec in self._state.records.values():
+            if rec.autosave == "clear" and id(rec) not in self._offers:
+                self._dirty[id(rec)] = rec  # write into the new folder too
+        rec = self._state.current
+        if rec is not None and rec.autosave == "clear" and self._state.snapshot(rec).is_empty():
+            rec.autosave = "unchecked"  # nothing of the user's yet: look for a session there
+        self._on_current_changed(rec)
 
     # ------------------------------------------------------------------ saving
-    def _on_points_changed(self, rec=None) -> None:
+    def _on_record_changed(self, rec=None) -> None:
         if rec is not None:
             self._dirty[id(rec)] = rec
             self._timer.start()
 
     def save_now(self) -> list[Path]:
-        """Write the changed tomograms' labels and negatives now; returns the files written."""
-        from napari_cetpick.io import write_points
-
+        """Write the changed tomograms' sessions now (not those whose saved session awaits the
+        user's choice); returns the files written."""
         self._timer.stop()
-        written = []
-        dirty, self._dirty = list(self._dirty.values()), {}
-        for rec in dirty:
+        written, failed = [], []
+        for key, rec in list(self._dirty.items()):
             if not self._state.live(rec.layer):
+                self._dirty.pop(key, None)
                 continue
-            meta = L.tomogram_meta(rec.layer)
-            for kind, path in self.paths(rec, for_writing=True).items():
-                layer = getattr(rec, kind)
-                try:
-                    if layer is None or not self._state.live(layer) or len(layer.data) == 0:
-                        path.unlink(missing_ok=True)
-                        continue
-                    zyx = L.points_in_image_frame(layer, rec.layer)
-                    written.append(write_points(path, zyx, fmt="csv", layout=layout_from_meta(meta),
-                                                tomogram_name=meta.get("tomogram_name"), shape_zyx=rec.shape))
-                except (CetpickError, OSError) as err:
-                    self._folder_label.value = f"Autosave failed: {err}"
-        if written:
+            if rec.autosave == "unchecked":
+                self._check(rec)
+            if rec.autosave != "clear":
+                continue  # waits for Restore or Dismiss
+            self._dirty.pop(key, None)
+            try:
+                out = self._write(rec)
+            except (CetpickError, OSError) as err:
+                failed.append(f"{rec.name}: {err}")
+                continue
+            if out is not None:
+                written.append(out)
+        if failed:
+            self._folder_label.value = "Autosave failed: " + "; ".join(failed)
+        elif written:
             stamp = dt.datetime.now().strftime("%H:%M:%S")
-            where = self.session_folder or written[-1].parent
-            self._folder_label.value = f"Autosaved at {stamp} in {where}"
+            self._folder_label.value = f"Autosaved at {stamp} in {self.session_folder or written[-1].parent}"
         return written
 
-    # ------------------------------------------------------------------ restoring
+    def _write(self, rec: TomogramRecord) -> Path | None:
+        data = self._state.snapshot(rec)
+        path = self.path(rec, for_writing=True)
+        if data.is_empty() and not path.is_file():
+            return None  # nothing of the user's yet: no file
+        return write_session(path, data)
+
+    def _on_closed(self, rec: TomogramRecord) -> None:
+        """A tomogram is being closed: save it now, while its layers are still there."""
+        self._offers.pop(id(rec), None)
+        self._dirty.pop(id(rec), None)
+        if rec.autosave == "clear":
+            with contextlib.suppress(CetpickError, OSError):
+                self._write(rec)
+        if self._state.current is rec:
+            self._restore_row.visible = False
+
+    # ------------------------------------------------------------------ offering back
+    def _check(self, rec: TomogramRecord) -> None:
+        """Look for a saved session of a tomogram opened in this panel; offer it when it holds
+        something the open layers do not."""
+        rec.autosave = "clear"
+        path = self.path(rec)
+        try:
+            data = read_session(path, rec.shape) if path.is_file() else self._legacy(rec)
+        except CetpickError as err:
+            moved = keep_previous(path)
+            show_error(f"Could not read the saved session of {rec.name}: {err}. It was kept as {moved.name}.")
+            return
+        if data is None or not _adds_something(data, self._state.snapshot(rec)):
+            return
+        rec.autosave = "offered"
+        self._offers[id(rec)] = (path, data)
+
+    def _legacy(self, rec: TomogramRecord) -> SessionData | None:
+        """The labels and negatives CSVs that versions before the session file autosaved."""
+        from napari_cetpick._napari.reader import read_points_for_tomogram
+
+        found = {}
+        for folder in self._folders(rec):
+            for kind in LEGACY_KINDS:
+                f = folder / f"{_stem(rec)}_cetpick_{kind}.csv"
+                if kind not in found and f.is_file():
+                    found[kind] = read_points_for_tomogram(f, L.tomogram_meta(rec.layer)).zyx
+        if not found:
+            return None
+        return SessionData(tomogram={"name": rec.name, "shape": list(rec.shape)},
+                           labels=found.get("labels", np.zeros((0, 3))),
+                           negatives=found.get("negatives", np.zeros((0, 3))))
+
     def _on_current_changed(self, rec=None) -> None:
-        """Offer the autosaved clicks of a tomogram seen for the first time in this panel."""
-        self._restore_row.visible = False
-        self._offer = None
-        if rec is None or id(rec) in self._offered:
-            return
-        self._offered.add(id(rec))
-        files = {k: p for k, p in self.paths(rec).items() if p.is_file()}
-        counts = {k: _count_rows(p) for k, p in files.items()}
-        if not files or all(counts[k] <= rec.count(k) for k in files):
-            return
-        stamp = dt.datetime.fromtimestamp(max(p.stat().st_mtime for p in files.values())).strftime("%d %b %H:%M")
-        what = " and ".join(plural(counts[k], k[:-1]) for k in files)
-        self._restore_label.value = f"Autosaved {what} of {rec.name} ({stamp})."
-        self._offer = (rec, files)
-        self._restore_row.visible = True
+        if rec is not None and rec.autosave == "unchecked":
+            self._check(rec)
+        offer = None if rec is None else self._offers.get(id(rec))
+        self._restore_row.visible = offer is not None
+        if offer is not None:
+            path, data = offer
+            when = data.saved_at.replace("T", " ")[:16] if data.saved_at else \
+                dt.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M") if path.is_file() else ""
+            self._restore_label.value = f"Saved session of {rec.name}{f' ({when})' if when else ''}: {data.describe()}."
+            self._restore_label.tooltip = str(path)
 
     def _on_restore_clicked(self, *_) -> None:
         self.restore()
 
-    def restore(self) -> int:
-        """Add the offered autosaved points to the tomogram's labels and negatives layers."""
-        from napari_cetpick._napari.reader import read_points_for_tomogram
-
-        if self._offer is None:
+    def restore(self, rec: TomogramRecord | None = None) -> int:
+        """Add the offered session to the tomogram (the current one by default); returns the
+        number of points added."""
+        rec = rec or self._state.current
+        offer = None if rec is None else self._offers.pop(id(rec), None)
+        if offer is None:
             return 0
-        rec, files = self._offer
-        n = 0
-        for kind, path in files.items():
-            try:
-                ps = read_points_for_tomogram(path, L.tomogram_meta(rec.layer))
-            except CetpickError as err:
-                show_error(f"Could not restore {path.name}: {err}")
-                continue
-            layer = getattr(rec, kind)
-            if layer is None or not self._state.live(layer) or len(layer.data):
-                layer = self._new_points_layer(kind, announce=False)
-                layer.name = f"{kind} (restored)"
-                layer.mode = "pan_zoom"
-            self._tracker.add_point(layer, rec, ps.zyx)
-            n += len(ps.zyx)
-        self._on_dismiss_clicked()
-        show_info(f"Restored {plural(n, 'point')} for {rec.name}.")
+        n = self.apply(rec, offer[1])
+        self._settle(rec)
+        show_info(f"Restored {n} point{'' if n == 1 else 's'} for {rec.name} ({offer[1].describe()} saved).")
         return n
 
     def _on_dismiss_clicked(self, *_) -> None:
-        self._offer = None
-        self._restore_row.visible = False
+        self.dismiss()
+
+    def dismiss(self, rec: TomogramRecord | None = None) -> Path | None:
+        """Start afresh: move the offered session file aside and let autosave write again."""
+        rec = rec or self._state.current
+        offer = None if rec is None else self._offers.pop(id(rec), None)
+        if offer is None:
+            return None
+        moved = keep_previous(offer[0]) if offer[0].name.endswith(".json") else None
+        self._settle(rec)
+        if moved is not None:
+            show_info(f"The saved session of {rec.name} was kept as {moved}.")
+        return moved
+
+    def _settle(self, rec: TomogramRecord) -> None:
+        rec.autosave = "clear"
+        if rec is self._state.current:
+            self._restore_row.visible = False
+        self._dirty[id(rec)] = rec
+        self.save_now()
+
+    def apply(self, rec: TomogramRecord, data: SessionData) -> int:
+        """Put a session's points, shapes, decisions, threshold and model into a tomogram."""
+        n = 0
+        for kind in ("labels", "negatives"):
+            zyx = getattr(data, kind)
+            if len(zyx):
+                n += self._restore_points(rec, kind, zyx)
+        if data.ignore and (rec.ignore is None or not self._state.live(rec.ignore)):
+            self._add_ignore_shapes(rec, data.ignore, data.ignore_z_range)
+        if len(data.removed):
+            rec.edits.remove(data.removed)
+        if len(data.kept):
+            rec.edits.keep(data.kept, data.kept_scores)
+        rec.restored = {k: v for k, v in (("threshold", data.threshold), ("min_distance_vox", data.min_distance_vox))
+                        if v is not None}
+        if self._state.checkpoint is None and data.model_path and Path(data.model_path).is_file():
+            self._load_model(data.model_path)
+        if rec.result is not None:
+            if "threshold" in rec.restored:
+                rec.chosen.add("threshold")
+            if "min_distance_vox" in rec.restored:
+                rec.chosen.add("min_distance")
+            self._tracker.reselect(rec, threshold=rec.restored.get("threshold"),
+                                   min_distance=rec.restored.get("min_distance_vox"))
+            self._state.detection_changed.emit(rec)
+        return n
+
+    # ------------------------------------------------------------------ explicit files
+    def _on_save_session_clicked(self, *_) -> None:
+        rec = self._state.current
+        if rec is None:
+            show_error("Open a tomogram first.")
+            return
+        path = self._ask_path(True, "Save session", SESSION_FILTER, str(self.path(rec, for_writing=True)))
+        if path:
+            self.save_session(path)
+
+    def save_session(self, path, rec: TomogramRecord | None = None) -> Path | None:
+        rec = rec or self._state.current
+        path = Path(path)
+        if not path.name.endswith(".json"):
+            path = path.with_name(path.name + ".cetpick-session.json")
+        try:
+            out = write_session(path, self._state.snapshot(rec))
+        except OSError as err:
+            show_error(f"Could not save the session: {err}")
+            return None
+        show_info(f"Session of {rec.name} saved to {out}")
+        return out
+
+    def _on_open_session_clicked(self, *_) -> None:
+        if self._state.current is None:
+            show_error("Open the session's tomogram first: a session is added to the selected tomogram.")
+            return
+        path = self._ask_path(False, "Open session", SESSION_FILTER)
+        if path:
+            self.open_session(path)
+
+    def open_session(self, path, rec: TomogramRecord | None = None) -> int | None:
+        rec = rec or self._state.current
+        try:
+            data = read_session(path, rec.shape)
+        except CetpickError as err:
+            show_error(str(err))
+            return None
+        self._offers.pop(id(rec), None)
+        n = self.apply(rec, data)
+        self._settle(rec)
+        show_info(f"Opened {Path(path).name} onto {rec.name}: {data.describe()}.")
+        return n
 
 
-def _count_rows(path: Path) -> int:
-    with contextlib.suppress(OSError):
-        with open(path, encoding="utf-8") as fh:
-            return max(sum(1 for line in fh if line.strip()) - 1, 0)  # minus the header
-    return 0
+def _adds_something(saved: SessionData, now: SessionData) -> bool:
+    """True when restoring ``saved`` would give the user something the open layers lack."""
+    def new(a, b) -> int:
+        if len(a) == 0:
+            return 0
+        if len(b) == 0:
+            return len(a)
+        d = np.min(np.linalg.norm(a[:, None, :] - b[None, :, :], axis=-1), axis=1)
+        return int(np.sum(d > 1e-3))
+
+    return bool(new(saved.labels, now.labels) or new(saved.negatives, now.negatives) or saved.ignore
+                or len(saved.kept) or len(saved.removed) or saved.threshold is not None)

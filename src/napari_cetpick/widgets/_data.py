@@ -9,7 +9,7 @@ from napari_cetpick._napari.layers import layer_cetpick_meta
 from napari_cetpick._napari.styles import restyle
 from napari_cetpick.widgets import _layers as L
 from napari_cetpick.widgets._common import heading, narrow, plural, row, status_label
-from napari_cetpick.widgets._state import DIAMETER_UNITS, PanelState
+from napari_cetpick._napari.session import DIAMETER_UNITS, PanelState
 from napari_cetpick.widgets._tracking import LayerTracker
 
 
@@ -101,11 +101,16 @@ class DataSection(Container):
         return meta.get("source") == tomo.name or (
             bool(meta.get("tomogram_name")) and meta.get("tomogram_name") == tmeta.get("tomogram_name"))
 
-    def _default_points(self, choices, tomo, fallback: bool):
-        mine = [layer for _, layer in choices if self._belongs(layer, tomo)]
+    def _default_points(self, choices, rec, fallback: bool):
+        """This tomogram's own layer; else (``fallback``) a layer of no other open tomogram."""
+        mine = [layer for _, layer in choices if self._belongs(layer, rec.layer)
+                and not self._state.held_by_another(layer, rec)]
         if mine:
             return mine[0]
-        return choices[0][1] if (fallback and choices) else None
+        if fallback:
+            free = [layer for _, layer in choices if not self._state.belongs_elsewhere(layer, rec)]
+            return free[0] if free else None
+        return None
 
     def reset_choices(self, *_) -> None:
         """Refresh the layer lists; keep current choices that still exist."""
@@ -161,9 +166,9 @@ class DataSection(Container):
             super().reset_choices()
             if rec is not None:
                 if rec.labels is None or not self._state.live(rec.labels):
-                    rec.labels = self._default_points(self._labels_choices(), rec.layer, fallback=True)
+                    rec.labels = self._default_points(self._labels_choices(), rec, fallback=True)
                 if rec.negatives is None or not self._state.live(rec.negatives):
-                    rec.negatives = self._default_points(self._negatives_choices(), rec.layer, fallback=False)
+                    rec.negatives = self._default_points(self._negatives_choices(), rec, fallback=False)
             for combo, layer in ((self._labels_combo, None if rec is None else rec.labels),
                                  (self._negatives_combo, None if rec is None else rec.negatives)):
                 combo.value = layer if layer is not None and any(c is layer for c in combo.choices) else None
@@ -259,14 +264,15 @@ class DataSection(Container):
         self._labels_count_label.value = plural(n_lab, "label")
         self._negatives_count_label.value = plural(n_neg, "negative")
 
-    def new_points_layer(self, what: str, announce: bool = True):
-        """Make an empty labels or negatives layer for the current tomogram and select it."""
-        rec = self._state.current
+    def new_points_layer(self, what: str, announce: bool = True, rec=None):
+        """Make an empty labels or negatives layer for a tomogram (the current one) and select it."""
+        rec = rec or self._state.current
         if rec is None:
             show_error("Open a tomogram (or File › Open Sample › cetpick) before adding labels.")
             return None
         size = self._state.diameter_vox(rec) or 10.0
-        name = "labels" if what == "labels" else f"{rec.name} negatives"
+        others = [r for r in self._state.records.values() if r is not rec and self._state.live(r.layer)]
+        name = ("labels" if not others else f"{rec.name} labels") if what == "labels" else f"{rec.name} negatives"
         layer = L.add_points_layer(self._state.viewer, rec.layer, what, size, name=name)
         layer.mode = "add"
         setattr(rec, what, layer)
@@ -276,6 +282,22 @@ class DataSection(Container):
         if announce and what == "labels":
             show_info("Click particle centres in the 'labels' layer; a few dozen across the tomogram is plenty.")
         return layer
+
+    def restore_points(self, rec, what: str, zyx) -> int:
+        """Add tomogram-voxel positions to a record's labels or negatives layer (made when it has
+        none), skipping positions already there; returns how many were added."""
+        zyx = np.asarray(zyx, float).reshape(-1, 3)
+        layer = getattr(rec, what)
+        if layer is None or not self._state.live(layer):
+            layer = self.new_points_layer(what, announce=False, rec=rec)
+            layer.mode = "pan_zoom"
+        have = rec.points(what)
+        if len(have) and len(zyx):
+            d = np.min(np.linalg.norm(zyx[:, None, :] - have[None, :, :], axis=-1), axis=1)
+            zyx = zyx[d > 1e-3]
+        if len(zyx):
+            self._tracker.add_point(layer, rec, zyx)
+        return len(zyx)
 
     def _on_new_labels_clicked(self, *_) -> None:
         self.new_points_layer("labels")

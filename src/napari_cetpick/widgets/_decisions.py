@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_cetpick.widgets import _layers as L
-from napari_cetpick.widgets._state import PanelState, TomogramRecord
+from napari_cetpick._napari.session import PanelState, TomogramRecord
 from napari_cetpick.widgets._tracking import LayerTracker
 
 

@@ -12,7 +12,7 @@ from napari_cetpick.errors import CetpickError
 from napari_cetpick.widgets._common import fmt_duration, heading, holder, plural, row, status_label
 from napari_cetpick.widgets._plots import ScoreHistogram
 from napari_cetpick.widgets._runner import WorkerRunner
-from napari_cetpick.widgets._state import PanelState, TomogramRecord
+from napari_cetpick._napari.session import PanelState, TomogramRecord
 from napari_cetpick.widgets._tracking import LayerTracker
 from napari_cetpick.widgets._workers import DetectDone, DetectFailed, DetectItem, DetectStep, detect_job
 
@@ -94,12 +94,12 @@ class DetectSection(Container):
 
         return [(lay.name, L.unwrap(lay)) for lay in self._state.viewer.layers if L.is_tomogram_layer(lay)]
 
-    def detect(self, recs: list[TomogramRecord], kind: str = "detect", keep_threshold: bool = False) -> bool:
+    def detect(self, recs: list[TomogramRecord], kind: str = "detect") -> bool:
         """Detect in these tomograms in the background; False when the inputs are unusable.
 
-        With ``keep_threshold`` the picks come back at the threshold and minimum distance the
-        user chose for each tomogram (after Improve), where they chose one, instead of the
-        model's defaults.
+        Where the user chose a threshold or minimum distance for a tomogram, the new picks
+        keep it (a threshold as the same margin over a retrained model's default), so
+        neither Detect nor Improve undoes a choice.
         """
         try:
             items = [DetectItem(r.layer.unique_id, r.name, r.layer.data, r.voxel_size_a, self._state.keep_mask(r))
@@ -113,13 +113,13 @@ class DetectSection(Container):
             r.layer.unique_id: (r.result.threshold if "threshold" in r.chosen else None,
                                 r.result.model_threshold,
                                 r.result.min_distance_vox if "min_distance" in r.chosen else None)
-            for r in recs if keep_threshold and r.result is not None and r.chosen}
+            for r in recs if r.result is not None and r.chosen}
         self._detect_progress.value = 0
         self._detect_status_label.value = "Starting…"
         config = DetectConfig(views=2 if self._two_views_check.value else 1)
         job = partial(detect_job, self._state.checkpoint, items, config, str(self._device()))
         self._runner.start(kind, job, yielded=self._on_detect_yielded, returned=self._on_detect_returned,
-                           on_error=self._on_error)
+                           on_error=self._on_error, uses=[r.layer.unique_id for r in recs])
         return True
 
     def _on_cancel_clicked(self, *_) -> None:
@@ -161,6 +161,10 @@ class DetectSection(Container):
         if kept is not None:
             result.reselect(threshold=carried_threshold(kept[0], kept[1], result.model_threshold),
                             min_distance_vox=kept[2])
+        elif rec.result is None and rec.restored:  # the first detection after a restored session
+            result.reselect(threshold=rec.restored.get("threshold"), min_distance_vox=rec.restored.get("min_distance_vox"))
+            rec.chosen.update({"threshold"} if "threshold" in rec.restored else set())
+            rec.chosen.update({"min_distance"} if "min_distance_vox" in rec.restored else set())
         rec.result = result
         rec.heatmap = L.show_heatmap(self._state.viewer, rec.layer, result)
         self._tracker.reselect(rec)

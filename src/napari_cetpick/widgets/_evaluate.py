@@ -8,7 +8,7 @@ from napari_cetpick._napari.masks import box_around_points, box_from_shapes, des
 from napari_cetpick.errors import CetpickError
 from napari_cetpick.widgets import _layers as L
 from napari_cetpick.widgets._common import heading, narrow, row, status_label
-from napari_cetpick.widgets._state import PanelState
+from napari_cetpick._napari.session import PanelState
 
 
 class EvaluateSection(Container):
@@ -48,7 +48,7 @@ class EvaluateSection(Container):
             w.changed.connect(self._on_settings_changed)
         self._new_box_button.changed.connect(self._on_new_box_clicked)
         state.picks_changed.connect(self._on_picks_changed)
-        state.current_changed.connect(self.update)
+        state.current_changed.connect(self.reset_choices)
         self._watched_box = None
 
     # ------------------------------------------------------------------ choices
@@ -69,20 +69,27 @@ class EvaluateSection(Container):
         labels = None if rec is None else rec.labels
         wanted = layer_cetpick_meta(labels).get("label_class") if labels is not None else None
         candidates = [lay for _, lay in self._truth_choices()
-                      if layer_cetpick_meta(lay).get("truth_class") or layer_cetpick_meta(lay).get("kind") == "truth"]
+                      if (layer_cetpick_meta(lay).get("truth_class") or layer_cetpick_meta(lay).get("kind") == "truth")
+                      and not (rec is not None and self._state.belongs_elsewhere(lay, rec))]
         for lay in candidates:
             if wanted and layer_cetpick_meta(lay).get("truth_class") == wanted:
                 return lay
         return candidates[0] if candidates else None
 
     def reset_choices(self, *_) -> None:
+        """Refresh the layer lists and show the selected tomogram's own truth, box and slices."""
+        rec = self._state.current
         self._updating = True
         try:
             super().reset_choices()
-            if self._truth_combo.value is None:
-                truth = self._default_truth()
-                if truth is not None:
-                    self._truth_combo.value = truth
+            if rec is not None:
+                if rec.truth is None or not self._state.live(rec.truth):
+                    rec.truth = self._default_truth()
+                if rec.box is not None and not self._state.live(rec.box):
+                    rec.box = None
+                for combo, layer in ((self._truth_combo, rec.truth), (self._box_combo, rec.box)):
+                    combo.value = layer if any(c is layer for c in combo.choices) else None
+                self._box_z_from_spin.value, self._box_z_to_spin.value = rec.box_z_range
         finally:
             self._updating = False
         self._watch_box(self._box_combo.value)
@@ -110,11 +117,15 @@ class EvaluateSection(Container):
             edge_color="white", face_color="transparent", edge_width=2,
             metadata={META_KEY: {L.ROLE_KEY: "box", "source": rec.name}}))
         layer.mode = "add_rectangle"
+        rec.box = layer
         self.reset_choices()
-        self._box_combo.value = layer
 
     def _on_settings_changed(self, *_) -> None:
+        rec = self._state.current
         if not self._updating:
+            if rec is not None:
+                rec.truth, rec.box = L.unwrap(self._truth_combo.value), L.unwrap(self._box_combo.value)
+                rec.box_z_range = (int(self._box_z_from_spin.value), int(self._box_z_to_spin.value))
             self._watch_box(self._box_combo.value)
             self.update()
 

@@ -13,7 +13,7 @@ from napari_cetpick.errors import CetpickError
 from napari_cetpick.io.formats import WRITABLE_FORMATS, export_formats
 from napari_cetpick.widgets import _layers as L
 from napari_cetpick.widgets._common import heading, narrow, plural, row, status_label
-from napari_cetpick.widgets._state import PanelState, TomogramRecord
+from napari_cetpick._napari.session import PanelState, TomogramRecord
 
 # label -> (format name, extension), from the formats table in io/formats.py
 EXPORT_FORMATS = {label: (f.name, f.extension) for label, f in export_formats().items()}

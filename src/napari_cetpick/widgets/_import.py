@@ -15,7 +15,7 @@ from napari.utils.notifications import show_error, show_info
 from napari_cetpick.errors import CetpickError
 from napari_cetpick.widgets import _layers as L
 from napari_cetpick.widgets._common import narrow, plural, row
-from napari_cetpick.widgets._state import PanelState
+from napari_cetpick._napari.session import PanelState
 from napari_cetpick.widgets._tracking import LayerTracker
 
 IMPORT_KINDS = ("labels", "negatives", "picks")

@@ -10,11 +10,11 @@ from napari.utils.notifications import show_error, show_info
 from napari_cetpick.errors import CetpickError
 from napari_cetpick.widgets._common import fmt_duration, plural, row, status_label
 from napari_cetpick.widgets._runner import WorkerRunner
-from napari_cetpick.widgets._state import PanelState
+from napari_cetpick._napari.session import PanelState
 from napari_cetpick.widgets._workers import ImproveStep, improve_job
 
 IDLE_TEXT = ("Improve fine-tunes the model on your labels and negatives, then detects again (at your "
-             "threshold, if you set one): about a minute on a laptop CPU.")
+             "threshold, if you set one); the time left shows once it runs.")
 
 
 class ImproveSection(Container):
@@ -23,7 +23,7 @@ class ImproveSection(Container):
     def __init__(self, state: PanelState, runner: WorkerRunner, detect, device, every_tomogram):
         super().__init__(labels=False)
         self._state, self._runner = state, runner
-        self._detect = detect              # callable(records, kind, keep_threshold) -> bool
+        self._detect = detect              # callable(records, kind) -> bool
         self._device = device              # callable: the chosen device
         self._every_tomogram = every_tomogram  # callable: train on every tomogram with labels?
         self._records = []
@@ -63,10 +63,11 @@ class ImproveSection(Container):
         n_neg = 0 if negatives is None else sum(len(n) for n in negatives)
         self._improve_progress.value = 0
         self._improve_status_label.value = (f"Improving on {plural(sum(len(x) for x in labels), 'label')} and "
-                                            f"{plural(n_neg, 'negative')} (about a minute on a CPU)…")
+                                            f"{plural(n_neg, 'negative')}…")
         job = partial(improve_job, self._state.checkpoint, volumes, labels, negatives, masks, vs, str(self._device()))
         self._runner.start("improve", job, yielded=self._on_improve_yielded, returned=self._on_improve_returned,
-                           aborted=self._on_improve_aborted, on_error=self._on_error)
+                           aborted=self._on_improve_aborted, on_error=self._on_error,
+                           uses=[r.layer.unique_id for r in recs])
         return True
 
     def _on_improve_yielded(self, record) -> None:
@@ -75,7 +76,7 @@ class ImproveSection(Container):
         p = record.progress
         self._improve_progress.max = max(int(p.total), 1)
         self._improve_progress.value = min(int(p.step), self._improve_progress.max)
-        self._improve_status_label.value = (f"Improving: step {p.step}/{p.total} · loss {p.loss:.4f} · "
+        self._improve_status_label.value = (f"Improving: step {p.step}/{p.total} · loss {p.loss:.3g} · "
                                             f"{fmt_duration(p.eta_s)} left, then detection")
 
     def _on_improve_returned(self, ckpt) -> None:
@@ -85,7 +86,7 @@ class ImproveSection(Container):
         self._state.set_checkpoint(ckpt)
         rec = self._state.current
         self._improve_status_label.value = "Model improved; detecting again…"
-        if rec is None or not self._detect([rec], "improve-detect", True):
+        if rec is None or not self._detect([rec], "improve-detect"):
             self._improve_status_label.value = "Model improved; press Detect."
             return
         self._runner.busy_changed.connect(self._on_detect_finished)

@@ -5,7 +5,7 @@ import numpy as np
 
 from napari_cetpick.errors import CetpickError
 from napari_cetpick.widgets import _layers as L
-from napari_cetpick.widgets._state import PanelState
+from napari_cetpick._napari.session import PanelState
 
 
 def gather_training_inputs(state: PanelState, every: bool):

@@ -15,7 +15,9 @@ from napari_cetpick._napari.layers import (
     ROLE_KEY,
     image_layer_meta,
     is_tomogram_layer,
+    image_to_points_frame,
     layer_cetpick_meta,
+    points_in_image_frame,
     unwrap,
 )
 from napari_cetpick._napari.styles import points_style
@@ -24,7 +26,8 @@ HEATMAP_COLORMAP = "inferno"
 tomogram_meta = image_layer_meta  # the name the panel has always used
 
 __all__ = ["META_KEY", "ROLE_KEY", "is_tomogram_layer", "tomogram_meta", "unwrap", "layer_role",
-           "layer_cetpick_meta"]
+           "layer_cetpick_meta",
+           "points_in_image_frame", "image_to_points_frame"]
 
 
 def layer_role(layer) -> str | None:
@@ -35,28 +38,6 @@ def layer_role(layer) -> str | None:
 
 def is_points_layer(layer) -> bool:
     return layer.__class__.__name__ == "Points" and layer.ndim == 3
-
-
-def _same_transform(a, b) -> bool:
-    return (np.allclose(a.scale, b.scale) and np.allclose(a.translate, b.translate)
-            and np.allclose(a.rotate, b.rotate) and np.allclose(a.shear, b.shear)
-            and np.allclose(a.affine.affine_matrix, b.affine.affine_matrix))
-
-
-def points_in_image_frame(points_layer, image_layer) -> np.ndarray:
-    """``(n, 3)`` zyx positions of a Points layer in the image layer's voxel indices."""
-    pts = np.asarray(points_layer.data, float).reshape(-1, 3)
-    if len(pts) == 0 or _same_transform(points_layer, image_layer):
-        return pts.copy()
-    return np.array([image_layer.world_to_data(points_layer.data_to_world(p)) for p in pts], float)
-
-
-def image_to_points_frame(zyx, image_layer, points_layer) -> np.ndarray:
-    """Tomogram voxel positions in a Points layer's data frame (inverse of the above)."""
-    pts = np.asarray(zyx, float).reshape(-1, 3)
-    if len(pts) == 0 or _same_transform(points_layer, image_layer):
-        return pts.copy()
-    return np.array([points_layer.world_to_data(image_layer.data_to_world(p)) for p in pts], float)
 
 
 def ensure_thick_slice(viewer, layer, size: float | None = None) -> None:

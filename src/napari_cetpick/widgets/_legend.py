@@ -5,7 +5,7 @@ from magicgui.widgets import Container
 
 from napari_cetpick._napari import styles
 from napari_cetpick.widgets._common import status_label
-from napari_cetpick.widgets._state import PanelState
+from napari_cetpick._napari.session import PanelState
 
 PICKS_SWATCH = "#20c0a0"  # the middle of the picks' blue → green score colours
 

@@ -18,7 +18,7 @@ from napari_cetpick._napari.masks import ignore_mask, keep_mask, z_slices
 from napari_cetpick.errors import CetpickError
 from napari_cetpick.widgets import _layers as L
 from napari_cetpick.widgets._common import heading, narrow, row, status_label
-from napari_cetpick.widgets._state import PanelState, TomogramRecord
+from napari_cetpick._napari.session import PanelState, TomogramRecord
 
 MASK_FILTER = "MRC mask (*.mrc);;All files (*)"
 
@@ -74,48 +74,57 @@ class MaskSection(Container):
         return out
 
     def reset_choices(self, *_) -> None:
-        self._updating = True
-        try:
-            super().reset_choices()
-        finally:
-            self._updating = False
-        if self._layer_combo.value is None and self._watched is not None:
-            self._watch(None)
+        """Refresh the layer list, showing the selected tomogram's regions."""
+        self._on_current_changed(self._state.current)
 
     # ------------------------------------------------------------------ the mask
     def _z_range(self):
         return int(self._z_from_spin.value), int(self._z_to_spin.value)
 
+    def regions_of(self, rec: TomogramRecord):
+        """A tomogram's ignore-regions layer: the one chosen for it, else one drawn for it."""
+        if rec.ignore is not None and self._state.live(rec.ignore):
+            return rec.ignore
+        rec.ignore = next((lay for _, lay in self._choices() if L.layer_role(lay) == "ignore"
+                           and layer_cetpick_meta(lay).get("source") == rec.name), None)
+        if rec.ignore is not None:
+            z = layer_cetpick_meta(rec.ignore).get("z_range")
+            rec.ignore_z_range = tuple(int(v) for v in z) if z else (0, 0)
+        return rec.ignore
+
     def mask_for(self, rec: TomogramRecord):
         """The keep mask of a tomogram (uint8, 1 = keep), or None when it has no ignore regions."""
         if not self._use_check.value or rec is None:
             return None
-        if rec is self._state.current:
-            layer, z_range = self._layer_combo.value, self._z_range()
-        else:  # another tomogram: the regions drawn for it with this panel
-            layer = next((lay for _, lay in self._choices() if L.layer_role(lay) == "ignore"
-                          and layer_cetpick_meta(lay).get("source") == rec.name), None)
-            z_range = layer_cetpick_meta(layer).get("z_range") if layer is not None else None
+        layer = self.regions_of(rec)
         if layer is None:
             return None
-        ignore = ignore_mask(layer, rec.layer, z_range)
+        ignore = ignore_mask(layer, rec.layer, rec.ignore_z_range)
         return keep_mask(ignore) if ignore.any() else None
 
     def _on_layer_changed(self, layer=None) -> None:
-        if self._updating:
+        rec = self._state.current
+        if self._updating or rec is None:
             return
-        self._watch(L.unwrap(layer))
+        layer = L.unwrap(layer)
+        rec.ignore = layer
+        self._watch(layer)
         if layer is not None and layer.__class__.__name__ == "Shapes":
             z = layer_cetpick_meta(layer).get("z_range")
             if z:
-                self._updating = True
-                try:
-                    self._z_from_spin.value, self._z_to_spin.value = int(z[0]), int(z[1])
-                finally:
-                    self._updating = False
+                self._show_z_range(z)
         self._on_z_range_changed()
 
+    def _show_z_range(self, z) -> None:
+        self._updating = True
+        try:
+            self._z_from_spin.value, self._z_to_spin.value = int(z[0]), int(z[1])
+        finally:
+            self._updating = False
+
     def _watch(self, layer) -> None:
+        if layer is self._watched:
+            return
         if self._watched is not None:
             try:
                 self._watched.events.data.disconnect(self._on_z_range_changed)
@@ -128,15 +137,28 @@ class MaskSection(Container):
                 layer.events.paint.connect(self._on_z_range_changed)
 
     def _on_z_range_changed(self, *_) -> None:
-        if self._updating:
+        rec = self._state.current
+        if self._updating or rec is None:
             return
-        layer = self._layer_combo.value
+        layer = rec.ignore
+        rec.ignore_z_range = self._z_range()
         if layer is not None and layer.__class__.__name__ == "Shapes":
             layer.metadata.setdefault(META_KEY, {})["z_range"] = list(self._z_range())
         self._update_summary()
         self._state.mask_changed.emit()
 
     def _on_current_changed(self, rec=None) -> None:
+        """Show the selected tomogram's own regions (and nothing of another tomogram's)."""
+        layer = None if rec is None else self.regions_of(rec)
+        self._updating = True
+        try:
+            super().reset_choices()
+            self._layer_combo.value = layer if any(c is layer for c in self._layer_combo.choices) else None
+        finally:
+            self._updating = False
+        if rec is not None:
+            self._show_z_range(rec.ignore_z_range)
+        self._watch(layer)
         self._update_summary()
 
     def _update_summary(self) -> None:
@@ -150,8 +172,8 @@ class MaskSection(Container):
             self._summary_label.value = "No ignore regions." if self._use_check.value else "Regions not used."
             return
         share = 1.0 - float(mask.mean())
-        zs = z_slices(self._z_range(), rec.shape[0])
-        where = f" over z {zs.start}–{zs.stop}" if self._layer_combo.value.__class__.__name__ == "Shapes" else ""
+        zs = z_slices(rec.ignore_z_range, rec.shape[0])
+        where = f" over z {zs.start}–{zs.stop}" if rec.ignore.__class__.__name__ == "Shapes" else ""
         self._summary_label.value = f"{share:.1%} of the tomogram ignored{where}."
 
     # ------------------------------------------------------------------ drawing layers
@@ -165,13 +187,23 @@ class MaskSection(Container):
         rec = self._require_tomogram()
         if rec is None:
             return
-        meta = {L.ROLE_KEY: "ignore", "source": rec.name, "z_range": list(self._z_range())}
+        self.add_shapes_layer(rec, z_range=self._z_range()).mode = "add_rectangle"
+
+    def add_shapes_layer(self, rec: TomogramRecord, shapes=(), z_range=(0, 0)):
+        """A Shapes layer of ignore regions over a tomogram (with saved ``{"type", "vertices"}``
+        shapes, if given), made that tomogram's regions."""
+        meta = {L.ROLE_KEY: "ignore", "source": rec.name, "z_range": [int(v) for v in z_range]}
         layer = L.unwrap(self._state.viewer.add_shapes(
             ndim=3, name=f"{rec.name} ignore", scale=rec.layer.scale, translate=rec.layer.translate,
             edge_color="red", face_color=[1.0, 0.0, 0.0, 0.25], edge_width=2, metadata={META_KEY: meta}))
-        layer.mode = "add_rectangle"
-        self.reset_choices()
-        self._layer_combo.value = layer
+        if len(shapes):
+            layer.add([np.asarray(s["vertices"], float) for s in shapes], shape_type=[s["type"] for s in shapes],
+                      edge_color="red", face_color=[1.0, 0.0, 0.0, 0.25], edge_width=2)
+        rec.ignore, rec.ignore_z_range = layer, tuple(int(v) for v in z_range)
+        if rec is self._state.current:
+            self._on_current_changed(rec)
+        self._state.mask_changed.emit()
+        return layer
 
     def _on_paint_clicked(self, *_) -> None:
         rec = self._require_tomogram()
@@ -183,8 +215,8 @@ class MaskSection(Container):
             metadata={META_KEY: {L.ROLE_KEY: "ignore", "source": rec.name}}))
         layer.brush_size = max(5, int(self._state.diameter_vox(rec) or 10))
         layer.mode = "paint"
-        self.reset_choices()
-        self._layer_combo.value = layer
+        rec.ignore = layer
+        self._on_current_changed(rec)
 
     # ------------------------------------------------------------------ saving
     def _on_save_clicked(self, *_) -> None:
@@ -205,10 +237,10 @@ class MaskSection(Container):
         try:
             if rec is None:
                 raise CetpickError("No tomogram selected.")
-            layer = self._layer_combo.value
+            layer = self.regions_of(rec)
             if layer is None:
                 raise CetpickError("No ignore regions to save: draw or paint some first.")
-            mask = keep_mask(ignore_mask(layer, rec.layer, self._z_range()))
+            mask = keep_mask(ignore_mask(layer, rec.layer, rec.ignore_z_range))
             meta = L.tomogram_meta(rec.layer)
             out = write_tomogram(path, mask, voxel_size_a=rec.voxel_size_a, layout=layout_from_meta(meta))
         except (CetpickError, OSError) as err:

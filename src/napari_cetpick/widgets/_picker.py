@@ -11,6 +11,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from magicgui.widgets import Container
+from napari.utils.notifications import show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 
@@ -24,8 +25,8 @@ from napari_cetpick.widgets._import import ImportRow
 from napari_cetpick.widgets._improve import ImproveSection
 from napari_cetpick.widgets._mask import MaskSection
 from napari_cetpick.widgets._review import ReviewSection
-from napari_cetpick.widgets._runner import WorkerRunner
-from napari_cetpick.widgets._state import PanelState
+from napari_cetpick.widgets._runner import RUN_NAMES, WorkerRunner
+from napari_cetpick._napari.session import PanelState
 from napari_cetpick.widgets._tomograms import TomogramTable
 from napari_cetpick.widgets._tracking import LayerTracker
 from napari_cetpick.widgets._train import TrainSection
@@ -60,13 +61,14 @@ class PickerWidget(QWidget):
         self.data = DataSection(self.state, self.tracker)
         self.importer = ImportRow(self.state, self.tracker, ask_path, self.data.new_points_layer)
         self.tomograms = TomogramTable(self.state, self._select_tomogram)
-        self.autosave = AutosaveBox(self.state, self.tracker, ask_folder, self.data.new_points_layer)
         self.train = TrainSection(self.state, self.runner, ask_path)
         self.detect = DetectSection(self.state, self.runner, self.tracker, self._device)
         self.review = ReviewSection(self.state, self.tracker, self.data.new_points_layer)
         self.improve = ImproveSection(self.state, self.runner, self.detect.detect, self._device,
                                       lambda: bool(self.train._all_tomograms_check.value))
         self.mask = MaskSection(self.state, ask_path)
+        self.autosave = AutosaveBox(self.state, self.tracker, ask_folder, ask_path, self.data.restore_points,
+                                    self.mask.add_shapes_layer, self.train.load_model)
         self.export = ExportSection(self.state, ask_path, ask_folder)
         self.evaluate = EvaluateSection(self.state)
         self.sections = [self.data, self.importer, self.train, self.detect, self.review, self.mask, self.export, self.evaluate]
@@ -77,6 +79,7 @@ class PickerWidget(QWidget):
         events = viewer.layers.events
         events.inserted.connect(self._on_layers_inserted)
         events.removed.connect(self._on_layers_removed)
+        self.state.closed.connect(self._on_tomogram_closed)
         for layer in viewer.layers:
             layer.events.name.connect(self._on_layer_renamed)
         self.destroyed.connect(self._on_panel_destroyed)
@@ -130,6 +133,26 @@ class PickerWidget(QWidget):
 
     def _on_layer_renamed(self, event=None) -> None:
         self.reset_choices()
+
+    def _on_tomogram_closed(self, rec) -> None:
+        """A tomogram layer was removed: stop work that uses it, then remove its own layers
+        (picks, heatmap, labels and negatives made for it, regions, box; autosave has saved
+        them first) and nothing else."""
+        from qtpy.QtCore import QTimer
+
+        key = rec.layer.unique_id
+        if self.runner.busy and key in self.runner.uses:
+            what = RUN_NAMES.get(self.runner.kind, self.runner.kind)
+            self.runner.cancel()
+            show_warning(f"{rec.name} was closed: {what} stopped.")
+        owned = self.state.owned_layers(rec)
+
+        def remove():
+            for layer in owned:  # unless a tomogram opened meanwhile took it over
+                if self.state.live(layer) and not self.state.held_by_another(layer, None):
+                    self.state.viewer.layers.remove(layer)
+
+        QTimer.singleShot(0, remove)  # not inside napari's own removal event
 
     def _on_panel_destroyed(self, *_) -> None:
         self.runner.stop()

@@ -15,7 +15,7 @@ from napari_cetpick.widgets import _layers as L
 from napari_cetpick.widgets._common import heading, narrow, row, status_label
 from napari_cetpick.widgets._decisions import Decisions
 from napari_cetpick.widgets._legend import PointsLegend
-from napari_cetpick.widgets._state import PanelState, TomogramRecord
+from napari_cetpick._napari.session import PanelState, TomogramRecord
 from napari_cetpick.widgets._tracking import LayerTracker
 
 ORDERS = {"highest score first": "score", "least certain first": "uncertain", "suggestions": "suggest"}
@@ -124,14 +124,16 @@ class ReviewSection(Container):
         if rec is None or rec.result is None:
             show_error("Suggestions need a detection: press Detect first.")
             return False
-        known = [L.points_in_image_frame(layer, rec.layer) for layer in (rec.labels, rec.negatives)
+        # labels, negatives and the picks themselves: a place within a particle of one of them
+        # (a pick's rim peak, a pick, a judged place) is nothing new to look at
+        known = [L.points_in_image_frame(layer, rec.layer) for layer in (rec.labels, rec.negatives, rec.picks)
                  if layer is not None and self._state.live(layer)]
         known = np.vstack(known) if known else np.zeros((0, 3))
         res = rec.result
         idx = suggest_locations(res.cand_zyx, res.cand_scores, res.threshold, known, self._state.pick_size(rec),
                                 n=int(self._suggest_count_spin.value), shape_zyx=rec.shape)
         if len(idx) == 0:
-            show_info("Nothing to suggest: every uncertain candidate is near a label or negative already.")
+            show_info("Nothing to suggest: every uncertain candidate is near a pick, label or negative already.")
             return False
         self._order_combo.changed.disconnect(self._on_order_changed)
         try:
@@ -196,8 +198,13 @@ class ReviewSection(Container):
         if self._state.live(self._cursor):
             self._cursor.data = np.zeros((0, 3))
         kind = "suggestions" if ORDERS[str(self._order_combo.value)] == "suggest" else "picks"
-        self._position_label.value = (f"All {len(self._queue)} {kind} judged. Improve, Suggest more, or "
-                                      f"press p to go back.")
+        rec = self._queue_record
+        judged = sum(bool(self._status_of(rec, zyx)) for zyx in self._queue) if rec is not None else 0
+        if judged == len(self._queue):
+            head = f"All {len(self._queue)} {kind} judged."
+        else:  # skipped items (n) stay unjudged
+            head = f"End of the {kind}: {judged} of {len(self._queue)} judged, {len(self._queue) - judged} skipped."
+        self._position_label.value = f"{head} Improve, Suggest more, or press p to go back."
 
     def _status_of(self, rec, zyx) -> str:
         if rec.edits.is_kept(zyx[None])[0]:

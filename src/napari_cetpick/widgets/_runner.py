@@ -38,6 +38,7 @@ class WorkerRunner:
 
     def __init__(self):
         self.kind: str | None = None
+        self.uses: set = set()  # keys (layer unique ids) of the tomograms the current run reads
         self.user_cancelled = False
         self._worker = None
         self._token = 0
@@ -48,7 +49,7 @@ class WorkerRunner:
         return self.kind is not None
 
     def start(self, kind: str, func, *, yielded=None, returned=None, aborted=None, on_error=None,
-              keep_cancel: bool = False) -> None:
+              keep_cancel: bool = False, uses=()) -> None:
         """Run ``func`` (a generator function or plain function) in a worker thread.
 
         Parameters
@@ -64,6 +65,8 @@ class WorkerRunner:
             ``on_error(kind, message)`` after the error was shown, e.g. to update a status line.
         keep_cancel : bool
             Keep :attr:`user_cancelled` from the previous run (a follow-up of a cancelled run).
+        uses : iterable
+            Keys of the tomograms the run reads (closing one of them cancels it).
         """
         from superqt.utils import FunctionWorker, GeneratorWorker
 
@@ -92,6 +95,7 @@ class WorkerRunner:
         worker.warned.connect(current(self._on_warned))
         worker.finished.connect(current(partial(self._on_finished, kind)))
         self._worker = worker
+        self.uses = set(uses)
         self._on_error = on_error
         self.user_cancelled = cancelled if keep_cancel else False
         self._set_kind(kind)

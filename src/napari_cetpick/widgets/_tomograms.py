@@ -6,7 +6,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
 from napari_cetpick.widgets import _layers as L
-from napari_cetpick.widgets._state import PanelState
+from napari_cetpick._napari.session import PanelState
 
 COLUMNS = ("Tomogram", "Labels", "Neg.", "Picks", "Threshold")
 

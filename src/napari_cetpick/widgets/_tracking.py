@@ -16,7 +16,7 @@ import numpy as np
 
 from napari_cetpick.review import apply_edits, diff_points
 from napari_cetpick.widgets import _layers as L
-from napari_cetpick.widgets._state import PanelState, TomogramRecord
+from napari_cetpick._napari.session import PanelState, TomogramRecord
 
 EDIT_TOLERANCE_VOX = 1.0  # at least: a re-selected pick this close to an edited one is the same pick
 

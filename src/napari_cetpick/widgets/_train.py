@@ -17,12 +17,21 @@ from napari_cetpick.widgets._common import fmt_duration, heading, holder, narrow
 from napari_cetpick.widgets._inputs import gather_training_inputs
 from napari_cetpick.widgets._plots import LossCurve
 from napari_cetpick.widgets._runner import WorkerRunner
-from napari_cetpick.widgets._state import PanelState
+from napari_cetpick._napari.session import PanelState
 from napari_cetpick.widgets._workers import TrainJob, TrainStarted
 
 _DEFAULTS = TrainConfig()
 MODEL_SUFFIX = ".ckpt"  # as the command line writes; .pt files of earlier versions still load
 MODEL_FILTER = "cetpick model (*.ckpt *.pt);;All files (*)"
+FEW_LABELS = 3  # fewer labels than this cannot tell how densely the particles are packed
+
+
+def few_labels_problem(n_labels: int, config: TrainConfig) -> str | None:
+    """Why training on so few labels needs the user's count of particles (None when fine)."""
+    if n_labels >= FEW_LABELS or config.expected_particles or config.tau:
+        return None
+    return (f"Only {n_labels} label{'' if n_labels == 1 else 's'}: too few to tell how many particles the tomogram "
+            f"holds. Click more particles (a dozen or more, spread over the tomogram), or set 'Expected particles'.")
 
 
 class TrainSection(Container):
@@ -33,12 +42,13 @@ class TrainSection(Container):
         self._state, self._runner, self._ask_path = state, runner, ask_path
         self._job: TrainJob | None = None
         self._origin: tuple = (None, "")  # (id of a loaded model, its file name)
+        self._trained = None  # id of the model this section's last training made
         self._expected_particles_spin = SpinBox(
             label="Expected particles", min=0, max=10_000_000, value=0,
             tooltip="Roughly how many particles the tomogram holds; sets the share of particle voxels "
                     "(the class prior τ). 0 = estimate it from how densely you labelled.")
         self._tau_spin = FloatSpinBox(
-            label="Particle share τ", min=0.0, max=0.5, step=0.001, value=0.0,
+            label="Particle share τ", min=0.0, max=0.5, step=0.0001, value=0.0,
             tooltip="Fraction of heatmap voxels that are particle: the class prior τ of the positive-unlabelled "
                     "loss (--tau). Overrides 'Expected particles'. 0 = automatic (the value used is shown below).")
         self._epochs_spin = SpinBox(
@@ -57,6 +67,7 @@ class TrainSection(Container):
         self._all_tomograms_check = CheckBox(
             text="All tomograms with labels", value=False,
             tooltip="Use the labels and negatives of all open tomograms (same voxel size), not only the selected one.")
+        self._tau_spin.native.setDecimals(5)  # τ is often a few 1e-4: three decimals would read 0.000
         self._plan_label = status_label("", "What Train will do: the number of steps and the class prior τ it will use.")
         self._advanced = AdvancedSettings()
         from superqt import QCollapsible
@@ -77,19 +88,23 @@ class TrainSection(Container):
         self._load_model_button = PushButton(
             text="Load model…", tooltip="Load a model saved by napari-cetpick (panel or command line, .ckpt or .pt).")
         self._model_label = status_label("No model yet.", "The current model.")
+        self._undo_model_button = PushButton(
+            text="Undo model", tooltip="Go back to the model the current one replaced (a new Train, Improve or "
+                                       "Load keeps the previous model; press again to redo).")
         narrow(self._device_combo)
         self.extend([
             heading("2 · Train"), self._expected_particles_spin, self._tau_spin, self._epochs_spin,
             self._max_steps_spin, self._lr_spin, self._device_combo, row(self._all_tomograms_check),
             row(self._plan_label), holder(self._advanced_collapsible), row(self._continue_check),
             row(self._train_button, self._cancel_button), self._train_progress, row(self._train_status_label),
-            row(self._device_label), holder(self._loss_plot), row(self._save_model_button, self._load_model_button),
+            row(self._device_label), holder(self._loss_plot), row(self._save_model_button, self._load_model_button, self._undo_model_button),
             row(self._model_label),
         ])
         self._train_button.changed.connect(self._on_train_clicked)
         self._cancel_button.changed.connect(self._on_cancel_clicked)
         self._save_model_button.changed.connect(self._on_save_model_clicked)
         self._load_model_button.changed.connect(self._on_load_model_clicked)
+        self._undo_model_button.changed.connect(self._on_undo_model_clicked)
         for w in (self._expected_particles_spin, self._tau_spin, self._epochs_spin, self._max_steps_spin,
                   self._all_tomograms_check, self._continue_check, *self._advanced):
             w.changed.connect(self._on_settings_changed)
@@ -127,6 +142,11 @@ class TrainSection(Container):
                 self._plan_label.value = "Plan: click some labels first."
                 return
             labels = [L.points_in_image_frame(r.labels, r.layer) for r in recs]
+            problem = self._state.check_diameter(recs[0]) or few_labels_problem(sum(map(len, labels)),
+                                                                                 self.train_config())
+            if problem:
+                self._plan_label.value = f"Plan: {problem}"
+                return
             plan = plan_training(self.train_config(), [r.shape for r in recs], labels, recs[0].voxel_size_a,
                                  init=self._init_model())
         except CetpickError as err:
@@ -140,6 +160,7 @@ class TrainSection(Container):
         self._load_model_button.enabled = idle
         self._cancel_button.enabled = kind == "train"
         self._save_model_button.enabled = idle and self._state.checkpoint is not None
+        self._undo_model_button.enabled = idle and self._state.previous_checkpoint is not None
 
     # ------------------------------------------------------------------ training
     def _on_train_clicked(self, *_) -> None:
@@ -149,6 +170,9 @@ class TrainSection(Container):
             recs, volumes, labels, negatives, masks, vs = gather_training_inputs(
                 self._state, bool(self._all_tomograms_check.value))
             config = self.train_config()
+            problem = self._state.check_diameter(recs[0]) or few_labels_problem(sum(map(len, labels)), config)
+            if problem:
+                raise CetpickError(problem)
             config.validate()
             resolve_diameter_vox(config, vs)
             self._check_memory(config, [v.shape for v in volumes], vs)
@@ -164,7 +188,7 @@ class TrainSection(Container):
         self._train_status_label.value = f"{start}: reading and binning the tomogram…"
         self._runner.start("train", self._job.run, yielded=self._on_train_yielded,
                            returned=self._on_train_returned, aborted=self._on_train_aborted,
-                           on_error=self._on_error)
+                           on_error=self._on_error, uses=[r.layer.unique_id for r in recs])
 
     def _check_memory(self, config: TrainConfig, shapes, voxel_size_a) -> None:
         """Refuse settings whose training would not fit in memory, before anything starts.
@@ -196,7 +220,7 @@ class TrainSection(Container):
             show_warning(record.message)
         self._train_progress.value = min(record.step, self._train_progress.max)
         self._loss_plot.append(record.step, record.loss)
-        self._train_status_label.value = (f"step {record.step}/{record.total} · loss {record.loss:.4f} · "
+        self._train_status_label.value = (f"step {record.step}/{record.total} · loss {record.loss:.3g} · "
                                           f"{fmt_duration(record.eta_s)} left")
 
     def _on_train_returned(self, ckpt: Checkpoint | None) -> None:
@@ -206,6 +230,8 @@ class TrainSection(Container):
             self._train_status_label.value = "Cancelled before the first step; the previous model is kept."
             show_info("Training cancelled before the first step; the previous model is kept.")
             return
+        self._trained = id(ckpt)
+        replaced = self._state.checkpoint is not None
         self._state.set_checkpoint(ckpt)
         info = ckpt.info
         done, planned = int(info.get("steps", 0)), int(info.get("total_steps", 0) or 0)
@@ -219,7 +245,8 @@ class TrainSection(Container):
                       f"kept and may be undertrained. Detect to try it, or Train again with "
                       f"'Continue from the current model'.")
         else:
-            show_info(f"Model ready ({done} steps). Press Detect.")
+            keep = " The previous model is kept: Undo model goes back to it." if replaced else ""
+            show_info(f"Model ready ({done} steps). Press Detect.{keep}")
 
     def _on_train_aborted(self) -> None:
         """After Cancel: fetch the last good model from the Trainer, off the main thread."""
@@ -245,9 +272,17 @@ class TrainSection(Container):
         origin = self._origin[1] if self._origin[0] == id(ckpt) else ""
         self._model_label.value = origin + ckpt.summary()
         self._model_label.tooltip = "\n".join(f"{k}: {v}" for k, v in ckpt.config.to_dict().items())
-        self._save_model_button.enabled = not self._runner.busy
+        if id(ckpt) != self._trained:  # improved, loaded or undone: the status says which model is current
+            where = f" from {Path(self._state.model_path).name}" if self._state.model_path else ""
+            self._train_status_label.value = (f"Current model{where}: {int(ckpt.info.get('steps', 0))} steps, default "
+                                              f"threshold {ckpt.default_threshold:.2f}.")
+        self._on_busy_changed(self._runner.kind)
         self._check_model_voxel_size()
         self._on_settings_changed()
+
+    def _on_undo_model_clicked(self, *_) -> None:
+        if self._state.undo_model():
+            show_info("Back to the previous model (press Undo model again to return). Detect to see its picks.")
 
     def _check_model_voxel_size(self) -> None:
         ckpt, rec = self._state.checkpoint, self._state.current
@@ -276,6 +311,7 @@ class TrainSection(Container):
         except (CetpickError, OSError) as err:
             show_error(f"Could not save the model: {err}")
             return None
+        self._state.note_model_path(self._state.checkpoint, out)
         show_info(f"Model saved to {out}")
         return out
 
@@ -304,5 +340,5 @@ class TrainSection(Container):
             self._state.set_diameter(round(ckpt.diameter_a, 2), "Å")
         else:
             self._state.set_diameter(round(ckpt.diameter_vox, 2), "voxels")
-        self._state.set_checkpoint(ckpt)
+        self._state.set_checkpoint(ckpt, path=Path(path).resolve())
         return ckpt

@@ -15,103 +15,29 @@ import pytest
 pytest.importorskip("qtpy")
 pytest.importorskip("napari")
 
-from napari_cetpick._napari.layers import META_KEY  # noqa: E402
+from _gui import (  # noqa: E402,F401
+    DIAMETER_A, META_KEY, TIMEOUT_MS, VOXEL_A, meta, open_panel, press, rows, tiny, wait_idle)
 from napari_cetpick.config import TrainConfig  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
-VOXEL_A = 10.0
-DIAMETER_A = 150.0  # proteasome
-TIMEOUT_MS = 120_000
-
-
-# ---------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def sim():
-    from napari_cetpick.synthetic import simulate_tomogram
-
-    return simulate_tomogram(shape=(32, 128, 128), voxel_size_a=VOXEL_A, snr=1.0, seed=1,
-                             label_class="proteasome", label_fraction=1.0,
-                             label_region=(0, 0, 0, 32, 128, 128))
-
-
-@pytest.fixture(scope="module")
-def checkpoint(sim):
-    """A model trained for two steps without the GUI (for detection-side tests)."""
-    from napari_cetpick.train import Trainer
-    from napari_cetpick.utils import run_generator
-
-    cfg = TrainConfig(diameter_a=DIAMETER_A, max_steps=2, num_epochs=1, crop_xy=32, crop_z=8, batch_size=2)
-    trainer = Trainer([sim.volume], [sim.labels], cfg, voxel_size_a=VOXEL_A, device="cpu")
-    return run_generator(trainer.steps())
-
-
-def _meta(sim, **extra):
-    meta = {"voxel_size_a": VOXEL_A, "header_voxel_size_a": VOXEL_A, "thickness_axis": 0,
-            "file_shape": list(sim.volume.shape), "path": None, "tomogram_name": "sim"}
-    meta.update(extra)
-    return meta
-
 
 @pytest.fixture
-def viewer(make_napari_viewer, sim):
-    viewer = make_napari_viewer()
-    viewer.add_image(sim.volume, name="sim", metadata={META_KEY: _meta(sim)})
-    viewer.add_points(sim.particles["proteasome"], ndim=3, name="truth: proteasome", visible=False,
-                      metadata={META_KEY: _meta(sim, truth_class="proteasome")})
-    viewer.add_points(sim.labels, ndim=3, name="labels", size=15,
-                      metadata={META_KEY: _meta(sim, label_class="proteasome")})
-    return viewer
-
-
-def _tiny(panel, steps: int = 3) -> None:
-    panel.data._diameter_unit_combo.value = "Å"
-    panel.data._diameter_spin.value = DIAMETER_A
-    panel.train._max_steps_spin.value = steps
-    panel.train._epochs_spin.value = 10_000
-    adv = panel.train._advanced
-    adv._crop_xy_spin.value = 32
-    adv._crop_z_spin.value = 8
-    adv._batch_size_spin.value = 2
-    panel.train._device_combo.value = "cpu"
-
-
-def _open_panel(viewer):
-    """The panel as users open it: through Plugins, which hands it a proxy of the viewer."""
-    _, widget = viewer.window.add_plugin_dock_widget("napari-cetpick", "Particle picker")
-    return widget
-
-
-@pytest.fixture
-def panel(viewer, qtbot):
-    widget = _open_panel(viewer)
-    _tiny(widget)
-    yield widget
-    widget._stop_worker()
-
-
-@pytest.fixture
-def notes():
-    """Messages of the napari notifications shown during the test."""
-    from napari.utils.notifications import notification_manager
-
-    start = len(notification_manager.records)
-    return lambda: [str(n.message) for n in notification_manager.records[start:]]
-
-
-def _wait_idle(qtbot, panel) -> None:
-    qtbot.waitUntil(lambda: not panel._busy, timeout=TIMEOUT_MS)
+def panel(panel):
+    """The shared panel, set for tiny trainings."""
+    tiny(panel)
+    return panel
 
 
 def _train(qtbot, panel) -> None:
     panel.train._on_train_clicked()
     assert panel._busy
-    _wait_idle(qtbot, panel)
+    wait_idle(qtbot, panel)
 
 
 def _detect(qtbot, panel) -> None:
     panel.detect._on_detect_clicked()
-    _wait_idle(qtbot, panel)
+    wait_idle(qtbot, panel)
 
 
 def _labels_snapshot(viewer):
@@ -125,7 +51,6 @@ def _assert_labels_unchanged(viewer, snap) -> None:
     np.testing.assert_array_equal(size, snap[1])
     pd.testing.assert_frame_equal(features, snap[2])
 
-
 # ---------------------------------------------------------------------------- opening
 def test_panel_opens_through_plugin_manager(make_napari_viewer):
     from napari.utils._proxies import PublicOnlyProxy
@@ -133,7 +58,7 @@ def test_panel_opens_through_plugin_manager(make_napari_viewer):
     from napari_cetpick.widgets import PickerWidget
 
     viewer = make_napari_viewer()
-    widget = _open_panel(viewer)
+    widget = open_panel(viewer)
     assert isinstance(widget, PickerWidget)
     assert isinstance(widget._viewer, PublicOnlyProxy)  # what plugins get
     assert widget.data._tomogram_combo.value is None
@@ -351,7 +276,7 @@ def test_threshold_and_distance_update_picks_without_detecting(viewer, panel, qt
 
 
 def test_detect_all_open_tomograms(viewer, panel, qtbot, checkpoint, sim):
-    viewer.add_image(sim.volume[:, :64, :96].copy(), name="second", metadata={META_KEY: _meta(sim)})
+    viewer.add_image(sim.volume[:, :64, :96].copy(), name="second", metadata={META_KEY: meta(sim)})
     panel.state.set_checkpoint(checkpoint)
     panel.detect._detect_all_check.value = True
     _detect(qtbot, panel)
@@ -385,7 +310,7 @@ def test_cancel_keeps_last_good_model_and_train_again(viewer, panel, qtbot, note
     qtbot.waitUntil(lambda: train._loss_plot.n_points >= 1, timeout=TIMEOUT_MS)
     assert train._cancel_button.enabled and not train._train_button.enabled
     train._on_cancel_clicked()
-    _wait_idle(qtbot, panel)
+    wait_idle(qtbot, panel)
     ckpt = panel._checkpoint
     assert ckpt is not None
     done = ckpt.info["steps"]
@@ -418,7 +343,7 @@ def test_new_run_cancels_the_previous_one(viewer, panel, qtbot, checkpoint):
     qtbot.waitUntil(lambda: panel.train._loss_plot.n_points >= 1, timeout=TIMEOUT_MS)
     # pressing Detect while training (the button is disabled, but the callback is public)
     panel.detect._on_detect_clicked()
-    _wait_idle(qtbot, panel)
+    wait_idle(qtbot, panel)
     assert "sim picks" in viewer.layers
     assert panel._checkpoint is checkpoint  # the abandoned training replaced nothing
 
@@ -446,7 +371,7 @@ def test_save_and_load_model(panel, checkpoint, tmp_path, qtbot):
 # ---------------------------------------------------------------------------- errors
 def test_errors_without_tomogram(make_napari_viewer, notes):
     viewer = make_napari_viewer()
-    panel = _open_panel(viewer)
+    panel = open_panel(viewer)
     panel.train._on_train_clicked()
     panel.detect._on_detect_clicked()
     panel.data._on_new_labels_clicked()

@@ -14,71 +14,12 @@ import pytest
 pytest.importorskip("qtpy")
 pytest.importorskip("napari")
 
-from napari_cetpick._napari.layers import META_KEY  # noqa: E402
+from _gui import (  # noqa: E402,F401
+    DIAMETER_A, META_KEY, TIMEOUT_MS, VOXEL_A, meta, open_panel, press, rows, tiny, wait_idle)
 from napari_cetpick.config import TrainConfig  # noqa: E402
 from napari_cetpick.detect import logit  # noqa: E402
 
 pytestmark = pytest.mark.gui
-
-VOXEL_A = 10.0
-DIAMETER_A = 150.0  # proteasome
-TIMEOUT_MS = 120_000
-FORMATS = ("IMOD text (.txt)", "IMOD model (.mod)", "RELION 4 STAR (.star, pixels)",
-           "RELION 5 STAR (.star, centred Å)", "CSV with scores (.csv)")
-
-
-@pytest.fixture(scope="module")
-def sim():
-    from napari_cetpick.synthetic import simulate_tomogram
-
-    return simulate_tomogram(shape=(32, 128, 128), voxel_size_a=VOXEL_A, snr=1.0, seed=1,
-                             label_class="proteasome", label_fraction=1.0,
-                             label_region=(0, 0, 0, 32, 128, 128))
-
-
-@pytest.fixture(scope="module")
-def checkpoint(sim):
-    from napari_cetpick.train import Trainer
-    from napari_cetpick.utils import run_generator
-
-    cfg = TrainConfig(diameter_a=DIAMETER_A, max_steps=2, num_epochs=1, crop_xy=32, crop_z=8, batch_size=2)
-    trainer = Trainer([sim.volume], [sim.labels], cfg, voxel_size_a=VOXEL_A, device="cpu")
-    return run_generator(trainer.steps())
-
-
-def _meta(sim, **extra):
-    meta = {"voxel_size_a": VOXEL_A, "header_voxel_size_a": VOXEL_A, "thickness_axis": 0,
-            "file_shape": list(sim.volume.shape), "path": None, "tomogram_name": "sim"}
-    meta.update(extra)
-    return meta
-
-
-@pytest.fixture
-def viewer(make_napari_viewer, sim):
-    viewer = make_napari_viewer()
-    viewer.add_image(sim.volume, name="sim", metadata={META_KEY: _meta(sim)})
-    viewer.add_points(sim.particles["proteasome"], ndim=3, name="truth: proteasome", visible=False,
-                      metadata={META_KEY: _meta(sim, truth_class="proteasome")})
-    viewer.add_points(sim.labels, ndim=3, name="labels", size=15,
-                      metadata={META_KEY: _meta(sim, label_class="proteasome")})
-    return viewer
-
-
-@pytest.fixture
-def panel(viewer, qtbot):
-    _, widget = viewer.window.add_plugin_dock_widget("napari-cetpick", "Particle picker")
-    widget.data._diameter_spin.value = DIAMETER_A
-    widget.train._device_combo.value = "cpu"
-    yield widget
-    widget._stop_worker()
-
-
-@pytest.fixture
-def notes():
-    from napari.utils.notifications import notification_manager
-
-    start = len(notification_manager.records)
-    return lambda: [str(n.message) for n in notification_manager.records[start:]]
 
 
 def _detect(qtbot, panel, checkpoint) -> None:
@@ -87,14 +28,8 @@ def _detect(qtbot, panel, checkpoint) -> None:
     qtbot.waitUntil(lambda: not panel._busy, timeout=TIMEOUT_MS)
 
 
-def _press(viewer, key: str) -> None:
-    """A key press as the canvas delivers it (to the active layer's keymap, then the viewer's)."""
-    viewer.window._qt_viewer._key_map_handler.press_key(key)
-
-
-def _rows(a) -> list:
-    return sorted(map(tuple, np.round(np.asarray(a, float).reshape(-1, 3), 3)))
-
+FORMATS = ("IMOD text (.txt)", "IMOD model (.mod)", "RELION 4 STAR (.star, pixels)",
+           "RELION 5 STAR (.star, centred Å)", "CSV with scores (.csv)")
 
 # ---------------------------------------------------------------------------- review
 def test_review_keys_move_labels_negatives_and_the_view(viewer, panel, qtbot, checkpoint, sim):
@@ -116,34 +51,34 @@ def test_review_keys_move_labels_negatives_and_the_view(viewer, panel, qtbot, ch
     first, second, third = (np.asarray(picks.data)[i].copy() for i in order[:3])
     assert centred_on(first) and "Pick 1 of" in review._position_label.value
     cursor = viewer.layers["sim review"]  # a ring around the pick under review
-    assert _rows(cursor.data) == _rows(first) and viewer.layers.selection.active is picks
-    _press(viewer, "a")  # accept: joins the labels, stays a pick
-    assert len(labels.data) == n_labels + 1 and _rows(labels.data[-1]) == _rows(first)
+    assert rows(cursor.data) == rows(first) and viewer.layers.selection.active is picks
+    press(viewer, "a")  # accept: joins the labels, stays a pick
+    assert len(labels.data) == n_labels + 1 and rows(labels.data[-1]) == rows(first)
     assert len(picks.data) == n_picks
     assert centred_on(second)
-    _press(viewer, "r")  # reject: goes to a negatives layer, leaves the picks
+    press(viewer, "r")  # reject: goes to a negatives layer, leaves the picks
     negatives = viewer.layers["sim negatives"]
-    assert rec.negatives is negatives and _rows(negatives.data) == _rows(second)
+    assert rec.negatives is negatives and rows(negatives.data) == rows(second)
     assert negatives.symbol[0] == "x" and negatives.size[0] == pytest.approx(DIAMETER_A / VOXEL_A)
-    assert len(picks.data) == n_picks - 1 and _rows(second)[0] not in _rows(picks.data)
+    assert len(picks.data) == n_picks - 1 and rows(second)[0] not in rows(picks.data)
     assert centred_on(third)
-    _press(viewer, "p")
+    press(viewer, "p")
     assert centred_on(second) and "rejected" in review._position_label.value
-    _press(viewer, "n")
+    press(viewer, "n")
     assert centred_on(third)
     assert "negatives 1" in review._legend.value and "labels 5" in review._legend.value
 
     # moving the threshold keeps the decisions: the rejected pick stays out, the accepted one in
     panel.detect._threshold_slider.value = round(float(rec.result.cand_scores.min()), 3)
-    assert _rows(second)[0] not in _rows(picks.data) and _rows(first)[0] in _rows(picks.data)
+    assert rows(second)[0] not in rows(picks.data) and rows(first)[0] in rows(picks.data)
     panel.detect._threshold_slider.value = 0.999
-    assert _rows(first)[0] in _rows(picks.data)  # accepted: kept above any threshold
+    assert rows(first)[0] in rows(picks.data)  # accepted: kept above any threshold
 
     # undo, twice: the negative goes and the pick comes back, then the label goes
     panel.detect._threshold_slider.value = round(float(rec.result.cand_scores.min()), 3)
-    _press(viewer, "u")
-    assert len(negatives.data) == 0 and _rows(second)[0] in _rows(picks.data)
-    _press(viewer, "u")
+    press(viewer, "u")
+    assert len(negatives.data) == 0 and rows(second)[0] in rows(picks.data)
+    press(viewer, "u")
     assert len(labels.data) == n_labels and len(rec.edits) == 0
 
 
@@ -155,7 +90,7 @@ def test_hand_deleted_pick_stays_deleted(viewer, panel, qtbot, checkpoint):
     picks.remove_selected()
     slider = panel.detect._threshold_slider
     slider.value = round(slider.value - 0.002, 3)
-    assert _rows(gone)[0] not in _rows(picks.data)
+    assert rows(gone)[0] not in rows(picks.data)
     assert "1 rejected or deleted" in panel.detect._pick_count_label.value
 
 
@@ -200,15 +135,24 @@ def test_suggestions_step_with_the_same_keys(viewer, panel, qtbot, checkpoint):
     review = panel.review
     review._suggest_count_spin.value = 5
     assert review.suggest()
-    known = np.asarray(viewer.layers["labels"].data)
+    picks = np.asarray(rec.picks.data, float)
+    known = np.vstack([viewer.layers["labels"].data, picks])
     expected = suggest_locations(rec.result.cand_zyx, rec.result.cand_scores, rec.result.threshold, known,
                                  panel.state.pick_size(rec), n=5, shape_zyx=rec.shape)
     np.testing.assert_allclose(review._queue, rec.result.cand_zyx[expected])
+    # nothing within a particle of a pick: neither a pick nor the rim of one
+    if len(picks):
+        gaps = np.linalg.norm(review._queue[:, None] - picks[None], axis=-1).min(axis=1)
+        assert np.all(gaps >= panel.state.pick_size(rec) - 1e-6)
     assert review._order_combo.value == "suggestions"
     assert "Suggestion 1 of" in review._position_label.value
     target = review._queue[0].copy()
-    _press(viewer, "a")
-    assert _rows(target)[0] in _rows(viewer.layers["labels"].data)
+    press(viewer, "a")
+    for _ in range(len(review._queue)):  # the others skipped: they stay unjudged
+        press(viewer, "n")
+    review._advance()
+    assert f"1 of {len(review._queue)} judged" in review._position_label.value or len(review._queue) == 1
+    assert rows(target)[0] in rows(viewer.layers["labels"].data)
     # an accepted candidate is a pick (or a pick within the minimum distance stands for it)
     picks = np.asarray(viewer.layers["sim picks"].data)
     assert np.min(np.linalg.norm(picks - target, axis=1)) < rec.result.min_distance_vox
@@ -295,12 +239,12 @@ def test_import_round_trip_every_format_unrotated(viewer, panel, tmp_path, sim):
         out = panel.export.export(tmp_path / f"export_{i}", key)
         layer = panel.importer.import_coordinates(out, "picks")
         assert layer is not None, key
-        assert _rows(layer.data) == _rows(zyx), key
+        assert rows(layer.data) == rows(zyx), key
         viewer.layers.remove(layer)
     # as labels and negatives too, into the tomogram's layers
     out = panel.export.export(tmp_path / "again.txt", "IMOD text (.txt)")
     negatives = panel.importer.import_coordinates(out, "negatives")
-    assert _rows(negatives.data) == _rows(zyx) and panel.state.current.negatives is negatives
+    assert rows(negatives.data) == rows(zyx) and panel.state.current.negatives is negatives
 
 
 def test_import_refuses_another_tomograms_file(viewer, panel, tmp_path, notes):
@@ -372,7 +316,7 @@ def test_panel_right_edge_is_not_clipped(viewer, panel, qtbot):
 
 def test_tomogram_table_and_export_all(viewer, panel, qtbot, checkpoint, sim, tmp_path):
     viewer.add_image(sim.volume[:, :64, :96].copy(), name="second",
-                     metadata={META_KEY: _meta(sim, file_shape=None, tomogram_name="second")})
+                     metadata={META_KEY: meta(sim, file_shape=None, tomogram_name="second")})
     panel.detect._detect_all_check.value = True
     _detect(qtbot, panel, checkpoint)
     rows = {r[0]: r for r in panel.tomograms.rows()}
@@ -387,29 +331,6 @@ def test_tomogram_table_and_export_all(viewer, panel, qtbot, checkpoint, sim, tm
     written = panel.export.export_all(tmp_path, "CSV with scores (.csv)", "picks")
     assert sorted(p.name for p in written) == ["second_picks.csv", "sim_picks.csv"]
     assert len(pd.read_csv(tmp_path / "sim_picks.csv")) == len(sim_rec.picks.data)
-
-
-def test_autosave_and_restore_on_reopen(viewer, panel, sim, tmp_path):
-    autosave = panel.autosave
-    autosave.set_session_folder(tmp_path)
-    rec = panel.state.current
-    panel.data._on_new_negatives_clicked()
-    rec.negatives.add([[3.0, 4.0, 5.0], [6.0, 7.0, 8.0]])
-    viewer.layers["labels"].add([[9.0, 9.0, 9.0]])
-    written = autosave.save_now()
-    assert {p.name for p in written} == {"sim_cetpick_labels.csv", "sim_cetpick_negatives.csv"}
-    labels = np.asarray(viewer.layers["labels"].data).copy()
-    # the tomogram is closed and opened again, without its points
-    for name in ("labels", "sim negatives", "sim"):
-        viewer.layers.remove(name)
-    viewer.add_image(sim.volume, name="sim", metadata={META_KEY: _meta(sim)})
-    assert not autosave._restore_row.native.isHidden()
-    assert "Autosaved 5 labels and 2 negatives of sim" in autosave._restore_label.value
-    assert autosave.restore() == 7
-    rec = panel.state.current
-    assert _rows(rec.labels.data) == _rows(labels)
-    assert _rows(rec.negatives.data) == _rows([[3.0, 4.0, 5.0], [6.0, 7.0, 8.0]])
-    assert autosave._restore_row.native.isHidden()
 
 
 # ---------------------------------------------------------------------------- the engine's loop
@@ -519,7 +440,7 @@ def test_improve_lowers_picks_on_rejected_look_alikes(viewer, panel, qtbot, sim)
 
     before = contrast(rec.result)
     assert panel.improve.improve()
-    assert "about a minute" in panel.improve._improve_status_label.value
+    assert "Improving on" in panel.improve._improve_status_label.value
     qtbot.waitUntil(lambda: not panel._busy, timeout=TIMEOUT_MS)
     assert panel.state.checkpoint.info.get("n_negatives") == len(rejected)
     # the user's threshold is kept as its margin over the threshold the new model's detection

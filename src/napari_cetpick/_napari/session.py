@@ -1,0 +1,328 @@
+"""The panel's session model: every open tomogram with what the user made for it, without Qt.
+
+Per tomogram (a :class:`TomogramRecord`): its labels and negatives layers, ignore regions,
+detection, picks, threshold and minimum distance the user chose, review decisions,
+evaluation truth and box, and whether its autosaved session was offered back. Panel-wide:
+the model (and the one it replaced, for Undo), the particle diameter.
+
+Sections never reach into each other's widgets; they read and write this model and listen
+to its signals (psygnal, so it is tested without a viewer or Qt). Layers stored here are
+napari's own objects (unwrapped from the proxies a plugin receives), so identity checks
+against ``event.source`` hold.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from psygnal import Signal
+
+import numpy as np
+
+from napari_cetpick._napari.layers import (
+    META_KEY,
+    ROLE_KEY,
+    image_layer_meta,
+    layer_cetpick_meta,
+    points_in_image_frame,
+    unwrap,
+)
+from napari_cetpick._napari.session_file import SessionData
+from napari_cetpick.review import PickEdits
+
+DIAMETER_UNITS = ("Å", "voxels")
+DEFAULT_DIAMETER_A = 250.0  # a ribosome, the sample's labelled class
+MIN_DIAMETER_VOX = 3.0  # below this a particle is a voxel or two: no detector can place it
+
+
+@dataclass(eq=False)
+class TomogramRecord:
+    """Everything the panel keeps for one open tomogram.
+
+    Attributes
+    ----------
+    layer : napari Image layer
+    labels, negatives : napari Points layers or None
+        The layers holding this tomogram's particle clicks and "not a particle" clicks.
+    result : DetectResult or None
+        The last detection (heatmap and cached candidates for instant re-selection).
+    heatmap, picks : napari layers or None
+    edits : PickEdits
+        Picks the user accepted, added, rejected or deleted (kept across re-selection).
+    shown : (n, 3) array
+        The picks the panel last wrote into ``picks`` (to tell hand edits apart).
+    chosen : set
+        ``"threshold"`` / ``"min_distance"`` once the user set them by hand: a new detection
+        of this tomogram (after Improve) keeps them instead of the model's defaults.
+    restored : dict
+        ``threshold`` / ``min_distance_vox`` from a restored session, applied to the next
+        detection of this tomogram.
+    ignore : napari Shapes or Labels layer or None
+        This tomogram's ignore regions; ``ignore_z_range`` the slices its shapes apply to.
+    truth, box : napari layers or None
+        Evaluation truth and the box in which it is complete; ``box_z_range`` its slices.
+    autosave : str
+        ``"unchecked"`` until its autosaved session was looked for, ``"offered"`` while the
+        user has not chosen to restore or dismiss it (nothing is written meanwhile),
+        ``"clear"`` once autosave may write.
+    """
+
+    layer: object
+    labels: object = None
+    negatives: object = None
+    result: object = None
+    heatmap: object = None
+    picks: object = None
+    edits: PickEdits = field(default_factory=PickEdits)
+    shown: object = None
+    chosen: set = field(default_factory=set)
+    restored: dict = field(default_factory=dict)
+    ignore: object = None
+    ignore_z_range: tuple = (0, 0)
+    truth: object = None
+    box: object = None
+    box_z_range: tuple = (0, 0)
+    autosave: str = "unchecked"
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(int(s) for s in self.layer.data.shape)
+
+    @property
+    def voxel_size_a(self) -> float | None:
+        value = layer_cetpick_meta(self.layer).get("voxel_size_a")
+        return float(value) if value else None
+
+    @property
+    def threshold(self) -> float | None:
+        return None if self.result is None else float(self.result.threshold)
+
+    def count(self, what: str) -> int:
+        layer = getattr(self, what)
+        return 0 if layer is None else len(layer.data)
+
+    def points(self, what: str) -> np.ndarray:
+        """``(n, 3)`` zyx of its labels or negatives in the tomogram's voxels (empty if none)."""
+        layer = getattr(self, what)
+        if layer is None or len(layer.data) == 0:
+            return np.zeros((0, 3))
+        return points_in_image_frame(layer, self.layer)
+
+
+class PanelState:
+    """Current tomogram, its records, the model and the particle diameter, with signals.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer (or the proxy napari hands plugins)
+    """
+
+    current_changed = Signal(object)      # TomogramRecord or None
+    checkpoint_changed = Signal(object)   # Checkpoint or None
+    closed = Signal(object)               # TomogramRecord of a tomogram layer that was removed
+    detection_changed = Signal(object)    # TomogramRecord: new result, heatmap or picks layer
+    picks_changed = Signal(object)        # TomogramRecord: picks re-selected or edited
+    points_changed = Signal(object)       # TomogramRecord: its labels or negatives changed
+    layers_changed = Signal()             # layers were added, removed or renamed
+    diameter_changed = Signal()
+    mask_changed = Signal()               # the ignore regions changed
+
+    def __init__(self, viewer):
+        self.viewer = viewer
+        self.records: dict = {}
+        self.current: TomogramRecord | None = None
+        self.checkpoint = None
+        self.previous_checkpoint = None  # the model the current one replaced (Undo model)
+        self.model_path: str | None = None  # the file the current model was loaded from or saved to
+        self._paths: dict = {}  # id(checkpoint) -> its file
+        self.diameter = DEFAULT_DIAMETER_A
+        self.diameter_unit = "Å"
+        self.mask_source = None  # callable(record) -> keep mask or None; set by the mask section
+
+    # ------------------------------------------------------------------ tomograms
+    def record(self, layer, create: bool = True) -> TomogramRecord | None:
+        """The record of a tomogram layer (made on first use when ``create``)."""
+        if layer is None:
+            return None
+        layer = unwrap(layer)
+        rec = self.records.get(layer.unique_id)
+        if rec is None and create:
+            rec = self.records[layer.unique_id] = TomogramRecord(layer)
+        return rec
+
+    def set_current(self, layer) -> None:
+        rec = self.record(layer)
+        if rec is not self.current:
+            self.current = rec
+            self.current_changed.emit(rec)
+
+    def forget(self, layer) -> TomogramRecord | None:
+        """Drop the record of a removed tomogram layer (``closed`` is emitted first)."""
+        rec = self.records.get(unwrap(layer).unique_id)
+        if rec is None:
+            return None
+        self.closed.emit(rec)
+        self.records.pop(unwrap(layer).unique_id, None)
+        if rec is self.current:
+            self.current = None
+            self.current_changed.emit(None)
+        return rec
+
+    def owned_layers(self, rec: TomogramRecord) -> list:
+        """The layers the panel made for (or holds for) this tomogram and no other: picks,
+        heatmap, labels, negatives, ignore regions, box, the review ring."""
+        held = [rec.picks, rec.heatmap, rec.labels, rec.negatives, rec.ignore, rec.box]
+        out = []
+        for lay in self.viewer.layers:
+            lay = unwrap(lay)
+            if lay is rec.layer:
+                continue
+            made_for_it = layer_cetpick_meta(lay).get(ROLE_KEY) and layer_cetpick_meta(lay).get("source") == rec.name
+            if (made_for_it or any(lay is h for h in held)) and not self.held_by_another(lay, rec):
+                out.append(lay)
+        return out
+
+    def held_by_another(self, layer, rec: TomogramRecord | None) -> bool:
+        """True when another tomogram's record uses this layer."""
+        layer = unwrap(layer)
+        for other in self.records.values():
+            if other is rec:
+                continue
+            if any(layer is h for h in (other.layer, other.labels, other.negatives, other.picks, other.heatmap,
+                                         other.ignore, other.truth, other.box)):
+                return True
+        return False
+
+    def belongs_elsewhere(self, layer, rec: TomogramRecord) -> bool:
+        """True when a points or shapes layer was made for, or read onto, another tomogram."""
+        meta = layer_cetpick_meta(layer)
+        if self.held_by_another(layer, rec):
+            return True
+        mine = {rec.name, image_layer_meta(rec.layer).get("tomogram_name")}
+        for other in self.records.values():
+            if other is rec:
+                continue
+            theirs = {other.name, image_layer_meta(other.layer).get("tomogram_name")} - mine
+            if meta.get("source") in theirs or (meta.get("tomogram_name") and meta.get("tomogram_name") in theirs
+                                                and meta.get("tomogram_name") not in mine):
+                return True
+        return False
+
+    def record_of_points(self, layer) -> TomogramRecord | None:
+        """The record whose labels, negatives or picks layer this is."""
+        layer = unwrap(layer)
+        for rec in self.records.values():
+            if layer is rec.labels or layer is rec.negatives or layer is rec.picks:
+                return rec
+        return None
+
+    def live(self, layer) -> bool:
+        """True while a layer is still in the viewer."""
+        if layer is None:
+            return False
+        layer = unwrap(layer)
+        return any(unwrap(lay) is layer for lay in self.viewer.layers)
+
+    # ------------------------------------------------------------------ model, units
+    def set_checkpoint(self, ckpt, path=None) -> None:
+        """Make ``ckpt`` the current model; the one it replaces stays as :attr:`previous_checkpoint`."""
+        if ckpt is self.checkpoint:
+            return
+        if path is not None:
+            self._paths[id(ckpt)] = str(path)
+        if self.checkpoint is not None and ckpt is not None:
+            self.previous_checkpoint = self.checkpoint
+        self.checkpoint = ckpt
+        self.model_path = self._paths.get(id(ckpt))
+        self.checkpoint_changed.emit(ckpt)
+
+    def note_model_path(self, ckpt, path) -> None:
+        """The file a model was saved to (kept in the session file)."""
+        self._paths[id(ckpt)] = str(path)
+        if ckpt is self.checkpoint:
+            self.model_path = str(path)
+
+    def undo_model(self) -> bool:
+        """Back to the model the current one replaced (and the current one becomes the previous)."""
+        if self.previous_checkpoint is None:
+            return False
+        self.checkpoint, self.previous_checkpoint = self.previous_checkpoint, self.checkpoint
+        self.model_path = self._paths.get(id(self.checkpoint))
+        self.checkpoint_changed.emit(self.checkpoint)
+        return True
+
+    def set_diameter(self, value: float, unit: str) -> None:
+        if (value, unit) != (self.diameter, self.diameter_unit):
+            self.diameter, self.diameter_unit = float(value), unit
+            self.diameter_changed.emit()
+
+    def check_diameter(self, record: TomogramRecord | None = None) -> str | None:
+        """Why the particle diameter cannot be trained with (None when it can)."""
+        if float(self.diameter) <= 0:
+            return "Set the particle diameter (it is 0): the particle's size in Å or voxels."
+        d = self.diameter_vox(record)
+        if d is None:
+            return (f"The particle diameter is in Å but the tomogram's voxel size is unknown: set the voxel size, "
+                    f"or give the diameter in voxels.")
+        if d < MIN_DIAMETER_VOX:
+            return (f"A particle diameter of {d:.2g} voxels is too small to detect (at least "
+                    f"{MIN_DIAMETER_VOX:g}): check the diameter and its unit, and the voxel size.")
+        return None
+
+    def diameter_vox(self, record: TomogramRecord | None = None) -> float | None:
+        """Particle diameter in voxels of a tomogram (the current one by default)."""
+        value = float(self.diameter)
+        if value <= 0:
+            return None
+        if self.diameter_unit == "voxels":
+            return value
+        rec = record or self.current
+        vs = None if rec is None else rec.voxel_size_a
+        return value / vs if vs else None
+
+    def pick_size(self, record: TomogramRecord) -> float:
+        """Point size of picks and negatives in a tomogram: the particle diameter in its voxels."""
+        ckpt, vs = self.checkpoint, record.voxel_size_a
+        if record.result is not None:
+            ratio = ckpt.voxel_size_a / vs if (ckpt is not None and ckpt.voxel_size_a and vs) else 1.0
+            return float(record.result.diameter_vox * ratio)
+        return float(self.diameter_vox(record) or 10.0)
+
+    def set_voxel_size(self, record: TomogramRecord, value: float | None) -> None:
+        """Store a corrected voxel size where exports and the writer look for it."""
+        record.layer.metadata.setdefault(META_KEY, {})["voxel_size_a"] = value
+        for layer in (record.picks, record.labels, record.negatives):
+            if layer is not None and META_KEY in layer.metadata:
+                layer.metadata[META_KEY]["voxel_size_a"] = value
+        self.diameter_changed.emit()
+
+    def keep_mask(self, record: TomogramRecord):
+        """The ignore-region mask of a tomogram (1 = keep), or None when there is none."""
+        return None if self.mask_source is None else self.mask_source(record)
+
+    # ------------------------------------------------------------------ the session file
+    def snapshot(self, rec: TomogramRecord) -> SessionData:
+        """What this tomogram's session file holds now."""
+        meta = image_layer_meta(rec.layer)
+        ignore = []
+        if rec.ignore is not None and rec.ignore.__class__.__name__ == "Shapes" and self.live(rec.ignore):
+            ignore = [{"type": str(t), "vertices": np.round(np.asarray(v, float), 4).tolist()}
+                      for t, v in zip(rec.ignore.shape_type, rec.ignore.data)]
+        labels_meta = layer_cetpick_meta(rec.labels) if rec.labels is not None else {}
+        live = {k: getattr(rec, k) is not None and self.live(getattr(rec, k)) for k in ("labels", "negatives")}
+        res = rec.result
+        return SessionData(
+            tomogram={"name": rec.name, "path": meta.get("path"), "shape": list(rec.shape)},
+            labels=rec.points("labels") if live["labels"] else np.zeros((0, 3)),
+            negatives=rec.points("negatives") if live["negatives"] else np.zeros((0, 3)),
+            label_class=labels_meta.get("label_class"), ignore=ignore,
+            ignore_z_range=tuple(rec.ignore_z_range) if ignore else (0, 0),
+            kept=rec.edits.kept, kept_scores=rec.edits.kept_scores, removed=rec.edits.removed,
+            threshold=(float(res.threshold) if res is not None and "threshold" in rec.chosen
+                       else rec.restored.get("threshold")),
+            min_distance_vox=(float(res.min_distance_vox) if res is not None and "min_distance" in rec.chosen
+                              else rec.restored.get("min_distance_vox")),
+            model_path=self.model_path)
