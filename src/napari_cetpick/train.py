@@ -228,6 +228,21 @@ def _whole_bin(config: TrainConfig, diameters: Sequence[float], init: Checkpoint
     return int(config.bin)
 
 
+def training_data_bytes(config: TrainConfig, shapes: Sequence, bin_xy: int) -> int:
+    """Bytes the binned (padded to a crop) float32 training tomograms of ``shapes`` take."""
+    crop_zyx = (config.crop_z, config.crop_xy, config.crop_xy)
+    geom = D.make_geometry(bin_xy, config.compress)
+    return int(sum(4 * int(np.prod(np.maximum(geom.work_shape(tuple(s)), crop_zyx))) for s in shapes))
+
+
+def check_memory_before_training(config: TrainConfig, shapes: Sequence, voxel_size_a: float | None = None,
+                                 device=None) -> None:
+    """The Trainer's memory check, before any tomogram is read (:class:`CetpickError` if it
+    would not fit); ``device`` None = the host's memory."""
+    plan = plan_training(config, shapes, [np.zeros((0, 3))] * len(shapes), voxel_size_a)
+    M.check_train_memory(config, training_data_bytes(config, shapes, plan.bin_xy), device=device)
+
+
 def plan_training(config: TrainConfig, shapes: Sequence, labels: Sequence, voxel_size_a: float | None = None,
                   init: Checkpoint | None = None) -> TrainingPlan:
     """Binning, grid, class priors, expected counts and steps of a run on tomograms of ``shapes``.
@@ -377,10 +392,8 @@ class Trainer:
         self.bin_xy = bin_xy = plan.bin_xy
         self.device = resolve_device(device)
         if check_memory:
-            crop_zyx = (config.crop_z, config.crop_xy, config.crop_xy)
-            geom = D.make_geometry(bin_xy, config.compress)
-            data_bytes = sum(4 * int(np.prod(np.maximum(geom.work_shape(v.shape), crop_zyx))) for v in volumes)
-            M.check_train_memory(config, data_bytes, device=self.device)
+            M.check_train_memory(config, training_data_bytes(config, [v.shape for v in volumes], bin_xy),
+                                 device=self.device)
         if self.device.type == "cpu":
             configure_threads()
         self.device_name = describe(self.device)

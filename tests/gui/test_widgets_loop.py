@@ -469,10 +469,7 @@ def test_cancel_during_improve_keeps_the_model(viewer, panel, qtbot, checkpoint,
 
 
 def test_train_asks_the_memory_estimate_first(viewer, panel, notes, monkeypatch):
-    """When the engine can estimate training memory (issue 9), Train refuses before it starts."""
-    import sys
-    import types
-
+    """Train asks the engine's memory estimate (the Trainer's own check) and refuses before it starts."""
     from napari_cetpick.errors import CetpickError
 
     calls = []
@@ -481,8 +478,7 @@ def test_train_asks_the_memory_estimate_first(viewer, panel, notes, monkeypatch)
         calls.append((config.crop_xy, config.batch_size, data_bytes, device))
         raise CetpickError("Training needs about 40.0 GB but only 8.0 GB is available; crop xy 64 fits.")
 
-    monkeypatch.setitem(sys.modules, "napari_cetpick.memory",
-                        types.SimpleNamespace(check_train_memory=check_train_memory))
+    monkeypatch.setattr("napari_cetpick.memory.check_train_memory", check_train_memory)
     panel.train._advanced._crop_xy_spin.value = 256
     panel.train._on_train_clicked()
     assert calls and calls[0][:2] == (256, panel.train._advanced._batch_size_spin.value) and calls[0][2] > 0

@@ -32,6 +32,15 @@ from napari_cetpick.review import PickEdits
 DIAMETER_UNITS = ("Å", "voxels")
 DEFAULT_DIAMETER_A = 250.0  # a ribosome, the sample's labelled class
 MIN_DIAMETER_VOX = 3.0  # below this a particle is a voxel or two: no detector can place it
+FEW_LABELS = 3  # fewer labels than this cannot tell how densely the particles are packed
+
+
+def few_labels_problem(n_labels: int, config) -> str | None:
+    """Why training on so few labels needs the user's count of particles (None when fine)."""
+    if n_labels >= FEW_LABELS or config.expected_particles or config.tau:
+        return None
+    return (f"Only {n_labels} label{'' if n_labels == 1 else 's'}: too few to tell how many particles the tomogram "
+            f"holds. Click more particles (a dozen or more, spread over the tomogram), or set 'Expected particles'.")
 
 
 @dataclass(eq=False)

@@ -84,6 +84,17 @@ class SessionData:
     def is_empty(self) -> bool:
         return not any(self.counts().values()) and self.threshold is None and self.min_distance_vox is None
 
+    def adds_to(self, now: SessionData) -> bool:
+        """True when restoring this session would give the user something ``now`` lacks."""
+        def new(a, b) -> int:
+            if len(a) == 0 or len(b) == 0:
+                return len(a)
+            d = np.min(np.linalg.norm(a[:, None, :] - b[None, :, :], axis=-1), axis=1)
+            return int(np.sum(d > 1e-3))
+
+        return bool(new(self.labels, now.labels) or new(self.negatives, now.negatives) or self.ignore
+                    or len(self.kept) or len(self.removed) or self.threshold is not None)
+
     def describe(self) -> str:
         """``"5 labels, 2 negatives and 3 decisions"`` (what a restore gives back)."""
         parts = [f"{n} {what}{'' if n == 1 else 's'}" for what, n in self.counts().items() if n]
@@ -193,3 +204,20 @@ def keep_previous(path) -> Path | None:
         else path.with_suffix(".previous.json")
     os.replace(path, target)
     return target
+
+
+def read_legacy_autosave(folders, stem: str, tomogram_meta: dict, shape_zyx) -> SessionData | None:
+    """The ``{stem}_cetpick_labels.csv`` / ``_negatives.csv`` that versions before the session
+    file autosaved (the first folder holding them), as a session; None when there are none."""
+    from napari_cetpick._napari.reader import read_points_for_tomogram
+
+    found = {}
+    for folder in folders:
+        for kind in ("labels", "negatives"):
+            f = Path(folder) / f"{stem}_cetpick_{kind}.csv"
+            if kind not in found and f.is_file():
+                found[kind] = read_points_for_tomogram(f, tomogram_meta).zyx
+    if not found:
+        return None
+    return SessionData(tomogram={"name": stem, "shape": list(shape_zyx)},
+                       labels=found.get("labels", np.zeros((0, 3))), negatives=found.get("negatives", np.zeros((0, 3))))

@@ -18,7 +18,6 @@ import datetime as dt
 import os
 from pathlib import Path
 
-import numpy as np
 from magicgui.widgets import Container, PushButton
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
@@ -27,6 +26,7 @@ from napari_cetpick._napari.session import PanelState, TomogramRecord
 from napari_cetpick._napari.session_file import (
     SessionData,
     keep_previous,
+    read_legacy_autosave,
     read_session,
     safe_stem,
     session_file_name,
@@ -39,7 +39,6 @@ from napari_cetpick.widgets._tracking import LayerTracker
 
 DELAY_MS = 1500
 SESSION_FILTER = "cetpick session (*.cetpick-session.json);;All files (*)"
-LEGACY_KINDS = ("labels", "negatives")  # the CSV autosaves of versions before the session file
 
 
 def default_folder() -> Path:
@@ -208,26 +207,14 @@ class AutosaveBox(Container):
             moved = keep_previous(path)
             show_error(f"Could not read the saved session of {rec.name}: {err}. It was kept as {moved.name}.")
             return
-        if data is None or not _adds_something(data, self._state.snapshot(rec)):
+        if data is None or not data.adds_to(self._state.snapshot(rec)):
             return
         rec.autosave = "offered"
         self._offers[id(rec)] = (path, data)
 
     def _legacy(self, rec: TomogramRecord) -> SessionData | None:
         """The labels and negatives CSVs that versions before the session file autosaved."""
-        from napari_cetpick._napari.reader import read_points_for_tomogram
-
-        found = {}
-        for folder in self._folders(rec):
-            for kind in LEGACY_KINDS:
-                f = folder / f"{_stem(rec)}_cetpick_{kind}.csv"
-                if kind not in found and f.is_file():
-                    found[kind] = read_points_for_tomogram(f, L.tomogram_meta(rec.layer)).zyx
-        if not found:
-            return None
-        return SessionData(tomogram={"name": rec.name, "shape": list(rec.shape)},
-                           labels=found.get("labels", np.zeros((0, 3))),
-                           negatives=found.get("negatives", np.zeros((0, 3))))
+        return read_legacy_autosave(self._folders(rec), _stem(rec), L.tomogram_meta(rec.layer), rec.shape)
 
     def _on_current_changed(self, rec=None) -> None:
         if rec is not None and rec.autosave == "unchecked":
@@ -349,16 +336,3 @@ class AutosaveBox(Container):
         show_info(f"Opened {Path(path).name} onto {rec.name}: {data.describe()}.")
         return n
 
-
-def _adds_something(saved: SessionData, now: SessionData) -> bool:
-    """True when restoring ``saved`` would give the user something the open layers lack."""
-    def new(a, b) -> int:
-        if len(a) == 0:
-            return 0
-        if len(b) == 0:
-            return len(a)
-        d = np.min(np.linalg.norm(a[:, None, :] - b[None, :, :], axis=-1), axis=1)
-        return int(np.sum(d > 1e-3))
-
-    return bool(new(saved.labels, now.labels) or new(saved.negatives, now.negatives) or saved.ignore
-                or len(saved.kept) or len(saved.removed) or saved.threshold is not None)

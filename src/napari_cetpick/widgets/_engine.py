@@ -34,6 +34,13 @@ def detect(ckpt, volume, config=None, voxel_size_a=None, device=None, mask=None)
 
 
 # ------------------------------------------------------------------ the plan shown before Train
+def check_memory(config, shapes, voxel_size_a=None, device=None):
+    """The engine's memory check before training (reads no tomogram, loads no torch)."""
+    from napari_cetpick.train import check_memory_before_training
+
+    check_memory_before_training(config, shapes, voxel_size_a, device=device)
+
+
 def plan_training(config, shapes, labels, voxel_size_a=None, init=None):
     """The engine's :func:`~napari_cetpick.train.plan_training`: what a Train press will do."""
     from napari_cetpick.train import plan_training as engine_plan

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, ProgressBar, PushButton, SpinBox
 from napari.utils.notifications import show_error, show_info, show_warning
 
@@ -17,23 +16,12 @@ from napari_cetpick.widgets._common import fmt_duration, heading, holder, narrow
 from napari_cetpick.widgets._inputs import gather_training_inputs
 from napari_cetpick.widgets._plots import LossCurve
 from napari_cetpick.widgets._runner import WorkerRunner
-from napari_cetpick._napari.session import PanelState
+from napari_cetpick._napari.session import PanelState, few_labels_problem
 from napari_cetpick.widgets._workers import TrainJob, TrainStarted
 
 _DEFAULTS = TrainConfig()
 MODEL_SUFFIX = ".ckpt"  # as the command line writes; .pt files of earlier versions still load
 MODEL_FILTER = "cetpick model (*.ckpt *.pt);;All files (*)"
-FEW_LABELS = 3  # fewer labels than this cannot tell how densely the particles are packed
-
-
-def few_labels_problem(n_labels: int, config: TrainConfig) -> str | None:
-    """Why training on so few labels needs the user's count of particles (None when fine)."""
-    if n_labels >= FEW_LABELS or config.expected_particles or config.tau:
-        return None
-    return (f"Only {n_labels} label{'' if n_labels == 1 else 's'}: too few to tell how many particles the tomogram "
-            f"holds. Click more particles (a dozen or more, spread over the tomogram), or set 'Expected particles'.")
-
-
 class TrainSection(Container):
     """Train a detector on the labels (and negatives) in the background; save and load models."""
 
@@ -191,22 +179,11 @@ class TrainSection(Container):
                            on_error=self._on_error, uses=[r.layer.unique_id for r in recs])
 
     def _check_memory(self, config: TrainConfig, shapes, voxel_size_a) -> None:
-        """Refuse settings whose training would not fit in memory, before anything starts.
+        """Refuse settings whose training would not fit in memory, before anything starts."""
+        from napari_cetpick.widgets._engine import check_memory
 
-        Uses the engine's estimate (``napari_cetpick.memory.check_train_memory``, issue 9)
-        when this version has it; the spin boxes are bounded either way.
-        """
-        try:
-            from napari_cetpick.memory import check_train_memory
-        except ImportError:
-            return
-        from napari_cetpick.widgets._engine import plan_training
-
-        plan = plan_training(config, shapes, [np.zeros((0, 3))] * len(shapes), voxel_size_a)
-        zbin = 2 if config.compress else 1
-        data_bytes = int(sum(4 * np.prod(s, dtype=float) / (plan.bin_xy ** 2 * zbin) for s in shapes))
         device = str(self._device_combo.value)
-        check_train_memory(config, data_bytes, device=device if device.startswith("cuda") else None)
+        check_memory(config, shapes, voxel_size_a, device=device if device.startswith("cuda") else None)
 
     def _on_train_yielded(self, record) -> None:
         if isinstance(record, TrainStarted):
