@@ -193,6 +193,11 @@ def test_whole_loop_train_detect_export_evaluate(viewer, panel, qtbot, tmp_path,
     csv = pd.read_csv(out)
     np.testing.assert_allclose(csv[["x", "y", "z"]].to_numpy(), zyx[:, ::-1], atol=1e-3)
     np.testing.assert_allclose(csv["score"], scores, atol=1e-5)
+    # the same columns as `cetpick detect` writes: the margin to the threshold too
+    from napari_cetpick.utils import logit
+
+    threshold = panel.state.current.threshold
+    np.testing.assert_allclose(csv["margin"], np.round(logit(scores) - logit(threshold), 4), atol=2e-4)
     out = export(tmp_path / "picks5.star", "RELION 5 STAR (.star, centred Å)")
     df5 = starfile.read(out)
     df5 = df5["particles"] if isinstance(df5, dict) else df5

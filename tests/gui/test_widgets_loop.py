@@ -334,15 +334,6 @@ def test_tomogram_table_and_export_all(viewer, panel, qtbot, checkpoint, sim, tm
 
 
 # ---------------------------------------------------------------------------- the engine's loop
-def _tiny_training(panel, steps: int) -> None:
-    panel.train._max_steps_spin.value = steps
-    panel.train._epochs_spin.value = 10_000
-    adv = panel.train._advanced
-    adv._crop_xy_spin.value = 32
-    adv._crop_z_spin.value = 8
-    adv._batch_size_spin.value = 2
-
-
 def test_mask_excludes_picks_and_training_voxels(viewer, panel, qtbot, checkpoint, monkeypatch):
     from napari_cetpick import train
 
@@ -359,7 +350,7 @@ def test_mask_excludes_picks_and_training_voxels(viewer, panel, qtbot, checkpoin
         real_init(self, *args, **kwargs)
 
     monkeypatch.setattr(train.Trainer, "__init__", recording)
-    _tiny_training(panel, 1)
+    tiny(panel, 1)
     panel.train._on_train_clicked()
     qtbot.waitUntil(lambda: not panel._busy, timeout=TIMEOUT_MS)
     [mask] = seen["masks"]
@@ -395,7 +386,7 @@ def test_improve_lowers_picks_on_rejected_look_alikes(viewer, panel, qtbot, sim)
     """150 steps give a model that also picks shells and globular particles at its default
     threshold; rejecting those and pressing Improve (about 10 s here) lowers them against the
     wanted particles, which are still found."""
-    _tiny_training(panel, 150)
+    tiny(panel, 150)
     panel.train._on_train_clicked()
     qtbot.waitUntil(lambda: not panel._busy, timeout=TIMEOUT_MS)
     panel.detect._on_detect_clicked()
