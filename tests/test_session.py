@@ -9,6 +9,7 @@ import pytest
 
 from napari_cetpick._napari.layers import META_KEY
 from napari_cetpick._napari.session_file import (
+    ClassSession,
     SessionData,
     keep_previous,
     read_session,
@@ -21,13 +22,14 @@ SHAPE = (20, 64, 48)
 
 
 def _data(**kw) -> SessionData:
-    base = dict(tomogram={"name": "t1", "path": None, "shape": list(SHAPE)},
-                labels=np.array([[1.25, 2.5, 3.0], [10.0, 40.0, 30.5]]), negatives=np.array([[4.0, 5.0, 6.0]]),
-                label_class="ribosome", ignore=[{"type": "rectangle", "vertices": [[5, 1, 1], [5, 1, 9], [5, 9, 9],
-                                                                                 [5, 9, 1]]}],
-                ignore_z_range=(2, 12), kept=np.array([[7.0, 8.0, 9.0], [1.0, 1.0, 1.0]]),
-                kept_scores=np.array([0.875, np.nan]), removed=np.array([[3.0, 3.0, 3.0]]), threshold=0.625,
-                min_distance_vox=4.5, model_path="/data/model.ckpt")
+    ribosome = ClassSession("ribosome", 250.0, "Å", "#ffd700", labels=np.array([[1.25, 2.5, 3.0], [10.0, 40.0, 30.5]]),
+                            negatives=np.array([[4.0, 5.0, 6.0]]), kept=np.array([[7.0, 8.0, 9.0], [1.0, 1.0, 1.0]]),
+                            kept_scores=np.array([0.875, np.nan]), removed=np.array([[3.0, 3.0, 3.0]]),
+                            threshold=0.625, min_distance_vox=4.5)
+    shell = ClassSession("shell", 12.0, "voxels", "#00ffff", labels=np.array([[2.0, 2.0, 2.0]]))
+    base = dict(tomogram={"name": "t1", "path": None, "shape": list(SHAPE)}, classes=[ribosome, shell],
+                ignore=[{"type": "rectangle", "vertices": [[5, 1, 1], [5, 1, 9], [5, 9, 9], [5, 9, 1]]}],
+                ignore_z_range=(2, 12), model_path="/data/model.ckpt")
     base.update(kw)
     return SessionData(**base)
 
@@ -39,13 +41,16 @@ def test_session_file_round_trip(tmp_path):
     write_session(path, _data())
     back = read_session(path, SHAPE)
     want = _data()
-    for name in ("labels", "negatives", "kept", "removed"):
-        np.testing.assert_array_equal(getattr(back, name), getattr(want, name))
-    np.testing.assert_array_equal(back.kept_scores, want.kept_scores)  # NaN (added by hand) survives
-    assert (back.threshold, back.min_distance_vox, back.model_path) == (0.625, 4.5, "/data/model.ckpt")
-    assert back.ignore == want.ignore and back.ignore_z_range == (2, 12) and back.label_class == "ribosome"
+    assert [c.name for c in back.classes] == ["ribosome", "shell"]
+    for got, exp in zip(back.classes, want.classes):
+        for name in ("labels", "negatives", "kept", "removed", "kept_scores"):  # NaN (added by hand) survives
+            np.testing.assert_array_equal(getattr(got, name), getattr(exp, name))
+        assert (got.diameter, got.unit, got.colour, got.threshold, got.min_distance_vox) == \
+            (exp.diameter, exp.unit, exp.colour, exp.threshold, exp.min_distance_vox)
+    assert back.model_path == "/data/model.ckpt" and back.ignore == want.ignore and back.ignore_z_range == (2, 12)
     assert back.saved_at
-    assert back.describe() == ("2 labels, 1 negative, 1 ignore region, 3 decisions and threshold 0.625")
+    assert back.describe() == ("3 labels (ribosome, shell), 1 negative, 1 ignore region, 3 decisions and "
+                               "threshold 0.625")
     json.loads(path.read_text())  # strict JSON (no NaN)
     assert "NaN" not in path.read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # the temporary file was renamed
@@ -78,7 +83,7 @@ def test_a_failed_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):
 
     monkeypatch.setattr(json, "dump", broken)
     with pytest.raises(OSError):
-        write_session(path, _data(labels=np.zeros((0, 3))))
+        write_session(path, _data(classes=[]))
     assert path.read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
@@ -88,13 +93,19 @@ def test_keep_previous_moves_aside_never_deletes(tmp_path):
     moved = keep_previous(path)
     assert moved.name == "a.cetpick-session.previous.json" and not path.exists()
     np.testing.assert_array_equal(read_session(moved).labels, _data().labels)
+    assert read_session(moved).of("shell").diameter == 12.0
     assert keep_previous(path) is None
 
 
-def test_empty_session():
-    empty = SessionData(tomogram={})
+def test_empty_session_and_what_a_restore_adds():
+    empty = SessionData(tomogram={}, classes=[ClassSession("ribosome")])
     assert empty.is_empty() and empty.describe() == "nothing"
     assert not _data().is_empty()
+    assert _data().adds_to(empty) and not empty.adds_to(_data())
+    same_points = _data(ignore=[], classes=[ClassSession("ribosome", labels=_data().classes[0].labels)])
+    assert not same_points.adds_to(_data())
+    # the same points as another class are new to this one
+    assert _data(ignore=[], classes=[ClassSession("shell", labels=_data().classes[0].labels)]).adds_to(_data())
 
 
 # ---------------------------------------------------------------------------- the model
@@ -136,18 +147,47 @@ def test_records_own_their_layers_and_nothing_else(model):
     assert closed == [r1] and state.current is None and list(state.records.values()) == [r2]
 
 
-def test_snapshot_holds_points_decisions_and_chosen_threshold(model):
+def test_snapshot_holds_every_class(model):
     viewer, state = model
     rec = state.record(viewer.layers["t2"])  # scaled by 2: points are stored in its voxels
     rec.labels = viewer.add_points([[4.0, 8.0, 12.0]], ndim=3, name="l", scale=(1, 1, 1))
     rec.edits.keep([[1.0, 1.0, 1.0]], [0.9])
     rec.edits.remove([[2.0, 2.0, 2.0]])
     rec.restored = {"threshold": 0.7}
+    state.add_class("shell", diameter=12.0, unit="voxels")
+    assert rec.active == "shell" and rec.labels is None  # the record follows the active class
+    rec.labels = viewer.add_points([[2.0, 2.0, 2.0]], ndim=3, name="s")
     data = state.snapshot(rec)
-    np.testing.assert_allclose(data.labels, [[2.0, 4.0, 6.0]])
-    np.testing.assert_allclose(data.kept, [[1.0, 1.0, 1.0]])
-    np.testing.assert_allclose(data.removed, [[2.0, 2.0, 2.0]])
-    assert data.threshold == 0.7 and data.tomogram["shape"] == list(SHAPE) and len(data.negatives) == 0
+    first, shell = data.classes
+    assert (first.name, shell.name, shell.diameter, shell.unit) == ("particle", "shell", 12.0, "voxels")
+    np.testing.assert_allclose(first.labels, [[2.0, 4.0, 6.0]])
+    np.testing.assert_allclose(shell.labels, [[1.0, 1.0, 1.0]])
+    np.testing.assert_allclose(first.kept, [[1.0, 1.0, 1.0]])
+    np.testing.assert_allclose(first.removed, [[2.0, 2.0, 2.0]])
+    assert first.threshold == 0.7 and shell.threshold is None and data.tomogram["shape"] == list(SHAPE)
+    assert state.classes_with_labels([rec]) == ["particle", "shell"]
+
+
+def test_classes(model):
+    viewer, state = model
+    rec = state.record(viewer.layers["t1"])
+    seen = []
+    state.class_changed.connect(seen.append)
+    state.set_diameter(250.0, "Å")
+    ribo = state.add_class("ribosome")
+    assert ribo.diameter == 250.0 and ribo.colour != state.classes[0].colour and seen == ["ribosome"]
+    state.set_diameter(120.0, "Å")
+    assert state.particle_class("particle").diameter == 250.0 and state.diameter == 120.0
+    assert state.diameter_vox(rec) == 12.0 and state.diameter_vox(rec, "particle") == 25.0
+    with pytest.raises(CetpickError, match="already"):
+        state.add_class("ribosome")
+    with pytest.raises(CetpickError, match="not allowed"):
+        state.add_class("two words")
+    rec.labels = "L"
+    state.rename_class("ribosome", "ribo80S")
+    assert state.active_class == "ribo80S" and rec.active == "ribo80S" and rec.labels == "L"
+    state.set_class("particle")
+    assert rec.labels is None and seen == ["ribosome", "particle"]
 
 
 def test_a_new_model_keeps_the_previous_one_for_undo(model):

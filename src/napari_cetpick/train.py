@@ -239,7 +239,7 @@ def check_memory_before_training(config: TrainConfig, shapes: Sequence, voxel_si
                                  device=None) -> None:
     """The Trainer's memory check, before any tomogram is read (:class:`CetpickError` if it
     would not fit); ``device`` None = the host's memory."""
-    plan = plan_training(config, shapes, [np.zeros((0, 3))] * len(shapes), voxel_size_a)
+    plan = plan_training(config, shapes, [{} for _ in shapes], voxel_size_a)  # sizes only: no labels needed
     M.check_train_memory(config, training_data_bytes(config, shapes, plan.bin_xy), device=device)
 
 

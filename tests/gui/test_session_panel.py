@@ -49,7 +49,7 @@ def test_autosave_gives_everything_back_after_the_viewer_is_closed(make_napari_v
     qtbot.waitUntil(lambda: [lay.name for lay in viewer.layers] == ["unrelated"], timeout=5000)
     saved = read_session(path, sim.volume.shape)
     assert rows(saved.labels) == rows(LABELS) and rows(saved.negatives) == rows(NEGATIVES)
-    assert len(saved.ignore) == 1 and saved.ignore_z_range == (2, 20) and len(saved.removed) == 1
+    assert len(saved.ignore) == 1 and saved.ignore_z_range == (2, 20) and len(saved.classes[0].removed) == 1
     viewer.close()
 
     viewer = make_napari_viewer()
@@ -188,4 +188,77 @@ def test_a_plain_detect_keeps_the_threshold_the_user_chose(viewer, panel, qtbot,
     wait_idle(qtbot, panel)
     assert rec.result.threshold == pytest.approx(chosen, abs=1e-6)
     assert panel.detect._threshold_slider.value == pytest.approx(chosen, abs=1e-3)
-    assert panel.state.snapshot(rec).threshold == pytest.approx(chosen, abs=1e-6)
+    assert panel.state.snapshot(rec).of(rec.active).threshold == pytest.approx(chosen, abs=1e-6)
+
+
+# ---------------------------------------------------------------------------- classes
+def test_a_model_of_several_classes_loads_and_detects_every_class(viewer, panel, qtbot, sim, tmp_path):
+    from napari_cetpick.config import ClassSpec, TrainConfig
+    from napari_cetpick.train import Trainer
+    from napari_cetpick.utils import run_generator
+
+    cfg = TrainConfig(classes=[ClassSpec("a", bbox=8), ClassSpec("b", bbox=6)], max_steps=1, crop_xy=32, crop_z=8,
+                      batch_size=1, bin=1)
+    tr = Trainer([sim.volume], [{"a": sim.labels[:2], "b": sim.labels[2:4]}], cfg, voxel_size_a=10.0, device="cpu")
+    run_generator(tr.steps(calibrate=False))
+    path = tr.checkpoint(calibrate=False).save(tmp_path / "two.ckpt")
+    assert panel.train.load_model(path) is not None
+    state = panel.state
+    assert state.class_names == ["proteasome", "a", "b"]  # the sample's class, then the model's
+    assert (state.particle_class("a").diameter, state.particle_class("a").unit) == (80.0, "Å")  # 8 voxels of 10 Å
+    panel.detect._on_detect_clicked()
+    wait_idle(qtbot, panel)
+    rec = state.current
+    for name in ("a", "b"):
+        view = rec.view(name)
+        assert view.result is not None and view.result.class_name == name
+        assert view.picks is viewer.layers[f"sim picks {name}"] and view.heatmap is viewer.layers[f"sim heatmap {name}"]
+        assert view.picks.metadata[META_KEY]["class"] == name
+        assert len(view.picks.data) == len(view.result.zyx)
+    # the panel's own class had no channel: no picks for it
+    assert rec.result is None
+    panel.classes._class_combo.value = "b"
+    assert state.active_class == "b" and rec.picks is viewer.layers["sim picks b"]
+    assert panel.detect._threshold_slider.value == pytest.approx(rec.result.threshold, abs=1e-3)
+    out = panel.export.export(tmp_path / "b.csv", "CSV with scores (.csv)")
+    import pandas as pd
+
+    assert len(pd.read_csv(out)) == len(rec.picks.data)
+
+
+def test_two_classes_train_one_model_and_review_moves_a_pick(viewer, panel, qtbot, sim, notes):
+    state = panel.state
+    assert state.class_names == ["proteasome"]  # named after the labels the panel adopted
+    first = state.current.labels
+    assert panel.classes.add_class("shell")
+    rec = state.current
+    assert state.active_class == "shell" and rec.labels is None
+    panel.data._diameter_unit_combo.value = "voxels"
+    panel.data._diameter_spin.value = 12.0
+    panel.data._on_new_labels_clicked()
+    assert rec.labels.name == "sim shell labels" and rec.labels.metadata[META_KEY]["label_class"] == "shell"
+    shells = np.asarray(sim.particles["shell"], float)
+    rec.labels.add(shells)
+    # the other class keeps its layer and size
+    assert rec.view("proteasome").labels is first and state.particle_class("proteasome").unit == "Å"
+    tiny(panel, steps=2)
+    panel.data._diameter_unit_combo.value = "voxels"
+    panel.data._diameter_spin.value = 12.0
+    assert "proteasome" in panel.train._plan_label.value and "shell" in panel.train._plan_label.value
+    panel.train._on_train_clicked()
+    wait_idle(qtbot, panel)
+    ckpt = state.checkpoint
+    assert ckpt.class_names == ["proteasome", "shell"]
+    panel.detect._threshold_slider.value = 0.0  # every candidate of the shell class
+    panel.detect._on_detect_clicked()
+    wait_idle(qtbot, panel)
+    assert rec.picks is not None and rec.view("proteasome").picks is not None
+    # a pick of the shell class moved to the proteasome class: a shell negative, a proteasome label
+    review = panel.review
+    assert review.start()
+    zyx = review._queue[review._index].copy()
+    n_prot = len(rec.view("proteasome").labels.data)
+    review.move_to("proteasome")
+    assert len(rec.view("proteasome").labels.data) == n_prot + 1
+    assert rows(zyx)[0] in rows(rec.negatives.data)
+    assert rows(zyx)[0] not in rows(rec.picks.data)

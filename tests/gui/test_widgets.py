@@ -449,23 +449,6 @@ def test_error_bad_model_file(panel, tmp_path, notes):
     assert any("not a napari-cetpick model" in m for m in notes())
 
 
-def test_a_model_of_several_classes_is_refused_with_the_command_that_detects_it(panel, sim, tmp_path, notes):
-    from napari_cetpick.config import ClassSpec
-    from napari_cetpick.train import Trainer
-    from napari_cetpick.utils import run_generator
-
-    cfg = TrainConfig(classes=[ClassSpec("a", bbox=8), ClassSpec("b", bbox=6)], max_steps=1, crop_xy=32, crop_z=8,
-                      batch_size=1, bin=1)
-    labels = {"a": sim.labels[:2], "b": sim.labels[2:4]}
-    tr = Trainer([sim.volume], [labels], cfg, voxel_size_a=VOXEL_A, device="cpu")
-    run_generator(tr.steps(calibrate=False))
-    path = tr.checkpoint(calibrate=False).save(tmp_path / "two.ckpt")
-    before = panel._checkpoint
-    assert panel.train.load_model(path) is None
-    assert any("holds 2 classes (a, b)" in m and "cetpick detect --model two.ckpt" in m for m in notes())
-    assert panel._checkpoint is before  # the panel's model is untouched
-
-
 def test_importing_the_widgets_loads_no_torch():
     """Opening napari stays fast: torch loads only when a run starts."""
     import subprocess

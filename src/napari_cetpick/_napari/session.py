@@ -12,6 +12,7 @@ against ``event.source`` hold.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 from psygnal import Signal
@@ -26,7 +27,9 @@ from napari_cetpick._napari.layers import (
     points_in_image_frame,
     unwrap,
 )
-from napari_cetpick._napari.session_file import SessionData
+from napari_cetpick._napari.session_file import ClassSession, SessionData
+from napari_cetpick.config import DEFAULT_CLASS as DEFAULT_CLASS_NAME  # the class of a panel where none was named
+from napari_cetpick.config import class_colour
 from napari_cetpick.review import PickEdits
 
 DIAMETER_UNITS = ("Å", "voxels")
@@ -43,17 +46,21 @@ def few_labels_problem(n_labels: int, config) -> str | None:
             f"holds. Click more particles (a dozen or more, spread over the tomogram), or set 'Expected particles'.")
 
 
+CLASS_FIELDS = ("labels", "negatives", "result", "heatmap", "picks", "edits", "shown", "chosen", "restored", "truth")
+
+
 @dataclass(eq=False)
-class TomogramRecord:
-    """Everything the panel keeps for one open tomogram.
+class ClassTrack:
+    """What one tomogram holds for one particle class.
 
     Attributes
     ----------
-    layer : napari Image layer
     labels, negatives : napari Points layers or None
-        The layers holding this tomogram's particle clicks and "not a particle" clicks.
+        The class's particle clicks and its "not this class" clicks.
     result : DetectResult or None
-        The last detection (heatmap and cached candidates for instant re-selection).
+        The class's last detection (heatmap and cached candidates for instant re-selection);
+        ``group`` the :class:`~napari_cetpick.detect.ClassDetections` it came with (one
+        network pass for every class), so that overlaps are resolved again on re-selection.
     heatmap, picks : napari layers or None
     edits : PickEdits
         Picks the user accepted, added, rejected or deleted (kept across re-selection).
@@ -61,36 +68,87 @@ class TomogramRecord:
         The picks the panel last wrote into ``picks`` (to tell hand edits apart).
     chosen : set
         ``"threshold"`` / ``"min_distance"`` once the user set them by hand: a new detection
-        of this tomogram (after Improve) keeps them instead of the model's defaults.
+        keeps them instead of the model's defaults.
     restored : dict
-        ``threshold`` / ``min_distance_vox`` from a restored session, applied to the next
-        detection of this tomogram.
-    ignore : napari Shapes or Labels layer or None
-        This tomogram's ignore regions; ``ignore_z_range`` the slices its shapes apply to.
-    truth, box : napari layers or None
-        Evaluation truth and the box in which it is complete; ``box_z_range`` its slices.
-    autosave : str
-        ``"unchecked"`` until its autosaved session was looked for, ``"offered"`` while the
-        user has not chosen to restore or dismiss it (nothing is written meanwhile),
-        ``"clear"`` once autosave may write.
+        ``threshold`` / ``min_distance_vox`` from a restored session, for the next detection.
+    truth : napari Points layer or None
+        Evaluation truth of this class.
     """
 
-    layer: object
     labels: object = None
     negatives: object = None
     result: object = None
+    group: object = None
     heatmap: object = None
     picks: object = None
     edits: PickEdits = field(default_factory=PickEdits)
     shown: object = None
     chosen: set = field(default_factory=set)
     restored: dict = field(default_factory=dict)
-    ignore: object = None
-    ignore_z_range: tuple = (0, 0)
     truth: object = None
-    box: object = None
-    box_z_range: tuple = (0, 0)
-    autosave: str = "unchecked"
+
+
+def _class_field(name: str):
+    def get(self):
+        return getattr(self.track(), name)
+
+    def set_(self, value):
+        setattr(self.track(), name, value)
+
+    return property(get, set_, doc=f"The active class's ``{name}`` (see :class:`ClassTrack`).")
+
+
+class TomogramRecord:
+    """Everything the panel keeps for one open tomogram: per class a :class:`ClassTrack`
+    (``labels``, ``picks``, ``result`` … read and write the active class's), and for the
+    tomogram as a whole:
+
+    Attributes
+    ----------
+    layer : napari Image layer
+    active : str
+        The class the class-level attributes refer to (the panel's selected class).
+    ignore : napari Shapes or Labels layer or None
+        This tomogram's ignore regions; ``ignore_z_range`` the slices its shapes apply to.
+    box : napari Shapes layer or None
+        The box in which the evaluation truth is complete; ``box_z_range`` its slices.
+    autosave : str
+        ``"unchecked"`` until its autosaved session was looked for, ``"offered"`` while the
+        user has not chosen to restore or dismiss it (nothing is written meanwhile),
+        ``"clear"`` once autosave may write.
+    """
+
+    def __init__(self, layer, active: str = DEFAULT_CLASS_NAME):
+        self.layer = layer
+        self.active = active
+        self.per_class: dict[str, ClassTrack] = {}
+        self.ignore = None
+        self.ignore_z_range: tuple = (0, 0)
+        self.box = None
+        self.box_z_range: tuple = (0, 0)
+        self.autosave = "unchecked"
+
+    def track(self, name: str | None = None) -> ClassTrack:
+        """The :class:`ClassTrack` of a class (the active one by default), made on first use."""
+        name = self.active if name is None else name
+        if name not in self.per_class:
+            self.per_class[name] = ClassTrack()
+        return self.per_class[name]
+
+    def view(self, name: str) -> TomogramRecord:
+        """This record seen with ``name`` as its active class (class-level attributes are shared;
+        set tomogram-level ones on the record itself)."""
+        other = copy.copy(self)
+        other.active = name
+        return other
+
+    def layers_held(self, kinds=("picks", "heatmap", "labels", "negatives", "truth")) -> list:
+        """The layers of every class of these kinds (None left out)."""
+        return [getattr(t, k) for t in self.per_class.values() for k in kinds if getattr(t, k) is not None]
+
+    def same(self, other) -> bool:
+        """The same tomogram (a record or a view of it)."""
+        return other is not None and other.layer is self.layer
 
     @property
     def name(self) -> str:
@@ -121,8 +179,22 @@ class TomogramRecord:
         return points_in_image_frame(layer, self.layer)
 
 
+for _name in CLASS_FIELDS:
+    setattr(TomogramRecord, _name, _class_field(_name))
+
+
+@dataclass
+class ParticleClass:
+    """A particle class of the panel: its name, diameter (in ``unit``, Å or voxels) and colour."""
+
+    name: str
+    diameter: float = DEFAULT_DIAMETER_A
+    unit: str = "Å"
+    colour: str = "#ffff00"
+
+
 class PanelState:
-    """Current tomogram, its records, the model and the particle diameter, with signals.
+    """Current tomogram, its records, the particle classes, the model, with signals.
 
     Parameters
     ----------
@@ -137,6 +209,8 @@ class PanelState:
     points_changed = Signal(object)       # TomogramRecord: its labels or negatives changed
     layers_changed = Signal()             # layers were added, removed or renamed
     diameter_changed = Signal()
+    classes_changed = Signal()            # a class was added, renamed, recoloured or removed
+    class_changed = Signal(str)           # the active class is now this one
     mask_changed = Signal()               # the ignore regions changed
 
     def __init__(self, viewer):
@@ -147,8 +221,8 @@ class PanelState:
         self.previous_checkpoint = None  # the model the current one replaced (Undo model)
         self.model_path: str | None = None  # the file the current model was loaded from or saved to
         self._paths: dict = {}  # id(checkpoint) -> its file
-        self.diameter = DEFAULT_DIAMETER_A
-        self.diameter_unit = "Å"
+        self.classes: list[ParticleClass] = [ParticleClass(DEFAULT_CLASS_NAME, colour=class_colour(0))]
+        self.active_class = DEFAULT_CLASS_NAME
         self.mask_source = None  # callable(record) -> keep mask or None; set by the mask section
 
     # ------------------------------------------------------------------ tomograms
@@ -159,7 +233,7 @@ class PanelState:
         layer = unwrap(layer)
         rec = self.records.get(layer.unique_id)
         if rec is None and create:
-            rec = self.records[layer.unique_id] = TomogramRecord(layer)
+            rec = self.records[layer.unique_id] = TomogramRecord(layer, self.active_class)
         return rec
 
     def set_current(self, layer) -> None:
@@ -183,7 +257,7 @@ class PanelState:
     def owned_layers(self, rec: TomogramRecord) -> list:
         """The layers the panel made for (or holds for) this tomogram and no other: picks,
         heatmap, labels, negatives, ignore regions, box, the review ring."""
-        held = [rec.picks, rec.heatmap, rec.labels, rec.negatives, rec.ignore, rec.box]
+        held = [rec.ignore, rec.box, *rec.layers_held(("picks", "heatmap", "labels", "negatives"))]
         out = []
         for lay in self.viewer.layers:
             lay = unwrap(lay)
@@ -198,10 +272,9 @@ class PanelState:
         """True when another tomogram's record uses this layer."""
         layer = unwrap(layer)
         for other in self.records.values():
-            if other is rec:
+            if rec is not None and other.same(rec):
                 continue
-            if any(layer is h for h in (other.layer, other.labels, other.negatives, other.picks, other.heatmap,
-                                         other.ignore, other.truth, other.box)):
+            if any(layer is h for h in (other.layer, other.ignore, other.box, *other.layers_held())):
                 return True
         return False
 
@@ -212,7 +285,7 @@ class PanelState:
             return True
         mine = {rec.name, image_layer_meta(rec.layer).get("tomogram_name")}
         for other in self.records.values():
-            if other is rec:
+            if other.same(rec):
                 continue
             theirs = {other.name, image_layer_meta(other.layer).get("tomogram_name")} - mine
             if meta.get("source") in theirs or (meta.get("tomogram_name") and meta.get("tomogram_name") in theirs
@@ -263,30 +336,113 @@ class PanelState:
         self.checkpoint_changed.emit(self.checkpoint)
         return True
 
-    def set_diameter(self, value: float, unit: str) -> None:
-        if (value, unit) != (self.diameter, self.diameter_unit):
-            self.diameter, self.diameter_unit = float(value), unit
+    # ------------------------------------------------------------------ classes
+    def particle_class(self, name: str | None = None) -> ParticleClass:
+        """A class by name (the active one by default)."""
+        name = self.active_class if name is None else name
+        for c in self.classes:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    def add_class(self, name: str, diameter: float | None = None, unit: str | None = None,
+                  colour: str | None = None, activate: bool = True) -> ParticleClass:
+        """A new class (its size that of the active class unless given); CetpickError on a bad or
+        taken name."""
+        from napari_cetpick.config import check_class_name
+        from napari_cetpick.errors import CetpickError
+
+        name = check_class_name(str(name).strip())
+        if name in self.class_names:
+            raise CetpickError(f"There is a class {name!r} already.")
+        base = self.particle_class()
+        new = ParticleClass(name, float(base.diameter if diameter is None else diameter), unit or base.unit,
+                            colour or class_colour(len(self.classes)))
+        self.classes.append(new)
+        self.classes_changed.emit()
+        if activate:
+            self.set_class(name)
+        return new
+
+    def rename_class(self, old: str, new: str) -> None:
+        """Rename a class everywhere (records, layers' metadata)."""
+        from napari_cetpick.config import check_class_name
+        from napari_cetpick.errors import CetpickError
+
+        new = check_class_name(str(new).strip())
+        if new == old:
+            return
+        if new in self.class_names:
+            raise CetpickError(f"There is a class {new!r} already.")
+        self.particle_class(old).name = new
+        for rec in self.records.values():
+            if old in rec.per_class:
+                rec.per_class[new] = rec.per_class.pop(old)
+            if rec.active == old:
+                rec.active = new
+        if self.active_class == old:
+            self.active_class = new
+        self.classes_changed.emit()
+
+    def set_class(self, name: str) -> None:
+        """Make ``name`` the active class: every record's class-level attributes follow."""
+        self.particle_class(name)  # KeyError when unknown
+        if name == self.active_class:
+            return
+        self.active_class = name
+        for rec in self.records.values():
+            rec.active = name
+        self.class_changed.emit(name)
+        self.diameter_changed.emit()
+        self.current_changed.emit(self.current)
+
+    def classes_with_labels(self, records) -> list[str]:
+        """The classes (in the panel's order) with at least one label in these records."""
+        return [c.name for c in self.classes
+                if any(r.track(c.name).labels is not None and self.live(r.track(c.name).labels)
+                       and len(r.track(c.name).labels.data) for r in records)]
+
+    @property
+    def diameter(self) -> float:
+        """The active class's diameter, in :attr:`diameter_unit`."""
+        return self.particle_class().diameter
+
+    @property
+    def diameter_unit(self) -> str:
+        return self.particle_class().unit
+
+    def set_diameter(self, value: float, unit: str, name: str | None = None) -> None:
+        c = self.particle_class(name)
+        if (float(value), unit) != (c.diameter, c.unit):
+            c.diameter, c.unit = float(value), unit
             self.diameter_changed.emit()
 
-    def check_diameter(self, record: TomogramRecord | None = None) -> str | None:
-        """Why the particle diameter cannot be trained with (None when it can)."""
-        if float(self.diameter) <= 0:
-            return "Set the particle diameter (it is 0): the particle's size in Å or voxels."
-        d = self.diameter_vox(record)
+    def check_diameter(self, record: TomogramRecord | None = None, name: str | None = None) -> str | None:
+        """Why a class's particle diameter cannot be trained with (None when it can)."""
+        c = self.particle_class(name)
+        of = f" of {c.name}" if len(self.classes) > 1 else ""
+        if float(c.diameter) <= 0:
+            return f"Set the particle diameter{of} (it is 0): the particle's size in Å or voxels."
+        d = self.diameter_vox(record, c.name)
         if d is None:
             return (f"The particle diameter is in Å but the tomogram's voxel size is unknown: set the voxel size, "
                     f"or give the diameter in voxels.")
         if d < MIN_DIAMETER_VOX:
-            return (f"A particle diameter of {d:.2g} voxels is too small to detect (at least "
+            return (f"A particle diameter{of} of {d:.2g} voxels is too small to detect (at least "
                     f"{MIN_DIAMETER_VOX:g}): check the diameter and its unit, and the voxel size.")
         return None
 
-    def diameter_vox(self, record: TomogramRecord | None = None) -> float | None:
-        """Particle diameter in voxels of a tomogram (the current one by default)."""
-        value = float(self.diameter)
+    def diameter_vox(self, record: TomogramRecord | None = None, name: str | None = None) -> float | None:
+        """A class's (the active one's) particle diameter in voxels of a tomogram (the current one)."""
+        c = self.particle_class(name)
+        value = float(c.diameter)
         if value <= 0:
             return None
-        if self.diameter_unit == "voxels":
+        if c.unit == "voxels":
             return value
         rec = record or self.current
         vs = None if rec is None else rec.voxel_size_a
@@ -298,7 +454,11 @@ class PanelState:
         if record.result is not None:
             ratio = ckpt.voxel_size_a / vs if (ckpt is not None and ckpt.voxel_size_a and vs) else 1.0
             return float(record.result.diameter_vox * ratio)
-        return float(self.diameter_vox(record) or 10.0)
+        return float(self.diameter_vox(record, record.active) or 10.0)
+
+    def named_class(self, name: str | None = None) -> str | None:
+        """A class's name for layer names and files: None while the panel has one class."""
+        return (name or self.active_class) if len(self.classes) > 1 else None
 
     def set_voxel_size(self, record: TomogramRecord, value: float | None) -> None:
         """Store a corrected voxel size where exports and the writer look for it."""
@@ -314,24 +474,26 @@ class PanelState:
 
     # ------------------------------------------------------------------ the session file
     def snapshot(self, rec: TomogramRecord) -> SessionData:
-        """What this tomogram's session file holds now."""
+        """What this tomogram's session file holds now (every class)."""
         meta = image_layer_meta(rec.layer)
         ignore = []
         if rec.ignore is not None and rec.ignore.__class__.__name__ == "Shapes" and self.live(rec.ignore):
             ignore = [{"type": str(t), "vertices": np.round(np.asarray(v, float), 4).tolist()}
                       for t, v in zip(rec.ignore.shape_type, rec.ignore.data)]
-        labels_meta = layer_cetpick_meta(rec.labels) if rec.labels is not None else {}
-        live = {k: getattr(rec, k) is not None and self.live(getattr(rec, k)) for k in ("labels", "negatives")}
-        res = rec.result
-        return SessionData(
-            tomogram={"name": rec.name, "path": meta.get("path"), "shape": list(rec.shape)},
-            labels=rec.points("labels") if live["labels"] else np.zeros((0, 3)),
-            negatives=rec.points("negatives") if live["negatives"] else np.zeros((0, 3)),
-            label_class=labels_meta.get("label_class"), ignore=ignore,
-            ignore_z_range=tuple(rec.ignore_z_range) if ignore else (0, 0),
-            kept=rec.edits.kept, kept_scores=rec.edits.kept_scores, removed=rec.edits.removed,
-            threshold=(float(res.threshold) if res is not None and "threshold" in rec.chosen
-                       else rec.restored.get("threshold")),
-            min_distance_vox=(float(res.min_distance_vox) if res is not None and "min_distance" in rec.chosen
-                              else rec.restored.get("min_distance_vox")),
-            model_path=self.model_path)
+        classes = []
+        for c in self.classes:
+            t = rec.track(c.name)
+            res = t.result
+            pts = {k: (points_in_image_frame(getattr(t, k), rec.layer) if getattr(t, k) is not None
+                       and self.live(getattr(t, k)) else np.zeros((0, 3))) for k in ("labels", "negatives")}
+            classes.append(ClassSession(
+                name=c.name, diameter=c.diameter, unit=c.unit, colour=c.colour, labels=pts["labels"],
+                negatives=pts["negatives"], kept=t.edits.kept, kept_scores=t.edits.kept_scores,
+                removed=t.edits.removed,
+                threshold=(float(res.threshold) if res is not None and "threshold" in t.chosen
+                           else t.restored.get("threshold")),
+                min_distance_vox=(float(res.min_distance_vox) if res is not None and "min_distance" in t.chosen
+                                  else t.restored.get("min_distance_vox"))))
+        return SessionData(tomogram={"name": rec.name, "path": meta.get("path"), "shape": list(rec.shape)},
+                           classes=classes, ignore=ignore, ignore_z_range=tuple(rec.ignore_z_range) if ignore else (0, 0),
+                           model_path=self.model_path)

@@ -146,6 +146,7 @@ class AutosaveBox(Container):
 
     # ------------------------------------------------------------------ saving
     def _on_record_changed(self, rec=None) -> None:
+        rec = None if rec is None else self._state.record(rec.layer, create=False)  # the record, not a class view
         if rec is not None:
             self._dirty[id(rec)] = rec
             self._timer.start()
@@ -214,7 +215,8 @@ class AutosaveBox(Container):
 
     def _legacy(self, rec: TomogramRecord) -> SessionData | None:
         """The labels and negatives CSVs that versions before the session file autosaved."""
-        return read_legacy_autosave(self._folders(rec), _stem(rec), L.tomogram_meta(rec.layer), rec.shape)
+        return read_legacy_autosave(self._folders(rec), _stem(rec), L.tomogram_meta(rec.layer), rec.shape,
+                                    self._state.active_class)
 
     def _on_current_changed(self, rec=None) -> None:
         if rec is not None and rec.autosave == "unchecked":
@@ -266,30 +268,31 @@ class AutosaveBox(Container):
         self.save_now()
 
     def apply(self, rec: TomogramRecord, data: SessionData) -> int:
-        """Put a session's points, shapes, decisions, threshold and model into a tomogram."""
+        """Put a session's classes, points, shapes, decisions, thresholds and model into a tomogram."""
         n = 0
-        for kind in ("labels", "negatives"):
-            zyx = getattr(data, kind)
-            if len(zyx):
-                n += self._restore_points(rec, kind, zyx)
+        for c in data.classes:
+            if c.name not in self._state.class_names:
+                self._state.add_class(c.name, c.diameter, c.unit, c.colour, activate=False)
+            view = rec.view(c.name)
+            for kind in ("labels", "negatives"):
+                if len(getattr(c, kind)):
+                    n += self._restore_points(view, kind, getattr(c, kind))
+            if len(c.removed):
+                view.edits.remove(c.removed)
+            if len(c.kept):
+                view.edits.keep(c.kept, c.kept_scores)
+            view.restored = {k: v for k, v in (("threshold", c.threshold), ("min_distance_vox", c.min_distance_vox))
+                             if v is not None}
+            if view.result is not None:
+                view.chosen.update({"threshold": "threshold", "min_distance_vox": "min_distance"}[k]
+                                   for k in view.restored)
+                self._tracker.reselect(view, threshold=view.restored.get("threshold"),
+                                       min_distance=view.restored.get("min_distance_vox"))
         if data.ignore and (rec.ignore is None or not self._state.live(rec.ignore)):
             self._add_ignore_shapes(rec, data.ignore, data.ignore_z_range)
-        if len(data.removed):
-            rec.edits.remove(data.removed)
-        if len(data.kept):
-            rec.edits.keep(data.kept, data.kept_scores)
-        rec.restored = {k: v for k, v in (("threshold", data.threshold), ("min_distance_vox", data.min_distance_vox))
-                        if v is not None}
         if self._state.checkpoint is None and data.model_path and Path(data.model_path).is_file():
             self._load_model(data.model_path)
-        if rec.result is not None:
-            if "threshold" in rec.restored:
-                rec.chosen.add("threshold")
-            if "min_distance_vox" in rec.restored:
-                rec.chosen.add("min_distance")
-            self._tracker.reselect(rec, threshold=rec.restored.get("threshold"),
-                                   min_distance=rec.restored.get("min_distance_vox"))
-            self._state.detection_changed.emit(rec)
+        self._state.detection_changed.emit(rec)
         return n
 
     # ------------------------------------------------------------------ explicit files

@@ -7,6 +7,7 @@ from napari.utils.notifications import show_error, show_info
 
 from napari_cetpick._napari.layers import layer_cetpick_meta
 from napari_cetpick._napari.styles import restyle
+from napari_cetpick.errors import CetpickError
 from napari_cetpick.widgets import _layers as L
 from napari_cetpick.widgets._common import heading, narrow, plural, row, status_label
 from napari_cetpick._napari.session import DIAMETER_UNITS, PanelState
@@ -16,7 +17,7 @@ from napari_cetpick.widgets._tracking import LayerTracker
 class DataSection(Container):
     """Which tomogram, at which voxel size, which particle, which clicks."""
 
-    def __init__(self, state: PanelState, tracker: LayerTracker):
+    def __init__(self, state: PanelState, tracker: LayerTracker, class_row=None):
         super().__init__(labels=True)
         self._state, self._tracker = state, tracker
         self._updating = False
@@ -56,7 +57,8 @@ class DataSection(Container):
         narrow(self._tomogram_combo, self._labels_combo, self._negatives_combo, self._diameter_unit_combo)
         self.extend([
             heading("1 · Data and labels"), self._tomogram_combo, self._voxel_size_spin,
-            self._tomogram_info_label, row(self._diameter_spin, self._diameter_unit_combo, label="Particle diameter"),
+            self._tomogram_info_label, *([class_row] if class_row is not None else []),
+            row(self._diameter_spin, self._diameter_unit_combo, label="Particle diameter"),
             self._labels_combo, row(self._new_labels_button, self._labels_count_label, label=" "),
             self._negatives_combo, row(self._new_negatives_button, self._negatives_count_label, label=" "),
         ])
@@ -70,6 +72,7 @@ class DataSection(Container):
         self._new_negatives_button.changed.connect(self._on_new_negatives_clicked)
         state.points_changed.connect(self._on_points_changed)
         state.diameter_changed.connect(self._on_state_diameter_changed)
+        state.class_changed.connect(lambda name: self._adopt_points_layers())
 
     # ------------------------------------------------------------------ choices
     def _layers(self):
@@ -101,16 +104,37 @@ class DataSection(Container):
         return meta.get("source") == tomo.name or (
             bool(meta.get("tomogram_name")) and meta.get("tomogram_name") == tmeta.get("tomogram_name"))
 
+    def _fits(self, layer, rec) -> bool:
+        """A layer that can be this tomogram's active class's: no other class's (by its
+        metadata, or held for another class), no other tomogram's."""
+        if self._state.held_by_another(layer, rec) or any(
+                layer is t.labels or layer is t.negatives for n, t in rec.per_class.items() if n != rec.active):
+            return False
+        meta = layer_cetpick_meta(layer)
+        cls = meta.get("class") or meta.get("label_class")
+        return cls is None or cls == rec.active or len(self._state.classes) == 1
+
     def _default_points(self, choices, rec, fallback: bool):
         """This tomogram's own layer; else (``fallback``) a layer of no other open tomogram."""
-        mine = [layer for _, layer in choices if self._belongs(layer, rec.layer)
-                and not self._state.held_by_another(layer, rec)]
+        fitting = [layer for _, layer in choices if self._fits(layer, rec)]
+        mine = [layer for layer in fitting if self._belongs(layer, rec.layer)]
         if mine:
             return mine[0]
         if fallback:
-            free = [layer for _, layer in choices if not self._state.belongs_elsewhere(layer, rec)]
+            free = [layer for layer in fitting if not self._state.belongs_elsewhere(layer, rec)]
             return free[0] if free else None
         return None
+
+    def _name_default_class(self, rec) -> None:
+        """The panel's unnamed class takes the name of the labels it adopts (the sample's: ribosome)."""
+        from napari_cetpick._napari.session import DEFAULT_CLASS_NAME
+
+        cls = layer_cetpick_meta(rec.labels).get("label_class") if rec.labels is not None else None
+        if cls and self._state.class_names == [DEFAULT_CLASS_NAME] and cls != DEFAULT_CLASS_NAME:
+            try:
+                self._state.rename_class(DEFAULT_CLASS_NAME, cls)
+            except CetpickError:
+                pass  # not a usable class name: keep ours
 
     def reset_choices(self, *_) -> None:
         """Refresh the layer lists; keep current choices that still exist."""
@@ -167,6 +191,7 @@ class DataSection(Container):
             if rec is not None:
                 if rec.labels is None or not self._state.live(rec.labels):
                     rec.labels = self._default_points(self._labels_choices(), rec, fallback=True)
+                    self._name_default_class(rec)
                 if rec.negatives is None or not self._state.live(rec.negatives):
                     rec.negatives = self._default_points(self._negatives_choices(), rec, fallback=False)
             for combo, layer in ((self._labels_combo, None if rec is None else rec.labels),
@@ -270,10 +295,14 @@ class DataSection(Container):
         if rec is None:
             show_error("Open a tomogram (or File › Open Sample › cetpick) before adding labels.")
             return None
-        size = self._state.diameter_vox(rec) or 10.0
-        others = [r for r in self._state.records.values() if r is not rec and self._state.live(r.layer)]
-        name = ("labels" if not others else f"{rec.name} labels") if what == "labels" else f"{rec.name} negatives"
-        layer = L.add_points_layer(self._state.viewer, rec.layer, what, size, name=name)
+        size = self._state.diameter_vox(rec, rec.active) or 10.0
+        others = [r for r in self._state.records.values() if not r.same(rec) and self._state.live(r.layer)]
+        cls = self._state.named_class(rec.active)
+        words = [rec.name] if (others or cls or what != "labels") else []
+        name = " ".join(words + ([cls] if cls else []) + [what])
+        colour = self._state.particle_class(rec.active).colour if (cls and what == "labels") else None
+        layer = L.add_points_layer(self._state.viewer, rec.layer, what, size, name=name, class_name=rec.active,
+                                   color=colour)
         layer.mode = "add"
         setattr(rec, what, layer)
         self._tracker.watch(layer)

@@ -28,7 +28,7 @@ class Decisions:
         layer = getattr(rec, kind)
         if layer is None or not self._state.live(layer):
             active = self._state.viewer.layers.selection.active
-            layer = self._new_points_layer(kind, announce=False)
+            layer = self._new_points_layer(kind, announce=False, rec=rec)
             if active is not None:  # keep reviewing on the picks layer
                 self._state.viewer.layers.selection.active = active
                 layer.mode = "pan_zoom"
@@ -59,11 +59,31 @@ class Decisions:
         self._negatives_seen[id(rec)] = rec.count("negatives")
         self._undo.append(("reject", rec, zyx, score, was_pick))
 
+    def move(self, rec: TomogramRecord, zyx, score: float, to: str) -> None:
+        """Another class: not this class (a negative of it, out of its picks) and a label of ``to``."""
+        self.reject(rec, zyx, score)
+        target = rec.view(to)
+        labels = self.layer_for(target, "labels")
+        self._acting = True
+        try:
+            self._tracker.add_point(labels, target, zyx)
+        finally:
+            self._acting = False
+        self._undo.append(("move", target, zyx, score, False))
+
     def undo(self):
         """Take back the last decision; returns ``(action, record, zyx)`` or None."""
         if not self._undo:
             return None
         action, rec, zyx, score, was_pick = self._undo.pop()
+        if action == "move":  # the label of the other class, then the rejection
+            self._acting = True
+            try:
+                self._tracker.remove_point(rec.labels, rec, zyx)
+            finally:
+                self._acting = False
+            undone = self.undo()
+            return ("move", undone[1], zyx) if undone else None
         self._acting = True
         try:
             if action == "accept":

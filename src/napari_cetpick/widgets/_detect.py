@@ -110,10 +110,10 @@ class DetectSection(Container):
         # a chosen threshold is kept as its margin from the old model's default: retraining
         # shifts every score, but "a little stricter than the model's default" carries over
         self._keep_threshold = {
-            r.layer.unique_id: (r.result.threshold if "threshold" in r.chosen else None,
-                                r.result.model_threshold,
-                                r.result.min_distance_vox if "min_distance" in r.chosen else None)
-            for r in recs if r.result is not None and r.chosen}
+            (r.layer.unique_id, name): (t.result.threshold if "threshold" in t.chosen else None,
+                                        t.result.model_threshold,
+                                        t.result.min_distance_vox if "min_distance" in t.chosen else None)
+            for r in recs for name, t in r.per_class.items() if t.result is not None and t.chosen}
         self._detect_progress.value = 0
         self._detect_status_label.value = "Starting…"
         config = DetectConfig(views=2 if self._two_views_check.value else 1)
@@ -155,9 +155,31 @@ class DetectSection(Container):
             self._detect_status_label.value = "No tomogram could be processed."
 
     def _add_detection(self, rec: TomogramRecord, result) -> None:
+        """Show a detection: each class's heatmap and picks (a model of one class: the panel's
+        class of that name, else the selected class)."""
+        from napari_cetpick.detect import DetectResult
+
+        if isinstance(result, DetectResult):
+            name = result.class_name if result.class_name in self._state.class_names else rec.active
+            self._add_class_detection(rec.view(name) if name != rec.active else rec, result, None)
+        else:
+            for name in result.names:
+                if name not in self._state.class_names:
+                    self._add_model_class(name)
+                self._add_class_detection(rec.view(name) if name != rec.active else rec, result[name], result)
+        self._state.detection_changed.emit(rec)
+
+    def _add_model_class(self, name: str) -> None:
+        ckpt = self._state.checkpoint
+        view = ckpt.for_class(name)
+        d_a = view.diameter_a
+        self._state.add_class(name, d_a if d_a else view.diameter_vox, "Å" if d_a else "voxels",
+                              ckpt.classes[ckpt.class_index(name)].colour, activate=False)
+
+    def _add_class_detection(self, rec: TomogramRecord, result, group) -> None:
         from napari_cetpick.widgets import _layers as L
 
-        kept = self._keep_threshold.get(rec.layer.unique_id)
+        kept = self._keep_threshold.get((rec.layer.unique_id, rec.active))
         if kept is not None:
             result.reselect(threshold=carried_threshold(kept[0], kept[1], result.model_threshold),
                             min_distance_vox=kept[2])
@@ -166,9 +188,9 @@ class DetectSection(Container):
             rec.chosen.update({"threshold"} if "threshold" in rec.restored else set())
             rec.chosen.update({"min_distance"} if "min_distance_vox" in rec.restored else set())
         rec.result = result
-        rec.heatmap = L.show_heatmap(self._state.viewer, rec.layer, result)
+        rec.track().group = group
+        rec.heatmap = L.show_heatmap(self._state.viewer, rec.layer, result, self._state.named_class(rec.active))
         self._tracker.reselect(rec)
-        self._state.detection_changed.emit(rec)
 
     # ------------------------------------------------------------------ live selection
     def _on_detection_changed(self, rec: TomogramRecord) -> None:

@@ -27,9 +27,13 @@ def correction_round(init, volumes, labels, negatives=None, masks=None, voxel_si
 
 
 def detect(ckpt, volume, config=None, voxel_size_a=None, device=None, mask=None):
-    """The engine's tiled detection (generator → DetectResult), dropping picks where ``mask`` is 0."""
+    """The engine's tiled detection, dropping picks where ``mask`` is 0: a generator returning a
+    DetectResult (a model of one class) or the ClassDetections of every class (one pass)."""
     from napari_cetpick.detect import detect as engine_detect
+    from napari_cetpick.detect import detect_classes
 
+    if ckpt.n_classes > 1 and ckpt.channel is None:
+        return detect_classes(ckpt, volume, config, voxel_size_a=voxel_size_a, device=device, mask=mask)
     return engine_detect(ckpt, volume, config, voxel_size_a=voxel_size_a, device=device, mask=mask)
 
 

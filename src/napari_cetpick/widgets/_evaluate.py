@@ -68,6 +68,7 @@ class EvaluateSection(Container):
         rec = self._state.current
         labels = None if rec is None else rec.labels
         wanted = layer_cetpick_meta(labels).get("label_class") if labels is not None else None
+        wanted = rec.active if rec is not None and len(self._state.classes) > 1 else wanted
         candidates = [lay for _, lay in self._truth_choices()
                       if (layer_cetpick_meta(lay).get("truth_class") or layer_cetpick_meta(lay).get("kind") == "truth")
                       and not (rec is not None and self._state.belongs_elsewhere(lay, rec))]

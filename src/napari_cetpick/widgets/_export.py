@@ -62,7 +62,8 @@ class ExportSection(Container):
         path = L.tomogram_meta(rec.layer).get("path")
         stem = Path(path).stem if path else rec.name.replace(" ", "_")
         folder = folder or (Path(path).parent if path else Path.cwd())
-        return folder / f"{stem}_{what}{'_relion5' if fmt == 'star5' else ''}{ext}"
+        cls = self._state.named_class(rec.active)  # as the command line names one file per class
+        return folder / f"{stem}_{f'{cls}_' if cls else ''}{what}{'_relion5' if fmt == 'star5' else ''}{ext}"
 
     def _on_export_clicked(self, *_) -> None:
         rec, what = self._state.current, str(self._export_what_combo.value)
@@ -84,7 +85,10 @@ class ExportSection(Container):
     def export_all(self, folder, format_key: str | None = None, what: str | None = None) -> list[Path]:
         """Write one file per tomogram that has points of that kind; returns the paths written."""
         what = what or str(self._export_what_combo.value)
-        recs = [r for r in self._state.records.values() if self._state.live(r.layer) and r.count(what)]
+        recs = [r.view(n) for r in self._state.records.values() if self._state.live(r.layer)
+                for n in self._state.class_names
+                if getattr(r.track(n), what) is not None and self._state.live(getattr(r.track(n), what))
+                and r.view(n).count(what)]
         if not recs:
             show_error(f"No tomogram has {what} to export.")
             return []
@@ -94,7 +98,7 @@ class ExportSection(Container):
                               quiet=True)
             if out is not None:
                 written.append(out)
-        show_info(f"Exported the {what} of {plural(len(written), 'tomogram')} to {folder}.")
+        show_info(f"Exported {plural(len(written), 'file')} of {what} to {folder}.")
         return written
 
     def export(self, path, format_key: str | None = None, what: str = "picks", rec: TomogramRecord | None = None,

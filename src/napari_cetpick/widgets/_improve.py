@@ -55,14 +55,17 @@ class ImproveSection(Container):
         try:
             if self._state.checkpoint is None:
                 raise CetpickError("No model to improve: Train (or load a model) and Detect first.")
-            recs, volumes, labels, negatives, masks, vs = gather_training_inputs(self._state, self._every_tomogram())
+            inputs = gather_training_inputs(self._state, self._every_tomogram())
+            recs, volumes, labels, negatives, masks, vs = (inputs.records, inputs.volumes, inputs.labels,
+                                                           inputs.negatives, inputs.masks, inputs.voxel_size_a)
         except CetpickError as err:
             show_error(str(err))
             return False
         self._records = recs
-        n_neg = 0 if negatives is None else sum(len(n) for n in negatives)
+        n_neg = 0 if negatives is None else sum(
+            len(v) for n in negatives for v in (n.values() if isinstance(n, dict) else [n]))
         self._improve_progress.value = 0
-        self._improve_status_label.value = (f"Improving on {plural(sum(len(x) for x in labels), 'label')} and "
+        self._improve_status_label.value = (f"Improving on {plural(sum(inputs.count(n) for n in inputs.names), 'label')} and "
                                             f"{plural(n_neg, 'negative')}…")
         job = partial(improve_job, self._state.checkpoint, volumes, labels, negatives, masks, vs, str(self._device()))
         self._runner.start("improve", job, yielded=self._on_improve_yielded, returned=self._on_improve_returned,

@@ -1,37 +1,94 @@
-"""What Train and Improve hand the engine: volumes, labels, negatives and ignore masks."""
+"""What Train, its plan and Improve hand the engine: volumes, labels and negatives per class,
+ignore masks, the classes' sizes — gathered in one place so the three agree."""
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from napari_cetpick._napari.session import PanelState, few_labels_problem
+from napari_cetpick.config import ClassSpec, TrainConfig
 from napari_cetpick.errors import CetpickError
 from napari_cetpick.widgets import _layers as L
-from napari_cetpick._napari.session import PanelState
 
 
-def gather_training_inputs(state: PanelState, every: bool):
-    """Volumes, labels, negatives and ignore masks of the current tomogram (or of every
-    tomogram with labels), as the engine takes them. Raises CetpickError when unusable."""
+@dataclass
+class TrainingInputs:
+    """The tomograms and clicks of a training run.
+
+    ``labels`` and ``negatives`` hold one entry per tomogram: an ``(n, 3)`` array when one
+    class has labels, else a dict per class name (what the engine takes).
+    """
+
+    records: list
+    names: list
+    volumes: list
+    labels: list
+    negatives: list | None
+    masks: list | None
+    voxel_size_a: float | None
+
+    def count(self, name: str) -> int:
+        return int(sum(len(lab[name] if isinstance(lab, dict) else lab) for lab in self.labels))
+
+
+def gather_training_inputs(state: PanelState, every: bool, masks: bool = True) -> TrainingInputs:
+    """Volumes, per-class labels and negatives and ignore masks of the current tomogram (or of
+    every tomogram with labels). Raises CetpickError when unusable."""
     from napari_cetpick.train import check_labels
 
     rec = state.current
     if rec is None:
         raise CetpickError("No tomogram: open one (File › Open) or the sample (File › Open Sample).")
-    recs = [r for r in state.records.values() if r.count("labels") and state.live(r.layer)] if every else [rec]
-    if not recs or not recs[0].count("labels"):
+    live = [r for r in state.records.values() if state.live(r.layer)]
+    recs = [r for r in live if state.classes_with_labels([r])] if every else [rec]
+    names = state.classes_with_labels(recs)
+    if not names:
         raise CetpickError("No labels: add a labels layer ('New labels') and click at least one particle "
                            "before training.")
     sizes = {r.voxel_size_a for r in recs}
     if len(sizes) > 1:
         raise CetpickError(f"The tomograms with labels have different voxel sizes "
                            f"({', '.join(f'{v or 0:g}' for v in sizes)} Å); train on one voxel size.")
-    volumes, labels, negatives, masks = [], [], [], []
+    labels, negatives = [], []
     for r in recs:
-        volumes.append(r.layer.data)
-        labels.append(check_labels(L.points_in_image_frame(r.labels, r.layer), r.shape,
-                                   f"Labels layer '{r.labels.name}'"))
-        neg = np.zeros((0, 3)) if not r.count("negatives") else check_labels(
-            L.points_in_image_frame(r.negatives, r.layer), r.shape, f"Negatives layer '{r.negatives.name}'")
-        negatives.append(neg)
-        masks.append(state.keep_mask(r))
-    return (recs, volumes, labels, negatives if any(len(n) for n in negatives) else None,
-            masks if any(m is not None for m in masks) else None, sizes.pop())
+        lab, neg = {}, {}
+        for n in names:
+            t = r.track(n)
+            for what, out in (("labels", lab), ("negatives", neg)):
+                layer = getattr(t, what)
+                pts = L.points_in_image_frame(layer, r.layer) if layer is not None and state.live(layer) \
+                    else np.zeros((0, 3))
+                out[n] = check_labels(pts, r.shape, f"{what.capitalize()} layer '{layer.name}'") if len(pts) else pts
+        labels.append(lab if len(names) > 1 else lab[names[0]])
+        negatives.append(neg if len(names) > 1 else neg[names[0]])
+    any_neg = any(len(v) for n in negatives for v in (n.values() if isinstance(n, dict) else [n]))
+    keep = [state.keep_mask(r) for r in recs] if masks else []
+    return TrainingInputs(recs, names, [r.layer.data for r in recs], labels, negatives if any_neg else None,
+                          keep if any(m is not None for m in keep) else None, sizes.pop())
+
+
+def class_config(state: PanelState, config: TrainConfig, names) -> TrainConfig:
+    """``config`` with one ClassSpec per class (its own diameter and colour; the expected count
+    given in the panel goes to the selected class when several train together)."""
+    specs = []
+    for n in names:
+        c = state.particle_class(n)
+        size = {"bbox": c.diameter} if c.unit == "voxels" else {"diameter_a": c.diameter}
+        count = config.expected_particles if (len(names) == 1 or n == state.active_class) else None
+        specs.append(ClassSpec(n, colour=c.colour, expected_particles=count, **size))
+    return replace(config, classes=specs, expected_particles=None if len(names) > 1 else config.expected_particles)
+
+
+def training_problem(state: PanelState, inputs: TrainingInputs, config: TrainConfig) -> str | None:
+    """Why these inputs should not be trained on (a class's diameter, too few labels), or None."""
+    for n in inputs.names:
+        problem = state.check_diameter(inputs.records[0], n)
+        if problem:
+            return problem
+        spec = next((c for c in config.class_specs() if c.name == n), None)
+        count = config.expected_particles if spec is None else spec.expected_particles
+        problem = few_labels_problem(inputs.count(n), replace(config, expected_particles=count))
+        if problem:
+            return problem if len(inputs.names) == 1 else f"{n}: {problem}"
+    return None

@@ -23,6 +23,7 @@ from napari_cetpick._napari.layers import (
 from napari_cetpick._napari.styles import points_style
 
 HEATMAP_COLORMAP = "inferno"
+CLASS_KEY = "class"  # in metadata["cetpick"]: the particle class a layer of the panel is of
 tomogram_meta = image_layer_meta  # the name the panel has always used
 
 __all__ = ["META_KEY", "ROLE_KEY", "is_tomogram_layer", "tomogram_meta", "unwrap", "layer_role",
@@ -73,15 +74,20 @@ def find_layer(viewer, name: str, role: str, source: str):
 
 
 def add_points_layer(viewer, image_layer, role: str, size: float, name: str | None = None, zyx=None,
-                     features=None):
-    """A Points layer of the panel over a tomogram, styled for its role and carrying the
-    tomogram's ``metadata["cetpick"]`` (so File › Save writes it in the file's frame)."""
+                     features=None, class_name: str | None = None, color: str | None = None):
+    """A Points layer of the panel over a tomogram, styled for its role (``color`` overrides
+    its colour) and carrying the tomogram's ``metadata["cetpick"]`` (so File › Save writes it
+    in the file's frame) and its particle class (``class``, and ``label_class`` for labels)."""
     meta = dict(image_layer_meta(image_layer), **{ROLE_KEY: role, "source": image_layer.name})
+    if class_name is not None:
+        meta[CLASS_KEY] = class_name
+        if role == "labels":
+            meta["label_class"] = class_name
     data = np.zeros((0, 3)) if zyx is None else np.asarray(zyx, float).reshape(-1, 3)
     scored = features is not None and "score" in features.columns
     layer = viewer.add_points(data, ndim=3, name=name or f"{image_layer.name} {role}", features=features,
                               scale=image_layer.scale, translate=image_layer.translate,
-                              metadata={META_KEY: meta}, **points_style(role, size, scored=scored))
+                              metadata={META_KEY: meta}, **points_style(role, size, color=color, scored=scored))
     layer = unwrap(layer)
     if scored:
         _hand_pick_defaults(layer)
@@ -101,7 +107,7 @@ def heatmap_contrast_limits(heatmap) -> tuple[float, float]:
     return (lo, 1.0)
 
 
-def show_heatmap(viewer, image_layer, result):
+def show_heatmap(viewer, image_layer, result, class_name: str | None = None):
     """Add (or update) the heatmap Image layer of a detection, aligned over the tomogram.
 
     Heatmap index ``i`` is tomogram voxel ``i * result.scale + result.translate``; the
@@ -110,8 +116,9 @@ def show_heatmap(viewer, image_layer, result):
     scale = np.asarray(result.scale, float) * np.asarray(image_layer.scale, float)
     translate = (np.asarray(image_layer.translate, float)
                  + np.asarray(result.translate, float) * np.asarray(image_layer.scale, float))
-    name = f"{image_layer.name} heatmap"
-    meta = {META_KEY: {ROLE_KEY: "heatmap", "source": image_layer.name}}
+    suffix = f" {class_name}" if class_name else ""
+    name = f"{image_layer.name} heatmap{suffix}"
+    meta = {META_KEY: {ROLE_KEY: "heatmap", "source": image_layer.name, CLASS_KEY: class_name}}
     layer = find_layer(viewer, name, "heatmap", image_layer.name)
     limits = heatmap_contrast_limits(result.heatmap)
     if layer is None:
@@ -142,13 +149,15 @@ def pick_features(scores, threshold: float | None = None) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-def show_picks(viewer, image_layer, zyx, scores, size: float, threshold: float | None = None):
-    """Add (or update) the picks Points layer of a tomogram: circles coloured by ``score``."""
-    name = f"{image_layer.name} picks"
+def show_picks(viewer, image_layer, zyx, scores, size: float, threshold: float | None = None,
+               class_name: str | None = None):
+    """Add (or update) the picks Points layer of a tomogram (of a class, named after it when
+    given): circles coloured by ``score``."""
+    name = f"{image_layer.name} picks" + (f" {class_name}" if class_name else "")
     layer = find_layer(viewer, name, "picks", image_layer.name)
     if layer is None:
         layer = add_points_layer(viewer, image_layer, "picks", size, name=name, zyx=zyx,
-                                 features=pick_features(scores, threshold))
+                                 features=pick_features(scores, threshold), class_name=class_name)
     else:
         set_picks(layer, zyx, scores, threshold)
     return layer

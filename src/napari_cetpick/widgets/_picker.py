@@ -17,6 +17,7 @@ from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 
 from napari_cetpick.widgets import _layers as L
 from napari_cetpick.widgets._autosave import AutosaveBox
+from napari_cetpick.widgets._classes import ClassRow
 from napari_cetpick.widgets._data import DataSection
 from napari_cetpick.widgets._detect import DetectSection
 from napari_cetpick.widgets._evaluate import EvaluateSection
@@ -58,7 +59,8 @@ class PickerWidget(QWidget):
         self.state = PanelState(viewer)
         self.runner = WorkerRunner()
         self.tracker = LayerTracker(self.state)
-        self.data = DataSection(self.state, self.tracker)
+        self.classes = ClassRow(self.state)
+        self.data = DataSection(self.state, self.tracker, self.classes)
         self.importer = ImportRow(self.state, self.tracker, ask_path, self.data.new_points_layer)
         self.tomograms = TomogramTable(self.state, self._select_tomogram)
         self.train = TrainSection(self.state, self.runner, ask_path)

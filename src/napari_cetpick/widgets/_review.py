@@ -1,7 +1,8 @@
 """Section 4 · Review: step through picks (or suggestions) and accept or reject them.
 
-Keys on the picks layer: ``a`` accept (the pick joins the labels), ``r`` reject (it goes to
-the negatives), ``n`` / ``p`` next / previous, ``u`` undo. The view centres on each pick
+Keys on the picks layer: ``a`` accept (the pick joins the labels of its class), ``r`` reject
+(not this class: it goes to the class's negatives), ``m`` move it to the next class (a label
+there, a negative here), ``n`` / ``p`` next / previous, ``u`` undo. The view centres on each pick
 (its slice and the camera). "Not a particle" clicks add negatives directly.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from napari_cetpick._napari.session import PanelState, TomogramRecord
 from napari_cetpick.widgets._tracking import LayerTracker
 
 ORDERS = {"highest score first": "score", "least certain first": "uncertain", "suggestions": "suggest"}
-REVIEW_KEYS = {"a": "accept", "r": "reject", "n": "next", "p": "previous", "u": "undo"}
+REVIEW_KEYS = {"a": "accept", "r": "reject", "m": "move", "n": "next", "p": "previous", "u": "undo"}
 
 
 class ReviewSection(Container):
@@ -45,7 +46,10 @@ class ReviewSection(Container):
                                          "a (accept), r (reject), n (next), p (previous), u (undo).")
         self._prev_button = PushButton(text="◀ p", tooltip="Previous pick (key p).")
         self._accept_button = PushButton(text="Accept a", tooltip="A particle: add it to the labels (key a).")
-        self._reject_button = PushButton(text="Reject r", tooltip="Not a particle: move it to the negatives (key r).")
+        self._reject_button = PushButton(text="Reject r", tooltip="Not this class: move it to the class's negatives "
+                                                                   "(key r).")
+        self._move_button = PushButton(text="Move m", tooltip="Another class: a label of the next class, a negative "
+                                                               "of this one (key m; with several classes).")
         self._next_button = PushButton(text="n ▶", tooltip="Next pick (key n).")
         self._undo_button = PushButton(text="Undo u", tooltip="Undo the last accept, reject or 'not a particle' "
                                                                "click (key u).")
@@ -64,7 +68,7 @@ class ReviewSection(Container):
         narrow(self._order_combo)
         self.extend([
             heading("4 · Review picks"), self._order_combo, row(self._start_button, self._undo_button),
-            row(self._prev_button, self._accept_button, self._reject_button, self._next_button),
+            row(self._prev_button, self._accept_button, self._reject_button, self._move_button, self._next_button),
             row(self._position_label), row(self._not_particle_check),
             row(self._suggest_button, self._suggest_count_spin), self._legend,
         ])
@@ -72,6 +76,7 @@ class ReviewSection(Container):
                                  (self._prev_button, self._on_previous_clicked),
                                  (self._accept_button, self._on_accept_clicked),
                                  (self._reject_button, self._on_reject_clicked),
+                                 (self._move_button, self._on_move_clicked),
                                  (self._next_button, self._on_next_clicked),
                                  (self._undo_button, self._on_undo_clicked),
                                  (self._suggest_button, self._on_suggest_clicked)):
@@ -84,7 +89,8 @@ class ReviewSection(Container):
 
     # ------------------------------------------------------------------ queue
     def _on_detection_changed(self, rec: TomogramRecord) -> None:
-        self._bind_keys(rec.picks)
+        for track in rec.per_class.values():
+            self._bind_keys(track.picks)
 
     def _on_current_changed(self, rec=None) -> None:
         self._queue_record, self._index = None, -1
@@ -246,6 +252,27 @@ class ReviewSection(Container):
             self._decisions.reject(*item)
             self._advance()
 
+    def _on_move_clicked(self, *_) -> None:
+        self.move_to(None)
+
+    def move_to(self, name: str | None) -> bool:
+        """The current item is of class ``name`` (None: the next class): a label there, a
+        negative of its class here."""
+        item = self._current_item()
+        if item is None:
+            return False
+        names, active = self._state.class_names, item[0].active
+        if name is None:
+            others = names[names.index(active) + 1:] + names[:names.index(active)]
+            name = others[0] if others else None
+        if name is None or name == active or name not in names:
+            show_error("Add another class first (Class › Add class): a pick moves to another class.")
+            return False
+        self._decisions.move(*item, name)
+        show_info(f"Moved to {name}.")
+        self._advance()
+        return True
+
     def _on_undo_clicked(self, *_) -> None:
         self.undo()
 
@@ -266,7 +293,7 @@ class ReviewSection(Container):
         """The review keys on a picks layer (instance keymap, so napari's own keys elsewhere stay)."""
         if layer is None or id(layer) in self._bound:
             return
-        actions = {"accept": self.accept, "reject": self.reject, "undo": self.undo,
+        actions = {"accept": self.accept, "reject": self.reject, "undo": self.undo, "move": lambda: self.move_to(None),
                    "next": lambda: self.go(self._index + 1), "previous": lambda: self.go(self._index - 1)}
         for key, name in REVIEW_KEYS.items():
             layer.bind_key(key, lambda _layer, _do=actions[name]: _do(), overwrite=True)

@@ -52,11 +52,13 @@ class LayerTracker:
         if source is None or self._writing:
             return
         for rec in list(self.state.records.values()):
-            if source is rec.picks:
-                self._record_hand_edits(rec)
-                self.state.picks_changed.emit(rec)
-            if source is rec.labels or source is rec.negatives:
-                self.state.points_changed.emit(rec)
+            for name, track in list(rec.per_class.items()):
+                view = rec if name == rec.active else rec.view(name)
+                if source is track.picks:
+                    self._record_hand_edits(view)
+                    self.state.picks_changed.emit(view)
+                if source is track.labels or source is track.negatives:
+                    self.state.points_changed.emit(view)
 
     def _record_hand_edits(self, rec: TomogramRecord) -> None:
         if rec.shown is None:
@@ -81,7 +83,7 @@ class LayerTracker:
         try:
             if rec.picks is None or not self.state.live(rec.picks):
                 rec.picks = L.show_picks(self.state.viewer, rec.layer, zyx, scores, self.state.pick_size(rec),
-                                         threshold)
+                                         threshold, class_name=self.state.named_class(rec.active))
             else:
                 L.set_picks(rec.picks, zyx, scores, threshold)
         finally:
@@ -94,13 +96,23 @@ class LayerTracker:
         """Re-threshold the cached candidates and re-apply the user's edits; no new detection."""
         if rec.result is None:
             return
-        zyx, scores = rec.result.reselect(threshold=threshold, min_distance_vox=min_distance)
-        # within the minimum distance a pick is the one the user judged (a new model finds it a
-        # voxel away): it stays removed, or stands for the accepted one
-        tol = max(EDIT_TOLERANCE_VOX, float(rec.result.min_distance_vox))
-        zyx, scores = apply_edits(zyx, scores, rec.edits, tol)
-        self.write_picks(rec, zyx, scores)
-        self.state.picks_changed.emit(rec)
+        rec.result.reselect(threshold=threshold, min_distance_vox=min_distance)
+        group = rec.track().group
+        views = [rec]
+        if group is not None and len(group) > 1:
+            # one place is one class: overlaps with the other classes' picks are resolved again
+            from napari_cetpick.detect import resolve_classes
+
+            resolve_classes(group.results.values())
+            views += [rec.view(n) for n in group.names if n != rec.active and rec.track(n).result is group[n]]
+        for view in views:
+            res = view.result
+            # within the minimum distance a pick is the one the user judged (a new model finds it
+            # a voxel away): it stays removed, or stands for the accepted one
+            tol = max(EDIT_TOLERANCE_VOX, float(res.min_distance_vox))
+            zyx, scores = apply_edits(res.zyx, res.scores, view.edits, tol)
+            self.write_picks(view, zyx, scores)
+            self.state.picks_changed.emit(view)
 
     def remove_pick(self, rec: TomogramRecord, zyx) -> float:
         """Take the pick at ``zyx`` out of the picks layer (recorded as removed); returns its score."""

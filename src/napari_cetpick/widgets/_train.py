@@ -13,10 +13,10 @@ from napari_cetpick.errors import CetpickError
 from napari_cetpick.widgets import _layers as L
 from napari_cetpick.widgets._advanced import AdvancedSettings
 from napari_cetpick.widgets._common import fmt_duration, heading, holder, narrow, row, status_label
-from napari_cetpick.widgets._inputs import gather_training_inputs
+from napari_cetpick.widgets._inputs import class_config, gather_training_inputs, training_problem
 from napari_cetpick.widgets._plots import LossCurve
 from napari_cetpick.widgets._runner import WorkerRunner
-from napari_cetpick._napari.session import PanelState, few_labels_problem
+from napari_cetpick._napari.session import PanelState
 from napari_cetpick.widgets._workers import TrainJob, TrainStarted
 
 _DEFAULTS = TrainConfig()
@@ -119,26 +119,21 @@ class TrainSection(Container):
         return self._state.checkpoint if self._continue_check.value else None
 
     def _on_settings_changed(self, *_) -> None:
-        """Show the plan: steps and τ that Train would use now."""
+        """Show the plan: steps and τ that Train would use now (or why it would refuse)."""
         from napari_cetpick.widgets._engine import plan_training
 
         try:
-            recs = [r for r in self._state.records.values() if r.count("labels")] \
-                if self._all_tomograms_check.value else [self._state.current]
-            recs = [r for r in recs if r is not None and r.count("labels")]
-            if not recs:
-                self._plan_label.value = "Plan: click some labels first."
-                return
-            labels = [L.points_in_image_frame(r.labels, r.layer) for r in recs]
-            problem = self._state.check_diameter(recs[0]) or few_labels_problem(sum(map(len, labels)),
-                                                                                 self.train_config())
+            inputs = gather_training_inputs(self._state, bool(self._all_tomograms_check.value), masks=False)
+            config = class_config(self._state, self.train_config(), inputs.names)
+            problem = training_problem(self._state, inputs, config)
             if problem:
                 self._plan_label.value = f"Plan: {problem}"
                 return
-            plan = plan_training(self.train_config(), [r.shape for r in recs], labels, recs[0].voxel_size_a,
+            plan = plan_training(config, [r.shape for r in inputs.records], inputs.labels, inputs.voxel_size_a,
                                  init=self._init_model())
         except CetpickError as err:
-            self._plan_label.value = f"Plan: {err}"
+            self._plan_label.value = "Plan: click some labels first." if err.args[0].startswith("No labels") \
+                else f"Plan: {err}"
             return
         self._plan_label.value = f"Plan: {plan.describe()}"
 
@@ -155,28 +150,29 @@ class TrainSection(Container):
         from napari_cetpick.train import resolve_diameter_vox
 
         try:
-            recs, volumes, labels, negatives, masks, vs = gather_training_inputs(
-                self._state, bool(self._all_tomograms_check.value))
-            config = self.train_config()
-            problem = self._state.check_diameter(recs[0]) or few_labels_problem(sum(map(len, labels)), config)
+            inputs = gather_training_inputs(self._state, bool(self._all_tomograms_check.value))
+            config = class_config(self._state, self.train_config(), inputs.names)
+            problem = training_problem(self._state, inputs, config)
             if problem:
                 raise CetpickError(problem)
             config.validate()
-            resolve_diameter_vox(config, vs)
-            self._check_memory(config, [v.shape for v in volumes], vs)
+            for spec in config.class_specs():
+                resolve_diameter_vox(config.for_class(spec), inputs.voxel_size_a)
+            self._check_memory(config, [v.shape for v in inputs.volumes], inputs.voxel_size_a)
         except CetpickError as err:
             show_error(str(err))
             return
         init = self._init_model()
-        self._job = TrainJob(volumes, labels, config, vs, device=str(self._device_combo.value), init=init,
-                             negatives=negatives, masks=masks)
+        self._job = TrainJob(inputs.volumes, inputs.labels, config, inputs.voxel_size_a,
+                             device=str(self._device_combo.value), init=init, negatives=inputs.negatives,
+                             masks=inputs.masks)
         self._loss_plot.clear()
         self._train_progress.value = 0
         start = "Continuing from the current model" if init is not None else "Preparing"
         self._train_status_label.value = f"{start}: reading and binning the tomogram…"
         self._runner.start("train", self._job.run, yielded=self._on_train_yielded,
                            returned=self._on_train_returned, aborted=self._on_train_aborted,
-                           on_error=self._on_error, uses=[r.layer.unique_id for r in recs])
+                           on_error=self._on_error, uses=[r.layer.unique_id for r in inputs.records])
 
     def _check_memory(self, config: TrainConfig, shapes, voxel_size_a) -> None:
         """Refuse settings whose training would not fit in memory, before anything starts."""
@@ -257,6 +253,20 @@ class TrainSection(Container):
         self._check_model_voxel_size()
         self._on_settings_changed()
 
+    def _take_model_classes(self, ckpt) -> None:
+        """The panel's classes take a loaded model's sizes; classes it lacks are added (a model of
+        one class sizes the class of its name, else the selected one)."""
+        state = self._state
+        for name in ckpt.class_names:
+            view = ckpt.for_class(name) if ckpt.n_classes > 1 else ckpt
+            target = name if (name in state.class_names or ckpt.n_classes > 1) else state.active_class
+            if target not in state.class_names:
+                state.add_class(target, activate=False, colour=ckpt.classes[ckpt.class_index(name)].colour)
+            if state.particle_class(target).unit == "Å" and view.diameter_a:
+                state.set_diameter(round(view.diameter_a, 2), "Å", target)
+            else:
+                state.set_diameter(round(view.diameter_vox, 2), "voxels", target)
+
     def _on_undo_model_clicked(self, *_) -> None:
         if self._state.undo_model():
             show_info("Back to the previous model (press Undo model again to return). Detect to see its picks.")
@@ -303,19 +313,10 @@ class TrainSection(Container):
         except CetpickError as err:
             show_error(str(err))
             return None
-        if ckpt.n_classes > 1:
-            # the panel holds one class per model until it has a class list; the CLI detects them all
-            show_error(f"{Path(path).name} holds {ckpt.n_classes} classes ({', '.join(ckpt.class_names)}); the panel "
-                       "works with one class per model for now. Detect all classes at once with: cetpick detect "
-                       f"--model {Path(path).name} --tomogram T.mrc --out-dir picks --format csv")
-            return None
         self._origin = (id(ckpt), f"{Path(path).name}: ")
         history = ckpt.info.get("loss_history") or []
         self._loss_plot.set_history(range(1, len(history) + 1), history)
         self._advanced.show_model(ckpt.config)
-        if self._state.diameter_unit == "Å" and ckpt.diameter_a:
-            self._state.set_diameter(round(ckpt.diameter_a, 2), "Å")
-        else:
-            self._state.set_diameter(round(ckpt.diameter_vox, 2), "voxels")
+        self._take_model_classes(ckpt)
         self._state.set_checkpoint(ckpt, path=Path(path).resolve())
         return ckpt

@@ -27,6 +27,13 @@ class JobError(Exception):
     """
 
 
+def _copy_points(points):
+    """A copy the worker owns of one tomogram's points: an (n, 3) array, or a dict per class."""
+    if isinstance(points, dict):
+        return {k: np.array(v, float, copy=True) for k, v in points.items()}
+    return np.array(points, float, copy=True)
+
+
 @dataclass
 class TrainStarted:
     """Sent once preprocessing is done, before the first step."""
@@ -65,12 +72,12 @@ class TrainJob:
                  voxel_size_a: float | None, device: str = "auto", init: Checkpoint | None = None,
                  negatives: Sequence | None = None, masks: Sequence | None = None):
         self.volumes = list(volumes)
-        self.labels = [np.array(lab, float, copy=True) for lab in labels]
+        self.labels = [_copy_points(lab) for lab in labels]
         self.config = config
         self.voxel_size_a = voxel_size_a
         self.device = device
         self.init = init
-        self.negatives = None if negatives is None else [np.array(n, float, copy=True) for n in negatives]
+        self.negatives = None if negatives is None else [_copy_points(n) for n in negatives]
         self.masks = None if masks is None else list(masks)
         self.trainer = None
 
@@ -122,7 +129,7 @@ class DetectStep:
 
 @dataclass
 class DetectDone:
-    """The result of one tomogram (``result`` is a DetectResult)."""
+    """The result of one tomogram (a DetectResult, or the ClassDetections of a model of several classes)."""
 
     key: object
     name: str
@@ -188,9 +195,8 @@ def improve_job(init: Checkpoint, volumes: Sequence, labels: Sequence, negatives
     from napari_cetpick.widgets._engine import correction_round
 
     try:
-        gen = correction_round(init, list(volumes), [np.array(v, float, copy=True) for v in labels],
-                               negatives=None if negatives is None else [np.array(n, float, copy=True)
-                                                                         for n in negatives],
+        gen = correction_round(init, list(volumes), [_copy_points(v) for v in labels],
+                               negatives=None if negatives is None else [_copy_points(n) for n in negatives],
                                masks=None if masks is None else list(masks), voxel_size_a=voxel_size_a,
                                device=device)
         while True:
