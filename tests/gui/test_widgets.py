@@ -66,7 +66,7 @@ def test_panel_opens_through_plugin_manager(make_napari_viewer):
 
 
 def test_every_control_has_a_tooltip(panel):
-    owners = [*panel.sections, panel.improve, panel.autosave, panel.train._advanced]
+    owners = [*panel.sections, panel.improve, panel.autosave, panel.session_files, panel.classes, panel.train._advanced]
     controls = [w for owner in owners for name, w in vars(owner).items()
                 if name.endswith(("_spin", "_combo", "_check", "_button", "_slider"))]
     assert len(controls) > 45

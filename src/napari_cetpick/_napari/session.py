@@ -308,6 +308,47 @@ class PanelState:
         layer = unwrap(layer)
         return any(unwrap(lay) is layer for lay in self.viewer.layers)
 
+    # ------------------------------------------------------------------ which layers are whose
+    @staticmethod
+    def made_for(layer, tomo) -> bool:
+        """A points layer made for (or read onto) this tomogram layer."""
+        meta, tmeta = layer_cetpick_meta(layer), image_layer_meta(tomo)
+        return meta.get("source") == tomo.name or (
+            bool(meta.get("tomogram_name")) and meta.get("tomogram_name") == tmeta.get("tomogram_name"))
+
+    def fits(self, layer, rec: TomogramRecord) -> bool:
+        """A layer that can be this tomogram's active class's: no other class's (by its
+        metadata, or held for another class), no other tomogram's."""
+        if self.held_by_another(layer, rec) or any(
+                layer is t.labels or layer is t.negatives for n, t in rec.per_class.items() if n != rec.active):
+            return False
+        meta = layer_cetpick_meta(layer)
+        cls = meta.get("class") or meta.get("label_class")
+        return cls is None or cls == rec.active or len(self.classes) == 1
+
+    def default_points_layer(self, candidates, rec: TomogramRecord, fallback: bool):
+        """Of these points layers, this tomogram's own for its active class; else (``fallback``)
+        one of no other tomogram or class."""
+        fitting = [layer for layer in candidates if self.fits(layer, rec)]
+        mine = [layer for layer in fitting if self.made_for(layer, rec.layer)]
+        if mine:
+            return mine[0]
+        if fallback:
+            free = [layer for layer in fitting if not self.belongs_elsewhere(layer, rec)]
+            return free[0] if free else None
+        return None
+
+    def name_default_class(self, rec: TomogramRecord) -> None:
+        """The unnamed class takes the name of the labels it adopted (the sample's: ribosome)."""
+        from napari_cetpick.errors import CetpickError
+
+        cls = layer_cetpick_meta(rec.labels).get("label_class") if rec.labels is not None else None
+        if cls and self.class_names == [DEFAULT_CLASS_NAME] and cls != DEFAULT_CLASS_NAME:
+            try:
+                self.rename_class(DEFAULT_CLASS_NAME, cls)
+            except CetpickError:
+                pass  # not a usable class name: keep ours
+
     # ------------------------------------------------------------------ model, units
     def set_checkpoint(self, ckpt, path=None) -> None:
         """Make ``ckpt`` the current model; the one it replaces stays as :attr:`previous_checkpoint`."""
@@ -399,6 +440,19 @@ class PanelState:
         self.class_changed.emit(name)
         self.diameter_changed.emit()
         self.current_changed.emit(self.current)
+
+    def take_model_classes(self, ckpt) -> None:
+        """The classes take a loaded model's sizes; classes the panel lacks are added (a model of
+        one class sizes the class of its name, else the active one)."""
+        for name in ckpt.class_names:
+            view = ckpt.for_class(name) if ckpt.n_classes > 1 else ckpt
+            target = name if (name in self.class_names or ckpt.n_classes > 1) else self.active_class
+            if target not in self.class_names:
+                self.add_class(target, activate=False, colour=ckpt.classes[ckpt.class_index(name)].colour)
+            if self.particle_class(target).unit == "Å" and view.diameter_a:
+                self.set_diameter(round(view.diameter_a, 2), "Å", target)
+            else:
+                self.set_diameter(round(view.diameter_vox, 2), "voxels", target)
 
     def classes_with_labels(self, records) -> list[str]:
         """The classes (in the panel's order) with at least one label in these records."""

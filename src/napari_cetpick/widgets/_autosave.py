@@ -38,7 +38,6 @@ from napari_cetpick.widgets._common import row, status_label
 from napari_cetpick.widgets._tracking import LayerTracker
 
 DELAY_MS = 1500
-SESSION_FILTER = "cetpick session (*.cetpick-session.json);;All files (*)"
 
 
 def default_folder() -> Path:
@@ -51,7 +50,7 @@ def _stem(rec: TomogramRecord) -> str:
 
 
 class AutosaveBox(Container):
-    """Where sessions are saved, the offer to restore one, explicit Save/Open session.
+    """Where sessions are saved, and the offer to restore one.
 
     Parameters
     ----------
@@ -63,10 +62,10 @@ class AutosaveBox(Container):
     load_model : callable(path) -> Checkpoint or None
     """
 
-    def __init__(self, state: PanelState, tracker: LayerTracker, ask_folder, ask_path, restore_points,
-                 add_ignore_shapes, load_model):
+    def __init__(self, state: PanelState, tracker: LayerTracker, ask_folder, restore_points, add_ignore_shapes,
+                 load_model):
         super().__init__(labels=False)
-        self._state, self._tracker, self._ask_folder, self._ask_path = state, tracker, ask_folder, ask_path
+        self._state, self._tracker, self._ask_folder = state, tracker, ask_folder
         self._restore_points, self._add_ignore_shapes, self._load_model = restore_points, add_ignore_shapes, load_model
         self.session_folder: Path | None = None
         self._dirty: dict[int, TomogramRecord] = {}
@@ -80,24 +79,15 @@ class AutosaveBox(Container):
                                           "are saved a moment after every change.")
         self._folder_button = PushButton(text="Folder…", tooltip="Autosave into a session folder of your choice "
                                                                 "instead of beside the tomograms.")
-        self._save_session_button = PushButton(
-            text="Save session…", tooltip="Write the selected tomogram's session (labels, negatives, ignore shapes, "
-                                          "decisions, threshold, model file) to a file of your choice.")
-        self._open_session_button = PushButton(
-            text="Open session…", tooltip="Add a saved session's labels, negatives, ignore shapes and decisions to "
-                                          "the selected tomogram (same shape).")
         self._restore_label = status_label("", "A saved session was found for this tomogram.")
         self._restore_button = PushButton(text="Restore", tooltip="Add the saved labels, negatives, ignore shapes "
                                                                   "and decisions to this tomogram's layers.")
         self._dismiss_button = PushButton(text="Dismiss", tooltip="Start afresh: the saved session is kept aside "
                                                                   "as ….previous.json, never deleted.")
         self._restore_row = row(self._restore_label, self._restore_button, self._dismiss_button)
-        self.extend([row(self._folder_label, self._folder_button),
-                     row(self._save_session_button, self._open_session_button), self._restore_row])
+        self.extend([row(self._folder_label, self._folder_button), self._restore_row])
         self._restore_row.visible = False
         self._folder_button.changed.connect(self._on_folder_clicked)
-        self._save_session_button.changed.connect(self._on_save_session_clicked)
-        self._open_session_button.changed.connect(self._on_open_session_clicked)
         self._restore_button.changed.connect(self._on_restore_clicked)
         self._dismiss_button.changed.connect(self._on_dismiss_clicked)
         for signal in (state.points_changed, state.picks_changed, state.detection_changed):
@@ -295,47 +285,10 @@ class AutosaveBox(Container):
         self._state.detection_changed.emit(rec)
         return n
 
-    # ------------------------------------------------------------------ explicit files
-    def _on_save_session_clicked(self, *_) -> None:
-        rec = self._state.current
-        if rec is None:
-            show_error("Open a tomogram first.")
-            return
-        path = self._ask_path(True, "Save session", SESSION_FILTER, str(self.path(rec, for_writing=True)))
-        if path:
-            self.save_session(path)
-
-    def save_session(self, path, rec: TomogramRecord | None = None) -> Path | None:
-        rec = rec or self._state.current
-        path = Path(path)
-        if not path.name.endswith(".json"):
-            path = path.with_name(path.name + ".cetpick-session.json")
-        try:
-            out = write_session(path, self._state.snapshot(rec))
-        except OSError as err:
-            show_error(f"Could not save the session: {err}")
-            return None
-        show_info(f"Session of {rec.name} saved to {out}")
-        return out
-
-    def _on_open_session_clicked(self, *_) -> None:
-        if self._state.current is None:
-            show_error("Open the session's tomogram first: a session is added to the selected tomogram.")
-            return
-        path = self._ask_path(False, "Open session", SESSION_FILTER)
-        if path:
-            self.open_session(path)
-
-    def open_session(self, path, rec: TomogramRecord | None = None) -> int | None:
-        rec = rec or self._state.current
-        try:
-            data = read_session(path, rec.shape)
-        except CetpickError as err:
-            show_error(str(err))
-            return None
+    def take(self, rec: TomogramRecord, data: SessionData) -> int:
+        """Add a session (e.g. one the user opened) to a tomogram in place of any offer; autosave
+        then writes the merged session."""
         self._offers.pop(id(rec), None)
         n = self.apply(rec, data)
         self._settle(rec)
-        show_info(f"Opened {Path(path).name} onto {rec.name}: {data.describe()}.")
         return n
-

@@ -7,7 +7,6 @@ from napari.utils.notifications import show_error, show_info
 
 from napari_cetpick._napari.layers import layer_cetpick_meta
 from napari_cetpick._napari.styles import restyle
-from napari_cetpick.errors import CetpickError
 from napari_cetpick.widgets import _layers as L
 from napari_cetpick.widgets._common import heading, narrow, plural, row, status_label
 from napari_cetpick._napari.session import DIAMETER_UNITS, PanelState
@@ -98,44 +97,6 @@ class DataSection(Container):
                 if L.layer_role(c[1]) == "negatives" or layer_cetpick_meta(c[1]).get("kind") == "negatives"
                 or "negative" in c[0].lower()]
 
-    def _belongs(self, layer, tomo) -> bool:
-        """A points layer made for (or read onto) this tomogram."""
-        meta, tmeta = layer_cetpick_meta(layer), L.tomogram_meta(tomo)
-        return meta.get("source") == tomo.name or (
-            bool(meta.get("tomogram_name")) and meta.get("tomogram_name") == tmeta.get("tomogram_name"))
-
-    def _fits(self, layer, rec) -> bool:
-        """A layer that can be this tomogram's active class's: no other class's (by its
-        metadata, or held for another class), no other tomogram's."""
-        if self._state.held_by_another(layer, rec) or any(
-                layer is t.labels or layer is t.negatives for n, t in rec.per_class.items() if n != rec.active):
-            return False
-        meta = layer_cetpick_meta(layer)
-        cls = meta.get("class") or meta.get("label_class")
-        return cls is None or cls == rec.active or len(self._state.classes) == 1
-
-    def _default_points(self, choices, rec, fallback: bool):
-        """This tomogram's own layer; else (``fallback``) a layer of no other open tomogram."""
-        fitting = [layer for _, layer in choices if self._fits(layer, rec)]
-        mine = [layer for layer in fitting if self._belongs(layer, rec.layer)]
-        if mine:
-            return mine[0]
-        if fallback:
-            free = [layer for layer in fitting if not self._state.belongs_elsewhere(layer, rec)]
-            return free[0] if free else None
-        return None
-
-    def _name_default_class(self, rec) -> None:
-        """The panel's unnamed class takes the name of the labels it adopts (the sample's: ribosome)."""
-        from napari_cetpick._napari.session import DEFAULT_CLASS_NAME
-
-        cls = layer_cetpick_meta(rec.labels).get("label_class") if rec.labels is not None else None
-        if cls and self._state.class_names == [DEFAULT_CLASS_NAME] and cls != DEFAULT_CLASS_NAME:
-            try:
-                self._state.rename_class(DEFAULT_CLASS_NAME, cls)
-            except CetpickError:
-                pass  # not a usable class name: keep ours
-
     def reset_choices(self, *_) -> None:
         """Refresh the layer lists; keep current choices that still exist."""
         self._updating = True
@@ -190,10 +151,10 @@ class DataSection(Container):
             super().reset_choices()
             if rec is not None:
                 if rec.labels is None or not self._state.live(rec.labels):
-                    rec.labels = self._default_points(self._labels_choices(), rec, fallback=True)
-                    self._name_default_class(rec)
+                    rec.labels = self._state.default_points_layer([c[1] for c in self._labels_choices()], rec, fallback=True)
+                    self._state.name_default_class(rec)
                 if rec.negatives is None or not self._state.live(rec.negatives):
-                    rec.negatives = self._default_points(self._negatives_choices(), rec, fallback=False)
+                    rec.negatives = self._state.default_points_layer([c[1] for c in self._negatives_choices()], rec, fallback=False)
             for combo, layer in ((self._labels_combo, None if rec is None else rec.labels),
                                  (self._negatives_combo, None if rec is None else rec.negatives)):
                 combo.value = layer if layer is not None and any(c is layer for c in combo.choices) else None

@@ -163,18 +163,11 @@ class DetectSection(Container):
             name = result.class_name if result.class_name in self._state.class_names else rec.active
             self._add_class_detection(rec.view(name) if name != rec.active else rec, result, None)
         else:
+            if set(result.names) - set(self._state.class_names):
+                self._state.take_model_classes(self._state.checkpoint)
             for name in result.names:
-                if name not in self._state.class_names:
-                    self._add_model_class(name)
                 self._add_class_detection(rec.view(name) if name != rec.active else rec, result[name], result)
         self._state.detection_changed.emit(rec)
-
-    def _add_model_class(self, name: str) -> None:
-        ckpt = self._state.checkpoint
-        view = ckpt.for_class(name)
-        d_a = view.diameter_a
-        self._state.add_class(name, d_a if d_a else view.diameter_vox, "Å" if d_a else "voxels",
-                              ckpt.classes[ckpt.class_index(name)].colour, activate=False)
 
     def _add_class_detection(self, rec: TomogramRecord, result, group) -> None:
         from napari_cetpick.widgets import _layers as L

@@ -174,3 +174,24 @@ def set_picks(layer, zyx, scores, threshold: float | None = None) -> None:
     layer.features = features
     _hand_pick_defaults(layer)
     layer.refresh_colors(update_color_mapping=False)
+
+
+def show_cursor(viewer, image_layer, zyx, size: float, cursor=None):
+    """The review ring: a white circle around ``zyx`` of a tomogram, in ``cursor`` (made, or made
+    again for another tomogram, when needed; the active layer stays). Returns the layer."""
+    if cursor is not None and layer_cetpick_meta(cursor).get("source") != image_layer.name:
+        viewer.layers.remove(cursor)
+        cursor = None
+    if cursor is None:
+        active = viewer.layers.selection.active
+        cursor = unwrap(viewer.add_points(
+            np.asarray(zyx, float)[None], ndim=3, name=f"{image_layer.name} review", size=size, symbol="disc",
+            face_color="transparent", border_color="white", border_width=0.025, border_width_is_relative=True,
+            scale=image_layer.scale, translate=image_layer.translate,
+            metadata={META_KEY: {ROLE_KEY: "cursor", "source": image_layer.name}}))
+        if active is not None:
+            viewer.layers.selection.active = active
+    else:
+        cursor.data = np.asarray(zyx, float)[None]
+        cursor.size = size
+    return cursor

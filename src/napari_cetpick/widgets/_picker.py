@@ -27,6 +27,7 @@ from napari_cetpick.widgets._improve import ImproveSection
 from napari_cetpick.widgets._mask import MaskSection
 from napari_cetpick.widgets._review import ReviewSection
 from napari_cetpick.widgets._runner import RUN_NAMES, WorkerRunner
+from napari_cetpick.widgets._session_files import SessionFilesRow
 from napari_cetpick._napari.session import PanelState
 from napari_cetpick.widgets._tomograms import TomogramTable
 from napari_cetpick.widgets._tracking import LayerTracker
@@ -69,14 +70,15 @@ class PickerWidget(QWidget):
         self.improve = ImproveSection(self.state, self.runner, self.detect.detect, self._device,
                                       lambda: bool(self.train._all_tomograms_check.value))
         self.mask = MaskSection(self.state, ask_path)
-        self.autosave = AutosaveBox(self.state, self.tracker, ask_folder, ask_path, self.data.restore_points,
+        self.autosave = AutosaveBox(self.state, self.tracker, ask_folder, self.data.restore_points,
                                     self.mask.add_shapes_layer, self.train.load_model)
+        self.session_files = SessionFilesRow(self.state, self.autosave, ask_path)
         self.export = ExportSection(self.state, ask_path, ask_folder)
         self.evaluate = EvaluateSection(self.state)
         self.sections = [self.data, self.importer, self.train, self.detect, self.review, self.mask, self.export, self.evaluate]
         self._form = Container(labels=False, widgets=[
-            self.data, self.importer, self.tomograms, self.autosave, self.train, self.detect, self.review, self.improve,
-            self.mask, self.export, self.evaluate])
+            self.data, self.importer, self.tomograms, self.autosave, self.session_files, self.train, self.detect,
+            self.review, self.improve, self.mask, self.export, self.evaluate])
         self._build_scroll_area()
         events = viewer.layers.events
         events.inserted.connect(self._on_layers_inserted)

@@ -73,11 +73,11 @@ class ReviewSection(Container):
             row(self._suggest_button, self._suggest_count_spin), self._legend,
         ])
         for button, callback in ((self._start_button, self._on_start_clicked),
-                                 (self._prev_button, self._on_previous_clicked),
+                                 (self._prev_button, lambda *_: self.go(self._index - 1)),
                                  (self._accept_button, self._on_accept_clicked),
                                  (self._reject_button, self._on_reject_clicked),
                                  (self._move_button, self._on_move_clicked),
-                                 (self._next_button, self._on_next_clicked),
+                                 (self._next_button, lambda *_: self.go(self._index + 1)),
                                  (self._undo_button, self._on_undo_clicked),
                                  (self._suggest_button, self._on_suggest_clicked)):
             button.changed.connect(callback)
@@ -177,24 +177,8 @@ class ReviewSection(Container):
 
     def _show_cursor(self, rec: TomogramRecord, zyx) -> None:
         """A thin white ring around the item under review (picks and suggestions alike)."""
-        viewer, size = self._state.viewer, 1.5 * self._state.pick_size(rec)
         cursor = self._cursor if self._state.live(self._cursor) else None
-        if cursor is not None and L.layer_cetpick_meta(cursor).get("source") != rec.name:
-            viewer.layers.remove(cursor)
-            cursor = None
-        if cursor is None:
-            active = viewer.layers.selection.active
-            cursor = L.unwrap(viewer.add_points(
-                np.asarray(zyx, float)[None], ndim=3, name=f"{rec.name} review", size=size, symbol="disc",
-                face_color="transparent", border_color="white", border_width=0.025, border_width_is_relative=True,
-                scale=rec.layer.scale, translate=rec.layer.translate,
-                metadata={L.META_KEY: {L.ROLE_KEY: "cursor", "source": rec.name}}))
-            if active is not None:
-                viewer.layers.selection.active = active
-            self._cursor = cursor
-        else:
-            cursor.data = np.asarray(zyx, float)[None]
-            cursor.size = size
+        self._cursor = L.show_cursor(self._state.viewer, rec.layer, zyx, 1.5 * self._state.pick_size(rec), cursor)
 
     def _advance(self) -> None:
         """To the next item after a decision; after the last one, say so and hide the ring."""
@@ -218,12 +202,6 @@ class ReviewSection(Container):
         if len(rec.edits.removed) and np.min(np.linalg.norm(rec.edits.removed - zyx, axis=1)) < 1e-3:
             return " · rejected"
         return ""
-
-    def _on_next_clicked(self, *_) -> None:
-        self.go(self._index + 1)
-
-    def _on_previous_clicked(self, *_) -> None:
-        self.go(self._index - 1)
 
     def _current_item(self):
         if self._queue_record is None or not 0 <= self._index < len(self._queue):

@@ -22,6 +22,8 @@ from napari_cetpick.widgets._workers import TrainJob, TrainStarted
 _DEFAULTS = TrainConfig()
 MODEL_SUFFIX = ".ckpt"  # as the command line writes; .pt files of earlier versions still load
 MODEL_FILTER = "cetpick model (*.ckpt *.pt);;All files (*)"
+
+
 class TrainSection(Container):
     """Train a detector on the labels (and negatives) in the background; save and load models."""
 
@@ -29,8 +31,8 @@ class TrainSection(Container):
         super().__init__(labels=True)
         self._state, self._runner, self._ask_path = state, runner, ask_path
         self._job: TrainJob | None = None
-        self._origin: tuple = (None, "")  # (id of a loaded model, its file name)
-        self._trained = None  # id of the model this section's last training made
+        # (id of a loaded model, its file name); id of the model this section's last training made
+        self._origin, self._trained = (None, ""), None
         self._expected_particles_spin = SpinBox(
             label="Expected particles", min=0, max=10_000_000, value=0,
             tooltip="Roughly how many particles the tomogram holds; sets the share of particle voxels "
@@ -97,17 +99,15 @@ class TrainSection(Container):
                   self._all_tomograms_check, self._continue_check, *self._advanced):
             w.changed.connect(self._on_settings_changed)
         runner.busy_changed.connect(self._on_busy_changed)
-        state.points_changed.connect(self._on_settings_changed)
-        state.current_changed.connect(self._on_settings_changed)
-        state.diameter_changed.connect(self._on_settings_changed)
+        for signal in (state.points_changed, state.current_changed, state.diameter_changed, state.classes_changed):
+            signal.connect(self._on_settings_changed)
         state.checkpoint_changed.connect(self._on_checkpoint_changed)
         self._on_busy_changed(None)
 
     # ------------------------------------------------------------------ settings
     def train_config(self) -> TrainConfig:
         """A TrainConfig from the panel's controls."""
-        unit_is_a = self._state.diameter_unit == "Å"
-        diameter = float(self._state.diameter)
+        unit_is_a, diameter = self._state.diameter_unit == "Å", float(self._state.diameter)
         return TrainConfig(
             bbox=None if unit_is_a else diameter, diameter_a=diameter if unit_is_a else None,
             tau=float(self._tau_spin.value) or None,
@@ -147,7 +147,7 @@ class TrainSection(Container):
 
     # ------------------------------------------------------------------ training
     def _on_train_clicked(self, *_) -> None:
-        from napari_cetpick.train import resolve_diameter_vox
+        from napari_cetpick.widgets._engine import check_memory
 
         try:
             inputs = gather_training_inputs(self._state, bool(self._all_tomograms_check.value))
@@ -156,9 +156,9 @@ class TrainSection(Container):
             if problem:
                 raise CetpickError(problem)
             config.validate()
-            for spec in config.class_specs():
-                resolve_diameter_vox(config.for_class(spec), inputs.voxel_size_a)
-            self._check_memory(config, [v.shape for v in inputs.volumes], inputs.voxel_size_a)
+            device = str(self._device_combo.value)  # the memory check: the host's, or a CUDA device's
+            check_memory(config, [v.shape for v in inputs.volumes], inputs.voxel_size_a,
+                         device=device if device.startswith("cuda") else None)
         except CetpickError as err:
             show_error(str(err))
             return
@@ -168,18 +168,11 @@ class TrainSection(Container):
                              masks=inputs.masks)
         self._loss_plot.clear()
         self._train_progress.value = 0
-        start = "Continuing from the current model" if init is not None else "Preparing"
-        self._train_status_label.value = f"{start}: reading and binning the tomogram…"
+        self._train_status_label.value = (f"{'Continuing from the current model' if init is not None else 'Preparing'}"
+                                          f": reading and binning the tomogram…")
         self._runner.start("train", self._job.run, yielded=self._on_train_yielded,
                            returned=self._on_train_returned, aborted=self._on_train_aborted,
                            on_error=self._on_error, uses=[r.layer.unique_id for r in inputs.records])
-
-    def _check_memory(self, config: TrainConfig, shapes, voxel_size_a) -> None:
-        """Refuse settings whose training would not fit in memory, before anything starts."""
-        from napari_cetpick.widgets._engine import check_memory
-
-        device = str(self._device_combo.value)
-        check_memory(config, shapes, voxel_size_a, device=device if device.startswith("cuda") else None)
 
     def _on_train_yielded(self, record) -> None:
         if isinstance(record, TrainStarted):
@@ -253,20 +246,6 @@ class TrainSection(Container):
         self._check_model_voxel_size()
         self._on_settings_changed()
 
-    def _take_model_classes(self, ckpt) -> None:
-        """The panel's classes take a loaded model's sizes; classes it lacks are added (a model of
-        one class sizes the class of its name, else the selected one)."""
-        state = self._state
-        for name in ckpt.class_names:
-            view = ckpt.for_class(name) if ckpt.n_classes > 1 else ckpt
-            target = name if (name in state.class_names or ckpt.n_classes > 1) else state.active_class
-            if target not in state.class_names:
-                state.add_class(target, activate=False, colour=ckpt.classes[ckpt.class_index(name)].colour)
-            if state.particle_class(target).unit == "Å" and view.diameter_a:
-                state.set_diameter(round(view.diameter_a, 2), "Å", target)
-            else:
-                state.set_diameter(round(view.diameter_vox, 2), "voxels", target)
-
     def _on_undo_model_clicked(self, *_) -> None:
         if self._state.undo_model():
             show_info("Back to the previous model (press Undo model again to return). Detect to see its picks.")
@@ -317,6 +296,6 @@ class TrainSection(Container):
         history = ckpt.info.get("loss_history") or []
         self._loss_plot.set_history(range(1, len(history) + 1), history)
         self._advanced.show_model(ckpt.config)
-        self._take_model_classes(ckpt)
+        self._state.take_model_classes(ckpt)
         self._state.set_checkpoint(ckpt, path=Path(path).resolve())
         return ckpt
