@@ -31,8 +31,7 @@ class TrainSection(Container):
         super().__init__(labels=True)
         self._state, self._runner, self._ask_path = state, runner, ask_path
         self._job: TrainJob | None = None
-        # (id of a loaded model, its file name); id of the model this section's last training made
-        self._origin, self._trained = (None, ""), None
+        self._origin, self._trained = (None, ""), None  # (id, file name) of a loaded model; id of the last trained
         self._expected_particles_spin = SpinBox(
             label="Expected particles", min=0, max=10_000_000, value=0,
             tooltip="Roughly how many particles the tomogram holds; sets the share of particle voxels "
