@@ -79,6 +79,8 @@ def main(argv=None) -> int:
     parser.add_argument("--extra-labels", type=int, default=12,
                         help="ribosomes clicked in addition to the sample's labels (default 12)")
     parser.add_argument("--review", type=int, default=8, help="suggestions to judge before Improve (default 8)")
+    parser.add_argument("--second-class-labels", type=int, default=12,
+                        help="proteasomes clicked as a second class (default 12; 0 = one class)")
     args = parser.parse_args(argv)
     _ensure_display()
     os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="xdg-"))
@@ -115,6 +117,31 @@ def main(argv=None) -> int:
     if len(extra):
         labels.add(extra)
     print(f"{len(labels.data)} labels", flush=True)
+    # a second class: proteasomes, clicked from their ground truth too (one model learns both)
+    if args.second_class_labels:
+        prot_truth = np.asarray(viewer.layers["truth: proteasome"].data)
+        panel.classes.add_class("proteasome")
+        panel.data._diameter_unit_combo.value = "Å"
+        panel.data._diameter_spin.value = 150.0
+        prot_labels = panel.data.new_points_layer("labels", announce=False)
+        prot_labels.add(prot_truth[rng.permutation(len(prot_truth))[: args.second_class_labels]])
+        prot_labels.mode = "pan_zoom"
+        panel.classes._class_combo.value = "ribosome"
+        print(f"{len(prot_labels.data)} proteasome labels", flush=True)
+    # a second tomogram of the same kind (another seed): the model is applied to it too
+    from napari_cetpick._napari.layers import META_KEY
+    from napari_cetpick._napari.sample import SAMPLE_LABEL_FRACTION, SAMPLE_SHAPE, SAMPLE_SNR, SAMPLE_VOXEL_SIZE_A
+    from napari_cetpick.synthetic import simulate_tomogram
+
+    sim2 = simulate_tomogram(SAMPLE_SHAPE, voxel_size_a=SAMPLE_VOXEL_SIZE_A, snr=SAMPLE_SNR, seed=7,
+                             label_fraction=SAMPLE_LABEL_FRACTION)
+    meta2 = {"voxel_size_a": SAMPLE_VOXEL_SIZE_A, "thickness_axis": 0, "file_shape": list(SAMPLE_SHAPE),
+             "path": None, "tomogram_name": "second"}
+    viewer.add_image(sim2.volume, name="second tomogram", metadata={META_KEY: meta2}, visible=False)
+    for name in ("ribosome", "proteasome"):
+        viewer.add_points(sim2.particles[name], ndim=3, name=f"second truth: {name}", visible=False,
+                          metadata={META_KEY: dict(meta2, truth_class=name)})
+    viewer.layers.selection = {labels}
 
     # a slice through several labelled particles
     z = int(np.median(labels.data[:, 0]))
@@ -143,11 +170,24 @@ def main(argv=None) -> int:
     if args.save_model is not None:
         panel.train.save_model(args.save_model)
 
-    # ---------------------------------------------------------------- detect
+    # ---------------------------------------------------------------- detect (both tomograms)
+    panel.detect._detect_all_check.value = True
     panel.detect._on_detect_clicked()
     _wait(app, lambda: not panel._busy, timeout_s=1800)
     print(panel.detect._detect_status_label.value, panel.detect._pick_count_label.value, flush=True)
     rec = panel.state.current
+    for row in panel.tomograms.rows():
+        print("table:", row, flush=True)
+    if args.second_class_labels:
+        # both classes' picks over the sample, the panel's top with the class list and the table
+        prot = rec.view("proteasome")
+        print(f"proteasome: {len(prot.picks.data)} picks at threshold {prot.result.threshold:.3f}", flush=True)
+        viewer.layers.selection = {rec.picks}
+        labels.visible = False
+        scroll_to(panel.data)
+        _settle(app, 1.0)
+        viewer.window.screenshot(str(out / "12_two_classes_two_tomograms.png"), canvas_only=False)
+        labels.visible = True
     print("evaluation:", panel.evaluate._eval_label.value, flush=True)
     best = panel.evaluate.last_evaluation
     if best is not None and np.isfinite(best.best_threshold):

@@ -103,6 +103,9 @@ def test_two_tomograms_keep_their_own_labels_regions_and_truth(viewer, panel, qt
     panel._select_tomogram(second)
     rec = panel.state.current
     assert rec.name == "second"
+    # tomograms share napari's world: the selected one shows, the other one and its layers hide
+    assert second.visible and not viewer.layers["sim"].visible and not sim_rec.labels.visible
+    assert not sim_rec.ignore.visible
     # the sample's labels, regions and truth are not the second tomogram's
     assert rec.labels is None and panel.data._labels_combo.value is None
     assert panel.mask._layer_combo.value is None and panel.mask.mask_for(rec) is None
@@ -114,6 +117,7 @@ def test_two_tomograms_keep_their_own_labels_regions_and_truth(viewer, panel, qt
     np.testing.assert_array_equal(sim_rec.labels.data, sim_labels)
     # back on the sample, its own things come back
     panel._select_tomogram(viewer.layers["sim"])
+    assert viewer.layers["sim"].visible and sim_rec.labels.visible and not second.visible
     assert panel.mask._layer_combo.value is sim_rec.ignore and panel.mask.mask_for(sim_rec) is not None
     assert panel.evaluate._truth_combo.value is viewer.layers["truth: proteasome"]
     # train on both, detect in both, then close one

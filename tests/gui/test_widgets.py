@@ -458,3 +458,16 @@ def test_importing_the_widgets_loads_no_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize("hi, lo", [(0.69351, 0.69312), (1.2e-5, 2e-6), (1534.0, 1210.0), (0.5, 0.1)])
+def test_loss_axis_labels_tell_the_ends_apart_at_any_scale(hi, lo, qtbot):
+    from napari_cetpick.widgets._plots import LossCurve, tick_labels
+
+    a, b = tick_labels(hi, lo)
+    assert a != b and float(a) == pytest.approx(hi, rel=1e-2) and float(b) == pytest.approx(lo, rel=1e-2)
+    curve = LossCurve()
+    qtbot.addWidget(curve)
+    curve.resize(260, 120)
+    curve.set_history(range(1, 51), np.linspace(hi, lo, 50))
+    assert not curve.grab().isNull()  # paints without error

@@ -146,6 +146,10 @@ class TomogramRecord:
         """The layers of every class of these kinds (None left out)."""
         return [getattr(t, k) for t in self.per_class.values() for k in kinds if getattr(t, k) is not None]
 
+    def holds(self, layer) -> bool:
+        """True when this tomogram uses the layer (its image, regions, box, any class's layers)."""
+        return any(layer is h for h in (self.layer, self.ignore, self.box, *self.layers_held()))
+
     def same(self, other) -> bool:
         """The same tomogram (a record or a view of it)."""
         return other is not None and other.layer is self.layer

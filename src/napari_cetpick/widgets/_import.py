@@ -32,7 +32,8 @@ class ImportRow(Container):
         self._new_points_layer = new_points_layer
         self._import_kind_combo = ComboBox(
             choices=IMPORT_KINDS, value="labels",
-            tooltip="What the imported coordinates are: your labels, negatives, or picks to review.")
+            tooltip="What the imported coordinates are: your labels, negatives, or picks to review — of the "
+                    "class selected above.")
         self._import_button = PushButton(
             text="Import…", tooltip="Read IMOD .txt/.mod, RELION 4/5 STAR or CSV coordinates onto the selected "
                                     "tomogram, in its file's axes, voxel size and shape.")
@@ -69,7 +70,7 @@ class ImportRow(Container):
                 else np.ones(len(ps.zyx))
             layer = L.add_points_layer(self._state.viewer, rec.layer, "picks", self._state.pick_size(rec),
                                        name=f"{rec.name} picks {Path(path).stem}", zyx=ps.zyx,
-                                       features=ps.features.assign(score=scores))
+                                       features=ps.features.assign(score=scores), class_name=rec.active)
             if rec.picks is None or not self._state.live(rec.picks):
                 rec.picks, rec.shown = layer, np.asarray(ps.zyx, float).copy()
                 self._state.detection_changed.emit(rec)
@@ -79,5 +80,7 @@ class ImportRow(Container):
             if layer is None or not self._state.live(layer):
                 layer = self._new_points_layer(kind, announce=False)
             self._tracker.add_point(layer, rec, ps.zyx)
-        show_info(f"Imported {plural(len(ps.zyx), 'point')} from {Path(path).name} as {kind} of {rec.name}.")
+        cls = self._state.named_class(rec.active)
+        show_info(f"Imported {plural(len(ps.zyx), 'point')} from {Path(path).name} as {kind} of {rec.name}"
+                  f"{f' (class {cls})' if cls else ''}.")
         return layer

@@ -84,6 +84,9 @@ class PickerWidget(QWidget):
         events.inserted.connect(self._on_layers_inserted)
         events.removed.connect(self._on_layers_removed)
         self.state.closed.connect(self._on_tomogram_closed)
+        self._auto_hidden: dict = {}  # id(layer) -> layer the panel hid because its tomogram is not selected
+        self.state.current_changed.connect(self._show_selected_tomogram)
+        self.state.detection_changed.connect(self._show_selected_tomogram)
         for layer in viewer.layers:
             layer.events.name.connect(self._on_layer_renamed)
         self.destroyed.connect(self._on_panel_destroyed)
@@ -118,6 +121,25 @@ class PickerWidget(QWidget):
 
     def _select_tomogram(self, layer) -> None:
         self.data._tomogram_combo.value = layer
+
+    def _show_selected_tomogram(self, *_) -> None:
+        """Tomograms share napari's world: show the selected one with its layers (every class's),
+        hide the others' (and show again only what the panel itself hid)."""
+        cur = self.state.current
+        if cur is None or not self.state.live(cur.layer):
+            return
+        for rec in self.state.records.values():
+            if not self.state.live(rec.layer):
+                continue
+            mine = rec.same(cur)
+            for layer in [rec.layer, rec.ignore, rec.box, *rec.layers_held(("picks", "heatmap", "labels", "negatives"))]:
+                if layer is None or not self.state.live(layer):
+                    continue
+                if mine and id(layer) in self._auto_hidden:
+                    self._auto_hidden.pop(id(layer)).visible = True
+                elif not mine and layer.visible and not cur.holds(layer):
+                    layer.visible = False
+                    self._auto_hidden[id(layer)] = layer
 
     def reset_choices(self, *_) -> None:
         """Refresh every section's layer lists (napari calls this when layers change)."""

@@ -24,12 +24,13 @@ _CUT = QColor(235, 70, 70)
 _MARGIN_L, _MARGIN_R, _MARGIN_T, _MARGIN_B = 38, 8, 16, 18
 
 
-def _format_tick(value: float) -> str:
-    if value == 0:
-        return "0"
-    if abs(value) >= 100 or abs(value) < 0.01:
-        return f"{value:.1e}"
-    return f"{value:.2f}".rstrip("0").rstrip(".")
+def tick_labels(hi: float, lo: float) -> tuple[str, str]:
+    """Labels of an axis's two ends, with as many significant digits as tell them apart (≤ 6)."""
+    for digits in range(3, 7):
+        a, b = (f"{v:.{digits}g}" for v in (hi, lo))
+        if a != b:
+            return a, b
+    return a, b
 
 
 class _PlotBase(QWidget):
@@ -44,8 +45,8 @@ class _PlotBase(QWidget):
         font.setPointSizeF(max(7.0, font.pointSizeF() * 0.85))
         self.setFont(font)
 
-    def _plot_rect(self) -> QRectF:
-        return QRectF(_MARGIN_L, _MARGIN_T, max(10, self.width() - _MARGIN_L - _MARGIN_R),
+    def _plot_rect(self, left: float = _MARGIN_L) -> QRectF:
+        return QRectF(left, _MARGIN_T, max(10, self.width() - left - _MARGIN_R),
                       max(10, self.height() - _MARGIN_T - _MARGIN_B))
 
     def _draw_empty(self, painter: QPainter) -> None:
@@ -108,7 +109,6 @@ class LossCurve(_PlotBase):
         if not self._steps:
             self._draw_empty(painter)
             return
-        rect = self._plot_rect()
         x = np.asarray(self._steps, float)
         y = np.asarray(self._losses, float)
         ys = self._smoothed()
@@ -116,9 +116,14 @@ class LossCurve(_PlotBase):
         lo = float(np.percentile(y, 1))
         hi = float(np.percentile(y, 99))
         if not hi > lo:
-            lo, hi = lo - 0.5, hi + 0.5
+            spread = max(abs(hi) * 0.05, 1e-12)  # a flat curve at any scale
+            lo, hi = lo - spread, hi + spread
         pad = 0.05 * (hi - lo)
         lo, hi = lo - pad, hi + pad
+        ticks = tick_labels(hi, lo)
+        # the axis labels get the room their text needs, whatever the loss's scale
+        left = max(_MARGIN_L, max(self.fontMetrics().horizontalAdvance(t) for t in ticks) + 8)
+        rect = self._plot_rect(left)
 
         def to_px(xv, yv):
             px = rect.left() + (xv - x0) / (x1 - x0) * rect.width()
@@ -127,14 +132,12 @@ class LossCurve(_PlotBase):
 
         self._draw_axes(painter, rect)
         painter.setPen(_TEXT)
-        painter.drawText(QRectF(0, rect.top() - 4, _MARGIN_L - 4, 14),
-                         Qt.AlignmentFlag.AlignRight, _format_tick(hi))
-        painter.drawText(QRectF(0, rect.bottom() - 10, _MARGIN_L - 4, 14),
-                         Qt.AlignmentFlag.AlignRight, _format_tick(lo))
+        painter.drawText(QRectF(0, rect.top() - 4, left - 4, 14), Qt.AlignmentFlag.AlignRight, ticks[0])
+        painter.drawText(QRectF(0, rect.bottom() - 10, left - 4, 14), Qt.AlignmentFlag.AlignRight, ticks[1])
         painter.drawText(QRectF(rect.left(), rect.bottom() + 2, rect.width(), 14),
                          Qt.AlignmentFlag.AlignRight, f"step {int(x[-1])}")
         painter.drawText(QRectF(rect.left() + 4, 0, rect.width(), 14),
-                         Qt.AlignmentFlag.AlignLeft, f"loss {ys[-1]:.3f}")
+                         Qt.AlignmentFlag.AlignLeft, f"loss {ys[-1]:.3g}")
         for values, pen in ((y, QPen(_RAW, 1)), (ys, QPen(_SMOOTH, 2))):
             px, py = to_px(x, values)
             painter.setPen(pen)
