@@ -70,4 +70,4 @@ def describe(device) -> str:
         return f"GPU ({torch.cuda.get_device_name(device)})"
     if device.type == "mps":
         return "Apple GPU (MPS)"
-    return f"CPU ({torch.get_num_threads()} threads) — training takes a few minutes"
+    return f"CPU ({torch.get_num_threads()} threads)"  # the time left is measured while it runs

@@ -11,14 +11,14 @@ from napari.utils.notifications import show_error, show_info
 
 from napari_cetpick._napari.session import PanelState
 from napari_cetpick.errors import CetpickError
-from napari_cetpick.widgets._common import narrow, row
+from napari_cetpick.widgets._common import narrow
 
 
 class ClassRow(Container):
-    """"Class [ribosome ▾] [new name] [Add class]" in the data section."""
+    """"Class [ribosome ▾] [new name] [Add class] [Rename]" in the data section (which labels it)."""
 
     def __init__(self, state: PanelState):
-        super().__init__(labels=True)
+        super().__init__(layout="horizontal", labels=False, label="Class")
         self._state = state
         self._updating = False
         self._class_combo = ComboBox(
@@ -32,8 +32,7 @@ class ClassRow(Container):
         self._rename_class_button = PushButton(text="Rename", tooltip="Give the selected class the name typed here.")
         narrow(self._class_combo, self._class_name_edit)
         self.margins = (0, 0, 0, 0)
-        self.append(row(self._class_combo, self._class_name_edit, self._add_class_button, self._rename_class_button,
-                        label="Class"))
+        self.extend([self._class_combo, self._class_name_edit, self._add_class_button, self._rename_class_button])
         self._class_combo.changed.connect(self._on_class_changed)
         self._add_class_button.changed.connect(self._on_add_class_clicked)
         self._rename_class_button.changed.connect(self._on_rename_class_clicked)
