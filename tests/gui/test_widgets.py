@@ -198,6 +198,13 @@ def test_whole_loop_train_detect_export_evaluate(viewer, panel, qtbot, tmp_path,
 
     threshold = panel.state.current.threshold
     np.testing.assert_allclose(csv["margin"], np.round(logit(scores) - logit(threshold), 4), atol=2e-4)
+    res = panel.state.current.result
+    if res.cand_agreement is not None:  # two views: each pick's agreement, as the result has it
+        assert "agreement" in csv.columns
+        from scipy.spatial import cKDTree
+
+        _, row = cKDTree(res.zyx).query(zyx)  # the pick each exported one is (positions as written)
+        np.testing.assert_allclose(csv["agreement"], res.features["agreement"].to_numpy()[row], atol=1e-4)
     out = export(tmp_path / "picks5.star", "RELION 5 STAR (.star, centred Å)")
     df5 = starfile.read(out)
     df5 = df5["particles"] if isinstance(df5, dict) else df5

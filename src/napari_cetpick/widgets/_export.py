@@ -117,9 +117,10 @@ class ExportSection(Container):
         if path.suffix.lower() != ext:
             path = path.with_name(path.name + ext)
         zyx = L.points_in_image_frame(layer, rec.layer)
-        # the picks' numeric columns (score, margin to the threshold …), as the command line writes them
-        numeric = [c for c in layer.features.columns if pd.api.types.is_numeric_dtype(layer.features[c])]
-        features = layer.features[numeric].reset_index(drop=True) if numeric else pd.DataFrame(index=range(len(zyx)))
+        # picks: their columns (score, margin to the threshold, agreement …) as the command line writes them
+        features = layer.features.reset_index(drop=True)
+        if what != "picks":
+            features = features[["score"]] if "score" in features.columns else pd.DataFrame(index=range(len(zyx)))
         meta = L.tomogram_meta(rec.layer)
         try:
             out = write_points(path, zyx, features=features, fmt=fmt, layout=layout_from_meta(meta),

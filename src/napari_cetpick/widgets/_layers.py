@@ -138,35 +138,41 @@ def _hand_pick_defaults(layer) -> None:
     layer.feature_defaults = pd.DataFrame({c: [1.0 if c == "score" else np.nan] for c in layer.features.columns})
 
 
-def pick_features(scores, threshold: float | None = None) -> pd.DataFrame:
-    """The picks layer's features: ``score`` and, with a threshold, ``margin`` (exported too)."""
+def pick_features(scores, threshold: float | None = None, extra: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The picks layer's features: ``score``, with a threshold ``margin``, and the detection's
+    other columns (``agreement``, ``runner_up`` …) in ``extra`` — what the command line writes."""
     scores = np.asarray(scores, float).reshape(-1)
     cols = {"score": scores}
     if threshold is not None:
         from napari_cetpick.utils import logit
 
         cols["margin"] = np.round(logit(scores) - logit(threshold), 4)
-    return pd.DataFrame(cols)
+    out = pd.DataFrame(cols)
+    if extra is not None:
+        for c in extra.columns:
+            if c not in out.columns:
+                out[c] = extra[c].to_numpy()
+    return out
 
 
 def show_picks(viewer, image_layer, zyx, scores, size: float, threshold: float | None = None,
-               class_name: str | None = None):
+               class_name: str | None = None, extra: pd.DataFrame | None = None):
     """Add (or update) the picks Points layer of a tomogram (of a class, named after it when
     given): circles coloured by ``score``."""
     name = f"{image_layer.name} picks" + (f" {class_name}" if class_name else "")
     layer = find_layer(viewer, name, "picks", image_layer.name)
     if layer is None:
         layer = add_points_layer(viewer, image_layer, "picks", size, name=name, zyx=zyx,
-                                 features=pick_features(scores, threshold), class_name=class_name)
+                                 features=pick_features(scores, threshold, extra), class_name=class_name)
     else:
-        set_picks(layer, zyx, scores, threshold)
+        set_picks(layer, zyx, scores, threshold, extra)
     return layer
 
 
-def set_picks(layer, zyx, scores, threshold: float | None = None) -> None:
-    """Replace a picks layer's points and scores (and margins) and recolour them."""
+def set_picks(layer, zyx, scores, threshold: float | None = None, extra: pd.DataFrame | None = None) -> None:
+    """Replace a picks layer's points and features (:func:`pick_features`) and recolour them."""
     zyx = np.asarray(zyx, float).reshape(-1, 3)
-    features = pick_features(scores, threshold)
+    features = pick_features(scores, threshold, extra)
     # the new columns first (their rows follow the old points), then points and values together
     layer.features = features.iloc[:0].reindex(range(len(layer.data)))
     _hand_pick_defaults(layer)

@@ -75,17 +75,19 @@ class LayerTracker:
 
     # ------------------------------------------------------------------ writing picks
     def write_picks(self, rec: TomogramRecord, zyx, scores) -> None:
-        """Put these picks into the record's picks layer (made again if the user deleted it)."""
+        """Put these picks into the record's picks layer (made again if the user deleted it),
+        with the detection's columns for the picks it found (hand-added ones: unknown)."""
         zyx = np.asarray(zyx, float).reshape(-1, 3)
         scores = np.nan_to_num(np.asarray(scores, float).reshape(-1), nan=1.0)
         threshold = None if rec.result is None else float(rec.result.threshold)
+        extra = None if rec.result is None else _detection_columns(rec.result, zyx)
         self._writing = True
         try:
             if rec.picks is None or not self.state.live(rec.picks):
                 rec.picks = L.show_picks(self.state.viewer, rec.layer, zyx, scores, self.state.pick_size(rec),
-                                         threshold, class_name=self.state.named_class(rec.active))
+                                         threshold, class_name=self.state.named_class(rec.active), extra=extra)
             else:
-                L.set_picks(rec.picks, zyx, scores, threshold)
+                L.set_picks(rec.picks, zyx, scores, threshold, extra)
         finally:
             self._writing = False
         self.watch(rec.picks)
@@ -177,3 +179,20 @@ def _scores_at(picks_layer, zyx) -> np.ndarray:
     scores = picks_layer.features["score"].to_numpy(float)
     idx = [int(np.argmin(np.linalg.norm(data - p, axis=1))) for p in zyx]
     return np.nan_to_num(scores[idx], nan=1.0)
+
+
+def _detection_columns(result, zyx):
+    """The detection's own columns other than score and margin (``agreement``, ``runner_up`` …)
+    for these positions: a pick's row where it is one of the result's picks, else empty."""
+    feats = result.features.drop(columns=["score", "margin"], errors="ignore")
+    if feats.shape[1] == 0:
+        return None
+    rows = np.full(len(zyx), -1)
+    if len(zyx) and len(result.zyx):
+        from scipy.spatial import cKDTree
+
+        dist, nearest = cKDTree(np.asarray(result.zyx, float)).query(zyx)
+        rows = np.where(dist < 1e-6, nearest, -1)
+    out = feats.iloc[np.maximum(rows, 0)].reset_index(drop=True) if len(feats) else feats.reindex(range(len(zyx)))
+    out.loc[rows < 0, :] = np.nan
+    return out
