@@ -20,7 +20,7 @@ def _points(zyx) -> np.ndarray:
     return np.zeros((0, 3)) if a.size == 0 else a.reshape(-1, 3)
 
 
-def _nearest_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def nearest_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Distance from each row of ``a`` to the nearest row of ``b`` (inf when ``b`` is empty)."""
     if len(b) == 0:
         return np.full(len(a), np.inf)
@@ -72,7 +72,7 @@ class PickEdits:
         """Forget removals at these positions (undo)."""
         zyx = _points(zyx)
         if len(self.removed) and len(zyx):
-            self.removed = self.removed[_nearest_distance(self.removed, zyx) > _EPS]
+            self.removed = self.removed[nearest_distance(self.removed, zyx) > _EPS]
 
     def unkeep(self, zyx) -> None:
         """Forget kept positions (undo)."""
@@ -80,12 +80,12 @@ class PickEdits:
 
     def _drop_kept(self, zyx: np.ndarray) -> None:
         if len(self.kept) and len(zyx):
-            stay = _nearest_distance(self.kept, zyx) > _EPS
+            stay = nearest_distance(self.kept, zyx) > _EPS
             self.kept, self.kept_scores = self.kept[stay], self.kept_scores[stay]
 
     def is_kept(self, zyx) -> np.ndarray:
         """Boolean per position: kept by the user."""
-        return _nearest_distance(_points(zyx), self.kept) <= _EPS
+        return nearest_distance(_points(zyx), self.kept) <= _EPS
 
 
 def apply_edits(zyx, scores, edits: PickEdits | None, tol_vox: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -105,10 +105,10 @@ def apply_edits(zyx, scores, edits: PickEdits | None, tol_vox: float = 1.0) -> t
     if edits is None or len(edits) == 0:
         return zyx, scores
     if len(edits.removed):
-        keep = _nearest_distance(zyx, edits.removed) > tol_vox
+        keep = nearest_distance(zyx, edits.removed) > tol_vox
         zyx, scores = zyx[keep], scores[keep]
     if len(edits.kept):
-        new = _nearest_distance(edits.kept, zyx) > max(tol_vox, _EPS)
+        new = nearest_distance(edits.kept, zyx) > max(tol_vox, _EPS)
         zyx = np.vstack([zyx, edits.kept[new]])
         scores = np.r_[scores, edits.kept_scores[new]]
     return zyx, scores
@@ -125,8 +125,8 @@ def diff_points(before, after, tol_vox: float = 1e-3) -> tuple[np.ndarray, np.nd
         Rows of ``after`` with no row of ``before`` within ``tol_vox``.
     """
     before, after = _points(before), _points(after)
-    removed = before[_nearest_distance(before, after) > tol_vox]
-    added = after[_nearest_distance(after, before) > tol_vox]
+    removed = before[nearest_distance(before, after) > tol_vox]
+    added = after[nearest_distance(after, before) > tol_vox]
     return removed, added
 
 
@@ -211,11 +211,11 @@ def suggest_locations(cand_zyx, cand_scores, threshold: float, known_zyx, diamet
     if shape_zyx is not None and len(zyx):
         r = 0.5 * diameter_vox
         inside = np.all((zyx >= r - 0.5) & (zyx <= np.asarray(shape_zyx, float) - 0.5 - r), axis=1)
-    pool = np.flatnonzero((u <= max_logit_distance) & inside & (_nearest_distance(zyx, known) > exclude_vox))
+    pool = np.flatnonzero((u <= max_logit_distance) & inside & (nearest_distance(zyx, known) > exclude_vox))
     if len(pool) == 0 or n <= 0:
         return np.zeros(0, int)
     closeness = np.exp(-u[pool])
-    d = _nearest_distance(zyx[pool], known)
+    d = nearest_distance(zyx[pool], known)
     chosen: list[int] = []
     alive = np.ones(len(pool), bool)
     for _ in range(min(n, len(pool))):

@@ -153,11 +153,10 @@ class SessionData:
 
     def adds_to(self, now: SessionData) -> bool:
         """True when restoring this session would give the user something ``now`` lacks."""
+        from napari_cetpick.review import nearest_distance
+
         def new(a, b) -> int:
-            if len(a) == 0 or len(b) == 0:
-                return len(a)
-            d = np.min(np.linalg.norm(a[:, None, :] - b[None, :, :], axis=-1), axis=1)
-            return int(np.sum(d > 1e-3))
+            return int(np.sum(nearest_distance(a, b) > 1e-3))
 
         for c in self.classes:
             mine = now.of(c.name) or ClassSession(c.name)

@@ -7,6 +7,7 @@ from napari.utils.notifications import show_error, show_info
 
 from napari_cetpick._napari.layers import layer_cetpick_meta
 from napari_cetpick._napari.styles import restyle
+from napari_cetpick.review import nearest_distance
 from napari_cetpick.widgets import _layers as L
 from napari_cetpick.widgets._common import heading, narrow, plural, row, status_label
 from napari_cetpick._napari.session import DIAMETER_UNITS, PanelState
@@ -281,10 +282,7 @@ class DataSection(Container):
         if layer is None or not self._state.live(layer):
             layer = self.new_points_layer(what, announce=False, rec=rec)
             layer.mode = "pan_zoom"
-        have = rec.points(what)
-        if len(have) and len(zyx):
-            d = np.min(np.linalg.norm(zyx[:, None, :] - have[None, :, :], axis=-1), axis=1)
-            zyx = zyx[d > 1e-3]
+        zyx = zyx[nearest_distance(zyx, rec.points(what)) > 1e-3]  # not twice
         if len(zyx):
             self._tracker.add_point(layer, rec, zyx)
         return len(zyx)
