@@ -181,6 +181,8 @@ def test_classes(model):
     assert state.diameter_vox(rec) == 12.0 and state.diameter_vox(rec, "particle") == 25.0
     with pytest.raises(CetpickError, match="already"):
         state.add_class("ribosome")
+    with pytest.raises(CetpickError, match="differs only in case"):
+        state.add_class("Ribosome")
     with pytest.raises(CetpickError, match="not allowed"):
         state.add_class("two words")
     rec.labels = "L"

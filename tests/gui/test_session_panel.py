@@ -131,6 +131,8 @@ def test_two_tomograms_keep_their_own_labels_regions_and_truth(viewer, panel, qt
     panel.detect._on_detect_clicked()
     wait_idle(qtbot, panel)
     assert rec.picks is not None and sim_rec.picks is not None
+    active = viewer.layers.selection.active
+    assert active is None or active.visible  # never a hidden layer of the other tomogram
     kept = {sim_rec.layer, sim_rec.labels, sim_rec.picks, sim_rec.heatmap, sim_rec.ignore,
             viewer.layers["truth: proteasome"]}
     viewer.layers.remove("second")
@@ -193,6 +195,9 @@ def test_a_plain_detect_keeps_the_threshold_the_user_chose(viewer, panel, qtbot,
     assert rec.result.threshold == pytest.approx(chosen, abs=1e-6)
     assert panel.detect._threshold_slider.value == pytest.approx(chosen, abs=1e-3)
     assert panel.state.snapshot(rec).of(rec.active).threshold == pytest.approx(chosen, abs=1e-6)
+    # no pick at the threshold: Review says why instead of starting an empty review
+    panel.detect._threshold_slider.value = 1.0
+    assert len(rec.picks.data) == 0 and not panel.review.start()
 
 
 # ---------------------------------------------------------------------------- classes
@@ -266,3 +271,17 @@ def test_two_classes_train_one_model_and_review_moves_a_pick(viewer, panel, qtbo
     assert len(rec.view("proteasome").labels.data) == n_prot + 1
     assert rows(zyx)[0] in rows(rec.negatives.data)
     assert rows(zyx)[0] not in rows(rec.picks.data)
+
+
+def test_closing_a_tomogram_takes_its_labels_with_it_even_if_another_is_open(viewer, panel, sim, qtbot, notes):
+    second = _add_second(viewer, sim)
+    sim_labels = panel.state.current.labels
+    assert sim_labels is viewer.layers["labels"]
+    viewer.layers.remove("sim")
+    qtbot.waitUntil(lambda: "labels" not in viewer.layers, timeout=5000)
+    rec = panel.state.current
+    assert rec is not None and rec.layer is second and rec.labels is None  # not the closed one's
+    assert panel.tomograms.rows() == [("second", 0, 0, 0, "–")]
+    # review without picks says so, once
+    assert not panel.review.start()
+    assert "run Detect" in notes()[-1] or "No picks" in notes()[-1]

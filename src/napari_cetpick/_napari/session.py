@@ -228,6 +228,7 @@ class PanelState:
         self.classes: list[ParticleClass] = [ParticleClass(DEFAULT_CLASS_NAME, colour=class_colour(0))]
         self.active_class = DEFAULT_CLASS_NAME
         self.mask_source = None  # callable(record) -> keep mask or None; set by the mask section
+        self.closing: set = set()  # ids of the layers of a closed tomogram, about to be removed
 
     # ------------------------------------------------------------------ tomograms
     def record(self, layer, create: bool = True) -> TomogramRecord | None:
@@ -323,7 +324,7 @@ class PanelState:
     def fits(self, layer, rec: TomogramRecord) -> bool:
         """A layer that can be this tomogram's active class's: no other class's (by its
         metadata, or held for another class), no other tomogram's."""
-        if self.held_by_another(layer, rec) or any(
+        if id(layer) in self.closing or self.held_by_another(layer, rec) or any(
                 layer is t.labels or layer is t.negatives for n, t in rec.per_class.items() if n != rec.active):
             return False
         meta = layer_cetpick_meta(layer)
@@ -402,8 +403,7 @@ class PanelState:
         from napari_cetpick.errors import CetpickError
 
         name = check_class_name(str(name).strip())
-        if name in self.class_names:
-            raise CetpickError(f"There is a class {name!r} already.")
+        self._check_new_name(name)
         base = self.particle_class()
         new = ParticleClass(name, float(base.diameter if diameter is None else diameter), unit or base.unit,
                             colour or class_colour(len(self.classes)))
@@ -421,8 +421,7 @@ class PanelState:
         new = check_class_name(str(new).strip())
         if new == old:
             return
-        if new in self.class_names:
-            raise CetpickError(f"There is a class {new!r} already.")
+        self._check_new_name(new, old)
         self.particle_class(old).name = new
         for rec in self.records.values():
             if old in rec.per_class:
@@ -432,6 +431,16 @@ class PanelState:
         if self.active_class == old:
             self.active_class = new
         self.classes_changed.emit()
+
+    def _check_new_name(self, name: str, renaming: str | None = None) -> None:
+        """Refuse a name taken by another class, also in another case (files would clash on
+        case-insensitive disks)."""
+        from napari_cetpick.errors import CetpickError
+
+        taken = next((c for c in self.class_names if c.lower() == name.lower() and c != renaming), None)
+        if taken is not None:
+            raise CetpickError(f"There is a class {taken!r} already" +
+                               (f" ({name!r} differs only in case)." if taken != name else "."))
 
     def set_class(self, name: str) -> None:
         """Make ``name`` the active class: every record's class-level attributes follow."""

@@ -271,7 +271,7 @@ class DataSection(Container):
         self.reset_choices()
         self._state.points_changed.emit(rec)
         if announce and what == "labels":
-            show_info("Click particle centres in the 'labels' layer; a few dozen across the tomogram is plenty.")
+            show_info(f"Click particle centres in the '{layer.name}' layer; a few dozen across the tomogram is plenty.")
         return layer
 
     def restore_points(self, rec, what: str, zyx) -> int:

@@ -85,10 +85,11 @@ class ExportSection(Container):
     def export_all(self, folder, format_key: str | None = None, what: str | None = None) -> list[Path]:
         """Write one file per tomogram that has points of that kind; returns the paths written."""
         what = what or str(self._export_what_combo.value)
-        recs = [r.view(n) for r in self._state.records.values() if self._state.live(r.layer)
-                for n in self._state.class_names
-                if getattr(r.track(n), what) is not None and self._state.live(getattr(r.track(n), what))
-                and r.view(n).count(what)]
+        pairs = [r.view(n) for r in self._state.records.values() if self._state.live(r.layer)
+                 for n in self._state.class_names]
+        recs = [v for v in pairs if getattr(v, what) is not None and self._state.live(getattr(v, what)) and v.count(what)]
+        skipped = [f"{v.name}{f' ({n})' if (n := self._state.named_class(v.active)) else ''}" for v in pairs
+                   if v not in recs]
         if not recs:
             show_error(f"No tomogram has {what} to export.")
             return []
@@ -98,7 +99,8 @@ class ExportSection(Container):
                               quiet=True)
             if out is not None:
                 written.append(out)
-        show_info(f"Exported {plural(len(written), 'file')} of {what} to {folder}.")
+        none = f" No {what} in: {', '.join(skipped)}." if skipped else ""
+        show_info(f"Exported {plural(len(written), 'file')} of {what} to {folder}.{none}")
         return written
 
     def export(self, path, format_key: str | None = None, what: str = "picks", rec: TomogramRecord | None = None,

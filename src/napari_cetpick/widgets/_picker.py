@@ -140,6 +140,9 @@ class PickerWidget(QWidget):
                 elif not mine and layer.visible and not cur.holds(layer):
                     layer.visible = False
                     self._auto_hidden[id(layer)] = layer
+        active = L.unwrap(self.state.viewer.layers.selection.active)
+        if active is not None and id(active) in self._auto_hidden:  # not a hidden layer of another tomogram
+            self.state.viewer.layers.selection.active = cur.picks if self.state.live(cur.picks) else cur.layer
 
     def reset_choices(self, *_) -> None:
         """Refresh every section's layer lists (napari calls this when layers change)."""
@@ -169,13 +172,15 @@ class PickerWidget(QWidget):
         key = rec.layer.unique_id
         if self.runner.busy and key in self.runner.uses:
             what = RUN_NAMES.get(self.runner.kind, self.runner.kind)
-            self.runner.cancel()
+            self.runner.cancel(reason=f"{rec.name} was closed")
             show_warning(f"{rec.name} was closed: {what} stopped.")
         owned = self.state.owned_layers(rec)
+        self.state.closing.update(id(layer) for layer in owned)  # no other tomogram adopts them meanwhile
 
         def remove():
-            for layer in owned:  # unless a tomogram opened meanwhile took it over
-                if self.state.live(layer) and not self.state.held_by_another(layer, None):
+            for layer in owned:
+                self.state.closing.discard(id(layer))
+                if self.state.live(layer):
                     self.state.viewer.layers.remove(layer)
 
         QTimer.singleShot(0, remove)  # not inside napari's own removal event

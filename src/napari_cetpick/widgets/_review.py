@@ -113,6 +113,9 @@ class ReviewSection(Container):
         if order == "suggest":
             return self.suggest()
         zyx = np.asarray(rec.picks.data, float).reshape(-1, 3)
+        if len(zyx) == 0:
+            show_error("No picks at this threshold: lower the score threshold, or Suggest where to look.")
+            return False
         feats = rec.picks.features
         scores = feats["score"].to_numpy(float) if "score" in feats.columns else np.ones(len(zyx))
         margin = feats["margin"].to_numpy(float) if "margin" in feats.columns else None

@@ -40,6 +40,7 @@ class WorkerRunner:
         self.kind: str | None = None
         self.uses: set = set()  # keys (layer unique ids) of the tomograms the current run reads
         self.user_cancelled = False
+        self.cancel_reason = ""  # why the run was cancelled, when not by the user's Cancel
         self._worker = None
         self._token = 0
         self._on_error = None
@@ -98,14 +99,17 @@ class WorkerRunner:
         self.uses = set(uses)
         self._on_error = on_error
         self.user_cancelled = cancelled if keep_cancel else False
+        self.cancel_reason = self.cancel_reason if keep_cancel else ""
         self._set_kind(kind)
         worker.start()
 
-    def cancel(self) -> bool:
-        """Ask the running worker to stop at its next yield; False when nothing runs."""
+    def cancel(self, reason: str = "") -> bool:
+        """Ask the running worker to stop at its next yield; False when nothing runs.
+        ``reason`` (kept in :attr:`cancel_reason`) says why when the user did not press Cancel."""
         if self._worker is None:
             return False
         self.user_cancelled = True
+        self.cancel_reason = reason
         with contextlib.suppress(RuntimeError):  # the worker's Qt object is already gone
             self._worker.quit()
         return True

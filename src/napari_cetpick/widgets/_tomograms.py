@@ -1,4 +1,5 @@
-"""A table of the open tomograms with their labels, negatives, picks and threshold."""
+"""A table of the open tomograms with their labels, negatives, picks and threshold (of the
+selected class, named in the first column's header when there are several)."""
 from __future__ import annotations
 
 from magicgui.widgets import Container
@@ -55,6 +56,8 @@ class TomogramTable(Container):
     def refresh(self, *_) -> None:
         self._layers = [L.unwrap(lay) for lay in self._state.viewer.layers if L.is_tomogram_layer(lay)]
         rows = self.rows()
+        cls = self._state.named_class()  # with several classes the counts are the selected class's
+        self._table.setHorizontalHeaderLabels([f"Tomogram · {cls}" if cls else COLUMNS[0], *COLUMNS[1:]])
         self._table.setRowCount(len(rows))
         current = None if self._state.current is None else self._state.current.layer
         for r, values in enumerate(rows):

@@ -206,9 +206,9 @@ class TrainSection(Container):
                                           f"{fmt_duration(info.get('elapsed_s', 0.0))}; default threshold "
                                           f"{ckpt.default_threshold:.2f}.")
         if cancelled:
-            show_info(f"Training cancelled after {run_steps} of {planned} steps; the model of step {done} is "
-                      f"kept and may be undertrained. Detect to try it, or Train again with "
-                      f"'Continue from the current model'.")
+            why, then = self._runner.cancel_reason, "Detect to try it, or Train again with 'Continue from the current model'."
+            show_info(f"Training {f'stopped ({why})' if why else 'cancelled'} after {run_steps} of {planned} steps; the "
+                      f"model of step {done} is kept and may be undertrained. {'Train again to go on.' if why else then}")
         else:
             keep = " The previous model is kept: Undo model goes back to it." if replaced else ""
             show_info(f"Model ready ({done} steps). Press Detect.{keep}")
