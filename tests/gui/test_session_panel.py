@@ -108,6 +108,7 @@ def test_two_tomograms_keep_their_own_labels_regions_and_truth(viewer, panel, qt
     assert not sim_rec.ignore.visible
     # the sample's labels, regions and truth are not the second tomogram's
     assert rec.labels is None and panel.data._labels_combo.value is None
+    assert not any(c is sim_rec.labels for c in panel.data._labels_combo.choices)  # not even offered
     assert panel.mask._layer_combo.value is None and panel.mask.mask_for(rec) is None
     assert panel.evaluate._truth_combo.value is None
     path = write_points(tmp_path / "second.csv", LABELS[:, :] * [1, 0.5, 0.5], fmt="csv", tomogram_name="second",

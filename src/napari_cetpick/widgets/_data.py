@@ -21,6 +21,7 @@ class DataSection(Container):
         super().__init__(labels=True)
         self._state, self._tracker = state, tracker
         self._updating = False
+        self._choosing_for = None  # the record whose layers are being chosen (before it is current)
         self._tomogram_combo = ComboBox(
             label="Tomogram", choices=self._tomogram_choices, nullable=True,
             tooltip="The tomogram to label, train on and detect in (any open 3D image layer).")
@@ -82,10 +83,12 @@ class DataSection(Container):
         return [(layer.name, layer) for layer in self._layers() if L.is_tomogram_layer(layer)]
 
     def _points_choices(self, exclude_roles) -> list:
+        rec = self._choosing_for or self._state.current  # another tomogram's layers are not offered
         return [(layer.name, layer) for layer in self._layers()
                 if L.is_points_layer(layer) and L.layer_role(layer) not in exclude_roles
                 and not layer_cetpick_meta(layer).get("truth_class")
-                and layer_cetpick_meta(layer).get("kind") not in ("truth", "picks")]
+                and layer_cetpick_meta(layer).get("kind") not in ("truth", "picks")
+                and not (rec is not None and self._state.belongs_elsewhere(layer, rec))]
 
     def _labels_choices(self, widget=None) -> list:
         out = [c for c in self._points_choices(("picks", "negatives", "cursor"))
@@ -147,7 +150,7 @@ class DataSection(Container):
     def _adopt_points_layers(self, rec=None) -> None:
         """Show a tomogram's labels and negatives, choosing sensible layers the first time."""
         rec = self._state.current if rec is None else rec
-        self._updating = True
+        self._updating, self._choosing_for = True, rec
         try:
             super().reset_choices()
             if rec is not None:
@@ -160,7 +163,7 @@ class DataSection(Container):
                                  (self._negatives_combo, None if rec is None else rec.negatives)):
                 combo.value = layer if layer is not None and any(c is layer for c in combo.choices) else None
         finally:
-            self._updating = False
+            self._updating, self._choosing_for = False, None
         if rec is not None:
             for layer in (rec.labels, rec.negatives):
                 self._tracker.watch(layer)
