@@ -73,11 +73,21 @@ def find_layer(viewer, name: str, role: str, source: str):
     return None
 
 
+def tint_of(colour: str, alpha: float = 0.25) -> list[float]:
+    """A faint fill of a colour (RGBA floats), e.g. a class's colour inside its picks."""
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    rgba = [float(v) for v in transform_color(colour)[0]]
+    return rgba[:3] + [alpha]
+
+
 def add_points_layer(viewer, image_layer, role: str, size: float, name: str | None = None, zyx=None,
-                     features=None, class_name: str | None = None, color: str | None = None):
+                     features=None, class_name: str | None = None, color: str | None = None,
+                     tint: str | None = None):
     """A Points layer of the panel over a tomogram, styled for its role (``color`` overrides
     its colour) and carrying the tomogram's ``metadata["cetpick"]`` (so File › Save writes it
-    in the file's frame) and its particle class (``class``, and ``label_class`` for labels)."""
+    in the file's frame) and its particle class (``class``, and ``label_class`` for labels);
+    ``tint`` fills the marks faintly (a class's colour, so classes tell apart at a glance)."""
     meta = dict(image_layer_meta(image_layer), **{ROLE_KEY: role, "source": image_layer.name})
     if class_name is not None:
         meta[CLASS_KEY] = class_name
@@ -85,9 +95,12 @@ def add_points_layer(viewer, image_layer, role: str, size: float, name: str | No
             meta["label_class"] = class_name
     data = np.zeros((0, 3)) if zyx is None else np.asarray(zyx, float).reshape(-1, 3)
     scored = features is not None and "score" in features.columns
+    style = points_style(role, size, color=color, scored=scored)
+    if tint:
+        meta["tint"] = style["face_color"] = tint
     layer = viewer.add_points(data, ndim=3, name=name or f"{image_layer.name} {role}", features=features,
                               scale=image_layer.scale, translate=image_layer.translate,
-                              metadata={META_KEY: meta}, **points_style(role, size, color=color, scored=scored))
+                              metadata={META_KEY: meta}, **style)
     layer = unwrap(layer)
     if scored:
         _hand_pick_defaults(layer)
@@ -156,14 +169,15 @@ def pick_features(scores, threshold: float | None = None, extra: pd.DataFrame | 
 
 
 def show_picks(viewer, image_layer, zyx, scores, size: float, threshold: float | None = None,
-               class_name: str | None = None, extra: pd.DataFrame | None = None):
+               class_name: str | None = None, extra: pd.DataFrame | None = None, tint: str | None = None):
     """Add (or update) the picks Points layer of a tomogram (of a class, named after it when
     given): circles coloured by ``score``."""
     name = f"{image_layer.name} picks" + (f" {class_name}" if class_name else "")
     layer = find_layer(viewer, name, "picks", image_layer.name)
     if layer is None:
         layer = add_points_layer(viewer, image_layer, "picks", size, name=name, zyx=zyx,
-                                 features=pick_features(scores, threshold, extra), class_name=class_name)
+                                 features=pick_features(scores, threshold, extra), class_name=class_name,
+                                 tint=tint)
     else:
         set_picks(layer, zyx, scores, threshold, extra)
     return layer
@@ -179,6 +193,9 @@ def set_picks(layer, zyx, scores, threshold: float | None = None, extra: pd.Data
     layer.data = zyx
     layer.features = features
     _hand_pick_defaults(layer)
+    tint = layer_cetpick_meta(layer).get("tint")
+    if tint and len(zyx):
+        layer.face_color = tint
     layer.refresh_colors(update_color_mapping=False)
 
 

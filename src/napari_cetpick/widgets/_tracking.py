@@ -84,8 +84,10 @@ class LayerTracker:
         self._writing = True
         try:
             if rec.picks is None or not self.state.live(rec.picks):
+                cls = self.state.named_class(rec.active)
+                tint = L.tint_of(self.state.particle_class(rec.active).colour) if cls else None
                 rec.picks = L.show_picks(self.state.viewer, rec.layer, zyx, scores, self.state.pick_size(rec),
-                                         threshold, class_name=self.state.named_class(rec.active), extra=extra)
+                                         threshold, class_name=cls, extra=extra, tint=tint)
             else:
                 L.set_picks(rec.picks, zyx, scores, threshold, extra)
         finally:
