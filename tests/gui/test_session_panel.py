@@ -285,6 +285,12 @@ def test_closing_a_tomogram_takes_its_labels_with_it_even_if_another_is_open(vie
     rec = panel.state.current
     assert rec is not None and rec.layer is second and rec.labels is None  # not the closed one's
     assert panel.tomograms.rows() == [("second", 0, 0, 0, "–")]
+    # the sample opened again with its labels: they are its own, not the selected tomogram's
+    viewer.add_image(sim.volume, name="sim", metadata={META_KEY: meta(sim)})
+    again = viewer.add_points(sim.labels, ndim=3, name="labels", metadata={META_KEY: meta(sim, label_class="proteasome")})
+    assert panel.state.current.layer is second and panel.state.current.labels is None
+    panel._select_tomogram(viewer.layers["sim"])
+    assert panel.state.current.labels is again
     # review without picks says so, once
     assert not panel.review.start()
     assert "run Detect" in notes()[-1] or "No picks" in notes()[-1]

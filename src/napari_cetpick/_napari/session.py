@@ -23,6 +23,7 @@ from napari_cetpick._napari.layers import (
     META_KEY,
     ROLE_KEY,
     image_layer_meta,
+    is_tomogram_layer,
     layer_cetpick_meta,
     points_in_image_frame,
     unwrap,
@@ -289,10 +290,10 @@ class PanelState:
         if self.held_by_another(layer, rec):
             return True
         mine = {rec.name, image_layer_meta(rec.layer).get("tomogram_name")}
-        for other in self.records.values():
-            if other.same(rec):
-                continue
-            theirs = {other.name, image_layer_meta(other.layer).get("tomogram_name")} - mine
+        # every other open tomogram, whether the panel has worked on it yet or not
+        others = [unwrap(lay) for lay in self.viewer.layers if is_tomogram_layer(lay) and unwrap(lay) is not rec.layer]
+        for tomo in others:
+            theirs = {tomo.name, image_layer_meta(tomo).get("tomogram_name")} - mine
             if meta.get("source") in theirs or (meta.get("tomogram_name") and meta.get("tomogram_name") in theirs
                                                 and meta.get("tomogram_name") not in mine):
                 return True

@@ -182,6 +182,17 @@ class PickerWidget(QWidget):
                 self.state.closing.discard(id(layer))
                 if self.state.live(layer):
                     self.state.viewer.layers.remove(layer)
+            # vispy (seen with Mesa's software GL) can crash on the next slice of an image left after
+            # an image and a points layer were removed, unless its visual is hidden and shown again
+            shown = [lay for lay in self.state.viewer.layers if lay.visible and lay.__class__.__name__ == "Image"]
+
+            def toggle(visible: bool):
+                for lay in shown:
+                    if self.state.live(lay):
+                        lay.visible = visible
+
+            QTimer.singleShot(300, lambda: toggle(False))
+            QTimer.singleShot(500, lambda: toggle(True))
 
         QTimer.singleShot(0, remove)  # not inside napari's own removal event
 
