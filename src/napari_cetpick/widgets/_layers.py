@@ -73,7 +73,7 @@ def find_layer(viewer, name: str, role: str, source: str):
     return None
 
 
-def tint_of(colour: str, alpha: float = 0.25) -> list[float]:
+def tint_of(colour: str, alpha: float = 0.12) -> list[float]:
     """A faint fill of a colour (RGBA floats), e.g. a class's colour inside its picks."""
     from napari.utils.colormaps.standardize_color import transform_color
 
