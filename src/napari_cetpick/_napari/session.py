@@ -12,6 +12,7 @@ against ``event.source`` hold.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 
@@ -47,6 +48,7 @@ def few_labels_problem(n_labels: int, config) -> str | None:
             f"holds. Click more particles (a dozen or more, spread over the tomogram), or set 'Expected particles'.")
 
 
+TOMOGRAM_LAYER_KINDS = ("picks", "heatmap", "labels", "negatives")  # a class's layers that go with its tomogram
 CLASS_FIELDS = ("labels", "negatives", "result", "heatmap", "picks", "edits", "shown", "chosen", "restored", "truth")
 
 
@@ -144,12 +146,13 @@ class TomogramRecord:
         return other
 
     def layers_held(self, kinds=("picks", "heatmap", "labels", "negatives", "truth")) -> list:
-        """The layers of every class of these kinds (None left out)."""
-        return [getattr(t, k) for t in self.per_class.values() for k in kinds if getattr(t, k) is not None]
+        """Its ignore-regions and box layers and every class's layers of these kinds (None left out)."""
+        own = [self.ignore, self.box, *(getattr(t, k) for t in self.per_class.values() for k in kinds)]
+        return [lay for lay in own if lay is not None]
 
     def holds(self, layer) -> bool:
         """True when this tomogram uses the layer (its image, regions, box, any class's layers)."""
-        return any(layer is h for h in (self.layer, self.ignore, self.box, *self.layers_held()))
+        return layer is self.layer or any(layer is h for h in self.layers_held())
 
     def same(self, other) -> bool:
         """The same tomogram (a record or a view of it)."""
@@ -263,7 +266,7 @@ class PanelState:
     def owned_layers(self, rec: TomogramRecord) -> list:
         """The layers the panel made for (or holds for) this tomogram and no other: picks,
         heatmap, labels, negatives, ignore regions, box, the review ring."""
-        held = [rec.ignore, rec.box, *rec.layers_held(("picks", "heatmap", "labels", "negatives"))]
+        held = rec.layers_held(TOMOGRAM_LAYER_KINDS)
         out = []
         for lay in self.viewer.layers:
             lay = unwrap(lay)
@@ -280,7 +283,7 @@ class PanelState:
         for other in self.records.values():
             if rec is not None and other.same(rec):
                 continue
-            if any(layer is h for h in (other.layer, other.ignore, other.box, *other.layers_held())):
+            if other.holds(layer):
                 return True
         return False
 
@@ -350,10 +353,8 @@ class PanelState:
 
         cls = layer_cetpick_meta(rec.labels).get("label_class") if rec.labels is not None else None
         if cls and self.class_names == [DEFAULT_CLASS_NAME] and cls != DEFAULT_CLASS_NAME:
-            try:
+            with contextlib.suppress(CetpickError):  # a name that cannot name a class: ours stays
                 self.rename_class(DEFAULT_CLASS_NAME, cls)
-            except CetpickError:
-                pass  # not a usable class name: keep ours
 
     # ------------------------------------------------------------------ model, units
     def set_checkpoint(self, ckpt, path=None) -> None:

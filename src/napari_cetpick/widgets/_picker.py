@@ -15,6 +15,7 @@ from napari.utils.notifications import show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 
+from napari_cetpick._napari.session import TOMOGRAM_LAYER_KINDS, PanelState
 from napari_cetpick.widgets import _layers as L
 from napari_cetpick.widgets._autosave import AutosaveBox
 from napari_cetpick.widgets._classes import ClassRow
@@ -28,7 +29,6 @@ from napari_cetpick.widgets._mask import MaskSection
 from napari_cetpick.widgets._review import ReviewSection
 from napari_cetpick.widgets._runner import RUN_NAMES, WorkerRunner
 from napari_cetpick.widgets._session_files import SessionFilesRow
-from napari_cetpick._napari.session import PanelState
 from napari_cetpick.widgets._tomograms import TomogramTable
 from napari_cetpick.widgets._tracking import LayerTracker
 from napari_cetpick.widgets._train import TrainSection
@@ -132,7 +132,7 @@ class PickerWidget(QWidget):
             if not self.state.live(rec.layer):
                 continue
             mine = rec.same(cur)
-            for layer in [rec.layer, rec.ignore, rec.box, *rec.layers_held(("picks", "heatmap", "labels", "negatives"))]:
+            for layer in [rec.layer, *rec.layers_held(TOMOGRAM_LAYER_KINDS)]:
                 if layer is None or not self.state.live(layer):
                     continue
                 if mine and id(layer) in self._auto_hidden:
