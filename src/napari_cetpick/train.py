@@ -713,8 +713,9 @@ def continue_training(init: Checkpoint, volumes, labels, negatives=None, masks=N
     This is what "accept / reject → Improve" runs. The labels are all positives known now
     (the original ones plus accepted picks), ``negatives`` the rejected picks and other
     negative clicks, one array per volume. The model keeps its voxel size, binning and
-    settings (:func:`correction_config`); the schedule is short by default (about a minute
-    on 2 CPU cores), and ``overrides`` (TrainConfig fields) win over it.
+    settings (:func:`correction_config`); the schedule is short by default
+    (:data:`CORRECTION_STEPS` steps; the time per step is measured and reported as it runs),
+    and ``overrides`` (TrainConfig fields) win over it.
 
     Yields :class:`TrainProgress`, returns the new :class:`Checkpoint`.
     """
