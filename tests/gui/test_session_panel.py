@@ -17,6 +17,7 @@ pytestmark = pytest.mark.gui
 
 LABELS = np.array([[10.0, 20.0, 30.0], [12.0, 60.0, 70.0], [20.0, 100.0, 40.0]])
 NEGATIVES = np.array([[5.0, 5.0, 5.0], [25.0, 110.0, 110.0]])
+SHELLS = np.array([[8.0, 90.0, 20.0], [22.0, 30.0, 100.0]])
 
 
 def _rectangle(y0, x0, y1, x1, z=5.0) -> list:
@@ -42,13 +43,20 @@ def test_autosave_gives_everything_back_after_the_viewer_is_closed(make_napari_v
     rec.negatives.add(NEGATIVES)
     panel.mask.add_shapes_layer(rec, _rectangle(0, 0, 30, 40), z_range=(2, 20))
     rec.edits.remove([[7.0, 7.0, 7.0]])
+    # a second class with its own size and labels
+    assert panel.classes.add_class("shell")
+    panel.data._diameter_unit_combo.value = "voxels"
+    panel.data._diameter_spin.value = 12.0
+    panel.data._on_new_labels_clicked()
+    rec.labels.add(SHELLS)
+    panel.classes._class_combo.value = "particle"
     path = panel.autosave.path(rec, for_writing=True)
     # closing the tomogram saves it and takes its layers with it, nothing else
     viewer.add_points(np.zeros((0, 3)), ndim=3, name="unrelated")
     viewer.layers.remove("sim")
     qtbot.waitUntil(lambda: [lay.name for lay in viewer.layers] == ["unrelated"], timeout=5000)
     saved = read_session(path, sim.volume.shape)
-    assert rows(saved.labels) == rows(LABELS) and rows(saved.negatives) == rows(NEGATIVES)
+    assert rows(saved.labels) == rows(np.vstack([LABELS, SHELLS])) and rows(saved.negatives) == rows(NEGATIVES)
     assert len(saved.ignore) == 1 and saved.ignore_z_range == (2, 20) and len(saved.classes[0].removed) == 1
     viewer.close()
 
@@ -58,22 +66,26 @@ def test_autosave_gives_everything_back_after_the_viewer_is_closed(make_napari_v
     before = path.read_text()
     autosave = panel.autosave
     assert not autosave._restore_row.native.isHidden()
-    assert "3 labels, 2 negatives, 1 ignore region and 1 decision" in autosave._restore_label.value
+    assert "5 labels (particle, shell), 2 negatives, 1 ignore region and 1 decision" in autosave._restore_label.value
     # the user clicks before choosing: the saved session is neither overwritten nor deleted
     panel.data._on_new_labels_clicked()
     rec = panel.state.current
     rec.labels.add([[15.0, 15.0, 15.0], list(LABELS[0])])
     autosave.save_now()
     assert path.read_text() == before
-    assert autosave.restore() == 2 + 2  # two labels (LABELS[0] is there already) and two negatives
+    assert autosave.restore() == 2 + 2 + 2  # two labels (LABELS[0] is there already), two negatives, two shells
     assert rows(rec.labels.data) == rows(np.vstack([LABELS, [[15.0, 15.0, 15.0]]]))
     assert rows(rec.negatives.data) == rows(NEGATIVES)
     assert rec.ignore is not None and len(rec.ignore.data) == 1 and rec.ignore_z_range == (2, 20)
     assert panel.mask.mask_for(rec) is not None
     assert len(rec.edits.removed) == 1
+    # the other class comes back with its size, in its own layer
+    shell = panel.state.particle_class("shell")
+    assert (shell.diameter, shell.unit) == (12.0, "voxels")
+    assert rows(rec.view("shell").labels.data) == rows(SHELLS) and rec.view("shell").labels is not rec.labels
     assert autosave._restore_row.native.isHidden()
     # and from now on autosave writes the merged session
-    assert len(read_session(path).labels) == 4
+    assert len(read_session(path).labels) == 4 + 2
 
 
 def test_dismiss_keeps_the_saved_session_aside(viewer, panel, sim, qtbot):
