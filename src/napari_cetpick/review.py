@@ -163,6 +163,53 @@ def review_order(scores, threshold: float, by: str = "score", margin=None) -> np
     return np.argsort(key, kind="stable")
 
 
+def lookalike_order(descriptors, rejected, accepted=None) -> np.ndarray:
+    """Indices of the picks, the most like a rejected one (and the least like an accepted one) first.
+
+    One wrong pick rarely comes alone: gold beads, a smaller complex, the rim of a vesicle
+    come back wherever they occur. Ordering the picks still to be judged by how closely
+    they resemble what the user has rejected puts their look-alikes first, so a few
+    rejections find the rest. Resemblance is the Euclidean distance between descriptors
+    (e.g. :func:`~napari_cetpick.descriptors.radial_profiles`), each feature scaled by its
+    spread over all rows given; the key is the relative closeness to a rejection,
+    ``d_rejected / (d_rejected + d_accepted)`` (distances to the nearest rejected and accepted
+    row: 0 on a rejected one, 1 on an accepted one, ½ for something like neither), smallest
+    first; without accepted rows, ``d_rejected``.
+
+    Parameters
+    ----------
+    descriptors : (n, k) float
+        The picks to order.
+    rejected : (m, k) float
+        Descriptors of rejected picks and negative clicks (m ≥ 1).
+    accepted : (p, k) float, optional
+        Descriptors of accepted picks and labels.
+    """
+    d = np.asarray(descriptors, float)
+    rej = np.asarray(rejected, float).reshape(-1, d.shape[1] if d.ndim == 2 else 0)
+    acc = np.zeros((0, rej.shape[1])) if accepted is None else np.asarray(accepted, float).reshape(-1, rej.shape[1])
+    if len(d) == 0:
+        return np.zeros(0, int)
+    if len(rej) == 0:
+        raise ValueError("look-alikes need at least one rejected pick or negative click")
+    every = np.vstack([d, rej, acc])
+    centre = np.nanmean(every, axis=0)
+    spread = np.nanstd(every, axis=0)
+    spread = np.where(np.isfinite(spread) & (spread > 0), spread, 1.0)
+
+    def scaled(a):
+        return np.nan_to_num((a - centre) / spread)
+
+    from scipy.spatial import cKDTree
+
+    key = cKDTree(scaled(rej)).query(scaled(d), k=1)[0]
+    if len(acc):
+        d_acc = cKDTree(scaled(acc)).query(scaled(d), k=1)[0]
+        with np.errstate(invalid="ignore"):
+            key = np.where(key + d_acc > 0, key / (key + d_acc), 0.5)
+    return np.argsort(key, kind="stable")
+
+
 def suggest_locations(cand_zyx, cand_scores, threshold: float, known_zyx, diameter_vox: float,
                       n: int = 20, max_logit_distance: float = 3.0, spread_vox: float | None = None,
                       exclude_vox: float | None = None, shape_zyx=None) -> np.ndarray:
@@ -233,5 +280,5 @@ def suggest_locations(cand_zyx, cand_scores, threshold: float, known_zyx, diamet
     return np.asarray(chosen, int)
 
 
-__all__ = ["PickEdits", "apply_edits", "diff_points", "review_order", "suggest_locations",
+__all__ = ["PickEdits", "apply_edits", "diff_points", "lookalike_order", "review_order", "suggest_locations",
            "uncertainty_distance", "REVIEW_ORDERS"]

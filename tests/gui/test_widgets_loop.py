@@ -113,6 +113,36 @@ def test_judged_picks_found_again_elsewhere_show_once(viewer, panel, qtbot, chec
     assert np.sum(np.linalg.norm(picks - rejected, axis=1) < 3.0) == 0
 
 
+def test_lookalikes_of_rejected_picks_come_first(viewer, panel, qtbot, checkpoint, notes):
+    """'Like my rejections first' orders the picks not yet judged by their radial profiles'
+    closeness to what was rejected (and the labels), as the core orders them."""
+    from napari_cetpick.descriptors import radial_profiles
+    from napari_cetpick.review import lookalike_order
+
+    _detect(qtbot, panel, checkpoint)
+    rec, review = panel.state.current, panel.review
+    assert len(rec.picks.data) >= 4
+    review._order_combo.value = "like my rejections first"   # nothing rejected yet: says what to do
+    assert any("needs something rejected" in n for n in notes())
+    review._order_combo.value = "highest score first"
+    rejected = review._queue[0].copy()
+    review.reject()
+    accepted = review._queue[1].copy()   # the next pick, after the reject advanced
+    review.accept()
+    review._order_combo.value = "like my rejections first"
+    assert "Pick 1 of" in review._position_label.value
+    picks = np.asarray(rec.picks.data, float)
+    open_ = picks[np.linalg.norm(picks - accepted, axis=1) > 1e-6]
+    assert len(review._queue) == len(open_)
+    known = np.asarray(viewer.layers["labels"].data, float)  # the labels, the accepted pick among them
+    assert np.min(np.linalg.norm(known - accepted, axis=1)) < 1e-6
+    desc = radial_profiles(rec.layer.data, np.vstack([open_, rejected, known]), panel.state.pick_size(rec))
+    n = len(open_)
+    expected = open_[lookalike_order(desc[:n], desc[n:n + 1], desc[n + 1:])]
+    np.testing.assert_allclose(review._queue, expected)
+    assert not np.any(np.linalg.norm(review._queue - rejected, axis=1) < 1e-6)
+
+
 def test_not_a_particle_clicks_and_undo(viewer, panel, qtbot):
     review = panel.review
     review._not_particle_check.value = True

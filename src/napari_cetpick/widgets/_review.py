@@ -11,15 +11,15 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, PushButton, SpinBox
 from napari.utils.notifications import show_error, show_info
 
-from napari_cetpick.review import review_order, suggest_locations
+from napari_cetpick.errors import CetpickError
 from napari_cetpick.widgets import _layers as L
 from napari_cetpick.widgets._common import heading, narrow, row, status_label
 from napari_cetpick.widgets._decisions import Decisions
 from napari_cetpick.widgets._legend import PointsLegend
+from napari_cetpick.widgets._review_queue import ORDERS, picks_queue, suggestions
 from napari_cetpick._napari.session import PanelState, TomogramRecord
 from napari_cetpick.widgets._tracking import LayerTracker
 
-ORDERS = {"highest score first": "score", "least certain first": "uncertain", "suggestions": "suggest"}
 REVIEW_KEYS = {"a": "accept", "r": "reject", "m": "move", "n": "next", "p": "previous", "u": "undo"}
 
 
@@ -39,8 +39,9 @@ class ReviewSection(Container):
         self._cursor = None  # the ring around the item under review
         self._order_combo = ComboBox(
             label="Order", choices=list(ORDERS), value="highest score first",
-            tooltip="Review the picks from the highest score down, or the least certain first (scores "
-                    "closest to the threshold); 'suggestions' steps through the places Suggest listed.")
+            tooltip="Review the picks from the highest score down, the least certain first (scores closest "
+                    "to the threshold), or those that look most like the picks you rejected first (after a few "
+                    "rejections: their look-alikes); 'suggestions' steps through the places Suggest listed.")
         self._start_button = PushButton(
             text="Review picks", tooltip="Select the picks layer and go to the first pick; then use the keys "
                                          "a (accept), r (reject), n (next), p (previous), u (undo).")
@@ -105,23 +106,15 @@ class ReviewSection(Container):
 
     def start(self) -> bool:
         """Fill the queue with the current tomogram's picks in the chosen order; go to the first."""
-        rec = self._state.current
-        if rec is None or rec.picks is None or not self._state.live(rec.picks):
-            show_error("No picks to review: run Detect (or Import picks) first.")
-            return False
         order = ORDERS[str(self._order_combo.value)]
         if order == "suggest":
             return self.suggest()
-        zyx = np.asarray(rec.picks.data, float).reshape(-1, 3)
-        if len(zyx) == 0:
-            show_error("No picks at this threshold: lower the score threshold, or Suggest where to look.")
+        try:
+            zyx, scores = picks_queue(self._state, self._state.current, order)
+        except CetpickError as exc:
+            show_error(str(exc))
             return False
-        feats = rec.picks.features
-        scores = feats["score"].to_numpy(float) if "score" in feats.columns else np.ones(len(zyx))
-        margin = feats["margin"].to_numpy(float) if "margin" in feats.columns else None
-        threshold = rec.threshold if rec.threshold is not None else 0.5
-        idx = review_order(scores, threshold, order, margin=margin)
-        self._set_queue(rec, zyx[idx], scores[idx])
+        self._set_queue(self._state.current, zyx, scores)
         return True
 
     def _on_suggest_clicked(self, *_) -> None:
@@ -130,18 +123,12 @@ class ReviewSection(Container):
     def suggest(self) -> bool:
         """Queue the most informative places to judge next (see :func:`~napari_cetpick.review.suggest_locations`)."""
         rec = self._state.current
-        if rec is None or rec.result is None:
-            show_error("Suggestions need a detection: press Detect first.")
+        try:
+            zyx, scores = suggestions(self._state, rec, int(self._suggest_count_spin.value))
+        except CetpickError as exc:
+            show_error(str(exc))
             return False
-        # labels, negatives and the picks themselves: a place within a particle of one of them
-        # (a pick's rim peak, a pick, a judged place) is nothing new to look at
-        known = [L.points_in_image_frame(layer, rec.layer) for layer in (rec.labels, rec.negatives, rec.picks)
-                 if layer is not None and self._state.live(layer)]
-        known = np.vstack(known) if known else np.zeros((0, 3))
-        res = rec.result
-        idx = suggest_locations(res.cand_zyx, res.cand_scores, res.threshold, known, self._state.pick_size(rec),
-                                n=int(self._suggest_count_spin.value), shape_zyx=rec.shape)
-        if len(idx) == 0:
+        if len(zyx) == 0:
             show_info("Nothing to suggest: every uncertain candidate is near a pick, label or negative already.")
             return False
         self._order_combo.changed.disconnect(self._on_order_changed)
@@ -149,7 +136,7 @@ class ReviewSection(Container):
             self._order_combo.value = "suggestions"
         finally:
             self._order_combo.changed.connect(self._on_order_changed)
-        self._set_queue(rec, res.cand_zyx[idx], res.cand_scores[idx])
+        self._set_queue(rec, zyx, scores)
         return True
 
     def _set_queue(self, rec: TomogramRecord, zyx, scores) -> None:

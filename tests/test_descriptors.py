@@ -1,0 +1,101 @@
+"""Orientation-free descriptors and the review's "like my rejections" order (no GUI, no torch)."""
+import numpy as np
+import pytest
+
+from napari_cetpick.descriptors import N_SHELLS, radial_profiles
+from napari_cetpick.review import lookalike_order
+
+SHAPE = (48, 96, 96)
+
+
+def _grid():
+    return np.indices(SHAPE, dtype=float)
+
+
+def planted(seed=0, noise=0.5):
+    """Solid balls (radius 6), hollow shells (radius 6, wall 1.5) and small dark beads, in noise."""
+    rng = np.random.default_rng(seed)
+    g = _grid()
+    vol = rng.normal(0.0, noise, SHAPE)
+    kinds = {"ball": [], "shell": [], "bead": []}
+    centres = [(z, y, x) for z in (12, 34) for y in (14, 38, 62, 84) for x in (14, 38, 62, 84)]
+    rng.shuffle(centres)
+    for i, c in enumerate(centres):
+        kind = ("ball", "shell", "bead")[i % 3]
+        r = np.sqrt(sum((g[k] - c[k]) ** 2 for k in range(3)))
+        if kind == "ball":
+            vol += (r <= 6)
+        elif kind == "shell":
+            vol += (np.abs(r - 5.25) <= 0.75)
+        else:
+            vol -= 3.0 * (r <= 2.5)
+        kinds[kind].append(c)
+    return vol, {k: np.array(v, float) for k, v in kinds.items()}
+
+
+def test_profiles_tell_a_ball_from_a_shell():
+    vol, kinds = planted(noise=0.0)
+    ball, shell = radial_profiles(vol, kinds["ball"][:1], 12.0)[0], radial_profiles(vol, kinds["shell"][:1], 12.0)[0]
+    assert ball.shape == shell.shape == (2 * N_SHELLS,)
+    # the ball is densest at the centre; the hollow shell is empty there and densest at its wall
+    ball_mean, shell_mean = ball.reshape(-1, 2).mean(1), shell.reshape(-1, 2).mean(1)
+    assert ball_mean[0] == pytest.approx(ball_mean.max()) and ball_mean[0] > ball_mean[-1] + 3
+    wall = int(np.argmax(shell_mean))
+    assert shell_mean[0] < shell_mean[wall] - 3 and 3 <= wall <= 5
+
+
+@pytest.mark.parametrize("transform", ["flip_z", "flip_y", "rot90_xy", "transpose_xy"])
+def test_profiles_do_not_depend_on_orientation(transform):
+    vol, kinds = planted(noise=0.5)
+    pts = np.vstack(list(kinds.values()))
+    if transform == "flip_z":
+        vol2, pts2 = vol[::-1], pts * [-1, 1, 1] + [SHAPE[0] - 1, 0, 0]
+    elif transform == "flip_y":
+        vol2, pts2 = vol[:, ::-1], pts * [1, -1, 1] + [0, SHAPE[1] - 1, 0]
+    elif transform == "transpose_xy":
+        vol2, pts2 = vol.transpose(0, 2, 1), pts[:, [0, 2, 1]]
+    else:  # 90° about z: (y, x) -> (X-1-x, y)
+        vol2 = np.rot90(vol, 1, axes=(1, 2))
+        pts2 = np.c_[pts[:, 0], SHAPE[2] - 1 - pts[:, 2], pts[:, 1]]
+    a = radial_profiles(np.ascontiguousarray(vol2), pts2, 12.0)
+    b = radial_profiles(vol, pts, 12.0)
+    # the same voxels in each shell; only the background estimate (a random sample) differs
+    assert np.allclose(a - np.nanmean(a), b - np.nanmean(b), atol=0.05)
+
+
+def test_profiles_at_and_beyond_the_border():
+    vol, _ = planted()
+    out = radial_profiles(vol, [[0, 0, 0], [-200, 5, 5], [24, 48, 48]], 12.0)
+    assert np.isfinite(out[0]).all() and np.isfinite(out[2]).all()  # a corner: what lies inside
+    assert np.isnan(out[1]).all()                                    # nowhere near: nothing to average
+    assert radial_profiles(vol, np.zeros((0, 3)), 12.0).shape == (0, 2 * N_SHELLS)
+
+
+def test_profiles_of_a_large_particle_use_a_coarser_grid():
+    vol, kinds = planted(noise=0.0)
+    # a 48-voxel particle is sampled every 3rd voxel: still finite and ordered centre first
+    out = radial_profiles(vol, kinds["ball"][:2], 48.0)
+    assert np.isfinite(out).all() and out.shape == (2, 2 * N_SHELLS)
+
+
+def test_lookalikes_of_rejected_shells_come_first():
+    vol, kinds = planted(seed=3, noise=0.5)
+    labels, rejected = kinds["ball"][:3], kinds["shell"][:2]
+    picks = np.vstack([kinds["ball"][3:], kinds["shell"][2:], kinds["bead"]])
+    truth = np.r_[np.zeros(len(kinds["ball"]) - 3), np.ones(len(kinds["shell"]) - 2), np.full(len(kinds["bead"]), 2)]
+    desc = radial_profiles(vol, np.vstack([picks, rejected, labels]), 12.0)
+    n, m = len(picks), len(rejected)
+    order = lookalike_order(desc[:n], desc[n:n + m], desc[n + m:])
+    assert sorted(order.tolist()) == list(range(n))
+    n_shells = int(np.sum(truth == 1))
+    assert np.all(truth[order[:n_shells]] == 1)   # every other shell before any ball or bead
+    assert np.all(truth[order[-(len(kinds["ball"]) - 3):]] == 0)  # the balls, like the labels, last
+    # without accepted rows: still the shells first
+    order2 = lookalike_order(desc[:n], desc[n:n + m])
+    assert np.all(truth[order2[:n_shells]] == 1)
+
+
+def test_lookalike_order_needs_a_rejection():
+    with pytest.raises(ValueError, match="at least one rejected"):
+        lookalike_order(np.ones((3, 4)), np.zeros((0, 4)))
+    assert lookalike_order(np.zeros((0, 4)), np.ones((1, 4))).shape == (0,)
