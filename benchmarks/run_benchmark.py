@@ -215,13 +215,17 @@ def train_model(cfg, tomo, labels, negatives=None, init=None, **overrides):
     return ckpt, time.perf_counter() - t0
 
 
+#: DetectConfig fields the command line overrides (``--detect-set``), for ablations.
+DETECT_SETS: dict = {}
+
+
 def run_detect(ckpt, tomo):
     from napari_cetpick.config import DetectConfig
     from napari_cetpick.detect import detect
     from napari_cetpick.utils import run_generator
 
     t0 = time.perf_counter()
-    res = run_generator(detect(ckpt, tomo.data, DetectConfig(), voxel_size_a=tomo.voxel_size_a))
+    res = run_generator(detect(ckpt, tomo.data, DetectConfig(**DETECT_SETS), voxel_size_a=tomo.voxel_size_a))
     return res, time.perf_counter() - t0
 
 
@@ -234,13 +238,14 @@ def all_candidates(res):
     return zyx, scores
 
 
-def scripted_review(res1, truth1, labels, region, radius_vox, quota=CORRECTION_QUOTA):
-    """The scripted user of the correction round, on tomogram 1's picks inside ``region``.
+def quota_review(res1, truth1, labels, region, radius_vox, quota=CORRECTION_QUOTA):
+    """The scripted user of earlier rounds (``--review quota``), on tomogram 1's picks inside ``region``.
 
     Walks the picks (all candidates, suppressed at the default distance) from the highest
     score down: a pick within half the radius of a true particle of the class that is not
     yet labelled is accepted (a positive click at the pick), a pick not on the class is
-    rejected (a negative click at the pick), until both quotas are met.
+    rejected (a negative click at the pick), until both quotas are met — however many picks
+    that takes.
     """
     from scipy.spatial import cKDTree
 
@@ -265,6 +270,81 @@ def scripted_review(res1, truth1, labels, region, radius_vox, quota=CORRECTION_Q
     return np.array(accepted).reshape(-1, 3), np.array(rejected).reshape(-1, 3)
 
 
+class ScriptedUser:
+    """Judges places on tomogram 1 by the truth: a particle of the class not yet labelled is
+    accepted, anything else rejected; each judgement is one look."""
+
+    def __init__(self, truth1, labels, radius_vox):
+        from scipy.spatial import cKDTree
+
+        self.tree, self.half = cKDTree(truth1), radius_vox / 2
+        self.used = set(self.tree.query(labels)[1].tolist()) if len(labels) else set()
+        self.accepted, self.rejected, self.looks = [], [], 0
+
+    def judge(self, zyx) -> str:
+        """'accepted', 'rejected' or 'labelled' (already a label: not a look, as in the panel,
+        where the user skips what they clicked themselves)."""
+        d, j = self.tree.query(zyx)
+        if d < self.half and j in self.used:
+            return "labelled"
+        self.looks += 1
+        if d < self.half:
+            self.used.add(int(j))
+            self.accepted.append(np.asarray(zyx, float))
+            return "accepted"
+        self.rejected.append(np.asarray(zyx, float))
+        return "rejected"
+
+    def judge_queue(self, zyx, budget: int, seen: set) -> None:
+        """Judge the queue's places in order until ``budget`` looks are spent."""
+        start = self.looks
+        for i, p in enumerate(zyx):
+            if self.looks - start >= budget:
+                break
+            key = tuple(np.round(p, 3))
+            if key in seen:
+                continue
+            seen.add(key)
+            self.judge(p)
+
+    def clicks(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.array(self.accepted).reshape(-1, 3), np.array(self.rejected).reshape(-1, 3)
+
+
+def panel_review(res1, tomo1, truth1, labels, radius_vox, how: str, budget: int = CORRECTION_QUOTA):
+    """The scripted user of ``--review score|lookalike``: the panel's review, in its order.
+
+    On the whole of tomogram 1, as the panel shows it (the picks at the detection's own
+    threshold): (1) Review picks, highest score first, ``budget`` looks; (2) Suggest where to
+    look (the panel's :func:`suggest_locations`, ``budget`` suggestions), each judged; (3)
+    ``budget`` more looks: the next picks by score (``score``) or the picks most like the
+    rejected ones (``lookalike``: Review's "like my rejections" order on
+    :func:`radial_profiles`). Three times ``budget`` looks in all, whatever they find.
+    """
+    from napari_cetpick.descriptors import radial_profiles
+    from napari_cetpick.review import lookalike_order, review_order, suggest_locations
+
+    user, seen = ScriptedUser(truth1, labels, radius_vox), set()
+    order = review_order(res1.scores, res1.threshold, "score")
+    picks = res1.zyx[order]
+    user.judge_queue(picks, budget, seen)
+    accepted, rejected = user.clicks()
+    known = np.vstack([labels.reshape(-1, 3), accepted, rejected, res1.zyx])
+    idx = suggest_locations(res1.cand_zyx, res1.cand_scores, res1.threshold, known, 2 * radius_vox, n=budget,
+                            shape_zyx=tomo1.shape_zyx)
+    user.judge_queue(res1.cand_zyx[idx], budget, seen)
+    accepted, rejected = user.clicks()
+    rest = np.array([p for p in picks if tuple(np.round(p, 3)) not in seen]).reshape(-1, 3)
+    if how == "lookalike" and len(rejected) and len(rest):
+        desc = radial_profiles(tomo1.data, np.vstack([rest, rejected, labels.reshape(-1, 3), accepted]),
+                               2 * radius_vox)
+        n_rest, n_rej = len(rest), len(rejected)
+        rest = rest[lookalike_order(desc[:n_rest], desc[n_rest:n_rest + n_rej], desc[n_rest + n_rej:])]
+    user.judge_queue(rest, budget, seen)
+    accepted, rejected = user.clicks()
+    return accepted, rejected, user.looks
+
+
 def run_case(args) -> list[dict]:
     """One (snr, class, method) case, in this process; one record per round."""
     from napari_cetpick.io import open_tomogram
@@ -285,7 +365,8 @@ def run_case(args) -> list[dict]:
     rec = {"case": f"{cls}@snr{args.snr_one:g}", "method": args.method, "tag": args.tag or "", "class": cls,
            "snr": args.snr_one, "shape_zyx": list(args.shape), "voxel_size_a": args.voxel_size,
            "diameter_a": diameter_a, "n_labels": int(len(labels)), "n_true_test": int(len(truth2)),
-           "set": {k: list(v) if isinstance(v, tuple) else v for k, v in sets.items()}, "round": 1}
+           "set": {k: list(v) if isinstance(v, tuple) else v for k, v in sets.items()}, "round": 1,
+           "detect_set": DETECT_SETS}
     if args.method in ("dog", "log"):
         from napari_cetpick.baselines import dog_picker, log_picker
 
@@ -348,15 +429,20 @@ def run_case(args) -> list[dict]:
     if args.rounds >= 2 and args.method == "ours":
         t0 = time.perf_counter()
         res1, _ = run_detect(ckpt, t1)
-        accepted, rejected = scripted_review(res1, truth1, labels, labelled_region(t1.shape_zyx), radius_vox)
+        if args.review == "quota":
+            accepted, rejected = quota_review(res1, truth1, labels, labelled_region(t1.shape_zyx), radius_vox)
+            looks = None
+        else:
+            accepted, rejected, looks = panel_review(res1, t1, truth1, labels, radius_vox, args.review)
         review_s = time.perf_counter() - t0
         new_labels = np.concatenate([labels, accepted])
         ckpt2, corr_s = train_model(None, t1, new_labels, rejected, init=ckpt, **parse_sets(args.correction))
         res2, detect_s2 = run_detect(ckpt2, t2)
-        rec2 = {**{k: rec[k] for k in ("case", "method", "tag", "class", "snr", "shape_zyx", "voxel_size_a",
+        rec2 = {**{k: rec[k] for k in ("case", "method", "tag", "class", "snr", "shape_zyx", "voxel_size_a", "detect_set",
                                        "diameter_a", "n_true_test", "set")},
                 "round": 2, "n_labels": int(len(new_labels)), "n_accepted": int(len(accepted)),
-                "n_rejected": int(len(rejected)), "detect_tomo1_s": round(review_s, 2),
+                "n_rejected": int(len(rejected)), "review": args.review, "looks": looks,
+                "detect_tomo1_s": round(review_s, 2),
                 "correction_s": round(corr_s, 2), "steps": int(ckpt2.info.get("steps", 0)) - rec["steps"],
                 "detect_s": round(detect_s2, 2), "correction": parse_sets(args.correction)}
         zyx, scores = all_candidates(res2)
@@ -412,10 +498,15 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a TrainConfig field for ours/supervised (repeatable; for ablations)")
+    p.add_argument("--detect-set", action="append", metavar="KEY=VALUE",
+                   help="override a DetectConfig field of every detection, e.g. profile_weight=0 (repeatable)")
     p.add_argument("--tag", default="", help="a name for this configuration in the output")
     p.add_argument("--models", default="", metavar="DIR",
                    help="keep each case's round-1 model here and reuse it when present (to ablate the "
                         "correction round alone)")
+    p.add_argument("--review", default="lookalike", choices=("lookalike", "score", "quota"),
+                   help="the scripted user of the correction round: the panel's review with look-alikes "
+                        "(default) or without them (score), or the quotas of earlier rounds (quota)")
     p.add_argument("--correction", action="append", metavar="KEY=VALUE",
                    help="a setting of the correction round (continue_training), e.g. lr=3e-4; repeatable")
     p.add_argument("--seed", type=int, default=0)
@@ -431,6 +522,7 @@ def main(argv=None) -> int:
     p.add_argument("--method", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
+    DETECT_SETS.update(parse_sets(args.detect_set))
     if args.one:
         for rec in (run_memory(args) if args.memory else run_case(args)):
             print("RESULT " + json.dumps(rec), flush=True)
@@ -442,11 +534,13 @@ def main(argv=None) -> int:
     common = ["--shape", *map(str, args.shape), "--voxel-size", str(args.voxel_size), "--cache", args.cache,
               "--label-fraction", str(args.label_fraction), "--seed", str(args.seed), "--rounds", str(args.rounds),
               "--memory-shape", *map(str, args.memory_shape), "--memory-diameter", str(args.memory_diameter),
-              "--tag", args.tag]
+              "--tag", args.tag, "--review", args.review]
     for s in args.set or []:
         common += ["--set", s]
     for s in args.correction or []:
         common += ["--correction", s]
+    for s in args.detect_set or []:
+        common += ["--detect-set", s]
     if args.models:
         common += ["--models", args.models]
     if args.steps:

@@ -99,3 +99,81 @@ def test_lookalike_order_needs_a_rejection():
     with pytest.raises(ValueError, match="at least one rejected"):
         lookalike_order(np.ones((3, 4)), np.zeros((0, 4)))
     assert lookalike_order(np.zeros((0, 4)), np.ones((1, 4))).shape == (0,)
+
+
+# ---------------------------------------------------------------------------- the profile check
+from napari_cetpick.descriptors import MIN_PROFILE_LABELS, ProfileModel, standardised_profiles  # noqa: E402
+
+
+def test_profile_model_of_balls_tells_shells_and_beads_apart():
+    vol, kinds = planted(seed=2, noise=0.5)
+    model = ProfileModel.fit([vol], [kinds["ball"][:6]], 12.0)
+    assert model is not None and model.n_labels == 6
+    far = {k: model.excess(standardised_profiles(vol, kinds[k], 12.0)) for k in kinds}
+    # the unseen balls lie about as close as the labels; shells and beads far beyond
+    assert np.median(far["ball"][6:] if len(far["ball"]) > 6 else far["ball"]) < 0.1 * min(
+        far["shell"].min(), far["bead"].min())
+    assert np.all(far["ball"] >= 0) and far["shell"].min() > 0
+    back = ProfileModel.from_info(model.to_info())
+    np.testing.assert_allclose(back.distance(standardised_profiles(vol, kinds["shell"], 12.0)),
+                               model.distance(standardised_profiles(vol, kinds["shell"], 12.0)), rtol=1e-4)
+    assert ProfileModel.from_info({**model.to_info(), "n_shells": 3}) is None  # another descriptor: not used
+    assert ProfileModel.from_info(None) is None
+
+
+def test_profile_model_needs_a_few_labels():
+    vol, kinds = planted()
+    assert ProfileModel.fit([vol], [kinds["ball"][:MIN_PROFILE_LABELS - 1]], 12.0) is None
+    # labels spread over two tomograms count together
+    two = ProfileModel.fit([vol, vol], [kinds["ball"][:3], kinds["ball"][3:6]], 12.0)
+    assert two is not None and two.n_labels == 6
+
+
+def test_profile_check_moves_look_unalikes_down_never_up():
+    from napari_cetpick.checkpoint import Checkpoint
+    from napari_cetpick.config import TrainConfig
+    from napari_cetpick.detect import profile_check
+
+    vol, kinds = planted(seed=4, noise=0.5)
+    model = ProfileModel.fit([vol], [kinds["ball"][:5]], 12.0)
+    ckpt = Checkpoint(state_dict={}, config=TrainConfig(), diameter_vox=12.0, voxel_size_a=10.0, bin_xy=1,
+                      default_threshold=0.5, tau=0.1, info={"profile_model": model.to_info()})
+    zyx = np.vstack([kinds["shell"], kinds["ball"]])
+    scores = np.full(len(zyx), 0.8, np.float32)          # the network cannot tell them apart
+    agreement = np.linspace(0, 1, len(zyx)).astype(np.float32)
+    z2, s2, a2, excess = profile_check(ckpt, vol, zyx, scores, agreement, 0.1)
+    is_ball = np.isin(z2[:, 1] * 1000 + z2[:, 2], kinds["ball"][:, 1] * 1000 + kinds["ball"][:, 2])
+    assert np.all(is_ball[: len(kinds["ball"])])           # every ball now ranks above every shell
+    assert np.all(s2 <= 0.8 + 1e-6) and np.all(np.diff(s2) <= 0)
+    # each candidate keeps its own agreement and position
+    src = {tuple(p): a for p, a in zip(zyx, agreement)}
+    assert all(src[tuple(p)] == a for p, a in zip(z2, a2))
+    assert np.isfinite(excess).all()
+    # weight 0, or a model without a profile model: untouched
+    same = profile_check(ckpt, vol, zyx, scores, agreement, 0.0)
+    assert same[0] is zyx and same[3] is None
+    bare = Checkpoint(state_dict={}, config=TrainConfig(), diameter_vox=12.0, voxel_size_a=10.0, bin_xy=1,
+                      default_threshold=0.5, tau=0.1, info={})
+    assert profile_check(bare, vol, zyx, scores, agreement, 0.1)[3] is None
+
+
+def test_profile_check_looks_at_the_best_only_and_keeps_the_rest_below():
+    from napari_cetpick.checkpoint import Checkpoint
+    from napari_cetpick.config import TrainConfig
+    from napari_cetpick import detect as D
+
+    vol, kinds = planted(seed=5, noise=0.5)
+    model = ProfileModel.fit([vol], [kinds["ball"][:5]], 12.0)
+    ckpt = Checkpoint(state_dict={}, config=TrainConfig(), diameter_vox=12.0, voxel_size_a=10.0, bin_xy=1,
+                      default_threshold=0.5, tau=0.1, info={"profile_model": model.to_info()})
+    zyx = np.vstack([kinds["shell"], kinds["ball"], kinds["bead"]])
+    scores = np.linspace(0.9, 0.1, len(zyx)).astype(np.float32)
+    old = D.PROFILE_POOL_MIN
+    D.PROFILE_POOL_MIN = 10
+    try:
+        z2, s2, _, excess = D.profile_check(ckpt, vol, zyx, scores, None, 0.1, expected=1.0)
+    finally:
+        D.PROFILE_POOL_MIN = old
+    checked = np.isfinite(excess)
+    assert checked.sum() == 10
+    assert s2[~checked].max() <= s2[checked].min() + 1e-7

@@ -54,6 +54,31 @@ def test_detections_find_planted_particles(trained, planted):
     assert 0.05 <= ckpt.default_threshold <= 0.95
 
 
+def test_model_carries_its_labels_profile_model_and_detection_checks_it(trained, planted, tmp_path):
+    from napari_cetpick.checkpoint import Checkpoint
+    from napari_cetpick.descriptors import ProfileModel
+
+    v, pts = planted
+    _, _, ckpt = trained
+    model = ProfileModel.from_info(ckpt.info.get("profile_model"))
+    assert model is not None and model.n_labels == 8
+    back = Checkpoint.load(ckpt.save(tmp_path / "m.ckpt"))
+    assert back.info["profile_model"] == ckpt.info["profile_model"]
+    checked = run_generator(detect(back, v, DetectConfig(threshold=0.0), voxel_size_a=10.0, device="cpu"))
+    plain = run_generator(detect(back, v, DetectConfig(threshold=0.0, profile_weight=0.0), voxel_size_a=10.0,
+                                 device="cpu"))
+    # the check only lowers scores, at the same places, and says by how much
+    assert "profile_excess" in checked.features.columns and "profile_excess" not in plain.features.columns
+    assert len(checked.cand_zyx) == len(plain.cand_zyx)
+    from napari_cetpick.review import nearest_distance
+
+    assert np.all(nearest_distance(checked.cand_zyx, plain.cand_zyx) < 1e-6)
+    assert checked.cand_scores.max() <= plain.cand_scores.max() + 1e-6
+    # the planted spheres themselves look like the labels: at most a small excess
+    on = nearest_distance(checked.zyx, pts) < 3.0
+    assert np.nanmedian(checked.features["profile_excess"].to_numpy()[on]) < 5.0
+
+
 def test_deterministic_on_cpu(planted):
     v, pts = planted
     cfg = TrainConfig(**TINY)

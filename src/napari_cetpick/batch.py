@@ -86,6 +86,7 @@ class BatchOptions:
     threshold: float | dict | None = None
     threshold_from: str = "tomogram"
     views: int = 2
+    profile_weight: float = 0.1
     K: int | None = None
     min_distance_vox: float | None = None
     margin_z: int = 0
@@ -439,6 +440,7 @@ def _detect_config(opts: BatchOptions):
     from .config import DetectConfig
 
     return DetectConfig(threshold=opts.threshold, threshold_from=opts.threshold_from, views=opts.views, K=opts.K,
+                        profile_weight=opts.profile_weight,
                         min_distance_vox=opts.min_distance_vox,
                         margin_z=opts.margin_z, margin_xy=opts.margin_xy, tile_xy=opts.tile_xy)
 

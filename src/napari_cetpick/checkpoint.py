@@ -53,7 +53,7 @@ VOXEL_SIZE_TOLERANCE = 0.02
 #: Keys of a model's ``info`` that belong to one class (its count, calibration, labels).
 CLASS_INFO_KEYS = ("density_per_vox2", "expected_particles", "n_labels", "n_positives", "n_negatives",
                    "n_offset_labels", "centre_offset_work", "centre_offset_se_work", "particles_in_labelled_region",
-                   "estimated_label_fraction", "threshold_calibrated", "label_boxes")
+                   "estimated_label_fraction", "threshold_calibrated", "label_boxes", "profile_model")
 
 
 @dataclass

@@ -608,6 +608,8 @@ def _detect_jobs_and_options(args):
     """The jobs and options of `cetpick detect` (files or a copick project)."""
     from .batch import BatchOptions, load_model, plan_copick_jobs, plan_file_jobs
 
+    if not args.profile_weight >= 0:
+        raise CetpickError(f"--profile-weight must be 0 (off) or more, got {args.profile_weight:g}.")
     ckpt = load_model(args.model)  # a bad model stops the command before any job
     plain_t, named_t = _per_class(args.threshold, "--threshold")
     lacking = [n for n in named_t if n not in ckpt.class_names]
@@ -618,6 +620,7 @@ def _detect_jobs_and_options(args):
                  if named_t else plain_t)
     common = dict(model=str(Path(args.model).resolve()), threshold=threshold,
                   threshold_from=args.threshold_from, views=args.views, K=args.K,
+                  profile_weight=args.profile_weight,
                   min_distance_vox=args.min_distance, margin_z=args.margin_z, margin_xy=args.margin_xy,
                   tile_xy=args.tile_xy, device=args.device)
     if args.copick:
@@ -1029,6 +1032,8 @@ def _add_train_parser(sub) -> None:
 
 
 def _add_detect_picking_options(p) -> None:
+    from .config import DetectConfig
+
     p.add_argument("--format", default="imod", choices=sorted(f.name for f in WRITABLE_FORMATS),
                    help="picks file (default imod): " + "; ".join(f"{f.name} = {f.label}" for f in WRITABLE_FORMATS))
     p.add_argument("--threshold", "--out_thresh", dest="threshold", action="append", metavar="[NAME=]T",
@@ -1044,6 +1049,12 @@ def _add_detect_picking_options(p) -> None:
                    help="2 (default): run the network on each tile and on the tile mirrored through its centre, "
                         "and average the two (each pick gets the views' agreement); 1: one pass, twice as fast, "
                         "a little less accurate")
+    p.add_argument("--profile-weight", type=float, default=DetectConfig().profile_weight, metavar="W",
+                   help="the profile check: the best candidates lose W logits per unit by which their radial "
+                        "profile (mean density in thin shells around the centre, any orientation) lies further "
+                        "from your labels' profiles than a new particle of the class would (default %(default)s; "
+                        "0: off). Each pick gets its 'profile_excess'. The threshold is still read off the "
+                        "network's own scores")
     p.add_argument("--K", type=int, help="keep at most K picks")
     p.add_argument("--min-distance", type=float, help="minimum distance between picks in voxels (default: radius)")
     p.add_argument("--margin-z", "--cutoff_z", dest="margin_z", type=int, default=0,

@@ -336,6 +336,12 @@ class DetectConfig:
         (flipped in z, y and x) and average the two: better picks on every class measured
         (docs/benchmark.md), each with an ``agreement`` between the views. 1: one pass, twice
         as fast; the model's calibrated centre offset is subtracted instead.
+    profile_weight : float
+        The profile check (:func:`napari_cetpick.detect.profile_check`): each of the best
+        candidates loses ``profile_weight`` logits per unit of squared Mahalanobis distance
+        by which its radial profile lies further from the labels' profiles than a typical
+        label does. 0 turns it off; models without a profile model (fewer than 5 labels,
+        older files) skip it.
     """
 
     threshold: float | None = None
@@ -350,6 +356,7 @@ class DetectConfig:
     refine: bool = True
     batch_slices: int = 16
     views: int = 2
+    profile_weight: float = 0.1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

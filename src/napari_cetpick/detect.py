@@ -75,6 +75,7 @@ class DetectResult:
     radius_vox: float = 0.0  # half the class's diameter, this tomogram's voxels (overlaps between classes)
     runner_up: np.ndarray | None = None  # per pick: the class that lost this place to it ("" none); several classes
     runner_up_score: np.ndarray | None = None  # per pick: that class's score there (NaN none)
+    cand_profile_excess: np.ndarray | None = None  # per candidate: the profile check's excess (NaN unchecked)
 
     def reselect(self, threshold: float | None = None, min_distance_vox: float | None = None,
                  K: int | None | str = "keep") -> tuple[np.ndarray, np.ndarray]:
@@ -119,6 +120,8 @@ class DetectResult:
         cols = {"score": self.scores.astype(float), "margin": np.round(self.margins, 4)}
         if self.cand_agreement is not None:
             cols["agreement"] = np.round(self.cand_agreement[self.keep_idx].astype(float), 4)
+        if self.cand_profile_excess is not None:
+            cols["profile_excess"] = np.round(self.cand_profile_excess[self.keep_idx].astype(float), 3)
         if self.runner_up is not None:
             cols["runner_up"] = self.runner_up.astype(object)
             cols["runner_up_score"] = np.round(self.runner_up_score.astype(float), 4)
@@ -429,6 +432,51 @@ def find_candidates(ckpt: Checkpoint, plan: TilePlan, heat, heat_b, config: Dete
     return czyx, cscores, agreement
 
 
+#: The profile check looks at the best ``PROFILE_POOL_FACTOR`` × the expected count of
+#: candidates (at least :data:`PROFILE_POOL_MIN`); the rest stay below every one of them.
+PROFILE_POOL_FACTOR = 4
+PROFILE_POOL_MIN = 1000
+
+
+def profile_check(ckpt: Checkpoint, volume, zyx, scores, agreement, weight: float, voxel_size_a=None,
+                  expected: float | None = None):
+    """Rescore the best candidates by how much their radial profile looks like the labels'.
+
+    The network's score is a local judgement at the working resolution; the radial profile
+    (:mod:`napari_cetpick.descriptors`) averages hundreds of voxels per shell around the
+    candidate at the tomogram's full resolution, so a 12 nm shell, a 15 nm barrel and a
+    25 nm ribosome differ there where the network confuses them. Each of the best
+    candidates gets ``logit(score) − weight · excess`` (``excess``: how much further its
+    profile lies from the labels' profiles than a typical label's, in squared Mahalanobis
+    units of the tomogram's own reference places); the remaining candidates are capped just
+    below the lowest of those. Measured in docs/benchmark.md ("The profile check").
+
+    Returns ``(zyx, scores, agreement, excess)``, best first; ``excess`` is NaN where the
+    candidate was not checked. Without a profile model or with ``weight`` 0, the input and
+    no ``excess`` (None).
+    """
+    from .descriptors import ProfileModel, reference_stats, standardised_profiles
+
+    model = ProfileModel.from_info(ckpt.info.get("profile_model"))
+    if model is None or weight <= 0 or len(scores) == 0:
+        return zyx, scores, agreement, None
+    ratio = ckpt.voxel_size_a / voxel_size_a if (ckpt.voxel_size_a and voxel_size_a) else 1.0
+    diameter = ckpt.diameter_vox * ratio
+    n = int(min(len(scores), max(PROFILE_POOL_MIN, PROFILE_POOL_FACTOR * (expected or 0))))
+    top = np.argsort(-np.asarray(scores), kind="stable")[:n]
+    excess = np.full(len(scores), np.nan)
+    excess[top] = model.excess(standardised_profiles(volume, zyx[top], diameter, reference_stats(volume, diameter)))
+    z = logit(np.asarray(scores, float))
+    new = z.copy()
+    new[top] = z[top] - weight * excess[top]
+    rest = np.setdiff1d(np.arange(len(scores)), top)
+    if len(rest):
+        new[rest] = np.minimum(z[rest], new[top].min())
+    out = (1.0 / (1.0 + np.exp(-new))).astype(np.float32)
+    order = np.argsort(-out, kind="stable")
+    return zyx[order], out[order], None if agreement is None else agreement[order], excess[order]
+
+
 THRESHOLD_FROM = ("tomogram", "model")
 
 
@@ -603,6 +651,8 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
                            f"{shape} (z, y, x); it must match voxel for voxel.")
     if config.views not in (1, 2):
         raise CetpickError(f"views must be 1 or 2, got {config.views}.")
+    if not config.profile_weight >= 0:
+        raise CetpickError(f"The profile weight must be 0 (off) or more, got {config.profile_weight}.")
     _check_thresholds(ckpt, config)
     wanted = list(range(ckpt.n_classes)) if classes is None else [ckpt.class_index(c) for c in classes]
     bin_xy, notes = _bin_for_volume(ckpt, voxel_size_a)
@@ -634,12 +684,17 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
             first = (fz, fs)
         half_d = default_min_distance(view, voxel_size_a)
         min_d = half_d if cfg.min_distance_vox is None else float(cfg.min_distance_vox)
+        # the threshold from the network's own scores (where they split into background and
+        # particles); the profile check then only moves candidates down past it, never reshapes it
         threshold, source = choose_threshold(view, czyx, cscores, min_d, cfg)
+        expected = expected_count(view, shape, voxel_size_a)
+        czyx, cscores, agreement, excess = profile_check(view, volume, czyx, cscores, agreement,
+                                                         cfg.profile_weight, voxel_size_a, expected)
         res = DetectResult(heatmap=heat, scale=plan.geometry.grid_scale, translate=plan.geometry.grid_translate,
                            cand_zyx=czyx, cand_scores=cscores, threshold=threshold, min_distance_vox=min_d,
                            K=cfg.K, tomogram_shape=shape, voxel_size_a=voxel_size_a, diameter_vox=view.diameter_vox,
                            elapsed_s=time.perf_counter() - t0, warnings=notes, cand_agreement=agreement,
-                           expected_particles=expected_count(view, shape, voxel_size_a),
+                           expected_particles=expected, cand_profile_excess=excess,
                            model_threshold=threshold, threshold_source=source, first_view=first,
                            class_name=view.class_name, radius_vox=half_d)
         res.reselect()

@@ -626,6 +626,17 @@ class Trainer:
                                  self.label_boxes, dict(zip(self.names, self.densities)),
                                  voxel_size_a=self.voxel_size_a, device=self.device, halo_vox=halo)
 
+    def profile_models(self) -> dict:
+        """Per class, the :class:`~napari_cetpick.descriptors.ProfileModel` of its labels (None
+        with too few), fitted once: detection's profile check compares candidates with it."""
+        if getattr(self, "_profiles", None) is None:
+            from .descriptors import ProfileModel
+
+            self._profiles = {name: ProfileModel.fit(self.raw_volumes, [lab[name] for lab in self.labels_tomo],
+                                                     float(self.diameters_vox[k]))
+                              for k, name in enumerate(self.names)}
+        return self._profiles
+
     def checkpoint(self, calibrate: bool = True) -> Checkpoint:
         """The current (last good) model with its metadata and calibrated thresholds.
 
@@ -634,6 +645,7 @@ class Trainer:
         """
         from .checkpoint import CLASS_INFO_KEYS, ModelClass
 
+        profiles = self.profile_models()
         cals = self.calibrate() if calibrate else {}
         last = self.history[-1] if self.history else {}
         rounds = list(self._prev_info.get("rounds", []))
@@ -650,6 +662,8 @@ class Trainer:
                 "label_boxes": [None if b[name] is None else b[name].to_list() for b in self.label_boxes],
                 **(cal.info() if cal is not None else {}),
             }
+            if profiles.get(name) is not None:
+                cinfo["profile_model"] = profiles[name].to_info()
             classes.append(ModelClass(name, float(self.diameters_vox[k]), float(self.taus[k]),
                                       float(cal.threshold) if cal is not None else 0.5,
                                       colour=self.specs[k].colour or class_colour(k), info=cinfo))

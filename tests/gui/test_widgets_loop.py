@@ -113,6 +113,29 @@ def test_judged_picks_found_again_elsewhere_show_once(viewer, panel, qtbot, chec
     assert np.sum(np.linalg.norm(picks - rejected, axis=1) < 3.0) == 0
 
 
+def test_profile_check_on_and_off(viewer, panel, qtbot, checkpoint, sim):
+    """A model carrying its labels' profile model: Detect checks the picks against it by
+    default (their profile_excess in the layer's features), not when the box is unticked; a
+    model without one (its 4 labels are too few) detects as before."""
+    from dataclasses import replace
+
+    from napari_cetpick.descriptors import ProfileModel
+
+    assert "profile_model" not in checkpoint.info  # 4 labels: too few for a profile model
+    _detect(qtbot, panel, checkpoint)
+    rec = panel.state.current
+    assert "profile_excess" not in rec.picks.features.columns
+    # the same weights with a profile model of the labels (each tomogram twice: 8 rows)
+    model = ProfileModel.fit([sim.volume, sim.volume], [sim.labels, sim.labels], checkpoint.diameter_vox)
+    checked = replace(checkpoint, info={**checkpoint.info, "profile_model": model.to_info()})
+    _detect(qtbot, panel, checked)
+    feats = rec.picks.features
+    assert "profile_excess" in feats.columns and np.all(feats["profile_excess"].to_numpy() >= 0)
+    panel.detect._profile_check.value = False
+    _detect(qtbot, panel, checked)
+    assert "profile_excess" not in rec.picks.features.columns
+
+
 def test_lookalikes_of_rejected_picks_come_first(viewer, panel, qtbot, checkpoint, notes):
     """'Like my rejections first' orders the picks not yet judged by their radial profiles'
     closeness to what was rejected (and the labels), as the core orders them."""

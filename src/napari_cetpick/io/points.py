@@ -26,7 +26,8 @@ FORMATS = FORMAT_NAMES  # the names of io/formats.py's table, in its order
 STAR_SCORE_LABELS = ("rlnAutopickFigureOfMerit", "rlnLCCmax", "rlnMaxValueProbDistribution")
 # Per-pick confidence columns of the detector (napari feature name <-> STAR label). RELION
 # reads past labels it does not know; ours carry their own prefix so they cannot clash.
-STAR_EXTRA_LABELS = {"margin": "cetpickScoreMargin", "agreement": "cetpickViewAgreement"}
+STAR_EXTRA_LABELS = {"margin": "cetpickScoreMargin", "agreement": "cetpickViewAgreement",
+                     "profile_excess": "cetpickProfileExcess"}
 # The particle class of each point: the napari feature "class" (text). STAR files number the
 # classes (RELION's rlnClassNumber, 1-based) and keep the name under our own label.
 CLASS_FEATURE = "class"

@@ -32,6 +32,12 @@ class DetectSection(Container):
             text="Mirrored second pass", value=DetectConfig().views == 2,
             tooltip="Also run the model on each tile mirrored through its centre and average the two: better "
                     "picks for every particle class measured, at about twice the detection time. Off: one pass.")
+        self._profile_check = CheckBox(
+            text="Profile check", value=DetectConfig().profile_weight > 0,
+            tooltip="Lower the score of candidates whose radial profile (mean density in thin shells around "
+                    "the centre, in any orientation) is unlike your labels': fewer picks on other complexes, "
+                    "gold and membranes. Each pick gets its 'profile_excess' (0: like your labels). Models "
+                    "trained on fewer than 5 labels of the class skip it.")
         self._detect_button = PushButton(
             text="Detect", tooltip="Run the model over the whole tomogram (tiled, in the background).")
         self._detect_cancel_button = PushButton(text="Cancel", tooltip="Stop the detection.")
@@ -51,7 +57,7 @@ class DetectSection(Container):
         self._pick_count_label = status_label("no picks", "Number of picks in the selected tomogram.")
         self._histogram = ScoreHistogram()
         self.extend([
-            heading("3 · Detect"), row(self._detect_all_check, self._two_views_check),
+            heading("3 · Detect"), row(self._detect_all_check, self._two_views_check), row(self._profile_check),
             row(self._detect_button, self._detect_cancel_button),
             self._detect_progress, row(self._detect_status_label), self._threshold_slider,
             self._min_distance_spin, row(self._pick_count_label), holder(self._histogram),
@@ -116,7 +122,8 @@ class DetectSection(Container):
             for r in recs for name, t in r.per_class.items() if t.result is not None and t.chosen}
         self._detect_progress.value = 0
         self._detect_status_label.value = "Starting…"
-        config = DetectConfig(views=2 if self._two_views_check.value else 1)
+        config = DetectConfig(views=2 if self._two_views_check.value else 1,
+                              profile_weight=DetectConfig().profile_weight if self._profile_check.value else 0.0)
         job = partial(detect_job, self._state.checkpoint, items, config, str(self._device()))
         self._runner.start(kind, job, yielded=self._on_detect_yielded, returned=self._on_detect_returned,
                            on_error=self._on_error, uses=[r.layer.unique_id for r in recs])
