@@ -347,3 +347,22 @@ def test_csv_class_names_stay_text(tmp_path):
     feats = pd.DataFrame({"class": ["1", "2", "1", "2"]})
     ps = read_points(write_points(tmp_path / "p.csv", CLASS_ZYX, feats))
     assert ps.features["class"].tolist() == ["1", "2", "1", "2"]
+
+
+def test_star_keeps_the_detectors_per_pick_columns(tmp_path):
+    """Score, margin, view agreement and profile excess: written under their STAR labels (read
+    with starfile), read back as the same features."""
+    from napari_cetpick.io.points import STAR_EXTRA_LABELS
+
+    zyx = np.array([[3.0, 10.0, 20.0], [4.0, 11.5, 21.25]])
+    feats = pd.DataFrame({"score": [0.9, 0.4], "margin": [2.2, -0.4], "agreement": [0.95, 0.7],
+                          "profile_excess": [0.0, 12.5]})
+    path = write_points(tmp_path / "p.star", zyx, features=feats, layout=UNROTATED)
+    df = starfile.read(path)
+    df = df["particles"] if isinstance(df, dict) else df
+    for col, label in STAR_EXTRA_LABELS.items():
+        np.testing.assert_allclose(df[label].to_numpy(float), feats[col].to_numpy(float))
+    back = read_points(path, layout=UNROTATED)
+    np.testing.assert_allclose(back.zyx, zyx, atol=1e-3)
+    for col in feats.columns:
+        np.testing.assert_allclose(back.features[col].to_numpy(float), feats[col].to_numpy(float), atol=1e-4)
