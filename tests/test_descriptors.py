@@ -102,21 +102,21 @@ def test_lookalike_order_needs_a_rejection():
 
 
 # ---------------------------------------------------------------------------- the profile check
-from napari_cetpick.descriptors import MIN_PROFILE_LABELS, ProfileModel, standardised_profiles  # noqa: E402
+from napari_cetpick.descriptors import MIN_PROFILE_LABELS, ProfileModel, model_profiles  # noqa: E402
 
 
 def test_profile_model_of_balls_tells_shells_and_beads_apart():
     vol, kinds = planted(seed=2, noise=0.5)
     model = ProfileModel.fit([vol], [kinds["ball"][:6]], 12.0)
     assert model is not None and model.n_labels == 6
-    far = {k: model.excess(standardised_profiles(vol, kinds[k], 12.0)) for k in kinds}
+    far = {k: model.excess(model_profiles(vol, kinds[k], 12.0)) for k in kinds}
     # the unseen balls lie about as close as the labels; shells and beads far beyond
     assert np.median(far["ball"][6:] if len(far["ball"]) > 6 else far["ball"]) < 0.1 * min(
         far["shell"].min(), far["bead"].min())
     assert np.all(far["ball"] >= 0) and far["shell"].min() > 0
     back = ProfileModel.from_info(model.to_info())
-    np.testing.assert_allclose(back.distance(standardised_profiles(vol, kinds["shell"], 12.0)),
-                               model.distance(standardised_profiles(vol, kinds["shell"], 12.0)), rtol=1e-4)
+    np.testing.assert_allclose(back.distance(model_profiles(vol, kinds["shell"], 12.0)),
+                               model.distance(model_profiles(vol, kinds["shell"], 12.0)), rtol=1e-4)
     assert ProfileModel.from_info({**model.to_info(), "n_shells": 3}) is None  # another descriptor: not used
     assert ProfileModel.from_info(None) is None
 

@@ -69,6 +69,7 @@ def test_model_carries_its_labels_profile_model_and_detection_checks_it(trained,
                                  device="cpu"))
     # the check only lowers scores, at the same places, and says by how much
     assert "profile_excess" in checked.features.columns and "profile_excess" not in plain.features.columns
+    assert checked.profile_moved is not None and checked.profile_moved >= 0 and plain.profile_moved is None
     assert len(checked.cand_zyx) == len(plain.cand_zyx)
     from napari_cetpick.review import nearest_distance
 

@@ -564,11 +564,12 @@ class _BatchDisplay:
                 sys.stderr.flush()
 
 
-def _picks_line(picks, expected, threshold, source) -> str:
-    """``N picks (about E expected) at threshold T from SOURCE``."""
+def _picks_line(picks, expected, threshold, source, moved=None) -> str:
+    """``N picks (about E expected) at threshold T from SOURCE[, M moved below it by the profile check]``."""
     exp = "" if expected is None else f" (about {expected:.0f} expected)"
     how = f" from {source}" if source else ""
-    return f"{picks} picks{exp} at threshold {threshold:.3f}{how}"
+    check = "" if moved is None else f", {moved} moved below it by the profile check"
+    return f"{picks} picks{exp} at threshold {threshold:.3f}{how}{check}"
 
 
 def _print_result(r, as_json: bool, done: int, total: int) -> None:
@@ -579,12 +580,14 @@ def _print_result(r, as_json: bool, done: int, total: int) -> None:
     if as_json:
         print(json.dumps(r.to_dict()), flush=True)
     elif r.status == "ok" and getattr(r, "classes", None):
-        per = "; ".join(f"{name} {_picks_line(c['picks'], c.get('expected'), c['threshold'], c['threshold_source'])}"
+        per = "; ".join(f"{name} " + _picks_line(c["picks"], c.get("expected"), c["threshold"], c["threshold_source"],
+                                                  c.get("profile_moved"))
                         for name, c in r.classes.items())
         print(f"[{done}/{total}] {r.name}: {r.picks} picks ({per}) in {r.seconds:.1f} s -> "
               + ", ".join(r.outputs.values()), flush=True)
     elif r.status == "ok":
-        print(f"[{done}/{total}] {r.name}: {_picks_line(r.picks, r.expected, r.threshold, r.threshold_source)} "
+        line = _picks_line(r.picks, r.expected, r.threshold, r.threshold_source, r.profile_moved)
+        print(f"[{done}/{total}] {r.name}: {line} "
               f"in {r.seconds:.1f} s -> " + ", ".join(r.outputs.values()), flush=True)
     elif r.status == "skipped":
         print(f"[{done}/{total}] {r.name}: skipped, outputs exist", flush=True)

@@ -21,7 +21,7 @@ import numpy as np
 
 #: Shells per profile, and how far they reach, in particle diameters from the centre.
 N_SHELLS = 8
-REACH_DIAMETERS = 0.75
+REACH_DIAMETERS = 0.6
 #: Larger particles are sampled on a coarser grid so that a profile costs the same at any size.
 _SAMPLES_PER_DIAMETER = 16
 
@@ -77,7 +77,11 @@ def radial_profiles(volume, zyx, diameter_vox: float, n_shells: int = N_SHELLS,
     reach_vox = reach * diameter_vox
     step = max(1, int(diameter_vox // _SAMPLES_PER_DIAMETER))
     half = int(np.ceil(reach_vox / step)) * step
-    feature, _ = _shell_index(half, step, reach_vox, n_shells)
+    feature, template = _shell_index(half, step, reach_vox, n_shells)
+    # a half-shell no sampled voxel falls in (the centre is one voxel, on neither cap) reads
+    # as its other half
+    twin = np.arange(2 * n_shells) ^ 1
+    empty = template == 0
     mean, sd = _background(volume)
     shape = np.asarray(volume.shape)
     ax = np.arange(-half, half + 1, step)
@@ -95,22 +99,20 @@ def radial_profiles(volume, zyx, diameter_vox: float, n_shells: int = N_SHELLS,
         counts = np.bincount(f[keep], minlength=2 * n_shells)
         with np.errstate(invalid="ignore", divide="ignore"):
             out[i] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    out[:, empty] = out[:, twin[empty]]
     return out
 
 
-#: Places per tomogram whose profiles set its reference (the units of every profile there).
-REFERENCE_PLACES = 2000
 #: Fewer labels than this: no profile model (its spread would mean nothing).
 MIN_PROFILE_LABELS = 5
-#: Shrinkage of the labels' covariance: half towards its diagonal, plus this on the diagonal
-#: (in reference units), so that 5 to 50 labels give a stable, invertible model.
-_RIDGE = 0.1
+#: Shrinkage of the labels' covariance: half towards its diagonal, plus this share of its mean
+#: variance on the diagonal, so that 5 to 50 labels give a stable, invertible model.
+_RIDGE_SHARE = 0.3
 #: A profile counts as typical of the class within ``TYPICAL_SLACK`` times the distance that
 #: ``TYPICAL_QUANTILE`` of the labels stay within, each measured against the model of the
-#: others. The slack covers what the labels cannot show: on a new tomogram the class's
-#: particles lay 1.1–1.4× further out (90th percentiles on the benchmark), and real clicks
-#: are off-centre and real particles vary. 1.5 kept the F1 at the threshold where it was on
-#: every class (1.0: up to 0.015 lower; docs/benchmark.md, "The profile check").
+#: others. The slack covers what the labels cannot show: a new tomogram's particles lie
+#: further out (other neighbours, other noise), real clicks are off-centre and real
+#: particles vary (docs/benchmark.md, "The profile check").
 TYPICAL_QUANTILE = 0.9
 TYPICAL_SLACK = 1.5
 
@@ -119,38 +121,15 @@ def _gaussian(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and inverse shrunk covariance of the rows of ``a``."""
     mean = a.mean(0)
     cov = np.cov(a.T) if len(a) > 1 else np.zeros((a.shape[1], a.shape[1]))
-    cov = 0.5 * cov + 0.5 * np.diag(np.diag(cov)) + _RIDGE * np.eye(len(mean))
+    ridge = max(_RIDGE_SHARE * float(np.mean(np.diag(cov))), 1e-6)
+    cov = 0.5 * cov + 0.5 * np.diag(np.diag(cov)) + ridge * np.eye(len(mean))
     return mean, np.linalg.inv(cov)
 
 
-def reference_places(shape, diameter_vox: float, n: int = REFERENCE_PLACES, seed: int = 0) -> np.ndarray:
-    """``n`` fixed random places of a tomogram, away from its faces where it is large enough."""
-    shape = np.asarray(shape, float)
-    reach = REACH_DIAMETERS * float(diameter_vox)
-    lo = np.where(shape > 4 * reach, reach, 0.0)
-    hi = np.where(shape > 4 * reach, shape - 1 - reach, shape - 1)
-    return np.random.default_rng(seed).uniform(lo, hi, (n, 3))
-
-
-def reference_stats(volume, diameter_vox: float) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and spread of the profiles at :func:`reference_places`: the tomogram's own units.
-
-    Profiles divided by these are comparable between tomograms of other contrast, noise or
-    thickness (a particle is as far above that tomogram's typical place as it looks).
-    """
-    import warnings
-
-    ref = radial_profiles(volume, reference_places(volume.shape, diameter_vox), diameter_vox)
-    with warnings.catch_warnings():  # a feature no place has (the centre's polar half): NaN, then 0
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean, sd = np.nanmean(ref, axis=0), np.nanstd(ref, axis=0)
-    return np.nan_to_num(mean), np.where(np.isfinite(sd) & (sd > 0), sd, 1.0)
-
-
-def standardised_profiles(volume, zyx, diameter_vox: float, stats=None) -> np.ndarray:
-    """:func:`radial_profiles` in the tomogram's reference units (NaN shells: 0, the typical place)."""
-    mean, sd = reference_stats(volume, diameter_vox) if stats is None else stats
-    return np.nan_to_num((radial_profiles(volume, zyx, diameter_vox) - mean) / sd)
+def model_profiles(volume, zyx, diameter_vox: float) -> np.ndarray:
+    """:func:`radial_profiles` as the profile model reads them: a shell with nothing inside the
+    tomogram counts as the tomogram's mean (0)."""
+    return np.nan_to_num(radial_profiles(volume, zyx, diameter_vox))
 
 
 @dataclass
@@ -178,7 +157,7 @@ class ProfileModel:
     def fit(cls, volumes, labels, diameter_vox: float) -> "ProfileModel | None":
         """The model of the labels in each of ``volumes`` (None with fewer than
         :data:`MIN_PROFILE_LABELS` labels in all)."""
-        rows = [standardised_profiles(v, lab, diameter_vox) for v, lab in zip(volumes, labels)
+        rows = [model_profiles(v, lab, diameter_vox) for v, lab in zip(volumes, labels)
                 if len(np.asarray(lab).reshape(-1, 3))]
         if not rows or sum(len(r) for r in rows) < MIN_PROFILE_LABELS:
             return None
@@ -192,14 +171,14 @@ class ProfileModel:
             loo.append(float(d @ inv_i @ d))
         return cls(mean, inv_cov, TYPICAL_SLACK * float(np.quantile(loo, TYPICAL_QUANTILE)), len(a))
 
-    def distance(self, standardised: np.ndarray) -> np.ndarray:
+    def distance(self, profiles: np.ndarray) -> np.ndarray:
         """Squared Mahalanobis distance of each row from the labels' profiles."""
-        d = np.asarray(standardised, float).reshape(-1, len(self.mean)) - self.mean
+        d = np.asarray(profiles, float).reshape(-1, len(self.mean)) - self.mean
         return np.einsum("ij,jk,ik->i", d, self.inv_cov, d)
 
-    def excess(self, standardised: np.ndarray) -> np.ndarray:
+    def excess(self, profiles: np.ndarray) -> np.ndarray:
         """How much further than ``typical`` each row lies (0 within it)."""
-        return np.maximum(self.distance(standardised) - self.typical, 0.0)
+        return np.maximum(self.distance(profiles) - self.typical, 0.0)
 
     def to_info(self) -> dict:
         return {"mean": [round(float(v), 6) for v in self.mean],
@@ -218,5 +197,5 @@ class ProfileModel:
                    int(info["n_labels"]))
 
 
-__all__ = ["radial_profiles", "standardised_profiles", "reference_stats", "reference_places", "ProfileModel",
+__all__ = ["radial_profiles", "model_profiles", "ProfileModel",
            "N_SHELLS", "REACH_DIAMETERS", "MIN_PROFILE_LABELS"]

@@ -76,6 +76,7 @@ class DetectResult:
     runner_up: np.ndarray | None = None  # per pick: the class that lost this place to it ("" none); several classes
     runner_up_score: np.ndarray | None = None  # per pick: that class's score there (NaN none)
     cand_profile_excess: np.ndarray | None = None  # per candidate: the profile check's excess (NaN unchecked)
+    profile_moved: int | None = None  # candidates the profile check moved below the threshold (None: no check)
 
     def reselect(self, threshold: float | None = None, min_distance_vox: float | None = None,
                  K: int | None | str = "keep") -> tuple[np.ndarray, np.ndarray]:
@@ -447,15 +448,15 @@ def profile_check(ckpt: Checkpoint, volume, zyx, scores, agreement, weight: floa
     candidate at the tomogram's full resolution, so a 12 nm shell, a 15 nm barrel and a
     25 nm ribosome differ there where the network confuses them. Each of the best
     candidates gets ``logit(score) − weight · excess`` (``excess``: how much further its
-    profile lies from the labels' profiles than a typical label's, in squared Mahalanobis
-    units of the tomogram's own reference places); the remaining candidates are capped just
+    profile lies from the labels' profiles than a new particle's would, in squared
+    Mahalanobis units of the labels' spread); the remaining candidates are capped just
     below the lowest of those. Measured in docs/benchmark.md ("The profile check").
 
     Returns ``(zyx, scores, agreement, excess)``, best first; ``excess`` is NaN where the
     candidate was not checked. Without a profile model or with ``weight`` 0, the input and
     no ``excess`` (None).
     """
-    from .descriptors import ProfileModel, reference_stats, standardised_profiles
+    from .descriptors import ProfileModel, model_profiles
 
     model = ProfileModel.from_info(ckpt.info.get("profile_model"))
     if model is None or weight <= 0 or len(scores) == 0:
@@ -465,7 +466,7 @@ def profile_check(ckpt: Checkpoint, volume, zyx, scores, agreement, weight: floa
     n = int(min(len(scores), max(PROFILE_POOL_MIN, PROFILE_POOL_FACTOR * (expected or 0))))
     top = np.argsort(-np.asarray(scores), kind="stable")[:n]
     excess = np.full(len(scores), np.nan)
-    excess[top] = model.excess(standardised_profiles(volume, zyx[top], diameter, reference_stats(volume, diameter)))
+    excess[top] = model.excess(model_profiles(volume, zyx[top], diameter))
     z = logit(np.asarray(scores, float))
     new = z.copy()
     new[top] = z[top] - weight * excess[top]
@@ -688,13 +689,15 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
         # particles); the profile check then only moves candidates down past it, never reshapes it
         threshold, source = choose_threshold(view, czyx, cscores, min_d, cfg)
         expected = expected_count(view, shape, voxel_size_a)
+        above = int(np.sum(cscores >= threshold))
         czyx, cscores, agreement, excess = profile_check(view, volume, czyx, cscores, agreement,
                                                          cfg.profile_weight, voxel_size_a, expected)
+        moved = None if excess is None else above - int(np.sum(cscores >= threshold))
         res = DetectResult(heatmap=heat, scale=plan.geometry.grid_scale, translate=plan.geometry.grid_translate,
                            cand_zyx=czyx, cand_scores=cscores, threshold=threshold, min_distance_vox=min_d,
                            K=cfg.K, tomogram_shape=shape, voxel_size_a=voxel_size_a, diameter_vox=view.diameter_vox,
                            elapsed_s=time.perf_counter() - t0, warnings=notes, cand_agreement=agreement,
-                           expected_particles=expected, cand_profile_excess=excess,
+                           expected_particles=expected, cand_profile_excess=excess, profile_moved=moved,
                            model_threshold=threshold, threshold_source=source, first_view=first,
                            class_name=view.class_name, radius_vox=half_d)
         res.reselect()

@@ -131,6 +131,7 @@ def test_profile_check_on_and_off(viewer, panel, qtbot, checkpoint, sim):
     _detect(qtbot, panel, checked)
     feats = rec.picks.features
     assert "profile_excess" in feats.columns and np.all(feats["profile_excess"].to_numpy() >= 0)
+    assert "the profile check moved" in panel.detect._detect_status_label.value
     panel.detect._profile_check.value = False
     _detect(qtbot, panel, checked)
     assert "profile_excess" not in rec.picks.features.columns

@@ -156,7 +156,9 @@ class DetectSection(Container):
         if rec is not None and rec.result is not None:
             self._detect_status_label.value = (f"Done in {fmt_duration(rec.result.elapsed_s)}: "
                                                f"{len(rec.result.cand_scores)} candidate peaks cached; threshold "
-                                               f"{rec.result.model_threshold:.3f} from {rec.result.threshold_source}.")
+                                               f"{rec.result.model_threshold:.3f} from {rec.result.threshold_source}"
+                                               + ("." if rec.result.profile_moved is None else
+                                                  f"; the profile check moved {rec.result.profile_moved} below it."))
             self._detect_status_label.tooltip = self._detect_status_label.value
         elif not n_ok:
             self._detect_status_label.value = "No tomogram could be processed."
