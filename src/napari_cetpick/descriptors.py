@@ -134,16 +134,16 @@ def model_profiles(volume, zyx, diameter_vox: float) -> np.ndarray:
 
 @dataclass
 class ProfileModel:
-    """What the labelled particles' radial profiles look like, in their tomograms' units.
+    """What the labelled particles' radial profiles look like (each tomogram's voxel units).
 
     ``distance`` is the squared Mahalanobis distance of a profile from the labels' mean under
     their (shrunk) covariance; ``typical`` :data:`TYPICAL_SLACK` times the distance that
     :data:`TYPICAL_QUANTILE` of the labels stay within when each is measured against the
     model of the others (what a new particle of the class looks like, not the labels
     themselves), so that particles keep their score and only profiles more unusual than
-    that lose some. Fitted at the end
-    of training on the labels (:meth:`fit`), stored in the model file (:meth:`to_info`), and
-    used by detection (:func:`napari_cetpick.detect.profile_check`).
+    that lose some. Fitted at the end of training on the labels (:meth:`fit`), stored in the
+    model file (:meth:`to_info`), and used by detection
+    (:func:`napari_cetpick.detect.profile_check`).
     """
 
     mean: np.ndarray
