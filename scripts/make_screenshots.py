@@ -228,6 +228,12 @@ def main(argv=None) -> int:
     radius = 0.5 * panel.state.pick_size(rec)
     review = panel.review
     review._order_combo.value = "least certain first"  # starts the review
+    # the review window on its first pick (replaced below by a suggestion when there is one)
+    viewer.reset_view()
+    review.go(0)
+    scroll_to(review)
+    _settle(app, 1.0)
+    viewer.window.screenshot(str(out / "07_review_window.png"), canvas_only=False)
     for _ in range(min(3, len(review._queue))):
         review.accept() if _decide(panel, truth.data, radius) else review.reject()
     review._suggest_count_spin.value = max(args.review, 1)

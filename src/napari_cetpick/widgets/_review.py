@@ -129,7 +129,8 @@ class ReviewSection(Container):
             show_error(str(exc))
             return False
         if len(zyx) == 0:
-            show_info("Nothing to suggest: every uncertain candidate is near a pick, label or negative already.")
+            show_info("Nothing to suggest: no candidate close to the threshold lies away from your picks, labels "
+                      "and negatives.")
             return False
         self._order_combo.changed.disconnect(self._on_order_changed)
         try:
