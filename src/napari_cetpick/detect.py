@@ -437,6 +437,9 @@ def find_candidates(ckpt: Checkpoint, plan: TilePlan, heat, heat_b, config: Dete
 #: candidates (at least :data:`PROFILE_POOL_MIN`); the rest stay below every one of them.
 PROFILE_POOL_FACTOR = 4
 PROFILE_POOL_MIN = 1000
+#: What detection says when the profile check is asked for but the model cannot do it.
+PROFILE_SKIPPED = ("no profile check for {name}: the model holds no profile of its labels (it needs 5 labels "
+                   "or more, and a model file of this version)")
 
 
 def profile_check(ckpt: Checkpoint, volume, zyx, scores, agreement, weight: float, voxel_size_a=None,
@@ -700,6 +703,8 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
                            expected_particles=expected, cand_profile_excess=excess, profile_moved=moved,
                            model_threshold=threshold, threshold_source=source, first_view=first,
                            class_name=view.class_name, radius_vox=half_d)
+        if excess is None and cfg.profile_weight > 0 and len(cscores):
+            res.warnings = notes + [PROFILE_SKIPPED.format(name=view.class_name)]
         res.reselect()
         results[view.class_name] = res
     del heat_b_all

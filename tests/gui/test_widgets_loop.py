@@ -125,16 +125,20 @@ def test_profile_check_on_and_off(viewer, panel, qtbot, checkpoint, sim):
     _detect(qtbot, panel, checkpoint)
     rec = panel.state.current
     assert "profile_excess" not in rec.picks.features.columns
+    assert "no profile check" in panel.detect._detect_status_label.value  # said, not silently skipped
     # the same weights with a profile model of the labels (each tomogram twice: 8 rows)
     model = ProfileModel.fit([sim.volume, sim.volume], [sim.labels, sim.labels], checkpoint.diameter_vox)
     checked = replace(checkpoint, info={**checkpoint.info, "profile_model": model.to_info()})
     _detect(qtbot, panel, checked)
     feats = rec.picks.features
     assert "profile_excess" in feats.columns and np.all(feats["profile_excess"].to_numpy() >= 0)
-    assert "the profile check moved" in panel.detect._detect_status_label.value
+    status = panel.detect._detect_status_label.value
+    lowered = int(np.sum(np.nan_to_num(rec.result.cand_profile_excess) > 0))
+    assert f"the profile check lowered {lowered} candidates" in status and f"{rec.result.profile_moved} of them" in status
     panel.detect._profile_check.value = False
     _detect(qtbot, panel, checked)
     assert "profile_excess" not in rec.picks.features.columns
+    assert "profile check" not in panel.detect._detect_status_label.value
 
 
 def test_lookalikes_of_rejected_picks_come_first(viewer, panel, qtbot, checkpoint, notes):
@@ -165,6 +169,12 @@ def test_lookalikes_of_rejected_picks_come_first(viewer, panel, qtbot, checkpoin
     expected = open_[lookalike_order(desc[:n], desc[n:n + 1], desc[n + 1:])]
     np.testing.assert_allclose(review._queue, expected)
     assert not np.any(np.linalg.norm(review._queue - rejected, axis=1) < 1e-6)
+    # each decision sorts the rest again: the next pick shown is the first of the new order
+    second = review._queue[0].copy()
+    review.reject()
+    assert len(review._queue) == len(open_) - 1 and review._index == 0
+    assert not np.any(np.linalg.norm(review._queue - second, axis=1) < 1e-6)
+    assert "Pick 1 of" in review._position_label.value
 
 
 def test_not_a_particle_clicks_and_undo(viewer, panel, qtbot):

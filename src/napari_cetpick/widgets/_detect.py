@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from functools import partial
 
+import numpy as np
+
 from magicgui.widgets import CheckBox, Container, FloatSlider, FloatSpinBox, ProgressBar, PushButton
 from napari.utils.notifications import show_error
 
@@ -37,7 +39,8 @@ class DetectSection(Container):
             tooltip="Lower the score of candidates whose radial profile (mean density in thin shells around "
                     "the centre, in any orientation) is unlike your labels': fewer picks on other complexes, "
                     "gold and membranes. Each pick gets its 'profile_excess' (0: like your labels). Models "
-                    "trained on fewer than 5 labels of the class skip it.")
+                    "trained on fewer than 5 labels of the class skip it (the status says so). Applies at the "
+                    "next Detect.")
         self._detect_button = PushButton(
             text="Detect", tooltip="Run the model over the whole tomogram (tiled, in the background).")
         self._detect_cancel_button = PushButton(text="Cancel", tooltip="Stop the detection.")
@@ -157,11 +160,21 @@ class DetectSection(Container):
             self._detect_status_label.value = (f"Done in {fmt_duration(rec.result.elapsed_s)}: "
                                                f"{len(rec.result.cand_scores)} candidate peaks cached; threshold "
                                                f"{rec.result.model_threshold:.3f} from {rec.result.threshold_source}"
-                                               + ("." if rec.result.profile_moved is None else
-                                                  f"; the profile check moved {rec.result.profile_moved} below it."))
+                                               + self._profile_note(rec.result))
             self._detect_status_label.tooltip = self._detect_status_label.value
         elif not n_ok:
             self._detect_status_label.value = "No tomogram could be processed."
+
+    def _profile_note(self, result) -> str:
+        """The end of the status: what the profile check did (or why it did not run)."""
+        if not self._profile_check.value:
+            return "."
+        if result.cand_profile_excess is None:
+            return (f"; no profile check: the model holds no profile of the {result.class_name} labels (it needs "
+                    f"5 labels or more).")
+        lowered = int(np.sum(np.nan_to_num(result.cand_profile_excess) > 0))
+        return (f"; the profile check lowered {lowered} candidates unlike your labels, {result.profile_moved} of "
+                f"them from above that threshold to below it.")
 
     def _add_detection(self, rec: TomogramRecord, result) -> None:
         """Show a detection: each class's heatmap and picks (a model of one class: the panel's

@@ -209,7 +209,7 @@ class ReviewSection(Container):
         item = self._current_item()
         if item is not None:
             self._decisions.accept(*item)
-            self._advance()
+            self._next_after_decision()
 
     def _on_reject_clicked(self, *_) -> None:
         self.reject()
@@ -219,6 +219,14 @@ class ReviewSection(Container):
         item = self._current_item()
         if item is not None:
             self._decisions.reject(*item)
+            self._next_after_decision()
+
+    def _next_after_decision(self) -> None:
+        """The next item; in the look-alike order the rest is sorted again first (every decision
+        changes what the rejections look like)."""
+        if ORDERS[str(self._order_combo.value)] == "lookalike" and self._queue_record is self._state.current:
+            self.start()
+        else:
             self._advance()
 
     def _on_move_clicked(self, *_) -> None:
