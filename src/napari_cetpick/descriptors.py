@@ -37,16 +37,6 @@ def _shell_index(half: int, step: int, reach_vox: float, n_shells: int) -> tuple
     return feature, np.bincount(feature[feature >= 0], minlength=2 * n_shells)
 
 
-def _background(volume, rng_seed: int = 0, n: int = 200_000) -> tuple[float, float]:
-    """The tomogram's mean and standard deviation, from a fixed random sample of voxels."""
-    rng = np.random.default_rng(rng_seed)
-    shape = np.asarray(volume.shape)
-    idx = tuple(rng.integers(0, s, n) for s in shape)
-    sample = np.asarray(volume[idx] if isinstance(volume, np.ndarray) else np.asarray(volume)[idx], float)
-    sd = float(sample.std())
-    return float(sample.mean()), sd if sd > 0 else 1.0
-
-
 def radial_profiles(volume, zyx, diameter_vox: float, n_shells: int = N_SHELLS,
                     reach: float = REACH_DIAMETERS) -> np.ndarray:
     """Orientation-free descriptors of the places ``zyx`` in ``volume``.
@@ -82,7 +72,10 @@ def radial_profiles(volume, zyx, diameter_vox: float, n_shells: int = N_SHELLS,
     # as its other half
     twin = np.arange(2 * n_shells) ^ 1
     empty = template == 0
-    mean, sd = _background(volume)
+    from .data import compute_norm_stats, make_geometry
+
+    stats = compute_norm_stats(volume, make_geometry(1, False))  # the network's own z-score, unbinned
+    mean, sd = stats.mean1, stats.std1
     shape = np.asarray(volume.shape)
     ax = np.arange(-half, half + 1, step)
     for i, c in enumerate(np.rint(pts).astype(int)):

@@ -175,6 +175,12 @@ def test_lookalikes_of_rejected_picks_come_first(viewer, panel, qtbot, checkpoin
     assert len(review._queue) == len(open_) - 1 and review._index == 0
     assert not np.any(np.linalg.norm(review._queue - second, axis=1) < 1e-6)
     assert "Pick 1 of" in review._position_label.value
+    # the re-sort reads the profiles kept from the first sort: the order is the core's, computed afresh
+    rest = open_[np.linalg.norm(open_ - second, axis=1) > 1e-6]
+    both = np.vstack([rejected, second])
+    desc = radial_profiles(rec.layer.data, np.vstack([rest, both, known]), panel.state.pick_size(rec))
+    n = len(rest)
+    np.testing.assert_allclose(review._queue, rest[lookalike_order(desc[:n], desc[n:n + 2], desc[n + 2:])])
 
 
 def test_not_a_particle_clicks_and_undo(viewer, panel, qtbot):

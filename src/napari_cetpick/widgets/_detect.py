@@ -167,11 +167,12 @@ class DetectSection(Container):
 
     def _profile_note(self, result) -> str:
         """The end of the status: what the profile check did (or why it did not run)."""
-        if not self._profile_check.value:
-            return "."
-        if result.cand_profile_excess is None:
+        from napari_cetpick.detect import PROFILE_SKIPPED
+
+        if result.cand_profile_excess is None:  # off, or asked for and skipped (detection warned)
+            skipped = PROFILE_SKIPPED.format(name=result.class_name) in result.warnings
             return (f"; no profile check: the model holds no profile of the {result.class_name} labels (it needs "
-                    f"5 labels or more).")
+                    f"5 labels or more)." if skipped else ".")
         lowered = int(np.sum(np.nan_to_num(result.cand_profile_excess) > 0))
         return (f"; the profile check lowered {lowered} candidates unlike your labels, {result.profile_moved} of "
                 f"them from above that threshold to below it.")

@@ -37,6 +37,7 @@ class ReviewSection(Container):
         self._decisions = Decisions(state, tracker, new_points_layer)
         self._bound: set[int] = set()
         self._cursor = None  # the ring around the item under review
+        self._profile_cache: dict = {}  # radial profiles of places, per tomogram (look-alike order)
         self._order_combo = ComboBox(
             label="Order", choices=list(ORDERS), value="highest score first",
             tooltip="Review the picks from the highest score down, the least certain first (scores closest "
@@ -110,7 +111,7 @@ class ReviewSection(Container):
         if order == "suggest":
             return self.suggest()
         try:
-            zyx, scores = picks_queue(self._state, self._state.current, order)
+            zyx, scores = picks_queue(self._state, self._state.current, order, self._profile_cache)
         except CetpickError as exc:
             show_error(str(exc))
             return False

@@ -25,12 +25,29 @@ def _once(*arrays) -> np.ndarray:
     return rows[np.sort(np.unique(np.round(rows, 3), axis=0, return_index=True)[1])] if len(rows) else rows
 
 
-def picks_queue(state: PanelState, rec: TomogramRecord, order: str) -> tuple[np.ndarray, np.ndarray]:
+def _profiles(rec: TomogramRecord, zyx: np.ndarray, diameter: float, cache: dict | None) -> np.ndarray:
+    """Radial profiles of these places, each computed once per tomogram and size (``cache``:
+    the review re-sorts after every decision, and a place's profile never changes)."""
+    from napari_cetpick.descriptors import radial_profiles
+
+    if cache is None:
+        return radial_profiles(rec.layer.data, zyx, diameter)
+    known = cache.setdefault((rec.layer.unique_id, round(float(diameter), 3)), {})
+    keys = [tuple(np.round(p, 3)) for p in zyx]
+    missing = [i for i, k in enumerate(keys) if k not in known]
+    if missing:
+        for i, row in zip(missing, radial_profiles(rec.layer.data, zyx[missing], diameter)):
+            known[keys[i]] = row
+    return np.array([known[k] for k in keys]).reshape(len(zyx), -1)
+
+
+def picks_queue(state: PanelState, rec: TomogramRecord, order: str,
+                cache: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The picks of ``rec``'s active class in review order: ``(zyx, scores)``.
 
     ``lookalike`` leaves out the picks already accepted and puts first those most like the
     rejected picks and negative clicks (:func:`~napari_cetpick.review.lookalike_order` on
-    :func:`~napari_cetpick.descriptors.radial_profiles` of the tomogram). Raises
+    :func:`~napari_cetpick.descriptors.radial_profiles` of the tomogram, kept in ``cache``). Raises
     :class:`CetpickError` with what to do when there is nothing to order.
     """
     if rec is None or rec.picks is None or not state.live(rec.picks):
@@ -45,8 +62,6 @@ def picks_queue(state: PanelState, rec: TomogramRecord, order: str) -> tuple[np.
         threshold = rec.threshold if rec.threshold is not None else 0.5
         idx = review_order(scores, threshold, order, margin=margin)
         return zyx[idx], scores[idx]
-    from napari_cetpick.descriptors import radial_profiles
-
     rejected = _once(rec.edits.removed, _points(state, rec, rec.negatives))
     if len(rejected) == 0:
         raise CetpickError("“Like my rejections” needs something rejected: reject a pick (r) or click a "
@@ -56,7 +71,7 @@ def picks_queue(state: PanelState, rec: TomogramRecord, order: str) -> tuple[np.
     if not open_.any():
         raise CetpickError("Every pick is accepted already: Improve, or Suggest where to look.")
     zyx, scores = zyx[open_], scores[open_]
-    desc = radial_profiles(rec.layer.data, np.vstack([zyx, rejected, accepted]), state.pick_size(rec))
+    desc = _profiles(rec, np.vstack([zyx, rejected, accepted]), state.pick_size(rec), cache)
     n, m = len(zyx), len(rejected)
     idx = lookalike_order(desc[:n], desc[n:n + m], desc[n + m:])
     return zyx[idx], scores[idx]
