@@ -34,7 +34,7 @@ step() {  # step NAME CAP_S command...
 }
 
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc) >"$OUT/machine.txt" 2>&1
-step tests 90 env CUDA_VISIBLE_DEVICES=0 CETPICK_DEVICE=auto "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py
+step tests 90 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py
 if [ "${DRY:-0}" = 1 ]; then
     step default_barrel 600 "${B[@]}" --snr 0.1 --classes proteasome --methods ours --rounds 2 --steps 20 --tag gpu_default
 else

@@ -1,12 +1,20 @@
 """Shared test settings: tests run on CPU unless marked ``gpu``."""
 import os
 
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+import pytest
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("CETPICK_DEVICE", "cpu")
 
 
-import pytest  # noqa: E402
+def pytest_configure(config):
+    """Hide any GPU from the default run (CPU results, as CI has them); ``-m gpu`` keeps it.
+
+    Runs before the test modules are collected, so before torch is imported.
+    """
+    if "gpu" in config.getoption("markexpr", "") and "not gpu" not in config.getoption("markexpr", ""):
+        return
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+    os.environ.setdefault("CETPICK_DEVICE", "cpu")
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 """Training and detection on a CUDA GPU (marked ``gpu``: skipped by default, CI has no GPU).
 
-Run on a machine with a GPU:  CUDA_VISIBLE_DEVICES=0 CETPICK_DEVICE=auto pytest -m gpu tests/test_gpu.py
+Run on a machine with a GPU:  python -m pytest -m gpu  (the default run hides the GPU; -m gpu keeps it)
 
 A model trained on the GPU finds the planted particles there, its file loads and detects on
 a machine without a GPU, and CPU and GPU detections of one model agree: the same picks (the
