@@ -66,6 +66,19 @@ def _sample(a: np.ndarray) -> np.ndarray:
     return flat[::step]
 
 
+def _prepared(vol: np.ndarray, f: int, dark_particles: bool) -> np.ndarray:
+    """Bin by ``f``, z-score, invert dark particles and clip to ±3 (a float32 copy)."""
+    v = _bin_float32(vol, f)
+    if np.may_share_memory(v, vol):
+        v = v.copy()  # normalised in place
+    sample = _sample(v)
+    mean, std = float(sample.mean()), float(sample.std())
+    v -= mean
+    v *= (-1.0 if dark_particles else 1.0) / (std if std > 0 else 1.0)
+    np.clip(v, -3.0, 3.0, out=v)
+    return v
+
+
 def dog_score_map(
     volume_zyx: np.ndarray,
     diameter_vox: float,
@@ -109,14 +122,7 @@ def dog_score_map(
     if f < 1 or min(vol.shape) // f < 3:
         raise CetpickError(f"Binning by {plain(bin_factor)} leaves too small a volume from shape {vol.shape}.")
 
-    v = _bin_float32(vol, f)
-    if np.may_share_memory(v, vol):
-        v = v.copy()  # we normalise in place
-    sample = _sample(v)
-    mean, std = float(sample.mean()), float(sample.std())
-    v -= mean
-    v *= (-1.0 if dark_particles else 1.0) / (std if std > 0 else 1.0)
-    np.clip(v, -3.0, 3.0, out=v)
+    v = _prepared(vol, f, dark_particles)
 
     s1, s2 = dog_sigmas(d / f, sigma_ratio)
     dog = ndimage.gaussian_filter(v, s1, mode="reflect", truncate=_TRUNCATE)
@@ -124,18 +130,7 @@ def dog_score_map(
     dog -= v
     del v
 
-    sample = _sample(dog).astype(np.float64)
-    med = float(np.median(sample))
-    mad = float(np.median(np.abs(sample - med))) * 1.4826
-    if not mad > 0:
-        mad = float(sample.std()) or 1.0
-    # score = z / (z + z_half), with z = (dog - med) / mad, computed in place.
-    dog -= med
-    dog /= mad
-    np.maximum(dog, 0.0, out=dog)
-    denom = dog + DOG_Z_HALF
-    dog /= denom
-    del denom
+    dog = _robust_score(dog)
 
     scale = np.full(3, float(f))
     translate = np.full(3, (f - 1) / 2.0)
@@ -196,8 +191,8 @@ def dog_picker(
     return zyx[keep], sc[keep]
 
 
-def _robust_score(resp: np.ndarray) -> np.ndarray:
-    """``z / (z + 4)`` of the robust z-score of a response map (in place; 0 where z <= 0)."""
+def _robust_z(resp: np.ndarray) -> np.ndarray:
+    """The robust z-score of a response map, (x - median) / (1.4826 MAD), in place."""
     sample = _sample(resp).astype(np.float64)
     med = float(np.median(sample))
     mad = float(np.median(np.abs(sample - med))) * 1.4826
@@ -205,6 +200,12 @@ def _robust_score(resp: np.ndarray) -> np.ndarray:
         mad = float(sample.std()) or 1.0
     resp -= med
     resp /= mad
+    return resp
+
+
+def _robust_score(resp: np.ndarray) -> np.ndarray:
+    """``z / (z + 4)`` of the robust z-score of a response map (in place; 0 where z <= 0)."""
+    _robust_z(resp)
     np.maximum(resp, 0.0, out=resp)
     resp /= resp + DOG_Z_HALF
     return resp
@@ -244,14 +245,7 @@ def log_score_map(
     f = _auto_bin(d, DOG_SIGMA_RATIO) if bin_factor == "auto" else int(bin_factor)
     if f < 1 or min(vol.shape) // f < 3:
         raise CetpickError(f"Binning by {bin_factor!r} leaves too small a volume from shape {vol.shape}.")
-    v = _bin_float32(vol, f)
-    if np.may_share_memory(v, vol):
-        v = v.copy()
-    sample = _sample(v)
-    mean, std = float(sample.mean()), float(sample.std())
-    v -= mean
-    v *= (-1.0 if dark_particles else 1.0) / (std if std > 0 else 1.0)
-    np.clip(v, -3.0, 3.0, out=v)
+    v = _prepared(vol, f, dark_particles)
 
     s_star = d / f / (2.0 * math.sqrt(3.0))
 
@@ -270,6 +264,55 @@ def log_score_map(
     del best_other
     score = _robust_score(centre)
     return score, np.full(3, float(f)), np.full(3, (f - 1) / 2.0)
+
+
+def log_scale_space(
+    volume_zyx: np.ndarray,
+    diameter_range_vox: tuple[float, float],
+    dark_particles: bool = True,
+    bin_factor: int | str = "auto",
+    scale_step: float = 2 ** (1 / 3),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Blobs of any size in a range: per voxel the best LoG response and its diameter.
+
+    The response ``-∇²(G_s * v)`` is computed at scales ``s = D / (2 √3)`` from the smallest
+    to the largest diameter of the range (ratio ``scale_step``), each in its own robust noise
+    units (z-score over the volume: white noise answers a small scale more than a large one,
+    so the usual ``s²`` normalisation would let small noise blobs win inside large
+    particles); each voxel keeps its strongest z and the diameter of that scale. The score
+    maps that z by ``z / (z + 4)``, as :func:`dog_score_map`. ``bin_factor`` ``auto`` bins
+    for the smallest diameter, as the DoG does.
+
+    Returns the score map, the diameter map (tomogram voxels, float32), and ``scale`` and
+    ``translate`` (index → tomogram voxel).
+    """
+    vol = volume_zyx if isinstance(volume_zyx, np.ndarray) else np.asarray(volume_zyx)
+    if vol.ndim != 3:
+        raise CetpickError(f"The tomogram must be 3D (z, y, x), got shape {vol.shape}.")
+    lo, hi = (float(d) for d in diameter_range_vox)
+    if not (0 < lo <= hi and math.isfinite(hi)):
+        raise CetpickError(f"The diameter range must be two positive numbers, smallest first; got {lo:g}, {hi:g}.")
+    f = _auto_bin(lo, DOG_SIGMA_RATIO) if bin_factor == "auto" else int(bin_factor)
+    if f < 1 or min(vol.shape) // f < 3:
+        raise CetpickError(f"Binning by {plain(bin_factor)} leaves too small a volume from shape {vol.shape}.")
+    v = _prepared(vol, f, dark_particles)
+    n = max(1, int(math.ceil(math.log(hi / lo) / math.log(scale_step) - 1e-9)) + 1)
+    diameters = np.geomspace(lo, hi, n) if n > 1 else np.array([lo])
+    best = np.full(v.shape, -np.inf, np.float32)
+    which = np.zeros(v.shape, np.uint8)
+    for k, d in enumerate(diameters):
+        s = d / f / (2.0 * math.sqrt(3.0))
+        r = ndimage.gaussian_laplace(v, s, mode="reflect", truncate=_TRUNCATE)
+        r *= -1.0
+        _robust_z(r)  # noise responds more at small scales: compare scales in their own noise units
+        better = r > best
+        best[better] = r[better]
+        which[better] = k
+        del r, better
+    del v
+    np.maximum(best, 0.0, out=best)
+    best /= best + DOG_Z_HALF
+    return best, diameters.astype(np.float32)[which], np.full(3, float(f)), np.full(3, (f - 1) / 2.0)
 
 
 def log_picker(

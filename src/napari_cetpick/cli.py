@@ -262,7 +262,9 @@ def _training_pairs(args) -> list[tuple]:
             raise CetpickError("Give --tomogram and --labels (or --train_img_txt and --train_coord_txt).")
         names = getattr(args, "classes", None)
         negatives = getattr(args, "negatives", None) or {}
-        if names is None:
+        if getattr(args, "labels_from_cluster", None):
+            per_tomo = [{}]
+        elif names is None:
             if len(args.tomogram) != len(args.labels or []):
                 raise CetpickError(f"Give one --labels per --tomogram ({len(args.tomogram)} tomograms, "
                                    f"{len(args.labels or [])} label files).")
@@ -279,6 +281,13 @@ def _training_pairs(args) -> list[tuple]:
             per_tomo = [_split_by_class(l, "--labels", names) for l in per_tomo]
         for i, t in enumerate(args.tomogram):
             tomo = _open(t, args)
+            if getattr(args, "labels_from_cluster", None):
+                from .explore import read_cluster_labels
+
+                lab = read_cluster_labels(args.labels_from_cluster, layout=tomo.layout, shape_zyx=tomo.shape_zyx)
+                pairs.append((tomo, lab, None))
+                print(f"{len(lab)} labels: the members of cluster {args.labels_from_cluster}")
+                continue
             lab = {k: _drop_duplicates(_read_clicks(f, tomo, args.labels_format), f) for k, f in per_tomo[i].items()}
             negs = _split_by_class(negatives.get(i, []), "--negatives", names, plain_key=ALL_CLASSES)
             neg = {k: _read_clicks(f, tomo, args.labels_format) for k, f in negs.items()}
@@ -287,6 +296,21 @@ def _training_pairs(args) -> list[tuple]:
             else:
                 pairs.append((tomo, lab, neg or None))
     return pairs
+
+
+def _labels_from_cluster_setup(args) -> None:
+    """``--labels-from-cluster DIR:ID``: one tomogram, no --labels; the size from the cluster unless given."""
+    from .explore import cluster_summary
+
+    if args.labels or args.train_img_txt or getattr(args, "copick", None):
+        raise CetpickError("--labels-from-cluster takes the place of --labels: give one or the other.")
+    if not args.tomogram or len(args.tomogram) != 1:
+        raise CetpickError("--labels-from-cluster labels one tomogram: give exactly one --tomogram (the explored one).")
+    summary = cluster_summary(args.labels_from_cluster)
+    if not (args.bbox or args.diameter_a):
+        args.diameter_a = [f"{summary['median_diameter_a']:g}"]
+        print(f"Particle diameter {summary['median_diameter_a']:g} Å: the cluster's median size "
+              "(give --diameter-a to choose another).")
 
 
 def _masks_for(args, tomograms) -> list | None:
@@ -431,6 +455,8 @@ def cmd_train(args) -> int:
     from .config import preset
     from .train import Trainer, correction_config
 
+    if getattr(args, "labels_from_cluster", None):
+        _labels_from_cluster_setup(args)
     args.classes = _label_classes(args)
     if not getattr(args, "copick", None):
         _class_specs(args, args.classes)  # sizes and shares checked before any file is read
@@ -820,6 +846,40 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def cmd_explore(args) -> int:
+    from .explore import ExploreConfig, diameter_range_vox, explore, write_exploration
+
+    cfg = ExploreConfig(diameter_range_a=tuple(args.diameter_range), max_candidates=args.max_candidates,
+                        min_cluster_size=args.min_cluster_size, seed=args.seed).validate()
+    tomo = _open(args.tomogram, args)
+    if not tomo.voxel_size_a:
+        raise CetpickError(f"{args.tomogram}: the header gives no voxel size; give --voxel-size (Å).")
+    diameter_range_vox(cfg, tomo.voxel_size_a, tomo.shape_zyx)  # before any folder is made
+    out_dir = _writable_folder(args.out_dir, "exploration")
+    t0 = time.perf_counter()
+    gen = explore(tomo.data, tomo.voxel_size_a, cfg)
+    while True:
+        try:
+            p = next(gen)
+        except StopIteration as stop:
+            res = stop.value
+            break
+        if not args.quiet:
+            print(f"[{time.perf_counter() - t0:6.1f} s] {p.stage}: {p.message}", file=sys.stderr)
+    paths = write_exploration(out_dir, res, layout=tomo.layout, tomogram_path=args.tomogram)
+    print(f"Explored {args.tomogram} in {time.perf_counter() - t0:.0f} s: {len(res.zyx)} candidates, "
+          f"{len(res.cluster_ids)} clusters, {res.info['n_unclustered']} candidates in none")
+    for c in res.cluster_ids:
+        d = res.info["clusters"][str(c)]
+        print(f"  cluster {c:>2}: {d['members']:>5} members, median size {d['median_diameter_a']:g} Å")
+    for k, p in paths.items():
+        print(f"  {k:<11} {p}")
+    if res.cluster_ids:
+        print(f"Train from a cluster: cetpick train --tomogram {args.tomogram} --labels-from-cluster "
+              f"{out_dir}:{res.cluster_ids[0]} --out model.ckpt")
+    return 0
+
+
 def cmd_convert(args) -> int:
     from .io import imod_text_to_coordinate_list
 
@@ -891,6 +951,11 @@ def _add_device_options(p) -> None:
 
 
 def _add_volume_options(p) -> None:
+    _add_layout_options(p)
+    _add_device_options(p)
+
+
+def _add_layout_options(p) -> None:
     p.add_argument("--voxel-size", type=float, default=None, metavar="A",
                    help="override the header voxel size (Å); needed when the header says 0 or 1")
     p.add_argument("--thickness-axis", default="auto", choices=["auto", "0", "1", "2"],
@@ -899,7 +964,6 @@ def _add_volume_options(p) -> None:
     p.add_argument("--order", choices=sorted(ORDER_TO_THICKNESS),
                    help="the original cet_pick's name for the layout: xyz = thickness-first file, "
                         "xzy = unrotated IMOD (thickness is the middle axis), zxy = thickness last")
-    _add_device_options(p)
 
 
 def _add_simulation_options(p) -> None:
@@ -954,6 +1018,33 @@ def _add_convert_parser(sub) -> None:
     p.set_defaults(func=cmd_convert)
 
 
+def _add_explore_parser(sub) -> None:
+    from .explore import DEFAULT_DIAMETER_RANGE_A, ExploreConfig
+
+    p = sub.add_parser(
+        "explore", help="find blob-like candidates without any label, cluster them by look, and write a map",
+        description="Exploration before any click: every blob of the sizes given (scale-selective Laplacian of "
+                    "Gaussian), described by its radial profile (any orientation), clustered (HDBSCAN) and mapped "
+                    "in 2D (t-SNE). Writes candidates.csv (x y z in the tomogram file's frame, with size, score, "
+                    "cluster, map position and embedding), explore.json, class_averages.npz and overview.html.",
+        epilog="Then train from a cluster: cetpick train --tomogram T.mrc --labels-from-cluster DIR:CLUSTER "
+               "--out M.ckpt")
+    p.add_argument("--tomogram", required=True, help="the tomogram to explore (MRC/REC)")
+    p.add_argument("--diameter-range", type=float, nargs=2, default=DEFAULT_DIAMETER_RANGE_A,
+                   metavar=("MIN_A", "MAX_A"),
+                   help="smallest and largest particle diameter in Å (default %(default)s), turned into voxels "
+                        "with the header's voxel size")
+    p.add_argument("--out-dir", required=True, help="folder for the exploration's files")
+    p.add_argument("--max-candidates", type=int, default=ExploreConfig().max_candidates,
+                   help="keep at most this many candidates, strongest blobs first (default %(default)s)")
+    p.add_argument("--min-cluster-size", type=int, default=None,
+                   help="the smallest group called a cluster (default: 0.75 %% of the candidates, at least 10)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the map and the clustering")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_layout_options(p)
+    p.set_defaults(func=cmd_explore)
+
+
 def _add_train_method_options(p) -> None:
     from .config import ARCHS
 
@@ -1002,6 +1093,9 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--negatives", action=_PerTomogramList, metavar="[NAME=]FILE",
                    help="known non-particles (negative clicks) of the preceding --tomogram, in the same formats as "
                         "labels (optional); NAME=FILE: not of that class, a plain FILE: none of the classes")
+    p.add_argument("--labels-from-cluster", metavar="DIR:CLUSTER",
+                   help="instead of --labels: the members of one cluster of a 'cetpick explore --out-dir DIR' of "
+                        "this --tomogram (the particle size defaults to the cluster's median size)")
     p.add_argument("--labels-format", default=None, help="force the label format (default: from the extension)")
     p.add_argument("--train_img_txt", help="the original's image list (image_name<TAB>rec_path)")
     p.add_argument("--train_coord_txt", help="the original's coordinate list (image_name x_coord y_coord z_coord)")
@@ -1139,7 +1233,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"napari-cetpick {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in (_add_demo_parser, _add_simulate_parser, _add_convert_parser, _add_train_parser,
+    for add in (_add_demo_parser, _add_simulate_parser, _add_convert_parser, _add_explore_parser, _add_train_parser,
                 _add_detect_parser, _add_evaluate_parser):
         add(sub)
     return parser

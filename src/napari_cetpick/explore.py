@@ -1,0 +1,413 @@
+"""Exploration before any label: what blob-like things a tomogram holds, grouped by their look.
+
+1. **Candidates**: every blob at the sizes asked for, from the scale-normalised Laplacian of
+   Gaussian over a range of scales (:func:`~napari_cetpick.baselines.log_scale_space`): the
+   local maxima of each voxel's best response, each with the diameter of its best scale, the
+   weaker of two closer than half the larger one's diameter suppressed.
+2. **Embedding**: per candidate, numbers that do not depend on its orientation —
+   ``profiles``: the radial profile (:func:`~napari_cetpick.descriptors.radial_profiles`:
+   mean density in thin shells, polar caps and equatorial belt apart) out to the range's
+   largest size, plus the blob's size.
+3. **Clusters and map** (scikit-learn): HDBSCAN on the standardised embedding (reduced by PCA
+   to 5 components) finds groups of any shape and leaves what belongs to none as noise
+   (cluster -1); its "leaf" selection keeps the small, dense groups (pure clusters, more
+   candidates left out) rather than merging them into a few large ones. t-SNE draws the 2D
+   map the user looks at. Clusters are numbered by size, largest first.
+4. **Class averages**: per cluster, the mean of its members' central xy slices.
+
+Core module: numpy, scipy, scikit-learn, no Qt or napari. :func:`explore` is a generator
+that yields :class:`ExploreProgress` and returns an :class:`ExploreResult`; closing it
+(Cancel) stops at the next stage or scale and writes nothing.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Generator
+
+import numpy as np
+
+from .errors import CetpickError, plain
+
+#: The embeddings :func:`explore` offers.
+EMBEDDINGS = ("profiles",)
+#: Sizes looked for when the user gives none (Å): from small complexes to ribosomes.
+DEFAULT_DIAMETER_RANGE_A = (60.0, 300.0)
+#: Blob score (robust z of the LoG response mapped by z / (z + 4)) a candidate needs: z ≈ 1.7.
+CANDIDATE_FLOOR = 0.3
+#: The file names an exploration folder holds.
+CANDIDATES_FILE = "candidates.csv"
+SUMMARY_FILE = "explore.json"
+OVERVIEW_FILE = "overview.html"
+AVERAGES_FILE = "class_averages.npz"
+#: The radial profile's shells and reach (in the range's largest diameter).
+_N_SHELLS = 12
+_REACH = 0.6
+#: Weight of the (standardised) log size against each standardised profile value.
+_SIZE_WEIGHT = 3.0
+#: Principal components the clustering sees.
+_N_COMPONENTS = 5
+#: The smallest cluster by default: this share of the candidates, at least 10.
+_MIN_CLUSTER_SHARE = 0.0075
+
+
+@dataclass
+class ExploreConfig:
+    """Settings of an exploration.
+
+    Parameters
+    ----------
+    diameter_range_a : (float, float)
+        Smallest and largest particle diameter looked for (Å).
+    max_candidates : int
+        Keep at most this many candidates, the strongest blobs first.
+    floor : float
+        Lowest blob score a candidate needs (0..1; 0.5 = a response 4 robust sigmas up).
+    embedding : {"profiles"}
+        What the clusters are made of (see the module doc).
+    min_cluster_size : int, optional
+        The smallest group HDBSCAN calls a cluster; default 0.75 % of the candidates, at least 10.
+    dark_particles : bool
+        Particles darker than the background (protein in cryo-ET).
+    seed : int
+        Seed of the map and the clusters' PCA.
+    """
+
+    diameter_range_a: tuple[float, float] = DEFAULT_DIAMETER_RANGE_A
+    max_candidates: int = 4000
+    floor: float = CANDIDATE_FLOOR
+    embedding: str = "profiles"
+    min_cluster_size: int | None = None
+    dark_particles: bool = True
+    seed: int = 0
+
+    def validate(self) -> "ExploreConfig":
+        lo, hi = (float(d) for d in self.diameter_range_a)
+        if not (0 < lo <= hi and math.isfinite(hi)):
+            raise CetpickError(f"The diameter range must be two positive sizes in Å, smallest first; got "
+                               f"{plain(self.diameter_range_a[0])} and {plain(self.diameter_range_a[1])}.")
+        if self.max_candidates < 2:
+            raise CetpickError(f"max_candidates must be at least 2, got {self.max_candidates}.")
+        if not 0 <= self.floor < 1:
+            raise CetpickError(f"The blob score floor must lie in 0..1, got {plain(self.floor)}.")
+        if self.embedding not in EMBEDDINGS:
+            raise CetpickError(f"Unknown embedding {self.embedding!r}: use one of {', '.join(EMBEDDINGS)}.")
+        if self.min_cluster_size is not None and self.min_cluster_size < 2:
+            raise CetpickError(f"min_cluster_size must be at least 2, got {self.min_cluster_size}.")
+        return self
+
+
+@dataclass
+class ExploreProgress:
+    """One step of an exploration: ``stage`` (candidates, embedding, clusters, map), ``done``
+    of ``total`` within it, and a line for the user."""
+
+    stage: str
+    done: int
+    total: int
+    message: str
+
+
+@dataclass
+class ExploreResult:
+    """Candidates with their embedding, map position and cluster (``-1``: none).
+
+    ``zyx`` (n, 3) tomogram voxels; ``diameter_vox`` (n,) each blob's best LoG size; ``score``
+    (n,) its blob score; ``embedding`` (n, k); ``map_xy`` (n, 2); ``cluster`` (n,) ints;
+    ``averages`` {cluster: 2D mean central xy slice}; ``info``: settings and figures.
+    """
+
+    zyx: np.ndarray
+    diameter_vox: np.ndarray
+    score: np.ndarray
+    embedding: np.ndarray
+    map_xy: np.ndarray
+    cluster: np.ndarray
+    averages: dict
+    voxel_size_a: float
+    shape_zyx: tuple
+    info: dict = field(default_factory=dict)
+
+    @property
+    def cluster_ids(self) -> list[int]:
+        return sorted(int(c) for c in np.unique(self.cluster) if c >= 0)
+
+    def members(self, cluster_id: int) -> np.ndarray:
+        """The zyx of one cluster's members; a clear error for a cluster that does not exist."""
+        return self.zyx[members_of(self.cluster, cluster_id)]
+
+    def features(self):
+        """Per candidate: size (Å), blob score, cluster, map position and embedding (a DataFrame)."""
+        import pandas as pd
+
+        cols = {"diameter_a": np.round(self.diameter_vox * self.voxel_size_a, 1),
+                "score": np.round(self.score, 4), "cluster": self.cluster.astype(int),
+                "map_x": np.round(self.map_xy[:, 0], 3), "map_y": np.round(self.map_xy[:, 1], 3)}
+        for k in range(self.embedding.shape[1]):
+            cols[f"emb_{k}"] = np.round(self.embedding[:, k], 4)
+        return pd.DataFrame(cols)
+
+
+def members_of(cluster: np.ndarray, cluster_id: int) -> np.ndarray:
+    """Mask of the candidates in ``cluster_id``; :class:`CetpickError` naming the clusters there are."""
+    ids = sorted(int(c) for c in np.unique(cluster) if c >= 0)
+    if int(cluster_id) not in ids:
+        there = ", ".join(map(str, ids)) if ids else "none"
+        raise CetpickError(f"There is no cluster {plain(cluster_id)}: the clusters are {there}.")
+    return np.asarray(cluster) == int(cluster_id)
+
+
+def diameter_range_vox(config: ExploreConfig, voxel_size_a: float, shape_zyx) -> tuple[float, float]:
+    """The range in voxels; an error when it cannot fit in the tomogram or is under 3 voxels."""
+    lo, hi = (float(d) / float(voxel_size_a) for d in config.diameter_range_a)
+    if hi > min(shape_zyx) or hi > 0.5 * max(shape_zyx):
+        raise CetpickError(f"The largest diameter ({config.diameter_range_a[1]:g} Å = {hi:.0f} voxels at "
+                           f"{voxel_size_a:g} Å) does not fit in the tomogram {tuple(shape_zyx)}: give a smaller "
+                           "diameter range.")
+    if lo < 3:
+        raise CetpickError(f"The smallest diameter ({config.diameter_range_a[0]:g} Å = {lo:.1f} voxels at "
+                           f"{voxel_size_a:g} Å) is under 3 voxels: give a larger diameter range.")
+    return lo, hi
+
+
+def find_candidates(volume, range_vox: tuple[float, float], max_candidates: int = 4000,
+                    floor: float = CANDIDATE_FLOOR, dark_particles: bool = True):
+    """Blob candidates over a range of sizes (module doc, step 1).
+
+    Returns ``zyx`` (n, 3) tomogram voxels, ``diameter_vox`` (n,) and ``score`` (n,), strongest
+    first; candidates whose blob would reach past the tomogram's border are left out.
+    """
+    from scipy.spatial import cKDTree
+
+    from .baselines import log_scale_space
+    from .peaks import candidates
+
+    score, size, scale, translate = log_scale_space(volume, range_vox, dark_particles)
+    zyx, sc, idx = candidates(score, floor=max(floor, 1e-6), scale=scale, translate=translate,
+                              shape_zyx=tuple(np.shape(volume)), return_index=True)
+    del score
+    diam = size[tuple(np.asarray(idx).T)] if len(zyx) else np.zeros(0, np.float32)
+    shape = np.asarray(np.shape(volume), float)
+    # the whole blob inside: half its diameter from every border (in z a third: the lamella is thin)
+    half = 0.5 * diam[:, None] * np.array([2 / 3, 1.0, 1.0])
+    inside = np.all((zyx >= half) & (zyx <= shape - 1 - half), axis=1)
+    zyx, sc, diam = zyx[inside], sc[inside], diam[inside]
+    # the weaker of two blobs closer than half the larger one's diameter goes (best first)
+    keep = np.ones(len(zyx), bool)
+    if len(zyx):
+        tree = cKDTree(zyx)
+        for i in range(len(zyx)):
+            if not keep[i]:
+                continue
+            near = tree.query_ball_point(zyx[i], 0.5 * float(diam.max()))
+            near = [j for j in near if j > i and keep[j] and
+                    np.linalg.norm(zyx[j] - zyx[i]) < 0.5 * max(diam[i], diam[j])]
+            keep[near] = False
+    zyx, sc, diam = zyx[keep][:max_candidates], sc[keep][:max_candidates], diam[keep][:max_candidates]
+    return zyx, diam.astype(np.float32), sc.astype(np.float32)
+
+
+def _robust_standardise(a: np.ndarray) -> np.ndarray:
+    med = np.median(a, axis=0)
+    mad = np.median(np.abs(a - med), axis=0) * 1.4826
+    sd = np.where(mad > 1e-9, mad, np.maximum(a.std(axis=0), 1e-9))
+    return (a - med) / sd
+
+
+def profile_embedding(volume, zyx, diameter_vox, largest_vox: float) -> np.ndarray:
+    """Radial profiles out to the range's largest size, then the log size (module doc, step 2)."""
+    from .descriptors import radial_profiles
+
+    prof = np.nan_to_num(radial_profiles(volume, zyx, largest_vox, n_shells=_N_SHELLS, reach=_REACH))
+    size = np.log(np.asarray(diameter_vox, float))[:, None]
+    return np.hstack([prof, size]).astype(np.float32)
+
+
+def cluster_embedding(embedding: np.ndarray, min_cluster_size: int | None = None, seed: int = 0):
+    """HDBSCAN clusters of the standardised embedding after PCA (module doc, step 3).
+
+    Returns the cluster of each row (``-1`` for none), numbered by size, largest first, and
+    the PCA-reduced coordinates the map is drawn from.
+    """
+    from sklearn.cluster import HDBSCAN
+    from sklearn.decomposition import PCA
+
+    n = len(embedding)
+    z = _robust_standardise(np.asarray(embedding, float))
+    z[:, -1] *= _SIZE_WEIGHT
+    k = min(_N_COMPONENTS, z.shape[1], n)
+    reduced = PCA(n_components=k, random_state=seed).fit_transform(z) if n > 2 else z
+    m = min_cluster_size or max(10, int(round(_MIN_CLUSTER_SHARE * n)))
+    if n < 2 * m:
+        return np.full(n, -1, int), reduced
+    labels = HDBSCAN(min_cluster_size=m, min_samples=min(5, m), cluster_selection_method="leaf",
+                     copy=True).fit_predict(reduced)
+    ids, counts = np.unique(labels[labels >= 0], return_counts=True)
+    order = ids[np.argsort(-counts, kind="stable")]
+    renum = np.full(labels.max() + 2 if len(labels) else 1, -1)
+    renum[order] = np.arange(len(order))
+    return np.where(labels >= 0, renum[labels], -1), reduced
+
+
+def map_2d(reduced: np.ndarray, seed: int = 0) -> np.ndarray:
+    """t-SNE map of the reduced embedding (2D; a line for fewer than 5 candidates)."""
+    from sklearn.manifold import TSNE
+
+    n = len(reduced)
+    if n < 5:
+        return np.column_stack([np.arange(n, dtype=float), np.zeros(n)])
+    perplexity = float(min(30.0, max(2.0, (n - 1) / 3.0)))
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(reduced)
+
+
+def class_averages(volume, zyx, cluster, half_box: int) -> dict:
+    """Per cluster, the mean central xy slice (three slices thick) of its members, z-scored."""
+    from .data import compute_norm_stats, make_geometry
+
+    stats = compute_norm_stats(volume, make_geometry(1, False))
+    shape = np.asarray(np.shape(volume))
+    out = {}
+    for c in sorted(int(c) for c in np.unique(cluster) if c >= 0):
+        acc, n = np.zeros((2 * half_box + 1, 2 * half_box + 1)), 0
+        for p in np.rint(zyx[np.asarray(cluster) == c]).astype(int):
+            lo = p - np.array([1, half_box, half_box])
+            hi = p + np.array([2, half_box + 1, half_box + 1])
+            if np.any(lo < 0) or np.any(hi > shape):
+                continue
+            acc += np.asarray(volume[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], float).mean(0)
+            n += 1
+        out[c] = ((acc / max(n, 1)) - stats.mean1) / stats.std1 if n else acc
+    return out
+
+
+def explore(volume, voxel_size_a: float, config: ExploreConfig | None = None
+            ) -> Generator[ExploreProgress, None, ExploreResult]:
+    """Candidates, embedding, clusters, map and class averages of one tomogram.
+
+    Parameters
+    ----------
+    volume : (Z, Y, X) array
+        The tomogram (a memory map is fine).
+    voxel_size_a : float
+        Voxel size (Å): turns the diameter range into voxels.
+    config : ExploreConfig, optional
+
+    Yields :class:`ExploreProgress`; returns :class:`ExploreResult`. Raises
+    :class:`CetpickError` for a range that does not fit, or when no blobs are found.
+    """
+    import time
+
+    cfg = (config or ExploreConfig()).validate()
+    if not (voxel_size_a and float(voxel_size_a) > 0):
+        raise CetpickError("The tomogram's voxel size is unknown: give it (Å) to turn the diameter range into voxels.")
+    shape = tuple(int(s) for s in np.shape(volume))
+    lo, hi = diameter_range_vox(cfg, voxel_size_a, shape)
+    t0 = time.perf_counter()
+    yield ExploreProgress("candidates", 0, 1, f"looking for blobs of {cfg.diameter_range_a[0]:g}–"
+                                              f"{cfg.diameter_range_a[1]:g} Å")
+    zyx, diam, score = find_candidates(volume, (lo, hi), cfg.max_candidates, cfg.floor, cfg.dark_particles)
+    yield ExploreProgress("candidates", 1, 1, f"{len(zyx)} candidates")
+    if len(zyx) < 2:
+        raise CetpickError(f"Found {len(zyx)} blob{'s' * (len(zyx) != 1)} of {cfg.diameter_range_a[0]:g}–"
+                           f"{cfg.diameter_range_a[1]:g} Å: check the diameter range and the voxel size "
+                           f"({voxel_size_a:g} Å), or lower the blob score floor.")
+    emb = profile_embedding(volume, zyx, diam, hi)
+    yield ExploreProgress("embedding", 1, 1, f"{emb.shape[1]} numbers per candidate ({cfg.embedding})")
+    cluster, reduced = cluster_embedding(emb, cfg.min_cluster_size, cfg.seed)
+    n_clusters = int(cluster.max()) + 1 if len(cluster) else 0
+    yield ExploreProgress("clusters", 1, 1, f"{n_clusters} clusters, {int((cluster < 0).sum())} candidates in none")
+    xy = map_2d(reduced, cfg.seed)
+    yield ExploreProgress("map", 1, 1, "2D map drawn")
+    half_box = int(math.ceil(_REACH * hi))
+    averages = class_averages(volume, zyx, cluster, half_box)
+    info = {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+            "diameter_range_vox": [round(lo, 2), round(hi, 2)], "n_candidates": int(len(zyx)),
+            "n_clusters": n_clusters, "n_unclustered": int((cluster < 0).sum()),
+            "clusters": {str(c): {"members": int((cluster == c).sum()),
+                                  "median_diameter_a": round(float(np.median(diam[cluster == c])) * voxel_size_a, 1),
+                                  "median_score": round(float(np.median(score[cluster == c])), 3)}
+                         for c in range(n_clusters)},
+            "elapsed_s": round(time.perf_counter() - t0, 1)}
+    return ExploreResult(zyx, diam, score, emb, np.asarray(xy, float), cluster.astype(int), averages,
+                         float(voxel_size_a), shape, info)
+
+
+def write_exploration(out_dir, result: ExploreResult, layout=None, tomogram_path=None) -> dict:
+    """Write an exploration folder: candidates (CSV, x y z in the tomogram file's frame, with
+    size, score, cluster, map position and embedding), a summary (JSON), the class averages
+    (npz) and an overview (HTML: the map coloured by cluster, each cluster's average).
+
+    Everything is written to a temporary folder beside ``out_dir`` first and moved in at the
+    end, so a failure leaves no half-written files. Returns the paths written.
+    """
+    from .io.points import write_points
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".explore-", dir=out))
+    try:
+        paths = {"candidates": tmp / CANDIDATES_FILE, "summary": tmp / SUMMARY_FILE,
+                 "averages": tmp / AVERAGES_FILE, "overview": tmp / OVERVIEW_FILE}
+        write_points(paths["candidates"], result.zyx, features=result.features(), fmt="csv", layout=layout,
+                     shape_zyx=result.shape_zyx)
+        summary = {**result.info, "voxel_size_a": result.voxel_size_a, "shape_zyx": list(result.shape_zyx),
+                   "tomogram": str(tomogram_path) if tomogram_path else None}
+        paths["summary"].write_text(json.dumps(summary, indent=2))
+        np.savez(paths["averages"], **{f"cluster_{c}": a.astype(np.float32) for c, a in result.averages.items()})
+        from ._explore_overview import overview_html
+
+        paths["overview"].write_text(overview_html(result))
+        final = {}
+        for key, p in paths.items():
+            os.replace(p, out / p.name)
+            final[key] = out / p.name
+        return final
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_cluster_labels(spec: str, layout=None, shape_zyx=None) -> np.ndarray:
+    """The zyx of one cluster's members from ``DIR:ID`` (an exploration folder and a cluster)."""
+    from .io.points import read_points
+
+    folder, cluster_id = _split_spec(spec)
+    path = folder / CANDIDATES_FILE
+    if not path.is_file():
+        raise CetpickError(f"{folder}: no {CANDIDATES_FILE} there (run cetpick explore --out-dir {folder} first).")
+    pts = read_points(path, fmt="csv", layout=layout, shape_zyx=shape_zyx)
+    if "cluster" not in pts.features:
+        raise CetpickError(f"{path}: no 'cluster' column (not an exploration's candidates file).")
+    mask = members_of(pts.features["cluster"].to_numpy(int), cluster_id)
+    return np.asarray(pts.zyx)[mask]
+
+
+def _split_spec(spec: str) -> tuple[Path, int]:
+    folder, sep, cid = str(spec).rpartition(":")
+    if not sep or not folder:
+        raise CetpickError(f"--labels-from-cluster needs FOLDER:CLUSTER (an exploration folder and a cluster "
+                           f"number), got {spec!r}.")
+    try:
+        return Path(folder), int(cid)
+    except ValueError:
+        raise CetpickError(f"The cluster in {spec!r} must be a whole number, got {cid!r}.") from None
+
+
+def cluster_summary(spec: str) -> dict:
+    """What ``explore.json`` says of the cluster in ``DIR:ID`` (members, median size in Å)."""
+    folder, cluster_id = _split_spec(spec)
+    path = folder / SUMMARY_FILE
+    if not path.is_file():
+        raise CetpickError(f"{folder}: no {SUMMARY_FILE} there (run cetpick explore --out-dir {folder} first).")
+    try:
+        clusters = json.loads(path.read_text())["clusters"]
+    except (ValueError, KeyError):
+        raise CetpickError(f"{path}: not an exploration summary.") from None
+    if str(cluster_id) not in clusters:
+        there = ", ".join(sorted(clusters, key=int)) or "none"
+        raise CetpickError(f"There is no cluster {cluster_id} in {folder}: the clusters are {there}.")
+    return clusters[str(cluster_id)]

@@ -1,0 +1,161 @@
+"""Exploration before any label: candidates, clusters, map, files, and training from a cluster."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage
+
+from napari_cetpick.cli import main
+from napari_cetpick.errors import CetpickError
+from napari_cetpick.explore import (CANDIDATES_FILE, ExploreConfig, explore, find_candidates, members_of,
+                                    read_cluster_labels, write_exploration)
+from napari_cetpick.io import FileLayout, open_tomogram, read_points, write_tomogram
+from napari_cetpick.utils import run_generator
+
+VOXEL_A = 10.0
+
+
+def two_kinds(shape=(40, 160, 160), seed=0, noise=0.35):
+    """Dark solid balls of 8 voxels and dark hollow shells of 16 voxels, apart, in noise."""
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = np.indices(shape, dtype=np.float32)
+    v = np.zeros(shape, np.float32)
+    pts, kinds = [], []
+    for y in range(16, shape[1] - 12, 22):
+        for x in range(16, shape[2] - 12, 22):
+            p = np.array([shape[0] / 2 + rng.uniform(-4, 4), y + rng.uniform(-2, 2), x + rng.uniform(-2, 2)])
+            kind = int(rng.integers(2))
+            r = np.sqrt((zz - p[0]) ** 2 + (yy - p[1]) ** 2 + (xx - p[2]) ** 2)
+            v -= (r < 4.0) if kind == 0 else ((r < 8.0) & (r > 5.5))
+            pts.append(p)
+            kinds.append(kind)
+    v = ndimage.gaussian_filter(v, 0.8) + rng.normal(0, noise, shape)
+    return v.astype(np.float32), np.array(pts), np.array(kinds)
+
+
+@pytest.fixture(scope="module")
+def explored():
+    v, pts, kinds = two_kinds()
+    res = run_generator(explore(v, VOXEL_A, ExploreConfig(diameter_range_a=(60, 180), min_cluster_size=8)))
+    return v, pts, kinds, res
+
+
+def _nearest(res, pts):
+    d = np.linalg.norm(res.zyx[None] - pts[:, None], axis=2)
+    return d.min(1), d.argmin(1)
+
+
+def test_every_particle_is_a_candidate_near_its_centre_with_its_size(explored):
+    v, pts, kinds, res = explored
+    dist, which = _nearest(res, pts)
+    assert np.all(dist[kinds == 0] < 1.5), dist[kinds == 0]  # solid balls: on the centre
+    assert np.all(dist[kinds == 1] < 4.0), dist[kinds == 1]  # hollow shells: inside the shell
+    size = res.diameter_vox[which]
+    assert np.median(size[kinds == 0]) < np.median(size[kinds == 1])
+    # within the range, each with a map position, an embedding and a cluster
+    assert res.diameter_vox.min() >= 6 - 1e-6 and res.diameter_vox.max() <= 18 + 1e-6
+    assert res.map_xy.shape == (len(res.zyx), 2) and len(res.embedding) == len(res.zyx)
+    assert np.all(np.isfinite(res.embedding)) and np.all(np.isfinite(res.map_xy))
+
+
+def test_the_two_kinds_fall_into_different_clusters(explored):
+    v, pts, kinds, res = explored
+    dist, which = _nearest(res, pts)
+    cl = res.cluster[which]
+    for k in (0, 1):
+        got = cl[(kinds == k) & (cl >= 0)]
+        assert len(got) >= 0.6 * (kinds == k).sum(), (k, cl, kinds)
+        main_cluster = np.bincount(got).argmax()
+        # the kind's main cluster holds nothing of the other kind
+        assert not np.any(cl[kinds != k] == main_cluster), (k, cl, kinds)
+    # an average per cluster, the clusters numbered by size
+    assert sorted(res.averages) == res.cluster_ids
+    sizes = [int((res.cluster == c).sum()) for c in res.cluster_ids]
+    assert sizes == sorted(sizes, reverse=True)
+
+
+def test_files_round_trip_in_thickness_first_and_unrotated_layouts(explored, tmp_path):
+    v, pts, kinds, res = explored
+    for layout in (None, FileLayout(1, (v.shape[1], v.shape[0], v.shape[2]))):
+        out = tmp_path / f"layout{layout.thickness_axis if layout else 0}"
+        paths = write_exploration(out, res, layout=layout)
+        assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths.values())
+        ps = read_points(out / CANDIDATES_FILE, layout=layout)
+        assert np.allclose(ps.zyx, res.zyx, atol=1e-3)  # exact to the CSV's decimals
+        assert np.array_equal(ps.features["cluster"].to_numpy(), res.cluster)
+        raw = pd.read_csv(out / CANDIDATES_FILE)
+        if layout is not None:  # file x = napari x, file y = napari z (thickness), file z = napari y
+            assert np.allclose(raw[["y", "z", "x"]].to_numpy(), res.zyx, atol=1e-3)
+        c = res.cluster_ids[0]
+        got = read_cluster_labels(f"{out}:{c}", layout=layout, shape_zyx=v.shape)
+        assert np.allclose(got, res.members(c), atol=1e-3)
+        summary = json.loads((out / "explore.json").read_text())
+        assert summary["clusters"][str(c)]["members"] == len(got)
+        html = (out / "overview.html").read_text()
+        assert html.count("<circle") == len(res.zyx) and html.count("data:image/png;base64,") == len(res.cluster_ids)
+
+
+def test_bad_input_one_clear_message_nothing_written(explored, tmp_path, monkeypatch):
+    v, pts, kinds, res = explored
+    with pytest.raises(CetpickError, match="does not fit in the tomogram"):
+        run_generator(explore(v, VOXEL_A, ExploreConfig(diameter_range_a=(60, 900))))
+    with pytest.raises(CetpickError, match="smallest first"):
+        ExploreConfig(diameter_range_a=(200, 60)).validate()
+    with pytest.raises(CetpickError, match="Found 0 blobs"):
+        run_generator(explore(np.zeros((32, 64, 64), np.float32), VOXEL_A, ExploreConfig(diameter_range_a=(60, 120))))
+    with pytest.raises(CetpickError, match="no cluster 99: the clusters are 0"):
+        members_of(res.cluster, 99)
+    # cancelled half-way: the generator closes, nothing is returned or written
+    gen = explore(v, VOXEL_A, ExploreConfig(diameter_range_a=(60, 180)))
+    assert next(gen).stage == "candidates"
+    gen.close()
+    # a failure while writing leaves no half-written files behind
+    import napari_cetpick._explore_overview as ov
+
+    monkeypatch.setattr(ov, "overview_html", lambda r: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        write_exploration(tmp_path / "half", res)
+    assert list((tmp_path / "half").iterdir()) == []
+
+
+def test_find_candidates_strongest_first_and_capped():
+    v, pts, kinds = two_kinds(seed=1)
+    zyx, diam, score = find_candidates(v, (6.0, 18.0), max_candidates=5)
+    assert len(zyx) == 5 and np.all(np.diff(score) <= 0)
+
+
+@pytest.mark.slow
+def test_cli_explore_then_train_from_a_cluster(tmp_path, capsys):
+    v, pts, kinds = two_kinds(seed=2)
+    tomo_path = write_tomogram(tmp_path / "t.mrc", v, voxel_size_a=VOXEL_A)
+    out = tmp_path / "ex"
+    assert main(["explore", "--tomogram", str(tomo_path), "--diameter-range", "60", "180", "--out-dir", str(out),
+                 "--min-cluster-size", "8", "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert "clusters" in said and "--labels-from-cluster" in said
+    ps = read_points(out / CANDIDATES_FILE)
+    c = int(ps.features["cluster"].max())
+    members = ps.zyx[ps.features["cluster"].to_numpy() == c]
+    model = tmp_path / "m.ckpt"
+    assert main(["train", "--tomogram", str(tomo_path), "--labels-from-cluster", f"{out}:{c}", "--max-steps", "2",
+                 "--out", str(model), "--quiet", "--device", "cpu"]) == 0
+    said = capsys.readouterr().out
+    assert f"{len(members)} labels: the members of cluster" in said and "the cluster's median size" in said
+    from napari_cetpick.checkpoint import Checkpoint
+
+    ck = Checkpoint.load(model)
+    assert ck.info["n_labels"] == len(members)
+    # bad cluster, bad folder, with --labels too: one line, exit 2, no traceback
+    for argv, msg in ((["--labels-from-cluster", f"{out}:77"], "no cluster 77"),
+                      (["--labels-from-cluster", f"{tmp_path}:1"], "no explore.json"),
+                      (["--labels-from-cluster", f"{out}:x"], "whole number"),
+                      (["--labels-from-cluster", f"{out}:0", "--labels", str(out / CANDIDATES_FILE)],
+                       "one or the other")):
+        assert main(["train", "--tomogram", str(tomo_path), *argv, "--out", str(tmp_path / "n.ckpt")]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err, err
+    assert main(["explore", "--tomogram", str(tomo_path), "--diameter-range", "60", "5000", "--out-dir",
+                 str(tmp_path / "never")]) == 2
+    assert "does not fit" in capsys.readouterr().err and not (tmp_path / "never").exists()
+    assert open_tomogram(tomo_path).shape_zyx == v.shape
