@@ -266,13 +266,21 @@ def log_score_map(
     return score, np.full(3, float(f)), np.full(3, (f - 1) / 2.0)
 
 
-def log_scale_space(
+def log_scale_space(volume_zyx, diameter_range_vox, dark_particles: bool = True, bin_factor: int | str = "auto",
+                    scale_step: float = 2 ** (1 / 3)) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`iter_log_scale_space` run to its end."""
+    from .utils import run_generator
+
+    return run_generator(iter_log_scale_space(volume_zyx, diameter_range_vox, dark_particles, bin_factor, scale_step))
+
+
+def iter_log_scale_space(
     volume_zyx: np.ndarray,
     diameter_range_vox: tuple[float, float],
     dark_particles: bool = True,
     bin_factor: int | str = "auto",
     scale_step: float = 2 ** (1 / 3),
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+):
     """Blobs of any size in a range: per voxel the best LoG response and its diameter.
 
     The response ``-∇²(G_s * v)`` is computed at scales ``s = D / (2 √3)`` from the smallest
@@ -283,8 +291,9 @@ def log_scale_space(
     maps that z by ``z / (z + 4)``, as :func:`dog_score_map`. ``bin_factor`` ``auto`` bins
     for the smallest diameter, as the DoG does.
 
-    Returns the score map, the diameter map (tomogram voxels, float32), and ``scale`` and
-    ``translate`` (index → tomogram voxel).
+    A generator: yields ``(k, n)`` after each of the ``n`` scales (progress; closing it stops
+    there), and returns the score map, the diameter map (tomogram voxels, float32), and
+    ``scale`` and ``translate`` (index → tomogram voxel).
     """
     vol = volume_zyx if isinstance(volume_zyx, np.ndarray) else np.asarray(volume_zyx)
     if vol.ndim != 3:
@@ -309,6 +318,7 @@ def log_scale_space(
         best[better] = r[better]
         which[better] = k
         del r, better
+        yield k + 1, n
     del v
     np.maximum(best, 0.0, out=best)
     best /= best + DOG_Z_HALF

@@ -177,17 +177,26 @@ def diameter_range_vox(config: ExploreConfig, voxel_size_a: float, shape_zyx) ->
 
 def find_candidates(volume, range_vox: tuple[float, float], max_candidates: int = 4000,
                     floor: float = CANDIDATE_FLOOR, dark_particles: bool = True):
+    """:func:`iter_find_candidates` run to its end."""
+    from .utils import run_generator
+
+    return run_generator(iter_find_candidates(volume, range_vox, max_candidates, floor, dark_particles))
+
+
+def iter_find_candidates(volume, range_vox: tuple[float, float], max_candidates: int = 4000,
+                         floor: float = CANDIDATE_FLOOR, dark_particles: bool = True):
     """Blob candidates over a range of sizes (module doc, step 1).
 
-    Returns ``zyx`` (n, 3) tomogram voxels, ``diameter_vox`` (n,) and ``score`` (n,), strongest
-    first; candidates whose blob would reach past the tomogram's border are left out.
+    A generator: yields ``(k, n)`` after each of the ``n`` scales, and returns ``zyx`` (n, 3)
+    tomogram voxels, ``diameter_vox`` (n,) and ``score`` (n,), strongest first; candidates
+    whose blob would reach past the tomogram's border are left out.
     """
     from scipy.spatial import cKDTree
 
-    from .baselines import log_scale_space
+    from .baselines import iter_log_scale_space
     from .peaks import candidates
 
-    score, size, scale, translate = log_scale_space(volume, range_vox, dark_particles)
+    score, size, scale, translate = yield from iter_log_scale_space(volume, range_vox, dark_particles)
     zyx, sc, idx = candidates(score, floor=max(floor, 1e-6), scale=scale, translate=translate,
                               shape_zyx=tuple(np.shape(volume)), return_index=True)
     del score
@@ -310,7 +319,14 @@ def explore(volume, voxel_size_a: float, config: ExploreConfig | None = None
     t0 = time.perf_counter()
     yield ExploreProgress("candidates", 0, 1, f"looking for blobs of {cfg.diameter_range_a[0]:g}–"
                                               f"{cfg.diameter_range_a[1]:g} Å")
-    zyx, diam, score = find_candidates(volume, (lo, hi), cfg.max_candidates, cfg.floor, cfg.dark_particles)
+    steps = iter_find_candidates(volume, (lo, hi), cfg.max_candidates, cfg.floor, cfg.dark_particles)
+    while True:
+        try:
+            k, n = next(steps)
+        except StopIteration as stop:
+            zyx, diam, score = stop.value
+            break
+        yield ExploreProgress("candidates", k, n + 1, f"blob scale {k} of {n}")
     yield ExploreProgress("candidates", 1, 1, f"{len(zyx)} candidates")
     if len(zyx) < 2:
         raise CetpickError(f"Found {len(zyx)} blob{'s' * (len(zyx) != 1)} of {cfg.diameter_range_a[0]:g}–"
