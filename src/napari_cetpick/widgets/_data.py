@@ -85,7 +85,7 @@ class DataSection(Container):
     def _points_choices(self, exclude_roles) -> list:
         rec = self._choosing_for or self._state.current  # another tomogram's layers are not offered
         return [(layer.name, layer) for layer in self._layers()
-                if L.is_points_layer(layer) and L.layer_role(layer) not in exclude_roles
+                if L.is_points_layer(layer) and L.layer_role(layer) not in (*exclude_roles, "candidates")
                 and not layer_cetpick_meta(layer).get("truth_class")
                 and layer_cetpick_meta(layer).get("kind") not in ("truth", "picks")
                 and not (rec is not None and self._state.belongs_elsewhere(layer, rec))]

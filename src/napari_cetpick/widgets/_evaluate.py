@@ -57,7 +57,8 @@ class EvaluateSection(Container):
 
     def _truth_choices(self, widget=None) -> list:
         return [(lay.name, lay) for lay in self._layers()
-                if L.is_points_layer(lay) and L.layer_role(lay) not in ("picks", "labels", "negatives", "cursor")]
+                if L.is_points_layer(lay) and L.layer_role(lay) not in ("picks", "labels", "negatives", "cursor",
+                                                                      "candidates")]
 
     def _box_choices(self, widget=None) -> list:
         return [(lay.name, lay) for lay in self._layers()

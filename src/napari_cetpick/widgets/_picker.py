@@ -1,4 +1,4 @@
-"""The particle picker panel: label → Train → Detect → Review → Improve → Export → Evaluate.
+"""The particle picker panel: (Explore →) label → Train → Detect → Review → Improve → Export → Evaluate.
 
 ``PickerWidget`` only composes the sections and wires them to the viewer. Each section is
 a magicgui ``Container`` in its own module with role-named controls and
@@ -22,6 +22,7 @@ from napari_cetpick.widgets._classes import ClassRow
 from napari_cetpick.widgets._data import DataSection
 from napari_cetpick.widgets._detect import DetectSection
 from napari_cetpick.widgets._evaluate import EvaluateSection
+from napari_cetpick.widgets._explore import ExploreSection
 from napari_cetpick.widgets._export import EXPORT_FORMATS, ExportSection
 from napari_cetpick.widgets._import import ImportRow
 from napari_cetpick.widgets._improve import ImproveSection
@@ -64,6 +65,8 @@ class PickerWidget(QWidget):
         self.data = DataSection(self.state, self.tracker, self.classes)
         self.importer = ImportRow(self.state, self.tracker, ask_path, self.data.new_points_layer)
         self.tomograms = TomogramTable(self.state, self._select_tomogram)
+        self.explore = ExploreSection(self.state, self.runner, self.data.restore_points,
+                                      lambda: self._show_selected_tomogram())
         self.train = TrainSection(self.state, self.runner, ask_path)
         self.detect = DetectSection(self.state, self.runner, self.tracker, self._device)
         self.review = ReviewSection(self.state, self.tracker, self.data.new_points_layer)
@@ -75,10 +78,11 @@ class PickerWidget(QWidget):
         self.session_files = SessionFilesRow(self.state, self.autosave, ask_path)
         self.export = ExportSection(self.state, ask_path, ask_folder)
         self.evaluate = EvaluateSection(self.state)
-        self.sections = [self.data, self.importer, self.train, self.detect, self.review, self.mask, self.export, self.evaluate]
+        self.sections = [self.data, self.importer, self.explore, self.train, self.detect, self.review, self.mask,
+                         self.export, self.evaluate]
         self._form = Container(labels=False, widgets=[
-            self.data, self.importer, self.tomograms, self.autosave, self.session_files, self.train, self.detect,
-            self.review, self.improve, self.mask, self.export, self.evaluate])
+            self.data, self.importer, self.tomograms, self.autosave, self.session_files, self.explore, self.train,
+            self.detect, self.review, self.improve, self.mask, self.export, self.evaluate])
         self._build_scroll_area()
         events = viewer.layers.events
         events.inserted.connect(self._on_layers_inserted)
@@ -123,8 +127,8 @@ class PickerWidget(QWidget):
         self.data._tomogram_combo.value = layer
 
     def _show_selected_tomogram(self, *_) -> None:
-        """Tomograms share napari's world: show the selected one with its layers (every class's),
-        hide the others' (and show again only what the panel itself hid)."""
+        """Tomograms share napari's world: show the selected one with its layers (every class's,
+        its candidates), hide the others' (and show again only what the panel itself hid)."""
         cur = self.state.current
         if cur is None or not self.state.live(cur.layer):
             return
@@ -132,7 +136,7 @@ class PickerWidget(QWidget):
             if not self.state.live(rec.layer):
                 continue
             mine = rec.same(cur)
-            for layer in [rec.layer, *rec.layers_held(TOMOGRAM_LAYER_KINDS)]:
+            for layer in [rec.layer, *rec.layers_held(TOMOGRAM_LAYER_KINDS), *self.explore.layers_of(rec)]:
                 if layer is None or not self.state.live(layer):
                     continue
                 if mine and id(layer) in self._auto_hidden:

@@ -20,7 +20,7 @@ from napari_cetpick.errors import CetpickError
 log = logging.getLogger(__name__)
 
 RUN_NAMES = {"train": "Training", "finalise": "Saving the last model", "detect": "Detection",
-             "improve": "Improve", "improve-detect": "Detection after Improve"}
+             "improve": "Improve", "improve-detect": "Detection after Improve", "explore": "Exploration"}
 
 
 class WorkerRunner:
