@@ -159,3 +159,34 @@ def test_cli_explore_then_train_from_a_cluster(tmp_path, capsys):
                  str(tmp_path / "never")]) == 2
     assert "does not fit" in capsys.readouterr().err and not (tmp_path / "never").exists()
     assert open_tomogram(tomo_path).shape_zyx == v.shape
+
+
+def test_the_encoder_embedding_trains_without_labels_and_separates_the_two_kinds():
+    """The self-supervised encoder (a short run on the tiny volume): finite embeddings, one per
+    candidate, the same for the same seed, and the two kinds of blob still apart."""
+    from napari_cetpick.explore_encoder import train_encoder
+
+    v, pts, kinds = two_kinds(seed=3)
+    zyx, diam, score = find_candidates(v, (6.0, 18.0), max_candidates=120)
+    emb = run_generator(train_encoder(v, zyx, 18.0, steps=15, seed=0))
+    assert emb.shape == (len(zyx), 64) and np.all(np.isfinite(emb))
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
+    again = run_generator(train_encoder(v, zyx, 18.0, steps=15, seed=0))
+    assert np.allclose(emb, again, atol=1e-5)
+    # nearest candidate of each planted particle; the kinds' mean embeddings differ more than
+    # a kind's own spread
+    which = np.linalg.norm(zyx[None] - pts[:, None], axis=2).argmin(1)
+    e0, e1 = emb[which[kinds == 0]], emb[which[kinds == 1]]
+    between = np.linalg.norm(e0.mean(0) - e1.mean(0))
+    within = max(np.linalg.norm(e0 - e0.mean(0), axis=1).mean(), np.linalg.norm(e1 - e1.mean(0), axis=1).mean())
+    assert between > 2 * within, (between, within)  # measured 6-10x on two volumes and seeds
+    gen = explore(v, VOXEL_A, ExploreConfig(diameter_range_a=(60, 180), embedding="encoder", encoder_steps=3,
+                                            max_candidates=60))
+    stages = []
+    while True:
+        try:
+            stages.append(next(gen).stage)
+        except StopIteration as stop:
+            res = stop.value
+            break
+    assert "embedding" in stages and res.embedding.shape == (60, 65)

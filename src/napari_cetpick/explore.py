@@ -7,7 +7,10 @@
 2. **Embedding**: per candidate, numbers that do not depend on its orientation —
    ``profiles``: the radial profile (:func:`~napari_cetpick.descriptors.radial_profiles`:
    mean density in thin shells, polar caps and equatorial belt apart) out to the range's
-   largest size, plus the blob's size.
+   largest size, plus the blob's size; or ``encoder``: a small 3D network trained on the
+   tomogram's own candidates without labels (:mod:`napari_cetpick.explore_encoder`), plus the
+   size. The profiles are the default: they separated the classes as well or better in the
+   benchmark, in seconds instead of minutes (docs/benchmark.md, "Exploration").
 3. **Clusters and map** (scikit-learn): HDBSCAN on the standardised embedding (reduced by PCA
    to 5 components) finds groups of any shape and leaves what belongs to none as noise
    (cluster -1); its "leaf" selection keeps the small, dense groups (pure clusters, more
@@ -35,7 +38,7 @@ import numpy as np
 from .errors import CetpickError, plain
 
 #: The embeddings :func:`explore` offers.
-EMBEDDINGS = ("profiles",)
+EMBEDDINGS = ("profiles", "encoder")
 #: Sizes looked for when the user gives none (Å): from small complexes to ribosomes.
 DEFAULT_DIAMETER_RANGE_A = (60.0, 300.0)
 #: Blob score (robust z of the LoG response mapped by z / (z + 4)) a candidate needs: z ≈ 1.7.
@@ -68,14 +71,16 @@ class ExploreConfig:
         Keep at most this many candidates, the strongest blobs first.
     floor : float
         Lowest blob score a candidate needs (0..1; 0.5 = a response 4 robust sigmas up).
-    embedding : {"profiles"}
+    embedding : {"profiles", "encoder"}
         What the clusters are made of (see the module doc).
     min_cluster_size : int, optional
         The smallest group HDBSCAN calls a cluster; default 0.75 % of the candidates, at least 10.
     dark_particles : bool
         Particles darker than the background (protein in cryo-ET).
+    encoder_steps : int
+        Training steps of the ``encoder`` embedding.
     seed : int
-        Seed of the map and the clusters' PCA.
+        Seed of the map, the clusters' PCA and the encoder.
     """
 
     diameter_range_a: tuple[float, float] = DEFAULT_DIAMETER_RANGE_A
@@ -84,6 +89,7 @@ class ExploreConfig:
     embedding: str = "profiles"
     min_cluster_size: int | None = None
     dark_particles: bool = True
+    encoder_steps: int = 300
     seed: int = 0
 
     def validate(self) -> "ExploreConfig":
@@ -332,7 +338,19 @@ def explore(volume, voxel_size_a: float, config: ExploreConfig | None = None
         raise CetpickError(f"Found {len(zyx)} blob{'s' * (len(zyx) != 1)} of {cfg.diameter_range_a[0]:g}–"
                            f"{cfg.diameter_range_a[1]:g} Å: check the diameter range and the voxel size "
                            f"({voxel_size_a:g} Å), or lower the blob score floor.")
-    emb = profile_embedding(volume, zyx, diam, hi)
+    if cfg.embedding == "encoder":
+        from .explore_encoder import train_encoder
+
+        steps = train_encoder(volume, zyx, hi, steps=cfg.encoder_steps, seed=cfg.seed)
+        while True:
+            try:
+                k, n = next(steps)
+            except StopIteration as stop:
+                emb = np.hstack([stop.value, np.log(diam.astype(float))[:, None]]).astype(np.float32)
+                break
+            yield ExploreProgress("embedding", k, n + 1, f"encoder step {k} of {n}")
+    else:
+        emb = profile_embedding(volume, zyx, diam, hi)
     yield ExploreProgress("embedding", 1, 1, f"{emb.shape[1]} numbers per candidate ({cfg.embedding})")
     cluster, reduced = cluster_embedding(emb, cfg.min_cluster_size, cfg.seed)
     n_clusters = int(cluster.max()) + 1 if len(cluster) else 0
