@@ -300,6 +300,23 @@ def main(argv=None) -> int:
     bottom = panel.review.native.geometry().united(panel.evaluate.native.geometry())
     form.grab(top).save(str(out / "10_panel_top.png"))
     form.grab(bottom).save(str(out / "11_panel_bottom.png"))
+
+    # Explore (no labels needed): the first tomogram's blobs of 100-300 Å, its largest-size cluster chosen
+    panel.data._tomogram_combo.value = tomo
+    panel.explore._min_diameter_spin.value = 100.0
+    panel.explore._max_diameter_spin.value = 300.0
+    assert panel.explore.explore()
+    _wait(app, lambda: not panel.runner.busy, 600)
+    ex = panel.explore.exploration()
+    if ex is not None and ex.result.cluster_ids:
+        res = ex.result
+        big = max(res.cluster_ids, key=lambda c: float(np.median(res.diameter_vox[res.cluster == c])))
+        panel.explore._clusters.choose_cluster(big)
+        for layer in viewer.layers:  # the tomogram and its candidates only
+            layer.visible = layer is tomo or layer is ex.layer
+        viewer.dims.set_point(0, float(np.median(res.members(big)[:, 0])))
+        scroll_to(panel.explore)
+        viewer.window.screenshot(str(out / "13_explore.png"), canvas_only=False)
     viewer.close()
     print(f"screenshots in {out}", flush=True)
     return 0

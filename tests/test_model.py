@@ -69,3 +69,16 @@ def test_unet_5_crop_of_48_is_refused_before_training():
 
     with pytest.raises(CetpickError, match=r"crop_xy must be a multiple of 32 \(the unet_5 network's\)"):
         TrainConfig(arch="unet_5", crop_xy=48).validate()
+
+
+def test_default_network_follows_the_device():
+    """No network chosen: the wider unet3d on a CUDA GPU (as fast there, more accurate), the small
+    default elsewhere; a chosen network is kept (the CLI's --arch, the panel's Network)."""
+    import torch
+
+    from napari_cetpick.config import GPU_ARCH, TrainConfig, default_arch
+
+    assert GPU_ARCH == "unet3d" and GPU_ARCH in ARCH_SPECS
+    assert default_arch("cpu") == default_arch(torch.device("cpu")) == TrainConfig().arch == "unet3d_small"
+    assert default_arch("cuda") == default_arch("cuda:1") == default_arch(torch.device("cuda", 0)) == GPU_ARCH
+    assert default_arch("mps") == TrainConfig().arch

@@ -25,6 +25,11 @@ ARCH_SPECS: dict[str, dict] = {
     "unet3d": {"kind": "3d", "stem": 16, "levels": (24, 48, 96), "embed": 16},
 }
 ARCHS = tuple(ARCH_SPECS)
+#: The network trained on a CUDA GPU when the user chooses none (the command line without
+#: --arch, the panel's Network "auto"): as fast there as the small default (host-bound) and
+#: more accurate on medium and hollow particles (docs/benchmark.md, "On a GPU"); CPUs keep
+#: the small default for speed (--arch unet3d: about 1.45x the time).
+GPU_ARCH = "unet3d"
 
 #: Optimiser steps of a training run when neither ``num_epochs`` nor ``max_steps`` is given.
 DEFAULT_STEPS = 300
@@ -368,4 +373,10 @@ class DetectConfig:
         return self
 
 
-__all__ = ["TrainConfig", "ClassSpec", "class_colour", "CLASS_PALETTE", "DEFAULT_CLASS", "ALL_CLASSES", "check_class_name", "DetectConfig", "preset", "network_multiple", "ARCH_SPECS", "ARCHS", "PRESETS", "field"]
+__all__ = ["TrainConfig", "ClassSpec", "class_colour", "CLASS_PALETTE", "DEFAULT_CLASS", "ALL_CLASSES", "check_class_name", "DetectConfig", "preset", "network_multiple", "ARCH_SPECS", "ARCHS", "GPU_ARCH", "default_arch", "PRESETS", "field"]
+
+
+def default_arch(device) -> str:
+    """The network to train when the user chose none: :data:`GPU_ARCH` on CUDA, else the default."""
+    kind = getattr(device, "type", str(device or "cpu")).split(":")[0]
+    return GPU_ARCH if kind == "cuda" else TrainConfig.arch

@@ -478,3 +478,14 @@ def test_loss_axis_labels_tell_the_ends_apart_at_any_scale(hi, lo, qtbot):
     curve.resize(260, 120)
     curve.set_history(range(1, 51), np.linspace(hi, lo, 50))
     assert not curve.grab().isNull()  # paints without error
+
+
+def test_network_auto_is_the_wider_net_on_a_gpu_only(panel):
+    from napari_cetpick.config import GPU_ARCH, TrainConfig
+
+    adv = panel.train._advanced
+    assert adv._arch_combo.value == "auto"
+    assert adv.values("cpu")["arch"] == TrainConfig().arch and adv.values("cuda:0")["arch"] == GPU_ARCH
+    assert panel.train.train_config(for_run=True).arch == TrainConfig().arch  # the tests' device is the CPU
+    adv._arch_combo.value = "unet_small"
+    assert adv.values("cuda")["arch"] == "unet_small"  # a chosen network is kept

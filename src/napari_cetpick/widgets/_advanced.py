@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
 
-from napari_cetpick.config import ARCHS, TrainConfig
+from napari_cetpick.config import ARCHS, GPU_ARCH, TrainConfig, default_arch
 
 _DEFAULTS = TrainConfig()
+AUTO_ARCH = "auto"  # the Network choice that follows the device (config.default_arch)
 
 # Bounds that keep one training step within a laptop's memory: crops of 256² × 64 slices
 # in batches of 32 already need several GB for the published networks. The engine's own
@@ -41,9 +42,11 @@ class AdvancedSettings(Container):
             text="Average slice pairs", value=_DEFAULTS.compress,
             tooltip="Average consecutive slice pairs before the network, halving z (--compress).")
         self._arch_combo = ComboBox(
-            label="Network", choices=ARCHS, value=_DEFAULTS.arch,
-            tooltip="unet3d_small (3D U-Net) is the default; unet3d is larger; unet_small is a fast pseudo-3D net; "
-                    "unet_4 / unet_5 are the published networks (--arch). The 3D nets need crops in multiples of 8.")
+            label="Network", choices=(AUTO_ARCH, *ARCHS), value=AUTO_ARCH,
+            tooltip=f"auto: {GPU_ARCH} when training on a CUDA GPU (as fast there, more accurate on medium and "
+                    f"hollow particles), else {_DEFAULTS.arch} (3D U-Nets; unet3d takes about 1.45x as long on a "
+                    "CPU); unet_small is a fast pseudo-3D net; unet_4 / unet_5 are the published networks (--arch). "
+                    "The 3D nets need crops in multiples of 8.")
         self._batch_size_spin = SpinBox(
             label="Batch size", min=1, max=BATCH_MAX, value=_DEFAULTS.batch_size,
             tooltip=f"Crops per optimiser step (1–{BATCH_MAX}); memory grows with it.")
@@ -67,12 +70,13 @@ class AdvancedSettings(Container):
         self._cr_weight_spin.enabled = bool(value)
         self._temp_spin.enabled = bool(value)
 
-    def values(self) -> dict:
-        """The settings as TrainConfig keyword arguments."""
+    def values(self, device="cpu") -> dict:
+        """The settings as TrainConfig keyword arguments; Network "auto" resolved for ``device``."""
+        arch = str(self._arch_combo.value)
         return dict(
             thresh=float(self._thresh_spin.value), contrastive=bool(self._contrastive_check.value),
             cr_weight=float(self._cr_weight_spin.value), temp=float(self._temp_spin.value),
-            arch=str(self._arch_combo.value), batch_size=int(self._batch_size_spin.value),
+            arch=default_arch(device) if arch == AUTO_ARCH else arch, batch_size=int(self._batch_size_spin.value),
             crop_xy=int(self._crop_xy_spin.value), crop_z=int(self._crop_z_spin.value),
             gauss=float(self._gauss_spin.value), compress=bool(self._compress_check.value),
             seed=int(self._seed_spin.value),
