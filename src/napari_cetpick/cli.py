@@ -861,16 +861,11 @@ def cmd_explore(args) -> int:
         raise CetpickError(f"{args.tomogram}: the header gives no voxel size; give --voxel-size (Å).")
     diameter_range_vox(cfg, tomo.voxel_size_a, tomo.shape_zyx)  # before any folder is made
     out_dir = _writable_folder(args.out_dir, "exploration")
+    from .utils import run_generator
+
     t0 = time.perf_counter()
-    gen = explore(tomo.data, tomo.voxel_size_a, cfg)
-    while True:
-        try:
-            p = next(gen)
-        except StopIteration as stop:
-            res = stop.value
-            break
-        if not args.quiet:
-            print(f"[{time.perf_counter() - t0:6.1f} s] {p.stage}: {p.message}", file=sys.stderr)
+    res = run_generator(explore(tomo.data, tomo.voxel_size_a, cfg), None if args.quiet else (
+        lambda p: print(f"[{time.perf_counter() - t0:6.1f} s] {p.stage}: {p.message}", file=sys.stderr)))
     paths = write_exploration(out_dir, res, layout=tomo.layout, tomogram_path=args.tomogram)
     print(f"Explored {args.tomogram} in {time.perf_counter() - t0:.0f} s: {len(res.zyx)} candidates, "
           f"{len(res.cluster_ids)} clusters, {res.info['n_unclustered']} candidates in none")

@@ -300,6 +300,16 @@ def class_averages(volume, zyx, cluster, half_box: int) -> dict:
     return out
 
 
+def _relay(steps, stage: str, what: str):
+    """Drive a ``(k, n)``-yielding generator, yielding :class:`ExploreProgress`; return its value."""
+    while True:
+        try:
+            k, n = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        yield ExploreProgress(stage, k, n + 1, f"{what} {k} of {n}")
+
+
 def explore(volume, voxel_size_a: float, config: ExploreConfig | None = None
             ) -> Generator[ExploreProgress, None, ExploreResult]:
     """Candidates, embedding, clusters, map and class averages of one tomogram.
@@ -325,14 +335,9 @@ def explore(volume, voxel_size_a: float, config: ExploreConfig | None = None
     t0 = time.perf_counter()
     yield ExploreProgress("candidates", 0, 1, f"looking for blobs of {cfg.diameter_range_a[0]:g}–"
                                               f"{cfg.diameter_range_a[1]:g} Å")
-    steps = iter_find_candidates(volume, (lo, hi), cfg.max_candidates, cfg.floor, cfg.dark_particles)
-    while True:
-        try:
-            k, n = next(steps)
-        except StopIteration as stop:
-            zyx, diam, score = stop.value
-            break
-        yield ExploreProgress("candidates", k, n + 1, f"blob scale {k} of {n}")
+    zyx, diam, score = yield from _relay(
+        iter_find_candidates(volume, (lo, hi), cfg.max_candidates, cfg.floor, cfg.dark_particles),
+        "candidates", "blob scale")
     yield ExploreProgress("candidates", 1, 1, f"{len(zyx)} candidates")
     if len(zyx) < 2:
         raise CetpickError(f"Found {len(zyx)} blob{'s' * (len(zyx) != 1)} of {cfg.diameter_range_a[0]:g}–"
@@ -341,14 +346,9 @@ def explore(volume, voxel_size_a: float, config: ExploreConfig | None = None
     if cfg.embedding == "encoder":
         from .explore_encoder import train_encoder
 
-        steps = train_encoder(volume, zyx, hi, steps=cfg.encoder_steps, seed=cfg.seed)
-        while True:
-            try:
-                k, n = next(steps)
-            except StopIteration as stop:
-                emb = np.hstack([stop.value, np.log(diam.astype(float))[:, None]]).astype(np.float32)
-                break
-            yield ExploreProgress("embedding", k, n + 1, f"encoder step {k} of {n}")
+        feats = yield from _relay(train_encoder(volume, zyx, hi, steps=cfg.encoder_steps, seed=cfg.seed),
+                                  "embedding", "encoder step")
+        emb = np.hstack([feats, np.log(diam.astype(float))[:, None]]).astype(np.float32)
     else:
         emb = profile_embedding(volume, zyx, diam, hi)
     yield ExploreProgress("embedding", 1, 1, f"{emb.shape[1]} numbers per candidate ({cfg.embedding})")
