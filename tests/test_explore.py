@@ -161,17 +161,18 @@ def test_cli_explore_then_train_from_a_cluster(tmp_path, capsys):
     assert open_tomogram(tomo_path).shape_zyx == v.shape
 
 
-def test_the_encoder_embedding_trains_without_labels_and_separates_the_two_kinds():
+def test_the_encoder_embedding_trains_without_labels_and_separates_the_two_kinds(tmp_path):
     """The self-supervised encoder (a short run on the tiny volume): finite embeddings, one per
     candidate, the same for the same seed, and the two kinds of blob still apart."""
     from napari_cetpick.explore_encoder import train_encoder
 
     v, pts, kinds = two_kinds(seed=3)
     zyx, diam, score = find_candidates(v, (6.0, 18.0), max_candidates=120)
-    emb = run_generator(train_encoder(v, zyx, 18.0, steps=15, seed=0))
+    emb, encoder = run_generator(train_encoder(v, zyx, 18.0, steps=15, seed=0))
     assert emb.shape == (len(zyx), 64) and np.all(np.isfinite(emb))
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
-    again = run_generator(train_encoder(v, zyx, 18.0, steps=15, seed=0))
+    assert encoder["meta"]["steps"] == 15 and np.isfinite(encoder["meta"]["last_loss"])
+    again, _ = run_generator(train_encoder(v, zyx, 18.0, steps=15, seed=0))
     assert np.allclose(emb, again, atol=1e-5)
     # nearest candidate of each planted particle; the kinds' mean embeddings differ more than
     # a kind's own spread
@@ -190,3 +191,19 @@ def test_the_encoder_embedding_trains_without_labels_and_separates_the_two_kinds
             res = stop.value
             break
     assert "embedding" in stages and res.embedding.shape == (60, 65)
+    # the encoder is saved beside the candidates, loadable with weights_only and giving the same embedding
+    import torch
+
+    from napari_cetpick.explore_encoder import CROP, SHIFT, candidate_cubes, load_encoder
+
+    paths = write_exploration(tmp_path / "enc", res)
+    backbone, head, meta = load_encoder(paths["encoder"])
+    assert meta["n_candidates"] == 60 and meta["steps"] == 3
+    cubes = candidate_cubes(v, res.zyx, meta["largest_vox"])
+    c = SHIFT
+    with torch.no_grad():
+        again = torch.nn.functional.normalize(backbone(torch.from_numpy(
+            np.ascontiguousarray(cubes[:, None, c:c + CROP, c:c + CROP, c:c + CROP]))), dim=1).numpy()
+    assert np.allclose(again, res.embedding[:, :-1], atol=1e-5)
+    with pytest.raises(CetpickError, match="not an exploration encoder"):
+        load_encoder(paths["summary"])

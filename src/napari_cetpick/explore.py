@@ -48,6 +48,7 @@ CANDIDATES_FILE = "candidates.csv"
 SUMMARY_FILE = "explore.json"
 OVERVIEW_FILE = "overview.html"
 AVERAGES_FILE = "class_averages.npz"
+ENCODER_FILE = "encoder.pt"
 #: The radial profile's shells and reach (in the range's largest diameter).
 _N_SHELLS = 12
 _REACH = 0.6
@@ -125,7 +126,8 @@ class ExploreResult:
 
     ``zyx`` (n, 3) tomogram voxels; ``diameter_vox`` (n,) each blob's best LoG size; ``score``
     (n,) its blob score; ``embedding`` (n, k); ``map_xy`` (n, 2); ``cluster`` (n,) ints;
-    ``averages`` {cluster: 2D mean central xy slice}; ``info``: settings and figures.
+    ``averages`` {cluster: 2D mean central xy slice}; ``info``: settings and figures;
+    ``encoder``: with the ``encoder`` embedding, its weights and metadata (``encoder.pt``).
     """
 
     zyx: np.ndarray
@@ -138,6 +140,7 @@ class ExploreResult:
     voxel_size_a: float
     shape_zyx: tuple
     info: dict = field(default_factory=dict)
+    encoder: dict | None = None
 
     @property
     def cluster_ids(self) -> list[int]:
@@ -346,11 +349,11 @@ def explore(volume, voxel_size_a: float, config: ExploreConfig | None = None
     if cfg.embedding == "encoder":
         from .explore_encoder import train_encoder
 
-        feats = yield from _relay(train_encoder(volume, zyx, hi, steps=cfg.encoder_steps, seed=cfg.seed),
-                                  "embedding", "encoder step")
+        feats, encoder = yield from _relay(train_encoder(volume, zyx, hi, steps=cfg.encoder_steps, seed=cfg.seed),
+                                           "embedding", "encoder step")
         emb = np.hstack([feats, np.log(diam.astype(float))[:, None]]).astype(np.float32)
     else:
-        emb = profile_embedding(volume, zyx, diam, hi)
+        emb, encoder = profile_embedding(volume, zyx, diam, hi), None
     yield ExploreProgress("embedding", 1, 1, f"{emb.shape[1]} numbers per candidate ({cfg.embedding})")
     cluster, reduced = cluster_embedding(emb, cfg.min_cluster_size, cfg.seed)
     n_clusters = int(cluster.max()) + 1 if len(cluster) else 0
@@ -368,13 +371,14 @@ def explore(volume, voxel_size_a: float, config: ExploreConfig | None = None
                          for c in range(n_clusters)},
             "elapsed_s": round(time.perf_counter() - t0, 1)}
     return ExploreResult(zyx, diam, score, emb, np.asarray(xy, float), cluster.astype(int), averages,
-                         float(voxel_size_a), shape, info)
+                         float(voxel_size_a), shape, info, encoder)
 
 
 def write_exploration(out_dir, result: ExploreResult, layout=None, tomogram_path=None) -> dict:
     """Write an exploration folder: candidates (CSV, x y z in the tomogram file's frame, with
     size, score, cluster, map position and embedding), a summary (JSON), the class averages
-    (npz) and an overview (HTML: the map coloured by cluster, each cluster's average).
+    (npz), an overview (HTML: the map coloured by cluster, each cluster's average) and, with
+    the ``encoder`` embedding, the encoder (``encoder.pt``, loads with ``weights_only=True``).
 
     Everything is written to a temporary folder beside ``out_dir`` first and moved in at the
     end, so a failure leaves no half-written files. Returns the paths written.
@@ -396,6 +400,11 @@ def write_exploration(out_dir, result: ExploreResult, layout=None, tomogram_path
         from ._explore_overview import overview_html
 
         paths["overview"].write_text(overview_html(result))
+        if result.encoder is not None:
+            import torch
+
+            paths["encoder"] = tmp / ENCODER_FILE
+            torch.save(result.encoder, paths["encoder"])
         final = {}
         for key, p in paths.items():
             os.replace(p, out / p.name)

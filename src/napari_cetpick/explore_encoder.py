@@ -92,7 +92,8 @@ def train_encoder(volume, zyx, largest_vox: float, steps: int = 300, seed: int =
     """Train the encoder on the candidates ``zyx`` and embed them (module doc).
 
     Yields ``(step, total)``; returns (n, 64) float32 embeddings (the encoder's pooled
-    features, L2-normalised). Deterministic for a seed on one CPU.
+    features, L2-normalised) and the encoder (:func:`encoder_file_content`: its weights and
+    what it was trained on). Deterministic for a seed on one CPU.
     """
     import torch
 
@@ -125,4 +126,42 @@ def train_encoder(volume, zyx, largest_vox: float, steps: int = 300, seed: int =
         for s in range(0, n, 256):
             x = torch.from_numpy(np.ascontiguousarray(cubes[s:s + 256, None, c0:c0 + CROP, c0:c0 + CROP, c0:c0 + CROP]))
             feats.append(torch.nn.functional.normalize(backbone(x), dim=1).numpy())
-    return np.concatenate(feats).astype(np.float32)
+    meta = {"cube": CUBE, "crop": CROP, "embed": EMBED, "temperature": TEMPERATURE, "batch": BATCH,
+            "steps": int(steps), "seed": int(seed), "largest_vox": float(largest_vox), "n_candidates": int(n),
+            "last_loss": float(loss.detach()) if steps else None}
+    return np.concatenate(feats).astype(np.float32), encoder_file_content(backbone, head, meta)
+
+
+def encoder_file_content(backbone, head, meta: dict) -> dict:
+    """What ``encoder.pt`` holds: the weights (tensors) and plain metadata, so that
+    ``torch.load(path, weights_only=True)`` reads it, as the model files."""
+    from . import __version__
+    from .checkpoint import plain_types
+
+    state = {f"backbone.{k}": v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
+    state.update({f"head.{k}": v.detach().cpu().clone() for k, v in head.state_dict().items()})
+    return {"state_dict": state, "meta": plain_types({"kind": "napari-cetpick explore encoder",
+                                                      "package_version": __version__, **meta})}
+
+
+def load_encoder(path):
+    """The encoder of an ``encoder.pt`` (eval mode) and its metadata; CetpickError for another file."""
+    import pickle
+
+    import torch
+
+    from .errors import CetpickError
+
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        meta, state = blob["meta"], blob["state_dict"]
+        if meta.get("kind") != "napari-cetpick explore encoder":
+            raise KeyError("kind")
+        backbone, head = _network()
+        backbone.load_state_dict({k[9:]: v for k, v in state.items() if k.startswith("backbone.")})
+        head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
+    except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError, EOFError, ValueError, AttributeError) as exc:
+        raise CetpickError(f"{path}: not an exploration encoder file ({type(exc).__name__}).") from None
+    except OSError as exc:
+        raise CetpickError(f"{path}: cannot read the encoder file ({exc.strerror or exc}).") from None
+    return backbone.eval(), head.eval(), meta
