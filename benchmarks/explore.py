@@ -135,6 +135,8 @@ def train_from_cluster(res, cls, class_name: str, snr: float, args) -> dict:
     truth1 = n1[f"truth_{class_name}"]
     clicks = truth1[np.sort(rng.choice(len(truth1), size=min(20, len(truth1)), replace=False))]
     out = {"cluster": best_k, "cluster_share": round(best_share, 4)}
+    if best_k < 0:
+        return {**out, "skipped": "no cluster of 10 or more holds the class"}
     for name, labels in (("cluster", res.members(best_k)), ("clicks20", clicks)):
         cfg = TrainConfig(diameter_a=diam_a, seed=args.seed)
         t0 = time.perf_counter()

@@ -138,14 +138,18 @@ def test_cli_explore_then_train_from_a_cluster(tmp_path, capsys):
     c = int(ps.features["cluster"].max())
     members = ps.zyx[ps.features["cluster"].to_numpy() == c]
     model = tmp_path / "m.ckpt"
-    assert main(["train", "--tomogram", str(tomo_path), "--labels-from-cluster", f"{out}:{c}", "--max-steps", "2",
-                 "--out", str(model), "--quiet", "--device", "cpu"]) == 0
+    from napari_cetpick.io import write_points
+
+    negs = write_points(tmp_path / "neg.txt", np.array([[20.0, 8.0, 8.0]]))
+    assert main(["train", "--tomogram", str(tomo_path), "--labels-from-cluster", f"{out}:{c}", "--negatives",
+                 str(negs), "--max-steps", "2", "--out", str(model), "--quiet", "--device", "cpu"]) == 0
     said = capsys.readouterr().out
     assert f"{len(members)} labels: the members of cluster" in said and "the cluster's median size" in said
     from napari_cetpick.checkpoint import Checkpoint
 
     ck = Checkpoint.load(model)
     assert ck.info["n_labels"] == len(members)
+    assert ck.info["rounds"][-1]["n_negatives"] == 1  # the negatives given beside the cluster are used
     # bad cluster, bad folder, with --labels too: one line, exit 2, no traceback
     for argv, msg in ((["--labels-from-cluster", f"{out}:77"], "no cluster 77"),
                       (["--labels-from-cluster", f"{tmp_path}:1"], "no explore.json"),
@@ -155,6 +159,12 @@ def test_cli_explore_then_train_from_a_cluster(tmp_path, capsys):
         assert main(["train", "--tomogram", str(tomo_path), *argv, "--out", str(tmp_path / "n.ckpt")]) == 2
         err = capsys.readouterr().err
         assert msg in err and "Traceback" not in err, err
+    # a cluster of another tomogram (other shape) would mean other places: refused, naming both
+    other = write_tomogram(tmp_path / "other.mrc", v[:, :120, :150], voxel_size_a=VOXEL_A)
+    assert main(["train", "--tomogram", str(other), "--labels-from-cluster", f"{out}:{c}", "--out",
+                 str(tmp_path / "o.ckpt"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "explore this tomogram first" in err and "t.mrc" in err and "Traceback" not in err, err
     assert main(["explore", "--tomogram", str(tomo_path), "--diameter-range", "60", "5000", "--out-dir",
                  str(tmp_path / "never")]) == 2
     assert "does not fit" in capsys.readouterr().err and not (tmp_path / "never").exists()

@@ -50,6 +50,11 @@ def plain_types(value):
 #: Voxel sizes within this relative difference count as the same (header rounding).
 VOXEL_SIZE_TOLERANCE = 0.02
 
+
+def voxel_sizes_differ(a: float | None, b: float | None) -> bool:
+    """True when both voxel sizes are known and differ by more than :data:`VOXEL_SIZE_TOLERANCE`."""
+    return bool(a and b and abs(float(b) / float(a) - 1) > VOXEL_SIZE_TOLERANCE)
+
 #: Keys of a model's ``info`` that belong to one class (its count, calibration, labels).
 CLASS_INFO_KEYS = ("density_per_vox2", "expected_particles", "n_labels", "n_positives", "n_negatives",
                    "n_offset_labels", "centre_offset_work", "centre_offset_se_work", "particles_in_labelled_region",
@@ -164,8 +169,7 @@ class Checkpoint:
 
     def voxel_size_differs(self, voxel_size_a: float | None) -> bool:
         """True when both voxel sizes are known and differ by more than :data:`VOXEL_SIZE_TOLERANCE`."""
-        return bool(self.voxel_size_a and voxel_size_a
-                    and abs(float(voxel_size_a) / float(self.voxel_size_a) - 1) > VOXEL_SIZE_TOLERANCE)
+        return voxel_sizes_differ(self.voxel_size_a, voxel_size_a)
 
     @property
     def geometry(self) -> Geometry:

@@ -281,16 +281,17 @@ def _training_pairs(args) -> list[tuple]:
             per_tomo = [_split_by_class(l, "--labels", names) for l in per_tomo]
         for i, t in enumerate(args.tomogram):
             tomo = _open(t, args)
+            negs = _split_by_class(negatives.get(i, []), "--negatives", names, plain_key=ALL_CLASSES)
+            neg = {k: _read_clicks(f, tomo, args.labels_format) for k, f in negs.items()}
             if getattr(args, "labels_from_cluster", None):
                 from .explore import read_cluster_labels
 
-                lab = read_cluster_labels(args.labels_from_cluster, layout=tomo.layout, shape_zyx=tomo.shape_zyx)
-                pairs.append((tomo, lab, None))
-                print(f"{len(lab)} labels: the members of cluster {args.labels_from_cluster}")
-                continue
-            lab = {k: _drop_duplicates(_read_clicks(f, tomo, args.labels_format), f) for k, f in per_tomo[i].items()}
-            negs = _split_by_class(negatives.get(i, []), "--negatives", names, plain_key=ALL_CLASSES)
-            neg = {k: _read_clicks(f, tomo, args.labels_format) for k, f in negs.items()}
+                lab = {None: read_cluster_labels(args.labels_from_cluster, layout=tomo.layout, shape_zyx=tomo.shape_zyx,
+                                                 voxel_size_a=tomo.voxel_size_a, tomogram=t)}
+                print(f"{len(lab[None])} labels: the members of cluster {args.labels_from_cluster}")
+            else:
+                lab = {k: _drop_duplicates(_read_clicks(f, tomo, args.labels_format), f)
+                       for k, f in per_tomo[i].items()}
             if names is None:
                 pairs.append((tomo, lab[None], neg.get(ALL_CLASSES)))
             else:
@@ -307,7 +308,7 @@ def _labels_from_cluster_setup(args) -> None:
     if not args.tomogram or len(args.tomogram) != 1:
         raise CetpickError("--labels-from-cluster labels one tomogram: give exactly one --tomogram (the explored one).")
     summary = cluster_summary(args.labels_from_cluster)
-    if not (args.bbox or args.diameter_a):
+    if not (args.bbox or args.diameter_a or args.continue_from):  # a correction round keeps the model's size
         args.diameter_a = [f"{summary['median_diameter_a']:g}"]
         print(f"Particle diameter {summary['median_diameter_a']:g} Å: the cluster's median size "
               "(give --diameter-a to choose another).")

@@ -277,7 +277,7 @@ def map_2d(reduced: np.ndarray, seed: int = 0) -> np.ndarray:
     from sklearn.manifold import TSNE
 
     n = len(reduced)
-    if n < 5:
+    if n < 5 or not float(np.max(np.std(reduced, axis=0))) > 1e-12:  # too few, or all alike: a line
         return np.column_stack([np.arange(n, dtype=float), np.zeros(n)])
     perplexity = float(min(30.0, max(2.0, (n - 1) / 3.0)))
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(reduced)
@@ -409,16 +409,33 @@ def write_exploration(out_dir, result: ExploreResult, layout=None, tomogram_path
         for key, p in paths.items():
             os.replace(p, out / p.name)
             final[key] = out / p.name
+        if result.encoder is None:  # an earlier exploration's encoder does not belong to these candidates
+            (out / ENCODER_FILE).unlink(missing_ok=True)
         return final
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def read_cluster_labels(spec: str, layout=None, shape_zyx=None) -> np.ndarray:
-    """The zyx of one cluster's members from ``DIR:ID`` (an exploration folder and a cluster)."""
+def read_cluster_labels(spec: str, layout=None, shape_zyx=None, voxel_size_a: float | None = None,
+                        tomogram=None) -> np.ndarray:
+    """The zyx of one cluster's members from ``DIR:ID`` (an exploration folder and a cluster).
+
+    With ``shape_zyx`` / ``voxel_size_a``: a clear error when the exploration was of a tomogram
+    of another shape or voxel size (its positions would mean other places).
+    """
+    from .checkpoint import voxel_sizes_differ
     from .io.points import read_points
 
     folder, cluster_id = _split_spec(spec)
+    summary = _summary(folder)
+    there = tuple(summary.get("shape_zyx") or ())
+    if (shape_zyx is not None and there and there != tuple(int(v) for v in shape_zyx)) or voxel_sizes_differ(
+            summary.get("voxel_size_a"), voxel_size_a):
+        raise CetpickError(
+            f"{folder} explored {summary.get('tomogram') or 'another tomogram'} ({'×'.join(map(str, there))} voxels "
+            f"at {summary.get('voxel_size_a', 0):g} Å), not {tomogram or 'this tomogram'} "
+            f"({'×'.join(map(str, shape_zyx or ()))} voxels at {voxel_size_a or 0:g} Å): explore this tomogram "
+            "first, with the same layout options.")
     path = folder / CANDIDATES_FILE
     if not path.is_file():
         raise CetpickError(f"{folder}: no {CANDIDATES_FILE} there (run cetpick explore --out-dir {folder} first).")
@@ -440,16 +457,23 @@ def _split_spec(spec: str) -> tuple[Path, int]:
         raise CetpickError(f"The cluster in {spec!r} must be a whole number, got {cid!r}.") from None
 
 
-def cluster_summary(spec: str) -> dict:
-    """What ``explore.json`` says of the cluster in ``DIR:ID`` (members, median size in Å)."""
-    folder, cluster_id = _split_spec(spec)
+def _summary(folder: Path) -> dict:
     path = folder / SUMMARY_FILE
     if not path.is_file():
         raise CetpickError(f"{folder}: no {SUMMARY_FILE} there (run cetpick explore --out-dir {folder} first).")
     try:
-        clusters = json.loads(path.read_text())["clusters"]
-    except (ValueError, KeyError):
+        summary = json.loads(path.read_text())
+        if not isinstance(summary.get("clusters"), dict):
+            raise KeyError("clusters")
+    except (ValueError, KeyError, AttributeError):
         raise CetpickError(f"{path}: not an exploration summary.") from None
+    return summary
+
+
+def cluster_summary(spec: str) -> dict:
+    """What ``explore.json`` says of the cluster in ``DIR:ID`` (members, median size in Å)."""
+    folder, cluster_id = _split_spec(spec)
+    clusters = _summary(folder)["clusters"]
     if str(cluster_id) not in clusters:
         there = ", ".join(sorted(clusters, key=int)) or "none"
         raise CetpickError(f"There is no cluster {cluster_id} in {folder}: the clusters are {there}.")

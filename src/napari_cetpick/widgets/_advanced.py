@@ -70,13 +70,16 @@ class AdvancedSettings(Container):
         self._cr_weight_spin.enabled = bool(value)
         self._temp_spin.enabled = bool(value)
 
-    def values(self, device="cpu") -> dict:
-        """The settings as TrainConfig keyword arguments; Network "auto" resolved for ``device``."""
+    def values(self, device="cpu", continued_arch: str | None = None) -> dict:
+        """The settings as TrainConfig keyword arguments; Network "auto" is the continued model's
+        network (``continued_arch``), else the one for ``device``."""
         arch = str(self._arch_combo.value)
+        if arch == AUTO_ARCH:
+            arch = continued_arch or default_arch(device)
         return dict(
             thresh=float(self._thresh_spin.value), contrastive=bool(self._contrastive_check.value),
             cr_weight=float(self._cr_weight_spin.value), temp=float(self._temp_spin.value),
-            arch=default_arch(device) if arch == AUTO_ARCH else arch, batch_size=int(self._batch_size_spin.value),
+            arch=arch, batch_size=int(self._batch_size_spin.value),
             crop_xy=int(self._crop_xy_spin.value), crop_z=int(self._crop_z_spin.value),
             gauss=float(self._gauss_spin.value), compress=bool(self._compress_check.value),
             seed=int(self._seed_spin.value),

@@ -113,7 +113,12 @@ class TrainSection(Container):
             tau=float(self._tau_spin.value) or None,
             expected_particles=int(self._expected_particles_spin.value) or None,
             num_epochs=int(self._epochs_spin.value) or None, max_steps=int(self._max_steps_spin.value) or None,
-            lr=float(self._lr_spin.value), **self._advanced.values(self._resolved_device(for_run)))
+            lr=float(self._lr_spin.value), **self._advanced.values(self._resolved_device(for_run), self._continued_arch()))
+
+    def _continued_arch(self) -> str | None:
+        """The network of the model Train would continue from (Network "auto" keeps it), else None."""
+        init = self._init_model()
+        return None if init is None else init.config.arch
 
     def _resolved_device(self, load_torch: bool):
         """The device the Device choice means here (auto: CUDA, then MPS, then CPU)."""
