@@ -856,7 +856,7 @@ def cmd_explore(args) -> int:
     from .explore import ExploreConfig, diameter_range_vox, explore, write_exploration
 
     cfg = ExploreConfig(diameter_range_a=tuple(args.diameter_range), max_candidates=args.max_candidates,
-                        min_cluster_size=args.min_cluster_size, embedding=args.embedding, seed=args.seed).validate()
+                        min_cluster_size=args.min_cluster_size or None, embedding=args.embedding, seed=args.seed).validate()
     tomo = _open(args.tomogram, args)
     if not tomo.voxel_size_a:
         raise CetpickError(f"{args.tomogram}: the header gives no voxel size; give --voxel-size (Å).")
@@ -1039,7 +1039,7 @@ def _add_explore_parser(sub) -> None:
     p.add_argument("--max-candidates", type=int, default=ExploreConfig().max_candidates,
                    help="keep at most this many candidates, strongest blobs first (default %(default)s)")
     p.add_argument("--min-cluster-size", type=int, default=None,
-                   help="the smallest group called a cluster (default: 0.75 %% of the candidates, at least 10)")
+                   help="the smallest group called a cluster (default or 0: 0.75 %% of the candidates, at least 10)")
     p.add_argument("--embedding", choices=EMBEDDINGS, default="profiles",
                    help="what the clusters are made of: radial profiles (default, seconds) or a small 3D encoder "
                         "trained on the candidates without labels (minutes on a CPU; see docs/explore.md)")
