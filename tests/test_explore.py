@@ -133,7 +133,7 @@ def test_cli_explore_then_train_from_a_cluster(tmp_path, capsys):
     assert main(["explore", "--tomogram", str(tomo_path), "--diameter-range", "60", "180", "--out-dir", str(out),
                  "--min-cluster-size", "8", "--quiet"]) == 0
     said = capsys.readouterr().out
-    assert "clusters" in said and "--labels-from-cluster" in said
+    assert "clusters" in said and "--labels-from-cluster" in said and "strongest blobs" in said
     ps = read_points(out / CANDIDATES_FILE)
     c = int(ps.features["cluster"].max())
     members = ps.zyx[ps.features["cluster"].to_numpy() == c]
@@ -159,6 +159,11 @@ def test_cli_explore_then_train_from_a_cluster(tmp_path, capsys):
         assert main(["train", "--tomogram", str(tomo_path), *argv, "--out", str(tmp_path / "n.ckpt")]) == 2
         err = capsys.readouterr().err
         assert msg in err and "Traceback" not in err, err
+    # another tomogram of the same shape and voxel size (the usual case in a data set): refused too
+    same = write_tomogram(tmp_path / "same.mrc", two_kinds(seed=5)[0], voxel_size_a=VOXEL_A)
+    assert main(["train", "--tomogram", str(same), "--labels-from-cluster", f"{out}:{c}", "--out",
+                 str(tmp_path / "s.ckpt"), "--device", "cpu"]) == 2
+    assert "explore this tomogram first" in capsys.readouterr().err
     # a cluster of another tomogram (other shape) would mean other places: refused, naming both
     other = write_tomogram(tmp_path / "other.mrc", v[:, :120, :150], voxel_size_a=VOXEL_A)
     assert main(["train", "--tomogram", str(other), "--labels-from-cluster", f"{out}:{c}", "--out",

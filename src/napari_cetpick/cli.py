@@ -287,7 +287,7 @@ def _training_pairs(args) -> list[tuple]:
                 from .explore import read_cluster_labels
 
                 lab = {None: read_cluster_labels(args.labels_from_cluster, layout=tomo.layout, shape_zyx=tomo.shape_zyx,
-                                                 voxel_size_a=tomo.voxel_size_a, tomogram=t)}
+                                                 voxel_size_a=tomo.voxel_size_a, tomogram=t, volume=tomo.data)}
                 print(f"{len(lab[None])} labels: the members of cluster {args.labels_from_cluster}")
             else:
                 lab = {k: _drop_duplicates(_read_clicks(f, tomo, args.labels_format), f)
@@ -872,12 +872,15 @@ def cmd_explore(args) -> int:
           f"{len(res.cluster_ids)} clusters, {res.info['n_unclustered']} candidates in none")
     for c in res.cluster_ids:
         d = res.info["clusters"][str(c)]
-        print(f"  cluster {c:>2}: {d['members']:>5} members, median size {d['median_diameter_a']:g} Å")
+        print(f"  cluster {c:>2}: {d['members']:>5} members, median size {d['median_diameter_a']:g} Å, "
+              f"median blob score {d['median_score']:.2f}")
     for k, p in paths.items():
         print(f"  {k:<11} {p}")
     if res.cluster_ids:
-        print(f"Train from a cluster: cetpick train --tomogram {args.tomogram} --labels-from-cluster "
-              f"{out_dir}:{res.cluster_ids[0]} --out model.ckpt")
+        # the strongest blobs are the likeliest particles (the largest cluster is often noise)
+        best = max(res.cluster_ids, key=lambda c: res.info["clusters"][str(c)]["median_score"])
+        print(f"Look at {paths['overview'].name}, then train from a cluster, e.g. the one of the strongest blobs: "
+              f"cetpick train --tomogram {args.tomogram} --labels-from-cluster {out_dir}:{best} --out model.ckpt")
     return 0
 
 

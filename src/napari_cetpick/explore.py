@@ -283,11 +283,17 @@ def map_2d(reduced: np.ndarray, seed: int = 0) -> np.ndarray:
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(reduced)
 
 
-def class_averages(volume, zyx, cluster, half_box: int) -> dict:
-    """Per cluster, the mean central xy slice (three slices thick) of its members, z-scored."""
+def volume_stats(volume):
+    """The tomogram's mean and standard deviation as the network reads them (a central block):
+    its units for the averages, and its fingerprint in ``explore.json``."""
     from .data import compute_norm_stats, make_geometry
 
-    stats = compute_norm_stats(volume, make_geometry(1, False))
+    return compute_norm_stats(volume, make_geometry(1, False))
+
+
+def class_averages(volume, zyx, cluster, half_box: int) -> dict:
+    """Per cluster, the mean central xy slice (three slices thick) of its members, z-scored."""
+    stats = volume_stats(volume)
     shape = np.asarray(np.shape(volume))
     out = {}
     for c in sorted(int(c) for c in np.unique(cluster) if c >= 0):
@@ -362,6 +368,7 @@ def explore(volume, voxel_size_a: float, config: ExploreConfig | None = None
     yield ExploreProgress("map", 1, 1, "2D map drawn")
     half_box = int(math.ceil(_REACH * hi))
     averages = class_averages(volume, zyx, cluster, half_box)
+    stats = volume_stats(volume)
     info = {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
             "diameter_range_vox": [round(lo, 2), round(hi, 2)], "n_candidates": int(len(zyx)),
             "n_clusters": n_clusters, "n_unclustered": int((cluster < 0).sum()),
@@ -369,6 +376,7 @@ def explore(volume, voxel_size_a: float, config: ExploreConfig | None = None
                                   "median_diameter_a": round(float(np.median(diam[cluster == c])) * voxel_size_a, 1),
                                   "median_score": round(float(np.median(score[cluster == c])), 3)}
                          for c in range(n_clusters)},
+            "volume_stats": [float(stats.mean1), float(stats.std1)],
             "elapsed_s": round(time.perf_counter() - t0, 1)}
     return ExploreResult(zyx, diam, score, emb, np.asarray(xy, float), cluster.astype(int), averages,
                          float(voxel_size_a), shape, info, encoder)
@@ -417,11 +425,13 @@ def write_exploration(out_dir, result: ExploreResult, layout=None, tomogram_path
 
 
 def read_cluster_labels(spec: str, layout=None, shape_zyx=None, voxel_size_a: float | None = None,
-                        tomogram=None) -> np.ndarray:
+                        tomogram=None, volume=None) -> np.ndarray:
     """The zyx of one cluster's members from ``DIR:ID`` (an exploration folder and a cluster).
 
-    With ``shape_zyx`` / ``voxel_size_a``: a clear error when the exploration was of a tomogram
-    of another shape or voxel size (its positions would mean other places).
+    With ``shape_zyx`` / ``voxel_size_a`` / ``volume``: a clear error when the exploration was of
+    another tomogram — another shape, voxel size, or density (mean and spread of the central
+    block, :func:`volume_stats`: tomograms of one data set often share their size) — whose
+    positions would mean other places here.
     """
     from .checkpoint import voxel_sizes_differ
     from .io.points import read_points
@@ -429,7 +439,11 @@ def read_cluster_labels(spec: str, layout=None, shape_zyx=None, voxel_size_a: fl
     folder, cluster_id = _split_spec(spec)
     summary = _summary(folder)
     there = tuple(summary.get("shape_zyx") or ())
-    if (shape_zyx is not None and there and there != tuple(int(v) for v in shape_zyx)) or voxel_sizes_differ(
+    other = False
+    if volume is not None and summary.get("volume_stats"):
+        st, (m0, s0) = volume_stats(volume), summary["volume_stats"]
+        other = abs(st.mean1 - m0) > 1e-4 * s0 or abs(st.std1 / s0 - 1) > 1e-4
+    if other or (shape_zyx is not None and there and there != tuple(int(v) for v in shape_zyx)) or voxel_sizes_differ(
             summary.get("voxel_size_a"), voxel_size_a):
         raise CetpickError(
             f"{folder} explored {summary.get('tomogram') or 'another tomogram'} ({'×'.join(map(str, there))} voxels "

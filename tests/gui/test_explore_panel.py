@@ -133,8 +133,12 @@ def test_explore_shows_candidates_and_the_map_is_linked_both_ways(viewer, panel,
     # the candidates go with their tomogram: hidden while another is selected, shown again after
     panel.data._tomogram_combo.value = viewer.layers["second"]
     assert not layer.visible and not browser.native.isVisibleTo(panel.explore.native) and m.n_points == 0
+    from napari_cetpick.widgets._explore import IDLE_TEXT
+
+    assert panel.explore._explore_status_label.value == IDLE_TEXT  # not the other tomogram's result
     panel.data._tomogram_combo.value = viewer.layers["blobs"]
     assert layer.visible and browser.native.isVisibleTo(panel.explore.native) and m.n_points == len(res.zyx)
+    assert panel.explore._explore_status_label.value.startswith(f"blobs: {len(res.zyx)} candidates")
     # exploring again replaces the layer
     again = _explore(qtbot, panel)
     assert again is not res and [lay.name for lay in viewer.layers].count("blobs candidates") == 1

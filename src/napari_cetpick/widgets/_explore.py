@@ -110,7 +110,21 @@ class ExploreSection(Container):
         return [ex.layer] if ex is not None and self._state.live(ex.layer) else []
 
     def _show_current(self, *_) -> None:
-        self._clusters.show(self.exploration())
+        """The selected tomogram's exploration: its map and clusters, and its own status line."""
+        ex = self.exploration()
+        self._clusters.show(ex)
+        if self._runner.kind != "explore":  # a running exploration keeps its progress line
+            rec = self._state.current
+            self._explore_status_label.value = IDLE_TEXT if ex is None else self._summary(rec.name, ex.result)
+            self._explore_progress.value = 0 if ex is None else 100
+
+    @staticmethod
+    def _summary(name: str, result) -> str:
+        n_none, k = int(np.sum(result.cluster < 0)), len(result.cluster_ids)
+        then = (" Click the map or choose a cluster; 'Use as labels' makes it a class's labels." if k else
+                " No clusters: try a narrower diameter range or a smaller min. cluster size.")
+        return (f"{name}: {plural(len(result.zyx), 'candidate')} in {plural(k, 'cluster')} ({n_none} in none), "
+                f"{fmt_duration(result.info.get('elapsed_s', 0.0))}.{then}")
 
     def _on_tomogram_closed(self, rec) -> None:
         self._explored.pop(rec.layer.unique_id, None)
@@ -178,12 +192,7 @@ class ExploreSection(Container):
         self._explored[key] = Exploration(result, layer)
         self._clusters.watch(layer)
         self._explore_progress.value = 100
-        n_none, k = int(np.sum(result.cluster < 0)), len(result.cluster_ids)
-        then = (" Click the map or choose a cluster; 'Use as labels' makes it a class's labels." if k else
-                " No clusters: try a narrower diameter range or a smaller min. cluster size.")
-        self._explore_status_label.value = (f"{rec.name}: {plural(len(result.zyx), 'candidate')} in "
-                                            f"{plural(k, 'cluster')} ({n_none} in none), "
-                                            f"{fmt_duration(result.info.get('elapsed_s', 0.0))}.{then}")
+        self._explore_status_label.value = self._summary(rec.name, result)
         self._layers_added()
         if rec is self._state.current:
             self._show_current()

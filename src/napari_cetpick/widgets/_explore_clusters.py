@@ -201,7 +201,8 @@ class ClusterBrowser(Container):
         have = target.points("labels") if self._state.live(target.labels) else np.zeros((0, 3))
         new = members[nearest_distance(members, have) > SAME_LABEL_VOX]
         added = self._restore_points(target, "labels", new) if len(new) else 0
-        there = f"; {len(members) - added} were labels already" if added < len(members) else ""
+        had = len(members) - added
+        there = f"; {had} {'was a label' if had == 1 else 'were labels'} already" if had else ""
         message = (f"{plural(added, 'label')} of {name} from cluster {c} in '{target.labels.name}'{there}."
                    f"{sized} Train when ready.")
         self._status(message)

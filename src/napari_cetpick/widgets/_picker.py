@@ -95,6 +95,7 @@ class PickerWidget(QWidget):
             layer.events.name.connect(self._on_layer_renamed)
         self.destroyed.connect(self._on_panel_destroyed)
         self.reset_choices()
+        self._show_selected_tomogram()  # what the panel works on is what the viewer shows, from the start
 
     def _build_scroll_area(self) -> None:
         scroll = QScrollArea()
