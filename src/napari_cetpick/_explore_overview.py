@@ -38,7 +38,7 @@ def png_gray(image: np.ndarray, scale: int = 3) -> bytes:
             + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
 
 
-def overview_html(result, size: int = 560) -> str:
+def overview_html(result, size: int = 560, tomogram=None) -> str:
     """The overview page of an :class:`~napari_cetpick.explore.ExploreResult`."""
     xy = np.asarray(result.map_xy, float)
     lo, hi = (xy.min(0), xy.max(0)) if len(xy) else (np.zeros(2), np.ones(2))
@@ -50,6 +50,10 @@ def overview_html(result, size: int = 560) -> str:
         c = int(result.cluster[i])
         dots.append(f'<circle cx="{pix[i, 0]:.1f}" cy="{size - pix[i, 1]:.1f}" r="2.2" fill="{cluster_colour(c)}">'
                     f'<title>cluster {c}, {result.diameter_vox[i] * result.voxel_size_a:.0f} Å</title></circle>')
+    for c in result.cluster_ids:  # each cluster's number at its members' middle
+        mid = np.median(pix[result.cluster == c], axis=0)
+        dots.append(f'<text x="{mid[0]:.1f}" y="{size - mid[1] - 6:.1f}" font-size="13" font-weight="bold" '
+                    f'fill="{cluster_colour(c)}" stroke="white" stroke-width="0.6">{c}</text>')
     rows = []
     info = result.info.get("clusters", {})
     for c in result.cluster_ids:
@@ -60,7 +64,9 @@ def overview_html(result, size: int = 560) -> str:
                     f'<td>{d.get("median_diameter_a", "")}</td><td><img src="data:image/png;base64,{png}" '
                     f'alt="average of cluster {c}"></td></tr>')
     n_none = int((result.cluster < 0).sum())
-    title = html.escape(f"cetpick explore: {len(result.zyx)} candidates, {len(result.cluster_ids)} clusters")
+    lo, hi = result.info.get("config", {}).get("diameter_range_a", (0, 0))
+    title = html.escape(f"cetpick explore{' of ' + str(tomogram) if tomogram else ''}: {len(result.zyx)} candidates "
+                        f"of {lo:g}–{hi:g} Å, {len(result.cluster_ids)} clusters")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title></head>"
             f"<body style='font-family:sans-serif'><h2>{title}</h2>"
             f"<p>Each dot is a candidate placed by t-SNE of its embedding; colour = cluster, grey = in no "

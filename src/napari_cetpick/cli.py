@@ -310,8 +310,9 @@ def _labels_from_cluster_setup(args) -> None:
     summary = cluster_summary(args.labels_from_cluster)
     if not (args.bbox or args.diameter_a or args.continue_from):  # a correction round keeps the model's size
         args.diameter_a = [f"{summary['median_diameter_a']:g}"]
-        print(f"Particle diameter {summary['median_diameter_a']:g} Å: the cluster's median size "
-              "(give --diameter-a to choose another).")
+        print(f"Particle diameter {summary['median_diameter_a']:g} Å: the cluster's median blob size (the "
+              "Laplacian-of-Gaussian size, often below the true size of particles that are not solid balls; "
+              "give --diameter-a if you know it).")
 
 
 def _masks_for(args, tomograms) -> list | None:
