@@ -114,7 +114,7 @@ def test_bad_input_one_clear_message_nothing_written(explored, tmp_path, monkeyp
     # a failure while writing leaves no half-written files behind
     import napari_cetpick._explore_overview as ov
 
-    monkeypatch.setattr(ov, "overview_html", lambda r: (_ for _ in ()).throw(OSError("disk full")))
+    monkeypatch.setattr(ov, "overview_html", lambda r, **k: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError):
         write_exploration(tmp_path / "half", res)
     assert list((tmp_path / "half").iterdir()) == []
@@ -145,7 +145,7 @@ def test_cli_explore_then_train_from_a_cluster(tmp_path, capsys):
     assert main(["train", "--tomogram", str(tomo_path), "--labels-from-cluster", f"{out}:{c}", "--negatives",
                  str(negs), "--max-steps", "2", "--out", str(model), "--quiet", "--device", "cpu"]) == 0
     said = capsys.readouterr().out
-    assert f"{len(members)} labels: the members of cluster" in said and "the cluster's median size" in said
+    assert f"{len(members)} labels: the members of cluster" in said and "the cluster's median blob size" in said
     from napari_cetpick.checkpoint import Checkpoint
 
     ck = Checkpoint.load(model)
