@@ -291,9 +291,10 @@ def volume_stats(volume):
     return compute_norm_stats(volume, make_geometry(1, False))
 
 
-def class_averages(volume, zyx, cluster, half_box: int) -> dict:
-    """Per cluster, the mean central xy slice (three slices thick) of its members, z-scored."""
-    stats = volume_stats(volume)
+def class_averages(volume, zyx, cluster, half_box: int, stats=None) -> dict:
+    """Per cluster, the mean central xy slice (three slices thick) of its members, z-scored
+    (``stats``: :func:`volume_stats` when already computed)."""
+    stats = stats or volume_stats(volume)
     shape = np.asarray(np.shape(volume))
     out = {}
     for c in sorted(int(c) for c in np.unique(cluster) if c >= 0):
@@ -367,8 +368,8 @@ def explore(volume, voxel_size_a: float, config: ExploreConfig | None = None
     xy = map_2d(reduced, cfg.seed)
     yield ExploreProgress("map", 1, 1, "2D map drawn")
     half_box = int(math.ceil(_REACH * hi))
-    averages = class_averages(volume, zyx, cluster, half_box)
     stats = volume_stats(volume)
+    averages = class_averages(volume, zyx, cluster, half_box, stats)
     info = {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
             "diameter_range_vox": [round(lo, 2), round(hi, 2)], "n_candidates": int(len(zyx)),
             "n_clusters": n_clusters, "n_unclustered": int((cluster < 0).sum()),
