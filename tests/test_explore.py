@@ -50,7 +50,8 @@ def test_every_particle_is_a_candidate_near_its_centre_with_its_size(explored):
     v, pts, kinds, res = explored
     dist, which = _nearest(res, pts)
     assert np.all(dist[kinds == 0] < 1.5), dist[kinds == 0]  # solid balls: on the centre
-    assert np.all(dist[kinds == 1] < 4.0), dist[kinds == 1]  # hollow shells: inside the shell
+    # hollow shells too (their LoG peaks on the wall; the centring moves them to the centre)
+    assert np.all(dist[kinds == 1] < 1.5), dist[kinds == 1]
     size = res.diameter_vox[which]
     assert np.median(size[kinds == 0]) < np.median(size[kinds == 1])
     # within the range, each with a map position, an embedding and a cluster
@@ -120,6 +121,33 @@ def test_bad_input_one_clear_message_nothing_written(explored, tmp_path, monkeyp
     assert list((tmp_path / "half").iterdir()) == []
 
 
+@pytest.mark.parametrize("radius, range_vox", [(6.0, (6.0, 30.0)), (13.0, (12.0, 80.0))])  # bin 1; bin 3
+def test_centring_moves_a_wall_candidate_to_the_hollow_centre_and_leaves_balls(radius, range_vox):
+    """A candidate on a hollow shell's wall moves to its centre; one on a solid ball's centre
+    stays, and one a voxel off it ends on the centre or stays."""
+    from napari_cetpick.explore import _SymmetryWindows, iter_symmetry_centres
+
+    rng = np.random.default_rng(7)
+    shape = (64, 128, 160)
+    zz, yy, xx = np.indices(shape, dtype=np.float32)
+    shell_c, ball_c = np.array([32.3, 64.0, 40.6]), np.array([31.0, 62.5, 118.2])
+    r_shell = np.sqrt(((np.stack([zz, yy, xx], -1) - shell_c) ** 2).sum(-1))
+    r_ball = np.sqrt(((np.stack([zz, yy, xx], -1) - ball_c) ** 2).sum(-1))
+    v = ((r_ball < 0.6 * radius) - 1.0 * (np.abs(r_shell - radius) < 1.2) + 0.5 * (r_shell < radius - 1.2))
+    v = (ndimage.gaussian_filter(v.astype(np.float32), 0.8) + rng.normal(0, 0.5, shape)).astype(np.float32)
+    wall = shell_c + radius * np.array([0.0, 0.6, 0.8])
+    pts = np.vstack([wall, ball_c, ball_c + [0.0, 1.0, 0.0]])
+    moved, size, signif = run_generator(iter_symmetry_centres(v, pts, [range_vox[0]] * 3, range_vox))
+    b = _SymmetryWindows(range_vox).b
+    half_bin = 0.5 * (b - 1) * np.sqrt(3)  # a binned place's centre lies up to this far from a voxel
+    assert np.linalg.norm(moved[0] - shell_c) <= 1.0 + half_bin, (moved[0], shell_c, b)
+    assert np.array_equal(moved[1], ball_c) and signif[1] > 5  # the ball's centre: already the most symmetric
+    # the moved candidate takes the shell's size (its LoG size would be the wall's), within a bin
+    assert abs(size[0] - 2 * (radius + 1.2)) <= 2 * b + 1, (size[0], radius, b)
+    assert size[1] == range_vox[0]  # stayed: kept its size
+    assert np.linalg.norm(moved[2] - ball_c) <= 1.0 + half_bin, (moved[2], ball_c, b)
+
+
 def test_find_candidates_strongest_first_and_capped():
     v, pts, kinds = two_kinds(seed=1)
     zyx, diam, score = find_candidates(v, (6.0, 18.0), max_candidates=5)
@@ -151,6 +179,26 @@ def test_cli_explore_then_train_from_a_cluster(tmp_path, capsys):
     ck = Checkpoint.load(model)
     assert ck.info["n_labels"] == len(members)
     assert ck.info["rounds"][-1]["n_negatives"] == 1  # the negatives given beside the cluster are used
+    # two clusters as two named classes of one model, each class's size from its own cluster
+    clusters = json.loads((out / "explore.json").read_text())["clusters"]
+    assert len(clusters) >= 2, clusters  # the balls and the shells
+    a, b = sorted(clusters, key=int)[:2]
+    assert main(["train", "--tomogram", str(tomo_path), "--labels-from-cluster", f"balls={out}:{a}",
+                 "--labels-from-cluster", f"shells={out}:{b}", "--max-steps", "2", "--out",
+                 str(tmp_path / "two.ckpt"), "--quiet", "--device", "cpu"]) == 0
+    said = capsys.readouterr().out
+    assert f"of 'balls': the members of cluster {out}:{a}" in said and "'shells' diameter" in said
+    two = Checkpoint.load(tmp_path / "two.ckpt")
+    assert two.class_names == ["balls", "shells"]
+    for cls, key in zip(two.classes, (a, b)):
+        assert cls.diameter_vox == pytest.approx(clusters[key]["median_diameter_a"] / VOXEL_A, abs=0.06)
+    for argv, msg in ((["--labels-from-cluster", f"x={out}:{a}", "--labels-from-cluster", f"{out}:{b}"],
+                       "as NAME=DIR:CLUSTER when there are several"),
+                      (["--labels-from-cluster", f"x={out}:{a}", "--labels-from-cluster", f"x={out}:{b}"],
+                       "given twice for class 'x'")):
+        assert main(["train", "--tomogram", str(tomo_path), *argv, "--out", str(tmp_path / "n.ckpt")]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err, err
     # bad cluster, bad folder, with --labels too: one line, exit 2, no traceback
     for argv, msg in ((["--labels-from-cluster", f"{out}:77"], "no cluster 77"),
                       (["--labels-from-cluster", f"{tmp_path}:1"], "no explore.json"),

@@ -274,6 +274,13 @@ def log_scale_space(volume_zyx, diameter_range_vox, dark_particles: bool = True,
     return run_generator(iter_log_scale_space(volume_zyx, diameter_range_vox, dark_particles, bin_factor, scale_step))
 
 
+def log_scale_diameters(diameter_range_vox: tuple[float, float], scale_step: float = 2 ** (1 / 3)) -> np.ndarray:
+    """The diameters :func:`iter_log_scale_space` looks at: the range in steps of ``scale_step``."""
+    lo, hi = (float(d) for d in diameter_range_vox)
+    n = max(1, int(math.ceil(math.log(hi / lo) / math.log(scale_step) - 1e-9)) + 1)
+    return np.geomspace(lo, hi, n) if n > 1 else np.array([lo])
+
+
 def iter_log_scale_space(
     volume_zyx: np.ndarray,
     diameter_range_vox: tuple[float, float],
@@ -305,8 +312,8 @@ def iter_log_scale_space(
     if f < 1 or min(vol.shape) // f < 3:
         raise CetpickError(f"Binning by {plain(bin_factor)} leaves too small a volume from shape {vol.shape}.")
     v = _prepared(vol, f, dark_particles)
-    n = max(1, int(math.ceil(math.log(hi / lo) / math.log(scale_step) - 1e-9)) + 1)
-    diameters = np.geomspace(lo, hi, n) if n > 1 else np.array([lo])
+    diameters = log_scale_diameters((lo, hi), scale_step)
+    n = len(diameters)
     best = np.full(v.shape, -np.inf, np.float32)
     which = np.zeros(v.shape, np.uint8)
     for k, d in enumerate(diameters):

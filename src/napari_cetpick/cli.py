@@ -286,9 +286,12 @@ def _training_pairs(args) -> list[tuple]:
             if getattr(args, "labels_from_cluster", None):
                 from .explore import read_cluster_labels
 
-                lab = {None: read_cluster_labels(args.labels_from_cluster, layout=tomo.layout, shape_zyx=tomo.shape_zyx,
-                                                 voxel_size_a=tomo.voxel_size_a, tomogram=t, volume=tomo.data)}
-                print(f"{len(lab[None])} labels: the members of cluster {args.labels_from_cluster}")
+                lab = {}
+                for name, spec in _cluster_specs(args).items():
+                    lab[name] = read_cluster_labels(spec, layout=tomo.layout, shape_zyx=tomo.shape_zyx,
+                                                    voxel_size_a=tomo.voxel_size_a, tomogram=t, volume=tomo.data)
+                    print(f"{len(lab[name])} labels{'' if name is None else ' of ' + repr(name)}: the members of "
+                          f"cluster {spec}")
             else:
                 lab = {k: _drop_duplicates(_read_clicks(f, tomo, args.labels_format), f)
                        for k, f in per_tomo[i].items()}
@@ -299,20 +302,44 @@ def _training_pairs(args) -> list[tuple]:
     return pairs
 
 
+def _cluster_specs(args) -> dict:
+    """``--labels-from-cluster [NAME=]DIR:ID`` (repeated): ``{class or None: DIR:ID}``."""
+    out = {}
+    for text in args.labels_from_cluster or []:
+        name, spec = _named(text, "--labels-from-cluster")
+        if name in out:
+            raise CetpickError(f"--labels-from-cluster is given twice for {'class ' + repr(name) if name else 'one'} "
+                               "class.")
+        out[name] = spec
+    if None in out and len(out) > 1:
+        raise CetpickError("Give every --labels-from-cluster as NAME=DIR:CLUSTER when there are several (the class "
+                           "each cluster's members belong to).")
+    return out
+
+
 def _labels_from_cluster_setup(args) -> None:
-    """``--labels-from-cluster DIR:ID``: one tomogram, no --labels; the size from the cluster unless given."""
+    """``--labels-from-cluster [NAME=]DIR:ID``: one tomogram, no --labels; each class's size from its
+    cluster unless given."""
     from .explore import cluster_summary
 
     if args.labels or args.train_img_txt or getattr(args, "copick", None):
         raise CetpickError("--labels-from-cluster takes the place of --labels: give one or the other.")
     if not args.tomogram or len(args.tomogram) != 1:
         raise CetpickError("--labels-from-cluster labels one tomogram: give exactly one --tomogram (the explored one).")
-    summary = cluster_summary(args.labels_from_cluster)
-    if not (args.bbox or args.diameter_a or args.continue_from):  # a correction round keeps the model's size
-        args.diameter_a = [f"{summary['median_diameter_a']:g}"]
-        print(f"Particle diameter {summary['median_diameter_a']:g} Å: the cluster's median blob size (the "
-              "Laplacian-of-Gaussian size, often below the true size of particles that are not solid balls; "
-              "give --diameter-a if you know it).")
+    specs = _cluster_specs(args)
+    if args.continue_from:  # a correction round keeps the model's sizes
+        return
+    every_d, sized = _per_class(args.diameter_a, "--diameter-a")
+    every_b, boxed = _per_class(args.bbox, "--bbox")
+    for name, spec in specs.items():
+        summary = cluster_summary(spec)
+        if every_d is not None or every_b is not None or name in sized or name in boxed:
+            continue  # the user gave this class's size
+        size = f"{summary['median_diameter_a']:g}"
+        args.diameter_a = [*(args.diameter_a or []), size if name is None else f"{name}={size}"]
+        print(f"{'Particle' if name is None else repr(name)} diameter {size} Å: the cluster's median blob size "
+              "(measured on the blob, often off the true size of particles that are not solid balls; give "
+              f"--diameter-a {'' if name is None else name + '='}Å if you know it).")
 
 
 def _masks_for(args, tomograms) -> list | None:
@@ -375,6 +402,9 @@ def _label_classes(args) -> list[str] | None:
     """The class names of ``--labels NAME=FILE`` (in order), or None for the one-class form."""
     if getattr(args, "copick", None) and len(args.object or []) > 1:
         return list(dict.fromkeys(args.object))
+    if getattr(args, "labels_from_cluster", None):
+        names = [n for n in _cluster_specs(args) if n is not None]
+        return names or None
     named = [_named(l, "--labels")[0] for l in args.labels or []]
     if not any(n is not None for n in named):
         return None
@@ -1102,9 +1132,10 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--negatives", action=_PerTomogramList, metavar="[NAME=]FILE",
                    help="known non-particles (negative clicks) of the preceding --tomogram, in the same formats as "
                         "labels (optional); NAME=FILE: not of that class, a plain FILE: none of the classes")
-    p.add_argument("--labels-from-cluster", metavar="DIR:CLUSTER",
+    p.add_argument("--labels-from-cluster", action="append", metavar="[NAME=]DIR:CLUSTER",
                    help="instead of --labels: the members of one cluster of a 'cetpick explore --out-dir DIR' of "
-                        "this --tomogram (the particle size defaults to the cluster's median size)")
+                        "this --tomogram (the particle size defaults to the cluster's median size); NAME=DIR:CLUSTER "
+                        "names its class (repeat per class: several classes in one model)")
     p.add_argument("--labels-format", default=None, help="force the label format (default: from the extension)")
     p.add_argument("--train_img_txt", help="the original's image list (image_name<TAB>rec_path)")
     p.add_argument("--train_coord_txt", help="the original's coordinate list (image_name x_coord y_coord z_coord)")

@@ -3,7 +3,9 @@
 1. **Candidates**: every blob at the sizes asked for, from the scale-normalised Laplacian of
    Gaussian over a range of scales (:func:`~napari_cetpick.baselines.log_scale_space`): the
    local maxima of each voxel's best response, each with the diameter of its best scale, the
-   weaker of two closer than half the larger one's diameter suppressed.
+   weaker of two closer than half the larger one's diameter suppressed; then each moved to
+   where the density around it is most nearly radially symmetric, when that is clearly more
+   so (:func:`iter_symmetry_centres`: a hollow particle's LoG peaks on its wall).
 2. **Embedding**: per candidate, numbers that do not depend on its orientation —
    ``profiles``: the radial profile (:func:`~napari_cetpick.descriptors.radial_profiles`:
    mean density in thin shells, polar caps and equatorial belt apart) out to the range's
@@ -52,6 +54,14 @@ ENCODER_FILE = "encoder.pt"
 #: The radial profile's shells and reach (in the range's largest diameter).
 _N_SHELLS = 12
 _REACH = 0.6
+#: Centring: a candidate moves to where the density around it is most nearly radially
+#: symmetric (hollow particles peak in the LoG on their walls), when that place is this much
+#: more significant (standard units of the symmetry score) than where it stands.
+_CENTRING_GAIN = 5.0
+#: The symmetry windows' largest radius in working voxels (larger ranges are binned to it), and
+#: how far a candidate may move, in those windows' largest radius.
+_CENTRING_MAX_RADIUS = 9
+_CENTRING_REACH = 0.45
 #: Weight of the (standardised) log size against each standardised profile value.
 _SIZE_WEIGHT = 3.0
 #: Principal components the clustering sees.
@@ -196,16 +206,20 @@ def iter_find_candidates(volume, range_vox: tuple[float, float], max_candidates:
                          floor: float = CANDIDATE_FLOOR, dark_particles: bool = True):
     """Blob candidates over a range of sizes (module doc, step 1).
 
-    A generator: yields ``(k, n)`` after each of the ``n`` scales, and returns ``zyx`` (n, 3)
+    A generator: yields ``(k, n)`` after each scale and at the end of the centring
+    (:func:`iter_symmetry_centres`), and returns ``zyx`` (n, 3)
     tomogram voxels, ``diameter_vox`` (n,) and ``score`` (n,), strongest first; candidates
     whose blob would reach past the tomogram's border are left out.
     """
     from scipy.spatial import cKDTree
 
-    from .baselines import iter_log_scale_space
+    from .baselines import iter_log_scale_space, log_scale_diameters
     from .peaks import candidates
+    from .utils import relay
 
-    score, size, scale, translate = yield from iter_log_scale_space(volume, range_vox, dark_particles)
+    n_scales = len(log_scale_diameters(range_vox))
+    score, size, scale, translate = yield from relay(  # one step more than the scales: the centring
+        iter_log_scale_space(volume, range_vox, dark_particles), lambda s: (s[0], n_scales + 1))
     zyx, sc, idx = candidates(score, floor=max(floor, 1e-6), scale=scale, translate=translate,
                               shape_zyx=tuple(np.shape(volume)), return_index=True)
     del score
@@ -227,7 +241,150 @@ def iter_find_candidates(volume, range_vox: tuple[float, float], max_candidates:
                     np.linalg.norm(zyx[j] - zyx[i]) < 0.5 * max(diam[i], diam[j])]
             keep[near] = False
     zyx, sc, diam = zyx[keep][:max_candidates], sc[keep][:max_candidates], diam[keep][:max_candidates]
+    # hollow particles: from their wall to their centre; parts of one particle become one
+    zyx, diam, signif = yield from relay(iter_symmetry_centres(volume, zyx, diam, range_vox),
+                                         lambda s: (n_scales, n_scales + 1))
+    keep = np.ones(len(zyx), bool)
+    if len(zyx):  # most symmetric first: a wall's candidates that met at the centre become one
+        order = np.argsort(-signif, kind="stable")
+        rank = np.empty(len(zyx), int)
+        rank[order] = np.arange(len(zyx))
+        tree = cKDTree(zyx)
+        for i in order:
+            if keep[i]:
+                near = [j for j in tree.query_ball_point(zyx[i], 0.5 * float(diam[i])) if rank[j] > rank[i]]
+                keep[near] = False
+    yield n_scales + 1, n_scales + 1
+    zyx, sc, diam = zyx[keep], sc[keep], diam[keep]
     return zyx, diam.astype(np.float32), sc.astype(np.float32)
+
+
+def iter_symmetry_centres(volume, zyx, diameter_vox, range_vox: tuple[float, float], batch: int = 256,
+                          rounds: int = 3):
+    """Move each candidate to where the density around it is most nearly radially symmetric.
+
+    For a place ``o`` and a window radius ``R``, the shells of one voxel's width around ``o``
+    hold sums ``S_r`` of the z-scored density; the energy they explain, ``Σ S_r² / n_r`` (in
+    the noise's variance), is a χ² with ``R + 1`` degrees of freedom where there is only
+    noise, so ``(Σ S_r² / n_r / σ² − (R + 1)) / √(2 (R + 1))`` is the significance of the
+    radial symmetry there. A hollow particle's LoG peaks on its wall, where this is low; at
+    its centre it is high. Each candidate looks at every place within a few voxels and three
+    window radii (from 0.6 × the smallest diameter to 0.3 × the largest; binned when those
+    windows would be large) and moves to the best one when its significance beats that of its
+    own place by ``_CENTRING_GAIN`` (noise alone moves little); one that moved looks again from
+    there, up to ``rounds`` times (a climb towards a centre out of reach ends on it).
+
+    A candidate that moves takes the larger of its ``diameter_vox`` and the size of its most
+    significant window there (the diameter ``2 r + 1`` of the shells out to radius ``r``),
+    within the range: a hollow particle's LoG size is its wall's, and the windows reach only
+    half the range's largest size.
+
+    A generator: yields ``(k, n)`` per batch of candidates; returns the new ``zyx``, its
+    diameter, and the significance of the symmetry where each candidate ends.
+    """
+    pts = np.asarray(zyx, float).reshape(-1, 3).copy()
+    size = np.asarray(diameter_vox, float).reshape(-1).copy()
+    signif = np.full(len(pts), -np.inf)
+    if len(pts) == 0:
+        return pts, size, signif
+    windows = _SymmetryWindows(range_vox)
+    stats = volume_stats(volume)
+    todo = np.arange(len(pts))
+    n_first = int(math.ceil(len(pts) / batch))
+    done = 0
+    for _ in range(max(1, rounds)):
+        moved = []
+        for k in range(0, len(todo), batch):
+            idx = todo[k:k + batch]
+            base = np.rint(pts[idx]).astype(int)
+            new, here, best, window = windows.search(volume, base, stats)
+            move = best - here >= _CENTRING_GAIN
+            signif[idx] = np.where(move, best, np.maximum(here, signif[idx]))
+            pts[idx[move]] = new[move]
+            size[idx[move]] = np.maximum(window[move], size[idx[move]])
+            moved.append(idx[move])
+            done += 1
+            yield min(done, n_first), n_first
+        todo = np.concatenate(moved) if moved else np.zeros(0, int)
+        if len(todo) == 0:
+            break
+    np.clip(pts, 0, np.asarray(np.shape(volume)) - 1, out=pts)
+    return pts, np.clip(size, *range_vox), signif
+
+
+class _SymmetryWindows:
+    """The centring's windows for a diameter range (:func:`iter_symmetry_centres`): bin factor
+    ``b``, window radii and reach in binned voxels, the shells' Fourier transforms."""
+
+    def __init__(self, range_vox: tuple[float, float]):
+        import scipy.fft as sfft
+
+        lo, hi = (float(d) for d in range_vox)
+        radii = np.geomspace(0.6 * lo, max(0.3 * hi, 0.6 * lo), 3)  # a small particle whole … half the largest
+        self.b = max(1, int(math.ceil(radii[-1] / _CENTRING_MAX_RADIUS - 1e-9)))
+        self.radii = sorted({max(2, int(round(r / self.b))) for r in radii})
+        self.reach = max(1, int(round(_CENTRING_REACH * self.radii[-1])))
+        self.h = self.radii[-1] + self.reach
+        self.n = 2 * self.h + 1
+        ax = np.arange(self.n) - self.h
+        rr = np.sqrt(ax[:, None, None] ** 2 + ax[None, :, None] ** 2 + ax[None, None, :] ** 2)
+        shell = np.floor(rr + 0.5).astype(int)
+        self.counts = np.bincount(shell.ravel())[: self.radii[-1] + 1].astype(float)
+        kernels = np.stack([shell == r for r in range(self.radii[-1] + 1)]).astype(np.float32)
+        self.kf = sfft.rfftn(np.fft.ifftshift(kernels, axes=(1, 2, 3)), axes=(1, 2, 3))
+
+    def search(self, volume, base: np.ndarray, stats):
+        """For candidates at integer voxels ``base``: the best place, the significance there and
+        at ``base``, and the diameter of the best place's most significant window."""
+        import scipy.fft as sfft
+
+        b, h, n, reach = self.b, self.h, self.n, self.reach
+        shape = np.asarray(np.shape(volume))
+        cubes = np.stack([_binned_cube(volume, p - h * b, n, b, shape) for p in base])
+        cubes -= float(stats.mean1)
+        cubes /= float(stats.std1)
+        np.clip(cubes, -3.0, 3.0, out=cubes)
+        cubes -= cubes.mean(axis=(1, 2, 3), keepdims=True)
+        var = float(np.median(cubes.var(axis=(1, 2, 3)))) or 1.0
+        cf = sfft.rfftn(cubes, axes=(1, 2, 3))
+        inner = slice(h - reach, h + reach + 1)
+        m = len(cubes)
+        energy = np.zeros((m, (2 * reach + 1) ** 3))
+        best = np.full(energy.shape, -np.inf)
+        per_radius = []  # the significance at every place for each radius from the smallest window's
+        for r in range(self.radii[-1] + 1):
+            s_r = sfft.irfftn(cf * self.kf[r], s=(n, n, n), axes=(1, 2, 3))[:, inner, inner, inner]
+            energy += (s_r * s_r).reshape(m, -1) / self.counts[r]
+            if r >= self.radii[0]:
+                dof = r + 1
+                per_radius.append((energy / var - dof) / math.sqrt(2 * dof))
+                if r in self.radii:
+                    np.maximum(best, per_radius[-1], out=best)
+        top = best.argmax(axis=1)
+        rows = np.arange(m)
+        r_top = self.radii[0] + np.argmax(np.stack([q[rows, top] for q in per_radius], 1), axis=1)
+        off = np.stack(np.unravel_index(top, (2 * reach + 1,) * 3), axis=1) - reach
+        new = base + (b - 1) / 2.0 + off * b
+        return new, best[:, best.shape[1] // 2], best[rows, top], (2 * r_top + 1.0) * b
+
+
+def _binned_cube(volume, start, n: int, b: int, shape) -> np.ndarray:
+    """The ``n``³ cube of ``b``-binned voxels from tomogram voxel ``start`` (the mean outside)."""
+    lo = np.asarray(start)
+    hi = lo + n * b
+    a, z = np.maximum(lo, 0), np.minimum(hi, shape)
+    if np.all(a == lo) and np.all(z == hi):
+        cube = np.asarray(volume[a[0]:z[0], a[1]:z[1], a[2]:z[2]], np.float32)
+        return cube.reshape(n, b, n, b, n, b).mean(axis=(1, 3, 5)) if b > 1 else cube
+    cube = np.full((n * b,) * 3, np.nan, np.float32)
+    if np.all(z > a):
+        cube[a[0] - lo[0]:z[0] - lo[0], a[1] - lo[1]:z[1] - lo[1], a[2] - lo[2]:z[2] - lo[2]] = \
+            volume[a[0]:z[0], a[1]:z[1], a[2]:z[2]]
+    fill = np.nanmean(cube) if np.any(np.isfinite(cube)) else 0.0
+    cube = np.where(np.isfinite(cube), cube, fill)
+    if b > 1:
+        cube = cube.reshape(n, b, n, b, n, b).mean(axis=(1, 3, 5))
+    return cube.astype(np.float32)
 
 
 def _robust_standardise(a: np.ndarray) -> np.ndarray:
@@ -312,12 +469,9 @@ def class_averages(volume, zyx, cluster, half_box: int, stats=None) -> dict:
 
 def _relay(steps, stage: str, what: str):
     """Drive a ``(k, n)``-yielding generator, yielding :class:`ExploreProgress`; return its value."""
-    while True:
-        try:
-            k, n = next(steps)
-        except StopIteration as stop:
-            return stop.value
-        yield ExploreProgress(stage, k, n + 1, f"{what} {k} of {n}")
+    from .utils import relay
+
+    return (yield from relay(steps, lambda s: ExploreProgress(stage, s[0], s[1] + 1, f"{what} {s[0]} of {s[1]}")))
 
 
 def explore(volume, voxel_size_a: float, config: ExploreConfig | None = None
@@ -347,7 +501,7 @@ def explore(volume, voxel_size_a: float, config: ExploreConfig | None = None
                                               f"{cfg.diameter_range_a[1]:g} Å")
     zyx, diam, score = yield from _relay(
         iter_find_candidates(volume, (lo, hi), cfg.max_candidates, cfg.floor, cfg.dark_particles),
-        "candidates", "blob scale")
+        "candidates", "step")
     yield ExploreProgress("candidates", 1, 1, f"{len(zyx)} candidates")
     if len(zyx) < 2:
         raise CetpickError(f"Found {len(zyx)} blob{'s' * (len(zyx) != 1)} of {cfg.diameter_range_a[0]:g}–"

@@ -18,6 +18,17 @@ def logit(p) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
+def relay(gen: Generator[object, None, R], each: Callable[[object], object]) -> Generator[object, None, R]:
+    """Drive a progress generator, yielding ``each(item)`` for its items; return its value
+    (``yield from relay(...)`` passes a sub-step's progress on in the caller's terms)."""
+    while True:
+        try:
+            item = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        yield each(item)
+
+
 def run_generator(gen: Generator[object, None, R], on_progress: Callable[[object], None] | None = None) -> R:
     """Drive a progress generator to its end and return its value."""
     while True:

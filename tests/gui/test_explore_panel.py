@@ -183,6 +183,21 @@ def test_a_bad_range_is_refused_then_a_cluster_becomes_labels_once(viewer, panel
     assert rows(labels.data) == rows(np.vstack([res.members(c), res.members(c2)]))
     median2 = round(float(np.median(res.diameter_vox[res.cluster == c2])) * VOXEL, 1)
     assert panel.state.particle_class("shells").diameter == pytest.approx(median2)
+    # autosaved as clicks are: closing the tomogram writes every class's labels, exact positions
+    from napari_cetpick._napari.session_file import read_session
+
+    path = panel.autosave.path(rec, for_writing=True)
+    viewer.layers.remove("blobs")
+    qtbot.waitUntil(lambda: "blobs" not in viewer.layers, timeout=5000)
+    saved = {k.name: k for k in read_session(path, SHAPE).classes}
+
+    def same(a, b):  # the session keeps 4 decimals of a voxel
+        a, b = (np.asarray(x, float)[np.lexsort(np.round(np.asarray(x, float), 2).T[::-1])] for x in (a, b))
+        return a.shape == b.shape and np.allclose(a, b, atol=1e-4)
+
+    assert same(saved[first].labels, np.vstack([res.members(c), res.members(c2)]))
+    assert same(saved["shells"].labels, res.members(c2))
+    assert saved["shells"].diameter == pytest.approx(median2)
 
 
 def test_cancel_and_closing_the_tomogram_stop_an_exploration(viewer, panel, qtbot):
