@@ -306,10 +306,15 @@ def _cluster_specs(args) -> dict:
     """``--labels-from-cluster [NAME=]DIR:ID`` (repeated): ``{class or None: DIR:ID}``."""
     out = {}
     for text in args.labels_from_cluster or []:
-        name, spec = _named(text, "--labels-from-cluster")
+        folder = str(text).rpartition(":")[0]
+        name, spec = (None, str(text)) if folder and Path(folder).is_dir() else _named(text, "--labels-from-cluster")
         if name in out:
-            raise CetpickError(f"--labels-from-cluster is given twice for {'class ' + repr(name) if name else 'one'} "
-                               "class.")
+            raise CetpickError(f"--labels-from-cluster is given twice for class {name!r}." if name else
+                               "--labels-from-cluster is given twice without a class name: give each as "
+                               "NAME=DIR:CLUSTER for several classes.")
+        if spec in out.values():
+            raise CetpickError(f"--labels-from-cluster: cluster {spec} is given for two classes; a particle is of "
+                               "one class.")
         out[name] = spec
     if None in out and len(out) > 1:
         raise CetpickError("Give every --labels-from-cluster as NAME=DIR:CLUSTER when there are several (the class "
@@ -327,12 +332,12 @@ def _labels_from_cluster_setup(args) -> None:
     if not args.tomogram or len(args.tomogram) != 1:
         raise CetpickError("--labels-from-cluster labels one tomogram: give exactly one --tomogram (the explored one).")
     specs = _cluster_specs(args)
+    summaries = {name: cluster_summary(spec) for name, spec in specs.items()}  # every cluster checked first
     if args.continue_from:  # a correction round keeps the model's sizes
         return
     every_d, sized = _per_class(args.diameter_a, "--diameter-a")
     every_b, boxed = _per_class(args.bbox, "--bbox")
-    for name, spec in specs.items():
-        summary = cluster_summary(spec)
+    for name, summary in summaries.items():
         if every_d is not None or every_b is not None or name in sized or name in boxed:
             continue  # the user gave this class's size
         size = f"{summary['median_diameter_a']:g}"
@@ -399,7 +404,8 @@ def _per_class(values, option: str, kind=float) -> tuple:
 
 
 def _label_classes(args) -> list[str] | None:
-    """The class names of ``--labels NAME=FILE`` (in order), or None for the one-class form."""
+    """The class names of ``--labels NAME=FILE`` or ``--labels-from-cluster NAME=DIR:ID`` (in
+    order), or None for the one-class form."""
     if getattr(args, "copick", None) and len(args.object or []) > 1:
         return list(dict.fromkeys(args.object))
     if getattr(args, "labels_from_cluster", None):
@@ -427,8 +433,10 @@ def _class_specs(args, names: list[str] | None):
     if names is None:
         for option, d in named.items():
             if d:
-                raise CetpickError(f"{option} {next(iter(d))}=...: the labels name no classes; give --labels "
-                                   f"{next(iter(d))}=FILE, or {option} without a class name.")
+                how = ("--labels-from-cluster {}=DIR:CLUSTER" if getattr(args, "labels_from_cluster", None)
+                       else "--labels {}=FILE").format(next(iter(d)))
+                raise CetpickError(f"{option} {next(iter(d))}=...: the labels name no classes; give {how}, or "
+                                   f"{option} without a class name.")
         return top, None
     for option, d in named.items():
         stray = [n for n in d if n not in names]

@@ -55,13 +55,22 @@ ENCODER_FILE = "encoder.pt"
 _N_SHELLS = 12
 _REACH = 0.6
 #: Centring: a candidate moves to where the density around it is most nearly radially
-#: symmetric (hollow particles peak in the LoG on their walls), when that place is this much
-#: more significant (standard units of the symmetry score) than where it stands.
-_CENTRING_GAIN = 5.0
+#: symmetric (hollow particles peak in the LoG on their walls), when that place is more
+#: significant than where it stands by more than 95 % of places in background alone would
+#: gain by moving (noise of the tomogram's own spectrum: :meth:`_SymmetryWindows.calibrate`),
+#: and by at least 3 standard units.
+_CENTRING_GAIN = 3.0
+_CENTRING_NULL_QUANTILE = 0.95
+_CENTRING_NULL_PLACES = 256
 #: The symmetry windows' largest radius in working voxels (larger ranges are binned to it), and
 #: how far a candidate may move, in those windows' largest radius.
 _CENTRING_MAX_RADIUS = 9
 _CENTRING_REACH = 0.45
+#: A shell belongs to the particle when its mean differs from the background by this many
+#: of its own standard deviations (the particle's extent, for a candidate that moved).
+_SHELL_Z = 3.0
+#: Progress units per LoG scale (and for the centring) while looking for candidates.
+_STEP = 10
 #: Weight of the (standardised) log size against each standardised profile value.
 _SIZE_WEIGHT = 3.0
 #: Principal components the clustering sees.
@@ -206,80 +215,91 @@ def iter_find_candidates(volume, range_vox: tuple[float, float], max_candidates:
                          floor: float = CANDIDATE_FLOOR, dark_particles: bool = True):
     """Blob candidates over a range of sizes (module doc, step 1).
 
-    A generator: yields ``(k, n)`` after each scale and at the end of the centring
-    (:func:`iter_symmetry_centres`), and returns ``zyx`` (n, 3)
+    A generator: yields ``(k, n)`` as the scales and the centring (:func:`iter_symmetry_centres`)
+    go (``_STEP`` per scale and for the centring), and returns ``zyx`` (n, 3)
     tomogram voxels, ``diameter_vox`` (n,) and ``score`` (n,), strongest first; candidates
     whose blob would reach past the tomogram's border are left out.
     """
-    from scipy.spatial import cKDTree
-
     from .baselines import iter_log_scale_space, log_scale_diameters
     from .peaks import candidates
     from .utils import relay
 
     n_scales = len(log_scale_diameters(range_vox))
-    score, size, scale, translate = yield from relay(  # one step more than the scales: the centring
-        iter_log_scale_space(volume, range_vox, dark_particles), lambda s: (s[0], n_scales + 1))
+    total = _STEP * (n_scales + 1)  # progress: each scale one step, the centring one more
+    score, size, scale, translate = yield from relay(
+        iter_log_scale_space(volume, range_vox, dark_particles), lambda s: (_STEP * s[0], total))
     zyx, sc, idx = candidates(score, floor=max(floor, 1e-6), scale=scale, translate=translate,
                               shape_zyx=tuple(np.shape(volume)), return_index=True)
     del score
     diam = size[tuple(np.asarray(idx).T)] if len(zyx) else np.zeros(0, np.float32)
     shape = np.asarray(np.shape(volume), float)
-    # the whole blob inside: half its diameter from every border (in z a third: the lamella is thin)
-    half = 0.5 * diam[:, None] * np.array([2 / 3, 1.0, 1.0])
-    inside = np.all((zyx >= half) & (zyx <= shape - 1 - half), axis=1)
-    zyx, sc, diam = zyx[inside], sc[inside], diam[inside]
-    # the weaker of two blobs closer than half the larger one's diameter goes (best first)
-    keep = np.ones(len(zyx), bool)
-    if len(zyx):
-        tree = cKDTree(zyx)
-        for i in range(len(zyx)):
-            if not keep[i]:
-                continue
-            near = tree.query_ball_point(zyx[i], 0.5 * float(diam.max()))
-            near = [j for j in near if j > i and keep[j] and
-                    np.linalg.norm(zyx[j] - zyx[i]) < 0.5 * max(diam[i], diam[j])]
-            keep[near] = False
-    zyx, sc, diam = zyx[keep][:max_candidates], sc[keep][:max_candidates], diam[keep][:max_candidates]
+    zyx, sc, diam = _inside(zyx, diam, shape, sc)
+    zyx, sc, diam = _suppress(zyx, diam, np.arange(len(zyx)), sc)  # the weaker of two blobs goes (best first)
+    zyx, sc, diam = zyx[:max_candidates], sc[:max_candidates], diam[:max_candidates]
     # hollow particles: from their wall to their centre; parts of one particle become one
     zyx, diam, signif = yield from relay(iter_symmetry_centres(volume, zyx, diam, range_vox),
-                                         lambda s: (n_scales, n_scales + 1))
+                                         lambda s: (_STEP * n_scales + (_STEP * s[0]) // s[1], total))
+    zyx, sc, signif, diam = _inside(zyx, diam, shape, sc, signif)
+    zyx, sc, diam = _suppress(zyx, diam, np.argsort(-signif, kind="stable"), sc)  # most symmetric first
+    order = np.argsort(-sc, kind="stable")
+    return zyx[order], diam[order].astype(np.float32), sc[order].astype(np.float32)
+
+
+def _inside(zyx, diam, shape, *more):
+    """The candidates whose whole blob lies inside: half its diameter from every border (in z a
+    third: the lamella is thin); ``(zyx, *more, diam)`` of those."""
+    half = 0.5 * np.asarray(diam, float)[:, None] * np.array([2 / 3, 1.0, 1.0])
+    ok = np.all((zyx >= half) & (zyx <= np.asarray(shape) - 1 - half), axis=1)
+    return (zyx[ok], *(m[ok] for m in more), diam[ok])
+
+
+def _suppress(zyx, diam, order, *more):
+    """Greedy in ``order``: of two candidates closer than half the larger one's diameter, the
+    later goes; ``(zyx, *more, diam)`` of those kept, in their former order."""
+    from scipy.spatial import cKDTree
+
     keep = np.ones(len(zyx), bool)
-    if len(zyx):  # most symmetric first: a wall's candidates that met at the centre become one
-        order = np.argsort(-signif, kind="stable")
+    if len(zyx):
         rank = np.empty(len(zyx), int)
-        rank[order] = np.arange(len(zyx))
+        rank[np.asarray(order)] = np.arange(len(zyx))
         tree = cKDTree(zyx)
+        reach = 0.5 * float(np.max(diam))
         for i in order:
-            if keep[i]:
-                near = [j for j in tree.query_ball_point(zyx[i], 0.5 * float(diam[i])) if rank[j] > rank[i]]
-                keep[near] = False
-    yield n_scales + 1, n_scales + 1
-    zyx, sc, diam = zyx[keep], sc[keep], diam[keep]
-    return zyx, diam.astype(np.float32), sc.astype(np.float32)
+            if not keep[i]:
+                continue
+            near = [k for k in tree.query_ball_point(zyx[i], reach) if rank[k] > rank[i] and keep[k]
+                    and np.linalg.norm(zyx[k] - zyx[i]) < 0.5 * max(diam[i], diam[k])]
+            keep[near] = False
+    return (zyx[keep], *(m[keep] for m in more), diam[keep])
 
 
 def iter_symmetry_centres(volume, zyx, diameter_vox, range_vox: tuple[float, float], batch: int = 256,
-                          rounds: int = 3):
+                          rounds: int = 3, seed: int = 0):
     """Move each candidate to where the density around it is most nearly radially symmetric.
 
-    For a place ``o`` and a window radius ``R``, the shells of one voxel's width around ``o``
-    hold sums ``S_r`` of the z-scored density; the energy they explain, ``Σ S_r² / n_r`` (in
-    the noise's variance), is a χ² with ``R + 1`` degrees of freedom where there is only
-    noise, so ``(Σ S_r² / n_r / σ² − (R + 1)) / √(2 (R + 1))`` is the significance of the
-    radial symmetry there. A hollow particle's LoG peaks on its wall, where this is low; at
-    its centre it is high. Each candidate looks at every place within a few voxels and three
-    window radii (from 0.6 × the smallest diameter to 0.3 × the largest; binned when those
-    windows would be large) and moves to the best one when its significance beats that of its
-    own place by ``_CENTRING_GAIN`` (noise alone moves little); one that moved looks again from
-    there, up to ``rounds`` times (a climb towards a centre out of reach ends on it).
+    Around a place, the sums ``S_r`` of the z-scored density over shells one voxel thick
+    explain the energy ``E_R = Σ_{r ≤ R} S_r² / n_r`` within radius ``R``. Where there is only
+    background, the ``S_r`` are Gaussian with a covariance that follows from the tomogram's
+    own power spectrum (estimated once from random cubes, so correlated noise — the CTF, the
+    reconstruction's filters — and the crowd of other particles count as background), which
+    gives the mean and variance of ``E_R``; matched to a scaled χ², its Wilson–Hilferty normal
+    score is the significance of the symmetry there. A hollow particle's LoG peaks on its
+    wall, where this is low; at its centre it is high; a solid ball's centre is already its
+    best place. Each candidate scores every place within a few voxels for three window radii
+    (0.6 × the smallest diameter to 0.3 × the largest; the volume binned when they would
+    exceed ``_CENTRING_MAX_RADIUS``, rounding may merge them) and moves to the best one when it
+    beats its own place by more than 95 % of places in background alone would gain (noise of
+    the same spectrum, simulated; at least ``_CENTRING_GAIN`` standard units); one that moved
+    searches again from there (at most ``rounds`` searches in all). A shell partly outside the
+    tomogram counts its energy per voxel inside.
 
-    A candidate that moves takes the larger of its ``diameter_vox`` and the size of its most
-    significant window there (the diameter ``2 r + 1`` of the shells out to radius ``r``),
-    within the range: a hollow particle's LoG size is its wall's, and the windows reach only
-    half the range's largest size.
+    A candidate that moves takes the larger of its ``diameter_vox`` and the extent of its
+    density there (``(2 r + 1) b``: out to the last shell ``r`` whose mean differs from the
+    background by ``_SHELL_Z`` of its spread, before two that do not), within the range: a
+    hollow particle's LoG size is its wall's, and the windows reach only half the range's
+    largest size.
 
-    A generator: yields ``(k, n)`` per batch of candidates; returns the new ``zyx``, its
+    A generator: yields ``(k, n)`` per batch of the first search; returns the new ``zyx``, its
     diameter, and the significance of the symmetry where each candidate ends.
     """
     pts = np.asarray(zyx, float).reshape(-1, 3).copy()
@@ -287,25 +307,25 @@ def iter_symmetry_centres(volume, zyx, diameter_vox, range_vox: tuple[float, flo
     signif = np.full(len(pts), -np.inf)
     if len(pts) == 0:
         return pts, size, signif
-    windows = _SymmetryWindows(range_vox)
-    stats = volume_stats(volume)
+    win = _SymmetryWindows(range_vox)
+    vol, b = win.working_volume(volume), win.b
+    win.calibrate(vol, np.random.default_rng(seed))
     todo = np.arange(len(pts))
     n_first = int(math.ceil(len(pts) / batch))
-    done = 0
-    for _ in range(max(1, rounds)):
+    for round_ in range(max(1, rounds)):
         moved = []
         for k in range(0, len(todo), batch):
             idx = todo[k:k + batch]
-            base = np.rint(pts[idx]).astype(int)
-            new, here, best, window = windows.search(volume, base, stats)
-            move = best - here >= _CENTRING_GAIN
+            cell = np.rint((pts[idx] - (b - 1) / 2.0) / b).astype(int)  # the working voxel of each
+            off, here, best, window = win.search(vol, cell)
+            move = best - here >= win.min_gain
             signif[idx] = np.where(move, best, np.maximum(here, signif[idx]))
-            pts[idx[move]] = new[move]
-            size[idx[move]] = np.maximum(window[move], size[idx[move]])
+            pts[idx[move]] = (cell[move] + off[move]) * b + (b - 1) / 2.0
+            size[idx[move]] = np.fmax(window[move], size[idx[move]])
             moved.append(idx[move])
-            done += 1
-            yield min(done, n_first), n_first
-        todo = np.concatenate(moved) if moved else np.zeros(0, int)
+            if round_ == 0:
+                yield k // batch + 1, n_first
+        todo = np.concatenate(moved)
         if len(todo) == 0:
             break
     np.clip(pts, 0, np.asarray(np.shape(volume)) - 1, out=pts)
@@ -314,11 +334,10 @@ def iter_symmetry_centres(volume, zyx, diameter_vox, range_vox: tuple[float, flo
 
 class _SymmetryWindows:
     """The centring's windows for a diameter range (:func:`iter_symmetry_centres`): bin factor
-    ``b``, window radii and reach in binned voxels, the shells' Fourier transforms."""
+    ``b``, window radii and reach (working voxels), the shells' transforms, and — once
+    :meth:`calibrate` has seen the tomogram — the background's mean and variance of ``E_R``."""
 
     def __init__(self, range_vox: tuple[float, float]):
-        import scipy.fft as sfft
-
         lo, hi = (float(d) for d in range_vox)
         radii = np.geomspace(0.6 * lo, max(0.3 * hi, 0.6 * lo), 3)  # a small particle whole … half the largest
         self.b = max(1, int(math.ceil(radii[-1] / _CENTRING_MAX_RADIUS - 1e-9)))
@@ -330,61 +349,128 @@ class _SymmetryWindows:
         rr = np.sqrt(ax[:, None, None] ** 2 + ax[None, :, None] ** 2 + ax[None, None, :] ** 2)
         shell = np.floor(rr + 0.5).astype(int)
         self.counts = np.bincount(shell.ravel())[: self.radii[-1] + 1].astype(float)
-        kernels = np.stack([shell == r for r in range(self.radii[-1] + 1)]).astype(np.float32)
-        self.kf = sfft.rfftn(np.fft.ifftshift(kernels, axes=(1, 2, 3)), axes=(1, 2, 3))
+        self.kernels = np.fft.ifftshift(np.stack([shell == r for r in range(self.radii[-1] + 1)]).astype(np.float32),
+                                        axes=(1, 2, 3))
+        self.scale = self.dof = self.sd_shell = self.min_gain = None
 
-    def search(self, volume, base: np.ndarray, stats):
-        """For candidates at integer voxels ``base``: the best place, the significance there and
-        at ``base``, and the diameter of the best place's most significant window."""
+    def working_volume(self, volume) -> np.ndarray:
+        """The tomogram binned by ``b`` (itself at bin 1), float32."""
+        from .baselines import _bin_float32
+
+        return _bin_float32(volume, self.b) if self.b > 1 else volume
+
+    def _cubes(self, vol, cells: np.ndarray):
+        """Cubes of side ``n`` about working voxels ``cells``, z-scored by the tomogram's
+        statistics, clipped to ±3, less their mean; zero outside the tomogram. Returns the
+        cubes and, when any reaches outside, which voxels lie inside (else None)."""
+        h, n = self.h, self.n
+        shape = np.asarray(vol.shape)
+        cubes = np.zeros((len(cells), n, n, n), np.float32)
+        inside = np.zeros(cubes.shape, bool)
+        for c, m, q in zip(cubes, inside, cells):
+            lo, hi = q - h, q + h + 1
+            a, z = np.maximum(lo, 0), np.minimum(hi, shape)
+            if np.all(z > a):
+                part = (slice(a[0] - lo[0], z[0] - lo[0]), slice(a[1] - lo[1], z[1] - lo[1]),
+                        slice(a[2] - lo[2], z[2] - lo[2]))
+                c[part] = (np.asarray(vol[a[0]:z[0], a[1]:z[1], a[2]:z[2]], np.float32) - self._mean) / self._std
+                m[part] = True
+        np.clip(cubes, -3.0, 3.0, out=cubes)
+        filled = np.maximum(inside.sum(axis=(1, 2, 3), keepdims=True), 1)
+        cubes -= (cubes.sum(axis=(1, 2, 3), keepdims=True) / filled) * inside
+        return cubes, (None if inside.all() else inside)
+
+    def calibrate(self, vol, rng, n_cubes: int = 64) -> None:
+        """The background's ``E_R`` mean and variance from the power spectrum of random cubes."""
+        from .data import compute_norm_stats, make_geometry
+
+        stats = compute_norm_stats(vol, make_geometry(1, False))
+        self._mean, self._std = float(stats.mean1), float(stats.std1)
+        shape = np.asarray(vol.shape)
+        lo = np.minimum(self.h, shape // 2)
+        cells = rng.integers(lo, np.maximum(shape - lo, lo + 1), size=(n_cubes, 3))
+        cubes, inside = self._cubes(vol, cells)
+        share = 1.0 if inside is None else np.maximum(inside.mean(axis=(1, 2, 3)), 1e-3)[:, None, None, None]
+        power = np.mean(np.abs(np.fft.fftn(cubes, axes=(1, 2, 3))) ** 2 / share, axis=0)  # as if all inside
+        kf = np.fft.fftn(self.kernels, axes=(1, 2, 3)).reshape(len(self.kernels), -1)
+        big_n = float(self.n ** 3)
+        cov = np.real((kf * power.reshape(1, -1)) @ kf.conj().T) / big_n ** 2  # Cov(S_r, S_q)
+        w = 1.0 / self.counts
+        mean_e, var_e = [], []
+        for r in range(len(self.counts)):
+            c = cov[: r + 1, : r + 1] * w[: r + 1][None, :]  # W Σ, W = diag(1 / n_r)
+            mean_e.append(float(np.trace(c)))
+            var_e.append(2.0 * float(np.sum(c * c.T)))
+        mean_e, var_e = np.maximum(mean_e, 1e-12), np.maximum(var_e, 1e-24)
+        self.scale = var_e / (2 * mean_e)  # E_R ≈ scale · χ²(dof)
+        self.dof = 2 * mean_e ** 2 / var_e
+        self.sd_shell = np.sqrt(np.maximum(np.diag(cov), 1e-24))  # of each S_r
+        # what moving gains in background alone (noise of this spectrum): the gain to beat
+        white = rng.standard_normal((_CENTRING_NULL_PLACES,) + (self.n,) * 3)
+        noise = np.real(np.fft.ifftn(np.fft.fftn(white, axes=(1, 2, 3)) * np.sqrt(power / big_n), axes=(1, 2, 3)))
+        noise -= noise.mean(axis=(1, 2, 3), keepdims=True)
+        _, here, best, _ = self._search_cubes(noise.astype(np.float32), None)
+        self.min_gain = max(_CENTRING_GAIN, float(np.quantile(best - here, _CENTRING_NULL_QUANTILE)))
+
+    def _significance(self, energy: np.ndarray, r: int) -> np.ndarray:
+        """Wilson–Hilferty normal score of ``energy / scale`` as a χ² with ``dof`` degrees."""
+        x, nu = energy / self.scale[r], self.dof[r]
+        a = 2.0 / (9.0 * nu)
+        return (np.cbrt(np.maximum(x, 0.0) / nu) - (1.0 - a)) / math.sqrt(a)
+
+    def search(self, vol, cells: np.ndarray):
+        """For candidates at working voxels ``cells``: the best place's offset (working voxels),
+        the significance at ``cells`` and at the best place, and the diameter (tomogram voxels)
+        of the best place's most significant window."""
+        return self._search_cubes(*self._cubes(vol, cells))
+
+    def _search_cubes(self, cubes: np.ndarray, inside: np.ndarray | None = None):
+        """:meth:`search` on prepared cubes (``n``³, z-scored, clipped, mean-free; ``inside``:
+        which voxels lie in the tomogram, None for all). A shell partly outside counts its
+        energy per voxel inside (``S_r² / n_r,in``: the same expectation in background), and a
+        place outside the tomogram is never the best."""
         import scipy.fft as sfft
 
-        b, h, n, reach = self.b, self.h, self.n, self.reach
-        shape = np.asarray(np.shape(volume))
-        cubes = np.stack([_binned_cube(volume, p - h * b, n, b, shape) for p in base])
-        cubes -= float(stats.mean1)
-        cubes /= float(stats.std1)
-        np.clip(cubes, -3.0, 3.0, out=cubes)
-        cubes -= cubes.mean(axis=(1, 2, 3), keepdims=True)
-        var = float(np.median(cubes.var(axis=(1, 2, 3)))) or 1.0
+        n, reach = self.n, self.reach
         cf = sfft.rfftn(cubes, axes=(1, 2, 3))
-        inner = slice(h - reach, h + reach + 1)
+        mf = None if inside is None else sfft.rfftn(inside.astype(np.float32), axes=(1, 2, 3))
+        kf = sfft.rfftn(self.kernels, axes=(1, 2, 3))
+        inner = slice(self.h - reach, self.h + reach + 1)
         m = len(cubes)
         energy = np.zeros((m, (2 * reach + 1) ** 3))
         best = np.full(energy.shape, -np.inf)
-        per_radius = []  # the significance at every place for each radius from the smallest window's
+        sums = []  # S_r at every place
         for r in range(self.radii[-1] + 1):
-            s_r = sfft.irfftn(cf * self.kf[r], s=(n, n, n), axes=(1, 2, 3))[:, inner, inner, inner]
-            energy += (s_r * s_r).reshape(m, -1) / self.counts[r]
-            if r >= self.radii[0]:
-                dof = r + 1
-                per_radius.append((energy / var - dof) / math.sqrt(2 * dof))
-                if r in self.radii:
-                    np.maximum(best, per_radius[-1], out=best)
+            s_r = sfft.irfftn(cf * kf[r], s=(n, n, n), axes=(1, 2, 3))[:, inner, inner, inner].reshape(m, -1)
+            sums.append(s_r)
+            if mf is None:
+                energy += s_r * s_r / self.counts[r]
+            else:
+                n_in = sfft.irfftn(mf * kf[r], s=(n, n, n), axes=(1, 2, 3))[:, inner, inner, inner].reshape(m, -1)
+                energy += s_r * s_r / np.maximum(np.rint(n_in), 1.0)
+            if r in self.radii:
+                np.maximum(best, self._significance(energy, r), out=best)
+        if inside is not None:  # the places themselves must lie in the tomogram
+            best[~inside[:, inner, inner, inner].reshape(m, -1)] = -np.inf
         top = best.argmax(axis=1)
         rows = np.arange(m)
-        r_top = self.radii[0] + np.argmax(np.stack([q[rows, top] for q in per_radius], 1), axis=1)
         off = np.stack(np.unravel_index(top, (2 * reach + 1,) * 3), axis=1) - reach
-        new = base + (b - 1) / 2.0 + off * b
-        return new, best[:, best.shape[1] // 2], best[rows, top], (2 * r_top + 1.0) * b
+        z_shell = np.stack([s[rows, top] for s in sums], axis=1) / self.sd_shell[None, :]
+        return off, best[:, best.shape[1] // 2], best[rows, top], self._extent(z_shell)
 
-
-def _binned_cube(volume, start, n: int, b: int, shape) -> np.ndarray:
-    """The ``n``³ cube of ``b``-binned voxels from tomogram voxel ``start`` (the mean outside)."""
-    lo = np.asarray(start)
-    hi = lo + n * b
-    a, z = np.maximum(lo, 0), np.minimum(hi, shape)
-    if np.all(a == lo) and np.all(z == hi):
-        cube = np.asarray(volume[a[0]:z[0], a[1]:z[1], a[2]:z[2]], np.float32)
-        return cube.reshape(n, b, n, b, n, b).mean(axis=(1, 3, 5)) if b > 1 else cube
-    cube = np.full((n * b,) * 3, np.nan, np.float32)
-    if np.all(z > a):
-        cube[a[0] - lo[0]:z[0] - lo[0], a[1] - lo[1]:z[1] - lo[1], a[2] - lo[2]:z[2] - lo[2]] = \
-            volume[a[0]:z[0], a[1]:z[1], a[2]:z[2]]
-    fill = np.nanmean(cube) if np.any(np.isfinite(cube)) else 0.0
-    cube = np.where(np.isfinite(cube), cube, fill)
-    if b > 1:
-        cube = cube.reshape(n, b, n, b, n, b).mean(axis=(1, 3, 5))
-    return cube.astype(np.float32)
+    def _extent(self, z_shell: np.ndarray) -> np.ndarray:
+        """Diameter (tomogram voxels) out to the last shell whose density differs from the
+        background by ``_SHELL_Z`` before two shells in a row that do not (NaN: none does)."""
+        m, k = z_shell.shape
+        last = np.full(m, -1)
+        quiet = np.zeros(m, int)
+        open_ = np.ones(m, bool)
+        for r in range(k):
+            loud = np.abs(z_shell[:, r]) >= _SHELL_Z
+            last = np.where(open_ & loud, r, last)
+            quiet = np.where(loud, 0, quiet + 1)
+            open_ &= ~((last >= 0) & (quiet >= 2))
+        return np.where(last >= 0, (2 * last + 1.0) * self.b, np.nan)
 
 
 def _robust_standardise(a: np.ndarray) -> np.ndarray:
@@ -467,11 +553,13 @@ def class_averages(volume, zyx, cluster, half_box: int, stats=None) -> dict:
     return out
 
 
-def _relay(steps, stage: str, what: str):
-    """Drive a ``(k, n)``-yielding generator, yielding :class:`ExploreProgress`; return its value."""
+def _relay(steps, stage: str, say):
+    """Drive a ``(k, n)``-yielding generator, yielding :class:`ExploreProgress` (``say(k, n)``:
+    its line, or a word for "word k of n"); return its value."""
     from .utils import relay
 
-    return (yield from relay(steps, lambda s: ExploreProgress(stage, s[0], s[1] + 1, f"{what} {s[0]} of {s[1]}")))
+    line = say if callable(say) else (lambda k, n: f"{say} {k} of {n}")
+    return (yield from relay(steps, lambda s: ExploreProgress(stage, s[0], s[1] + 1, line(*s))))
 
 
 def explore(volume, voxel_size_a: float, config: ExploreConfig | None = None
@@ -501,7 +589,7 @@ def explore(volume, voxel_size_a: float, config: ExploreConfig | None = None
                                               f"{cfg.diameter_range_a[1]:g} Å")
     zyx, diam, score = yield from _relay(
         iter_find_candidates(volume, (lo, hi), cfg.max_candidates, cfg.floor, cfg.dark_particles),
-        "candidates", "step")
+        "candidates", lambda k, n: f"looking for blobs and their centres: {100 * k // n} %")
     yield ExploreProgress("candidates", 1, 1, f"{len(zyx)} candidates")
     if len(zyx) < 2:
         raise CetpickError(f"Found {len(zyx)} blob{'s' * (len(zyx) != 1)} of {cfg.diameter_range_a[0]:g}–"
