@@ -138,6 +138,9 @@ def test_explore_shows_candidates_and_the_map_is_linked_both_ways(viewer, panel,
     assert panel.explore._explore_status_label.value == IDLE_TEXT  # not the other tomogram's result
     panel.data._tomogram_combo.value = viewer.layers["blobs"]
     assert layer.visible and browser.native.isVisibleTo(panel.explore.native) and m.n_points == len(res.zyx)
+    # with the cluster the user had chosen there
+    assert browser._cluster_combo.value == c and f"Cluster {c}: {len(members)} members" in \
+        browser._cluster_info_label.value and m.highlighted == set(members.tolist())
     assert panel.explore._explore_status_label.value.startswith(f"blobs: {len(res.zyx)} candidates")
     # exploring again replaces the layer
     again = _explore(qtbot, panel)

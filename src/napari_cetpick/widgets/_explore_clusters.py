@@ -30,6 +30,7 @@ class Exploration:
 
     result: object
     layer: object
+    chosen: int | None = None  # the cluster last chosen, shown again when the tomogram is
 
 
 class ClusterBrowser(Container):
@@ -83,7 +84,15 @@ class ClusterBrowser(Container):
             self._map.clear()
         else:
             self._map.set_map(ex.result.map_xy, ex.result.cluster)
-        self._show_cluster(None)
+        chosen = None if ex is None else ex.chosen
+        if chosen is not None:  # back to this tomogram: its cluster as the user left it
+            self._updating = True
+            try:
+                self._cluster_combo.value = chosen
+            finally:
+                self._updating = False
+            self._map.set_highlight(np.flatnonzero(ex.result.cluster == chosen))
+        self._show_cluster(chosen)
 
     def watch(self, layer) -> None:
         """Follow a candidates layer's selection (its points are ringed on the map)."""
@@ -138,6 +147,8 @@ class ClusterBrowser(Container):
         self._map.set_highlight(indices)
         if c is not None:
             self._show_cluster(c)
+            if self._ex is not None:
+                self._ex.chosen = int(c)
 
     def choose_cluster(self, c: int) -> None:
         """Select a cluster's members everywhere: the layer, the map, the list."""
