@@ -15,6 +15,7 @@ from napari_cetpick import device as _device  # noqa: F401  (sets OMP_WAIT_POLIC
 from napari_cetpick.checkpoint import Checkpoint
 from napari_cetpick.config import DetectConfig, TrainConfig
 from napari_cetpick.errors import CetpickError
+from napari_cetpick.utils import relay
 
 
 class JobError(Exception):
@@ -159,15 +160,8 @@ def detect_job(ckpt: Checkpoint, items: Sequence[DetectItem], config: DetectConf
     n_ok = 0
     for i, item in enumerate(items):
         try:
-            result = None
             gen = detect(ckpt, item.volume, config, voxel_size_a=item.voxel_size_a, device=device, mask=item.mask)
-            while True:
-                try:
-                    progress = next(gen)
-                except StopIteration as stop:
-                    result = stop.value
-                    break
-                yield DetectStep(i, len(items), item.name, progress)
+            result = yield from relay(gen, lambda p, i=i, item=item: DetectStep(i, len(items), item.name, p))
         except CetpickError as err:
             yield DetectFailed(item.key, item.name, str(err))
             continue
@@ -199,11 +193,6 @@ def improve_job(init: Checkpoint, volumes: Sequence, labels: Sequence, negatives
                                negatives=None if negatives is None else [_copy_points(n) for n in negatives],
                                masks=None if masks is None else list(masks), voxel_size_a=voxel_size_a,
                                device=device)
-        while True:
-            try:
-                progress = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            yield ImproveStep(progress)
+        return (yield from relay(gen, ImproveStep))
     except RuntimeError as err:
         raise JobError(f"{type(err).__name__}: {err}") from err
