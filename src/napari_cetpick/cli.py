@@ -1067,11 +1067,13 @@ def _add_explore_parser(sub) -> None:
     p = sub.add_parser(
         "explore", help="find blob-like candidates without any label, cluster them by look, and write a map",
         description="Exploration before any click: every blob of the sizes given (scale-selective Laplacian of "
-                    "Gaussian), described by its radial profile (any orientation), clustered (HDBSCAN) and mapped "
-                    "in 2D (t-SNE). Writes candidates.csv (x y z in the tomogram file's frame, with size, score, "
+                    "Gaussian), moved to the centre of hollow ones (where the density is most radially symmetric), "
+                    "described by its radial profile (any orientation), clustered (HDBSCAN) and mapped in 2D "
+                    "(t-SNE). Writes candidates.csv (x y z in the tomogram file's frame, with size, score, "
                     "cluster, map position and embedding), explore.json, class_averages.npz and overview.html.",
         epilog="Then train from a cluster: cetpick train --tomogram T.mrc --labels-from-cluster DIR:CLUSTER "
-               "--out M.ckpt")
+               "--out M.ckpt; several clusters as classes of one model: --labels-from-cluster NAME=DIR:CLUSTER, "
+               "repeated.")
     p.add_argument("--tomogram", required=True, help="the tomogram to explore (MRC/REC)")
     p.add_argument("--diameter-range", type=float, nargs=2, default=DEFAULT_DIAMETER_RANGE_A,
                    metavar=("MIN_A", "MAX_A"),
