@@ -255,6 +255,11 @@ def test_cli_explore_then_train_from_a_cluster(tmp_path, capsys, monkeypatch):
     assert main(["train", "--tomogram", str(same), "--labels-from-cluster", f"{out}:{c}", "--out",
                  str(tmp_path / "s.ckpt"), "--device", "cpu"]) == 2
     assert "explore this tomogram first" in capsys.readouterr().err
+    # even the same tomogram flipped (same size, same statistics of its central block)
+    flipped = write_tomogram(tmp_path / "flipped.mrc", v[:, ::-1, :].copy(), voxel_size_a=VOXEL_A)
+    assert main(["train", "--tomogram", str(flipped), "--labels-from-cluster", f"{out}:{c}", "--out",
+                 str(tmp_path / "f.ckpt"), "--device", "cpu"]) == 2
+    assert "explore this tomogram first" in capsys.readouterr().err
     # a cluster of another tomogram (other shape) would mean other places: refused, naming both
     other = write_tomogram(tmp_path / "other.mrc", v[:, :120, :150], voxel_size_a=VOXEL_A)
     assert main(["train", "--tomogram", str(other), "--labels-from-cluster", f"{out}:{c}", "--out",

@@ -476,7 +476,9 @@ def profile_check(ckpt: Checkpoint, volume, zyx, scores, agreement, weight: floa
     rest = np.setdiff1d(np.arange(len(scores)), top)
     if len(rest):
         new[rest] = np.minimum(z[rest], new[top].min())
-    out = (1.0 / (1.0 + np.exp(-new))).astype(np.float32)
+    from scipy.special import expit  # 1 / (1 + e^-x) without overflow for a large excess
+
+    out = expit(new).astype(np.float32)
     order = np.argsort(-out, kind="stable")
     return zyx[order], out[order], None if agreement is None else agreement[order], excess[order]
 
