@@ -176,6 +176,16 @@ def test_centring_leaves_solid_balls_and_plain_noise_in_white_and_correlated_noi
     assert np.mean(np.any(moved[4:] != pts[4:], axis=1)) <= 0.3
 
 
+def test_a_cluster_of_weak_blobs_at_the_smallest_size_is_flagged_as_likely_noise():
+    from napari_cetpick.explore import likely_noise
+
+    everyone = np.linspace(0.3, 0.9, 101)  # median 0.6
+    assert likely_noise(np.full(50, 6.0), np.full(50, 0.35), 6.0, everyone)
+    assert not likely_noise(np.full(50, 6.0), np.full(50, 0.8), 6.0, everyone)  # strong: small particles
+    assert not likely_noise(np.full(50, 12.0), np.full(50, 0.35), 6.0, everyone)  # larger than the smallest
+    assert not likely_noise(np.zeros(0), np.zeros(0), 6.0, everyone)
+
+
 def test_find_candidates_strongest_first_and_capped():
     v, pts, kinds = two_kinds(seed=1)
     zyx, diam, score = find_candidates(v, (6.0, 18.0), max_candidates=5)

@@ -284,14 +284,14 @@ def _training_pairs(args) -> list[tuple]:
             negs = _split_by_class(negatives.get(i, []), "--negatives", names, plain_key=ALL_CLASSES)
             neg = {k: _read_clicks(f, tomo, args.labels_format) for k, f in negs.items()}
             if getattr(args, "labels_from_cluster", None):
-                from .explore import read_cluster_labels
+                from .explore import LIKELY_NOISE, cluster_summary, read_cluster_labels
 
                 lab = {}
                 for name, spec in _cluster_specs(args).items():
                     lab[name] = read_cluster_labels(spec, layout=tomo.layout, shape_zyx=tomo.shape_zyx,
                                                     voxel_size_a=tomo.voxel_size_a, tomogram=t, volume=tomo.data)
                     print(f"{len(lab[name])} labels{'' if name is None else ' of ' + repr(name)}: the members of "
-                          f"cluster {spec}")
+                          f"cluster {spec}{' (' + LIKELY_NOISE + ')' if cluster_summary(spec).get('likely_noise') else ''}")
             else:
                 lab = {k: _drop_duplicates(_read_clicks(f, tomo, args.labels_format), f)
                        for k, f in per_tomo[i].items()}
@@ -892,7 +892,7 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_explore(args) -> int:
-    from .explore import ExploreConfig, diameter_range_vox, explore, write_exploration
+    from .explore import LIKELY_NOISE, ExploreConfig, diameter_range_vox, explore, write_exploration
 
     cfg = ExploreConfig(diameter_range_a=tuple(args.diameter_range), max_candidates=args.max_candidates,
                         min_cluster_size=args.min_cluster_size or None, embedding=args.embedding, seed=args.seed).validate()
@@ -912,7 +912,7 @@ def cmd_explore(args) -> int:
     for c in res.cluster_ids:
         d = res.info["clusters"][str(c)]
         print(f"  cluster {c:>2}: {d['members']:>5} members, median size {d['median_diameter_a']:g} Å, "
-              f"median blob score {d['median_score']:.2f}")
+              f"median blob score {d['median_score']:.2f}{' (' + LIKELY_NOISE + ')' if d.get('likely_noise') else ''}")
     for k, p in paths.items():
         print(f"  {k:<11} {p}")
     if res.cluster_ids:

@@ -534,6 +534,17 @@ def volume_stats(volume):
     return compute_norm_stats(volume, make_geometry(1, False))
 
 
+#: What is said of a cluster :func:`likely_noise` flags.
+LIKELY_NOISE = "weak blobs at the smallest size: likely noise"
+
+
+def likely_noise(diameter_vox, score, smallest_vox: float, all_scores) -> bool:
+    """A cluster of blobs at the range's smallest size, weaker than the typical candidate: what
+    noise gives (white noise answers the smallest scale most); say so before it becomes labels."""
+    return bool(len(score) and np.median(diameter_vox) <= 1.01 * smallest_vox
+                and np.median(score) < np.median(all_scores))
+
+
 def volume_fingerprint(volume) -> list[float]:
     """The density at a fixed 6 × 6 × 6 grid of places (10–90 % of each axis): tells a
     tomogram from another of the same size and statistics (a flipped or re-processed copy)."""
@@ -625,7 +636,8 @@ def explore(volume, voxel_size_a: float, config: ExploreConfig | None = None
             "n_clusters": n_clusters, "n_unclustered": int((cluster < 0).sum()),
             "clusters": {str(c): {"members": int((cluster == c).sum()),
                                   "median_diameter_a": round(float(np.median(diam[cluster == c])) * voxel_size_a, 1),
-                                  "median_score": round(float(np.median(score[cluster == c])), 3)}
+                                  "median_score": round(float(np.median(score[cluster == c])), 3),
+                                  "likely_noise": likely_noise(diam[cluster == c], score[cluster == c], lo, score)}
                          for c in range(n_clusters)},
             "volume_stats": [float(stats.mean1), float(stats.std1)],
             "fingerprint": volume_fingerprint(volume),

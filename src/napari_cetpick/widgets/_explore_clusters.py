@@ -15,6 +15,7 @@ from qtpy.QtWidgets import QLabel
 
 from napari_cetpick._napari.session import PanelState
 from napari_cetpick.errors import CetpickError
+from napari_cetpick.explore import LIKELY_NOISE
 from napari_cetpick.review import nearest_distance
 from napari_cetpick.widgets._common import holder, narrow, plural, row, status_label
 from napari_cetpick.widgets._explore_map import ClusterMap, average_pixmap
@@ -128,7 +129,9 @@ class ClusterBrowser(Container):
             self._average_label.setPixmap(average_pixmap(r.averages[c], 72))
         self._cluster_info_label.value = (f"Cluster {c}: {plural(int(inside.sum()), 'member')}, median size "
                                           f"{np.median(r.diameter_vox[inside]) * r.voxel_size_a:.0f} Å, median "
-                                          f"blob score {np.median(r.score[inside]):.2f}.")
+                                          f"blob score {np.median(r.score[inside]):.2f}."
+                                          + (f" {LIKELY_NOISE[0].upper()}{LIKELY_NOISE[1:]}." if
+                                             r.info.get("clusters", {}).get(str(c), {}).get("likely_noise") else ""))
 
     # ------------------------------------------------------------------ map <-> layer
     def _select(self, indices, c=None) -> None:
