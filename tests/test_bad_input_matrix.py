@@ -223,6 +223,8 @@ CLI_ROWS = {
     "--bin abc": (None, "--bin abc", 2, "argument --bin: must be auto or a positive whole number, not 'abc'"),
     "--bin 0": (None, "--bin 0", 2, "argument --bin: must be auto or a positive whole number, not '0'"),
     "--bbox abc": (None, "--bbox abc", 2, "--bbox: 'abc' is not a number"),
+    "--bbox and --diameter-a both": (None, "--diameter-a 100", 2,
+                                     "--bbox and --diameter-a both give the size of every class: give one or the other"),
     # ------------------------------------------------------------------ several classes
     "--bbox for a class with no labels": (_with("second.txt", _labels_file(SECOND)), "mc --bbox c=5", 2,
                                           "--bbox is given for class 'c', which has no labels"),

@@ -256,7 +256,7 @@ def test_cli_explore_then_train_from_a_cluster(tmp_path, capsys, monkeypatch):
                       (["--labels-from-cluster", f"{tmp_path}:1"], "no explore.json"),
                       (["--labels-from-cluster", f"{out}:x"], "whole number"),
                       (["--labels-from-cluster", f"{out}:0", "--labels", str(out / CANDIDATES_FILE)],
-                       "one or the other")):
+                       "takes the place of --labels")):
         assert main(["train", "--tomogram", str(tomo_path), *argv, "--out", str(tmp_path / "n.ckpt")]) == 2
         err = capsys.readouterr().err
         assert msg in err and "Traceback" not in err, err

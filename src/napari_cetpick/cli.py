@@ -328,7 +328,8 @@ def _labels_from_cluster_setup(args) -> None:
     from .explore import cluster_summary
 
     if args.labels or args.train_img_txt or getattr(args, "copick", None):
-        raise CetpickError("--labels-from-cluster takes the place of --labels: give one or the other.")
+        raise CetpickError("--labels-from-cluster takes the place of --labels, --copick and --train_img_txt: give "
+                           "one of them.")
     if not args.tomogram or len(args.tomogram) != 1:
         raise CetpickError("--labels-from-cluster labels one tomogram: give exactly one --tomogram (the explored one).")
     specs = _cluster_specs(args)
@@ -342,9 +343,10 @@ def _labels_from_cluster_setup(args) -> None:
             continue  # the user gave this class's size
         size = f"{summary['median_diameter_a']:g}"
         args.diameter_a = [*(args.diameter_a or []), size if name is None else f"{name}={size}"]
-        print(f"{'Particle' if name is None else repr(name)} diameter {size} Å: the cluster's median blob size "
-              "(measured on the blob, often off the true size of particles that are not solid balls; give "
-              f"--diameter-a {'' if name is None else name + '='}Å if you know it).")
+        args.cluster_notes = [*getattr(args, "cluster_notes", []), (  # said once the files are read and fit
+            f"{'Particle' if name is None else repr(name)} diameter {size} Å: the cluster's median blob size "
+            "(measured on the blob, often off the true size of particles that are not solid balls; give "
+            f"--diameter-a {'' if name is None else name + '='}Å if you know it).")]
 
 
 def _masks_for(args, tomograms) -> list | None:
@@ -426,6 +428,9 @@ def _class_specs(args, names: list[str] | None):
 
     bbox, bbox_n = _per_class(args.bbox, "--bbox")
     diam, diam_n = _per_class(args.diameter_a, "--diameter-a")
+    both = [f"class {n!r}" for n in bbox_n if n in diam_n] + (["every class"] if None not in (bbox, diam) else [])
+    if both:
+        raise CetpickError(f"--bbox and --diameter-a both give the size of {both[0]}: give one or the other.")
     frac, frac_n = _per_class(args.label_fraction, "--label-fraction")
     count, count_n = _per_class(args.expected_particles, "--expected-particles", int)
     top = dict(bbox=bbox, diameter_a=diam, label_fraction=frac, expected_particles=count)
@@ -505,6 +510,8 @@ def cmd_train(args) -> int:
                                       *[_named(n, "--negatives")[1] for n in negatives], args.train_img_txt,
                                       args.train_coord_txt])
     pairs = _training_pairs(args)
+    for note in getattr(args, "cluster_notes", []):
+        print(note)
     _, specs = _class_specs(args, args.classes)  # with copick, each object's radius read from the project
     vsizes = {p[0].voxel_size_a for p in pairs}
     if len(vsizes) > 1:
@@ -1156,9 +1163,11 @@ def _add_train_parser(sub) -> None:
                    help="default: our settings (3D U-Net, tau from the expected count); cetpick: the published settings")
     g = p.add_argument_group("particle")
     g.add_argument("--bbox", action="append", metavar="[NAME=]VOXELS",
-                   help="particle diameter (box size) in voxels; NAME=VOXELS for one class")
+                   help="particle diameter (box size) in voxels; NAME=VOXELS for one class, a plain value for "
+                        "every class without its own")
     g.add_argument("--diameter-a", action="append", metavar="[NAME=]A",
-                   help="particle diameter in Å (instead of --bbox); NAME=A for one class")
+                   help="particle diameter in Å (instead of --bbox); NAME=A for one class, a plain value for every "
+                        "class without its own")
     _add_train_method_options(p)
     p.add_argument("--continue-from", metavar="MODEL",
                    help="a correction round: fine-tune this model with the (added) labels and negatives; keeps its "
