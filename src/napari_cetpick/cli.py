@@ -1229,7 +1229,7 @@ def _add_detect_parser(sub) -> None:
                     "error stops the whole command (such as a missing model), 0 otherwise.",
         epilog="Examples: cetpick detect --model m.ckpt --tomogram 'tomos/*.mrc' --out-dir picks --dask local:2;  "
                "cetpick detect --model m.ckpt --copick project.json --voxel-spacing 10 --tomo-type wbp")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="the model file (.ckpt) written by cetpick train")
     p.add_argument("--tomogram", action="append",
                    help="tomogram file, or a quoted pattern such as 'dir/*.mrc' (repeat for several)")
     p.add_argument("--tomogram-list", action="append", metavar="FILE",
