@@ -96,6 +96,7 @@ def test_files_round_trip_in_thickness_first_and_unrotated_layouts(explored, tmp
         html = (out / "overview.html").read_text()
         assert html.count("<circle") == len(res.zyx) and html.count("data:image/png;base64,") == len(res.cluster_ids)
         assert html.count("<text") == len(res.cluster_ids) and "of 60–180 Å" in html  # numbered clusters, the range
+        assert f"--labels-from-cluster {out}:N" in html  # how to go on
 
 
 def test_bad_input_one_clear_message_nothing_written(explored, tmp_path, monkeypatch):

@@ -38,8 +38,11 @@ def png_gray(image: np.ndarray, scale: int = 3) -> bytes:
             + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
 
 
-def overview_html(result, size: int = 560, tomogram=None) -> str:
-    """The overview page of an :class:`~napari_cetpick.explore.ExploreResult`."""
+def overview_html(result, size: int = 560, tomogram=None, folder=None) -> str:
+    """The overview page of an :class:`~napari_cetpick.explore.ExploreResult` (``tomogram``,
+    ``folder``: named in the title and in the command that trains from a cluster)."""
+    from .explore import LIKELY_NOISE
+
     xy = np.asarray(result.map_xy, float)
     lo, hi = (xy.min(0), xy.max(0)) if len(xy) else (np.zeros(2), np.ones(2))
     span = np.where(hi - lo > 0, hi - lo, 1.0)
@@ -61,8 +64,9 @@ def overview_html(result, size: int = 560, tomogram=None) -> str:
         d = info.get(str(c), {})
         rows.append(f'<tr><td><span style="color:{cluster_colour(c)};font-size:1.5em">●</span> {c}</td>'
                     f'<td>{d.get("members", int((result.cluster == c).sum()))}</td>'
-                    f'<td>{d.get("median_diameter_a", "")}</td><td><img src="data:image/png;base64,{png}" '
-                    f'alt="average of cluster {c}"></td></tr>')
+                    f'<td>{d.get("median_diameter_a", "")}</td><td>{d.get("median_score", "")}</td>'
+                    f'<td><img src="data:image/png;base64,{png}" alt="average of cluster {c}"></td>'
+                    f'<td>{html.escape(LIKELY_NOISE) if d.get("likely_noise") else ""}</td></tr>')
     n_none = int((result.cluster < 0).sum())
     lo, hi = result.info.get("config", {}).get("diameter_range_a", (0, 0))
     title = html.escape(f"cetpick explore{' of ' + str(tomogram) if tomogram else ''}: {len(result.zyx)} candidates "
@@ -74,4 +78,13 @@ def overview_html(result, size: int = 560, tomogram=None) -> str:
             f"<div style='display:flex;gap:24px;align-items:flex-start'>"
             f"<svg width='{size}' height='{size}' style='border:1px solid #ccc'>{''.join(dots)}</svg>"
             f"<table cellpadding='4'><tr><th>cluster</th><th>members</th><th>median size (Å)</th>"
-            f"<th>class average</th></tr>{''.join(rows)}</table></div></body></html>")
+            f"<th>median blob score</th><th>class average</th><th></th></tr>{''.join(rows)}</table></div>"
+            f"<p>{html.escape(_next_step(tomogram, folder))}</p></body></html>")
+
+
+def _next_step(tomogram, folder) -> str:
+    """The line that says how a cluster becomes labels."""
+    where = f"{folder}:N" if folder is not None else "DIR:N"
+    return (f"Next: cetpick train --tomogram {tomogram or 'T.mrc'} --labels-from-cluster {where} --out model.ckpt "
+            f"(N: a cluster above; several classes: NAME={where}, repeated), or in napari: Explore › choose the "
+            "cluster › Use as labels, then Train.")

@@ -671,7 +671,8 @@ def write_exploration(out_dir, result: ExploreResult, layout=None, tomogram_path
         np.savez(paths["averages"], **{f"cluster_{c}": a.astype(np.float32) for c, a in result.averages.items()})
         from ._explore_overview import overview_html
 
-        paths["overview"].write_text(overview_html(result, tomogram=Path(tomogram_path).name if tomogram_path else None))
+        paths["overview"].write_text(overview_html(result, tomogram=Path(tomogram_path).name if tomogram_path else None,
+                                                   folder=out))
         if result.encoder is not None:
             import torch
 
