@@ -310,12 +310,12 @@ def iter_symmetry_centres(volume, zyx, diameter_vox, range_vox: tuple[float, flo
     win = _SymmetryWindows(range_vox)
     vol, b = win.working_volume(volume), win.b
     win.calibrate(vol, np.random.default_rng(seed))
-    todo = np.arange(len(pts))
+    pending = np.arange(len(pts))
     n_first = int(math.ceil(len(pts) / batch))
     for round_ in range(max(1, rounds)):
         moved = []
-        for k in range(0, len(todo), batch):
-            idx = todo[k:k + batch]
+        for k in range(0, len(pending), batch):
+            idx = pending[k:k + batch]
             cell = np.rint((pts[idx] - (b - 1) / 2.0) / b).astype(int)  # the working voxel of each
             off, here, best, window = win.search(vol, cell)
             move = best - here >= win.min_gain
@@ -325,8 +325,8 @@ def iter_symmetry_centres(volume, zyx, diameter_vox, range_vox: tuple[float, flo
             moved.append(idx[move])
             if round_ == 0:
                 yield k // batch + 1, n_first
-        todo = np.concatenate(moved)
-        if len(todo) == 0:
+        pending = np.concatenate(moved)
+        if len(pending) == 0:
             break
     np.clip(pts, 0, np.asarray(np.shape(volume)) - 1, out=pts)
     return pts, np.clip(size, *range_vox), signif
@@ -351,6 +351,7 @@ class _SymmetryWindows:
         self.counts = np.bincount(shell.ravel())[: self.radii[-1] + 1].astype(float)
         self.kernels = np.fft.ifftshift(np.stack([shell == r for r in range(self.radii[-1] + 1)]).astype(np.float32),
                                         axes=(1, 2, 3))
+        self._kernels_rf = None  # their real FFT, made on the first search
         self.scale = self.dof = self.sd_shell = self.min_gain = None
 
     def working_volume(self, volume) -> np.ndarray:
@@ -382,9 +383,7 @@ class _SymmetryWindows:
 
     def calibrate(self, vol, rng, n_cubes: int = 64) -> None:
         """The background's ``E_R`` mean and variance from the power spectrum of random cubes."""
-        from .data import compute_norm_stats, make_geometry
-
-        stats = compute_norm_stats(vol, make_geometry(1, False))
+        stats = volume_stats(vol)
         self._mean, self._std = float(stats.mean1), float(stats.std1)
         shape = np.asarray(vol.shape)
         lo = np.minimum(self.h, shape // 2)
@@ -434,7 +433,9 @@ class _SymmetryWindows:
         n, reach = self.n, self.reach
         cf = sfft.rfftn(cubes, axes=(1, 2, 3))
         mf = None if inside is None else sfft.rfftn(inside.astype(np.float32), axes=(1, 2, 3))
-        kf = sfft.rfftn(self.kernels, axes=(1, 2, 3))
+        if self._kernels_rf is None:
+            self._kernels_rf = sfft.rfftn(self.kernels, axes=(1, 2, 3))
+        kf = self._kernels_rf
         inner = slice(self.h - reach, self.h + reach + 1)
         m = len(cubes)
         energy = np.zeros((m, (2 * reach + 1) ** 3))
