@@ -235,6 +235,8 @@ CLI_ROWS = {
     "one label given to two classes": (None, "mc-twice", 2, "is labelled both 'a' and 'b'"),
     "named and plain labels mixed": (_with("second.txt", _labels_file(SECOND)), "mc-mixed", 2,
                                      "Give every --labels as NAME=FILE when one is"),
+    "negatives at the labels' places": (_with("neg.txt", lambda p: p.write_text((p.parent / "labels.txt").read_text())),
+                                        "negatives=neg.txt", 2, "is both a label and a negative ("),
     "negatives of a class that has no labels": (_with("second.txt", _labels_file(SECOND)),
                                                 "mc --negatives c=labels.txt", 2, "'c' is not one of the classes"),
     "a one-class model asked for a class it lacks": (None, "detect-threshold", 2,
@@ -279,6 +281,8 @@ def _argv(kind, d):
         return _train_classes(d, labels=("a=labels.txt", "b=labels.txt"), sizes=("--bbox", "8"))
     if kind == "mc-mixed":
         return _train_classes(d, labels=("a=labels.txt", "second.txt"), sizes=("--bbox", "8"))
+    if kind.startswith("negatives="):
+        return _train(d, "--negatives", str(d / kind.split("=")[1]))
     if kind == "detect-threshold":
         return _detect(d, "--threshold", "zz=0.5")
     if kind.startswith("tomo="):

@@ -219,6 +219,25 @@ def _check_no_shared_labels(labs: list[dict], names: Sequence[str]) -> None:
                             f"labelled both {names[a]!r} and {names[b]!r}; a particle belongs to one class.")
 
 
+def _check_negatives_apart(labs: list[dict], negs: list[dict], names: Sequence[str]) -> None:
+    """Refuse a place that is both a label and a negative of the same class (within a voxel)."""
+    from scipy.spatial import cKDTree
+
+    for vi, (per, neg) in enumerate(zip(labs, negs)):
+        for name in names:
+            lab = per[name]
+            n = np.concatenate([np.reshape(neg.get(name, ()), (-1, 3)), np.reshape(neg.get(ALL_CLASSES, ()), (-1, 3))])
+            if len(lab) and len(n):
+                d, _ = cKDTree(lab).query(n, distance_upper_bound=1.0)
+                hit = np.flatnonzero(np.isfinite(d))
+                if len(hit):
+                    what = f" of class {name!r}" if len(names) > 1 else ""
+                    raise CetpickError(
+                        f"Tomogram {vi + 1}: (z, y, x) = {plain(np.round(n[hit[0]], 1))} is both a label and a "
+                        f"negative{what} ({len(hit)} such place{'s' if len(hit) > 1 else ''}); remove it from one "
+                        "of them.")
+
+
 def _whole_bin(config: TrainConfig, diameters: Sequence[float], init: Checkpoint | None) -> int:
     """One working resolution for every class: the smallest class decides the binning."""
     if init is not None:
@@ -382,6 +401,7 @@ class Trainer:
                                "class out.")
         if several:
             _check_no_shared_labels(labs, names)
+        _check_negatives_apart(labs, negs, names)
         if init is not None and init.config.arch != config.arch:
             raise CetpickError(f"Cannot continue a {init.config.arch} model as {config.arch}.")
         if init is not None and init.class_names != names:
