@@ -60,7 +60,7 @@ def recalibrate(ckpt, tomo, labels):
     box = label_box(labels, tomo.shape_zyx, ckpt.diameter_vox)
     halo = int(np.ceil(max(ckpt.build().context_zyx[1:]) * ckpt.bin_xy))
     cal = calibrate(ckpt, [tomo.data], [labels], [box], float(ckpt.info["density_per_vox2"]),
-                    voxel_size_a=tomo.voxel_size_a, halo_vox=halo)
+                    voxel_size_a=tomo.voxel_size_a, halo_vox=halo, count_told=False)
     return replace(ckpt, default_threshold=cal.threshold, info={**ckpt.info, **cal.info()})
 
 

@@ -39,3 +39,33 @@ def test_the_labelled_share_is_told_back_only_when_the_user_did_not_give_it():
     assert replace(ck, config=TrainConfig(bbox=12, label_fraction=0.2)).share_hint() == ""
     assert replace(ck, config=TrainConfig(bbox=12, expected_particles=300)).share_hint() == ""
     assert replace(ck, info={}).share_hint() == ""
+
+
+def test_without_a_told_share_the_default_threshold_is_where_the_labelled_box_splits():
+    """A user clicked a quarter of a box's particles. With a share given (here a wrong
+    one, 0.1), the count it implies sets the threshold; with none, the box's own scores."""
+    from types import SimpleNamespace
+
+    from napari_cetpick.calibration import _calibrate_one
+    from napari_cetpick.counts import LabelBox
+
+    rng = np.random.default_rng(3)
+    n_bg, n_part = 3000, 80
+    zyx = np.column_stack([rng.uniform(0, 40, n_bg + n_part), rng.uniform(0, 200, n_bg + n_part),
+                           rng.uniform(0, 200, n_bg + n_part)])
+    z = np.concatenate([rng.normal(-4.0, 0.6, n_bg), rng.normal(3.0, 0.8, n_part)])
+    scores = 1 / (1 + np.exp(-z))
+    order = np.argsort(-scores)
+    res = SimpleNamespace(zyx=zyx[order], scores=scores[order], min_distance_vox=0.0,
+                          first_view=(zyx[order], scores[order]))
+    labels = zyx[n_bg:][:20]  # a quarter of the particles
+    box = LabelBox(0.0, 0.0, 200.0, 200.0)
+    density = len(labels) / 0.1 / box.area  # a share of 0.1 implies 200 particles
+    found = [(res, (0, 0), labels, box)]
+    told = _calibrate_one(found, density, 8.0, np.ones(3), count_told=True)
+    assumed = _calibrate_one(found, density, 8.0, np.ones(3), count_told=False)
+    assert int((scores >= told.threshold).sum()) == 200  # the count, as told
+    kept = int((scores >= assumed.threshold).sum())
+    assert abs(kept - n_part) <= 5, kept  # the particles, read off the scores
+    assert assumed.estimated_label_fraction == told.estimated_label_fraction
+    assert abs(assumed.estimated_label_fraction - 0.25) < 0.03

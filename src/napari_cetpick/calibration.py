@@ -5,7 +5,8 @@ its whole thickness, with a halo so that the network sees the box's surroundings
 two figures are read off the result:
 
 - the **default threshold**: the score at which the box yields as many picks as the labels
-  imply (:func:`napari_cetpick.counts.threshold_for_count`);
+  imply (:func:`napari_cetpick.counts.threshold_for_count`); where the user told neither the
+  labelled share nor the count, where the box's own scores split (below), when they do;
 - the **labelled share, estimated**: where the box's own pick scores split into background
   and particles (:func:`napari_cetpick.counts.split_scores`), the picks above count the
   particles there; the labels over that count is the share the user clicked — measured on
@@ -76,12 +77,15 @@ def _union_box(boxes, vol_shape, halo_vox: int):
     return y0, y1, x0, x1
 
 
-def _calibrate_one(found: Sequence, density_per_vox2: float, diameter_vox: float, bin_zyx) -> Calibration:
+def _calibrate_one(found: Sequence, density_per_vox2: float, diameter_vox: float, bin_zyx,
+                   count_told: bool = True) -> Calibration:
     """One class's :class:`Calibration` from its detections in each labelled box.
 
     ``found``: per training tomogram with labels of this class, ``(result, (y0, x0), labels,
     box)``: the class's :class:`~napari_cetpick.detect.DetectResult` at threshold 0 on the
-    region whose corner is ``(y0, x0)``, its labels and their box.
+    region whose corner is ``(y0, x0)``, its labels and their box. ``count_told``: the
+    user gave the labelled share or the particle count; when not, and the boxes' scores
+    split, the default threshold is that split (the assumed share only where they do not).
     """
     from .config import DetectConfig
     from .evaluate import match_points
@@ -111,6 +115,8 @@ def _calibrate_one(found: Sequence, density_per_vox2: float, diameter_vox: float
         if split is not None and n_labels:
             n = int((s >= split.threshold).sum())
             share = {"particles_in_boxes": n, "estimated_label_fraction": float(min(1.0, n_labels / max(n, 1)))}
+            if not count_told:
+                threshold = split.threshold
     d = np.concatenate(offsets) if offsets else np.zeros((0, 3))
     if len(d) < MIN_LABELS_FOR_OFFSET:
         return Calibration(float(threshold), n_matched=len(d), **share)
@@ -119,7 +125,8 @@ def _calibrate_one(found: Sequence, density_per_vox2: float, diameter_vox: float
 
 
 def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence, densities: dict,
-                      voxel_size_a: float | None = None, device=None, halo_vox: int = 0) -> dict:
+                      voxel_size_a: float | None = None, device=None, halo_vox: int = 0,
+                      counts_told: dict | None = None) -> dict:
     """Each class's :class:`Calibration` from one detection pass over each labelled region.
 
     Parameters
@@ -135,6 +142,11 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
         Per class name, expected particles per voxel² of xy area (:mod:`napari_cetpick.counts`).
     halo_vox : int
         Tomogram voxels around each box that the network also sees.
+    counts_told : dict, optional
+        Per class name, whether the user gave its labelled share or particle count (default:
+        yes). Where not, the default threshold is where the labelled boxes' own scores split,
+        when they do: the assumed share (0.5) was measured up to 2.5× off, the split within
+        1.5× (docs/benchmark.md).
 
     The network runs once per tomogram on the region spanning every class's box (default
     views, threshold 0, overlaps between classes left in: each class is measured on its own
@@ -162,15 +174,18 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
             if box.get(n) is not None:
                 found[n].append((res[n], (y0, x0), lab[n], box[n]))
     bin_zyx = np.asarray(make_geometry(ckpt.bin_xy, ckpt.config.compress).bin_zyx, float)
-    return {n: _calibrate_one(found[n], float(densities[n]), ckpt.for_class(n).diameter_vox, bin_zyx) for n in names}
+    told = counts_told or {}
+    return {n: _calibrate_one(found[n], float(densities[n]), ckpt.for_class(n).diameter_vox, bin_zyx,
+                              told.get(n, True)) for n in names}
 
 
 def calibrate(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence, density_per_vox2: float,
-              voxel_size_a: float | None = None, device=None, halo_vox: int = 0) -> Calibration:
+              voxel_size_a: float | None = None, device=None, halo_vox: int = 0,
+              count_told: bool = True) -> Calibration:
     """:func:`calibrate_classes` of a one-class model: labels and boxes are per tomogram, not per class."""
     name = ckpt.class_names[0]
     return calibrate_classes(ckpt, volumes, [{name: l} for l in labels], [{name: b} for b in boxes],
-                             {name: density_per_vox2}, voxel_size_a, device, halo_vox)[name]
+                             {name: density_per_vox2}, voxel_size_a, device, halo_vox, {name: count_told})[name]
 
 
 __all__ = ["Calibration", "calibrate", "calibrate_classes", "shrunk_mean", "MIN_LABELS_FOR_OFFSET"]

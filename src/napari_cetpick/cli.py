@@ -1110,7 +1110,9 @@ def _add_train_method_options(p) -> None:
                         "tau and the default threshold; NAME=N for one class")
     g.add_argument("--label-fraction", action="append", metavar="[NAME=]F",
                    help="share of the particles you labelled in the region you worked in (default 0.5), to derive tau "
-                        "and the default threshold; NAME=F for one class, a plain F for every class")
+                        "and the default threshold (without it or --expected-particles, the default threshold is "
+                        "where the labelled region's own scores split); NAME=F for one class, a plain F for every "
+                        "class")
     g.add_argument("--thresh", type=float, help="target value splitting soft from hard positives (contrastive)")
     g.add_argument("--contrastive", action=argparse.BooleanOptionalAction, default=None,
                    help="use the debiased contrastive regulariser (default: off; on in --preset cetpick)")

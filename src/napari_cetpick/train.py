@@ -636,15 +636,18 @@ class Trainer:
 
         See :mod:`napari_cetpick.calibration` (imported here, on demand: training itself
         does not depend on detection). The labelled particles count among the expected
-        ones, so they need not score like unseen ones. Without a density (no labels) the
-        threshold is 0.5. Returns ``{class name: Calibration}``.
+        ones, so they need not score like unseen ones. Where the user gave neither the
+        labelled share nor the count, the threshold is where the labelled region's own
+        scores split, when they do. Without a density (no labels) the threshold is 0.5.
+        Returns ``{class name: Calibration}``.
         """
         from .calibration import calibrate_classes
 
         halo = int(np.ceil(max(self.net.context_zyx[1:]) * self.bin_xy))
+        told = {c.name: bool(c.label_fraction or c.expected_particles) for c in self.specs}
         return calibrate_classes(self.checkpoint(calibrate=False), self.raw_volumes, self.labels_tomo,
                                  self.label_boxes, dict(zip(self.names, self.densities)),
-                                 voxel_size_a=self.voxel_size_a, device=self.device, halo_vox=halo)
+                                 voxel_size_a=self.voxel_size_a, device=self.device, halo_vox=halo, counts_told=told)
 
     def profile_models(self) -> dict:
         """Per class, the :class:`~napari_cetpick.descriptors.ProfileModel` of its labels (None
