@@ -115,3 +115,28 @@ def test_scores_of_one_population_give_no_split():
     s = 1 / (1 + np.exp(-rng.normal(-1.5, 0.6, 5000)))
     assert split_scores(s[s >= 0.05], floor=0.05) is None
     assert split_scores(np.array([0.9, 0.8, 0.1]), floor=0.05) is None  # too few picks to tell
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_particles_overlapping_the_background_s_flank_are_not_cut_short(seed, monkeypatch):
+    """The particles' scores run into the background's flank with no valley or plateau of
+    their own (a hollow shell at SNR 0.05): the background's flank is fitted and extrapolated,
+    and the threshold keeps more of the particles than walking down from the median of the
+    upper picks did, close to the best."""
+    from napari_cetpick import counts as C
+
+    rng = np.random.default_rng(seed)
+    zb = rng.gumbel(-2.4, 0.35, 60000)  # the shape of the simulated shells' background (docs/benchmark.md)
+    zp = rng.normal(0.3, 1.0, 500)
+    z = np.concatenate([zb, zp])
+    s = 1 / (1 + np.exp(-z))
+    lab = np.r_[np.zeros(len(zb), bool), np.ones(len(zp), bool)]
+    keep = s >= 0.05
+    s, lab = s[keep], lab[keep]
+    split = C.split_scores(s, floor=0.05)
+    assert split is not None and split.kind == "tail"
+    f1 = _f1_at(s, lab, split.threshold)
+    monkeypatch.setattr(C, "_tail_threshold", lambda *a: None)  # the walk down alone
+    walk = C.split_scores(s, floor=0.05)
+    assert walk.kind == "edge" and f1 >= _f1_at(s, lab, walk.threshold) + 0.01
+    assert f1 >= _best_f1(s, lab) - 0.08, (f1, _best_f1(s, lab))

@@ -190,6 +190,12 @@ WALK_FACTOR = 1.5
 MIN_PICKS_ABOVE = 3
 
 
+#: Where the particles overlap the background (no low edge of theirs is seen), the
+#: background's flank is fitted from its mode down to this fraction of the mode's density
+#: and extrapolated (:func:`_tail_threshold`); measured in docs/benchmark.md ("Round 5").
+TAIL_FIT_TO = 0.05
+
+
 @dataclass(frozen=True)
 class ScoreSplit:
     """Where a tomogram's pick scores split into background and particles (logit units)."""
@@ -198,6 +204,9 @@ class ScoreSplit:
     background_mode: float  # logit
     particle_level: float  # density (picks per logit) of the particle population at its low edge
     n_above: int
+    #: "edge": the particles' low edge (a valley or plateau) was seen; "tail": the particles
+    #: overlap the background, whose flank was fitted and extrapolated
+    kind: str = "edge"
 
 
 def score_density(z: np.ndarray, bandwidth: float = DENSITY_BANDWIDTH_LOGIT, step: float = 0.05):
@@ -208,6 +217,48 @@ def score_density(z: np.ndarray, bandwidth: float = DENSITY_BANDWIDTH_LOGIT, ste
     k = np.exp(-0.5 * (np.arange(-int(4 * bandwidth / step), int(4 * bandwidth / step) + 1) * step / bandwidth) ** 2)
     k /= k.sum() * step
     return grid, np.convolve(counts, k, mode="same")
+
+
+def _tail_threshold(z: np.ndarray, grid: np.ndarray, dens: np.ndarray, i_bg: int) -> float | None:
+    """The threshold (logit) of best expected F1 where particles overlap the background's flank.
+
+    The background's log density, from its mode down to :data:`TAIL_FIT_TO` of the mode's
+    density, is fitted as a Gumbel's (the law of maxima of noise: an exponential flank,
+    rounded at the top) and extrapolated; above the fit, the picks beyond the extrapolated background are
+    the particles, ``P(t)`` of them above a threshold ``t`` out of ``N`` in all, with ``D(t)``
+    picks above ``t``. The threshold maximises the F1 this implies, ``2 P / (N + D)``.
+    None where the flank is too short to fit or no excess is left.
+    """
+    from scipy.optimize import curve_fit
+
+    peak = dens[i_bg]
+    after = np.arange(i_bg, len(grid))
+    stop = after[dens[after] < TAIL_FIT_TO * peak]
+    if len(stop) == 0 or stop[0] - i_bg < 4:
+        return None
+    i1 = int(stop[0])
+    x, y = grid[i_bg : i1 + 1], np.log(dens[i_bg : i1 + 1])
+
+    def log_gumbel(v, a, mu, beta):
+        u = (v - mu) / beta
+        return a - u - np.exp(-u)
+
+    try:
+        (a, mu, beta), _ = curve_fit(log_gumbel, x, y, p0=(y[0] + 1.0, x[0], 0.4),
+                                     bounds=([-np.inf, x[0] - 5.0, 0.05], [np.inf, x[-1], 5.0]))
+    except (RuntimeError, ValueError):
+        return None
+    ts = grid[i1:]
+    step = grid[1] - grid[0]
+    fine = np.arange(ts[0], ts[-1] + 10.0 * beta, step)
+    tail = np.cumsum(np.exp(log_gumbel(fine, a, mu, beta))[::-1])[::-1] * step
+    background = tail[: len(ts)]
+    above = len(z) - np.searchsorted(np.sort(z), ts)  # picks at or above each t
+    particles = np.maximum.accumulate(np.maximum(above - background, 0.0)[::-1])[::-1]
+    if particles[0] < MIN_PICKS_ABOVE:
+        return None
+    f1 = 2 * particles / (particles[0] + above)
+    return float(ts[int(np.argmax(f1))])
 
 
 def split_scores(scores, floor: float = 0.0) -> ScoreSplit | None:
@@ -223,6 +274,11 @@ def split_scores(scores, floor: float = 0.0) -> ScoreSplit | None:
     :data:`FLANK_SLOPE`). Going down from there, the background rises; the threshold is
     where the density reaches :data:`WALK_FACTOR` × ``L``. It needs no count and no labelled
     share: it holds at any particle density.
+
+    Where the density still falls at that median (the lowest density is there: no low edge
+    of the particles is seen, they overlap the background), the threshold is the one of best
+    expected F1 against the background's extrapolated flank (:func:`_tail_threshold`,
+    ``kind="tail"``).
 
     Returns None when the scores do not show two populations (the background's mode is not
     :data:`MIN_MODE_CONTRAST` times above ``L``, or fewer than :data:`MIN_PICKS_ABOVE` picks
@@ -255,11 +311,16 @@ def split_scores(scores, floor: float = 0.0) -> ScoreSplit | None:
     level = float(dens[i_low])
     if dens[i_bg] < MIN_MODE_CONTRAST * max(level, 1e-12):
         return None
-    i = i_low
-    while i > i_bg and dens[i] < WALK_FACTOR * level:
-        i -= 1
-    z_t = float(grid[i])
+    kind, z_t = "edge", None
+    if i_med - i_low <= 1:
+        z_t = _tail_threshold(z, grid, dens, i_bg)
+        kind = "tail" if z_t is not None else kind
+    if z_t is None:
+        i = i_low
+        while i > i_bg and dens[i] < WALK_FACTOR * level:
+            i -= 1
+        z_t = float(grid[i])
     n_above = int((z >= z_t).sum())
     if n_above < MIN_PICKS_ABOVE:
         return None
-    return ScoreSplit(float(1.0 / (1.0 + np.exp(-z_t))), float(grid[i_bg]), level, n_above)
+    return ScoreSplit(float(1.0 / (1.0 + np.exp(-z_t))), float(grid[i_bg]), level, n_above, kind)
