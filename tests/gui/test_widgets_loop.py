@@ -183,6 +183,41 @@ def test_lookalikes_of_rejected_picks_come_first(viewer, panel, qtbot, checkpoin
     np.testing.assert_allclose(review._queue, rest[lookalike_order(desc[:n], desc[n:n + 2], desc[n + 2:])])
 
 
+def test_a_second_decision_on_a_pick_replaces_the_first_and_undo_restores_it(viewer, panel, qtbot, checkpoint):
+    """Accepted, then rejected on a second pass: the place leaves the labels (training would
+    refuse a place that is both); undo gives the acceptance back; and the other way round."""
+    from napari_cetpick.widgets._inputs import gather_training_inputs
+
+    _detect(qtbot, panel, checkpoint)
+    rec, review = panel.state.current, panel.review
+    labels = viewer.layers["labels"]
+    n_labels = len(labels.data)
+    review._order_combo.value = "highest score first"
+    assert review.start()
+    item = review._queue[0].copy()
+    review.accept()
+    assert len(labels.data) == n_labels + 1
+    review.go(0)  # back to the same pick
+    review.reject()
+    negatives = viewer.layers["sim negatives"]
+
+    def count(layer, zyx):
+        pts = np.asarray(layer.data, float).reshape(-1, 3)
+        return int((np.linalg.norm(pts - zyx, axis=1) < 1e-3).sum()) if len(pts) else 0
+
+    assert count(labels, item) == 0 and count(negatives, item) == 1 and len(labels.data) == n_labels
+    inputs = gather_training_inputs(panel.state, every=False)
+    assert len(inputs.negatives[0]) == len(negatives.data)  # nothing refused, nothing lost
+    review.undo()  # the rejection taken back: accepted again
+    assert count(labels, item) == 1 and count(negatives, item) == 0
+    review.go(0)
+    review.reject()
+    review._decisions.accept(rec, item, 0.9)  # accepted again after the rejection
+    assert count(labels, item) == 1 and count(negatives, item) == 0
+    review.undo()
+    assert count(labels, item) == 0 and count(negatives, item) == 1
+
+
 def test_not_a_particle_clicks_and_undo(viewer, panel, qtbot):
     review = panel.review
     review._not_particle_check.value = True

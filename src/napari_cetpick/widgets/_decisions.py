@@ -35,16 +35,19 @@ class Decisions:
         return layer
 
     def accept(self, rec: TomogramRecord, zyx, score: float) -> None:
-        """A particle: it joins the labels and stays a pick whatever the threshold."""
+        """A particle: it joins the labels and stays a pick whatever the threshold (an earlier
+        rejection of the same place leaves the negatives: the later decision holds)."""
         labels = self.layer_for(rec, "labels")
         self._acting = True
         try:
+            replaced = self._tracker.remove_point(rec.negatives, rec, zyx)
             self._tracker.add_point(labels, rec, zyx)
             rec.edits.keep(zyx[None], [score])
             self._refresh_picks(rec)
         finally:
             self._acting = False
-        self._undo.append(("accept", rec, zyx, score, False))
+        self._negatives_seen[id(rec)] = rec.count("negatives")
+        self._undo.append(("accept", rec, zyx, score, False, replaced))
 
     def reject(self, rec: TomogramRecord, zyx, score: float) -> None:
         """Not a particle: it joins the negatives and leaves the picks."""
@@ -52,12 +55,16 @@ class Decisions:
         was_pick = self._is_pick(rec, zyx)
         self._acting = True
         try:
+            # an earlier acceptance of the same place leaves the labels: the later decision holds
+            replaced = self._tracker.remove_point(rec.labels, rec, zyx)
+            if replaced:
+                rec.edits.unkeep(zyx[None])
             self._tracker.add_point(negatives, rec, zyx)
             self._tracker.remove_pick(rec, zyx)
         finally:
             self._acting = False
         self._negatives_seen[id(rec)] = rec.count("negatives")
-        self._undo.append(("reject", rec, zyx, score, was_pick))
+        self._undo.append(("reject", rec, zyx, score, was_pick, replaced))
 
     def move(self, rec: TomogramRecord, zyx, score: float, to: str) -> None:
         """Another class: not this class (a negative of it, out of its picks) and a label of ``to``."""
@@ -69,13 +76,13 @@ class Decisions:
             self._tracker.add_point(labels, target, zyx)
         finally:
             self._acting = False
-        self._undo.append(("move", target, zyx, score, False))
+        self._undo.append(("move", target, zyx, score, False, False))
 
     def undo(self):
         """Take back the last decision; returns ``(action, record, zyx)`` or None."""
         if not self._undo:
             return None
-        action, rec, zyx, score, was_pick = self._undo.pop()
+        action, rec, zyx, score, was_pick, replaced = self._undo.pop()
         if action == "move":  # the label of the other class, then the rejection
             self._acting = True
             try:
@@ -89,6 +96,8 @@ class Decisions:
             if action == "accept":
                 self._tracker.remove_point(rec.labels, rec, zyx)
                 rec.edits.unkeep(zyx[None])
+                if replaced:  # the rejection it replaced
+                    self._tracker.add_point(self.layer_for(rec, "negatives"), rec, zyx)
                 self._refresh_picks(rec)
             else:
                 self._tracker.remove_point(rec.negatives, rec, zyx)
@@ -96,6 +105,10 @@ class Decisions:
                     self._tracker.restore_pick(rec, zyx, score)
                 else:
                     rec.edits.unremove(zyx[None])
+                if replaced:  # the acceptance it replaced
+                    self._tracker.add_point(self.layer_for(rec, "labels"), rec, zyx)
+                    rec.edits.keep(zyx[None], [score])
+                    self._refresh_picks(rec)
         finally:
             self._acting = False
         self._negatives_seen[id(rec)] = rec.count("negatives")
@@ -113,7 +126,7 @@ class Decisions:
         seen, now = self._negatives_seen.get(id(rec)), rec.count("negatives")
         if seen is not None and now == seen + 1:
             zyx = L.points_in_image_frame(rec.negatives, rec.layer)[-1]
-            self._undo.append(("click", rec, zyx, float("nan"), False))
+            self._undo.append(("click", rec, zyx, float("nan"), False, False))
         self._negatives_seen[id(rec)] = now
 
     # ------------------------------------------------------------------ helpers
