@@ -226,10 +226,19 @@ def test_each_tomogram_gets_its_own_threshold_and_says_how():
     ck = _ckpt()  # its default threshold is 0.3
     zyx, s = _mixture_candidates()
     t, how = choose_threshold(ck, zyx, s, 1.0, DetectConfig())
-    assert how == "this tomogram's scores"
+    assert how == "this tomogram's scores"  # the particles' low edge is seen: no fit
     assert 0.5 < t < 0.95  # between the background's mode (logit -1.6) and the particles' (3)
     assert choose_threshold(ck, zyx, s, 1.0, DetectConfig(threshold_from="model")) == (0.3, "the model's default")
     assert choose_threshold(ck, zyx, s, 1.0, DetectConfig(threshold=0.7)) == (0.7, "given")
+    # particles running into the background's flank: the fit, and the line says so
+    rng = np.random.default_rng(1)
+    z = np.concatenate([rng.gumbel(-2.4, 0.35, 60000), rng.normal(0.3, 1.0, 500)])
+    s2 = 1 / (1 + np.exp(-z))
+    keep = s2 >= 0.05
+    pts = rng.uniform(0, 1000, (int(keep.sum()), 3))
+    t2, how2 = choose_threshold(ck, pts, s2[keep], 0.0, DetectConfig())
+    assert how2 == "this tomogram's scores (the particles overlap the background: its flank fitted)"
+    assert 0.3 < t2 < 0.7
     # one population only: the model's default, and why
     bg = s < 0.3
     t, how = choose_threshold(ck, zyx[bg], s[bg], 1.0, DetectConfig())

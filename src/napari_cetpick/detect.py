@@ -508,6 +508,8 @@ def choose_threshold(ckpt: Checkpoint, zyx, scores, min_distance_vox: float, con
     split = split_scores(np.asarray(scores)[keep], floor=config.candidate_floor)
     if split is None:
         return model, "the model's default: no clear split in this tomogram's scores"
+    if split.kind == "tail":
+        return split.threshold, "this tomogram's scores (the particles overlap the background: its flank fitted)"
     return split.threshold, "this tomogram's scores"
 
 
