@@ -185,9 +185,39 @@ def test_tiles_equal_one_untiled_pass(gauss, tile_xy, arch):
     net = build_network(arch)
     ck = Checkpoint(net.state_dict(), TrainConfig(bbox=12, gauss=gauss, arch=arch), 12.0, 10.0, 1, 0.3)
     vol = np.random.default_rng(0).normal(size=(10, 150, 170)).astype(np.float32)
-    whole = run_generator(detect(ck, vol, DetectConfig(tile_xy=1024, tile_z=64), voxel_size_a=10.0, device="cpu"))
-    tiled = run_generator(detect(ck, vol, DetectConfig(tile_xy=tile_xy, tile_z=4), voxel_size_a=10.0, device="cpu"))
+    exact = {"precision": "float32"}  # reduced precision rounds differently per block size (below)
+    whole = run_generator(detect(ck, vol, DetectConfig(tile_xy=1024, tile_z=64, **exact), voxel_size_a=10.0,
+                                 device="cpu"))
+    tiled = run_generator(detect(ck, vol, DetectConfig(tile_xy=tile_xy, tile_z=4, **exact), voxel_size_a=10.0,
+                                 device="cpu"))
     assert np.allclose(tiled.heatmap, whole.heatmap, atol=1e-6, rtol=0)
+
+
+def test_bfloat16_detection_gives_the_float32_picks(volume):
+    """The network's pass in bfloat16 (the default on CPUs that compute it natively): the
+    scores come from float32 heads, so they stay continuous (no ties from an 8-bit mantissa),
+    move by little and the picks stay where they were."""
+    import torch
+
+    from napari_cetpick.device import inference_dtype
+
+    assert inference_dtype("cpu", "float32") == torch.float32
+    assert inference_dtype("cpu", "bfloat16") == torch.bfloat16
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert inference_dtype("cpu", "auto") == (torch.bfloat16 if native else torch.float32)
+    with pytest.raises(CetpickError, match="precision must be one of auto, float32, bfloat16"):
+        inference_dtype("cpu", "half")
+    from scipy.stats import spearmanr
+
+    for arch in ("unet3d_small", "unet_small"):
+        ck = _ckpt(arch=arch)
+        vol = volume[:16, :96, :96]
+        full, bf = (run_generator(detect(ck, vol, DetectConfig(precision=p, threshold=0.0), voxel_size_a=10.0,
+                                         device="cpu")) for p in ("float32", "bfloat16"))
+        assert np.abs(bf.heatmap - full.heatmap).max() < 0.05
+        # continuous scores: about as many distinct values as the float32 pass has
+        assert len(np.unique(bf.heatmap)) > 0.9 * len(np.unique(full.heatmap))
+        assert spearmanr(bf.heatmap.ravel(), full.heatmap.ravel())[0] > 0.99
 
 
 def test_unknown_voxel_size_warns(volume):

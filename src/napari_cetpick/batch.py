@@ -87,6 +87,7 @@ class BatchOptions:
     threshold_from: str = "tomogram"
     views: int = 2
     profile_weight: float = 0.1
+    precision: str = "auto"
     K: int | None = None
     min_distance_vox: float | None = None
     margin_z: int = 0
@@ -441,7 +442,7 @@ def _detect_config(opts: BatchOptions):
     from .config import DetectConfig
 
     return DetectConfig(threshold=opts.threshold, threshold_from=opts.threshold_from, views=opts.views, K=opts.K,
-                        profile_weight=opts.profile_weight,
+                        profile_weight=opts.profile_weight, precision=opts.precision,
                         min_distance_vox=opts.min_distance_vox,
                         margin_z=opts.margin_z, margin_xy=opts.margin_xy, tile_xy=opts.tile_xy)
 

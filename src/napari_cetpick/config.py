@@ -347,6 +347,11 @@ class DetectConfig:
         by which its radial profile lies further from the labels' profiles than a typical
         label does. 0 turns it off; models without a profile model (fewer than 5 labels,
         older files) skip it.
+    precision : {"auto", "float32", "bfloat16"}
+        Arithmetic of the network's pass. ``auto``: bfloat16 on a CPU that computes it
+        natively (AVX512-BF16 or AMX: :func:`napari_cetpick.device.inference_dtype`), float32
+        elsewhere; the heads that give the scores always run in float32. Measured in
+        docs/benchmark.md (2.8× faster blocks, the same picks within the benchmark's noise).
     """
 
     threshold: float | None = None
@@ -362,6 +367,7 @@ class DetectConfig:
     batch_slices: int = 16
     views: int = 2
     profile_weight: float = 0.1
+    precision: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -345,13 +345,14 @@ def plan_tiles(ckpt: Checkpoint, net, shape, bin_xy: int, config: DetectConfig) 
     return TilePlan(geom, stride, mult, grid_shape, used, halo, tiles)
 
 
-def run_tiles(plan: TilePlan, net, volume, stats, views: int, dev, layout=None):
+def run_tiles(plan: TilePlan, net, volume, stats, views: int, dev, layout=None, dtype=None):
     """Run the network over every tile; yields :class:`DetectProgress`, returns ``(heat, heat_b)``.
 
     ``heat`` is the score map of each class on the output grid, ``(K, *grid_shape)`` (the
     mean of the two views with ``views=2``); ``heat_b`` the second view alone (None with
     one view). ``layout`` is the blocks' memory format
-    (:func:`napari_cetpick.model.fast_layout`).
+    (:func:`napari_cetpick.model.fast_layout`); ``dtype`` the arithmetic of the pass
+    (:func:`napari_cetpick.device.inference_dtype`; None: float32).
     """
     import torch
 
@@ -364,7 +365,8 @@ def run_tiles(plan: TilePlan, net, volume, stats, views: int, dev, layout=None):
     t0 = time.perf_counter()
     dev_name = describe(dev)
     file_map = _file_map(volume)
-    with torch.inference_mode():
+    reduced = dtype is not None and dtype != torch.float32
+    with torch.inference_mode(), torch.autocast(torch.device(dev).type, dtype=dtype, enabled=reduced):
         for i, tile in enumerate(plan.tiles):
             # working-frame region with halo, clipped to the volume
             lo = [max(0, t[0] - h) for t, h in zip(tile, plan.halo)]
@@ -648,7 +650,7 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
     """
     from dataclasses import replace
 
-    from .device import configure_threads, resolve_device
+    from .device import configure_threads, inference_dtype, resolve_device
 
     config = config or DetectConfig()
     shape = tuple(int(s) for s in volume.shape)
@@ -673,10 +675,11 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
 
     net = ckpt.build(dev)
     layout = fast_layout(net, dev)
+    dtype = inference_dtype(dev, config.precision)
     plan = plan_tiles(ckpt, net, shape, bin_xy, config)
     stats = D.compute_norm_stats(volume, plan.geometry, ckpt.config.gauss)
     t0 = time.perf_counter()
-    heat_all, heat_b_all = yield from run_tiles(plan, net, volume, stats, config.views, dev, layout)
+    heat_all, heat_b_all = yield from run_tiles(plan, net, volume, stats, config.views, dev, layout, dtype)
     results = {}
     for k in wanted:
         view = ckpt.for_class(k)

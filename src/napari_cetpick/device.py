@@ -71,3 +71,35 @@ def describe(device) -> str:
     if device.type == "mps":
         return "Apple GPU (MPS)"
     return f"CPU ({torch.get_num_threads()} threads)"  # the time left is measured while it runs
+
+
+#: The arithmetic a network pass may run in (DetectConfig.precision).
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def inference_dtype(device, precision: str = "auto"):
+    """The dtype of a network's inference on ``device`` (``torch.float32`` or ``torch.bfloat16``).
+
+    ``auto`` takes bfloat16 only on a CPU that computes it natively (oneDNN reports
+    AVX512-BF16 or AMX), where a 3D detection block ran 2.8× faster with scores within 0.011
+    (docs/benchmark.md); elsewhere — older CPUs emulate it slowly, GPUs already run TF32 —
+    float32. ``bfloat16`` asks for it wherever torch can (slow where emulated).
+    """
+    import torch
+
+    from .errors import CetpickError
+
+    if precision not in PRECISIONS:
+        raise CetpickError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
+    if precision == "float32":
+        return torch.float32
+    kind = torch.device(device).type
+    if precision == "bfloat16":
+        return torch.bfloat16 if kind in ("cpu", "cuda") else torch.float32
+    if kind != "cpu":
+        return torch.float32
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native = False
+    return torch.bfloat16 if native else torch.float32

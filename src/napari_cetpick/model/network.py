@@ -121,10 +121,10 @@ class PseudoUNet3D(nn.Module):
     def forward(self, x: torch.Tensor, with_proj: bool = True):
         """Return ``(hm_logits, proj)``; ``proj`` is None when ``with_proj`` is False."""
         f = self.features(x)
-        hm = self.hm(f)
+        hm = float32_head(self.hm, f)
         if not with_proj:
             return hm, None
-        return hm, F.normalize(self.proj(f), dim=1)
+        return hm, F.normalize(float32_head(self.proj, f), dim=1)
 
 
 def _double_conv3d(c_in: int, c_out: int) -> nn.Sequential:
@@ -132,6 +132,15 @@ def _double_conv3d(c_in: int, c_out: int) -> nn.Sequential:
         nn.Conv3d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm3d(c_out), nn.ReLU(inplace=True),
         nn.Conv3d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm3d(c_out), nn.ReLU(inplace=True),
     )
+
+
+def float32_head(head: nn.Module, f: torch.Tensor) -> torch.Tensor:
+    """``head(f)`` in float32 even inside a reduced-precision autocast: the scores keep their
+    resolution (a bfloat16 logit of 3 moves in steps of 0.016, so peaks would tie)."""
+    if f.dtype == torch.float32:
+        return head(f)
+    with torch.autocast(f.device.type, enabled=False):
+        return head(f.float())
 
 
 class UNet3DDetector(nn.Module):
@@ -198,10 +207,10 @@ class UNet3DDetector(nn.Module):
     def forward(self, x: torch.Tensor, with_proj: bool = True):
         """Return ``(hm_logits, proj)``; ``proj`` is None when ``with_proj`` is False."""
         f = self.features(x)
-        hm = self.hm(f)
+        hm = float32_head(self.hm, f)
         if not with_proj:
             return hm, None
-        return hm, F.normalize(self.proj(f), dim=1)
+        return hm, F.normalize(float32_head(self.proj, f), dim=1)
 
 
 def fast_layout(net: nn.Module, device) -> torch.memory_format:
