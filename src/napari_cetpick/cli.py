@@ -701,8 +701,8 @@ def _detect_jobs_and_options(args):
     threshold = ({n: named_t.get(n, plain_t) for n in ckpt.class_names if named_t.get(n, plain_t) is not None}
                  if named_t else plain_t)
     common = dict(model=str(Path(args.model).resolve()), threshold=threshold,
-                  threshold_from=args.threshold_from, views=args.views, precision=args.precision, K=args.K,
-                  profile_weight=args.profile_weight,
+                  threshold_from=args.threshold_from, views=args.views, K=args.K,
+                  precision=getattr(args, "precision", "auto"), profile_weight=args.profile_weight,
                   min_distance_vox=args.min_distance, margin_z=args.margin_z, margin_xy=args.margin_xy,
                   tile_xy=args.tile_xy, device=args.device)
     if args.copick:
@@ -1001,6 +1001,13 @@ def _add_device_options(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_precision_option(p) -> None:
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="arithmetic of the network's pass: auto (default) runs bfloat16 on a CPU that computes it "
+                        "natively (AVX512-BF16 or AMX: about 2x faster at bin 1, the same picks within noise; "
+                        "docs/benchmark.md), float32 elsewhere; float32 forces full precision")
+
+
 def _add_volume_options(p) -> None:
     _add_layout_options(p)
     _add_device_options(p)
@@ -1204,10 +1211,7 @@ def _add_detect_picking_options(p) -> None:
                         "pick scores split into background and particles, whatever the particle density or the "
                         "share you labelled, and falls back to the model's default where they show no clear "
                         "split; 'model' always uses the model's default (calibrated on your labelled region)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="arithmetic of the network's pass: auto (default) runs bfloat16 on a CPU that computes it "
-                        "natively (AVX512-BF16 or AMX; about 2.3x faster, the same picks within noise), float32 "
-                        "elsewhere; float32 forces full precision")
+    _add_precision_option(p)
     p.add_argument("--views", type=int, choices=(1, 2), default=2,
                    help="2 (default): run the network on each tile and on the tile mirrored through its centre, "
                         "and average the two (each pick gets the views' agreement); 1: one pass, twice as fast, "
