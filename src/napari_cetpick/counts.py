@@ -229,7 +229,9 @@ def _tail_threshold(z: np.ndarray, grid: np.ndarray, dens: np.ndarray, i_bg: int
     picks above ``t``. The threshold maximises the F1 this implies, ``2 P / (N + D)``.
     None where the flank is too short to fit or no excess is left.
     """
-    from scipy.optimize import curve_fit
+    import warnings
+
+    from scipy.optimize import OptimizeWarning, curve_fit
 
     peak = dens[i_bg]
     after = np.arange(i_bg, len(grid))
@@ -244,8 +246,10 @@ def _tail_threshold(z: np.ndarray, grid: np.ndarray, dens: np.ndarray, i_bg: int
         return a - u - np.exp(-u)
 
     try:
-        (a, mu, beta), _ = curve_fit(log_gumbel, x, y, p0=(y[0] + 1.0, x[0], 0.4),
-                                     bounds=([-np.inf, x[0] - 5.0, 0.05], [np.inf, x[-1], 5.0]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OptimizeWarning)  # its covariance is not used
+            (a, mu, beta), _ = curve_fit(log_gumbel, x, y, p0=(y[0] + 1.0, x[0], 0.4),
+                                         bounds=([-np.inf, x[0] - 5.0, 0.05], [np.inf, x[-1], 5.0]))
     except (RuntimeError, ValueError):
         return None
     ts = grid[i1:]
