@@ -366,7 +366,9 @@ def run_tiles(plan: TilePlan, net, volume, stats, views: int, dev, layout=None, 
     dev_name = describe(dev)
     file_map = _file_map(volume)
     reduced = dtype is not None and dtype != torch.float32
-    with torch.inference_mode(), torch.autocast(torch.device(dev).type, dtype=dtype, enabled=reduced):
+    # no autocast object at all in float32: some torch versions refuse one for MPS even disabled
+    cast = torch.autocast(torch.device(dev).type, dtype=dtype) if reduced else contextlib.nullcontext()
+    with torch.inference_mode(), cast:
         for i, tile in enumerate(plan.tiles):
             # working-frame region with halo, clipped to the volume
             lo = [max(0, t[0] - h) for t, h in zip(tile, plan.halo)]

@@ -95,6 +95,8 @@ def inference_dtype(device, precision: str = "auto"):
         return torch.float32
     kind = torch.device(device).type
     if precision == "bfloat16":
+        if kind == "cuda" and not torch.cuda.is_bf16_supported():
+            raise CetpickError("This GPU does not compute bfloat16; use --precision float32 (or auto).")
         return torch.bfloat16 if kind in ("cpu", "cuda") else torch.float32
     if kind != "cpu":
         return torch.float32

@@ -202,40 +202,42 @@ def labels_by_class(labels, names: Sequence[str], what: str = "labels", all_key:
     return out
 
 
-def _check_no_shared_labels(labs: list[dict], names: Sequence[str]) -> None:
-    """Refuse a particle labelled as two classes (two labels within a voxel of each other)."""
+def _within_a_voxel(points, others) -> np.ndarray:
+    """Indices of ``points`` within one voxel of any of ``others`` (both (n, 3) zyx)."""
     from scipy.spatial import cKDTree
 
+    points, others = np.reshape(points, (-1, 3)), np.reshape(others, (-1, 3))
+    if len(points) == 0 or len(others) == 0:
+        return np.zeros(0, int)
+    d, _ = cKDTree(others).query(points, distance_upper_bound=1.0)
+    return np.flatnonzero(np.isfinite(d))
+
+
+def _check_no_shared_labels(labs: list[dict], names: Sequence[str]) -> None:
+    """Refuse a particle labelled as two classes (two labels within a voxel of each other)."""
     for vi, per in enumerate(labs):
         for a in range(len(names)):
             for b in range(a + 1, len(names)):
                 la, lb = per[names[a]], per[names[b]]
-                if len(la) and len(lb):
-                    d, j = cKDTree(lb).query(la, distance_upper_bound=1.0)
-                    hit = np.flatnonzero(np.isfinite(d))
-                    if len(hit):
-                        raise CetpickError(
-                            f"Tomogram {vi + 1}: the particle at (z, y, x) = {plain(np.round(la[hit[0]], 1))} is "
-                            f"labelled both {names[a]!r} and {names[b]!r}; a particle belongs to one class.")
+                hit = _within_a_voxel(la, lb)
+                if len(hit):
+                    raise CetpickError(
+                        f"Tomogram {vi + 1}: the particle at (z, y, x) = {plain(np.round(la[hit[0]], 1))} is "
+                        f"labelled both {names[a]!r} and {names[b]!r}; a particle belongs to one class.")
 
 
 def _check_negatives_apart(labs: list[dict], negs: list[dict], names: Sequence[str]) -> None:
     """Refuse a place that is both a label and a negative of the same class (within a voxel)."""
-    from scipy.spatial import cKDTree
-
     for vi, (per, neg) in enumerate(zip(labs, negs)):
         for name in names:
-            lab = per[name]
             n = np.concatenate([np.reshape(neg.get(name, ()), (-1, 3)), np.reshape(neg.get(ALL_CLASSES, ()), (-1, 3))])
-            if len(lab) and len(n):
-                d, _ = cKDTree(lab).query(n, distance_upper_bound=1.0)
-                hit = np.flatnonzero(np.isfinite(d))
-                if len(hit):
-                    what = f" of class {name!r}" if len(names) > 1 else ""
-                    raise CetpickError(
-                        f"Tomogram {vi + 1}: (z, y, x) = {plain(np.round(n[hit[0]], 1))} is both a label and a "
-                        f"negative{what} ({len(hit)} such place{'s' if len(hit) > 1 else ''}); remove it from one "
-                        "of them.")
+            hit = _within_a_voxel(n, per[name])
+            if len(hit):
+                what = f" of class {name!r}" if len(names) > 1 else ""
+                raise CetpickError(
+                    f"Tomogram {vi + 1}: (z, y, x) = {plain(np.round(n[hit[0]], 1))} is both a label and a "
+                    f"negative{what} ({len(hit)} such place{'s' if len(hit) > 1 else ''}); remove it from one "
+                    "of them.")
 
 
 def _whole_bin(config: TrainConfig, diameters: Sequence[float], init: Checkpoint | None) -> int:

@@ -282,10 +282,17 @@ def test_two_classes_train_one_model_and_review_moves_a_pick(viewer, panel, qtbo
     assert review.start()
     zyx = review._queue[review._index].copy()
     n_prot = len(rec.view("proteasome").labels.data)
+    # an earlier "not a proteasome" at the same place gives way to the move (the later decision)
+    prot_negs = review._decisions.layer_for(rec.view("proteasome"), "negatives")
+    prot_negs.add(zyx[None])
     review.move_to("proteasome")
     assert len(rec.view("proteasome").labels.data) == n_prot + 1
     assert rows(zyx)[0] in rows(rec.negatives.data)
     assert rows(zyx)[0] not in rows(rec.picks.data)
+    assert len(prot_negs.data) == 0
+    review.undo()  # all of it back: the proteasome negative, the shell pick
+    assert len(rec.view("proteasome").labels.data) == n_prot and rows(zyx)[0] in rows(prot_negs.data)
+    assert rows(zyx)[0] not in rows(rec.negatives.data)
 
 
 def test_closing_a_tomogram_takes_its_labels_with_it_even_if_another_is_open(viewer, panel, sim, qtbot, notes):

@@ -212,10 +212,11 @@ def test_a_second_decision_on_a_pick_replaces_the_first_and_undo_restores_it(vie
     assert count(labels, item) == 1 and count(negatives, item) == 0
     review.go(0)
     review.reject()
+    assert count(rec.picks, item) == 0
     review._decisions.accept(rec, item, 0.9)  # accepted again after the rejection
-    assert count(labels, item) == 1 and count(negatives, item) == 0
-    review.undo()
-    assert count(labels, item) == 0 and count(negatives, item) == 1
+    assert count(labels, item) == 1 and count(negatives, item) == 0 and count(rec.picks, item) == 1
+    review.undo()  # rejected again: a negative, and out of the picks
+    assert count(labels, item) == 0 and count(negatives, item) == 1 and count(rec.picks, item) == 0
 
 
 def test_not_a_particle_clicks_and_undo(viewer, panel, qtbot):

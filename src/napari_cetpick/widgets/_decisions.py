@@ -73,20 +73,24 @@ class Decisions:
         labels = self.layer_for(target, "labels")
         self._acting = True
         try:
+            # a negative of ``to`` at this place gives way: the later decision holds
+            replaced = self._tracker.remove_point(target.negatives, target, zyx)
             self._tracker.add_point(labels, target, zyx)
         finally:
             self._acting = False
-        self._undo.append(("move", target, zyx, score, False, False))
+        self._undo.append(("move", target, zyx, score, False, replaced))
 
     def undo(self):
         """Take back the last decision; returns ``(action, record, zyx)`` or None."""
         if not self._undo:
             return None
         action, rec, zyx, score, was_pick, replaced = self._undo.pop()
-        if action == "move":  # the label of the other class, then the rejection
+        if action == "move":  # the label of the other class (and its negative it replaced), then the rejection
             self._acting = True
             try:
                 self._tracker.remove_point(rec.labels, rec, zyx)
+                if replaced:
+                    self._tracker.add_point(self.layer_for(rec, "negatives"), rec, zyx)
             finally:
                 self._acting = False
             undone = self.undo()
@@ -96,8 +100,9 @@ class Decisions:
             if action == "accept":
                 self._tracker.remove_point(rec.labels, rec, zyx)
                 rec.edits.unkeep(zyx[None])
-                if replaced:  # the rejection it replaced
+                if replaced:  # the rejection it replaced: a negative again, out of the picks again
                     self._tracker.add_point(self.layer_for(rec, "negatives"), rec, zyx)
+                    rec.edits.remove(zyx[None])
                 self._refresh_picks(rec)
             else:
                 self._tracker.remove_point(rec.negatives, rec, zyx)
