@@ -145,8 +145,8 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
     counts_told : dict, optional
         Per class name, whether the user gave its labelled share or particle count (default:
         yes). Where not, the default threshold is where the labelled boxes' own scores split,
-        when they do: the assumed share (0.5) was measured up to 2.5× off, the split within
-        1.5× (docs/benchmark.md).
+        when they do: the assumed share (0.5) was measured up to 2.5× off, the split's
+        estimate 1.0–1.7× (docs/benchmark.md).
 
     The network runs once per tomogram on the region spanning every class's box (default
     views, threshold 0, overlaps between classes left in: each class is measured on its own

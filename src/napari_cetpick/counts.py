@@ -219,15 +219,16 @@ def score_density(z: np.ndarray, bandwidth: float = DENSITY_BANDWIDTH_LOGIT, ste
     return grid, np.convolve(counts, k, mode="same")
 
 
-def _tail_threshold(z: np.ndarray, grid: np.ndarray, dens: np.ndarray, i_bg: int) -> float | None:
+def _tail_threshold(grid: np.ndarray, dens: np.ndarray, i_bg: int) -> float | None:
     """The threshold (logit) of best expected F1 where particles overlap the background's flank.
 
     The background's log density, from its mode down to :data:`TAIL_FIT_TO` of the mode's
     density, is fitted as a Gumbel's (the law of maxima of noise: an exponential flank,
-    rounded at the top) and extrapolated; above the fit, the picks beyond the extrapolated background are
-    the particles, ``P(t)`` of them above a threshold ``t`` out of ``N`` in all, with ``D(t)``
-    picks above ``t``. The threshold maximises the F1 this implies, ``2 P / (N + D)``.
-    None where the flank is too short to fit or no excess is left.
+    rounded at the top) and extrapolated; above the fit, the picks beyond the extrapolated
+    background are the particles, ``P(t)`` of them above a threshold ``t`` out of ``N`` in
+    all, with ``D(t)`` picks above ``t`` (all read off the same smoothed density). The
+    threshold maximises the F1 this implies, ``2 P / (N + D)``. None where the flank is too
+    short to fit or no excess is left.
     """
     import warnings
 
@@ -255,9 +256,11 @@ def _tail_threshold(z: np.ndarray, grid: np.ndarray, dens: np.ndarray, i_bg: int
     ts = grid[i1:]
     step = grid[1] - grid[0]
     fine = np.arange(ts[0], ts[-1] + 10.0 * beta, step)
-    tail = np.cumsum(np.exp(log_gumbel(fine, a, mu, beta))[::-1])[::-1] * step
-    background = tail[: len(ts)]
-    above = len(z) - np.searchsorted(np.sort(z), ts)  # picks at or above each t
+    # the picks above each t and the background's share of them, both from the smoothed
+    # density the fit saw (the kernel widens a steep flank: raw counts against the smoothed
+    # fit took particles for background)
+    background = (np.cumsum(np.exp(log_gumbel(fine, a, mu, beta))[::-1])[::-1] * step)[: len(ts)]
+    above = np.cumsum(dens[i1:][::-1])[::-1] * step
     particles = np.maximum.accumulate(np.maximum(above - background, 0.0)[::-1])[::-1]
     if particles[0] < MIN_PICKS_ABOVE:
         return None
@@ -317,7 +320,7 @@ def split_scores(scores, floor: float = 0.0) -> ScoreSplit | None:
         return None
     kind, z_t = "edge", None
     if i_med - i_low <= 1:
-        z_t = _tail_threshold(z, grid, dens, i_bg)
+        z_t = _tail_threshold(grid, dens, i_bg)
         kind = "tail" if z_t is not None else kind
     if z_t is None:
         i = i_low
