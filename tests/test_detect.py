@@ -218,9 +218,11 @@ def test_bfloat16_detection_gives_the_float32_picks(volume):
         # continuous scores: about as many distinct values as the float32 pass has
         assert len(np.unique(bf.heatmap)) > 0.9 * len(np.unique(full.heatmap))
         assert spearmanr(bf.heatmap.ravel(), full.heatmap.ravel())[0] > 0.99
+        seen = []
         again = run_generator(detect(ck, vol, DetectConfig(precision="bfloat16", threshold=0.0), voxel_size_a=10.0,
-                                     device="cpu"))
+                                     device="cpu"), lambda p: seen.append(p.device))
         assert np.array_equal(again.heatmap, bf.heatmap)  # deterministic, as float32 is
+        assert seen and seen[-1].endswith("· bfloat16")  # the progress (and a batch's JSON) says so
 
 
 def test_unknown_voxel_size_warns(volume):

@@ -363,9 +363,9 @@ def run_tiles(plan: TilePlan, net, volume, stats, views: int, dev, layout=None, 
     heat_b = np.zeros((k, *plan.grid_shape), np.float32) if views == 2 else None
     stride, mult, b = plan.stride, plan.multiple, np.array(plan.geometry.bin_zyx)
     t0 = time.perf_counter()
-    dev_name = describe(dev)
-    file_map = _file_map(volume)
     reduced = dtype is not None and dtype != torch.float32
+    dev_name = describe(dev) + (f" · {str(dtype).split('.')[-1]}" if reduced else "")  # says what the pass ran in
+    file_map = _file_map(volume)
     # no autocast object at all in float32: some torch versions refuse one for MPS even disabled
     cast = torch.autocast(torch.device(dev).type, dtype=dtype) if reduced else contextlib.nullcontext()
     with torch.inference_mode(), cast:
