@@ -140,3 +140,19 @@ def test_particles_overlapping_the_background_s_flank_are_not_cut_short(seed, mo
     walk = C.split_scores(s, floor=0.05)
     assert walk.kind == "edge" and f1 >= _f1_at(s, lab, walk.threshold) + 0.01
     assert f1 >= _best_f1(s, lab) - 0.08, (f1, _best_f1(s, lab))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_fit_that_misses_the_flank_leaves_the_threshold_to_the_walk(seed):
+    """Many particles overlapping the background's mode itself reach into the fitted range:
+    the Gumbel then misses the flank, and the walk down (better there) decides."""
+    from napari_cetpick import counts as C
+
+    rng = np.random.default_rng(seed)
+    z = np.concatenate([rng.gumbel(-1.6, 0.45, 20000), rng.normal(1.0, 1.2, 1500)])
+    s = 1 / (1 + np.exp(-z))
+    s = s[s >= 0.05]
+    grid, dens = C.score_density(C.logit(s))
+    assert C._tail_threshold(grid, dens, int(np.argmax(dens))) is None
+    split = C.split_scores(s, floor=0.05)
+    assert split is not None and split.kind == "edge"
