@@ -39,7 +39,8 @@ def test_negatives_and_a_correction_round(files, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "4 labels, 2 negatives" in err
     # a correction round: more positives, the model's settings, the short schedule (capped here)
-    more = write_points(tmp_path / "l2.txt", np.concatenate([pts[:4], pts[6:8]]), fmt="imod", layout=FileLayout(1, (64, 24, 80)), shape_zyx=v.shape)
+    more = write_points(tmp_path / "l2.txt", np.concatenate([pts[:4], pts[6:8]]), fmt="imod",
+                        layout=FileLayout(1, (64, 24, 80)), shape_zyx=v.shape)
     m2 = tmp_path / "m2.ckpt"
     rc = main(["train", "--tomogram", str(tomo), "--labels", str(more), "--negatives", str(negs),
                "--continue-from", str(m1), "--max-steps", "2", "--out", str(m2), "--quiet", "--device", "cpu",

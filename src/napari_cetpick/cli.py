@@ -1004,8 +1004,8 @@ def _add_device_options(p) -> None:
 def _add_precision_option(p) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="arithmetic of the network's pass: auto (default) runs bfloat16 on a CPU that computes it "
-                        "natively (AVX512-BF16 or AMX: about 2x faster at bin 1, F1 within 0.011 of "
-                        "float32's on the benchmark; docs/benchmark.md), float32 elsewhere; float32 forces full precision")
+                        "natively (AVX512-BF16 or AMX: about 2x faster at bin 1, F1 within 0.011 of float32's on "
+                        "the benchmark; docs/benchmark.md), float32 elsewhere; float32 forces full precision")
 
 
 def _add_volume_options(p) -> None:

@@ -87,8 +87,6 @@ def inference_dtype(device, precision: str = "auto"):
     """
     import torch
 
-    from .errors import CetpickError
-
     if precision not in PRECISIONS:
         raise CetpickError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
     if precision == "float32":
