@@ -423,6 +423,8 @@ def run_case(args) -> list[dict]:
     rec["detect_s"] = round(detect_s, 2)
     zyx, scores = all_candidates(res)
     score_detection(rec, zyx, scores, res.threshold, truth2, radius_vox, truths2, diam_vox)
+    rec["threshold_source"] = res.threshold_source
+    rec["model_threshold"] = round(float(ckpt.default_threshold), 4)
     rec["peak_rss_mb"] = round(peak_rss_mb(), 1)
     rec["machine"] = machine()
     out = [rec]
@@ -447,6 +449,10 @@ def run_case(args) -> list[dict]:
                 "detect_s": round(detect_s2, 2), "correction": parse_sets(args.correction)}
         zyx, scores = all_candidates(res2)
         score_detection(rec2, zyx, scores, res2.threshold, truth2, radius_vox, truths2, diam_vox)
+        rec2["threshold_source"] = res2.threshold_source
+        rec2["model_threshold"] = round(float(ckpt2.default_threshold), 4)
+        if saved is not None:
+            ckpt2.save(saved.with_name(saved.name.replace("_r1.ckpt", "_r2.ckpt")))
         rec2["peak_rss_mb"] = round(peak_rss_mb(), 1)
         rec2["machine"] = rec["machine"]
         out.append(rec2)
@@ -502,7 +508,7 @@ def main(argv=None) -> int:
                    help="override a DetectConfig field of every detection, e.g. profile_weight=0 (repeatable)")
     p.add_argument("--tag", default="", help="a name for this configuration in the output")
     p.add_argument("--models", default="", metavar="DIR",
-                   help="keep each case's round-1 model here and reuse it when present (to ablate the "
+                   help="keep each case's round-1 model (and its round-2 model) here and reuse round 1 when present (to ablate the "
                         "correction round alone)")
     p.add_argument("--review", default="lookalike", choices=("lookalike", "score", "quota"),
                    help="the scripted user of the correction round: the panel's review with look-alikes "

@@ -3,8 +3,9 @@
 For each model kept by ``threshold_transfer.py`` (``--models``), detects the held-out
 tomograms once with the profile check off (the network's scores, from which detection reads
 every threshold), applies the profile check to the same candidates (the scores F1 is read
-on), keeps both under ``--out``, then reports F1 at the threshold of the current rule and of
-the rule without the tail fit (``split_scores`` walking down only), beside the best F1.
+on), keeps both under ``--out``, then reports F1 at the model's own default threshold and at
+the threshold detection chooses (this tomogram's split where its scores show one, else the
+model's default), beside the best F1.
 
     python benchmarks/threshold_rules.py benchmarks/models_transfer/*.ckpt
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -55,29 +57,26 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=HERE / "models_transfer" / "scores")
     args = p.parse_args(argv)
 
-    from napari_cetpick import counts as C
     from napari_cetpick.config import DetectConfig
+    from napari_cetpick.detect import choose_threshold
     from napari_cetpick.evaluate import evaluate
     from napari_cetpick.peaks import select
 
     args.out.mkdir(parents=True, exist_ok=True)
-    floor, tail = DetectConfig().candidate_floor, C._tail_threshold
-    print("| case | true | walk only: picks / F1 at thr. | current: picks / F1 at thr. (how) | best F1 |")
+    print("| case | true | model's default: picks / F1 | chosen: picks / F1 at thr. (how) | best F1 |")
     for ck in args.models:
         for path in kept_scores(ck, args.out, args.densities):
             d = np.load(path)
-            net = select(d["zyx"], d["scores"], 0.0, float(d["min_d"]))
             fin = select(d["fzyx"], d["fscores"], 0.0, float(d["min_d"]))
             fz, fs, truth, r = d["fzyx"][fin], d["fscores"][fin], d["truth"], float(d["radius"])
+            model = SimpleNamespace(default_threshold=float(d["model_threshold"]))
+            chosen, source = choose_threshold(model, d["zyx"], d["scores"], float(d["min_d"]), DetectConfig())
             cells = []
-            for rule in ((lambda *a: None), tail):
-                C._tail_threshold = rule
-                split = C.split_scores(d["scores"][net], floor=floor)
-                t = split.threshold if split else float(d["model_threshold"])
+            for t in (model.default_threshold, chosen):
                 ev = evaluate(fz, fs, truth, r / 2, threshold=t)
-                cells.append((int((fs >= t).sum()), ev.f1, "model" if split is None else split.kind, ev.best_f1))
-            C._tail_threshold = tail
-            (n0, f0, _, _), (n1, f1, how, best) = cells
+                cells.append((int((fs >= t).sum()), ev.f1, ev.best_f1))
+            (n0, f0, _), (n1, f1, best) = cells
+            how = "model" if source.startswith("the model") else "tail" if "flank" in source else "edge"
             print(f"| {path.stem} | {len(truth)} | {n0} / {f0:.3f} | {n1} / {f1:.3f} ({how}) | {best:.3f} |", flush=True)
     return 0
 

@@ -156,3 +156,23 @@ def test_a_fit_that_misses_the_flank_leaves_the_threshold_to_the_walk(seed):
     assert C._tail_threshold(grid, dens, int(np.argmax(dens))) is None
     split = C.split_scores(s, floor=0.05)
     assert split is not None and split.kind == "edge"
+
+
+def test_a_handful_of_top_scores_on_an_unfitted_flank_is_no_split(monkeypatch):
+    """The background's flank falls smoothly to its end, where a handful of picks (7) ends
+    it (a correction round's model on a held-out tomogram): no low edge of particles is seen,
+    and where the flank's fit is not trusted, walking down from the median of those few kept
+    a handful of picks for hundreds of particles. There is no split: the model's default
+    decides. Many picks beyond the flank still get the walk (the test above)."""
+    from napari_cetpick import counts as C
+
+    n = 10000
+    q = (np.arange(n) + 0.5) / n
+    z = np.concatenate([-2.6 + 0.45 * np.log(q / (1 - q)), np.linspace(0.9, 1.1, 7)])  # no sampling noise
+    s = 1 / (1 + np.exp(-z))
+    s = s[s >= 0.05]
+    monkeypatch.setattr(C, "_tail_threshold", lambda *a: None)  # the fit missed the flank
+    assert C.split_scores(s, floor=0.05) is None
+    monkeypatch.setattr(C, "MIN_UPPER_FOR_WALK", 0)  # the walk regardless: a handful of picks
+    walk = C.split_scores(s, floor=0.05)
+    assert walk is not None and walk.n_above < 20 < (s >= 0.5).sum()

@@ -280,3 +280,32 @@ def test_each_tomogram_gets_its_own_threshold_and_says_how():
     assert t == 0.3 and "no clear split" in how
     with pytest.raises(CetpickError, match="threshold_from"):
         choose_threshold(ck, zyx, s, 1.0, DetectConfig(threshold_from="labels"))
+
+
+def test_a_split_that_keeps_a_handful_against_the_model_s_many_is_not_trusted():
+    """A few top scores set apart by a gap (a wider network after a correction round: 4 picks
+    where 564 particles were) look like a second population; where that split keeps fewer
+    than a quarter of the picks the model's default keeps, the default decides, and says why.
+    The same split against a default that keeps fewer picks stands."""
+    from dataclasses import replace
+
+    from napari_cetpick.detect import MIN_SPLIT_SHARE_OF_MODEL, choose_threshold
+    from napari_cetpick.peaks import select
+
+    n = 10000
+    q = (np.arange(n) + 0.5) / n
+    z = np.concatenate([-2.6 + 0.5 * np.log(q / (1 - q)), np.linspace(2.4, 2.6, 7)])
+    s = 1 / (1 + np.exp(-z))
+    keep = s >= 0.05
+    s = s[keep]
+    zyx = np.random.default_rng(0).uniform(0, 1000, (len(s), 3))
+    assert len(select(zyx, s, 0.0, 1.0)) == len(s)
+    ck = _ckpt()  # default 0.3
+    n_model = int((s >= 0.3).sum())
+    t, how = choose_threshold(ck, zyx, s, 1.0, DetectConfig())
+    assert t == 0.3 and how.startswith("the model's default: this tomogram's split kept too few picks")
+    split_picks = int(how.split("(")[1].split(",")[0])
+    assert split_picks < MIN_SPLIT_SHARE_OF_MODEL * n_model and f"against {n_model}" in how
+    high = replace(ck, default_threshold=0.9)
+    t2, how2 = choose_threshold(high, zyx, s, 1.0, DetectConfig())
+    assert how2 == "this tomogram's scores" and 0.5 < t2 < 0.9 and (s >= t2).sum() == split_picks

@@ -188,6 +188,12 @@ FLANK_RUN_LOGIT = 0.25
 WALK_FACTOR = 1.5
 #: Fewest picks above a threshold read off the score density.
 MIN_PICKS_ABOVE = 3
+#: Where no low edge of the particles is seen and the background's flank cannot be fitted,
+#: the walk down starts at the median of the picks beyond the flank only if there are at
+#: least this many: a flank that merely slows down for a handful of top scores is no second
+#: population (a correction round's model: 7 picks there, the walk kept 10 of 262 particles;
+#: where the network found the particles, the 24 detections of round 5 held 128–893 there).
+MIN_UPPER_FOR_WALK = 20
 
 
 #: Where the particles overlap the background (no low edge of theirs is seen), the
@@ -222,6 +228,25 @@ def score_density(z: np.ndarray, bandwidth: float = DENSITY_BANDWIDTH_LOGIT, ste
     k = np.exp(-0.5 * (np.arange(-int(4 * bandwidth / step), int(4 * bandwidth / step) + 1) * step / bandwidth) ** 2)
     k /= k.sum() * step
     return grid, np.convolve(counts, k, mode="same")
+
+
+#: A score lies in the background's body where the density of pick scores there is at least
+#: this share of the background's mode (:func:`in_background_body`).
+BACKGROUND_BODY = 0.25
+
+
+def in_background_body(scores, threshold: float, floor: float = 0.0) -> bool:
+    """Whether ``threshold`` lies in the body of this tomogram's background: where the
+    density of its pick scores (logit units, :func:`score_density`) is at least
+    :data:`BACKGROUND_BODY` of the density at its mode. Picks above such a threshold are
+    mostly background; a threshold on the background's flank or beyond keeps mostly particles."""
+    s = np.asarray(scores, float).ravel()
+    s = s[np.isfinite(s) & (s >= floor)]
+    if len(s) == 0:
+        return False
+    grid, dens = score_density(logit(s))
+    at = np.interp(float(logit(np.array([threshold]))[0]), grid, dens, left=0.0, right=0.0)
+    return bool(at >= BACKGROUND_BODY * dens.max())
 
 
 def _tail_threshold(grid: np.ndarray, dens: np.ndarray, i_bg: int) -> float | None:
@@ -292,11 +317,13 @@ def split_scores(scores, floor: float = 0.0) -> ScoreSplit | None:
     Where the density still falls at that median (the lowest density is there: no low edge
     of the particles is seen, they overlap the background), the threshold is the one of best
     expected F1 against the background's extrapolated flank (:func:`_tail_threshold`,
-    ``kind="tail"``).
+    ``kind="tail"``); where that flank cannot be fitted either, the walk decides if at least
+    :data:`MIN_UPPER_FOR_WALK` picks lie beyond the background's flank, else there is no split.
 
     Returns None when the scores do not show two populations (the background's mode is not
-    :data:`MIN_MODE_CONTRAST` times above ``L``, or fewer than :data:`MIN_PICKS_ABOVE` picks
-    lie above the threshold, or fewer than 20 picks in all).
+    :data:`MIN_MODE_CONTRAST` times above ``L``, no low edge of the particles is seen, the
+    flank cannot be fitted and too few picks lie beyond it, or fewer than :data:`MIN_PICKS_ABOVE` picks lie above the
+    threshold, or fewer than 20 picks in all).
     """
     s = np.asarray(scores, float).ravel()
     s = s[np.isfinite(s) & (s >= floor)]
@@ -327,8 +354,15 @@ def split_scores(scores, floor: float = 0.0) -> ScoreSplit | None:
         return None
     kind, z_t = "edge", None
     if i_med - i_low <= 1:
+        # no low edge of the particles: the background's fitted flank places the threshold;
+        # where it cannot be trusted, the walk down from the upper picks' median only where
+        # those are enough to have a median (on a flank that merely slows down, a handful
+        # at the top: the walk kept 10 picks for 262 particles)
         z_t = _tail_threshold(grid, dens, i_bg)
-        kind = "tail" if z_t is not None else kind
+        if z_t is not None:
+            kind = "tail"
+        elif len(upper) < MIN_UPPER_FOR_WALK:
+            return None
     if z_t is None:
         i = i_low
         while i > i_bg and dens[i] < WALK_FACTOR * level:
