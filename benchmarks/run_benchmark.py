@@ -19,11 +19,13 @@ Methods:
 - ``log``: scale-selective Laplacian of Gaussian (no learning): the scale-normalised LoG,
   kept only where the particle's scale responds most among neighbouring scales.
 
-Simulated correction round (``--rounds 2``): after round 1, a scripted user looks at the
-picks of tomogram 1 inside the labelled region, from the highest score down, and rejects
-up to 20 that are not the class (negative clicks at the pick) and accepts up to 20 true
-particles not yet labelled (positive clicks at the pick); training continues from the
-round-1 model (``continue_training``) and tomogram 2 is scored again.
+Simulated correction round (``--rounds 2``): after round 1, a scripted user reviews tomogram
+1 as the panel orders review (``--review lookalike``, the default: 60 looks at the picks, the
+suggestions and the picks most like the rejected ones; ``score``: down the score order;
+``quota``: the earlier rounds' user, up to 20 rejections and 20 acceptances inside the
+labelled region), rejecting picks that are not the class (negative clicks) and accepting true
+particles not yet labelled (positive clicks); training continues from the round-1 model
+(``continue_training``) and tomogram 2 is scored again.
 
     python benchmarks/run_benchmark.py                       # the default protocol (hours on 2 cores)
     python benchmarks/run_benchmark.py --classes proteasome --snr 0.1 --methods ours dog --rounds 2

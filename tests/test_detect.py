@@ -289,7 +289,8 @@ def test_a_split_that_keeps_a_handful_against_the_model_s_many_is_not_trusted():
     The same split against a default that keeps fewer picks stands."""
     from dataclasses import replace
 
-    from napari_cetpick.detect import MIN_SPLIT_SHARE_OF_MODEL, choose_threshold
+    from napari_cetpick.counts import MIN_SPLIT_SHARE_OF_REFERENCE
+    from napari_cetpick.detect import choose_threshold
     from napari_cetpick.peaks import select
 
     n = 10000
@@ -305,7 +306,7 @@ def test_a_split_that_keeps_a_handful_against_the_model_s_many_is_not_trusted():
     t, how = choose_threshold(ck, zyx, s, 1.0, DetectConfig())
     assert t == 0.3 and how.startswith("the model's default: this tomogram's split kept too few picks")
     split_picks = int(how.split("(")[1].split(",")[0])
-    assert split_picks < MIN_SPLIT_SHARE_OF_MODEL * n_model and f"against {n_model}" in how
+    assert split_picks < MIN_SPLIT_SHARE_OF_REFERENCE * n_model and f"against {n_model}" in how
     high = replace(ck, default_threshold=0.9)
     t2, how2 = choose_threshold(high, zyx, s, 1.0, DetectConfig())
     assert how2 == "this tomogram's scores" and 0.5 < t2 < 0.9 and (s >= t2).sum() == split_picks

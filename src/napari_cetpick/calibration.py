@@ -6,7 +6,9 @@ two figures are read off the result:
 
 - the **default threshold**: the score at which the box yields as many picks as the labels
   imply (:func:`napari_cetpick.counts.threshold_for_count`); where the user told neither the
-  labelled share nor the count, where the box's own scores split (below), when they do;
+  labelled share nor the count, where the box's own scores split (below), when they do (a
+  split that keeps a handful of top scores against the count's many does not count:
+  :func:`napari_cetpick.counts.split_holds`);
 - the **labelled share, estimated**: where the box's own pick scores split into background
   and particles (:func:`napari_cetpick.counts.split_scores`), the picks above count the
   particles there; the labels over that count is the share the user clicked — measured on
@@ -111,7 +113,10 @@ def _calibrate_one(found: Sequence, density_per_vox2: float, diameter_vox: float
     share = {}
     if box_scores:
         s = np.concatenate(box_scores)
-        split = C.split_scores(s, floor=DetectConfig().candidate_floor)
+        floor = DetectConfig().candidate_floor
+        split = C.split_scores(s, floor=floor)
+        if split is not None and not C.split_holds(s, split, threshold, floor=floor):
+            split = None  # a handful of top scores against the labels' count: not the particles
         if split is not None and n_labels:
             n = int((s >= split.threshold).sum())
             share = {"particles_in_boxes": n, "estimated_label_fraction": float(min(1.0, n_labels / max(n, 1)))}

@@ -249,6 +249,28 @@ def in_background_body(scores, threshold: float, floor: float = 0.0) -> bool:
     return bool(at >= BACKGROUND_BODY * dens.max())
 
 
+#: A split is not trusted where it keeps fewer than this share of the picks a reference
+#: threshold (the model's default, or the labelled count's) keeps, that reference lying past
+#: the background's body (:func:`split_holds`). The reference is a score level, so it follows
+#: a tomogram's density by itself; the splits measured kept 0.76–10× the model default's
+#: picks where they were right, and 1/100–1/6 where a handful of top scores looked like a
+#: second population (4 picks for 564 particles; docs/benchmark.md, "Round 6").
+MIN_SPLIT_SHARE_OF_REFERENCE = 0.25
+
+
+def split_holds(scores, split: "ScoreSplit", reference: float, floor: float = 0.0) -> bool:
+    """Whether ``split`` of these pick ``scores`` stands against a ``reference`` threshold:
+    not where it keeps fewer than :data:`MIN_SPLIT_SHARE_OF_REFERENCE` of the picks the
+    reference keeps while the reference lies past the background's body
+    (:func:`in_background_body`: its picks are then mostly particles, not noise)."""
+    s = np.asarray(scores, float).ravel()
+    s = s[np.isfinite(s) & (s >= floor)]
+    n_reference = int((s >= reference).sum())
+    if split.n_above >= MIN_SPLIT_SHARE_OF_REFERENCE * n_reference:
+        return True
+    return in_background_body(s, reference)
+
+
 def _tail_threshold(grid: np.ndarray, dens: np.ndarray, i_bg: int) -> float | None:
     """The threshold (logit) of best expected F1 where particles overlap the background's flank.
 

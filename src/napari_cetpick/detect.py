@@ -488,14 +488,6 @@ def profile_check(ckpt: Checkpoint, volume, zyx, scores, agreement, weight: floa
 
 
 THRESHOLD_FROM = ("tomogram", "model")
-#: A tomogram's own split is not trusted where it keeps fewer than this share of the picks the
-#: model's default keeps there, that default lying past the background's body (so that its
-#: picks are mostly particles: :func:`~napari_cetpick.counts.in_background_body`). The
-#: model's default is a score level, so it follows the tomogram's density by itself; the
-#: splits measured kept 0.76–10× its picks where they were right, and 1/100–1/6 where a
-#: handful of top scores looked like a second population (4 picks for 564 particles;
-#: docs/benchmark.md, "Round 6").
-MIN_SPLIT_SHARE_OF_MODEL = 0.25
 
 
 def choose_threshold(ckpt: Checkpoint, zyx, scores, min_distance_vox: float, config: DetectConfig) -> tuple[float, str]:
@@ -505,11 +497,11 @@ def choose_threshold(ckpt: Checkpoint, zyx, scores, min_distance_vox: float, con
     point where this tomogram's own pick scores (suppressed at ``min_distance_vox``) split
     into background and particles (:func:`napari_cetpick.counts.split_scores`): the
     model's labelled share and density need not hold here. Where the scores show no clear
-    split, where the split keeps fewer than :data:`MIN_SPLIT_SHARE_OF_MODEL` of the picks
-    the model's default keeps (that default lying past this tomogram's background), and with
-    ``threshold_from="model"``, the model's default.
+    split, where the split keeps a handful against the model default's many
+    (:func:`napari_cetpick.counts.split_holds`), and with ``threshold_from="model"``, the
+    model's default.
     """
-    from .counts import in_background_body, split_scores
+    from .counts import split_holds, split_scores
 
     if config.threshold is not None:
         return float(config.threshold), "given"
@@ -522,9 +514,8 @@ def choose_threshold(ckpt: Checkpoint, zyx, scores, min_distance_vox: float, con
     split = split_scores(kept, floor=config.candidate_floor)
     if split is None:
         return model, "the model's default: no clear split in this tomogram's scores"
-    n_model = int((kept >= model).sum())
-    if (split.n_above < MIN_SPLIT_SHARE_OF_MODEL * n_model
-            and not in_background_body(kept, model, floor=config.candidate_floor)):
+    if not split_holds(kept, split, model, floor=config.candidate_floor):
+        n_model = int((kept >= model).sum())
         return model, (f"the model's default: this tomogram's split kept too few picks ({split.n_above}, "
                        f"against {n_model} at the default)")
     if split.kind == "tail":
