@@ -1131,7 +1131,7 @@ def _add_train_method_options(p) -> None:
     g.add_argument("--lr", type=float, help="Adam learning rate (a correction round defaults to a tenth of the first round's)")
     g.add_argument("--lr_step", type=int, nargs="*", help="epochs at which the learning rate is multiplied by 0.1")
     g.add_argument("--arch", choices=ARCHS, help="network: unet3d_small (the default on a CPU) or unet3d (the default on a "
-                        "CUDA GPU: as fast there, more accurate on medium and hollow particles; about 1.45x the "
+                        "CUDA GPU: as fast there, more accurate on medium and hollow particles; about twice the "
                         "time on a CPU), unet_small (pseudo-3D, fast), unet_4 or unet_5 (the published pseudo-3D)")
     g.add_argument("--batch-size", type=int, help="crops per step")
     g.add_argument("--gauss", type=float, help="sigma of a Gaussian pre-filter (working voxels; 0 = none)")

@@ -28,7 +28,8 @@ ARCHS = tuple(ARCH_SPECS)
 #: The network trained on a CUDA GPU when the user chooses none (the command line without
 #: --arch, the panel's Network "auto"): as fast there as the small default (host-bound) and
 #: more accurate on medium and hollow particles (docs/benchmark.md, "On a GPU"); CPUs keep
-#: the small default for speed (--arch unet3d: about 1.45x the time).
+#: the small default for speed (--arch unet3d: about twice the time on a quiet 2-core CPU,
+#: docs/benchmark.md, "Round 6").
 GPU_ARCH = "unet3d"
 
 #: Optimiser steps of a training run when neither ``num_epochs`` nor ``max_steps`` is given.

@@ -44,7 +44,7 @@ class AdvancedSettings(Container):
         self._arch_combo = ComboBox(
             label="Network", choices=(AUTO_ARCH, *ARCHS), value=AUTO_ARCH,
             tooltip=f"auto: {GPU_ARCH} when training on a CUDA GPU (as fast there, more accurate on medium and "
-                    f"hollow particles), else {_DEFAULTS.arch} (3D U-Nets; unet3d takes about 1.45x as long on a "
+                    f"hollow particles), else {_DEFAULTS.arch} (3D U-Nets; unet3d takes about twice as long on a "
                     "CPU); unet_small is a fast pseudo-3D net; unet_4 / unet_5 are the published networks (--arch). "
                     "The 3D nets need crops in multiples of 8.")
         self._batch_size_spin = SpinBox(
