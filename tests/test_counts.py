@@ -176,3 +176,26 @@ def test_a_handful_of_top_scores_on_an_unfitted_flank_is_no_split(monkeypatch):
     monkeypatch.setattr(C, "MIN_UPPER_FOR_WALK", 0)  # the walk regardless: a handful of picks
     walk = C.split_scores(s, floor=0.05)
     assert walk is not None and walk.n_above < 20 < (s >= 0.5).sum()
+
+
+def test_a_reference_below_the_background_s_mode_keeps_background_not_particles():
+    """A model's default below this tomogram's background mode (a new tomogram whose background
+    scores higher) keeps the background, however thin the score density at it: it is no
+    reference against which a split of the particles keeps "too few"; the same thin density
+    on the upper flank is past the background's body."""
+    from napari_cetpick import counts as C
+
+    n = 10000
+    q = (np.arange(n) + 0.5) / n
+    z = np.concatenate([-0.5 + 0.3 * np.log(q / (1 - q)), np.linspace(2.5, 4.0, 400)])  # mode at 0.38
+    s = 1 / (1 + np.exp(-z))
+    split = C.split_scores(s, floor=0.05)
+    assert split is not None and 400 <= split.n_above <= 420
+    low, high = 1 / (1 + np.exp(2.0)), 1 / (1 + np.exp(-0.9))  # logits -2 and 0.9: both thin
+    grid, dens = C.score_density(C.logit(s[s >= 0.05]))
+    for t in (low, high):
+        assert np.interp(C.logit(np.array([t]))[0], grid, dens) < C.BACKGROUND_BODY * dens.max()
+    assert C.in_background_body(s, low) and not C.in_background_body(s, high)
+    assert C.count_above(s, low) > 9000 and C.split_holds(s, split, low)  # the split stands
+    # past the body, a reference keeping about as many as the split does not overturn it
+    assert C.count_above(s, high) < 2 * split.n_above and C.split_holds(s, split, high)

@@ -115,7 +115,7 @@ def _calibrate_one(found: Sequence, density_per_vox2: float, diameter_vox: float
         s = np.concatenate(box_scores)
         floor = DetectConfig().candidate_floor
         split = C.split_scores(s, floor=floor)
-        if split is not None and not C.split_holds(s, split, threshold, floor=floor):
+        if split is not None and scores and not C.split_holds(s, split, threshold, floor=floor):
             split = None  # a handful of top scores against the labels' count: not the particles
         if split is not None and n_labels:
             n = int((s >= split.threshold).sum())

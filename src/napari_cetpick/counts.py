@@ -167,7 +167,7 @@ def threshold_for_count(scores: np.ndarray, n_expected: float, floor: float = 0.
 
 
 __all__ = ["LabelBox", "label_box", "particle_density", "score_break", "threshold_for_count", "xy_area", "split_scores",
-           "ScoreSplit", "score_density",
+           "ScoreSplit", "score_density", "split_holds", "in_background_body", "count_above",
            "DEFAULT_LABEL_FRACTION"]
 
 
@@ -236,17 +236,21 @@ BACKGROUND_BODY = 0.25
 
 
 def in_background_body(scores, threshold: float, floor: float = 0.0) -> bool:
-    """Whether ``threshold`` lies in the body of this tomogram's background: where the
-    density of its pick scores (logit units, :func:`score_density`) is at least
-    :data:`BACKGROUND_BODY` of the density at its mode. Picks above such a threshold are
-    mostly background; a threshold on the background's flank or beyond keeps mostly particles."""
+    """Whether ``threshold`` does not lie past the body of this tomogram's background: it is
+    below the background's mode, or the density of the pick scores there (logit units,
+    :func:`score_density`) is at least :data:`BACKGROUND_BODY` of the density at the mode.
+    Picks above such a threshold are mostly background; a threshold on the background's upper
+    flank or beyond keeps mostly particles."""
     s = np.asarray(scores, float).ravel()
     s = s[np.isfinite(s) & (s >= floor)]
     if len(s) == 0:
         return False
     grid, dens = score_density(logit(s))
-    at = np.interp(float(logit(np.array([threshold]))[0]), grid, dens, left=0.0, right=0.0)
-    return bool(at >= BACKGROUND_BODY * dens.max())
+    i_mode = int(np.argmax(dens))
+    z = float(logit(np.array([threshold]))[0])
+    if z <= grid[i_mode]:
+        return True
+    return bool(np.interp(z, grid, dens, right=0.0) >= BACKGROUND_BODY * dens[i_mode])
 
 
 #: A split is not trusted where it keeps fewer than this share of the picks a reference
@@ -258,6 +262,12 @@ def in_background_body(scores, threshold: float, floor: float = 0.0) -> bool:
 MIN_SPLIT_SHARE_OF_REFERENCE = 0.25
 
 
+def count_above(scores, threshold: float, floor: float = 0.0) -> int:
+    """The finite pick scores at or above both ``threshold`` and ``floor``."""
+    s = np.asarray(scores, float).ravel()
+    return int((np.isfinite(s) & (s >= floor) & (s >= threshold)).sum())
+
+
 def split_holds(scores, split: "ScoreSplit", reference: float, floor: float = 0.0) -> bool:
     """Whether ``split`` of these pick ``scores`` stands against a ``reference`` threshold:
     not where it keeps fewer than :data:`MIN_SPLIT_SHARE_OF_REFERENCE` of the picks the
@@ -265,7 +275,7 @@ def split_holds(scores, split: "ScoreSplit", reference: float, floor: float = 0.
     (:func:`in_background_body`: its picks are then mostly particles, not noise)."""
     s = np.asarray(scores, float).ravel()
     s = s[np.isfinite(s) & (s >= floor)]
-    n_reference = int((s >= reference).sum())
+    n_reference = count_above(s, reference)
     if split.n_above >= MIN_SPLIT_SHARE_OF_REFERENCE * n_reference:
         return True
     return in_background_body(s, reference)

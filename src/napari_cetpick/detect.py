@@ -501,7 +501,7 @@ def choose_threshold(ckpt: Checkpoint, zyx, scores, min_distance_vox: float, con
     (:func:`napari_cetpick.counts.split_holds`), and with ``threshold_from="model"``, the
     model's default.
     """
-    from .counts import split_holds, split_scores
+    from .counts import count_above, split_holds, split_scores
 
     if config.threshold is not None:
         return float(config.threshold), "given"
@@ -515,7 +515,7 @@ def choose_threshold(ckpt: Checkpoint, zyx, scores, min_distance_vox: float, con
     if split is None:
         return model, "the model's default: no clear split in this tomogram's scores"
     if not split_holds(kept, split, model, floor=config.candidate_floor):
-        n_model = int((kept >= model).sum())
+        n_model = count_above(kept, model, floor=config.candidate_floor)
         return model, (f"the model's default: this tomogram's split kept too few picks ({split.n_above}, "
                        f"against {n_model} at the default)")
     if split.kind == "tail":
