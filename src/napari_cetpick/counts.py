@@ -230,6 +230,12 @@ def score_density(z: np.ndarray, bandwidth: float = DENSITY_BANDWIDTH_LOGIT, ste
     return grid, np.convolve(counts, k, mode="same")
 
 
+def _usable(scores, floor: float) -> np.ndarray:
+    """The finite pick scores at or above ``floor`` (what every rule here reads), as floats."""
+    s = np.asarray(scores, float).ravel()
+    return s[np.isfinite(s) & (s >= floor)]
+
+
 #: A score lies in the background's body where the density of pick scores there is at least
 #: this share of the background's mode (:func:`in_background_body`).
 BACKGROUND_BODY = 0.25
@@ -241,8 +247,7 @@ def in_background_body(scores, threshold: float, floor: float = 0.0) -> bool:
     :func:`score_density`) is at least :data:`BACKGROUND_BODY` of the density at the mode.
     Picks above such a threshold are mostly background; a threshold on the background's upper
     flank or beyond keeps mostly particles."""
-    s = np.asarray(scores, float).ravel()
-    s = s[np.isfinite(s) & (s >= floor)]
+    s = _usable(scores, floor)
     if len(s) == 0:
         return False
     grid, dens = score_density(logit(s))
@@ -264,8 +269,7 @@ MIN_SPLIT_SHARE_OF_REFERENCE = 0.25
 
 def count_above(scores, threshold: float, floor: float = 0.0) -> int:
     """The finite pick scores at or above both ``threshold`` and ``floor``."""
-    s = np.asarray(scores, float).ravel()
-    return int((np.isfinite(s) & (s >= floor) & (s >= threshold)).sum())
+    return int((_usable(scores, floor) >= threshold).sum())
 
 
 def split_holds(scores, split: "ScoreSplit", reference: float, floor: float = 0.0) -> bool:
@@ -273,12 +277,9 @@ def split_holds(scores, split: "ScoreSplit", reference: float, floor: float = 0.
     not where it keeps fewer than :data:`MIN_SPLIT_SHARE_OF_REFERENCE` of the picks the
     reference keeps while the reference lies past the background's body
     (:func:`in_background_body`: its picks are then mostly particles, not noise)."""
-    s = np.asarray(scores, float).ravel()
-    s = s[np.isfinite(s) & (s >= floor)]
-    n_reference = count_above(s, reference)
-    if split.n_above >= MIN_SPLIT_SHARE_OF_REFERENCE * n_reference:
+    if split.n_above >= MIN_SPLIT_SHARE_OF_REFERENCE * count_above(scores, reference, floor):
         return True
-    return in_background_body(s, reference)
+    return in_background_body(scores, reference, floor)
 
 
 def _tail_threshold(grid: np.ndarray, dens: np.ndarray, i_bg: int) -> float | None:
@@ -354,11 +355,10 @@ def split_scores(scores, floor: float = 0.0) -> ScoreSplit | None:
 
     Returns None when the scores do not show two populations (the background's mode is not
     :data:`MIN_MODE_CONTRAST` times above ``L``, no low edge of the particles is seen, the
-    flank cannot be fitted and too few picks lie beyond it, or fewer than :data:`MIN_PICKS_ABOVE` picks lie above the
-    threshold, or fewer than 20 picks in all).
+    flank cannot be fitted and too few picks lie beyond it, or fewer than
+    :data:`MIN_PICKS_ABOVE` picks lie above the threshold, or fewer than 20 picks in all).
     """
-    s = np.asarray(scores, float).ravel()
-    s = s[np.isfinite(s) & (s >= floor)]
+    s = _usable(scores, floor)
     if len(s) < 20:
         return None
     z = logit(s)
