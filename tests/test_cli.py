@@ -343,6 +343,6 @@ def test_detect_says_how_each_threshold_was_chosen(sim_files, tmp_path, capsys):
     assert runs["--threshold-from model"]["threshold_source"] == "the model's default"
     assert runs["--threshold-from model"]["threshold"] == pytest.approx(default)
     assert runs["--threshold 0.25"]["threshold_source"] == "given" and runs["--threshold 0.25"]["threshold"] == 0.25
-    # two views (the default) give each pick the views' agreement; one view has none
+    # mirrored views (the default: four) give each pick the mirror halves' agreement; one view has none
     assert "agreement" in pd.read_csv(tmp_path / "det" / "t_picks.csv").columns
     assert "agreement" not in pd.read_csv(tmp_path / "det__views1" / "t_picks.csv").columns

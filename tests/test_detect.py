@@ -241,9 +241,37 @@ def test_the_model_s_centre_offset_is_subtracted_from_one_view_only(volume):
     assert len(plain.cand_zyx) == len(shifted.cand_zyx) > 10
     # working voxels times the binning: tomogram voxels
     assert np.allclose(plain.cand_zyx - shifted.cand_zyx, [0.5, -1.0, 0.25])
-    two = [run_generator(detect(c, volume, DetectConfig(threshold=0.0, views=2), voxel_size_a=10.0, device="cpu"))
-           for c in (_ckpt(bin_xy=2), ck)]
-    assert np.allclose(two[0].cand_zyx, two[1].cand_zyx)  # two mirrored views cancel it by themselves
+    for views in (2, 4):  # mirror pairs cancel it by themselves
+        many = [run_generator(detect(c, volume, DetectConfig(threshold=0.0, views=views), voxel_size_a=10.0,
+                                     device="cpu")) for c in (_ckpt(bin_xy=2), ck)]
+        assert np.allclose(many[0].cand_zyx, many[1].cand_zyx), views
+
+
+class _Probe:
+    """A stand-in network whose scores are its input (stride 1): each view's mapping back onto
+    the block's cells can be checked exactly."""
+
+    def __init__(self, torch):
+        self.torch = torch
+
+    def __call__(self, x, with_proj=False):
+        return self.torch.logit(x.clamp(1e-4, 1 - 1e-4)), None
+
+
+@pytest.mark.parametrize("views", [1, 2, 4])
+def test_every_view_maps_back_onto_the_block_s_own_cells(views):
+    import torch
+
+    from napari_cetpick.detect import VIEWS, _view_scores
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.uniform(0.05, 0.95, (1, 1, 4, 6, 6)).astype(np.float32))
+    for mirrored, turns in VIEWS[views]:
+        # an identity network: every view, undone, gives back the block cell for cell
+        assert np.allclose(_view_scores(_Probe(torch), x, mirrored, turns), x[0].numpy(), atol=1e-5), (mirrored, turns)
+    # and the views are different: a mirror or a turn really moves the block
+    moved = [torch.rot90(torch.flip(x, dims=(-3, -2, -1)) if m else x, t, dims=(-2, -1)) for m, t in VIEWS[views]]
+    assert len({tuple(v.flatten().tolist()) for v in moved}) == views
 
 
 def _mixture_candidates(n_bg=4000, n_particles=150, seed=0):

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Generator, Iterable
 
+from .config import DetectConfig
 from .errors import CetpickError
 from .io.formats import WRITABLE_FORMATS, point_format
 
@@ -85,8 +86,8 @@ class BatchOptions:
     heatmap: bool = True
     threshold: float | dict | None = None
     threshold_from: str = "tomogram"
-    views: int = 2
-    profile_weight: float = 0.1
+    views: int = DetectConfig.views
+    profile_weight: float = DetectConfig.profile_weight
     precision: str = "auto"
     K: int | None = None
     min_distance_vox: float | None = None
@@ -439,8 +440,6 @@ def _reason(exc: BaseException, job: DetectJob) -> str:
 
 
 def _detect_config(opts: BatchOptions):
-    from .config import DetectConfig
-
     return DetectConfig(threshold=opts.threshold, threshold_from=opts.threshold_from, views=opts.views, K=opts.K,
                         profile_weight=opts.profile_weight, precision=opts.precision,
                         min_distance_vox=opts.min_distance_vox,

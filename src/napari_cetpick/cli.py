@@ -1199,6 +1199,7 @@ def _add_train_parser(sub) -> None:
 
 def _add_detect_picking_options(p) -> None:
     from .config import DetectConfig
+    from .detect import VIEWS
 
     p.add_argument("--format", default="imod", choices=sorted(f.name for f in WRITABLE_FORMATS),
                    help="picks file (default imod): " + "; ".join(f"{f.name} = {f.label}" for f in WRITABLE_FORMATS))
@@ -1213,10 +1214,11 @@ def _add_detect_picking_options(p) -> None:
                         "split (or one that keeps a handful of top scores where the default keeps many more); "
                         "'model' always uses the model's default (calibrated on your labelled region)")
     _add_precision_option(p)
-    p.add_argument("--views", type=int, choices=(1, 2), default=2,
-                   help="2 (default): run the network on each tile and on the tile mirrored through its centre, "
-                        "and average the two (each pick gets the views' agreement); 1: one pass, twice as fast, "
-                        "a little less accurate")
+    p.add_argument("--views", type=int, choices=tuple(sorted(VIEWS, reverse=True)), default=DetectConfig().views,
+                   help="how many views of each tile the network scores, averaged: 4 (default): the tile, the tile "
+                        "mirrored through its centre, and both turned a quarter in xy (the best picks measured; each "
+                        "pick gets the mirror halves' agreement); 2: the tile and its mirror image, twice as fast; "
+                        "1: one pass, four times as fast, the least accurate")
     p.add_argument("--profile-weight", type=float, default=DetectConfig().profile_weight, metavar="W",
                    help="the profile check: the best candidates lose W logits per unit by which their radial "
                         "profile (mean density in thin shells around the centre, any orientation) lies further "

@@ -338,10 +338,12 @@ class DetectConfig:
     refine : bool
         Sub-voxel refinement of peaks.
     views : int
-        2 (default): run the network on each tile and on the tile mirrored through its centre
-        (flipped in z, y and x) and average the two: better picks on every class measured
-        (docs/benchmark.md), each with an ``agreement`` between the views. 1: one pass, twice
-        as fast; the model's calibrated centre offset is subtracted instead.
+        Views of each tile the network scores, averaged (:data:`napari_cetpick.detect.VIEWS`).
+        4 (default): the tile, the tile mirrored through its centre (flipped in z, y and x),
+        and both turned a quarter in xy: the best picks on every class measured
+        (docs/benchmark.md, round 7). 2: the tile and its mirror image, half the time. Each
+        pick gets an ``agreement`` between the mirror halves. 1: one pass, a quarter of the
+        time; the model's calibrated centre offset is subtracted instead.
     profile_weight : float
         The profile check (:func:`napari_cetpick.detect.profile_check`): each of the best
         candidates loses ``profile_weight`` logits per unit of squared Mahalanobis distance
@@ -366,7 +368,7 @@ class DetectConfig:
     candidate_floor: float = 0.05
     refine: bool = True
     batch_slices: int = 16
-    views: int = 2
+    views: int = 4
     profile_weight: float = 0.1
     precision: str = "auto"
 

@@ -248,6 +248,34 @@ def chunked_candidates(heat: np.ndarray, floor: float, margin_zyx, scale, transl
 #: Axes of the detection block (batch, channel, z, y, x) the second view flips: all three,
 #: a point reflection, under which any constant shift of the model's response changes sign.
 _FLIP_DIMS = (-3, -2, -1)
+#: Axes of the quarter turn in xy of views 3 and 4 (the z axis, with the missing wedge, stays).
+_TURN_DIMS = (-2, -1)
+#: The views detection can run, per ``views``: (mirrored through the block's centre, quarter
+#: turns in xy). Every view after the first pairs with a mirror image, so the model's own
+#: shift cancels; a turned view sees the block's xy texture rotated as training's
+#: augmentation did.
+VIEWS = {1: ((False, 0),), 2: ((False, 0), (True, 0)), 4: ((False, 0), (True, 0), (False, 1), (True, 1))}
+
+
+def _view_scores(net, x, mirrored: bool, turns: int) -> np.ndarray:
+    """Scores ``(K, z, y, x)`` of one view of block ``x``, mapped back onto the block's own cells.
+
+    The block spans whole grid cells on every axis (padded to the network's multiple), so a
+    mirror or a quarter turn maps cells onto cells and back.
+    """
+    import torch
+
+    if mirrored:
+        x = torch.flip(x, dims=_FLIP_DIMS)
+    if turns:
+        x = torch.rot90(x, turns, dims=_TURN_DIMS)
+    hm, _ = net(x, with_proj=False)
+    p = torch.sigmoid(hm)
+    if turns:
+        p = torch.rot90(p, -turns, dims=_TURN_DIMS)
+    if mirrored:
+        p = torch.flip(p, dims=_FLIP_DIMS)
+    return p[0].float().cpu().numpy()
 
 
 def response_radius_cells(ckpt: Checkpoint, stride) -> np.ndarray:
@@ -345,12 +373,14 @@ def plan_tiles(ckpt: Checkpoint, net, shape, bin_xy: int, config: DetectConfig) 
     return TilePlan(geom, stride, mult, grid_shape, used, halo, tiles)
 
 
-def run_tiles(plan: TilePlan, net, volume, stats, views: int, dev, layout=None, dtype=None):
-    """Run the network over every tile; yields :class:`DetectProgress`, returns ``(heat, heat_b)``.
+def run_tiles(plan: TilePlan, net, volume, stats, views: int, dev, layout=None, dtype=None, keep_first: bool = False):
+    """Run the network over every tile; yields :class:`DetectProgress`, returns ``(heat, heat_b, heat_first)``.
 
-    ``heat`` is the score map of each class on the output grid, ``(K, *grid_shape)`` (the
-    mean of the two views with ``views=2``); ``heat_b`` the second view alone (None with
-    one view). ``layout`` is the blocks' memory format
+    ``heat`` is the score map of each class on the output grid, ``(K, *grid_shape)``: the
+    mean of the :data:`VIEWS` of ``views`` (1, 2 or 4); ``heat_b`` the mean of the mirrored
+    views alone (None with one view), for each pick's agreement between the mirror halves;
+    ``heat_first`` the first view alone with ``keep_first`` (the one view whose offset
+    calibration measures), else None. ``layout`` is the blocks' memory format
     (:func:`napari_cetpick.model.fast_layout`); ``dtype`` the arithmetic of the pass
     (:func:`napari_cetpick.device.inference_dtype`; None: float32).
     """
@@ -360,7 +390,9 @@ def run_tiles(plan: TilePlan, net, volume, stats, views: int, dev, layout=None, 
 
     k = int(net.hm.out_channels)
     heat = np.zeros((k, *plan.grid_shape), np.float32)
-    heat_b = np.zeros((k, *plan.grid_shape), np.float32) if views == 2 else None
+    chosen = VIEWS[views]
+    heat_b = np.zeros((k, *plan.grid_shape), np.float32) if views > 1 else None
+    heat_first = np.zeros((k, *plan.grid_shape), np.float32) if keep_first and views > 1 else None
     stride, mult, b = plan.stride, plan.multiple, np.array(plan.geometry.bin_zyx)
     t0 = time.perf_counter()
     reduced = dtype is not None and dtype != torch.float32
@@ -386,26 +418,29 @@ def run_tiles(plan: TilePlan, net, volume, stats, views: int, dev, layout=None, 
             x = torch.from_numpy(np.ascontiguousarray(blk))[None, None].to(dev)
             if layout is not None:
                 x = x.contiguous(memory_format=layout)
-            hm, _ = net(x, with_proj=False)
-            p = torch.sigmoid(hm)[0].float().cpu().numpy()
             dst, src = [slice(None)], [slice(None)]
             for ax in range(3):
                 g0, g1 = tile[ax][0] // stride[ax], tile[ax][1] // stride[ax]
                 off = (tile[ax][0] - lo[ax]) // stride[ax]
                 dst.append(slice(g0, g1))
                 src.append(slice(off, off + g1 - g0))
+            dst, src = tuple(dst), tuple(src)
+            # each view's scores back on the block's cells: a shift the model learned is
+            # mirrored in the mirrored views and cancels in the mean
+            p = p_b = None
+            for j, (mirrored, turns) in enumerate(chosen):
+                pv = _view_scores(net, x, mirrored, turns)
+                if j == 0 and heat_first is not None:
+                    heat_first[dst] = pv[src]
+                p = pv if p is None else p + pv
+                if mirrored:
+                    p_b = pv if p_b is None else p_b + pv
             if heat_b is not None:
-                # the second view: the block mirrored through its centre (flipped on every
-                # axis; the block spans whole grid cells, so a flip maps cells onto cells), its
-                # output flipped back: a shift the model learned is mirrored and cancels
-                hm_b, _ = net(torch.flip(x, dims=_FLIP_DIMS), with_proj=False)
-                p_b = torch.flip(torch.sigmoid(hm_b), dims=_FLIP_DIMS)[0].float().cpu().numpy()
-                heat_b[tuple(dst)] = p_b[tuple(src)]
-                p = 0.5 * (p + p_b)
-            heat[tuple(dst)] = p[tuple(src)]
+                heat_b[dst] = (p_b / (len(chosen) // 2))[src]
+            heat[dst] = (p / len(chosen))[src]
             el = time.perf_counter() - t0
             yield DetectProgress(i + 1, len(plan.tiles), el, el / (i + 1) * (len(plan.tiles) - i - 1), dev_name)
-    return heat, heat_b
+    return heat, heat_b, (heat if views == 1 else heat_first) if keep_first else None
 
 
 def find_candidates(ckpt: Checkpoint, plan: TilePlan, heat, heat_b, config: DetectConfig, shape, mask=None,
@@ -431,7 +466,7 @@ def find_candidates(ckpt: Checkpoint, plan: TilePlan, heat, heat_b, config: Dete
         czyx, cscores = czyx[keep], cscores[keep]
     agreement = None
     if heat_b is not None:
-        # where the views disagree most: the score of view 2 is 2 x mean - view 1
+        # where the mirror halves disagree most: the unmirrored views' mean is 2 x mean - heat_b
         cell = np.clip(np.floor((czyx - translate) / scale + 0.5).astype(int), 0, np.asarray(plan.grid_shape) - 1)
         agreement = (1.0 - np.abs(2.0 * (heat[tuple(cell.T)] - heat_b[tuple(cell.T)]))).astype(np.float32)
     return czyx, cscores, agreement
@@ -667,8 +702,8 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
     if mask is not None and tuple(np.shape(mask)) != shape:
         raise CetpickError(f"The mask has shape {tuple(int(s) for s in np.shape(mask))} but the tomogram has "
                            f"{shape} (z, y, x); it must match voxel for voxel.")
-    if config.views not in (1, 2):
-        raise CetpickError(f"views must be 1 or 2, got {config.views}.")
+    if config.views not in VIEWS:
+        raise CetpickError(f"views must be one of {', '.join(str(v) for v in VIEWS)}, got {config.views}.")
     if not config.profile_weight >= 0:
         raise CetpickError(f"The profile weight must be 0 (off) or more, got {config.profile_weight}.")
     _check_thresholds(ckpt, config)
@@ -687,7 +722,8 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
     plan = plan_tiles(ckpt, net, shape, bin_xy, config)
     stats = D.compute_norm_stats(volume, plan.geometry, ckpt.config.gauss)
     t0 = time.perf_counter()
-    heat_all, heat_b_all = yield from run_tiles(plan, net, volume, stats, config.views, dev, layout, dtype)
+    heat_all, heat_b_all, heat_first_all = yield from run_tiles(plan, net, volume, stats, config.views, dev, layout,
+                                                                dtype, keep_first=first_view)
     results = {}
     for k in wanted:
         view = ckpt.for_class(k)
@@ -698,8 +734,8 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
         first = None
         if first_view:
             # the first view alone, without the model's offset (what calibration measures it on)
-            heat_a = heat if heat_b is None else np.clip(2.0 * heat - heat_b, 0.0, 1.0)  # the mean's other half
-            fz, fs, _ = find_candidates(view, plan, heat_a, None, replace(cfg, views=1), shape, mask, shift=False)
+            fz, fs, _ = find_candidates(view, plan, heat_first_all[k], None, replace(cfg, views=1), shape, mask,
+                                        shift=False)
             first = (fz, fs)
         half_d = default_min_distance(view, voxel_size_a)
         min_d = half_d if cfg.min_distance_vox is None else float(cfg.min_distance_vox)
@@ -722,7 +758,7 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
             res.warnings = notes + [PROFILE_SKIPPED.format(name=view.class_name)]
         res.reselect()
         results[view.class_name] = res
-    del heat_b_all
+    del heat_b_all, heat_first_all
     return ClassDetections(results, resolve=resolve)
 
 

@@ -242,8 +242,8 @@ def test_threshold_and_distance_update_picks_without_detecting(viewer, panel, qt
 
     monkeypatch.setattr(detect_mod, "detect", counting)
     panel.state.set_checkpoint(checkpoint)
-    # one pass: the mirrored second one averages a barely trained model's scores narrower still
-    panel.detect._two_views_check.value = False
+    # one pass: more views average a barely trained model's scores narrower still
+    panel.detect._views_choice.value = 1
     _detect(qtbot, panel)
     assert len(calls) == 1
     det = panel.detect

@@ -6,7 +6,7 @@ from functools import partial
 
 import numpy as np
 
-from magicgui.widgets import CheckBox, Container, FloatSlider, FloatSpinBox, ProgressBar, PushButton
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, FloatSpinBox, ProgressBar, PushButton
 from napari.utils.notifications import show_error
 
 from napari_cetpick.config import DetectConfig
@@ -17,6 +17,10 @@ from napari_cetpick.widgets._runner import WorkerRunner
 from napari_cetpick._napari.session import PanelState, TomogramRecord
 from napari_cetpick.widgets._tracking import LayerTracker
 from napari_cetpick.widgets._workers import DetectDone, DetectFailed, DetectItem, DetectStep, detect_job
+
+
+#: The panel's choice of views (:data:`napari_cetpick.detect.VIEWS`), as (label, views).
+VIEW_CHOICES = [("4: mirrored and turned", 4), ("2: mirrored", 2), ("1: one pass", 1)]
 
 
 class DetectSection(Container):
@@ -30,10 +34,11 @@ class DetectSection(Container):
         self._keep_threshold: dict = {}  # record key -> threshold to restore after a re-detection
         self._detect_all_check = CheckBox(
             text="All open tomograms", value=False, tooltip="Detect in every open tomogram instead of the selected one.")
-        self._two_views_check = CheckBox(
-            text="Mirrored second pass", value=DetectConfig().views == 2,
-            tooltip="Also run the model on each tile mirrored through its centre and average the two: better "
-                    "picks for every particle class measured, at about twice the detection time. Off: one pass.")
+        self._views_choice = ComboBox(
+            label="Views", value=DetectConfig().views, choices=VIEW_CHOICES,
+            tooltip="How many views of each tile the model scores, averaged: 4 (mirrored through the centre and "
+                    "turned a quarter in xy) gave the best picks measured, 2 (mirrored) about half the time, 1 "
+                    "one pass, a quarter of the time.")
         self._profile_check = CheckBox(
             text="Profile check", value=DetectConfig().profile_weight > 0,
             tooltip="Lower the score of candidates whose radial profile (mean density in thin shells around "
@@ -60,7 +65,7 @@ class DetectSection(Container):
         self._pick_count_label = status_label("no picks", "Number of picks in the selected tomogram.")
         self._histogram = ScoreHistogram()
         self.extend([
-            heading("3 · Detect"), row(self._detect_all_check, self._two_views_check), row(self._profile_check),
+            heading("3 · Detect"), row(self._detect_all_check, self._views_choice), row(self._profile_check),
             row(self._detect_button, self._detect_cancel_button),
             self._detect_progress, row(self._detect_status_label), self._threshold_slider,
             self._min_distance_spin, row(self._pick_count_label), holder(self._histogram),
@@ -125,7 +130,7 @@ class DetectSection(Container):
             for r in recs for name, t in r.per_class.items() if t.result is not None and t.chosen}
         self._detect_progress.value = 0
         self._detect_status_label.value = "Starting…"
-        config = DetectConfig(views=2 if self._two_views_check.value else 1,
+        config = DetectConfig(views=int(self._views_choice.value),
                               profile_weight=DetectConfig().profile_weight if self._profile_check.value else 0.0)
         job = partial(detect_job, self._state.checkpoint, items, config, str(self._device()))
         self._runner.start(kind, job, yielded=self._on_detect_yielded, returned=self._on_detect_returned,
