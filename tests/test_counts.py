@@ -199,3 +199,22 @@ def test_a_reference_below_the_background_s_mode_keeps_background_not_particles(
     assert C.count_above(s, low) > 9000 and C.split_holds(s, split, low)  # the split stands
     # past the body, a reference keeping about as many as the split does not overturn it
     assert C.count_above(s, high) < 2 * split.n_above and C.split_holds(s, split, high)
+
+
+def test_a_flat_plateau_of_particles_begins_where_it_stops_falling():
+    from napari_cetpick.counts import PLATEAU_LOGIT, PLATEAU_RATIO, _plateau_start
+
+    step = 0.05
+    grid = np.arange(-3.0, 3.0, step)
+    # the background's steep flank down to a plateau from -0.5 on, whose lowest wiggle happens to
+    # lie at the upper picks' median (the last index): the plateau's low edge is at -0.5
+    dens = np.where(grid < -0.5, 150.0 * np.exp(-4.0 * (grid + 0.5)), 150.0)
+    i_bg, i_med = 0, len(grid) - 1
+    dens[i_med] = 149.0
+    i = _plateau_start(dens, i_bg, i_med, i_med, 149.0, step)
+    assert abs(grid[i] - (-0.5)) < 2 * step, grid[i]
+    # a density still falling faster than the plateau allows over PLATEAU_LOGIT: no low edge
+    falling = dens * np.exp(-2.0 * np.log(PLATEAU_RATIO) / PLATEAU_LOGIT * np.maximum(grid + 0.5, 0.0))
+    assert _plateau_start(falling, i_bg, i_med, i_med, float(falling[i_med]), step) == i_med
+    # a lowest density well below the median: left as it is
+    assert _plateau_start(dens, i_bg, 50, i_med, 149.0, step) == 50

@@ -333,6 +333,33 @@ def _tail_threshold(grid: np.ndarray, dens: np.ndarray, i_bg: int) -> float | No
     return float(ts[int(np.argmax(f1))])
 
 
+#: A plateau of the particles: where the density over the last PLATEAU_LOGIT logits up to the
+#: upper picks' median stays within PLATEAU_RATIO of its lowest value, the particles' low edge
+#: is where that plateau begins (a density this flat has stopped falling, whichever of its
+#: wiggles happens to be lowest; measured in docs/benchmark.md, "Round 7").
+PLATEAU_RATIO = 1.1
+PLATEAU_LOGIT = 0.5
+
+
+def _plateau_start(dens: np.ndarray, i_bg: int, i_low: int, i_med: int, level: float, step: float) -> int:
+    """Where the plateau holding the lowest density (index ``i_low``, value ``level``) begins.
+
+    Only where the lowest density lies at the end of the range (within a grid step of the
+    median, ``i_med``) and the density over the :data:`PLATEAU_LOGIT` logits before it stays
+    within :data:`PLATEAU_RATIO` of ``level``: the first index from which it stays there up to
+    the median. Else ``i_low`` as it is.
+    """
+    if i_med - i_low > 1:
+        return i_low
+    width = int(round(PLATEAU_LOGIT / step))
+    if i_med - width < i_bg or np.any(dens[i_med - width : i_med + 1] > PLATEAU_RATIO * level):
+        return i_low
+    i = i_med - width
+    while i - 1 > i_bg and dens[i - 1] <= PLATEAU_RATIO * level:
+        i -= 1
+    return i
+
+
 def split_scores(scores, floor: float = 0.0) -> ScoreSplit | None:
     """The threshold at which a tomogram's own pick scores turn from background to particles.
 
@@ -382,6 +409,7 @@ def split_scores(scores, floor: float = 0.0) -> ScoreSplit | None:
     i_med = min(int(np.searchsorted(grid, np.median(upper))), len(grid) - 1)
     i_low = i_bg + int(np.argmin(dens[i_bg : i_med + 1]))
     level = float(dens[i_low])
+    i_low = _plateau_start(dens, i_bg, i_low, i_med, level, step)
     if dens[i_bg] < MIN_MODE_CONTRAST * max(level, 1e-12):
         return None
     kind, z_t = "edge", None
