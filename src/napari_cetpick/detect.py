@@ -42,8 +42,8 @@ class DetectResult:
 
     ``zyx``/``scores`` are the picks at ``threshold`` and ``min_distance_vox``; call
     :meth:`reselect` to change those instantly from the cached candidates.
-    ``cand_agreement`` (with two views) is, per candidate, 1 minus the difference between
-    the two augmented views' scores there. ``expected_particles`` is the count the model's
+    ``cand_agreement`` (with two or four views) is, per candidate, 1 minus the difference
+    between the mean scores of the mirror halves (unmirrored views, mirrored views) there. ``expected_particles`` is the count the model's
     labels imply for a tomogram of this xy area (None when the model does not know it).
     ``model_threshold`` is the threshold the detection started from (read off this
     tomogram's scores, the model's default or the one given), kept when the user moves
@@ -111,8 +111,8 @@ class DetectResult:
 
         ``score``: the detector's score. ``margin``: logit(score) − logit(threshold), the
         distance to the threshold in the score's natural units (0 at the threshold; a
-        review of the least certain picks goes by ``|margin|``). ``agreement`` (two-view
-        detection only): 1 − |difference of the two views' scores| at the pick.
+        review of the least certain picks goes by ``|margin|``). ``agreement`` (two or four
+        views only): 1 − |difference of the mirror halves' mean scores| at the pick.
         ``runner_up``, ``runner_up_score`` (several classes): the class whose pick at the
         same place lost to this one (:func:`resolve_classes`), and its score.
         """
@@ -245,7 +245,7 @@ def chunked_candidates(heat: np.ndarray, floor: float, margin_zyx, scale, transl
     return zyx[keep][order], sc[keep][order]
 
 
-#: Axes of the detection block (batch, channel, z, y, x) the second view flips: all three,
+#: Axes of the detection block (batch, channel, z, y, x) the mirrored views flip: all three,
 #: a point reflection, under which any constant shift of the model's response changes sign.
 _FLIP_DIMS = (-3, -2, -1)
 #: Axes of the quarter turn in xy of views 3 and 4 (the z axis, with the missing wedge, stays).
@@ -294,8 +294,8 @@ def centre_shift(ckpt: Checkpoint, geometry: D.Geometry, views: int) -> np.ndarr
 
     Calibration measures how far the model's peaks sit from the labelled particles
     (``info["centre_offset_work"]``, working voxels, shrunk towards 0 by its standard error;
-    :mod:`napari_cetpick.calibration`). Two views mirror each other and cancel it by
-    construction, so they are not shifted.
+    :mod:`napari_cetpick.calibration`). Two or four views come in mirror pairs and
+    cancel it by construction, so they are not shifted.
     """
     off = ckpt.info.get("centre_offset_work")
     if views != 1 or not off:
