@@ -43,8 +43,9 @@ class DetectResult:
     ``zyx``/``scores`` are the picks at ``threshold`` and ``min_distance_vox``; call
     :meth:`reselect` to change those instantly from the cached candidates.
     ``cand_agreement`` (with two or four views) is, per candidate, 1 minus the difference
-    between the mean scores of the mirror halves (unmirrored views, mirrored views) there. ``expected_particles`` is the count the model's
-    labels imply for a tomogram of this xy area (None when the model does not know it).
+    between the mean scores of the mirror halves (unmirrored views, mirrored views) there.
+    ``expected_particles`` is the count the model's labels imply for a tomogram of this xy
+    area (None when the model does not know it).
     ``model_threshold`` is the threshold the detection started from (read off this
     tomogram's scores, the model's default or the one given), kept when the user moves
     ``threshold``; ``threshold_source`` says how it was chosen (:func:`choose_threshold`).

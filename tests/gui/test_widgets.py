@@ -489,3 +489,12 @@ def test_network_auto_is_the_wider_net_on_a_gpu_only(panel):
     assert panel.train.train_config(for_run=True).arch == TrainConfig().arch  # the tests' device is the CPU
     adv._arch_combo.value = "unet_small"
     assert adv.values("cuda")["arch"] == "unet_small"  # a chosen network is kept
+
+
+def test_the_panel_offers_every_view_count_detection_runs():
+    from napari_cetpick.config import DetectConfig
+    from napari_cetpick.detect import VIEWS
+    from napari_cetpick.widgets._detect import VIEW_CHOICES
+
+    assert sorted(v for _, v in VIEW_CHOICES) == sorted(VIEWS)
+    assert DetectConfig().views in VIEWS

@@ -20,7 +20,7 @@ from napari_cetpick.widgets._workers import DetectDone, DetectFailed, DetectItem
 
 
 #: The panel's choice of views (:data:`napari_cetpick.detect.VIEWS`), as (label, views).
-VIEW_CHOICES = [("4: mirrored and turned", 4), ("2: mirrored", 2), ("1: one pass", 1)]
+VIEW_CHOICES = [("4 views: mirrored, turned", 4), ("2 views: mirrored", 2), ("1 view: fastest", 1)]
 
 
 class DetectSection(Container):
