@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     p.add_argument("--models", default=str(HERE / "models_transfer"), help="kept models (reused when present)")
     p.add_argument("--threshold-from", choices=("tomogram", "model"), default="tomogram",
                    help="how detection chooses each tomogram's threshold (DetectConfig.threshold_from)")
-    p.add_argument("--views", type=int, default=1, choices=(1, 2), help="detection views (DetectConfig.views)")
+    p.add_argument("--views", type=int, default=1, choices=(1, 2, 4), help="detection views (DetectConfig.views)")
     p.add_argument("--out", default=None, help="also append the JSON lines to this file")
     args = p.parse_args(argv)
 

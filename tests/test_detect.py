@@ -265,13 +265,26 @@ def test_every_view_maps_back_onto_the_block_s_own_cells(views):
     from napari_cetpick.detect import VIEWS, _view_scores
 
     rng = np.random.default_rng(0)
-    x = torch.from_numpy(rng.uniform(0.05, 0.95, (1, 1, 4, 6, 6)).astype(np.float32))
+    x = torch.from_numpy(rng.uniform(0.05, 0.95, (1, 1, 4, 6, 10)).astype(np.float32))  # y and x differ
     for mirrored, turns in VIEWS[views]:
         # an identity network: every view, undone, gives back the block cell for cell
         assert np.allclose(_view_scores(_Probe(torch), x, mirrored, turns), x[0].numpy(), atol=1e-5), (mirrored, turns)
     # and the views are different: a mirror or a turn really moves the block
     moved = [torch.rot90(torch.flip(x, dims=(-3, -2, -1)) if m else x, t, dims=(-2, -1)) for m, t in VIEWS[views]]
     assert len({tuple(v.flatten().tolist()) for v in moved}) == views
+
+
+def test_a_model_trained_without_quarter_turns_gets_its_mirror_pair(volume):
+    import torch
+
+    torch.manual_seed(0)
+    net = build_network("unet_small")
+    ck = Checkpoint(net.state_dict(), TrainConfig(bbox=12, arch="unet_small", augment="flip"), 12.0, 10.0, 2, 0.3)
+    with pytest.warns(UserWarning, match="without quarter turns in xy .* 2 views instead of 4"):
+        four = run_generator(detect(ck, volume, DetectConfig(threshold=0.0, views=4), voxel_size_a=10.0, device="cpu"))
+    two = run_generator(detect(ck, volume, DetectConfig(threshold=0.0, views=2), voxel_size_a=10.0, device="cpu"))
+    assert len(two.cand_zyx) > 10
+    assert np.array_equal(four.cand_zyx, two.cand_zyx) and np.array_equal(four.cand_scores, two.cand_scores)
 
 
 def _mixture_candidates(n_bg=4000, n_particles=150, seed=0):

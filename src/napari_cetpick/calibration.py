@@ -170,7 +170,7 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
             continue
         y0, y1, x0, x1 = region
         # the default views for the threshold, the first view alone for the offset that
-        # one-view detection subtracts (two mirrored views need none); the network's own
+        # one-view detection subtracts (mirror pairs of views need none); the network's own
         # scores, as detection reads every threshold (the profile check only moves
         # candidates down past it afterwards)
         res = run_generator(detect_classes(ckpt, vol[:, y0:y1, x0:x1], DetectConfig(threshold=0.0, profile_weight=0.0),

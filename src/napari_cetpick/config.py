@@ -25,6 +25,12 @@ ARCH_SPECS: dict[str, dict] = {
     "unet3d": {"kind": "3d", "stem": 16, "levels": (24, 48, 96), "embed": 16},
 }
 ARCHS = tuple(ARCH_SPECS)
+
+#: The views detection can run, per ``DetectConfig.views``: (mirrored through the block's
+#: centre, quarter turns in xy) of each view. Every view after the first pairs with a mirror
+#: image, so the model's own shift cancels; a turned view sees the block's xy texture rotated
+#: as training's augmentation (``augment="full"``) did.
+VIEWS = {1: ((False, 0),), 2: ((False, 0), (True, 0)), 4: ((False, 0), (True, 0), (False, 1), (True, 1))}
 #: The network trained on a CUDA GPU when the user chooses none (the command line without
 #: --arch, the panel's Network "auto"): as fast there as the small default (host-bound) and
 #: more accurate on medium and hollow particles (docs/benchmark.md, "On a GPU"); CPUs keep
@@ -338,10 +344,11 @@ class DetectConfig:
     refine : bool
         Sub-voxel refinement of peaks.
     views : int
-        Views of each tile the network scores, averaged (:data:`napari_cetpick.detect.VIEWS`).
+        Views of each tile the network scores, averaged (:data:`VIEWS`).
         4 (default): the tile, the tile mirrored through its centre (flipped in z, y and x),
-        and both turned a quarter in xy: the best picks on every class measured
-        (docs/benchmark.md, round 7). 2: the tile and its mirror image, half the time. Each
+        and both turned a quarter in xy: higher AP on every class measured and best F1 on most
+        (docs/benchmark.md, round 7); models trained without quarter turns (``augment="flip"``)
+        get 2. 2: the tile and its mirror image, about half the time at bin 1. Each
         pick gets an ``agreement`` between the mirror halves. 1: one pass, a quarter of the
         time; the model's calibrated centre offset is subtracted instead.
     profile_weight : float

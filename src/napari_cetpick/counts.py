@@ -375,7 +375,8 @@ def split_scores(scores, floor: float = 0.0) -> ScoreSplit | None:
     share: it holds at any particle density.
 
     Where the density still falls at that median (the lowest density is there: no low edge
-    of the particles is seen, they overlap the background), the threshold is the one of best
+    of the particles is seen, they overlap the background; a flat plateau ending there has its
+    edge where it begins, :func:`_plateau_start`), the threshold is the one of best
     expected F1 against the background's extrapolated flank (:func:`_tail_threshold`,
     ``kind="tail"``); where that flank cannot be fitted either, the walk decides if at least
     :data:`MIN_UPPER_FOR_WALK` picks lie beyond the background's flank, else there is no split.

@@ -20,7 +20,7 @@ import numpy as np
 from . import data as D
 from . import device as _device  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 from .checkpoint import Checkpoint
-from .config import DEFAULT_CLASS, DetectConfig
+from .config import DEFAULT_CLASS, VIEWS, DetectConfig
 from .errors import CetpickError
 from .peaks import candidates, refine_centroid, select
 from .utils import logit
@@ -251,14 +251,9 @@ def chunked_candidates(heat: np.ndarray, floor: float, margin_zyx, scale, transl
 _FLIP_DIMS = (-3, -2, -1)
 #: Axes of the quarter turn in xy of views 3 and 4 (the z axis, with the missing wedge, stays).
 _TURN_DIMS = (-2, -1)
-#: The views detection can run, per ``views``: (mirrored through the block's centre, quarter
-#: turns in xy). Every view after the first pairs with a mirror image, so the model's own
-#: shift cancels; a turned view sees the block's xy texture rotated as training's
-#: augmentation did.
-VIEWS = {1: ((False, 0),), 2: ((False, 0), (True, 0)), 4: ((False, 0), (True, 0), (False, 1), (True, 1))}
 
 
-def _view_scores(net, x, mirrored: bool, turns: int) -> np.ndarray:
+def _view_scores(net, x, mirrored: bool, turns: int, layout=None) -> np.ndarray:
     """Scores ``(K, z, y, x)`` of one view of block ``x``, mapped back onto the block's own cells.
 
     The block spans whole grid cells on every axis (padded to the network's multiple), so a
@@ -270,6 +265,8 @@ def _view_scores(net, x, mirrored: bool, turns: int) -> np.ndarray:
         x = torch.flip(x, dims=_FLIP_DIMS)
     if turns:
         x = torch.rot90(x, turns, dims=_TURN_DIMS)
+        if layout is not None:
+            x = x.contiguous(memory_format=layout)  # a turn leaves strides the blocks' layout has not
     hm, _ = net(x, with_proj=False)
     p = torch.sigmoid(hm)
     if turns:
@@ -392,6 +389,7 @@ def run_tiles(plan: TilePlan, net, volume, stats, views: int, dev, layout=None, 
     k = int(net.hm.out_channels)
     heat = np.zeros((k, *plan.grid_shape), np.float32)
     chosen = VIEWS[views]
+    n_mirrored = sum(1 for mirrored, _ in chosen if mirrored)
     heat_b = np.zeros((k, *plan.grid_shape), np.float32) if views > 1 else None
     heat_first = np.zeros((k, *plan.grid_shape), np.float32) if keep_first and views > 1 else None
     stride, mult, b = plan.stride, plan.multiple, np.array(plan.geometry.bin_zyx)
@@ -430,15 +428,15 @@ def run_tiles(plan: TilePlan, net, volume, stats, views: int, dev, layout=None, 
             # mirrored in the mirrored views and cancels in the mean
             p = p_b = None
             for j, (mirrored, turns) in enumerate(chosen):
-                pv = _view_scores(net, x, mirrored, turns)
+                pv = _view_scores(net, x, mirrored, turns, layout)[src]
                 if j == 0 and heat_first is not None:
-                    heat_first[dst] = pv[src]
+                    heat_first[dst] = pv
                 p = pv if p is None else p + pv
                 if mirrored:
                     p_b = pv if p_b is None else p_b + pv
             if heat_b is not None:
-                heat_b[dst] = (p_b / (len(chosen) // 2))[src]
-            heat[dst] = (p / len(chosen))[src]
+                heat_b[dst] = p_b / n_mirrored
+            heat[dst] = p / len(chosen)
             el = time.perf_counter() - t0
             yield DetectProgress(i + 1, len(plan.tiles), el, el / (i + 1) * (len(plan.tiles) - i - 1), dev_name)
     return heat, heat_b, (heat if views == 1 else heat_first) if keep_first else None
@@ -710,6 +708,13 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
     _check_thresholds(ckpt, config)
     wanted = list(range(ckpt.n_classes)) if classes is None else [ckpt.class_index(c) for c in classes]
     bin_xy, notes = _bin_for_volume(ckpt, voxel_size_a)
+    views = config.views
+    if any(turns for _, turns in VIEWS[views]) and ckpt.config.augment != "full":
+        # a model trained without quarter turns in xy (augment "flip", the published recipe)
+        # has not learnt to score a turned tile: its mirror pair only
+        views = max(v for v in VIEWS if not any(t for _, t in VIEWS[v]))
+        notes.append(f"This model was trained without quarter turns in xy (augment {ckpt.config.augment!r}): "
+                     f"detecting with {views} views instead of {config.views}.")
     for n in notes:
         warnings.warn(n, stacklevel=2)
     dev = resolve_device(device)
@@ -723,7 +728,7 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
     plan = plan_tiles(ckpt, net, shape, bin_xy, config)
     stats = D.compute_norm_stats(volume, plan.geometry, ckpt.config.gauss)
     t0 = time.perf_counter()
-    heat_all, heat_b_all, heat_first_all = yield from run_tiles(plan, net, volume, stats, config.views, dev, layout,
+    heat_all, heat_b_all, heat_first_all = yield from run_tiles(plan, net, volume, stats, views, dev, layout,
                                                                 dtype, keep_first=first_view)
     results = {}
     for k in wanted:
