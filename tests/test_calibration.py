@@ -61,11 +61,18 @@ def test_without_a_told_share_the_default_threshold_is_where_the_labelled_box_sp
     labels = zyx[n_bg:][:20]  # a quarter of the particles
     box = LabelBox(0.0, 0.0, 200.0, 200.0)
     density = len(labels) / 0.1 / box.area  # a share of 0.1 implies 200 particles
-    found = [(res, (0, 0), labels, box)]
+    # what detection shows: the profile check moved 40 of the best 200 candidates down
+    shown = scores[order].copy()
+    moved = rng.choice(200, 40, replace=False)
+    shown[moved] = shown[moved] * 0.01
+    found = [(res, (0, 0), labels, box, (zyx[order], shown))]
     told = _calibrate_one(found, density, 8.0, np.ones(3), count_told=True)
     assumed = _calibrate_one(found, density, 8.0, np.ones(3), count_told=False)
-    assert int((scores >= told.threshold).sum()) == 200  # the count, as told
+    # the count, as told, of the picks detection shows (not of the network's own scores,
+    # where 40 of them would fall below the threshold afterwards)
+    assert int((shown >= told.threshold).sum()) == 200
+    assert int((scores >= told.threshold).sum()) > 200
     kept = int((scores >= assumed.threshold).sum())
-    assert abs(kept - n_part) <= 5, kept  # the particles, read off the scores
+    assert abs(kept - n_part) <= 5, kept  # the particles, read off the network's own scores
     assert assumed.estimated_label_fraction == told.estimated_label_fraction
     assert abs(assumed.estimated_label_fraction - 0.25) < 0.03

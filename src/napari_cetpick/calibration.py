@@ -5,7 +5,10 @@ its whole thickness, with a halo so that the network sees the box's surroundings
 two figures are read off the result:
 
 - the **default threshold**: the score at which the box yields as many picks as the labels
-  imply (:func:`napari_cetpick.counts.threshold_for_count`); where the user told neither the
+  imply (:func:`napari_cetpick.counts.threshold_for_count`), counted on the scores detection
+  shows, after its profile check (which moves look-alikes down past any threshold: counted
+  before it, the box kept up to a quarter fewer picks than the labels imply, and so did
+  every tomogram the model was applied to); where the user told neither the
   labelled share nor the count, where the box's own scores split (below), when they do (a
   split that keeps a handful of top scores against the count's many does not count:
   :func:`napari_cetpick.counts.split_holds`);
@@ -84,8 +87,10 @@ def _calibrate_one(found: Sequence, density_per_vox2: float, diameter_vox: float
     """One class's :class:`Calibration` from its detections in each labelled box.
 
     ``found``: per training tomogram with labels of this class, ``(result, (y0, x0), labels,
-    box)``: the class's :class:`~napari_cetpick.detect.DetectResult` at threshold 0 on the
-    region whose corner is ``(y0, x0)``, its labels and their box. ``count_told``: the
+    box, shown)``: the class's :class:`~napari_cetpick.detect.DetectResult` at threshold 0 on the
+    region whose corner is ``(y0, x0)`` (the network's own scores), its labels, their box, and
+    the pick scores detection shows there (after the profile check), ``(zyx, scores)``. The count
+    reads the shown scores; the split, as detection's, the network's own. ``count_told``: the
     user gave the labelled share or the particle count; when not, and the boxes' scores
     split, the default threshold is that split (the assumed share only where they do not).
     """
@@ -94,12 +99,12 @@ def _calibrate_one(found: Sequence, density_per_vox2: float, diameter_vox: float
     from .peaks import select
 
     scores, box_scores, offsets, n_expected, n_labels = [], [], [], 0.0, 0
-    for res, (y0, x0), lab, box in found:
+    for res, (y0, x0), lab, box, (shown_zyx, shown) in found:
         zyx = res.zyx + np.array([0.0, y0, x0])
         box_scores.append(res.scores[box.contains(zyx)])
         if density_per_vox2 > 0:
             n_expected += density_per_vox2 * box.area
-            scores.append(box_scores[-1])
+            scores.append(shown[box.contains(shown_zyx + np.array([0.0, y0, x0]))])
         fz, fs = res.first_view
         keep = select(fz, fs, 0.0, res.min_distance_vox)
         fz = fz[keep] + np.array([0.0, y0, x0])
@@ -159,7 +164,8 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
     """
     from .config import DetectConfig
     from .data import make_geometry
-    from .detect import detect_classes
+    from .detect import detect_classes, profile_check
+    from .peaks import select
     from .utils import run_generator
 
     names = ckpt.class_names
@@ -171,13 +177,18 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
         y0, y1, x0, x1 = region
         # the default views for the threshold, the first view alone for the offset that
         # one-view detection subtracts (mirror pairs of views need none); the network's own
-        # scores, as detection reads every threshold (the profile check only moves
-        # candidates down past it afterwards)
-        res = run_generator(detect_classes(ckpt, vol[:, y0:y1, x0:x1], DetectConfig(threshold=0.0, profile_weight=0.0),
+        # scores, as detection reads the split, and the scores it shows after the profile
+        # check (which only moves candidates down), as a count of picks means them
+        region = vol[:, y0:y1, x0:x1]
+        res = run_generator(detect_classes(ckpt, region, DetectConfig(threshold=0.0, profile_weight=0.0),
                                            voxel_size_a=voxel_size_a, device=device, first_view=True, resolve=False))
         for n in names:
             if box.get(n) is not None:
-                found[n].append((res[n], (y0, x0), lab[n], box[n]))
+                r = res[n]
+                cz, cs, _, _ = profile_check(ckpt.for_class(n), region, r.cand_zyx, r.cand_scores, None,
+                                             DetectConfig().profile_weight, voxel_size_a, r.expected_particles)
+                keep = select(cz, cs, 0.0, r.min_distance_vox)
+                found[n].append((r, (y0, x0), lab[n], box[n], (cz[keep], cs[keep])))
     bin_zyx = np.asarray(make_geometry(ckpt.bin_xy, ckpt.config.compress).bin_zyx, float)
     told = counts_told or {}
     return {n: _calibrate_one(found[n], float(densities[n]), ckpt.for_class(n).diameter_vox, bin_zyx,
