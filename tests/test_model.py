@@ -82,3 +82,31 @@ def test_default_network_follows_the_device():
     assert default_arch("cpu") == default_arch(torch.device("cpu")) == TrainConfig().arch == "unet3d_small"
     assert default_arch("cuda") == default_arch("cuda:1") == default_arch(torch.device("cuda", 0)) == GPU_ARCH
     assert default_arch("mps") == TrainConfig().arch
+
+
+@pytest.mark.parametrize("arch", sorted(ARCH_SPECS))
+def test_folding_batchnorm_keeps_the_scores(arch):
+    """Detection folds each batch normalisation into its convolution: the same scores (float32
+    rounding), no normalisation left, and only for a network in eval mode."""
+    import copy
+
+    from napari_cetpick.model import fold_batchnorm
+
+    torch.manual_seed(0)
+    net = build_network(arch, n_classes=2)
+    norms = [m for m in net.modules() if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d))]
+    assert norms
+    for m in norms:  # statistics and affine terms far from the identity a fresh network has
+        m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.3, 3.0)
+        m.weight.data.uniform_(0.5, 1.5), m.bias.data.uniform_(-0.5, 0.5)
+    with pytest.raises(ValueError, match="eval"):
+        fold_batchnorm(copy.deepcopy(net))
+    net.eval()
+    mult = net.multiple_zyx
+    x = torch.randn(1, 1, max(8, mult[0]), 2 * mult[1], 2 * mult[2])
+    with torch.inference_mode():
+        want, _ = net(x, with_proj=False)
+        folded = fold_batchnorm(copy.deepcopy(net))
+        got, _ = folded(x, with_proj=False)
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)) for m in folded.modules())
+    assert want.abs().max() > 0.1 and torch.allclose(got, want, atol=1e-4, rtol=1e-4)

@@ -720,9 +720,9 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
     dev = resolve_device(device)
     if dev.type == "cpu":
         configure_threads()
-    from .model import fast_layout
+    from .model import fast_layout, fold_batchnorm
 
-    net = ckpt.build(dev)
+    net = fold_batchnorm(ckpt.build(dev))
     layout = fast_layout(net, dev)
     dtype = inference_dtype(dev, config.precision)
     plan = plan_tiles(ckpt, net, shape, bin_xy, config)
