@@ -153,6 +153,9 @@ def refine_centroid(heatmap: np.ndarray, idx: np.ndarray, radius_cells: Triple, 
         raise CetpickError(f"radius_cells must be positive, got {plain(radius_cells)}.")
     half = np.ceil(r).astype(int)
     offs = np.stack(np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij"), -1).reshape(-1, 3)
+    # a window's centre lies within half a voxel of the voxel it is rounded to: cells further
+    # than that from every such centre never fall inside the ellipsoid (about 40 % of the box)
+    offs = offs[((np.clip(np.abs(offs) - 0.5, 0.0, None) / r) ** 2).sum(-1) <= 1.0]
     shape = np.asarray(hm.shape)
     out = idx.astype(np.float64) if start is None else np.array(start, np.float64).reshape(-1, 3)
     for a in range(0, len(idx), chunk):
