@@ -53,25 +53,32 @@ def test_without_a_told_share_the_default_threshold_is_where_the_labelled_box_sp
     n_bg, n_part = 3000, 80
     zyx = np.column_stack([rng.uniform(0, 40, n_bg + n_part), rng.uniform(0, 200, n_bg + n_part),
                            rng.uniform(0, 200, n_bg + n_part)])
-    z = np.concatenate([rng.normal(-4.0, 0.6, n_bg), rng.normal(3.0, 0.8, n_part)])
+    z = np.concatenate([rng.normal(-3.0, 0.6, n_bg), rng.normal(3.0, 0.8, n_part)])
     scores = 1 / (1 + np.exp(-z))
-    order = np.argsort(-scores)
-    res = SimpleNamespace(zyx=zyx[order], scores=scores[order], min_distance_vox=0.0,
-                          first_view=(zyx[order], scores[order]))
     labels = zyx[n_bg:][:20]  # a quarter of the particles
+    # detection caches the candidates above its floor (0.05) only, best first
+    order = np.argsort(-scores)
+    order = order[scores[order] >= 0.05]
+    zyx, scores = zyx[order], scores[order]
+    res = SimpleNamespace(zyx=zyx, scores=scores, min_distance_vox=0.0, first_view=(zyx, scores))
     box = LabelBox(0.0, 0.0, 200.0, 200.0)
     density = len(labels) / 0.1 / box.area  # a share of 0.1 implies 200 particles
     # what detection shows: the profile check moved 40 of the best 200 candidates down
-    shown = scores[order].copy()
+    shown = scores.copy()
     moved = rng.choice(200, 40, replace=False)
     shown[moved] = shown[moved] * 0.01
-    found = [(res, (0, 0), labels, box, (zyx[order], shown))]
+    found = [(res, (0, 0), labels, box, (zyx, shown))]
     told = _calibrate_one(found, density, 8.0, np.ones(3), count_told=True)
     assumed = _calibrate_one(found, density, 8.0, np.ones(3), count_told=False)
     # the count, as told, of the picks detection shows (not of the network's own scores,
     # where 40 of them would fall below the threshold afterwards)
     assert int((shown >= told.threshold).sum()) == 200
     assert int((scores >= told.threshold).sum()) > 200
+    # a check that moved nearly everything below the candidates' floor leaves the default at
+    # that floor, never below it (every threshold detection offers stays above it)
+    few = _calibrate_one([(res, (0, 0), labels, box, (zyx, np.where(np.arange(len(shown)) < 50, shown, 0.01)))],
+                         density, 8.0, np.ones(3), count_told=True)
+    assert few.threshold == 0.05
     kept = int((scores >= assumed.threshold).sum())
     assert abs(kept - n_part) <= 5, kept  # the particles, read off the network's own scores
     assert assumed.estimated_label_fraction == told.estimated_label_fraction

@@ -114,11 +114,12 @@ def _calibrate_one(found: Sequence, density_per_vox2: float, diameter_vox: float
             # the CZII rule: a pick within half the particle's radius is on the particle
             pi, li = match_points(fz, lab, diameter_vox / 4)
             offsets.append((fz[pi] - lab[li]) / bin_zyx)
-    threshold = C.threshold_for_count(np.concatenate(scores), n_expected) if scores else 0.5
+    floor = DetectConfig().candidate_floor
+    # the profile check may move a candidate below the floor every threshold stays above
+    threshold = C.threshold_for_count(np.concatenate(scores), n_expected, floor=floor) if scores else 0.5
     share = {}
     if box_scores:
         s = np.concatenate(box_scores)
-        floor = DetectConfig().candidate_floor
         split = C.split_scores(s, floor=floor)
         if split is not None and scores and not C.split_holds(s, split, threshold, floor=floor):
             split = None  # a handful of top scores against the labels' count: not the particles
