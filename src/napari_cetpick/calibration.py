@@ -6,7 +6,8 @@ two figures are read off the result:
 
 - the **default threshold**: the score at which the box yields as many picks as the labels
   imply (:func:`napari_cetpick.counts.threshold_for_count`), counted on the scores detection
-  shows, after its profile check (which moves look-alikes down past any threshold: counted
+  shows, after its profile check (each class on its own channel: overlaps between classes,
+  which detection resolves, are left in) (which moves look-alikes down past any threshold: counted
   before it, the box kept up to a quarter fewer picks than the labels imply, and so did
   every tomogram the model was applied to); where the user told neither the
   labelled share nor the count, where the box's own scores split (below), when they do (a

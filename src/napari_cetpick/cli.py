@@ -1224,8 +1224,8 @@ def _add_detect_picking_options(p) -> None:
                    help="the profile check: the best candidates lose W logits per unit by which their radial "
                         "profile (mean density in thin shells around the centre, any orientation) lies further "
                         "from your labels' profiles than a new particle of the class would (default %(default)s; "
-                        "0: off). Each pick gets its 'profile_excess'. The threshold is still read off the "
-                        "network's own scores")
+                        "0: off). Each pick gets its 'profile_excess'. Each tomogram's split is read off the "
+                        "network's own scores; the model's default was counted after the check at the default W")
     p.add_argument("--K", type=int, help="keep at most K picks")
     p.add_argument("--min-distance", type=float, help="minimum distance between picks in voxels (default: radius)")
     p.add_argument("--margin-z", "--cutoff_z", dest="margin_z", type=int, default=0,

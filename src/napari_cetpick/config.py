@@ -341,7 +341,7 @@ class DetectConfig:
         ``tile_xy`` is rounded down to a multiple of the network's :func:`network_multiple`.
         Each tile is read with the network's context around it (24 voxels a side for the 3D
         networks), so thin tiles spend most of the pass on that halo: 64 slices ran a four-view
-        detection of 512 × 512 × 160 in 19 s where 32 took 25–26 s, for a peak RSS of 706 MB
+        detection of 512 × 512 × 160 in 19.5 s where 32 took 25–26 s, for a peak RSS of 706 MB
         instead of 632–682 MB (docs/benchmark.md, "Round 8").
     candidate_floor : float
         All local maxima above this score are cached for live threshold changes.

@@ -154,7 +154,8 @@ def refine_centroid(heatmap: np.ndarray, idx: np.ndarray, radius_cells: Triple, 
     half = np.ceil(r).astype(int)
     offs = np.stack(np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij"), -1).reshape(-1, 3)
     # a window's centre lies within half a voxel of the voxel it is rounded to: cells further
-    # than that from every such centre never fall inside the ellipsoid (about 40 % of the box)
+    # than that from every such centre never fall inside the ellipsoid (about 40 % of the box);
+    # only zero weights go, so the centres stay the same up to the sums' rounding
     offs = offs[((np.clip(np.abs(offs) - 0.5, 0.0, None) / r) ** 2).sum(-1) <= 1.0]
     shape = np.asarray(hm.shape)
     out = idx.astype(np.float64) if start is None else np.array(start, np.float64).reshape(-1, 3)

@@ -219,7 +219,7 @@ def fold_batchnorm(net: nn.Module) -> nn.Module:
 
     In eval mode a batch normalisation is a fixed per-channel scale and shift, which the
     convolution's weights and bias can carry: one pass over each activation map fewer. On 2
-    CPU cores the normalisations took 3.2 s of a 28 s four-view detection of 512 × 512 × 160
+    CPU cores the normalisations took 3.2 s of a 32 s four-view detection of 512 × 512 × 160
     (docs/benchmark.md, "Round 8").
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
