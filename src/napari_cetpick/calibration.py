@@ -6,10 +6,10 @@ two figures are read off the result:
 
 - the **default threshold**: the score at which the box yields as many picks as the labels
   imply (:func:`napari_cetpick.counts.threshold_for_count`), counted on the scores detection
-  shows, after its profile check (each class on its own channel: overlaps between classes,
-  which detection resolves, are left in) (which moves look-alikes down past any threshold: counted
+  shows after its profile check, which moves look-alikes down past any threshold (counted
   before it, the box kept up to a quarter fewer picks than the labels imply, and so did
-  every tomogram the model was applied to); where the user told neither the
+  every tomogram the model was applied to); each class on its own channel, the overlaps
+  between classes that detection resolves left in; where the user told neither the
   labelled share nor the count, where the box's own scores split (below), when they do (a
   split that keeps a handful of top scores against the count's many does not count:
   :func:`napari_cetpick.counts.split_holds`);
@@ -172,6 +172,7 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
 
     names = ckpt.class_names
     found = {n: [] for n in names}
+    weight = DetectConfig().profile_weight  # the check as detection applies it by default
     for vol, lab, box in zip(volumes, labels, boxes):
         region = _union_box([box.get(n) for n in names], vol.shape, halo_vox)
         if region is None:
@@ -188,7 +189,7 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
             if box.get(n) is not None:
                 r = res[n]
                 cz, cs, _, _ = profile_check(ckpt.for_class(n), region, r.cand_zyx, r.cand_scores, None,
-                                             DetectConfig().profile_weight, voxel_size_a, r.expected_particles)
+                                             weight, voxel_size_a, r.expected_particles)
                 keep = select(cz, cs, 0.0, r.min_distance_vox)
                 found[n].append((r, (y0, x0), lab[n], box[n], (cz[keep], cs[keep])))
     bin_zyx = np.asarray(make_geometry(ckpt.bin_xy, ckpt.config.compress).bin_zyx, float)

@@ -1198,8 +1198,7 @@ def _add_train_parser(sub) -> None:
 
 
 def _add_detect_picking_options(p) -> None:
-    from .config import DetectConfig
-    from .config import VIEWS
+    from .config import VIEWS, DetectConfig
 
     p.add_argument("--format", default="imod", choices=sorted(f.name for f in WRITABLE_FORMATS),
                    help="picks file (default imod): " + "; ".join(f"{f.name} = {f.label}" for f in WRITABLE_FORMATS))
