@@ -49,7 +49,7 @@ def base(tmp_path_factory):
     _mrc(d / "tomo.mrc", vol)
     (d / "labels.txt").write_text(LABELS)
     lab = np.array([[8.0, 20.0, 10.0], [5.0, 40.0, 30.0], [10.0, 12.0, 50.0]])
-    cfg = TrainConfig(bbox=10, max_steps=1, crop_xy=32, crop_z=8, batch_size=1, tau=0.05)
+    cfg = TrainConfig(bbox=10, max_steps=1, crop_xy=32, crop_z=16, batch_size=1, tau=0.05)
     trainer = Trainer([vol], [lab], cfg, voxel_size_a=10.0, device="cpu")
     list(trainer.steps(calibrate=False))
     trainer.checkpoint(calibrate=False).save(d / "model.ckpt")
@@ -215,10 +215,10 @@ CLI_ROWS = {
                                     "nometa.ckpt: the model file lacks bin_xy, tau"),
     "weights that do not fit the architecture": (_with("misfit.ckpt", _model_file(_misfit_weights)),
                                                  "model=misfit.ckpt", 2,
-                                                 "misfit.ckpt: the weights do not fit the unet3d_small network"),
+                                                 "misfit.ckpt: the weights do not fit the unet3d_4 network"),
     "model for another voxel size": (_with("t137.mrc", _tomo_file(VOL, 13.7)), "detect-t137", 2,
                                      "the ratio 0.73 is not a whole binning factor"),
-    "model for another architecture": (None, "continue-arch", 2, "Cannot continue a unet3d_small model as unet_4"),
+    "model for another architecture": (None, "continue-arch", 2, "Cannot continue a unet3d_4 model as unet_4"),
     # ------------------------------------------------------------------ arguments
     "--bin abc": (None, "--bin abc", 2, "argument --bin: must be auto or a positive whole number, not 'abc'"),
     "--bin 0": (None, "--bin 0", 2, "argument --bin: must be auto or a positive whole number, not '0'"),

@@ -40,7 +40,7 @@ def _score_at(res, pts):
     return np.array(out)
 
 
-TINY = dict(bbox=10, num_epochs=10**6, crop_xy=32, crop_z=8, batch_size=4, tau=0.05, seed=3)
+TINY = dict(bbox=10, num_epochs=10**6, crop_xy=32, crop_z=16, batch_size=4, tau=0.05, seed=3)
 
 
 @pytest.fixture(scope="module")

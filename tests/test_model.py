@@ -71,17 +71,23 @@ def test_unet_5_crop_of_48_is_refused_before_training():
         TrainConfig(arch="unet_5", crop_xy=48).validate()
 
 
-def test_default_network_follows_the_device():
-    """No network chosen: the wider unet3d on a CUDA GPU (as fast there, more accurate), the small
-    default elsewhere; a chosen network is kept (the CLI's --arch, the panel's Network)."""
-    import torch
+def test_default_network_is_the_four_level_3d_unet():
+    """One default network on every device (the CLI without --arch, the panel's Network "auto"):
+    the 3D U-Net of four levels, whose input must divide by 16 on every axis; a crop depth that
+    does not is refused before training, in one sentence."""
+    from napari_cetpick.config import TrainConfig
+    from napari_cetpick.errors import CetpickError
+    from napari_cetpick.memory import arch_parameter_count
 
-    from napari_cetpick.config import GPU_ARCH, TrainConfig, default_arch
-
-    assert GPU_ARCH == "unet3d" and GPU_ARCH in ARCH_SPECS
-    assert default_arch("cpu") == default_arch(torch.device("cpu")) == TrainConfig().arch == "unet3d_small"
-    assert default_arch("cuda") == default_arch("cuda:1") == default_arch(torch.device("cuda", 0)) == GPU_ARCH
-    assert default_arch("mps") == TrainConfig().arch
+    cfg = TrainConfig()
+    assert cfg.arch == "unet3d_4" and len(ARCH_SPECS[cfg.arch]["levels"]) == 4
+    net = build_network(cfg.arch)
+    assert net.multiple_zyx == (16, 16, 16) and cfg.crop_z % 16 == 0 and cfg.crop_xy % 16 == 0
+    assert sum(p.numel() for p in net.parameters()) == arch_parameter_count(cfg.arch)
+    cfg.validate()
+    with pytest.raises(CetpickError, match=r"crop_z must be a multiple of 16 \(the unet3d_4 network's\), got 24"):
+        TrainConfig(crop_z=24).validate()
+    TrainConfig(crop_z=24, arch="unet3d_small").validate()  # three levels: multiples of 8
 
 
 @pytest.mark.parametrize("arch", sorted(ARCH_SPECS))

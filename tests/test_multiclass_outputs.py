@@ -34,7 +34,7 @@ def model(tmp_path_factory):
     """Two classes trained for two steps: enough to detect something in each channel."""
     v, pts = planted_volume(shape=(32, 64, 64), n=12)
     cfg = TrainConfig(classes=[ClassSpec("proteasome", bbox=8, colour="#ff0000"), ClassSpec("ribosome", bbox=6)],
-                      max_steps=2, crop_xy=32, crop_z=8, batch_size=2, seed=1)
+                      max_steps=2, crop_xy=32, crop_z=16, batch_size=2, seed=1)
     trainer = Trainer([v], [{"proteasome": pts[:6], "ribosome": pts[6:]}], cfg, voxel_size_a=10.0, device="cpu")
     for _ in trainer.steps():
         pass

@@ -12,7 +12,7 @@ from napari_cetpick.utils import run_generator
 
 from _planted import planted_volume
 
-TINY = dict(bbox=10, max_steps=4, num_epochs=100, crop_xy=32, crop_z=8, batch_size=2, tau=0.05)
+TINY = dict(bbox=10, max_steps=4, num_epochs=100, crop_xy=32, crop_z=16, batch_size=2, tau=0.05)
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def test_bad_labels(planted):
 
 def test_one_label_and_tomogram_smaller_than_a_crop():
     v, pts = planted_volume(shape=(8, 24, 24), n=1, radius=2, min_gap=1)
-    ck = run_generator(train([v], [pts[:1]], TrainConfig(**{**TINY, "crop_xy": 32, "crop_z": 8}), device="cpu"))
+    ck = run_generator(train([v], [pts[:1]], TrainConfig(**{**TINY, "crop_xy": 32, "crop_z": 16}), device="cpu"))
     res = run_generator(detect(ck, v, DetectConfig(threshold=0.0), device="cpu"))
     # the default 3D network's output grid halves every axis
     assert res.heatmap.shape == (4, 12, 12)

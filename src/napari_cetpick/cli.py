@@ -537,11 +537,6 @@ def cmd_train(args) -> int:
         if cfg.bbox is None and cfg.diameter_a is None:
             cfg = replace(cfg, bbox=init.diameter_vox)
     else:
-        if knobs.get("arch") is None and args.preset == "default":
-            from .config import default_arch
-            from .device import resolve_device
-
-            knobs["arch"] = default_arch(resolve_device(args.device))  # the wider network on a GPU
         cfg = preset(args.preset, **knobs, classes=specs)
     masks = _masks_for(args, [p[0] for p in pairs])
     t0 = time.perf_counter()
@@ -1130,9 +1125,9 @@ def _add_train_method_options(p) -> None:
     g.add_argument("--max-steps", type=int, help="cap on optimiser steps (0 = no cap)")
     g.add_argument("--lr", type=float, help="Adam learning rate (a correction round defaults to a tenth of the first round's)")
     g.add_argument("--lr_step", type=int, nargs="*", help="epochs at which the learning rate is multiplied by 0.1")
-    g.add_argument("--arch", choices=ARCHS, help="network: unet3d_small (the default on a CPU) or unet3d (the default on a "
-                        "CUDA GPU: as fast there, more accurate on medium and hollow particles; about twice the "
-                        "time on a CPU), unet_small (pseudo-3D, fast), unet_4 or unet_5 (the published pseudo-3D)")
+    g.add_argument("--arch", choices=ARCHS, help="network: unet3d_4 (the default: a 3D U-Net of four levels), "
+                        "unet3d_small or unet3d (3D U-Nets of three levels; unet3d about twice the time on a CPU), "
+                        "unet_small (pseudo-3D, fast), unet_4 or unet_5 (the published pseudo-3D)")
     g.add_argument("--batch-size", type=int, help="crops per step")
     g.add_argument("--gauss", type=float, help="sigma of a Gaussian pre-filter (working voxels; 0 = none)")
     g.add_argument("--compress", action=argparse.BooleanOptionalAction, default=None,

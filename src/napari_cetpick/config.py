@@ -23,6 +23,10 @@ ARCH_SPECS: dict[str, dict] = {
     # true 3D U-Nets (stride-2 stem, output stride 2 on every axis)
     "unet3d_small": {"kind": "3d", "stem": 16, "levels": (16, 32, 64), "embed": 16},
     "unet3d": {"kind": "3d", "stem": 16, "levels": (24, 48, 96), "embed": 16},
+    # the small one a level deeper (the CPU default): its fourth level, at a sixteenth of the
+    # resolution, sees a particle of 15-25 nm and its surroundings whole, for about an eighth
+    # more arithmetic per step (docs/benchmark.md, "Round 9")
+    "unet3d_4": {"kind": "3d", "stem": 16, "levels": (16, 32, 64, 128), "embed": 16},
 }
 ARCHS = tuple(ARCH_SPECS)
 
@@ -31,13 +35,6 @@ ARCHS = tuple(ARCH_SPECS)
 #: image, so the model's own shift cancels; a turned view sees the block's xy texture rotated
 #: as training's augmentation (``augment="full"``) did.
 VIEWS = {1: ((False, 0),), 2: ((False, 0), (True, 0)), 4: ((False, 0), (True, 0), (False, 1), (True, 1))}
-#: The network trained on a CUDA GPU when the user chooses none (the command line without
-#: --arch, the panel's Network "auto"): as fast there as the small default (host-bound) and
-#: more accurate on medium and hollow particles (docs/benchmark.md, "On a GPU"); CPUs keep
-#: the small default for speed (--arch unet3d: about twice the time on a quiet 2-core CPU,
-#: docs/benchmark.md, "Round 6").
-GPU_ARCH = "unet3d"
-
 #: Optimiser steps of a training run when neither ``num_epochs`` nor ``max_steps`` is given.
 DEFAULT_STEPS = 300
 PRESETS = ("default", "cetpick")
@@ -200,7 +197,7 @@ class TrainConfig:
     max_steps: int | None = None
     lr: float = 1e-3
     lr_step: tuple[int, ...] = ()
-    arch: str = "unet3d_small"
+    arch: str = "unet3d_4"
     batch_size: int = 8
     crop_xy: int = 64
     crop_z: int = 32
@@ -266,6 +263,8 @@ class TrainConfig:
                                f"{max(32, mult)}, got {self.crop_xy}.")
         if self.crop_z < 3:
             raise CetpickError(f"crop_z must be at least 3 slices, got {self.crop_z}.")
+        if network_stride(self.arch)[0] > 1 and self.crop_z % mult:  # the 3D networks pool z too
+            raise CetpickError(f"crop_z must be a multiple of {mult} (the {self.arch} network's), got {self.crop_z}.")
         if self.label_fraction is not None and not (0 < self.label_fraction <= 1):
             raise CetpickError(f"label_fraction must lie in (0, 1], got {self.label_fraction}.")
         if self.tau is not None and not (0 < self.tau < 1):
@@ -393,10 +392,5 @@ class DetectConfig:
         return self
 
 
-__all__ = ["TrainConfig", "ClassSpec", "class_colour", "CLASS_PALETTE", "DEFAULT_CLASS", "ALL_CLASSES", "check_class_name", "DetectConfig", "preset", "network_multiple", "ARCH_SPECS", "ARCHS", "GPU_ARCH", "default_arch", "PRESETS", "field"]
+__all__ = ["TrainConfig", "ClassSpec", "class_colour", "CLASS_PALETTE", "DEFAULT_CLASS", "ALL_CLASSES", "check_class_name", "DetectConfig", "preset", "network_multiple", "ARCH_SPECS", "ARCHS", "PRESETS", "field"]
 
-
-def default_arch(device) -> str:
-    """The network to train when the user chose none: :data:`GPU_ARCH` on CUDA, else the default."""
-    kind = getattr(device, "type", str(device or "cpu")).split(":")[0]
-    return GPU_ARCH if kind == "cuda" else TrainConfig.arch

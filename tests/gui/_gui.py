@@ -49,6 +49,6 @@ def tiny(panel, steps: int = 3) -> None:
     panel.train._epochs_spin.value = 10_000
     adv = panel.train._advanced
     adv._crop_xy_spin.value = 32
-    adv._crop_z_spin.value = 8
+    adv._crop_z_spin.value = 16
     adv._batch_size_spin.value = 2
     panel.train._device_combo.value = "cpu"

@@ -27,7 +27,7 @@ def checkpoint(sim):
     from napari_cetpick.train import Trainer
     from napari_cetpick.utils import run_generator
 
-    cfg = TrainConfig(diameter_a=DIAMETER_A, max_steps=2, num_epochs=1, crop_xy=32, crop_z=8, batch_size=2)
+    cfg = TrainConfig(diameter_a=DIAMETER_A, max_steps=2, num_epochs=1, crop_xy=32, crop_z=16, batch_size=2)
     trainer = Trainer([sim.volume], [sim.labels], cfg, voxel_size_a=VOXEL_A, device="cpu")
     return run_generator(trainer.steps())
 

@@ -219,7 +219,7 @@ def test_a_model_of_several_classes_loads_and_detects_every_class(viewer, panel,
     from napari_cetpick.train import Trainer
     from napari_cetpick.utils import run_generator
 
-    cfg = TrainConfig(classes=[ClassSpec("a", bbox=8), ClassSpec("b", bbox=6)], max_steps=1, crop_xy=32, crop_z=8,
+    cfg = TrainConfig(classes=[ClassSpec("a", bbox=8), ClassSpec("b", bbox=6)], max_steps=1, crop_xy=32, crop_z=16,
                       batch_size=1, bin=1)
     tr = Trainer([sim.volume], [{"a": sim.labels[:2], "b": sim.labels[2:4]}], cfg, voxel_size_a=10.0, device="cpu")
     run_generator(tr.steps(calibrate=False))

@@ -480,15 +480,15 @@ def test_loss_axis_labels_tell_the_ends_apart_at_any_scale(hi, lo, qtbot):
     assert not curve.grab().isNull()  # paints without error
 
 
-def test_network_auto_is_the_wider_net_on_a_gpu_only(panel):
-    from napari_cetpick.config import GPU_ARCH, TrainConfig
+def test_network_auto_is_the_default_or_the_continued_models(panel):
+    from napari_cetpick.config import TrainConfig
 
     adv = panel.train._advanced
     assert adv._arch_combo.value == "auto"
-    assert adv.values("cpu")["arch"] == TrainConfig().arch and adv.values("cuda:0")["arch"] == GPU_ARCH
-    assert panel.train.train_config(for_run=True).arch == TrainConfig().arch  # the tests' device is the CPU
+    assert adv.values()["arch"] == TrainConfig().arch == panel.train.train_config().arch
+    assert adv.values(continued_arch="unet3d_small")["arch"] == "unet3d_small"  # Continue keeps the model's
     adv._arch_combo.value = "unet_small"
-    assert adv.values("cuda")["arch"] == "unet_small"  # a chosen network is kept
+    assert adv.values(continued_arch="unet3d_small")["arch"] == "unet_small"  # a chosen network is kept
 
 
 def test_the_panel_offers_every_view_count_detection_runs():

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
 
-from napari_cetpick.config import ARCHS, GPU_ARCH, TrainConfig, default_arch
+from napari_cetpick.config import ARCHS, TrainConfig
 
 _DEFAULTS = TrainConfig()
-AUTO_ARCH = "auto"  # the Network choice that follows the device (config.default_arch)
+AUTO_ARCH = "auto"  # the Network choice: the continued model's network, else the default
 
 # Bounds that keep one training step within a laptop's memory: crops of 256² × 64 slices
 # in batches of 32 already need several GB for the published networks. The engine's own
@@ -43,10 +43,10 @@ class AdvancedSettings(Container):
             tooltip="Average consecutive slice pairs before the network, halving z (--compress).")
         self._arch_combo = ComboBox(
             label="Network", choices=(AUTO_ARCH, *ARCHS), value=AUTO_ARCH,
-            tooltip=f"auto: {GPU_ARCH} when training on a CUDA GPU (as fast there, more accurate on medium and "
-                    f"hollow particles), else {_DEFAULTS.arch} (3D U-Nets; unet3d takes about twice as long on a "
-                    "CPU); unet_small is a fast pseudo-3D net; unet_4 / unet_5 are the published networks (--arch). "
-                    "The 3D nets need crops in multiples of 8.")
+            tooltip=f"auto: the network of the model Train continues, else {_DEFAULTS.arch} (a 3D U-Net of four "
+                    "levels); unet3d_small and unet3d are 3D U-Nets of three levels (unet3d takes about twice as "
+                    "long on a CPU); unet_small is a fast pseudo-3D net; unet_4 / unet_5 are the published networks "
+                    "(--arch). The 3D nets need crops in multiples of 8 (unet3d_4: 16).")
         self._batch_size_spin = SpinBox(
             label="Batch size", min=1, max=BATCH_MAX, value=_DEFAULTS.batch_size,
             tooltip=f"Crops per optimiser step (1–{BATCH_MAX}); memory grows with it.")
@@ -56,7 +56,7 @@ class AdvancedSettings(Container):
                     f"with its square.")
         self._crop_z_spin = SpinBox(
             label="Crop z", min=3, max=CROP_Z_MAX, value=_DEFAULTS.crop_z,
-            tooltip=f"Training crop depth in slices (3–{CROP_Z_MAX}; a multiple of 8 for the 3D networks).")
+            tooltip=f"Training crop depth in slices (3–{CROP_Z_MAX}; a multiple of 8 for the 3D networks, 16 for unet3d_4).")
         self._seed_spin = SpinBox(
             label="Seed", min=0, max=2**31 - 1, value=_DEFAULTS.seed,
             tooltip="Seed of all random draws; the same seed gives the same model on a CPU.")
@@ -70,12 +70,12 @@ class AdvancedSettings(Container):
         self._cr_weight_spin.enabled = bool(value)
         self._temp_spin.enabled = bool(value)
 
-    def values(self, device="cpu", continued_arch: str | None = None) -> dict:
+    def values(self, continued_arch: str | None = None) -> dict:
         """The settings as TrainConfig keyword arguments; Network "auto" is the continued model's
-        network (``continued_arch``), else the one for ``device``."""
+        network (``continued_arch``), else the default."""
         arch = str(self._arch_combo.value)
         if arch == AUTO_ARCH:
-            arch = continued_arch or default_arch(device)
+            arch = continued_arch or _DEFAULTS.arch
         return dict(
             thresh=float(self._thresh_spin.value), contrastive=bool(self._contrastive_check.value),
             cr_weight=float(self._cr_weight_spin.value), temp=float(self._temp_spin.value),

@@ -104,34 +104,20 @@ class TrainSection(Container):
         self._on_busy_changed(None)
 
     # ------------------------------------------------------------------ settings
-    def train_config(self, for_run: bool = False) -> TrainConfig:
-        """A TrainConfig from the panel's controls (``for_run``: Network "auto" asks torch for a GPU;
-        else, before torch is loaded, the plan shows the CPU's network, whose steps and stride are the same)."""
+    def train_config(self) -> TrainConfig:
+        """A TrainConfig from the panel's controls."""
         unit_is_a, diameter = self._state.diameter_unit == "Å", float(self._state.diameter)
         return TrainConfig(
             bbox=None if unit_is_a else diameter, diameter_a=diameter if unit_is_a else None,
             tau=float(self._tau_spin.value) or None,
             expected_particles=int(self._expected_particles_spin.value) or None,
             num_epochs=int(self._epochs_spin.value) or None, max_steps=int(self._max_steps_spin.value) or None,
-            lr=float(self._lr_spin.value), **self._advanced.values(self._resolved_device(for_run), self._continued_arch()))
+            lr=float(self._lr_spin.value), **self._advanced.values(self._continued_arch()))
 
     def _continued_arch(self) -> str | None:
         """The network of the model Train would continue from (Network "auto" keeps it), else None."""
         init = self._init_model()
         return None if init is None else init.config.arch
-
-    def _resolved_device(self, load_torch: bool):
-        """The device the Device choice means here (auto: CUDA, then MPS, then CPU)."""
-        import sys
-
-        from napari_cetpick.device import resolve_device
-
-        if not load_torch and "torch" not in sys.modules and str(self._device_combo.value) == "auto":
-            return "cpu"  # opening napari and showing the plan stay fast: torch loads when a run starts
-        try:
-            return resolve_device(str(self._device_combo.value))
-        except CetpickError:
-            return "cpu"  # an unavailable device: training itself says so
 
     def _init_model(self):
         return self._state.checkpoint if self._continue_check.value else None
@@ -169,7 +155,7 @@ class TrainSection(Container):
 
         try:
             inputs = gather_training_inputs(self._state, bool(self._all_tomograms_check.value))
-            config = class_config(self._state, self.train_config(for_run=True), inputs.names)
+            config = class_config(self._state, self.train_config(), inputs.names)
             problem = training_problem(self._state, inputs, config)
             if problem:
                 raise CetpickError(problem)
