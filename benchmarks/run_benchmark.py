@@ -31,6 +31,7 @@ particles not yet labelled (positive clicks); training continues from the round-
     python benchmarks/run_benchmark.py --classes proteasome --snr 0.1 --methods ours dog --rounds 2
     python benchmarks/run_benchmark.py --methods ours --set crop_z=32 --tag crop32   # one ablation line
     python benchmarks/run_benchmark.py --memory               # 1024x1024x500 detection: time and peak RSS
+    python benchmarks/run_benchmark.py --memory --memory-model M.ckpt --memory-snr 0.05   # ... by a trained model
 """
 from __future__ import annotations
 
@@ -461,8 +462,32 @@ def run_case(args) -> list[dict]:
     return out
 
 
+def tiled_tomogram(cache: Path, shape, source_shape, snr: float, voxel_size_a: float) -> Path:
+    """Tomogram 2 of the simulated pair (``source_shape``) at ``snr`` repeated along every axis to ``shape``
+    (zyx), written slab by slab (memory stays at a slab): real particles for a trained model
+    to find, at the large size, without simulating it."""
+    import mrcfile
+
+    src_path = simulated_pair(cache, source_shape, snr, voxel_size_a)[1][0]
+    path = cache / f"tiled_{'x'.join(map(str, shape))}_snr{snr:g}".replace(".", "p")
+    path = path.with_name(path.name + ".mrc")
+    if path.is_file():
+        return path
+    with mrcfile.mmap(src_path, mode="r", permissive=True) as src:
+        data = src.data
+        reps = [int(np.ceil(n / m)) for n, m in zip(shape[1:], data.shape[1:])]
+        with mrcfile.new_mmap(path, shape=tuple(shape), mrc_mode=2, overwrite=True) as out:
+            for z in range(shape[0]):
+                out.data[z] = np.tile(data[z % data.shape[0]], reps)[: shape[1], : shape[2]]
+            out.voxel_size = voxel_size_a
+    return path
+
+
 def run_memory(args) -> list[dict]:
-    """Detection on a large noise tomogram: time and peak RSS (accuracy is meaningless here)."""
+    """Detection on a large tomogram: time and peak RSS. With ``--memory-model`` a trained
+    model detects in tomogram 2 repeated to the large shape (:func:`tiled_tomogram`); without
+    one, an untrained network of ``--memory-diameter`` in Gaussian noise (its maxima lie
+    everywhere, so refining them takes much of the time; no accuracy either way)."""
     from napari_cetpick.checkpoint import Checkpoint
     from napari_cetpick.config import DetectConfig, TrainConfig
     from napari_cetpick.data import auto_bin
@@ -473,21 +498,27 @@ def run_memory(args) -> list[dict]:
     from napari_cetpick.utils import run_generator
 
     shape = tuple(args.memory_shape)
-    path = Path(args.cache) / f"noise_{'x'.join(map(str, shape))}.mrc"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_large_noise_tomogram(path, shape=shape, voxel_size_a=10.0, seed=0)
+    if args.memory_model:
+        path = tiled_tomogram(Path(args.cache), shape, args.shape, args.memory_snr, args.voxel_size)
+        ckpt = Checkpoint.load(args.memory_model)
+    else:
+        path = Path(args.cache) / f"noise_{'x'.join(map(str, shape))}.mrc"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_large_noise_tomogram(path, shape=shape, voxel_size_a=10.0, seed=0)
+        cfg = TrainConfig(bbox=args.memory_diameter)
+        ckpt = Checkpoint(build_network(cfg.arch).state_dict(), cfg, args.memory_diameter, 10.0,
+                          auto_bin(args.memory_diameter, cfg.min_particle_vox), 0.5)
     base = peak_rss_mb()
     tomo = open_tomogram(path)
-    diameter = args.memory_diameter
-    cfg = TrainConfig(bbox=diameter)
-    ckpt = Checkpoint(build_network(cfg.arch).state_dict(), cfg, diameter, 10.0,
-                      auto_bin(diameter, cfg.min_particle_vox), 0.5)
     t0 = time.perf_counter()
-    res = run_generator(detect(ckpt, tomo.data, DetectConfig()))
-    return [{"case": f"memory {shape}", "method": "ours", "arch": cfg.arch, "diameter_vox": diameter,
-             "bin": ckpt.bin_xy, "detect_s": round(time.perf_counter() - t0, 2),
-             "heatmap_shape": list(res.heatmap.shape), "file_gb": round(path.stat().st_size / 1e9, 2),
+    res = run_generator(detect(ckpt, tomo.data, DetectConfig(), voxel_size_a=tomo.voxel_size_a))
+    return [{"case": f"memory {shape}", "method": "ours", "arch": ckpt.config.arch,
+             "model": Path(args.memory_model).name if args.memory_model else "untrained",
+             "tomogram": path.name, "diameter_vox": round(float(ckpt.diameter_vox), 2),
+             "bin": ckpt.bin_xy, "detect_s": round(time.perf_counter() - t0, 2), "n_candidates": len(res.cand_scores),
+             "n_picks": len(res.scores), "heatmap_shape": list(res.heatmap.shape),
+             "file_gb": round(path.stat().st_size / 1e9, 2),
              "peak_rss_mb": round(peak_rss_mb(), 1), "rss_before_mb": round(base, 1), "machine": machine()}]
 
 
@@ -522,7 +553,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="also append the JSON lines to this file")
     p.add_argument("--memory", action="store_true", help="run the large-tomogram memory/time case instead")
     p.add_argument("--memory-shape", type=int, nargs=3, default=(500, 1024, 1024))
-    p.add_argument("--memory-diameter", type=float, default=15.0, help="particle diameter (voxels) of the model")
+    p.add_argument("--memory-diameter", type=float, default=15.0,
+                   help="particle diameter (voxels) of the untrained network (without --memory-model)")
+    p.add_argument("--memory-model", default="", metavar="CKPT",
+                   help="a trained model: detect in tomogram 2 at --memory-snr repeated to --memory-shape")
+    p.add_argument("--memory-snr", type=float, default=0.1, help="SNR of the tomogram --memory-model detects in")
     # internal: run one case in this process
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--snr-one", type=float, help=argparse.SUPPRESS)
@@ -542,7 +577,7 @@ def main(argv=None) -> int:
     common = ["--shape", *map(str, args.shape), "--voxel-size", str(args.voxel_size), "--cache", args.cache,
               "--label-fraction", str(args.label_fraction), "--seed", str(args.seed), "--rounds", str(args.rounds),
               "--memory-shape", *map(str, args.memory_shape), "--memory-diameter", str(args.memory_diameter),
-              "--tag", args.tag, "--review", args.review]
+              "--memory-model", args.memory_model, "--memory-snr", str(args.memory_snr), "--tag", args.tag, "--review", args.review]
     for s in args.set or []:
         common += ["--set", s]
     for s in args.correction or []:
