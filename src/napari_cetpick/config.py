@@ -338,10 +338,11 @@ class DetectConfig:
     tile_xy, tile_z : int
         Tile size in working voxels (memory is bounded by the tile, not the tomogram);
         ``tile_xy`` is rounded down to a multiple of the network's :func:`network_multiple`.
-        Each tile is read with the network's context around it (24 voxels a side for the 3D
-        networks), so thin tiles spend most of the pass on that halo: 64 slices ran a four-view
-        detection of 512 × 512 × 160 in 19.5 s where 32 took 25–26 s, for a peak RSS of 706 MB
-        instead of 632–682 MB (docs/benchmark.md, "Round 8").
+        Each tile is read with the network's context around it (24 or 32 voxels a side for the
+        3D networks), so thin tiles spend much of the pass on that halo: tiles of up to 160
+        slices (a 160-slice tomogram in one, 500 slices in four of 128) ran a four-view
+        detection of 512 × 512 × 160 by the default network in 13–15 s where 64 slices took
+        22–24 s, with the same picks (docs/benchmark.md, "Round 9").
     candidate_floor : float
         All local maxima above this score are cached for live threshold changes.
     refine : bool
@@ -374,7 +375,7 @@ class DetectConfig:
     margin_z: int = 0
     margin_xy: int = 0
     tile_xy: int = 256
-    tile_z: int = 64
+    tile_z: int = 160
     candidate_floor: float = 0.05
     refine: bool = True
     batch_slices: int = 16

@@ -302,8 +302,13 @@ def centre_shift(ckpt: Checkpoint, geometry: D.Geometry, views: int) -> np.ndarr
 
 
 def _tiles(n: int, size: int, align: int = 1):
-    """Start/stop pairs covering range(n) in steps of ``size`` (starts aligned)."""
+    """Start/stop pairs covering range(n) with as few tiles of at most ``size`` as it takes,
+    all of one size (a multiple of ``align``, so starts are aligned) but the last, which is no
+    thin remainder: 500 slices in tiles of up to 160 are four of 128, not three of 160 and 20
+    (each tile is read with its halo, so a thin one costs nearly a whole one)."""
     size = max(align, size - size % align)
+    count = -(-n // size)
+    size = _round_up(-(-n // count), align)
     return [(s, min(n, s + size)) for s in range(0, n, size)]
 
 
@@ -475,6 +480,8 @@ def find_candidates(ckpt: Checkpoint, plan: TilePlan, heat, heat_b, config: Dete
 #: candidates (at least :data:`PROFILE_POOL_MIN`); the rest stay below every one of them.
 PROFILE_POOL_FACTOR = 4
 PROFILE_POOL_MIN = 1000
+#: Candidates whose radial profiles are read between two releases of a memory map's pages.
+PROFILE_SLAB = 512
 #: What detection says when the profile check is asked for but the model cannot do it.
 PROFILE_SKIPPED = ("no profile check for {name}: the model holds no profile of its labels (it needs 5 labels "
                    "or more, and a model file of this version)")
@@ -507,7 +514,14 @@ def profile_check(ckpt: Checkpoint, volume, zyx, scores, agreement, weight: floa
     n = int(min(len(scores), max(PROFILE_POOL_MIN, PROFILE_POOL_FACTOR * (expected or 0))))
     top = np.argsort(-np.asarray(scores), kind="stable")[:n]
     excess = np.full(len(scores), np.nan)
-    excess[top] = model.excess(model_profiles(volume, zyx[top], diameter))
+    # read in slabs along z, each slab's pages of a memory-mapped file dropped after it: the
+    # candidates' cubes reach over the whole tomogram, and a 2.1 GB file read at once stayed
+    # resident (peak RSS 2.7 GB detecting 1024 × 1024 × 500; docs/benchmark.md, "Round 9")
+    file_map = _file_map(volume)
+    by_z = top[np.argsort(np.asarray(zyx)[top, 0], kind="stable")]
+    for part in np.array_split(by_z, max(1, -(-len(by_z) // PROFILE_SLAB))):
+        excess[part] = model.excess(model_profiles(volume, zyx[part], diameter))
+        _release(file_map)
     z = logit(np.asarray(scores, float))
     new = z.copy()
     new[top] = z[top] - weight * excess[top]
