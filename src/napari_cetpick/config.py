@@ -23,7 +23,7 @@ ARCH_SPECS: dict[str, dict] = {
     # true 3D U-Nets (stride-2 stem, output stride 2 on every axis)
     "unet3d_small": {"kind": "3d", "stem": 16, "levels": (16, 32, 64), "embed": 16},
     "unet3d": {"kind": "3d", "stem": 16, "levels": (24, 48, 96), "embed": 16},
-    # the small one a level deeper (the CPU default): its fourth level, at a sixteenth of the
+    # the small one a level deeper (the default on every device): its fourth level, at a sixteenth of the
     # resolution, sees a particle of 15-25 nm and its surroundings whole, for about an eighth
     # more arithmetic per step (docs/benchmark.md, "Round 9")
     "unet3d_4": {"kind": "3d", "stem": 16, "levels": (16, 32, 64, 128), "embed": 16},
