@@ -469,17 +469,19 @@ def tiled_tomogram(cache: Path, shape, source_shape, snr: float, voxel_size_a: f
     import mrcfile
 
     src_path = simulated_pair(cache, source_shape, snr, voxel_size_a)[1][0]
-    path = cache / f"tiled_{'x'.join(map(str, shape))}_snr{snr:g}".replace(".", "p")
-    path = path.with_name(path.name + ".mrc")
+    stem = f"tiled_{'x'.join(map(str, shape))}_of_{src_path.stem}".replace(".", "p")
+    path = cache / f"{stem}.mrc"
     if path.is_file():
         return path
+    part = cache / f"{stem}.part"  # renamed once whole: a file cut short is never reused
     with mrcfile.mmap(src_path, mode="r", permissive=True) as src:
         data = src.data
         reps = [int(np.ceil(n / m)) for n, m in zip(shape[1:], data.shape[1:])]
-        with mrcfile.new_mmap(path, shape=tuple(shape), mrc_mode=2, overwrite=True) as out:
+        with mrcfile.new_mmap(part, shape=tuple(shape), mrc_mode=2, overwrite=True) as out:
             for z in range(shape[0]):
                 out.data[z] = np.tile(data[z % data.shape[0]], reps)[: shape[1], : shape[2]]
             out.voxel_size = voxel_size_a
+    part.replace(path)
     return path
 
 

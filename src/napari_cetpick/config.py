@@ -138,14 +138,17 @@ class TrainConfig:
     lr : float
         Adam learning rate; multiplied by 0.1 at each epoch in ``lr_step``.
     arch : str
-        ``unet_small`` (fast default), ``unet_4`` or ``unet_5`` (the published networks).
+        ``unet3d_4`` (the default: a 3D U-Net of four levels), ``unet3d_small`` or ``unet3d``
+        (three levels), ``unet_small`` (pseudo-3D, fast), ``unet_4`` or ``unet_5`` (the
+        published networks); :data:`ARCH_SPECS`.
     batch_size : int
         Crops per optimiser step (each with a second augmented view when the consistency or
         contrastive loss is on).
     crop_xy, crop_z : int
         Crop size in working voxels; xy must be a multiple of the network's
-        :func:`network_multiple` (8 for ``unet_small``, 16 for ``unet_4``, 32 for ``unet_5``)
-        and at least 32.
+        :func:`network_multiple` (8 for ``unet_small``, ``unet3d_small`` and ``unet3d``, 16 for
+        ``unet_4`` and ``unet3d_4``, 32 for ``unet_5``) and at least 32; z too for the 3D
+        networks, which pool it.
     gauss : float
         Sigma of a 3D Gaussian pre-filter in working voxels (0 = none).
     compress : bool

@@ -304,8 +304,11 @@ def centre_shift(ckpt: Checkpoint, geometry: D.Geometry, views: int) -> np.ndarr
 def _tiles(n: int, size: int, align: int = 1):
     """Start/stop pairs covering range(n) with as few tiles of at most ``size`` as it takes,
     all of one size (a multiple of ``align``, so starts are aligned) but the last, which is no
-    thin remainder: 500 slices in tiles of up to 160 are four of 128, not three of 160 and 20
-    (each tile is read with its halo, so a thin one costs nearly a whole one)."""
+    thin remainder where ``size`` holds several ``align``: 500 slices in tiles of up to 160 are
+    four of 128, not three of 160 and 20 (each tile is read with its halo, so a thin one costs
+    nearly a whole one)."""
+    if n <= 0:
+        return []
     size = max(align, size - size % align)
     count = -(-n // size)
     size = _round_up(-(-n // count), align)
