@@ -38,7 +38,7 @@ def _shell_index(half: int, step: int, reach_vox: float, n_shells: int) -> tuple
 
 
 def radial_profiles(volume, zyx, diameter_vox: float, n_shells: int = N_SHELLS,
-                    reach: float = REACH_DIAMETERS) -> np.ndarray:
+                    reach: float = REACH_DIAMETERS, stats=None) -> np.ndarray:
     """Orientation-free descriptors of the places ``zyx`` in ``volume``.
 
     Parameters
@@ -51,6 +51,9 @@ def radial_profiles(volume, zyx, diameter_vox: float, n_shells: int = N_SHELLS,
         The particle diameter in voxels: sets the shells' size.
     n_shells, reach : int, float
         Shells per profile, and their reach in diameters.
+    stats : NormStats, optional
+        The volume's unbinned normalisation (:func:`~napari_cetpick.data.compute_norm_stats`),
+        for a caller that reads it in parts; computed here when not given.
 
     Returns
     -------
@@ -74,7 +77,8 @@ def radial_profiles(volume, zyx, diameter_vox: float, n_shells: int = N_SHELLS,
     empty = template == 0
     from .data import compute_norm_stats, make_geometry
 
-    stats = compute_norm_stats(volume, make_geometry(1, False))  # the network's own z-score, unbinned
+    if stats is None:
+        stats = compute_norm_stats(volume, make_geometry(1, False))  # the network's own z-score, unbinned
     mean, sd = stats.mean1, stats.std1
     shape = np.asarray(volume.shape)
     ax = np.arange(-half, half + 1, step)
@@ -119,10 +123,10 @@ def _gaussian(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.linalg.inv(cov)
 
 
-def model_profiles(volume, zyx, diameter_vox: float) -> np.ndarray:
+def model_profiles(volume, zyx, diameter_vox: float, stats=None) -> np.ndarray:
     """:func:`radial_profiles` as the profile model reads them: a shell with nothing inside the
     tomogram counts as the tomogram's mean (0)."""
-    return np.nan_to_num(radial_profiles(volume, zyx, diameter_vox))
+    return np.nan_to_num(radial_profiles(volume, zyx, diameter_vox, stats=stats))
 
 
 @dataclass

@@ -521,9 +521,10 @@ def profile_check(ckpt: Checkpoint, volume, zyx, scores, agreement, weight: floa
     # candidates' cubes reach over the whole tomogram, and a 2.1 GB file read at once stayed
     # resident (peak RSS 2.7 GB detecting 1024 × 1024 × 500; docs/benchmark.md, "Round 9")
     file_map = _file_map(volume)
+    stats = D.compute_norm_stats(volume, D.make_geometry(1, False))  # once, not per slab
     by_z = top[np.argsort(np.asarray(zyx)[top, 0], kind="stable")]
     for part in np.array_split(by_z, max(1, -(-len(by_z) // PROFILE_SLAB))):
-        excess[part] = model.excess(model_profiles(volume, zyx[part], diameter))
+        excess[part] = model.excess(model_profiles(volume, zyx[part], diameter, stats))
         _release(file_map)
     z = logit(np.asarray(scores, float))
     new = z.copy()
