@@ -201,8 +201,8 @@ def test_a_reference_below_the_background_s_mode_keeps_background_not_particles(
     assert C.count_above(s, high) < 2 * split.n_above and C.split_holds(s, split, high)
 
 
-def test_a_flat_plateau_of_particles_begins_where_it_stops_falling():
-    from napari_cetpick.counts import PLATEAU_LOGIT, PLATEAU_RATIO, _plateau_start
+def test_the_particles_low_edge_is_where_the_density_stops_falling():
+    from napari_cetpick.counts import PLATEAU_LOGIT, PLATEAU_RATIO, _low_edge
 
     step = 0.05
     grid = np.arange(-3.0, 3.0, step)
@@ -211,10 +211,16 @@ def test_a_flat_plateau_of_particles_begins_where_it_stops_falling():
     dens = np.where(grid < -0.5, 150.0 * np.exp(-4.0 * (grid + 0.5)), 150.0)
     i_bg, i_med = 0, len(grid) - 1
     dens[i_med] = 149.0
-    i = _plateau_start(dens, i_bg, i_med, i_med, 149.0, step)
-    assert abs(grid[i] - (-0.5)) < 2 * step, grid[i]
+    assert abs(grid[_low_edge(dens, i_bg, i_med, step)] - (-0.5)) < 2 * step
+    # a bump of particles above the edge, higher than the plateau allows, and a lowest point at
+    # the median: the edge is still where the density stopped falling, at -0.5
+    bumped = dens + 60.0 * np.exp(-0.5 * ((grid - 1.5) / 0.3) ** 2)
+    assert bumped[i_med] == bumped[i_bg:].min() and bumped.max() > 1.3 * 149.0 * PLATEAU_RATIO
+    assert abs(grid[_low_edge(bumped, i_bg, i_med, step)] - (-0.5)) < 2 * step
     # a density still falling faster than the plateau allows over PLATEAU_LOGIT: no low edge
     falling = dens * np.exp(-2.0 * np.log(PLATEAU_RATIO) / PLATEAU_LOGIT * np.maximum(grid + 0.5, 0.0))
-    assert _plateau_start(falling, i_bg, i_med, i_med, float(falling[i_med]), step) == i_med
-    # a lowest density well below the median: left as it is
-    assert _plateau_start(dens, i_bg, 50, i_med, 149.0, step) == 50
+    assert _low_edge(falling, i_bg, i_med, step) == i_med
+    # a valley well below the median: the edge at its bottom (where it comes within the ratio)
+    valley = np.where(grid < -1.0, 250.0 * np.exp(-4.0 * (grid + 1.0)), 150.0 + 100.0 * np.abs(grid))
+    edge = grid[_low_edge(valley, i_bg, i_med, step)]
+    assert -0.15 - step <= edge <= 0.0, edge

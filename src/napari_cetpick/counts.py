@@ -333,31 +333,29 @@ def _tail_threshold(grid: np.ndarray, dens: np.ndarray, i_bg: int) -> float | No
     return float(ts[int(np.argmax(f1))])
 
 
-#: A plateau of the particles: where the density over the last PLATEAU_LOGIT logits up to the
-#: upper picks' median stays within PLATEAU_RATIO of its lowest value, the particles' low edge
-#: is where that plateau begins (a density this flat has stopped falling, whichever of its
-#: wiggles happens to be lowest; measured in docs/benchmark.md, "Round 7").
+#: The particles' low edge: the first point, between the background's mode and the upper picks'
+#: median, where the density of scores comes within PLATEAU_RATIO of its lowest value there, at
+#: least PLATEAU_LOGIT logits below that median (where the density has stopped falling, whichever
+#: of its wiggles or bumps above it happens to be lowest; measured in docs/benchmark.md,
+#: "Round 7" for a flat plateau and "Round 10" for a bump above the edge).
 PLATEAU_RATIO = 1.1
 PLATEAU_LOGIT = 0.5
 
 
-def _plateau_start(dens: np.ndarray, i_bg: int, i_low: int, i_med: int, level: float, step: float) -> int:
-    """Where the plateau holding the lowest density (index ``i_low``, value ``level``) begins.
+def _low_edge(dens: np.ndarray, i_bg: int, i_med: int, step: float) -> int:
+    """Index of the particles' low edge in the score density, between the background's mode
+    (``i_bg``) and the upper picks' median (``i_med``).
 
-    Only where the lowest density lies at the end of the range (within a grid step of the
-    median, ``i_med``) and the density over the :data:`PLATEAU_LOGIT` logits before it stays
-    within :data:`PLATEAU_RATIO` of ``level``: the first index from which it stays there up to
-    the median. Else ``i_low`` as it is.
+    The first index there whose density lies within :data:`PLATEAU_RATIO` of the lowest
+    density there, when it lies at least :data:`PLATEAU_LOGIT` logits below the median (the
+    density stopped falling there: a valley, a plateau, or a low point followed by a bump of
+    particles); else the lowest point itself (at the median, within a grid step of it: no low
+    edge is seen).
     """
-    if i_med - i_low > 1:
-        return i_low
-    width = int(round(PLATEAU_LOGIT / step))
-    if i_med - width < i_bg or np.any(dens[i_med - width : i_med + 1] > PLATEAU_RATIO * level):
-        return i_low
-    i = i_med - width
-    while i - 1 > i_bg and dens[i - 1] <= PLATEAU_RATIO * level:
-        i -= 1
-    return i
+    part = dens[i_bg : i_med + 1]
+    i_min = i_bg + int(np.argmin(part))
+    first = i_bg + int(np.flatnonzero(part <= PLATEAU_RATIO * part.min())[0])
+    return first if (i_med - first) * step >= PLATEAU_LOGIT else i_min
 
 
 def split_scores(scores, floor: float = 0.0) -> ScoreSplit | None:
@@ -370,13 +368,13 @@ def split_scores(scores, floor: float = 0.0) -> ScoreSplit | None:
     two modes, or the low edge of a plateau). The particles' level ``L`` is the lowest
     density between the background's mode and the median score of the picks beyond the
     background's flank (where the density stops falling by more than a factor e per logit,
-    :data:`FLANK_SLOPE`). Going down from there, the background rises; the threshold is
+    :data:`FLANK_SLOPE`); the particles' low edge is where the density first comes near
+    ``L`` (:func:`_low_edge`). Going down from there, the background rises; the threshold is
     where the density reaches :data:`WALK_FACTOR` × ``L``. It needs no count and no labelled
     share: it holds at any particle density.
 
     Where the density still falls at that median (the lowest density is there: no low edge
-    of the particles is seen, they overlap the background; a flat plateau ending there has its
-    edge where it begins, :func:`_plateau_start`), the threshold is the one of best
+    of the particles is seen, they overlap the background), the threshold is the one of best
     expected F1 against the background's extrapolated flank (:func:`_tail_threshold`,
     ``kind="tail"``); where that flank cannot be fitted either, the walk decides if at least
     :data:`MIN_UPPER_FOR_WALK` picks lie beyond the background's flank, else there is no split.
@@ -408,9 +406,8 @@ def split_scores(scores, floor: float = 0.0) -> ScoreSplit | None:
     if len(upper) < MIN_PICKS_ABOVE:
         return None
     i_med = min(int(np.searchsorted(grid, np.median(upper))), len(grid) - 1)
-    i_low = i_bg + int(np.argmin(dens[i_bg : i_med + 1]))
-    level = float(dens[i_low])
-    i_low = _plateau_start(dens, i_bg, i_low, i_med, level, step)
+    level = float(dens[i_bg : i_med + 1].min())
+    i_low = _low_edge(dens, i_bg, i_med, step)
     if dens[i_bg] < MIN_MODE_CONTRAST * max(level, 1e-12):
         return None
     kind, z_t = "edge", None
