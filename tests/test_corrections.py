@@ -114,3 +114,42 @@ def test_negatives_outside_the_volume_are_refused(round1):
         Trainer([v], [balls[:3]], TrainConfig(max_steps=1, **TINY), negatives=[np.array([[5.0, 500.0, 3.0]])])
     with pytest.raises(CetpickError, match="one negatives entry per training tomogram"):
         Trainer([v], [balls[:3]], TrainConfig(max_steps=1, **TINY), negatives=[None, None])
+
+
+def _detect_with_progress(ck, v):
+    gen, seen = detect(ck, v, DetectConfig(), device="cpu"), []
+    try:
+        while True:
+            seen.append(next(gen))
+    except StopIteration as stop:
+        return stop.value, seen
+
+
+def test_the_correction_rounds_pass_serves_the_next_detection_there(round1):
+    from dataclasses import replace
+
+    v, balls, shells, ck = round1
+    # labels over the whole volume (after a review across it): calibration runs over all of it
+    new = run_generator(continue_training(ck, [v], [balls], max_steps=2, device="cpu", keep_pass_for=v))
+    assert len(new.passes) == 1 and new.passes[0].volume is v
+    fresh = replace(new, passes=[])  # the same model without the kept pass
+    kept_res, progress = _detect_with_progress(new, v)
+    assert [p.device for p in progress] == ["the calibration's pass, reused"] and new.passes == []
+    ref, ref_progress = _detect_with_progress(fresh, v)
+    assert len(ref_progress) >= 1 and ref_progress[-1].device != "the calibration's pass, reused"
+    # the same detection, candidate for candidate
+    assert kept_res.threshold == ref.threshold and kept_res.threshold_source == ref.threshold_source
+    np.testing.assert_array_equal(kept_res.cand_zyx, ref.cand_zyx)
+    np.testing.assert_array_equal(kept_res.cand_scores, ref.cand_scores)
+    np.testing.assert_array_equal(kept_res.heatmap, ref.heatmap)
+    np.testing.assert_array_equal(kept_res.zyx, ref.zyx)
+    # another array (even equal to it), or no volume named: nothing kept, the network runs
+    other = run_generator(continue_training(ck, [v], [balls], max_steps=2, device="cpu", keep_pass_for=v))
+    _, progress = _detect_with_progress(other, v.copy())
+    assert progress[-1].device != "the calibration's pass, reused" and other.passes == []  # dropped all the same
+    assert run_generator(continue_training(ck, [v], [balls], max_steps=2, device="cpu")).passes == []
+    # a pass over another number of views is not this detection's
+    other = run_generator(continue_training(ck, [v], [balls], max_steps=2, device="cpu", keep_pass_for=v))
+    res = run_generator(detect(other, v, DetectConfig(views=2), device="cpu"))
+    assert other.passes == [] and res.heatmap.shape == ref.heatmap.shape
+    assert not np.array_equal(res.heatmap, kept_res.heatmap)

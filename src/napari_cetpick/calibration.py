@@ -138,7 +138,7 @@ def _calibrate_one(found: Sequence, density_per_vox2: float, diameter_vox: float
 
 def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence, densities: dict,
                       voxel_size_a: float | None = None, device=None, halo_vox: int = 0,
-                      counts_told: dict | None = None) -> dict:
+                      counts_told: dict | None = None, keep_pass_for=None, passes: list | None = None) -> dict:
     """Each class's :class:`Calibration` from one detection pass over each labelled region.
 
     Parameters
@@ -159,6 +159,10 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
         yes). Where not, the default threshold is where the labelled boxes' own scores split,
         when they do: the assumed share (0.5) was measured up to 2.5× off, the split's
         estimate 1.0–1.7× (docs/benchmark.md).
+    keep_pass_for, passes : array, list, optional
+        Where the region is the whole of this very volume (one of ``volumes``), the network
+        pass over it is appended to ``passes`` (:class:`~napari_cetpick.detect.NetworkPass`):
+        the detection that follows there need not run the network again.
 
     The network runs once per tomogram on the region spanning every class's box (default
     views, threshold 0, overlaps between classes left in: each class is measured on its own
@@ -182,9 +186,14 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
         # one-view detection subtracts (mirror pairs of views need none); the network's own
         # scores, as detection reads the split, and the scores it shows after the profile
         # check (which only moves candidates down), as a count of picks means them
-        region = vol[:, y0:y1, x0:x1]
+        whole = (y0, x0, y1, x1) == (0, 0, vol.shape[1], vol.shape[2])
+        keep = whole and passes is not None and keep_pass_for is not None and vol is keep_pass_for
+        region = vol if whole else vol[:, y0:y1, x0:x1]
         res = run_generator(detect_classes(ckpt, region, DetectConfig(threshold=0.0, profile_weight=0.0),
-                                           voxel_size_a=voxel_size_a, device=device, first_view=True, resolve=False))
+                                           voxel_size_a=voxel_size_a, device=device, first_view=True, resolve=False,
+                                           keep_pass=keep))
+        if keep:
+            passes.append(res.network_pass)
         for n in names:
             if box.get(n) is not None:
                 r = res[n]

@@ -119,6 +119,9 @@ class Checkpoint:
     info: dict[str, Any] = field(default_factory=dict)
     classes: list = field(default_factory=list)
     channel: int | None = None
+    #: network passes kept for the next detection (:class:`napari_cetpick.detect.NetworkPass`;
+    #: never saved): one detection takes the one it can use and drops the rest
+    passes: list = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self):
         if len(self.classes) <= 1:
@@ -162,6 +165,14 @@ class Checkpoint:
         shared = {n: v for n, v in self.info.items() if n not in CLASS_INFO_KEYS and n != "class_name"}
         return replace(self, diameter_vox=c.diameter_vox, tau=c.tau, default_threshold=c.default_threshold,
                        info={**shared, **c.info, "class_name": c.name}, classes=list(self.classes), channel=k)
+
+    def take_pass(self, volume, key: tuple):
+        """The kept network pass over this very array with this ``key`` (None without one);
+        every kept pass is dropped (a pass serves the next detection only, its scores hold
+        a tomogram's worth of memory)."""
+        found = next((p for p in self.passes if p.volume is volume and p.key == key), None)
+        self.passes.clear()
+        return found
 
     @property
     def class_name(self) -> str:

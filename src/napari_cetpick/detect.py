@@ -360,6 +360,32 @@ class TilePlan:
     tiles: list  # ((z0, z1), (y0, y1), (x0, x1)) working voxels
 
 
+@dataclass
+class NetworkPass:
+    """One run of the network over a whole tomogram, kept for the detection that follows.
+
+    A correction round's calibration runs the new model over each training tomogram's
+    labelled region; after a review across a tomogram that region is the whole tomogram, and
+    the panel's next detection there would run the same pass again (about a third of an
+    Improve on a 512 × 512 × 160 tomogram). :func:`detect_classes` takes a kept pass instead
+    of running the network when it ran on the very same array (``volume``, by identity) with
+    the same tiles, views, device and arithmetic (:meth:`key`); either way the kept passes are
+    dropped (:meth:`napari_cetpick.checkpoint.Checkpoint.take_pass`).
+    """
+
+    volume: object
+    key: tuple
+    heat: np.ndarray
+    heat_b: np.ndarray | None
+
+    @staticmethod
+    def make_key(plan: "TilePlan", views: int, dev, dtype) -> tuple:
+        """What the pass depends on besides the weights and the tomogram."""
+        return (tuple(tuple(tuple(int(v) for v in ax) for ax in t) for t in plan.tiles), tuple(plan.grid_shape),
+                tuple(int(h) for h in plan.halo), tuple(float(b) for b in plan.geometry.bin_zyx), int(views),
+                str(dev), str(dtype))
+
+
 def plan_tiles(ckpt: Checkpoint, net, shape, bin_xy: int, config: DetectConfig) -> TilePlan:
     """The :class:`TilePlan` of a tomogram of ``shape`` (zyx) binned by ``bin_xy``."""
     stride = np.asarray(net.out_stride, int)
@@ -638,6 +664,7 @@ class ClassDetections:
 
     results: dict
     resolve: bool = True
+    network_pass: "NetworkPass | None" = None  # with ``keep_pass``: the network's scores, for reuse
 
     def __post_init__(self):
         if self.resolve:
@@ -698,13 +725,17 @@ def _check_thresholds(ckpt: Checkpoint, config: DetectConfig) -> None:
 
 def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None, voxel_size_a: float | None = None,
                    device=None, mask=None, first_view: bool = False, classes=None,
-                   resolve: bool = True) -> Generator[DetectProgress, None, ClassDetections]:
+                   resolve: bool = True, keep_pass: bool = False) -> Generator[DetectProgress, None, ClassDetections]:
     """Detect every class of a model in a whole tomogram in one network pass.
 
     Each class is found on its own heatmap channel with its own size, threshold (chosen per
     class as ``config`` says; ``config.threshold`` may be a dict per class name) and
     minimum distance, then overlaps between classes are resolved (``resolve``). Parameters
     as :func:`detect`; ``classes`` (names or indices) limits which classes are reported.
+    ``keep_pass``: the result's ``network_pass`` keeps the network's scores
+    (:class:`NetworkPass`) for a later detection of the same array. A pass the model kept
+    for this very array and settings (:meth:`~napari_cetpick.checkpoint.Checkpoint.take_pass`)
+    is used instead of running the network.
 
     Yields :class:`DetectProgress`, returns :class:`ClassDetections`.
     """
@@ -746,8 +777,15 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
     plan = plan_tiles(ckpt, net, shape, bin_xy, config)
     stats = D.compute_norm_stats(volume, plan.geometry, ckpt.config.gauss)
     t0 = time.perf_counter()
-    heat_all, heat_b_all, heat_first_all = yield from run_tiles(plan, net, volume, stats, views, dev, layout,
-                                                                dtype, keep_first=first_view)
+    key = NetworkPass.make_key(plan, views, dev, dtype)
+    kept = ckpt.take_pass(volume, key)
+    if kept is not None and not first_view:
+        heat_all, heat_b_all, heat_first_all = kept.heat, kept.heat_b, None
+        el = time.perf_counter() - t0
+        yield DetectProgress(len(plan.tiles), len(plan.tiles), el, 0.0, "the calibration's pass, reused")
+    else:
+        heat_all, heat_b_all, heat_first_all = yield from run_tiles(plan, net, volume, stats, views, dev, layout,
+                                                                    dtype, keep_first=first_view)
     results = {}
     for k in wanted:
         view = ckpt.for_class(k)
@@ -782,8 +820,11 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
             res.warnings = notes + [PROFILE_SKIPPED.format(name=view.class_name)]
         res.reselect()
         results[view.class_name] = res
+    found = ClassDetections(results, resolve=resolve)
+    if keep_pass:
+        found.network_pass = NetworkPass(volume, key, heat_all, heat_b_all)
     del heat_b_all, heat_first_all
-    return ClassDetections(results, resolve=resolve)
+    return found
 
 
 def detect(ckpt: Checkpoint, volume, config: DetectConfig | None = None, voxel_size_a: float | None = None,

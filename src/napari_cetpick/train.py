@@ -365,11 +365,17 @@ class Trainer:
     check_memory : bool
         Refuse (:class:`CetpickError`) settings whose training would not fit in the memory
         available now (:func:`napari_cetpick.memory.check_train_memory`).
+    keep_pass_for : array, optional
+        One of ``volumes`` that will be detected in next: where the calibration's pass runs
+        over the whole of it, the model keeps that pass for the detection
+        (:class:`napari_cetpick.detect.NetworkPass`; the panel's Improve).
     """
 
     def __init__(self, volumes: Sequence, labels: Sequence, config: TrainConfig,
                  voxel_size_a: float | None = None, device=None, init: Checkpoint | None = None,
-                 negatives: Sequence | None = None, masks: Sequence | None = None, check_memory: bool = True):
+                 negatives: Sequence | None = None, masks: Sequence | None = None, check_memory: bool = True,
+                 keep_pass_for=None):
+        self.keep_pass_for = keep_pass_for
         import torch
 
         from .device import configure_threads, describe, resolve_device
@@ -633,7 +639,7 @@ class Trainer:
         self.status = "finished"
         return self.checkpoint(calibrate=calibrate)
 
-    def calibrate(self) -> dict:
+    def calibrate(self, passes: list | None = None) -> dict:
         """Each class's default threshold and centre offset from detection in its labelled region.
 
         See :mod:`napari_cetpick.calibration` (imported here, on demand: training itself
@@ -641,7 +647,8 @@ class Trainer:
         ones, so they need not score like unseen ones. Where the user gave neither the
         labelled share nor the count, the threshold is where the labelled region's own
         scores split, when they do. Without a density (no labels) the threshold is 0.5.
-        Returns ``{class name: Calibration}``.
+        Returns ``{class name: Calibration}``; the pass over ``keep_pass_for`` is appended to
+        ``passes`` where it covered the whole volume.
         """
         from .calibration import calibrate_classes
 
@@ -649,7 +656,8 @@ class Trainer:
         told = {c.name: bool(c.label_fraction or c.expected_particles) for c in self.specs}
         return calibrate_classes(self.checkpoint(calibrate=False), self.raw_volumes, self.labels_tomo,
                                  self.label_boxes, dict(zip(self.names, self.densities)),
-                                 voxel_size_a=self.voxel_size_a, device=self.device, halo_vox=halo, counts_told=told)
+                                 voxel_size_a=self.voxel_size_a, device=self.device, halo_vox=halo, counts_told=told,
+                                 keep_pass_for=self.keep_pass_for, passes=passes)
 
     def profile_models(self) -> dict:
         """Per class, the :class:`~napari_cetpick.descriptors.ProfileModel` of its labels (None
@@ -671,7 +679,8 @@ class Trainer:
         from .checkpoint import CLASS_INFO_KEYS, ModelClass
 
         profiles = self.profile_models()
-        cals = self.calibrate() if calibrate else {}
+        passes = []
+        cals = self.calibrate(passes) if calibrate else {}
         last = self.history[-1] if self.history else {}
         rounds = list(self._prev_info.get("rounds", []))
         rounds.append({"steps": self.step, "n_positives": self.n_labels, "n_negatives": self.n_negatives,
@@ -706,7 +715,7 @@ class Trainer:
         return Checkpoint(state_dict=copy.deepcopy(self._last_good), config=replace(self.config),
                           diameter_vox=first.diameter_vox, voxel_size_a=self.voxel_size_a, bin_xy=self.bin_xy,
                           default_threshold=first.default_threshold, tau=first.tau, info=info,
-                          classes=classes if len(classes) > 1 else [replace(first, info={})])
+                          classes=classes if len(classes) > 1 else [replace(first, info={})], passes=passes)
 
 
 def train(volumes, labels, config: TrainConfig, voxel_size_a=None, device=None,
@@ -746,7 +755,7 @@ def correction_config(init: Checkpoint, **overrides) -> TrainConfig:
 
 
 def continue_training(init: Checkpoint, volumes, labels, negatives=None, masks=None, voxel_size_a=None,
-                      device=None, **overrides) -> Generator[TrainProgress, None, Checkpoint]:
+                      device=None, keep_pass_for=None, **overrides) -> Generator[TrainProgress, None, Checkpoint]:
     """A correction round: fine-tune ``init`` with added positives and negatives.
 
     This is what "accept / reject → Improve" runs. The labels are all positives known now
@@ -754,7 +763,8 @@ def continue_training(init: Checkpoint, volumes, labels, negatives=None, masks=N
     negative clicks, one array per volume. The model keeps its voxel size, binning and
     settings (:func:`correction_config`); the schedule is short by default
     (:data:`CORRECTION_STEPS` steps; the time per step is measured and reported as it runs),
-    and ``overrides`` (TrainConfig fields) win over it.
+    and ``overrides`` (TrainConfig fields) win over it. ``keep_pass_for``: the volume detected
+    in next (:class:`Trainer`).
 
     Yields :class:`TrainProgress`, returns the new :class:`Checkpoint`.
     """
@@ -766,5 +776,5 @@ def continue_training(init: Checkpoint, volumes, labels, negatives=None, masks=N
     if cfg.bbox is None and cfg.diameter_a is None:
         cfg = replace(cfg, bbox=init.diameter_vox)
     trainer = Trainer(volumes, labels, cfg, voxel_size_a=vs, device=device, init=init,
-                      negatives=negatives, masks=masks)
+                      negatives=negatives, masks=masks, keep_pass_for=keep_pass_for)
     return (yield from trainer.steps())

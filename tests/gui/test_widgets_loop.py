@@ -467,7 +467,17 @@ def test_mask_excludes_picks_and_training_voxels(viewer, panel, qtbot, checkpoin
     assert len(picks) and np.all(picks[:, 1] >= 63.5)
 
 
-def test_improve_without_a_chosen_threshold_uses_the_new_models(viewer, panel, qtbot, checkpoint):
+def test_improve_without_a_chosen_threshold_uses_the_new_models(viewer, panel, qtbot, checkpoint, monkeypatch):
+    from napari_cetpick.checkpoint import Checkpoint
+
+    taken, real_take = [], Checkpoint.take_pass
+
+    def recording(self, volume, key):
+        found = real_take(self, volume, key)
+        taken.append(found)
+        return found
+
+    monkeypatch.setattr(Checkpoint, "take_pass", recording)
     _detect(qtbot, panel, checkpoint)
     panel.review.start()
     panel.review.accept()
@@ -475,6 +485,9 @@ def test_improve_without_a_chosen_threshold_uses_the_new_models(viewer, panel, q
     assert panel.improve.improve()
     qtbot.waitUntil(lambda: not panel._busy, timeout=TIMEOUT_MS)
     rec = panel.state.current
+    # the labels span this tomogram: the detection after Improve took the correction round's
+    # network pass over it instead of running the network again
+    assert taken[-1] is not None and taken[-1].volume is rec.layer.data
     assert panel.state.checkpoint is not checkpoint
     # the threshold the new model's detection chose for this tomogram, not a carried one
     assert rec.result.threshold_source != "given"

@@ -18,12 +18,17 @@ def make_trainer(volumes, labels, config, voxel_size_a=None, device=None, init=N
                    negatives=negatives, masks=masks)
 
 
-def correction_round(init, volumes, labels, negatives=None, masks=None, voxel_size_a=None, device=None):
-    """The engine's correction round: a short fine-tune of ``init`` (generator → Checkpoint)."""
+def correction_round(init, volumes, labels, negatives=None, masks=None, voxel_size_a=None, device=None,
+                     detect_next=None):
+    """The engine's correction round: a short fine-tune of ``init`` (generator → Checkpoint).
+
+    ``detect_next``: the volume detected in right after; the new model keeps the
+    calibration's network pass over it for that detection where the pass covered all of it.
+    """
     from napari_cetpick.train import continue_training
 
     return continue_training(init, volumes, labels, negatives=negatives, masks=masks,
-                             voxel_size_a=voxel_size_a, device=device)
+                             voxel_size_a=voxel_size_a, device=device, keep_pass_for=detect_next)
 
 
 def detect(ckpt, volume, config=None, voxel_size_a=None, device=None, mask=None):

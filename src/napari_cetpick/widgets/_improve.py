@@ -67,7 +67,11 @@ class ImproveSection(Container):
         self._improve_progress.value = 0
         self._improve_status_label.value = (f"Improving on {plural(sum(inputs.count(n) for n in inputs.names), 'label')} and "
                                             f"{plural(n_neg, 'negative')}…")
-        job = partial(improve_job, self._state.checkpoint, volumes, labels, negatives, masks, vs, str(self._device()))
+        current = self._state.current
+        # the detection that follows runs in the current tomogram: the model keeps its pass there
+        nxt = next((v for r, v in zip(recs, volumes) if current is not None and r is current), None)
+        job = partial(improve_job, self._state.checkpoint, volumes, labels, negatives, masks, vs, str(self._device()),
+                      detect_next=nxt)
         self._runner.start("improve", job, yielded=self._on_improve_yielded, returned=self._on_improve_returned,
                            aborted=self._on_improve_aborted, on_error=self._on_error,
                            uses=[r.layer.unique_id for r in recs])

@@ -181,10 +181,11 @@ class ImproveStep:
 
 def improve_job(init: Checkpoint, volumes: Sequence, labels: Sequence, negatives: Sequence | None,
                 masks: Sequence | None, voxel_size_a: float | None,
-                device: str = "auto") -> Generator[object, None, Checkpoint]:
+                device: str = "auto", detect_next=None) -> Generator[object, None, Checkpoint]:
     """The correction round on the labels and negatives; returns the improved model.
 
     A cancel ends it at the next step; the panel then keeps the model it had.
+    ``detect_next``: the volume the panel detects in right after (its network pass is kept).
     """
     from napari_cetpick.widgets._engine import correction_round
 
@@ -192,7 +193,7 @@ def improve_job(init: Checkpoint, volumes: Sequence, labels: Sequence, negatives
         gen = correction_round(init, list(volumes), [_copy_points(v) for v in labels],
                                negatives=None if negatives is None else [_copy_points(n) for n in negatives],
                                masks=None if masks is None else list(masks), voxel_size_a=voxel_size_a,
-                               device=device)
+                               device=device, detect_next=detect_next)
         return (yield from relay(gen, ImproveStep))
     except RuntimeError as err:
         raise JobError(f"{type(err).__name__}: {err}") from err
