@@ -204,3 +204,48 @@ def test_profile_check_reads_a_memory_map_in_slabs_and_drops_its_pages(tmp_path,
     np.testing.assert_array_equal(slabs[0], whole[0])
     np.testing.assert_allclose(slabs[1], whole[1], rtol=1e-6)
     assert len(released) == -(-len(zyx) // 4) and all(fm is not None for fm in released)
+
+
+def test_a_particle_cut_by_a_face_is_measured_on_what_lies_inside():
+    from napari_cetpick.descriptors import MIN_INSIDE_SHARE
+
+    vol, kinds = planted(seed=2, noise=0.5)
+    model = ProfileModel.fit([vol], [kinds["ball"][:6]], 12.0)
+    # the volume cut 10 voxels into y and x: the balls at y or x = 14 now lie 4 voxels from a
+    # face, part of their sampled sphere (reach 7.2 voxels) outside it
+    cut_vol = np.ascontiguousarray(vol[:, 10:, 10:])
+    balls, shells = kinds["ball"], kinds["shell"]
+    cut = balls[(balls[:, 1] == 14) | (balls[:, 2] == 14)] - [0, 10, 10]
+    shells = shells[(shells[:, 1] > 30) & (shells[:, 2] > 30)] - [0, 10, 10]
+    assert len(cut) >= 2 and len(shells) >= 2
+    prof, inside = model_profiles(cut_vol, cut, 12.0, return_inside=True)
+    assert inside.shape == prof.shape and inside.min() < 0.9 and inside.max() == 1.0
+    assert np.all(inside[:, 0] == 1.0)  # the centre lies inside
+    whole_prof, whole_inside = model_profiles(cut_vol, shells, 12.0, return_inside=True)
+    assert np.all(whole_inside == 1.0)  # away from the faces every voxel is inside
+    # the whole ones measure as before, the cut balls as the balls they are
+    np.testing.assert_allclose(model.excess(whole_prof, whole_inside), model.excess(whole_prof))
+    assert model.excess(prof, inside).max() < 0.2 * model.excess(whole_prof).min()
+    # a feature with (almost) nothing inside is left out rather than read as the mean
+    few = inside.copy()
+    few[:, -1] = MIN_INSIDE_SHARE / 2
+    assert np.all(np.isfinite(model.excess(prof, few)))
+
+
+def test_a_cut_profiles_distance_follows_its_larger_noise():
+    """Profiles of the model's own law, each feature averaged over a quarter of its voxels (its
+    variance four times the labels'): measured as whole ones they lie four times further out
+    (a squared distance of mean 4 × 16); with the share inside known, as far as whole ones (16)."""
+    rng = np.random.default_rng(0)
+    n_feat = 2 * N_SHELLS
+    var = np.linspace(0.5, 2.0, n_feat)
+    model = ProfileModel(np.zeros(n_feat), np.diag(1.0 / var), typical=0.0, n_labels=50)
+    share = np.full((4000, n_feat), 0.25)
+    prof = rng.normal(0.0, np.sqrt(var / share))
+    plain, aware = model.excess(prof), model.excess(prof, share)
+    # means of 4000 chi-square draws: within 4 standard errors of 64 and of 16
+    assert abs(plain.mean() - 4 * n_feat) < 4 * 4 * np.sqrt(2 * n_feat / 4000)
+    assert abs(aware.mean() - n_feat) < 4 * np.sqrt(2 * n_feat / 4000)
+    # with half the features (almost) outside: those left out, the rest scaled to every feature's count
+    share[:, n_feat // 2:] = 0.01
+    assert abs(model.excess(prof, share).mean() - n_feat) < 4 * 2 * np.sqrt(2 * n_feat / 4000)

@@ -550,7 +550,7 @@ def profile_check(ckpt: Checkpoint, volume, zyx, scores, agreement, weight: floa
     stats = D.compute_norm_stats(volume, D.make_geometry(1, False))  # once, not per slab
     by_z = top[np.argsort(np.asarray(zyx)[top, 0], kind="stable")]
     for part in np.array_split(by_z, max(1, -(-len(by_z) // PROFILE_SLAB))):
-        excess[part] = model.excess(model_profiles(volume, zyx[part], diameter, stats))
+        excess[part] = model.excess(*model_profiles(volume, zyx[part], diameter, stats, return_inside=True))
         _release(file_map)
     z = logit(np.asarray(scores, float))
     new = z.copy()
