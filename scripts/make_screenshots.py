@@ -261,8 +261,10 @@ def main(argv=None) -> int:
           flush=True)
 
     # ---------------------------------------------------------------- improve
+    t_improve = time.perf_counter()
     if panel.improve.improve():
         _wait(app, lambda: not panel._busy, timeout_s=1800)
+        print(f"Improve, its detection included: {time.perf_counter() - t_improve:.0f} s", flush=True)
         print(panel.improve._improve_status_label.value, flush=True)
         print("evaluation:", panel.evaluate._eval_label.value, flush=True)
         scroll_to(review)
