@@ -366,11 +366,12 @@ class NetworkPass:
 
     A correction round's calibration runs the new model over each training tomogram's
     labelled region; after a review across a tomogram that region is the whole tomogram, and
-    the panel's next detection there would run the same pass again (about a third of an
-    Improve on a 512 × 512 × 160 tomogram). :func:`detect_classes` takes a kept pass instead
-    of running the network when it ran on the very same array (``volume``, by identity) with
-    the same tiles, views, device and arithmetic (:meth:`key`); either way the kept passes are
-    dropped (:meth:`napari_cetpick.checkpoint.Checkpoint.take_pass`).
+    the panel's next detection there would run the same pass again (about a quarter of an
+    Improve on a 512 × 512 × 160 tomogram; docs/benchmark.md, "Round 10"). :func:`detect_classes`
+    takes a kept pass instead of running the network when it ran on the very same array
+    (``volume``, by identity) with the same tiles, views, device and arithmetic (``key``,
+    :meth:`make_key`); either way the kept passes are dropped
+    (:meth:`napari_cetpick.checkpoint.Checkpoint.take_pass`).
     """
 
     volume: object
