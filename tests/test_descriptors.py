@@ -207,25 +207,30 @@ def test_profile_check_reads_a_memory_map_in_slabs_and_drops_its_pages(tmp_path,
 
 
 def test_a_particle_cut_by_a_face_is_measured_on_what_lies_inside():
+    from dataclasses import replace
+
     from napari_cetpick.descriptors import MIN_INSIDE_SHARE
 
     vol, kinds = planted(seed=2, noise=0.5)
-    model = ProfileModel.fit([vol], [kinds["ball"][:6]], 12.0)
-    # the volume cut 10 voxels into y and x: the balls at y or x = 14 now lie 4 voxels from a
-    # face, part of their sampled sphere (reach 7.2 voxels) outside it
-    cut_vol = np.ascontiguousarray(vol[:, 10:, 10:])
-    balls, shells = kinds["ball"], kinds["shell"]
-    cut = balls[(balls[:, 1] == 14) | (balls[:, 2] == 14)] - [0, 10, 10]
-    shells = shells[(shells[:, 1] > 30) & (shells[:, 2] > 30)] - [0, 10, 10]
-    assert len(cut) >= 2 and len(shells) >= 2
+    # every distance counts (no slack for what a new particle looks like)
+    model = replace(ProfileModel.fit([vol], [kinds["ball"][:6]], 12.0), typical=0.0)
+    # the volume cut 14 voxels into y and x: the balls at y or x = 14 now sit on a face, about
+    # half their sampled sphere outside it
+    cut_vol = np.ascontiguousarray(vol[:, 14:, 14:])
+    balls = kinds["ball"]
+    cut = balls[(balls[:, 1] == 14) | (balls[:, 2] == 14)] - [0, 14, 14]
+    whole = balls[(balls[:, 1] > 30) & (balls[:, 2] > 30)] - [0, 14, 14]
+    assert len(cut) >= 3 and len(whole) >= 3
     prof, inside = model_profiles(cut_vol, cut, 12.0, return_inside=True)
-    assert inside.shape == prof.shape and inside.min() < 0.9 and inside.max() == 1.0
-    assert np.all(inside[:, 0] == 1.0)  # the centre lies inside
-    whole_prof, whole_inside = model_profiles(cut_vol, shells, 12.0, return_inside=True)
+    assert inside.shape == prof.shape and inside.min() < 0.6 and np.all(inside[:, 0] == 1.0)
+    whole_prof, whole_inside = model_profiles(cut_vol, whole, 12.0, return_inside=True)
     assert np.all(whole_inside == 1.0)  # away from the faces every voxel is inside
-    # the whole ones measure as before, the cut balls as the balls they are
+    # the whole ones measure as before; the cut ones, measured as whole, lie further out than
+    # the whole balls, and with their share inside known, about as far
     np.testing.assert_allclose(model.excess(whole_prof, whole_inside), model.excess(whole_prof))
-    assert model.excess(prof, inside).max() < 0.2 * model.excess(whole_prof).min()
+    plain, aware, ref = model.excess(prof), model.excess(prof, inside), np.median(model.excess(whole_prof))
+    assert np.all(aware < plain)
+    assert np.median(aware) < 1.5 * ref < np.median(plain), (np.median(aware), ref, np.median(plain))
     # a feature with (almost) nothing inside is left out rather than read as the mean
     few = inside.copy()
     few[:, -1] = MIN_INSIDE_SHARE / 2

@@ -187,12 +187,12 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
         # scores, as detection reads the split, and the scores it shows after the profile
         # check (which only moves candidates down), as a count of picks means them
         whole = (y0, x0, y1, x1) == (0, 0, vol.shape[1], vol.shape[2])
-        keep = whole and passes is not None and keep_pass_for is not None and vol is keep_pass_for
+        keep_pass = whole and passes is not None and keep_pass_for is not None and vol is keep_pass_for
         region = vol if whole else vol[:, y0:y1, x0:x1]
         res = run_generator(detect_classes(ckpt, region, DetectConfig(threshold=0.0, profile_weight=0.0),
                                            voxel_size_a=voxel_size_a, device=device, first_view=True, resolve=False,
-                                           keep_pass=keep))
-        if keep:
+                                           keep_pass=keep_pass))
+        if keep_pass:
             passes.append(res.network_pass)
         for n in names:
             if box.get(n) is not None:

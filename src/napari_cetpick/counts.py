@@ -347,15 +347,16 @@ def _low_edge(dens: np.ndarray, i_bg: int, i_med: int, step: float) -> int:
     (``i_bg``) and the upper picks' median (``i_med``).
 
     The first index there whose density lies within :data:`PLATEAU_RATIO` of the lowest
-    density there, when it lies at least :data:`PLATEAU_LOGIT` logits below the median (the
-    density stopped falling there: a valley, a plateau, or a low point followed by a bump of
-    particles); else the lowest point itself (at the median, within a grid step of it: no low
-    edge is seen).
+    density there, when it lies at least :data:`PLATEAU_LOGIT` logits (rounded to grid
+    steps) below the median (the density stopped falling there: a valley, a plateau, or a
+    low point followed by a bump of particles); else the lowest point itself (which
+    :func:`split_scores` reads as no low edge where it lies within a grid step of the
+    median, else as the edge).
     """
     part = dens[i_bg : i_med + 1]
     i_min = i_bg + int(np.argmin(part))
     first = i_bg + int(np.flatnonzero(part <= PLATEAU_RATIO * part.min())[0])
-    return first if (i_med - first) * step >= PLATEAU_LOGIT else i_min
+    return first if i_med - first >= int(round(PLATEAU_LOGIT / step)) else i_min
 
 
 def split_scores(scores, floor: float = 0.0) -> ScoreSplit | None:
