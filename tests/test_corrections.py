@@ -153,3 +153,12 @@ def test_the_correction_rounds_pass_serves_the_next_detection_there(round1):
     res = run_generator(detect(other, v, DetectConfig(views=2), device="cpu"))
     assert other.passes == [] and res.heatmap.shape == ref.heatmap.shape
     assert not np.array_equal(res.heatmap, kept_res.heatmap)
+
+
+def test_a_refused_detection_drops_the_kept_pass_all_the_same(round1):
+    v, balls, shells, ck = round1
+    new = run_generator(continue_training(ck, [v], [balls], max_steps=2, device="cpu", keep_pass_for=v))
+    assert len(new.passes) == 1
+    with pytest.raises(CetpickError, match="mask"):
+        run_generator(detect(new, v, DetectConfig(), device="cpu", mask=np.ones((2, 2, 2))))
+    assert new.passes == []  # one tomogram's scores not held past the detection it was kept for

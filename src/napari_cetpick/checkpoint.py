@@ -166,13 +166,12 @@ class Checkpoint:
         return replace(self, diameter_vox=c.diameter_vox, tau=c.tau, default_threshold=c.default_threshold,
                        info={**shared, **c.info, "class_name": c.name}, classes=list(self.classes), channel=k)
 
-    def take_pass(self, volume, key: tuple):
-        """The kept network pass over this very array with this ``key`` (None without one);
-        every kept pass is dropped (a pass serves the next detection only, its scores hold
-        a tomogram's worth of memory)."""
-        found = next((p for p in self.passes if p.volume is volume and p.key == key), None)
+    def take_passes(self) -> list:
+        """The kept network passes, handed over and dropped from the model (a pass serves the
+        next detection only, used or not: its scores hold a tomogram's worth of memory)."""
+        taken = list(self.passes)
         self.passes.clear()
-        return found
+        return taken
 
     @property
     def class_name(self) -> str:

@@ -370,8 +370,8 @@ class NetworkPass:
     Improve on a 512 × 512 × 160 tomogram; docs/benchmark.md, "Round 10"). :func:`detect_classes`
     takes a kept pass instead of running the network when it ran on the very same array
     (``volume``, by identity) with the same tiles, views, device and arithmetic (``key``,
-    :meth:`make_key`); either way the kept passes are dropped
-    (:meth:`napari_cetpick.checkpoint.Checkpoint.take_pass`).
+    :meth:`make_key`); either way every kept pass is dropped at the start of the next
+    detection (:meth:`napari_cetpick.checkpoint.Checkpoint.take_passes`).
     """
 
     volume: object
@@ -735,8 +735,8 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
     as :func:`detect`; ``classes`` (names or indices) limits which classes are reported.
     ``keep_pass``: the result's ``network_pass`` keeps the network's scores
     (:class:`NetworkPass`) for a later detection of the same array. A pass the model kept
-    for this very array and settings (:meth:`~napari_cetpick.checkpoint.Checkpoint.take_pass`)
-    is used instead of running the network.
+    for this very array and settings is used instead of running the network; every pass it
+    kept is dropped either way (:meth:`~napari_cetpick.checkpoint.Checkpoint.take_passes`).
 
     Yields :class:`DetectProgress`, returns :class:`ClassDetections`.
     """
@@ -745,6 +745,7 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
     from .device import configure_threads, inference_dtype, resolve_device
 
     config = config or DetectConfig()
+    pending = ckpt.take_passes()  # dropped even where this detection refuses its input below
     shape = tuple(int(s) for s in volume.shape)
     if len(shape) != 3:
         raise CetpickError(f"Detection needs a 3D tomogram, got an array of shape {shape}.")
@@ -779,7 +780,7 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
     stats = D.compute_norm_stats(volume, plan.geometry, ckpt.config.gauss)
     t0 = time.perf_counter()
     key = NetworkPass.make_key(plan, views, dev, dtype)
-    kept = ckpt.take_pass(volume, key)
+    kept = next((p for p in pending if p.volume is volume and p.key == key), None)
     if kept is not None and not first_view:
         heat_all, heat_b_all, heat_first_all = kept.heat, kept.heat_b, None
         el = time.perf_counter() - t0

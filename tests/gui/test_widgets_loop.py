@@ -468,26 +468,25 @@ def test_mask_excludes_picks_and_training_voxels(viewer, panel, qtbot, checkpoin
 
 
 def test_improve_without_a_chosen_threshold_uses_the_new_models(viewer, panel, qtbot, checkpoint, monkeypatch):
-    from napari_cetpick.checkpoint import Checkpoint
+    from napari_cetpick import detect as engine
 
-    taken, real_take = [], Checkpoint.take_pass
-
-    def recording(self, volume, key):
-        found = real_take(self, volume, key)
-        taken.append(found)
-        return found
-
-    monkeypatch.setattr(Checkpoint, "take_pass", recording)
     _detect(qtbot, panel, checkpoint)
     panel.review.start()
     panel.review.accept()
     panel.review.reject()
+    runs, real_run = [], engine.run_tiles
+
+    def counting(plan, *args, **kwargs):
+        runs.append(plan.grid_shape)
+        return (yield from real_run(plan, *args, **kwargs))
+
+    monkeypatch.setattr(engine, "run_tiles", counting)
     assert panel.improve.improve()
     qtbot.waitUntil(lambda: not panel._busy, timeout=TIMEOUT_MS)
     rec = panel.state.current
-    # the labels span this tomogram: the detection after Improve took the correction round's
-    # network pass over it instead of running the network again
-    assert taken[-1] is not None and taken[-1].volume is rec.layer.data
+    # the labels span this tomogram: the network ran once, for the correction round's
+    # calibration, and the detection after Improve took that pass instead of running it again
+    assert len(runs) == 1 and rec.result.heatmap.shape[-3:] == runs[0] and panel.state.checkpoint.passes == []
     assert panel.state.checkpoint is not checkpoint
     # the threshold the new model's detection chose for this tomogram, not a carried one
     assert rec.result.threshold_source != "given"

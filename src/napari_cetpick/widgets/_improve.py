@@ -94,6 +94,7 @@ class ImproveSection(Container):
         rec = self._state.current
         self._improve_status_label.value = "Model improved; detecting again…"
         if rec is None or not self._detect([rec], "improve-detect"):
+            ckpt.take_passes()  # the network pass kept for that detection: not held any longer
             self._improve_status_label.value = "Model improved; press Detect."
             return
         self._runner.busy_changed.connect(self._on_detect_finished)
