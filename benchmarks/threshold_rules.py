@@ -25,7 +25,7 @@ from run_benchmark import DEFAULT_CACHE  # noqa: E402
 from threshold_transfer import density_variant  # noqa: E402
 
 
-def kept_scores(ck: Path, out: Path, densities, shape=(160, 512, 512), voxel_size_a=10.0):
+def kept_scores(ck: Path, out: Path, densities, shape=(160, 512, 512), voxel_size_a=10.0, absent=False):
     from napari_cetpick.checkpoint import Checkpoint
     from napari_cetpick.config import DetectConfig
     from napari_cetpick.detect import detect, profile_check
@@ -34,12 +34,13 @@ def kept_scores(ck: Path, out: Path, densities, shape=(160, 512, 512), voxel_siz
 
     cls, snr = ck.stem.split("_")[0], float(ck.stem.split("_")[1][3:])
     ckpt = Checkpoint.load(ck)
-    for f in densities:
-        dst = out / f"{ck.stem}_density{f:g}.npz"
+    variants = [(f, None) for f in densities] + ([(1.0, cls)] if absent else [])
+    for f, gone in variants:
+        dst = out / (f"{ck.stem}_density{f:g}" + (f"_no{gone}" if gone else "") + ".npz")
         if dst.is_file():
             yield dst
             continue
-        mrc, npz = density_variant(DEFAULT_CACHE, shape, snr, voxel_size_a, f)
+        mrc, npz = density_variant(DEFAULT_CACHE, shape, snr, voxel_size_a, f, absent=gone)
         t2, d2 = open_tomogram(mrc), np.load(npz)
         res = run_generator(detect(ckpt, t2.data, DetectConfig(profile_weight=0.0), voxel_size_a=t2.voxel_size_a))
         fz, fs, _, _ = profile_check(ckpt, t2.data, res.cand_zyx, res.cand_scores, None,
@@ -54,6 +55,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="+", type=Path)
     p.add_argument("--densities", type=float, nargs="+", default=(0.5, 1.0, 2.0))
+    p.add_argument("--absent", action="store_true",
+                   help="also detect in tomogram 2 simulated without the model's class (every pick is false)")
     p.add_argument("--out", type=Path, default=HERE / "models_transfer" / "scores")
     args = p.parse_args(argv)
 
@@ -65,7 +68,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     print("| case | true | model's default: picks / F1 | chosen: picks / F1 at thr. (how) | best F1 |")
     for ck in args.models:
-        for path in kept_scores(ck, args.out, args.densities):
+        for path in kept_scores(ck, args.out, args.densities, absent=args.absent):
             d = np.load(path)
             fin = select(d["fzyx"], d["fscores"], 0.0, float(d["min_d"]))
             fz, fs, truth, r = d["fzyx"][fin], d["fscores"][fin], d["truth"], float(d["radius"])

@@ -31,18 +31,20 @@ from run_benchmark import (DEFAULT_CACHE, emit, machine, metrics, offsets, peak_
                            simulated_pair, sparse_labels)
 
 
-def density_variant(cache: Path, shape, snr: float, voxel_size_a: float, factor: float):
-    """Tomogram 2 (seed 202) at ``factor`` times the default concentration of every class."""
+def density_variant(cache: Path, shape, snr: float, voxel_size_a: float, factor: float, absent: str | None = None):
+    """Tomogram 2 (seed 202) at ``factor`` times the default concentration of every class;
+    with ``absent``, that class left out (a tomogram a model is applied to without its class)."""
     from napari_cetpick.io import write_tomogram
     from napari_cetpick.synthetic import DEFAULT_CONCENTRATION, simulate_tomogram
 
-    if factor == 1.0:
+    if factor == 1.0 and absent is None:
         return simulated_pair(cache, shape, snr, voxel_size_a)[1]
     stem = f"sim_{'x'.join(map(str, shape))}_snr{snr:g}_seed202_density{factor:g}".replace(".", "p")
+    stem += f"_no{absent}" if absent else ""
     mrc, npz = cache / f"{stem}.mrc", cache / f"{stem}.npz"
     if not (mrc.is_file() and npz.is_file()):
         cache.mkdir(parents=True, exist_ok=True)
-        conc = {k: v * factor for k, v in DEFAULT_CONCENTRATION.items()}
+        conc = {k: (0.0 if k == absent else v * factor) for k, v in DEFAULT_CONCENTRATION.items()}
         sim = simulate_tomogram(shape=tuple(shape), voxel_size_a=voxel_size_a, snr=snr, seed=202, concentration=conc)
         write_tomogram(mrc, sim.volume, voxel_size_a=voxel_size_a)
         np.savez(npz, **{f"truth_{k}": v for k, v in sim.particles.items()},
