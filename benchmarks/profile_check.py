@@ -10,6 +10,12 @@ moved by a random click error), tomogram 2 is detected once per density (default
 profile weight 0) and its candidates are rescored at each ``--weights`` value; the threshold is
 chosen on each as detection chooses it. One JSON line per (model, density, weight).
 
+With ``--rejections N`` the profile model is fitted a second time with negatives, as a
+correction round fits it: the first N false picks of the model's detection in tomogram 1
+(best first, as the panel's review shows them; false: further than half a radius from every
+particle of the class), and each detection is rescored with both (``rejections`` in the
+line). ``--absent`` adds tomogram 2 simulated without the class (every pick false).
+
     python benchmarks/profile_check.py benchmarks/models_transfer_v2/*.ckpt --densities 0.5 1 2
     python benchmarks/profile_check.py benchmarks/models_multiclass/shell_snr0.05_default.ckpt --click-error 2
 """
@@ -46,6 +52,9 @@ def main(argv=None) -> int:
     p.add_argument("--densities", type=float, nargs="+", default=(1.0,))
     p.add_argument("--click-error", type=float, default=0.0,
                    help="standard deviation (tomogram voxels, per axis) of a random error added to each label")
+    p.add_argument("--rejections", type=int, default=0, metavar="N",
+                   help="also fit the profile model with the first N false picks in tomogram 1 as negatives")
+    p.add_argument("--absent", action="store_true", help="also detect in tomogram 2 simulated without the class")
     p.add_argument("--shape", type=int, nargs=3, default=(160, 512, 512))
     p.add_argument("--voxel-size", type=float, default=10.0)
     p.add_argument("--cache", default=str(DEFAULT_CACHE))
@@ -74,29 +83,42 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         model = ProfileModel.fit([t1.data], [labels], ckpt.diameter_vox)
         fit_s = time.perf_counter() - t0
-        checked = replace(ckpt, info={**ckpt.info, "profile_model": model.to_info()})
         radius_vox = float(d1[f"diam_{cls}"]) / args.voxel_size / 2
-        for f in args.densities:
-            mrc2, npz2 = density_variant(cache, args.shape, snr, args.voxel_size, f)
+        models = {0: replace(ckpt, info={**ckpt.info, "profile_model": model.to_info()})}
+        if args.rejections > 0:
+            from scipy.spatial import cKDTree
+
+            first = run_generator(detect(ckpt, t1.data, DetectConfig(), voxel_size_a=t1.voxel_size_a))
+            far, _ = cKDTree(d1[f"truth_{cls}"]).query(first.zyx)
+            rejected = first.zyx[far > radius_vox / 2][: args.rejections]
+            told = ProfileModel.fit([t1.data], [labels], ckpt.diameter_vox, negatives=[rejected])
+            models[len(rejected)] = replace(ckpt, info={**ckpt.info, "profile_model": told.to_info()})
+        variants = [(f, None) for f in args.densities] + ([(1.0, cls)] if args.absent else [])
+        for f, gone in variants:
+            mrc2, npz2 = density_variant(cache, args.shape, snr, args.voxel_size, f, absent=gone)
             t2, d2 = open_tomogram(mrc2), np.load(npz2)
             truth2 = d2[f"truth_{cls}"]
             res = run_generator(detect(ckpt, t2.data, DetectConfig(profile_weight=0.0), voxel_size_a=t2.voxel_size_a))
             # as detection does: the threshold from the network's scores, then the check
             thr, how = choose_threshold(ckpt, res.cand_zyx, res.cand_scores, res.min_distance_vox, DetectConfig())
-            for w in args.weights:
-                t0 = time.perf_counter()
-                zyx, scores, _, _ = profile_check(checked, t2.data, res.cand_zyx, res.cand_scores, None, w,
-                                                  t2.voxel_size_a, res.expected_particles)
-                check_s = time.perf_counter() - t0
-                keep = select(zyx, scores, 0.0, res.min_distance_vox)
-                m = metrics(zyx[keep], scores[keep], truth2, radius_vox, thr)["half_radius"]
-                rec = {"model": path.name, "class": cls, "snr": snr, "share": share, "density": f,
-                       "click_error": args.click_error, "weight": w, "n_labels": int(len(labels)),
-                       "n_true": int(len(truth2)), "threshold": round(float(thr), 4), "how": how,
-                       "picks": int((scores[keep] >= thr).sum()), "best_f1": m["best_f1"], "f1_at_threshold": m["f1"],
-                       "gap": round(m["best_f1"] - m["f1"], 4), "ap": m["ap"],
-                       "fit_s": round(fit_s, 2), "check_s": round(check_s, 2), "machine": machine()}
-                emit(json.dumps(rec), args.out)
+            for n_rej, checked in models.items():
+                for w in args.weights:
+                    t0 = time.perf_counter()
+                    zyx, scores, _, _ = profile_check(checked, t2.data, res.cand_zyx, res.cand_scores, None, w,
+                                                      t2.voxel_size_a, res.expected_particles)
+                    check_s = time.perf_counter() - t0
+                    keep = select(zyx, scores, 0.0, res.min_distance_vox)
+                    picks = int((scores[keep] >= thr).sum())
+                    rec = {"model": path.name, "class": cls, "snr": snr, "share": share, "density": f,
+                           "absent": bool(gone), "click_error": args.click_error, "weight": w, "rejections": n_rej,
+                           "n_labels": int(len(labels)), "n_true": int(len(truth2)), "threshold": round(float(thr), 4),
+                           "how": how, "picks": picks}
+                    if len(truth2):
+                        m = metrics(zyx[keep], scores[keep], truth2, radius_vox, thr)["half_radius"]
+                        rec.update(best_f1=m["best_f1"], f1_at_threshold=m["f1"], gap=round(m["best_f1"] - m["f1"], 4),
+                                   ap=m["ap"])
+                    rec.update(fit_s=round(fit_s, 2), check_s=round(check_s, 2), machine=machine())
+                    emit(json.dumps(rec), args.out)
     return 0
 
 

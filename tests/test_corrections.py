@@ -162,3 +162,26 @@ def test_a_refused_detection_drops_the_kept_pass_all_the_same(round1):
     with pytest.raises(CetpickError, match="mask"):
         run_generator(detect(new, v, DetectConfig(), device="cpu", mask=np.ones((2, 2, 2))))
     assert new.passes == []  # one tomogram's scores not held past the detection it was kept for
+
+
+def test_rejected_picks_give_the_profile_model_its_negatives(round1):
+    from napari_cetpick.descriptors import MIN_PROFILE_LABELS, ProfileModel
+
+    v, balls, shells, ck = round1
+    assert ProfileModel.from_info(ck.info["profile_model"]).n_negatives == 0  # round 1 had none
+    new = run_generator(continue_training(ck, [v], [balls[:8]], negatives=[shells[:6]], max_steps=1, device="cpu"))
+    model = ProfileModel.from_info(new.info["profile_model"])
+    assert model.n_negatives == 6 and model.neg_mean is not None
+    # the rejected shells are what the negatives' model explains best: they lose more than before
+    from napari_cetpick.descriptors import model_profiles
+
+    unseen = model_profiles(v, shells[6:], ck.diameter_vox)
+    before = ProfileModel.fit([v], [balls[:8]], ck.diameter_vox).excess(unseen)  # the same labels, no negatives
+    assert np.all(model.excess(unseen) >= before) and model.excess(unseen).sum() > before.sum()
+    few = run_generator(continue_training(ck, [v], [balls[:8]], negatives=[shells[: MIN_PROFILE_LABELS - 1]],
+                                          max_steps=1, device="cpu"))
+    assert ProfileModel.from_info(few.info["profile_model"]).neg_mean is None
+    # detection says what its profile check learned from
+    det = DetectConfig(threshold=0.0)
+    assert run_generator(detect(new, v, det, device="cpu")).profile_negatives == 6
+    assert run_generator(detect(few, v, det, device="cpu")).profile_negatives == 0

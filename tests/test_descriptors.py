@@ -254,3 +254,42 @@ def test_a_cut_profiles_distance_follows_its_larger_noise():
     # with half the features (almost) outside: those left out, the rest scaled to every feature's count
     share[:, n_feat // 2:] = 0.01
     assert abs(model.excess(prof, share).mean() - n_feat) < 4 * 2 * np.sqrt(2 * n_feat / 4000)
+
+
+def two_sizes(seed=3, noise=1.2, small=5.4):
+    """Solid balls of radius 6 (the class) and of radius ``small`` (look-alikes), in noise."""
+    rng = np.random.default_rng(seed)
+    g = _grid()
+    vol = rng.normal(0.0, noise, SHAPE)
+    kinds = {"big": [], "small": []}
+    centres = [(z, y, x) for z in (12, 34) for y in (14, 38, 62, 84) for x in (14, 38, 62, 84)]
+    rng.shuffle(centres)
+    for i, c in enumerate(centres):
+        kind = ("big", "small")[i % 2]
+        vol += np.sqrt(sum((g[k] - c[k]) ** 2 for k in range(3))) <= (6.0 if kind == "big" else small)
+        kinds[kind].append(c)
+    return vol, {k: np.array(v, float) for k, v in kinds.items()}
+
+
+def test_rejected_lookalikes_teach_the_profile_model_what_the_labels_cannot():
+    vol, kinds = two_sizes()
+    labels, rejected = kinds["big"][:8], kinds["small"][:8]
+    plain = ProfileModel.fit([vol], [labels], 12.0)
+    told = ProfileModel.fit([vol], [labels], 12.0, negatives=[rejected])
+    assert plain.n_negatives == 0 and plain.neg_mean is None and told.n_negatives == 8
+    unseen_big, unseen_small = (model_profiles(vol, kinds[k][8:], 12.0) for k in ("big", "small"))
+    # from the labels alone the slightly smaller balls lie within what a new particle may show
+    assert np.median(plain.excess(unseen_small)) == 0.0
+    # the rejections tell them apart: the unseen look-alikes lose, the unseen particles do not
+    e_small = told.excess(unseen_small)
+    assert np.sum(e_small > 0) >= 6 and np.median(e_small) > 5.0
+    np.testing.assert_allclose(told.excess(unseen_big), plain.excess(unseen_big))
+    # what the model file keeps is what detection uses; a model file without negatives reads as before
+    back = ProfileModel.from_info(told.to_info())
+    assert back.n_negatives == 8
+    np.testing.assert_allclose(back.excess(unseen_small), e_small, rtol=1e-3, atol=1e-3)
+    assert ProfileModel.from_info(plain.to_info()).neg_mean is None
+    # too few negatives for a spread: none taken
+    few = ProfileModel.fit([vol], [labels], 12.0, negatives=[rejected[: MIN_PROFILE_LABELS - 1]])
+    assert few.neg_mean is None and few.n_negatives == 0
+

@@ -154,6 +154,11 @@ class ProfileModel:
     that lose some. Fitted at the end of training on the labels (:meth:`fit`), stored in the
     model file (:meth:`to_info`), and used by detection
     (:func:`napari_cetpick.detect.profile_check`).
+
+    With :data:`MIN_PROFILE_LABELS` negatives or more (the review's rejected picks, clicked
+    negatives), the model also holds their profiles' Gaussian (``neg_mean``,
+    ``neg_inv_cov``): a profile the rejections explain better than the labels do is a
+    look-alike, however close to the labels it lies (:meth:`excess`).
     """
 
     mean: np.ndarray
@@ -162,65 +167,78 @@ class ProfileModel:
     n_labels: int
     n_shells: int = N_SHELLS
     reach: float = REACH_DIAMETERS
+    neg_mean: np.ndarray | None = None
+    neg_inv_cov: np.ndarray | None = None
+    n_negatives: int = 0
+
+    @staticmethod
+    def _rows(volumes, points, diameter_vox: float) -> np.ndarray | None:
+        rows = [model_profiles(v, pts, diameter_vox) for v, pts in zip(volumes, points)
+                if pts is not None and len(np.asarray(pts).reshape(-1, 3))]
+        return np.vstack(rows) if rows else None
 
     @classmethod
-    def fit(cls, volumes, labels, diameter_vox: float) -> "ProfileModel | None":
+    def fit(cls, volumes, labels, diameter_vox: float, negatives=None) -> "ProfileModel | None":
         """The model of the labels in each of ``volumes`` (None with fewer than
-        :data:`MIN_PROFILE_LABELS` labels in all)."""
-        rows = [model_profiles(v, lab, diameter_vox) for v, lab in zip(volumes, labels)
-                if len(np.asarray(lab).reshape(-1, 3))]
-        if not rows or sum(len(r) for r in rows) < MIN_PROFILE_LABELS:
+        :data:`MIN_PROFILE_LABELS` labels in all); ``negatives`` (per volume, optional) the
+        places known not to be the class: their Gaussian too, given as many."""
+        a = cls._rows(volumes, labels, diameter_vox)
+        if a is None or len(a) < MIN_PROFILE_LABELS:
             return None
-        a = np.vstack(rows)
         mean, inv_cov = _gaussian(a)
+        neg = cls._rows(volumes, negatives, diameter_vox) if negatives is not None else None
+        neg_fit = _gaussian(neg) if neg is not None and len(neg) >= MIN_PROFILE_LABELS else (None, None)
         # how far a *new* particle lies: each label against the model of the others
         loo = []
         for i in range(len(a)):
             m_i, inv_i = _gaussian(np.delete(a, i, axis=0))
             d = a[i] - m_i
             loo.append(float(d @ inv_i @ d))
-        return cls(mean, inv_cov, TYPICAL_SLACK * float(np.quantile(loo, TYPICAL_QUANTILE)), len(a))
+        return cls(mean, inv_cov, TYPICAL_SLACK * float(np.quantile(loo, TYPICAL_QUANTILE)), len(a),
+                   neg_mean=neg_fit[0], neg_inv_cov=neg_fit[1], n_negatives=0 if neg_fit[0] is None else len(neg))
 
     def distance(self, profiles: np.ndarray) -> np.ndarray:
         """Squared Mahalanobis distance of each row from the labels' profiles."""
-        d = np.asarray(profiles, float).reshape(-1, len(self.mean)) - self.mean
-        return np.einsum("ij,jk,ik->i", d, self.inv_cov, d)
+        return _mahalanobis(profiles, self.mean, self.inv_cov)
 
     def excess(self, profiles: np.ndarray, inside=None) -> np.ndarray:
-        """How much further than ``typical`` each row lies (0 within it).
+        """How much further than ``typical`` each row lies (0 within it), plus, with the
+        negatives' Gaussian, how much better the negatives explain it than the labels do.
+
+        The second term is −2 × the log-likelihood ratio of the labels' and the negatives'
+        Gaussians where that is negative (0 where the labels explain the row better): the
+        squared distance from the labels minus that from the negatives, plus the difference
+        of their covariances' log-determinants — the same units as the first term. Measured
+        in docs/benchmark.md ("Round 11": a barrel model's rejected shells).
 
         ``inside`` (:func:`radial_profiles`' ``return_inside``): where a particle reaches past
         a face of the tomogram, each of its features averages only a share ``f`` of its
-        voxels, so it varies more than the labels' whole ones did: that row's distance is
-        measured under the labels' covariance with each variance divided by ``f`` (the
-        labels' whole variance taken as the noise of a mean, an upper bound), leaving out
-        features with less than :data:`MIN_INSIDE_SHARE` inside and scaled back to every
-        feature's count. Without it, a ribosome cut by a face lay 20 times further out than
-        a whole one (docs/benchmark.md, "Round 10").
+        voxels, so it varies more than the labels' whole ones did: that row's distances are
+        measured under each covariance with each variance divided by ``f`` (the whole
+        variance taken as the noise of a mean, an upper bound), leaving out features with
+        less than :data:`MIN_INSIDE_SHARE` inside and scaled back to every feature's count.
+        Without it, a ribosome cut by a face lay 20 times further out than a whole one
+        (docs/benchmark.md, "Round 10").
         """
-        dist = self.distance(profiles)
-        if inside is not None:
-            share = np.asarray(inside, float).reshape(len(dist), -1)
-            rows = np.flatnonzero(share.min(1) < 1.0)
-            if len(rows):
-                cov = np.linalg.inv(self.inv_cov)
-                var = np.diag(cov)
-                p = np.asarray(profiles, float).reshape(len(dist), -1)
-                for i in rows:
-                    f = share[i]
-                    ok = f >= MIN_INSIDE_SHARE
-                    if not ok.any():
-                        continue
-                    c = cov[np.ix_(ok, ok)] + np.diag(var[ok] * (1.0 / f[ok] - 1.0))
-                    d = p[i, ok] - self.mean[ok]
-                    dist[i] = float(d @ np.linalg.solve(c, d)) * len(self.mean) / int(ok.sum())
-        return np.maximum(dist - self.typical, 0.0)
+        dist = _mahalanobis(profiles, self.mean, self.inv_cov, inside)
+        out = np.maximum(dist - self.typical, 0.0)
+        if self.neg_mean is not None:
+            dneg = _mahalanobis(profiles, self.neg_mean, self.neg_inv_cov, inside)
+            logdet = np.linalg.slogdet(self.neg_inv_cov)[1] - np.linalg.slogdet(self.inv_cov)[1]  # log|C+| - log|C-|
+            out = out + np.maximum(dist - dneg + logdet, 0.0)
+        return out
 
     def to_info(self) -> dict:
-        return {"mean": [round(float(v), 6) for v in self.mean],
-                "inv_cov": [[round(float(v), 6) for v in row] for row in self.inv_cov],
+        def table(a):
+            return [[round(float(v), 6) for v in row] for row in a]
+
+        info = {"mean": [round(float(v), 6) for v in self.mean], "inv_cov": table(self.inv_cov),
                 "typical": round(self.typical, 6), "n_labels": int(self.n_labels),
                 "n_shells": int(self.n_shells), "reach": float(self.reach)}
+        if self.neg_mean is not None:
+            info.update(neg_mean=[round(float(v), 6) for v in self.neg_mean], neg_inv_cov=table(self.neg_inv_cov),
+                        n_negatives=int(self.n_negatives))
+        return info
 
     @classmethod
     def from_info(cls, info) -> "ProfileModel | None":
@@ -229,8 +247,35 @@ class ProfileModel:
             return None
         if int(info.get("n_shells", -1)) != N_SHELLS or float(info.get("reach", -1)) != REACH_DIAMETERS:
             return None
+        neg = info.get("neg_mean")
         return cls(np.asarray(info["mean"], float), np.asarray(info["inv_cov"], float), float(info["typical"]),
-                   int(info["n_labels"]))
+                   int(info["n_labels"]), neg_mean=None if neg is None else np.asarray(neg, float),
+                   neg_inv_cov=None if neg is None else np.asarray(info["neg_inv_cov"], float),
+                   n_negatives=int(info.get("n_negatives", 0)))
+
+
+def _mahalanobis(profiles, mean: np.ndarray, inv_cov: np.ndarray, inside=None) -> np.ndarray:
+    """Squared Mahalanobis distance of each row of ``profiles`` from ``mean`` under the
+    covariance ``inv(inv_cov)``; rows cut by a face (``inside`` below 1) as
+    :meth:`ProfileModel.excess` says."""
+    p = np.asarray(profiles, float).reshape(-1, len(mean))
+    d = p - mean
+    dist = np.einsum("ij,jk,ik->i", d, inv_cov, d)
+    if inside is None:
+        return dist
+    share = np.asarray(inside, float).reshape(len(dist), -1)
+    rows = np.flatnonzero(share.min(1) < 1.0)
+    if len(rows):
+        cov = np.linalg.inv(inv_cov)
+        var = np.diag(cov)
+        for i in rows:
+            f = share[i]
+            ok = f >= MIN_INSIDE_SHARE
+            if not ok.any():
+                continue
+            c = cov[np.ix_(ok, ok)] + np.diag(var[ok] * (1.0 / f[ok] - 1.0))
+            dist[i] = float(d[i, ok] @ np.linalg.solve(c, d[i, ok])) * len(mean) / int(ok.sum())
+    return dist
 
 
 __all__ = ["radial_profiles", "model_profiles", "ProfileModel",

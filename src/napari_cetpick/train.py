@@ -226,11 +226,16 @@ def _check_no_shared_labels(labs: list[dict], names: Sequence[str]) -> None:
                         f"labelled both {names[a]!r} and {names[b]!r}; a particle belongs to one class.")
 
 
+def _class_negatives(neg: dict, name: str) -> np.ndarray:
+    """``(n, 3)``: one tomogram's negatives of class ``name``, those of every class included."""
+    return np.concatenate([np.reshape(neg.get(name, ()), (-1, 3)), np.reshape(neg.get(ALL_CLASSES, ()), (-1, 3))])
+
+
 def _check_negatives_apart(labs: list[dict], negs: list[dict], names: Sequence[str]) -> None:
     """Refuse a place that is both a label and a negative of the same class (within a voxel)."""
     for vi, (per, neg) in enumerate(zip(labs, negs)):
         for name in names:
-            n = np.concatenate([np.reshape(neg.get(name, ()), (-1, 3)), np.reshape(neg.get(ALL_CLASSES, ()), (-1, 3))])
+            n = _class_negatives(neg, name)
             hit = _within_a_voxel(n, per[name])
             if len(hit):
                 what = f" of class {name!r}" if len(names) > 1 else ""
@@ -458,6 +463,7 @@ class Trainer:
         self.blob = self.blobs[0]
         self.raw_volumes = list(volumes)  # (memory maps) for the calibration's detection pass
         self.labels_tomo = labs
+        self.negatives_tomo = negs
         self.label_boxes = [{n: C.label_box(l[n], sh, d) if len(l[n]) else None
                              for n, d in zip(names, self.diameters_vox)} for l, sh in zip(labs, shapes)]
         self.taus = [c.tau for c in plan.classes]
@@ -466,7 +472,7 @@ class Trainer:
         self.expected_particles = plan.expected_particles
         self.tau = plan.tau
         self.n_labels_class = [c.n_labels for c in plan.classes]
-        self.n_negatives_class = [sum(len(d.get(n, ())) + len(d.get(ALL_CLASSES, ())) for d in negs) for n in names]
+        self.n_negatives_class = [sum(len(_class_negatives(d, n)) for d in negs) for n in names]
 
         self.opt = torch.optim.Adam(self.net.parameters(), lr=config.lr)
         n_labels = plan.n_labels
@@ -661,12 +667,14 @@ class Trainer:
 
     def profile_models(self) -> dict:
         """Per class, the :class:`~napari_cetpick.descriptors.ProfileModel` of its labels (None
-        with too few), fitted once: detection's profile check compares candidates with it."""
+        with too few) and of its negatives (the class's own and those of every class, where
+        there are enough), fitted once: detection's profile check compares candidates with it."""
         if getattr(self, "_profiles", None) is None:
             from .descriptors import ProfileModel
 
             self._profiles = {name: ProfileModel.fit(self.raw_volumes, [lab[name] for lab in self.labels_tomo],
-                                                     float(self.diameters_vox[k]))
+                                                     float(self.diameters_vox[k]),
+                                                     negatives=[_class_negatives(d, name) for d in self.negatives_tomo])
                               for k, name in enumerate(self.names)}
         return self._profiles
 

@@ -18,6 +18,7 @@ from _gui import (  # noqa: E402,F401
     DIAMETER_A, META_KEY, TIMEOUT_MS, VOXEL_A, meta, open_panel, press, rows, tiny, wait_idle)
 from napari_cetpick.config import TrainConfig  # noqa: E402
 from napari_cetpick.detect import logit  # noqa: E402
+from napari_cetpick.descriptors import MIN_PROFILE_LABELS  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -502,8 +503,8 @@ def test_improve_without_a_chosen_threshold_uses_the_new_models(viewer, panel, q
 @pytest.mark.slow
 def test_improve_lowers_picks_on_rejected_look_alikes(viewer, panel, qtbot, sim):
     """150 steps give a model that also picks shells and globular particles at its default
-    threshold; rejecting those and pressing Improve (about 10 s here) lowers them against the
-    wanted particles, which are still found."""
+    threshold; rejecting those (and clicking a few more on the negatives layer) and pressing
+    Improve (about 10 s here) lowers them against the wanted particles, which are still found."""
     tiny(panel, 150)
     panel.train._on_train_clicked()
     qtbot.waitUntil(lambda: not panel._busy, timeout=TIMEOUT_MS)
@@ -534,6 +535,12 @@ def test_improve_lowers_picks_on_rejected_look_alikes(viewer, panel, qtbot, sim)
             review.go(review._index + 1)
     rejected = np.asarray(rec.negatives.data)
     assert len(rejected) >= 2
+    # and clicks look-alikes the picks missed on the negatives layer, up to the 5 the profile
+    # check needs to model what the user rejects
+    missed = look_alikes[~near(look_alikes, rejected)]
+    rec.negatives.add(missed[: max(0, MIN_PROFILE_LABELS - len(rejected))])
+    rejected = np.asarray(rec.negatives.data)
+    assert len(rejected) >= MIN_PROFILE_LABELS
 
     def best_score(result, points):
         """Each point's best candidate score within the radius (the model's view of it)."""
@@ -562,6 +569,9 @@ def test_improve_lowers_picks_on_rejected_look_alikes(viewer, panel, qtbot, sim)
     assert contrast(rec.result) > before + 0.25
     assert int(near(found, rec.result.zyx).sum()) >= len(found) - 1  # the particles are still found
     assert "at your threshold" in panel.improve._improve_status_label.value
+    # the profile check learned the rejections' profiles too, and the status says so
+    assert rec.result.profile_negatives == len(rejected)
+    assert f"like your {len(rejected)} rejections" in panel.detect._detect_status_label.value
 
 
 def test_cancel_during_improve_keeps_the_model(viewer, panel, qtbot, checkpoint, notes):

@@ -43,9 +43,10 @@ class DetectSection(Container):
             text="Profile check", value=DetectConfig().profile_weight > 0,
             tooltip="Lower the score of candidates whose radial profile (mean density in thin shells around "
                     "the centre, in any orientation) is unlike your labels': fewer picks on other complexes, "
-                    "gold and membranes. Each pick gets its 'profile_excess' (0: like your labels). Models "
-                    "trained on fewer than 5 labels of the class skip it (the status says so). Applies at the "
-                    "next Detect.")
+                    "gold and membranes; after Improve with 5 rejections or more, also of candidates more like "
+                    "your rejections than your labels. Each pick gets its 'profile_excess' (0: like your "
+                    "labels). Models trained on fewer than 5 labels of the class skip it (the status says so). "
+                    "Applies at the next Detect.")
         self._detect_button = PushButton(
             text="Detect", tooltip="Run the model over the whole tomogram (tiled, in the background).")
         self._detect_cancel_button = PushButton(text="Cancel", tooltip="Stop the detection.")
@@ -179,7 +180,10 @@ class DetectSection(Container):
             return (f"; no profile check: the model holds no profile of the {result.class_name} labels (it needs "
                     f"5 labels or more)." if skipped else ".")
         lowered = int(np.sum(np.nan_to_num(result.cand_profile_excess) > 0))
-        return (f"; the profile check lowered {lowered} candidates unlike your labels, {result.profile_moved} of "
+        unlike = "unlike your labels"
+        if result.profile_negatives:
+            unlike += f" or like your {result.profile_negatives} rejections and negatives"
+        return (f"; the profile check lowered {lowered} candidates {unlike}, {result.profile_moved} of "
                 f"them from above that threshold to below it.")
 
     def _add_detection(self, rec: TomogramRecord, result) -> None:
