@@ -84,15 +84,18 @@ def main(argv=None) -> int:
         model = ProfileModel.fit([t1.data], [labels], ckpt.diameter_vox)
         fit_s = time.perf_counter() - t0
         radius_vox = float(d1[f"diam_{cls}"]) / args.voxel_size / 2
-        models = {0: replace(ckpt, info={**ckpt.info, "profile_model": model.to_info()})}
+        models = [(0, fit_s, replace(ckpt, info={**ckpt.info, "profile_model": model.to_info()}))]
         if args.rejections > 0:
             from scipy.spatial import cKDTree
 
             first = run_generator(detect(ckpt, t1.data, DetectConfig(), voxel_size_a=t1.voxel_size_a))
             far, _ = cKDTree(d1[f"truth_{cls}"]).query(first.zyx)
             rejected = first.zyx[far > radius_vox / 2][: args.rejections]
-            told = ProfileModel.fit([t1.data], [labels], ckpt.diameter_vox, negatives=[rejected])
-            models[len(rejected)] = replace(ckpt, info={**ckpt.info, "profile_model": told.to_info()})
+            if len(rejected):
+                t0 = time.perf_counter()
+                told = ProfileModel.fit([t1.data], [labels], ckpt.diameter_vox, negatives=[rejected])
+                models.append((len(rejected), time.perf_counter() - t0,
+                               replace(ckpt, info={**ckpt.info, "profile_model": told.to_info()})))
         variants = [(f, None) for f in args.densities] + ([(1.0, cls)] if args.absent else [])
         for f, gone in variants:
             mrc2, npz2 = density_variant(cache, args.shape, snr, args.voxel_size, f, absent=gone)
@@ -101,7 +104,7 @@ def main(argv=None) -> int:
             res = run_generator(detect(ckpt, t2.data, DetectConfig(profile_weight=0.0), voxel_size_a=t2.voxel_size_a))
             # as detection does: the threshold from the network's scores, then the check
             thr, how = choose_threshold(ckpt, res.cand_zyx, res.cand_scores, res.min_distance_vox, DetectConfig())
-            for n_rej, checked in models.items():
+            for n_rej, fit_s, checked in models:
                 for w in args.weights:
                     t0 = time.perf_counter()
                     zyx, scores, _, _ = profile_check(checked, t2.data, res.cand_zyx, res.cand_scores, None, w,

@@ -293,3 +293,28 @@ def test_rejected_lookalikes_teach_the_profile_model_what_the_labels_cannot():
     few = ProfileModel.fit([vol], [labels], 12.0, negatives=[rejected[: MIN_PROFILE_LABELS - 1]])
     assert few.neg_mean is None and few.n_negatives == 0
 
+
+
+def test_rejected_particles_of_the_class_do_not_cost_new_ones_their_score():
+    """A user who rejects true particles (off-centre picks, a bad region) teaches the
+    negatives' model what the class looks like: the margin measured on the labels keeps
+    unseen particles where the labels alone put them."""
+    vol, kinds = two_sizes()
+    labels, unseen = kinds["big"][:8], model_profiles(vol, kinds["big"][13:], 12.0)
+    plain = ProfileModel.fit([vol], [labels], 12.0)
+    wrong = ProfileModel.fit([vol], [labels], 12.0, negatives=[kinds["big"][8:13]])
+    assert wrong.n_negatives == 5 and wrong.neg_margin > 0
+    np.testing.assert_allclose(wrong.excess(unseen), plain.excess(unseen))
+    # well-separated rejections need no margin
+    told = ProfileModel.fit([vol], [labels], 12.0, negatives=[kinds["small"][:8]])
+    assert told.neg_margin == 0.0
+    # a look-alike cut by a face is measured on what lies inside under both models: whole
+    # rows read as without ``inside``, cut rows stay finite and are still charged
+    cut = kinds["small"][8:].copy()
+    cut[:, 2] = 0.0
+    prof, inside = model_profiles(vol, cut, 12.0, return_inside=True)
+    assert inside.min() < 0.6
+    aware = told.excess(prof, inside)
+    assert np.all(np.isfinite(aware)) and np.sum(aware > 0) >= 6
+    whole = model_profiles(vol, kinds["small"][8:], 12.0)
+    np.testing.assert_allclose(told.excess(whole, np.ones_like(whole)), told.excess(whole))

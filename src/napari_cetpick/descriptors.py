@@ -170,9 +170,10 @@ class ProfileModel:
     neg_mean: np.ndarray | None = None
     neg_inv_cov: np.ndarray | None = None
     n_negatives: int = 0
+    neg_margin: float = 0.0
 
     @staticmethod
-    def _rows(volumes, points, diameter_vox: float) -> np.ndarray | None:
+    def _profile_rows(volumes, points, diameter_vox: float) -> np.ndarray | None:
         rows = [model_profiles(v, pts, diameter_vox) for v, pts in zip(volumes, points)
                 if pts is not None and len(np.asarray(pts).reshape(-1, 3))]
         return np.vstack(rows) if rows else None
@@ -182,34 +183,43 @@ class ProfileModel:
         """The model of the labels in each of ``volumes`` (None with fewer than
         :data:`MIN_PROFILE_LABELS` labels in all); ``negatives`` (per volume, optional) the
         places known not to be the class: their Gaussian too, given as many."""
-        a = cls._rows(volumes, labels, diameter_vox)
+        a = cls._profile_rows(volumes, labels, diameter_vox)
         if a is None or len(a) < MIN_PROFILE_LABELS:
             return None
         mean, inv_cov = _gaussian(a)
-        neg = cls._rows(volumes, negatives, diameter_vox) if negatives is not None else None
-        neg_fit = _gaussian(neg) if neg is not None and len(neg) >= MIN_PROFILE_LABELS else (None, None)
-        # how far a *new* particle lies: each label against the model of the others
-        loo = []
+        neg = cls._profile_rows(volumes, negatives, diameter_vox) if negatives is not None else None
+        neg_mean, neg_inv = _gaussian(neg) if neg is not None and len(neg) >= MIN_PROFILE_LABELS else (None, None)
+        # how far a *new* particle lies: each label against the model of the others; and, with
+        # negatives, how far onto their side (the log-likelihood ratio's term) a new one may fall
+        loo, ratio = [], []
         for i in range(len(a)):
             m_i, inv_i = _gaussian(np.delete(a, i, axis=0))
-            d = a[i] - m_i
-            loo.append(float(d @ inv_i @ d))
+            d, ld = _mahalanobis(a[i], m_i, inv_i)
+            loo.append(float(d[0]))
+            if neg_mean is not None:
+                dn, ldn = _mahalanobis(a[i], neg_mean, neg_inv)
+                ratio.append(float(d[0] - dn[0] + ld[0] - ldn[0]))
+        margin = TYPICAL_SLACK * max(0.0, float(np.quantile(ratio, TYPICAL_QUANTILE))) if ratio else 0.0
         return cls(mean, inv_cov, TYPICAL_SLACK * float(np.quantile(loo, TYPICAL_QUANTILE)), len(a),
-                   neg_mean=neg_fit[0], neg_inv_cov=neg_fit[1], n_negatives=0 if neg_fit[0] is None else len(neg))
+                   neg_mean=neg_mean, neg_inv_cov=neg_inv, n_negatives=0 if neg_mean is None else len(neg),
+                   neg_margin=margin)
 
     def distance(self, profiles: np.ndarray) -> np.ndarray:
         """Squared Mahalanobis distance of each row from the labels' profiles."""
-        return _mahalanobis(profiles, self.mean, self.inv_cov)
+        return _mahalanobis(profiles, self.mean, self.inv_cov)[0]
 
     def excess(self, profiles: np.ndarray, inside=None) -> np.ndarray:
         """How much further than ``typical`` each row lies (0 within it), plus, with the
         negatives' Gaussian, how much better the negatives explain it than the labels do.
 
         The second term is −2 × the log-likelihood ratio of the labels' and the negatives'
-        Gaussians where that is negative (0 where the labels explain the row better): the
-        squared distance from the labels minus that from the negatives, plus the difference
-        of their covariances' log-determinants — the same units as the first term. Measured
-        in docs/benchmark.md ("Round 11": a barrel model's rejected shells).
+        Gaussians (the squared distance from the labels minus that from the negatives, plus
+        the difference of their covariances' log-determinants: the same units as the first
+        term), beyond ``neg_margin``: 1.5 times the value that 90 % of the labels stay within,
+        each measured against the model of the others, so that where the user rejected
+        particles of the class itself (off-centre picks, a bad region) a new particle is not
+        charged for it; 0 where the labels explain the row better. Measured in
+        docs/benchmark.md ("Round 11": a barrel model's rejected shells).
 
         ``inside`` (:func:`radial_profiles`' ``return_inside``): where a particle reaches past
         a face of the tomogram, each of its features averages only a share ``f`` of its
@@ -220,24 +230,20 @@ class ProfileModel:
         Without it, a ribosome cut by a face lay 20 times further out than a whole one
         (docs/benchmark.md, "Round 10").
         """
-        dist = _mahalanobis(profiles, self.mean, self.inv_cov, inside)
+        dist, logdet = _mahalanobis(profiles, self.mean, self.inv_cov, inside)
         out = np.maximum(dist - self.typical, 0.0)
         if self.neg_mean is not None:
-            dneg = _mahalanobis(profiles, self.neg_mean, self.neg_inv_cov, inside)
-            logdet = np.linalg.slogdet(self.neg_inv_cov)[1] - np.linalg.slogdet(self.inv_cov)[1]  # log|C+| - log|C-|
-            out = out + np.maximum(dist - dneg + logdet, 0.0)
+            dneg, logdet_neg = _mahalanobis(profiles, self.neg_mean, self.neg_inv_cov, inside)
+            out = out + np.maximum(dist - dneg + logdet - logdet_neg - self.neg_margin, 0.0)
         return out
 
     def to_info(self) -> dict:
-        def table(a):
-            return [[round(float(v), 6) for v in row] for row in a]
-
-        info = {"mean": [round(float(v), 6) for v in self.mean], "inv_cov": table(self.inv_cov),
+        info = {"mean": _rounded(self.mean), "inv_cov": _rounded(self.inv_cov),
                 "typical": round(self.typical, 6), "n_labels": int(self.n_labels),
                 "n_shells": int(self.n_shells), "reach": float(self.reach)}
         if self.neg_mean is not None:
-            info.update(neg_mean=[round(float(v), 6) for v in self.neg_mean], neg_inv_cov=table(self.neg_inv_cov),
-                        n_negatives=int(self.n_negatives))
+            info.update(neg_mean=_rounded(self.neg_mean), neg_inv_cov=_rounded(self.neg_inv_cov),
+                        n_negatives=int(self.n_negatives), neg_margin=round(float(self.neg_margin), 6))
         return info
 
     @classmethod
@@ -251,18 +257,25 @@ class ProfileModel:
         return cls(np.asarray(info["mean"], float), np.asarray(info["inv_cov"], float), float(info["typical"]),
                    int(info["n_labels"]), neg_mean=None if neg is None else np.asarray(neg, float),
                    neg_inv_cov=None if neg is None else np.asarray(info["neg_inv_cov"], float),
-                   n_negatives=int(info.get("n_negatives", 0)))
+                   n_negatives=int(info.get("n_negatives", 0)), neg_margin=float(info.get("neg_margin", 0.0)))
 
 
-def _mahalanobis(profiles, mean: np.ndarray, inv_cov: np.ndarray, inside=None) -> np.ndarray:
-    """Squared Mahalanobis distance of each row of ``profiles`` from ``mean`` under the
-    covariance ``inv(inv_cov)``; rows cut by a face (``inside`` below 1) as
-    :meth:`ProfileModel.excess` says."""
+def _rounded(a) -> list:
+    """A (nested) list of ``a``'s values to 6 decimals, for the model file."""
+    return np.round(np.asarray(a, float), 6).tolist()
+
+
+def _mahalanobis(profiles, mean: np.ndarray, inv_cov: np.ndarray, inside=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(distance, logdet)`` per row of ``profiles``: the squared Mahalanobis distance from
+    ``mean`` under the covariance ``inv(inv_cov)``, and the log-determinant of the covariance
+    it was measured under; rows cut by a face (``inside`` below 1) under the cut covariance
+    :meth:`ProfileModel.excess` describes, both scaled back to every feature's count."""
     p = np.asarray(profiles, float).reshape(-1, len(mean))
     d = p - mean
     dist = np.einsum("ij,jk,ik->i", d, inv_cov, d)
+    logdet = np.full(len(dist), -np.linalg.slogdet(inv_cov)[1])
     if inside is None:
-        return dist
+        return dist, logdet
     share = np.asarray(inside, float).reshape(len(dist), -1)
     rows = np.flatnonzero(share.min(1) < 1.0)
     if len(rows):
@@ -274,8 +287,10 @@ def _mahalanobis(profiles, mean: np.ndarray, inv_cov: np.ndarray, inside=None) -
             if not ok.any():
                 continue
             c = cov[np.ix_(ok, ok)] + np.diag(var[ok] * (1.0 / f[ok] - 1.0))
-            dist[i] = float(d[i, ok] @ np.linalg.solve(c, d[i, ok])) * len(mean) / int(ok.sum())
-    return dist
+            scale = len(mean) / int(ok.sum())
+            dist[i] = float(d[i, ok] @ np.linalg.solve(c, d[i, ok])) * scale
+            logdet[i] = np.linalg.slogdet(c)[1] * scale
+    return dist, logdet
 
 
 __all__ = ["radial_profiles", "model_profiles", "ProfileModel",
