@@ -172,6 +172,7 @@ def test_rejected_picks_give_the_profile_model_its_negatives(round1):
     new = run_generator(continue_training(ck, [v], [balls[:8]], negatives=[shells[:6]], max_steps=1, device="cpu"))
     model = ProfileModel.from_info(new.info["profile_model"])
     assert model.n_negatives == 6 and model.neg_mean is not None
+    assert "learned 6 negatives" in new.summary() and "negatives" not in ck.summary()
     # the shells not rejected are what the negatives' model explains best: each loses more
     # than under the labels alone (the same labels, through the model file as detection reads it)
     from napari_cetpick.descriptors import model_profiles

@@ -211,7 +211,8 @@ class Checkpoint:
                 n = v.info.get("expected_particles")
                 parts.append(f"  {c.name}: particle {c.diameter_vox:g} voxels{d_a}, threshold "
                              f"{c.default_threshold:.2f}, tau {c.tau:.3g}"
-                             f"{f', about {n:.0f} particles expected' if n else ''}{v.share_hint(', ')}")
+                             f"{f', about {n:.0f} particles expected' if n else ''}{v.share_hint(', ')}"
+                             f"{v.negatives_hint(', ')}")
             return "\n".join(parts)
         vs = "unknown" if self.voxel_size_a is None else f"{self.voxel_size_a:g} Å"
         d_a = "" if self.diameter_a is None else f" ({self.diameter_a:g} Å)"
@@ -220,7 +221,12 @@ class Checkpoint:
         return (f"{self.config.arch}, voxel size {vs}, particle {self.diameter_vox:g} voxels{d_a}, "
                 f"bin {self.bin_xy}, threshold {self.default_threshold:.2f}"
                 f"{' (not calibrated)' if self.info.get('threshold_calibrated') is False else ''}, tau {self.tau:.3g}, "
-                f"{self.info.get('steps', 0)} steps{expected}{self.share_hint(', ')}")
+                f"{self.info.get('steps', 0)} steps{expected}{self.share_hint(', ')}{self.negatives_hint(', ')}")
+
+    def negatives_hint(self, prefix: str = "") -> str:
+        """Whether the profile check also learned the negatives' profiles (empty when not)."""
+        k = int((self.info.get("profile_model") or {}).get("n_negatives", 0))
+        return f"{prefix}its profile check also learned {k} negatives (rejected picks)" if k else ""
 
     def share_hint(self, prefix: str = "") -> str:
         """What the model's own scores say of the share of particles labelled, when it was not told.
