@@ -572,6 +572,7 @@ def test_improve_lowers_picks_on_rejected_look_alikes(viewer, panel, qtbot, sim)
     # the profile check learned the rejections' profiles too, and the status says so
     assert rec.result.profile_negatives == len(rejected)
     assert f"like your {len(rejected)} rejections" in panel.detect._detect_status_label.value
+    assert f"learned {len(rejected)} negatives" in panel.train._model_label.value
 
 
 def test_cancel_during_improve_keeps_the_model(viewer, panel, qtbot, checkpoint, notes):
