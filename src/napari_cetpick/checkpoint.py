@@ -223,9 +223,14 @@ class Checkpoint:
                 f"{' (not calibrated)' if self.info.get('threshold_calibrated') is False else ''}, tau {self.tau:.3g}, "
                 f"{self.info.get('steps', 0)} steps{expected}{self.share_hint(', ')}{self.negatives_hint(', ')}")
 
+    @property
+    def profile_negatives(self) -> int:
+        """Negatives whose profiles this (one-class view of the) model's profile check learned (0: none)."""
+        return int((self.info.get("profile_model") or {}).get("n_negatives", 0))
+
     def negatives_hint(self, prefix: str = "") -> str:
         """Whether the profile check also learned the negatives' profiles (empty when not)."""
-        k = int((self.info.get("profile_model") or {}).get("n_negatives", 0))
+        k = self.profile_negatives
         return f"{prefix}its profile check also learned {k} negatives (rejected picks)" if k else ""
 
     def share_hint(self, prefix: str = "") -> str:

@@ -812,7 +812,7 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
         czyx, cscores, agreement, excess = profile_check(view, volume, czyx, cscores, agreement,
                                                          cfg.profile_weight, voxel_size_a, expected)
         moved = None if excess is None else above - int(np.sum(cscores >= threshold))
-        negatives = int((view.info.get("profile_model") or {}).get("n_negatives", 0)) if excess is not None else 0
+        negatives = view.profile_negatives if excess is not None else 0
         res = DetectResult(heatmap=heat, scale=plan.geometry.grid_scale, translate=plan.geometry.grid_translate,
                            cand_zyx=czyx, cand_scores=cscores, threshold=threshold, min_distance_vox=min_d,
                            K=cfg.K, tomogram_shape=shape, voxel_size_a=voxel_size_a, diameter_vox=view.diameter_vox,
