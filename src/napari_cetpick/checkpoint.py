@@ -231,7 +231,7 @@ class Checkpoint:
     def negatives_hint(self, prefix: str = "") -> str:
         """Whether the profile check also learned the negatives' profiles (empty when not)."""
         k = self.profile_negatives
-        return f"{prefix}its profile check also learned {k} negatives (rejected picks)" if k else ""
+        return f"{prefix}its profile check also learned {k} negatives (rejected picks and clicked negatives)" if k else ""
 
     def share_hint(self, prefix: str = "") -> str:
         """What the model's own scores say of the share of particles labelled, when it was not told.
