@@ -168,11 +168,11 @@ def test_rejected_picks_give_the_profile_model_its_negatives(round1):
     from napari_cetpick.descriptors import MIN_PROFILE_LABELS, ProfileModel
 
     v, balls, shells, ck = round1
-    assert ProfileModel.from_info(ck.info["profile_model"]).n_negatives == 0  # round 1 had none
+    assert ck.profile_negatives == 0  # round 1 had none of the user's (only the look-alikes it mined)
     new = run_generator(continue_training(ck, [v], [balls[:8]], negatives=[shells[:6]], max_steps=1, device="cpu"))
     model = ProfileModel.from_info(new.info["profile_model"])
-    assert model.n_negatives == 6 and model.neg_mean is not None
-    assert "learned 6 negatives" in new.summary() and "negatives" not in ck.summary()
+    assert model.n_negatives - model.n_mined == 6 == new.profile_negatives and model.neg_mean is not None
+    assert "learned 6 negatives" in new.summary() and "negatives (" not in ck.summary()
     # the shells not rejected are what the negatives' model explains best: each loses more
     # than under the labels alone (the same labels, through the model file as detection reads it)
     from napari_cetpick.descriptors import model_profiles
@@ -183,8 +183,81 @@ def test_rejected_picks_give_the_profile_model_its_negatives(round1):
     assert np.all(model.excess(unseen) > before + 1.0)
     few = run_generator(continue_training(ck, [v], [balls[:8]], negatives=[shells[: MIN_PROFILE_LABELS - 1]],
                                           max_steps=1, device="cpu"))
-    assert ProfileModel.from_info(few.info["profile_model"]).neg_mean is None
+    # too few to learn from alone, but learned beside the look-alikes calibration mined
+    assert few.profile_mined >= MIN_PROFILE_LABELS and few.profile_negatives == MIN_PROFILE_LABELS - 1
+    assert ProfileModel.from_info(few.info["profile_model"]).n_negatives == few.profile_mined + MIN_PROFILE_LABELS - 1
     # detection says what its profile check learned from
     det = DetectConfig(threshold=0.0)
     assert run_generator(detect(new, v, det, device="cpu")).profile_negatives == 6
-    assert run_generator(detect(few, v, det, device="cpu")).profile_negatives == 0
+    found = run_generator(detect(few, v, det, device="cpu"))
+    assert found.profile_negatives == MIN_PROFILE_LABELS - 1 and found.profile_mined == few.profile_mined
+
+
+def test_calibration_mines_the_look_alikes_before_any_review(round1):
+    """Round 1's profile model learned the picks its labels-only check still showed although
+    unlike the labels: hollow shells and background, never a ball; the shells it did not see
+    now lose much more than under the labels alone, the unseen balls nothing to speak of."""
+    from dataclasses import replace
+
+    from scipy.spatial import cKDTree
+
+    from napari_cetpick.calibration import calibrate
+    from napari_cetpick.counts import LabelBox
+    from napari_cetpick.descriptors import MIN_PROFILE_LABELS, ProfileModel, model_profiles
+
+    v, balls, shells, ck = round1
+    model = ProfileModel.from_info(ck.info["profile_model"])
+    assert model.n_mined >= MIN_PROFILE_LABELS and model.n_negatives == model.n_mined == ck.profile_mined
+    assert f"also learned {model.n_mined} look-alikes it found in its labelled region" in ck.summary()
+    # where they were: the same calibration again, from the labels' model alone
+    alone = ProfileModel.fit([v], [balls[:6]], ck.diameter_vox)
+    plain = replace(ck, info={**ck.info, "profile_model": alone.to_info()})
+    box = LabelBox(*ck.info["label_boxes"][0])
+    cal = calibrate(plain, [v], [balls[:6]], [box], ck.info["density_per_vox2"], voxel_size_a=10.0, device="cpu")
+    mined = cal.mined[0]
+    assert len(mined) == model.n_mined and np.all(box.contains(mined))
+    assert cKDTree(balls).query(mined)[0].min() > ck.diameter_vox / 2  # not one on a particle
+    on_shell = cKDTree(mined).query(shells)[0] < ck.diameter_vox / 4
+    assert on_shell.sum() >= MIN_PROFILE_LABELS // 2
+    alone = ProfileModel.from_info(alone.to_info())  # rounded as the model file holds it
+    unseen = model_profiles(v, shells[~on_shell], ck.diameter_vox)
+    assert np.all(model.excess(unseen) > alone.excess(unseen) + 1.0)
+    other_balls = model_profiles(v, balls[6:], ck.diameter_vox)
+    assert np.all(model.excess(other_balls) < alone.excess(other_balls) + 1.0)
+    # mining off: the labels' model, and the same threshold rule
+    off = calibrate(plain, [v], [balls[:6]], [box], ck.info["density_per_vox2"], voxel_size_a=10.0, device="cpu",
+                    mine=0)
+    assert off.profile_model is None and off.mined is None
+
+
+def test_mine_look_alikes_keeps_the_checked_picks_beyond_typical_in_the_box_away_from_labels():
+    from napari_cetpick.calibration import mine_look_alikes
+    from napari_cetpick.counts import LabelBox
+
+    zyx = np.array([[5.0, 10, 10], [5, 20, 20], [5, 30, 30], [5, 40, 40], [5, 50, 50], [5, 90, 90], [5, 60, 60]])
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.45, 0.4])
+    excess = np.array([3.0, 0.0, 2.0, 1.0, np.nan, 5.0, 4.0])
+    box = LabelBox(0.0, 0.0, 80.0, 80.0)
+    labels = np.array([[5.0, 12, 12]])  # 2.8 voxels from the first: the same particle
+    negatives = np.array([[5.0, 41, 40]])  # already given
+    z, s = mine_look_alikes(zyx, scores, excess, labels, negatives, box, n_pool=5, diameter_vox=8.0)
+    # the first lies by a label, the second is typical, the fourth already given, the fifth
+    # unchecked, the sixth outside the box, the seventh beyond the pool
+    assert z.tolist() == [[5.0, 30, 30]] and s.tolist() == [0.7]
+    z, _ = mine_look_alikes(zyx, scores, excess, None, None, box, n_pool=7, diameter_vox=8.0)
+    assert z[:, 1].tolist() == [10, 30, 40, 60]
+
+
+def test_mining_pool_reaches_down_to_the_labels_lower_scores():
+    from napari_cetpick.calibration import MINED_POOL_FACTOR, mining_pool
+    from napari_cetpick.counts import LabelBox
+
+    box = LabelBox(0.0, 0.0, 100.0, 100.0)
+    zyx = np.array([[5.0, 5.0 * i + 2, 50.0] for i in range(19)] + [[5.0, 150.0, 50.0]])  # the last outside
+    scores = np.linspace(0.99, 0.05, 20)
+    labels = zyx[[1, 3, 5, 7, 9, 11]] + 0.5  # the labelled particles' picks: the 2nd, ..., the 12th
+    # down to their 10th percentile (between the 10th and the 12th pick's scores)
+    assert mining_pool(zyx, scores, labels, box, expected=1.0, diameter_vox=8.0) == 11
+    # the count implied wins where it reaches further, and without 5 matched labels it alone counts
+    assert mining_pool(zyx, scores, labels, box, expected=8.0, diameter_vox=8.0) == 2 * 8 == MINED_POOL_FACTOR * 8
+    assert mining_pool(zyx, scores, labels[:4], box, expected=1.0, diameter_vox=8.0) == 2

@@ -22,7 +22,16 @@ two figures are read off the result:
   direction that depends on the run (and so on the CPU it trained on); one-view detection
   subtracts this offset (:func:`napari_cetpick.detect.centre_shift`). Each axis's mean is
   shrunk towards 0 by its standard error (positive-part James–Stein: ``m · max(0, 1 −
-  se²/m²)``), so that an offset the labels cannot tell from click noise is left at 0.
+  se²/m²)``), so that an offset the labels cannot tell from click noise is left at 0;
+- the **look-alikes it finds there**: the box's picks that score like the labelled
+  particles (:func:`mining_pool`) and that its profile check still shows although their
+  radial profile lies beyond what a new particle of the class looks like (excess > 0), best
+  first, at least a diameter from every label, up to :data:`MINED_MAX`.
+  They join the user's negatives in the profile model (:class:`~napari_cetpick.descriptors.
+  ProfileModel`, ``n_mined``), so that the check learns the confusions the network makes
+  before any review; the negatives' margin, measured on the labels, keeps a true particle
+  among them from costing new ones their score. The threshold is counted after the check
+  with them. Measured in docs/benchmark.md ("Round 12").
 
 Training itself does not depend on detection: :meth:`napari_cetpick.train.Trainer.checkpoint`
 imports this module on demand, once the weights are final.
@@ -38,6 +47,14 @@ from . import counts as C
 
 #: Fewer matched labels than this: no centre offset (its standard error means nothing).
 MIN_LABELS_FOR_OFFSET = 5
+#: At most this many of the model's own look-alikes (per class, all training tomograms) join
+#: its profile check's negatives; 0 mines none.
+MINED_MAX = 50
+#: The look-alikes are sought among the box's picks that score at least as high as this share
+#: of the labelled particles do (the lower tail of the labels' scores) ...
+MINED_LABEL_QUANTILE = 0.1
+#: ... and at least among the best this many times the particles the labels imply there.
+MINED_POOL_FACTOR = 2.0
 
 
 @dataclass
@@ -48,6 +65,8 @@ class Calibration:
     n_matched: int = 0
     particles_in_boxes: int | None = None  # picks above where the boxes' own scores split
     estimated_label_fraction: float | None = None  # labels / those particles
+    profile_model: object = None  # the ProfileModel refitted with the mined look-alikes (None: not refitted)
+    mined: list | None = None  # per training tomogram, the look-alikes' places ((m, 3) zyx voxels)
 
     def info(self) -> dict:
         """The model-file metadata entries."""
@@ -136,9 +155,52 @@ def _calibrate_one(found: Sequence, density_per_vox2: float, diameter_vox: float
     return Calibration(float(threshold), tuple(m.tolist()), tuple(se.tolist()), len(d), **share)
 
 
+def mine_look_alikes(zyx, scores, excess, labels, negatives, box, n_pool: int, diameter_vox: float
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """``(zyx, scores)``: one labelled box's look-alikes, best first (tomogram voxels).
+
+    Among the box's best ``n_pool`` picks (``zyx``, ``scores``: best first, after the profile
+    check, ``excess`` its excess per pick, NaN unchecked), those whose profile lies beyond
+    typical (excess > 0) at least a diameter from every label, and further than a radius from
+    every negative already given.
+    """
+    from scipy.spatial import cKDTree
+
+    zyx = np.asarray(zyx, float).reshape(-1, 3)
+    inside = np.flatnonzero(box.contains(zyx))[: max(0, int(n_pool))]
+    keep = inside[np.nan_to_num(np.asarray(excess, float)[inside]) > 0]
+    for points, reach in ((labels, diameter_vox), (negatives, diameter_vox / 2)):
+        points = np.asarray(points if points is not None else np.zeros((0, 3)), float).reshape(-1, 3)
+        if len(points) and len(keep):
+            d, _ = cKDTree(points).query(zyx[keep])
+            keep = keep[d >= reach]
+    return zyx[keep], np.asarray(scores)[keep]
+
+
+def mining_pool(zyx, scores, labels, box, expected: float, diameter_vox: float) -> int:
+    """How many of the box's best picks (``zyx``, ``scores``: best first) :func:`mine_look_alikes`
+    looks at: those scoring at least as high as :data:`MINED_LABEL_QUANTILE` of the labelled
+    particles' picks do (a look-alike the model ranks among its labels; the labels' count need
+    not be known), and at least :data:`MINED_POOL_FACTOR` times the ``expected`` particles there."""
+    from .descriptors import MIN_PROFILE_LABELS
+    from .evaluate import match_points
+
+    zyx = np.asarray(zyx, float).reshape(-1, 3)
+    inside = box.contains(zyx)
+    n = int(round(MINED_POOL_FACTOR * expected))
+    lab = np.asarray(labels if labels is not None else np.zeros((0, 3)), float).reshape(-1, 3)
+    if len(lab) and inside.any():
+        pi, _ = match_points(zyx[inside], lab, diameter_vox / 4)
+        if len(pi) >= MIN_PROFILE_LABELS:
+            floor = np.quantile(np.asarray(scores)[inside][pi], MINED_LABEL_QUANTILE)
+            n = max(n, int(np.sum(np.asarray(scores)[inside] >= floor)))
+    return n
+
+
 def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence, densities: dict,
                       voxel_size_a: float | None = None, device=None, halo_vox: int = 0,
-                      counts_told: dict | None = None, keep_pass_for=None, passes: list | None = None) -> dict:
+                      counts_told: dict | None = None, keep_pass_for=None, passes: list | None = None,
+                      negatives: Sequence | None = None, mine: int = MINED_MAX) -> dict:
     """Each class's :class:`Calibration` from one detection pass over each labelled region.
 
     Parameters
@@ -163,21 +225,33 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
         Where the region is the whole of this very volume (one of ``volumes``), the network
         pass over it is appended to ``passes`` (:class:`~napari_cetpick.detect.NetworkPass`):
         the detection that follows there need not run the network again.
+    negatives : sequence of dicts, optional
+        Per training tomogram, per class name, the negatives its profile model learned ((n, 3)
+        zyx voxels; those given for every class included): the model is refitted with them
+        and the look-alikes mined.
+    mine : int
+        At most this many look-alikes per class join the profile model's negatives
+        (:func:`mine_look_alikes`; fewer than
+        :data:`~napari_cetpick.descriptors.MIN_PROFILE_LABELS` found: none); 0 mines none.
 
     The network runs once per tomogram on the region spanning every class's box (default
     views, threshold 0, overlaps between classes left in: each class is measured on its own
     channel) and each class is measured inside its own box.
     """
+    from dataclasses import replace
+
     from .config import DetectConfig
     from .data import make_geometry
+    from .descriptors import MIN_PROFILE_LABELS, ProfileModel
     from .detect import detect_classes, profile_check
     from .peaks import select
     from .utils import run_generator
 
     names = ckpt.class_names
-    found = {n: [] for n in names}
+    passed = {n: [] for n in names}  # per class: (volume index, result, corner, region, labels, box)
     weight = DetectConfig().profile_weight  # the check as detection applies it by default
-    for vol, lab, box in zip(volumes, labels, boxes):
+    negatives = list(negatives) if negatives is not None else [{} for _ in volumes]
+    for i, (vol, lab, box) in enumerate(zip(volumes, labels, boxes)):
         region = _union_box([box.get(n) for n in names], vol.shape, halo_vox)
         if region is None:
             continue
@@ -196,24 +270,59 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
             passes.append(res.network_pass)
         for n in names:
             if box.get(n) is not None:
-                r = res[n]
-                cz, cs, _, _ = profile_check(ckpt.for_class(n), region, r.cand_zyx, r.cand_scores, None,
-                                             weight, voxel_size_a, r.expected_particles)
-                keep = select(cz, cs, 0.0, r.min_distance_vox)
-                found[n].append((r, (y0, x0), lab[n], box[n], (cz[keep], cs[keep])))
+                passed[n].append((i, res[n], (y0, x0), region, lab[n], box[n]))
+
+    def shown(view, r, region):
+        """The region's picks after the profile check (best first) and their excess (None: no check)."""
+        cz, cs, _, ex = profile_check(view, region, r.cand_zyx, r.cand_scores, None, weight, voxel_size_a,
+                                      r.expected_particles)
+        keep = select(cz, cs, 0.0, r.min_distance_vox)
+        return cz[keep], cs[keep], None if ex is None else ex[keep]
+
     bin_zyx = np.asarray(make_geometry(ckpt.bin_xy, ckpt.config.compress).bin_zyx, float)
     told = counts_told or {}
-    return {n: _calibrate_one(found[n], float(densities[n]), ckpt.for_class(n).diameter_vox, bin_zyx,
-                              told.get(n, True)) for n in names}
+    out = {}
+    for n in names:
+        view = ckpt.for_class(n)
+        picks = [shown(view, r, region) for _, r, _, region, _, _ in passed[n]]
+        refit = None
+        if mine > 0 and all(ex is not None for _, _, ex in picks) and picks:
+            given = [np.asarray(d.get(n, np.zeros((0, 3))), float).reshape(-1, 3) for d in negatives]
+            found = []
+            for (z, s, ex), (i, _, corner, _, lab, box) in zip(picks, passed[n]):
+                z = z + np.array([0.0, *corner])
+                pool = mining_pool(z, s, lab, box, densities[n] * box.area, view.diameter_vox)
+                found.append(mine_look_alikes(z, s, ex, lab, given[i], box, pool, view.diameter_vox))
+            best = np.argsort(-np.concatenate([s for _, s in found]), kind="stable")[:mine]
+            if len(best) >= MIN_PROFILE_LABELS:
+                vol_of = np.concatenate([np.full(len(z), p[0]) for (z, _), p in zip(found, passed[n])])[best]
+                mined = np.concatenate([z for z, _ in found])[best]
+                with_mined = [np.concatenate([g, mined[vol_of == i]]) for i, g in enumerate(given)]
+                # the profile model as training fitted it (every training tomogram), with them
+                refit = ProfileModel.fit(volumes, [lab.get(n) for lab in labels], view.diameter_vox,
+                                         negatives=with_mined)
+                if refit is not None:
+                    refit = replace(refit, n_mined=len(mined))
+                    view = replace(view, info={**view.info, "profile_model": refit.to_info()})
+                    picks = [shown(view, r, region) for _, r, _, region, _, _ in passed[n]]
+        cal = _calibrate_one([(r, corner, lab, box, (z, s)) for (_, r, corner, _, lab, box), (z, s, _)
+                              in zip(passed[n], picks)], float(densities[n]), view.diameter_vox, bin_zyx,
+                             told.get(n, True))
+        if refit is not None:
+            cal.profile_model, cal.mined = refit, [mined[vol_of == i] for i in range(len(volumes))]
+        out[n] = cal
+    return out
 
 
 def calibrate(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence, density_per_vox2: float,
               voxel_size_a: float | None = None, device=None, halo_vox: int = 0,
-              count_told: bool = True) -> Calibration:
+              count_told: bool = True, mine: int = MINED_MAX) -> Calibration:
     """:func:`calibrate_classes` of a one-class model: labels and boxes are per tomogram, not per class."""
     name = ckpt.class_names[0]
     return calibrate_classes(ckpt, volumes, [{name: l} for l in labels], [{name: b} for b in boxes],
-                             {name: density_per_vox2}, voxel_size_a, device, halo_vox, {name: count_told})[name]
+                             {name: density_per_vox2}, voxel_size_a, device, halo_vox, {name: count_told},
+                             mine=mine)[name]
 
 
-__all__ = ["Calibration", "calibrate", "calibrate_classes", "shrunk_mean", "MIN_LABELS_FOR_OFFSET"]
+__all__ = ["Calibration", "calibrate", "calibrate_classes", "mine_look_alikes", "mining_pool", "shrunk_mean", "MIN_LABELS_FOR_OFFSET",
+           "MINED_MAX"]

@@ -225,13 +225,23 @@ class Checkpoint:
 
     @property
     def profile_negatives(self) -> int:
-        """Negatives whose profiles this (one-class view of the) model's profile check learned (0: none)."""
-        return int((self.info.get("profile_model") or {}).get("n_negatives", 0))
+        """The user's negatives (rejected picks, clicked negatives) whose profiles this (one-class
+        view of the) model's profile check learned (0: none)."""
+        model = self.info.get("profile_model") or {}
+        return int(model.get("n_negatives", 0)) - int(model.get("n_mined", 0))
+
+    @property
+    def profile_mined(self) -> int:
+        """The look-alikes calibration found in the labelled region that its profile check also
+        learned (:mod:`napari_cetpick.calibration`; 0: none)."""
+        return int((self.info.get("profile_model") or {}).get("n_mined", 0))
 
     def negatives_hint(self, prefix: str = "") -> str:
-        """Whether the profile check also learned the negatives' profiles (empty when not)."""
-        k = self.profile_negatives
-        return f"{prefix}its profile check also learned {k} negatives (rejected picks and clicked negatives)" if k else ""
+        """What the profile check learned besides the labels (empty when nothing)."""
+        k, m = self.profile_negatives, self.profile_mined
+        parts = ([f"{k} negatives (rejected picks and clicked negatives)"] if k else []) + \
+                ([f"{m} look-alikes it found in its labelled region"] if m else [])
+        return f"{prefix}its profile check also learned {' and '.join(parts)}" if parts else ""
 
     def share_hint(self, prefix: str = "") -> str:
         """What the model's own scores say of the share of particles labelled, when it was not told.

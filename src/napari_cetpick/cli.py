@@ -1217,9 +1217,10 @@ def _add_detect_picking_options(p) -> None:
     p.add_argument("--profile-weight", type=float, default=DetectConfig().profile_weight, metavar="W",
                    help="the profile check: the best candidates lose W logits per unit by which their radial "
                         "profile (mean density in thin shells around the centre, any orientation) lies further "
-                        "from your labels' profiles than a new particle of the class would, and, for a model "
-                        "trained with 5 negatives or more, by which the negatives' profiles explain it better than "
-                        "the labels' (default %(default)s; "
+                        "from your labels' profiles than a new particle of the class would, and by which the "
+                        "negatives' profiles explain it better than the labels' (look-alikes training found among "
+                        "its best picks in your labelled region, rejected picks, --negatives; 5 or more) "
+                        "(default %(default)s; "
                         "0: off). Each pick gets its 'profile_excess'. Each tomogram's split is read off the "
                         "network's own scores; the model's default was counted after the check at the default W")
     p.add_argument("--K", type=int, help="keep at most K picks")

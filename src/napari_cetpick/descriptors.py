@@ -158,7 +158,8 @@ class ProfileModel:
     With :data:`MIN_PROFILE_LABELS` negatives or more (the review's rejected picks, clicked
     negatives), the model also holds their profiles' Gaussian (``neg_mean``,
     ``neg_inv_cov``): a profile the rejections explain better than the labels do is a
-    look-alike, however close to the labels it lies (:meth:`excess`).
+    look-alike, however close to the labels it lies (:meth:`excess`). Calibration adds the
+    look-alikes it finds in the labelled region (``n_mined`` of the ``n_negatives``).
     """
 
     mean: np.ndarray
@@ -171,6 +172,7 @@ class ProfileModel:
     neg_inv_cov: np.ndarray | None = None
     n_negatives: int = 0
     neg_margin: float = 0.0
+    n_mined: int = 0  # of the negatives, the look-alikes calibration found (napari_cetpick.calibration)
 
     @staticmethod
     def _profile_rows(volumes, points, diameter_vox: float) -> np.ndarray | None:
@@ -243,7 +245,8 @@ class ProfileModel:
                 "n_shells": int(self.n_shells), "reach": float(self.reach)}
         if self.neg_mean is not None:
             info.update(neg_mean=_rounded(self.neg_mean), neg_inv_cov=_rounded(self.neg_inv_cov),
-                        n_negatives=int(self.n_negatives), neg_margin=round(float(self.neg_margin), 6))
+                        n_negatives=int(self.n_negatives), neg_margin=round(float(self.neg_margin), 6),
+                        n_mined=int(self.n_mined))
         return info
 
     @classmethod
@@ -257,7 +260,8 @@ class ProfileModel:
         return cls(np.asarray(info["mean"], float), np.asarray(info["inv_cov"], float), float(info["typical"]),
                    int(info["n_labels"]), neg_mean=None if neg is None else np.asarray(neg, float),
                    neg_inv_cov=None if neg is None else np.asarray(info["neg_inv_cov"], float),
-                   n_negatives=int(info.get("n_negatives", 0)), neg_margin=float(info.get("neg_margin", 0.0)))
+                   n_negatives=int(info.get("n_negatives", 0)), neg_margin=float(info.get("neg_margin", 0.0)),
+                   n_mined=int(info.get("n_mined", 0)))
 
 
 def _rounded(a) -> list:

@@ -78,7 +78,8 @@ class DetectResult:
     runner_up_score: np.ndarray | None = None  # per pick: that class's score there (NaN none)
     cand_profile_excess: np.ndarray | None = None  # per candidate: the profile check's excess (NaN unchecked)
     profile_moved: int | None = None  # candidates the profile check moved below the threshold (None: no check)
-    profile_negatives: int = 0  # negatives (rejections) the profile check's model learned from (0: the labels alone)
+    profile_negatives: int = 0  # the user's negatives (rejections) the profile check's model learned from
+    profile_mined: int = 0  # the look-alikes calibration found that it learned from too (0 and 0: the labels alone)
 
     def reselect(self, threshold: float | None = None, min_distance_vox: float | None = None,
                  K: int | None | str = "keep") -> tuple[np.ndarray, np.ndarray]:
@@ -813,12 +814,13 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
                                                          cfg.profile_weight, voxel_size_a, expected)
         moved = None if excess is None else above - int(np.sum(cscores >= threshold))
         negatives = view.profile_negatives if excess is not None else 0
+        mined = view.profile_mined if excess is not None else 0
         res = DetectResult(heatmap=heat, scale=plan.geometry.grid_scale, translate=plan.geometry.grid_translate,
                            cand_zyx=czyx, cand_scores=cscores, threshold=threshold, min_distance_vox=min_d,
                            K=cfg.K, tomogram_shape=shape, voxel_size_a=voxel_size_a, diameter_vox=view.diameter_vox,
                            elapsed_s=time.perf_counter() - t0, warnings=notes, cand_agreement=agreement,
                            expected_particles=expected, cand_profile_excess=excess, profile_moved=moved,
-                           profile_negatives=negatives,
+                           profile_negatives=negatives, profile_mined=mined,
                            model_threshold=threshold, threshold_source=source, first_view=first,
                            class_name=view.class_name, radius_vox=half_d)
         if excess is None and cfg.profile_weight > 0 and len(cscores):

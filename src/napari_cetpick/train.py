@@ -652,7 +652,8 @@ class Trainer:
         does not depend on detection). The labelled particles count among the expected
         ones, so they need not score like unseen ones. Where the user gave neither the
         labelled share nor the count, the threshold is where the labelled region's own
-        scores split, when they do. Without a density (no labels) the threshold is 0.5.
+        scores split, when they do. Without a density (no labels) the threshold is 0.5. The
+        look-alikes found there join each class's profile model (its ``profile_model``).
         Returns ``{class name: Calibration}``; the pass over ``keep_pass_for`` is appended to
         ``passes`` where it covered the whole volume.
         """
@@ -663,7 +664,8 @@ class Trainer:
         return calibrate_classes(self.checkpoint(calibrate=False), self.raw_volumes, self.labels_tomo,
                                  self.label_boxes, dict(zip(self.names, self.densities)),
                                  voxel_size_a=self.voxel_size_a, device=self.device, halo_vox=halo, counts_told=told,
-                                 keep_pass_for=self.keep_pass_for, passes=passes)
+                                 keep_pass_for=self.keep_pass_for, passes=passes,
+                                 negatives=[{n: _class_negatives(d, n) for n in self.names} for d in self.negatives_tomo])
 
     def profile_models(self) -> dict:
         """Per class, the :class:`~napari_cetpick.descriptors.ProfileModel` of its labels (None
@@ -704,8 +706,9 @@ class Trainer:
                 "label_boxes": [None if b[name] is None else b[name].to_list() for b in self.label_boxes],
                 **(cal.info() if cal is not None else {}),
             }
-            if profiles.get(name) is not None:
-                cinfo["profile_model"] = profiles[name].to_info()
+            profile = cal.profile_model if cal is not None and cal.profile_model is not None else profiles.get(name)
+            if profile is not None:  # refitted with the look-alikes calibration found, where it did
+                cinfo["profile_model"] = profile.to_info()
             classes.append(ModelClass(name, float(self.diameters_vox[k]), float(self.taus[k]),
                                       float(cal.threshold) if cal is not None else 0.5,
                                       colour=self.specs[k].colour or class_colour(k), info=cinfo))

@@ -43,8 +43,8 @@ class DetectSection(Container):
             text="Profile check", value=DetectConfig().profile_weight > 0,
             tooltip="Lower the score of candidates whose radial profile (mean density in thin shells around "
                     "the centre, in any orientation) is unlike your labels': fewer picks on other complexes, "
-                    "gold and membranes; after Improve with 5 rejections or negatives or more, also of candidates "
-                    "more like those than your labels. Each pick gets its 'profile_excess' (0: like your "
+                    "gold and membranes; also of candidates more like the look-alikes training found among its "
+                    "best picks in your labelled region, or your rejections and negatives, than your labels. Each pick gets its 'profile_excess' (0: like your "
                     "labels). Models trained on fewer than 5 labels of the class skip it (the status says so). "
                     "Applies at the next Detect.")
         self._detect_button = PushButton(
@@ -183,6 +183,8 @@ class DetectSection(Container):
         unlike = "unlike your labels"
         if result.profile_negatives:
             unlike += f" or like your {result.profile_negatives} rejections and negatives"
+        if result.profile_mined:
+            unlike += f" or like the {result.profile_mined} look-alikes training found in your labelled region"
         return (f"; the profile check lowered {lowered} candidates {unlike}, {result.profile_moved} of "
                 f"them from above that threshold to below it.")
 
