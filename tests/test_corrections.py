@@ -213,7 +213,9 @@ def test_calibration_mines_the_look_alikes_before_any_review(round1):
     alone = ProfileModel.fit([v], [balls[:6]], ck.diameter_vox)
     plain = replace(ck, info={**ck.info, "profile_model": alone.to_info()})
     box = LabelBox(*ck.info["label_boxes"][0])
-    cal = calibrate(plain, [v], [balls[:6]], [box], ck.info["density_per_vox2"], voxel_size_a=10.0, device="cpu")
+    halo = int(np.ceil(max(ck.build().context_zyx[1:]) * ck.bin_xy))  # as training sees the box
+    cal = calibrate(plain, [v], [balls[:6]], [box], ck.info["density_per_vox2"], voxel_size_a=10.0, device="cpu",
+                    halo_vox=halo)
     mined = cal.mined[0]
     assert len(mined) == model.n_mined and np.all(box.contains(mined))
     assert cKDTree(balls).query(mined)[0].min() > ck.diameter_vox / 2  # not one on a particle
@@ -224,9 +226,9 @@ def test_calibration_mines_the_look_alikes_before_any_review(round1):
     assert np.all(model.excess(unseen) > alone.excess(unseen) + 1.0)
     other_balls = model_profiles(v, balls[6:], ck.diameter_vox)
     assert np.all(model.excess(other_balls) < alone.excess(other_balls) + 1.0)
-    # mining off: the labels' model, and the same threshold rule
+    # mining off: the labels' model is kept
     off = calibrate(plain, [v], [balls[:6]], [box], ck.info["density_per_vox2"], voxel_size_a=10.0, device="cpu",
-                    mine=0)
+                    halo_vox=halo, mine=0)
     assert off.profile_model is None and off.mined is None
 
 
@@ -254,10 +256,21 @@ def test_mining_pool_reaches_down_to_the_labels_lower_scores():
 
     box = LabelBox(0.0, 0.0, 100.0, 100.0)
     zyx = np.array([[5.0, 5.0 * i + 2, 50.0] for i in range(19)] + [[5.0, 150.0, 50.0]])  # the last outside
-    scores = np.linspace(0.99, 0.05, 20)
+    scores = 0.9 ** np.arange(20)  # best first
     labels = zyx[[1, 3, 5, 7, 9, 11]] + 0.5  # the labelled particles' picks: the 2nd, ..., the 12th
-    # down to their 10th percentile (between the 10th and the 12th pick's scores)
-    assert mining_pool(zyx, scores, labels, box, expected=1.0, diameter_vox=8.0) == 11
+    # down to their 10th percentile: halfway between the 10th and the 12th pick's scores, above
+    # the 11th's (0.9^9 + 0.9^11 > 2 · 0.9^10)
+    assert mining_pool(zyx, scores, labels, box, expected=1.0, diameter_vox=8.0) == 10
     # the count implied wins where it reaches further, and without 5 matched labels it alone counts
     assert mining_pool(zyx, scores, labels, box, expected=8.0, diameter_vox=8.0) == 2 * 8 == MINED_POOL_FACTOR * 8
     assert mining_pool(zyx, scores, labels[:4], box, expected=1.0, diameter_vox=8.0) == 2
+
+
+def test_look_alikes_cut_by_a_face_are_not_mined():
+    from napari_cetpick.calibration import _whole_inside
+    from napari_cetpick.descriptors import REACH_DIAMETERS
+
+    d = 8.0
+    reach = REACH_DIAMETERS * d
+    points = [[reach, 25, 25], [reach - 1, 25, 25], [10, 25, 49 - reach], [10, 25, 50 - reach]]
+    assert _whole_inside(np.zeros((20, 50, 50)), points, d).tolist() == [True, False, True, False]

@@ -162,7 +162,9 @@ def mine_look_alikes(zyx, scores, excess, labels, negatives, box, n_pool: int, d
     Among the box's best ``n_pool`` picks (``zyx``, ``scores``: best first, after the profile
     check, ``excess`` its excess per pick, NaN unchecked), those whose profile lies beyond
     typical (excess > 0) at least a diameter from every label, and further than a radius from
-    every negative already given.
+    every negative already given. :func:`calibrate_classes` then keeps those whose profile
+    lies whole inside the tomogram: a look-alike cut by a face would teach the negatives'
+    Gaussian what a cut particle looks like.
     """
     from scipy.spatial import cKDTree
 
@@ -195,6 +197,16 @@ def mining_pool(zyx, scores, labels, box, expected: float, diameter_vox: float) 
             floor = np.quantile(np.asarray(scores)[inside][pi], MINED_LABEL_QUANTILE)
             n = max(n, int(np.sum(np.asarray(scores)[inside] >= floor)))
     return n
+
+
+def _whole_inside(volume, zyx, diameter_vox: float) -> np.ndarray:
+    """Per point, whether its radial profile (:func:`~napari_cetpick.descriptors.radial_profiles`,
+    reaching :data:`~napari_cetpick.descriptors.REACH_DIAMETERS` diameters) lies whole inside ``volume``."""
+    from .descriptors import REACH_DIAMETERS
+
+    zyx = np.asarray(zyx, float).reshape(-1, 3)
+    reach = REACH_DIAMETERS * max(float(diameter_vox), 2.0)
+    return np.all((zyx - reach >= 0.0) & (zyx + reach <= np.asarray(volume.shape, float) - 1.0), axis=1)
 
 
 def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence, densities: dict,
@@ -286,13 +298,20 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
         view = ckpt.for_class(n)
         picks = [shown(view, r, region) for _, r, _, region, _, _ in passed[n]]
         refit = None
-        if mine > 0 and all(ex is not None for _, _, ex in picks) and picks:
+        # a region without candidates has no excess either; a class without a profile model none anywhere
+        checked = [ex is not None for z, _, ex in picks if len(z)]
+        if mine > 0 and checked and all(checked):
             given = [np.asarray(d.get(n, np.zeros((0, 3))), float).reshape(-1, 3) for d in negatives]
             found = []
             for (z, s, ex), (i, _, corner, _, lab, box) in zip(picks, passed[n]):
+                if not len(z):
+                    found.append((np.zeros((0, 3)), np.zeros(0)))
+                    continue
                 z = z + np.array([0.0, *corner])
                 pool = mining_pool(z, s, lab, box, densities[n] * box.area, view.diameter_vox)
-                found.append(mine_look_alikes(z, s, ex, lab, given[i], box, pool, view.diameter_vox))
+                mz, ms = mine_look_alikes(z, s, ex, lab, given[i], box, pool, view.diameter_vox)
+                whole = _whole_inside(volumes[i], mz, view.diameter_vox)
+                found.append((mz[whole], ms[whole]))
             best = np.argsort(-np.concatenate([s for _, s in found]), kind="stable")[:mine]
             if len(best) >= MIN_PROFILE_LABELS:
                 vol_of = np.concatenate([np.full(len(z), p[0]) for (z, _), p in zip(found, passed[n])])[best]
@@ -324,5 +343,5 @@ def calibrate(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence, densit
                              mine=mine)[name]
 
 
-__all__ = ["Calibration", "calibrate", "calibrate_classes", "mine_look_alikes", "mining_pool", "shrunk_mean", "MIN_LABELS_FOR_OFFSET",
-           "MINED_MAX"]
+__all__ = ["Calibration", "calibrate", "calibrate_classes", "mine_look_alikes", "mining_pool", "shrunk_mean",
+           "MIN_LABELS_FOR_OFFSET", "MINED_MAX"]

@@ -156,10 +156,10 @@ class ProfileModel:
     (:func:`napari_cetpick.detect.profile_check`).
 
     With :data:`MIN_PROFILE_LABELS` negatives or more (the review's rejected picks, clicked
-    negatives), the model also holds their profiles' Gaussian (``neg_mean``,
-    ``neg_inv_cov``): a profile the rejections explain better than the labels do is a
-    look-alike, however close to the labels it lies (:meth:`excess`). Calibration adds the
-    look-alikes it finds in the labelled region (``n_mined`` of the ``n_negatives``).
+    negatives, and the look-alikes calibration finds in the labelled region: ``n_mined`` of
+    the ``n_negatives``, :mod:`napari_cetpick.calibration`), the model also holds their
+    profiles' Gaussian (``neg_mean``, ``neg_inv_cov``): a profile the negatives explain better
+    than the labels do is a look-alike, however close to the labels it lies (:meth:`excess`).
     """
 
     mean: np.ndarray

@@ -43,8 +43,9 @@ class DetectSection(Container):
             text="Profile check", value=DetectConfig().profile_weight > 0,
             tooltip="Lower the score of candidates whose radial profile (mean density in thin shells around "
                     "the centre, in any orientation) is unlike your labels': fewer picks on other complexes, "
-                    "gold and membranes; also of candidates more like the look-alikes training found among its "
-                    "best picks in your labelled region, or your rejections and negatives, than your labels. Each pick gets its 'profile_excess' (0: like your "
+                    "gold and membranes; given 5 negatives or more, also of candidates more like them than "
+                    "your labels (the look-alikes training found among its best picks in your labelled region, "
+                    "your rejections and negatives). Each pick gets its 'profile_excess' (0: like your "
                     "labels). Models trained on fewer than 5 labels of the class skip it (the status says so). "
                     "Applies at the next Detect.")
         self._detect_button = PushButton(
