@@ -171,7 +171,7 @@ def test_rejected_picks_give_the_profile_model_its_negatives(round1):
     assert ck.profile_negatives == 0  # round 1 had none of the user's (only the look-alikes it mined)
     new = run_generator(continue_training(ck, [v], [balls[:8]], negatives=[shells[:6]], max_steps=1, device="cpu"))
     model = ProfileModel.from_info(new.info["profile_model"])
-    assert model.n_negatives - model.n_mined == 6 == new.profile_negatives and model.neg_mean is not None
+    assert model.n_negatives == 6 == new.profile_negatives and model.neg_mean is not None
     assert "learned 6 negatives" in new.summary() and "negatives (" not in ck.summary()
     # the shells not rejected are what the negatives' model explains best: each loses more
     # than under the labels alone (the same labels, through the model file as detection reads it)
@@ -183,14 +183,25 @@ def test_rejected_picks_give_the_profile_model_its_negatives(round1):
     assert np.all(model.excess(unseen) > before + 1.0)
     few = run_generator(continue_training(ck, [v], [balls[:8]], negatives=[shells[: MIN_PROFILE_LABELS - 1]],
                                           max_steps=1, device="cpu"))
-    # too few to learn from alone, but learned beside the look-alikes calibration mined
-    assert few.profile_mined >= MIN_PROFILE_LABELS and few.profile_negatives == MIN_PROFILE_LABELS - 1
-    assert ProfileModel.from_info(few.info["profile_model"]).n_negatives == few.profile_mined + MIN_PROFILE_LABELS - 1
+    # too few to learn from; the look-alikes calibration mined are learned all the same
+    assert few.profile_negatives == 0 and ProfileModel.from_info(few.info["profile_model"]).neg_mean is None
+    assert few.profile_mined >= MIN_PROFILE_LABELS
     # detection says what its profile check learned from
     det = DetectConfig(threshold=0.0)
     assert run_generator(detect(new, v, det, device="cpu")).profile_negatives == 6
     found = run_generator(detect(few, v, det, device="cpu"))
-    assert found.profile_negatives == MIN_PROFILE_LABELS - 1 and found.profile_mined == few.profile_mined
+    assert found.profile_negatives == 0 and found.profile_mined == few.profile_mined
+    # the mined look-alikes have a Gaussian of their own: the rejections' term is kept as it
+    # was given (each candidate pays the larger of the two), never blurred by the guesses
+    background = np.array([[16.0, 5.0 + 17 * i, 48.0] for i in range(5)] + [[5.0, 48.0, 8.0 + 17 * i] for i in range(5)])
+    both = ProfileModel.fit([v], [balls[:8]], ck.diameter_vox, negatives=[shells[:6]], mined=[background])
+    assert both.n_negatives == 6 and both.n_mined == len(background)
+    given_alone = ProfileModel.fit([v], [balls[:8]], ck.diameter_vox, negatives=[shells[:6]])
+    anywhere = model_profiles(v, np.vstack([balls, shells, background]), ck.diameter_vox)
+    assert np.all(both.excess(anywhere) >= given_alone.excess(anywhere))
+    assert np.all(both.excess(anywhere[-len(background):]) > given_alone.excess(anywhere[-len(background):]))
+    back = ProfileModel.from_info(both.to_info())  # and the model file keeps both
+    assert back.n_mined == len(background) and back.n_negatives == 6 and back.mined_margin == round(both.mined_margin, 6)
 
 
 def test_calibration_mines_the_look_alikes_before_any_review(round1):
@@ -207,7 +218,7 @@ def test_calibration_mines_the_look_alikes_before_any_review(round1):
 
     v, balls, shells, ck = round1
     model = ProfileModel.from_info(ck.info["profile_model"])
-    assert model.n_mined >= MIN_PROFILE_LABELS and model.n_negatives == model.n_mined == ck.profile_mined
+    assert model.n_mined >= MIN_PROFILE_LABELS and model.n_mined == ck.profile_mined and model.n_negatives == 0
     assert f"also learned {model.n_mined} look-alikes it found in its labelled region" in ck.summary()
     # where they were: the same calibration again, from the labels' model alone
     alone = ProfileModel.fit([v], [balls[:6]], ck.diameter_vox)

@@ -316,12 +316,10 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
             if len(best) >= MIN_PROFILE_LABELS:
                 vol_of = np.concatenate([np.full(len(z), p[0]) for (z, _), p in zip(found, passed[n])])[best]
                 mined = np.concatenate([z for z, _ in found])[best]
-                with_mined = [np.concatenate([g, mined[vol_of == i]]) for i, g in enumerate(given)]
                 # the profile model as training fitted it (every training tomogram), with them
                 refit = ProfileModel.fit(volumes, [lab.get(n) for lab in labels], view.diameter_vox,
-                                         negatives=with_mined)
+                                         negatives=given, mined=[mined[vol_of == i] for i in range(len(volumes))])
                 if refit is not None:
-                    refit = replace(refit, n_mined=len(mined))
                     view = replace(view, info={**view.info, "profile_model": refit.to_info()})
                     picks = [shown(view, r, region) for _, r, _, region, _, _ in passed[n]]
         cal = _calibrate_one([(r, corner, lab, box, (z, s)) for (_, r, corner, _, lab, box), (z, s, _)

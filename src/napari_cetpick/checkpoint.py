@@ -227,8 +227,7 @@ class Checkpoint:
     def profile_negatives(self) -> int:
         """The user's negatives (rejected picks, clicked negatives) whose profiles this (one-class
         view of the) model's profile check learned (0: none)."""
-        model = self.info.get("profile_model") or {}
-        return int(model.get("n_negatives", 0)) - int(model.get("n_mined", 0))
+        return int((self.info.get("profile_model") or {}).get("n_negatives", 0))
 
     @property
     def profile_mined(self) -> int:

@@ -156,10 +156,11 @@ class ProfileModel:
     (:func:`napari_cetpick.detect.profile_check`).
 
     With :data:`MIN_PROFILE_LABELS` negatives or more (the review's rejected picks, clicked
-    negatives, and the look-alikes calibration finds in the labelled region: ``n_mined`` of
-    the ``n_negatives``, :mod:`napari_cetpick.calibration`), the model also holds their
-    profiles' Gaussian (``neg_mean``, ``neg_inv_cov``): a profile the negatives explain better
-    than the labels do is a look-alike, however close to the labels it lies (:meth:`excess`).
+    negatives), the model also holds their profiles' Gaussian (``neg_mean``, ``neg_inv_cov``),
+    and with as many look-alikes that calibration found in the labelled region
+    (:mod:`napari_cetpick.calibration`) theirs (``mined_mean``, ``mined_inv_cov``): a profile
+    either explains better than the labels do is a look-alike, however close to the labels
+    it lies (:meth:`excess`).
     """
 
     mean: np.ndarray
@@ -172,7 +173,10 @@ class ProfileModel:
     neg_inv_cov: np.ndarray | None = None
     n_negatives: int = 0
     neg_margin: float = 0.0
-    n_mined: int = 0  # of the negatives, the look-alikes calibration found (napari_cetpick.calibration)
+    mined_mean: np.ndarray | None = None  # the look-alikes calibration found (napari_cetpick.calibration)
+    mined_inv_cov: np.ndarray | None = None
+    n_mined: int = 0
+    mined_margin: float = 0.0
 
     @staticmethod
     def _profile_rows(volumes, points, diameter_vox: float) -> np.ndarray | None:
@@ -181,30 +185,36 @@ class ProfileModel:
         return np.vstack(rows) if rows else None
 
     @classmethod
-    def fit(cls, volumes, labels, diameter_vox: float, negatives=None) -> "ProfileModel | None":
+    def fit(cls, volumes, labels, diameter_vox: float, negatives=None, mined=None) -> "ProfileModel | None":
         """The model of the labels in each of ``volumes`` (None with fewer than
         :data:`MIN_PROFILE_LABELS` labels in all); ``negatives`` (per volume, optional) the
-        places known not to be the class: their Gaussian too, given as many."""
+        places the user said are not the class, ``mined`` (per volume, optional) the
+        look-alikes calibration found: each one's Gaussian too, given as many."""
         a = cls._profile_rows(volumes, labels, diameter_vox)
         if a is None or len(a) < MIN_PROFILE_LABELS:
             return None
         mean, inv_cov = _gaussian(a)
-        neg = cls._profile_rows(volumes, negatives, diameter_vox) if negatives is not None else None
-        neg_mean, neg_inv = _gaussian(neg) if neg is not None and len(neg) >= MIN_PROFILE_LABELS else (None, None)
-        # how far a *new* particle lies: each label against the model of the others; and, with
-        # negatives, how far onto their side (the log-likelihood ratio's term) a new one may fall
-        loo, ratio = [], []
+        # how far a *new* particle lies: each label against the model of the others
+        loo, loo_d = [], []
         for i in range(len(a)):
             m_i, inv_i = _gaussian(np.delete(a, i, axis=0))
-            d, ld = _mahalanobis(a[i], m_i, inv_i)
-            loo.append(float(d[0]))
-            if neg_mean is not None:
-                dn, ldn = _mahalanobis(a[i], neg_mean, neg_inv)
+            loo_d.append(_mahalanobis(a[i], m_i, inv_i))
+            loo.append(float(loo_d[-1][0][0]))
+        parts = {}
+        for key, points in (("neg", negatives), ("mined", mined)):
+            rows = cls._profile_rows(volumes, points, diameter_vox) if points is not None else None
+            if rows is None or len(rows) < MIN_PROFILE_LABELS:
+                continue
+            m, inv = _gaussian(rows)
+            # how far onto their side (the log-likelihood ratio's term) a new particle may fall
+            ratio = []
+            for i, (d, ld) in enumerate(loo_d):
+                dn, ldn = _mahalanobis(a[i], m, inv)
                 ratio.append(float(d[0] - dn[0] + ld[0] - ldn[0]))
-        margin = TYPICAL_SLACK * max(0.0, float(np.quantile(ratio, TYPICAL_QUANTILE))) if ratio else 0.0
-        return cls(mean, inv_cov, TYPICAL_SLACK * float(np.quantile(loo, TYPICAL_QUANTILE)), len(a),
-                   neg_mean=neg_mean, neg_inv_cov=neg_inv, n_negatives=0 if neg_mean is None else len(neg),
-                   neg_margin=margin)
+            margin = TYPICAL_SLACK * max(0.0, float(np.quantile(ratio, TYPICAL_QUANTILE)))
+            parts.update({f"{key}_mean": m, f"{key}_inv_cov": inv, f"{key}_margin": margin,
+                          "n_negatives" if key == "neg" else "n_mined": len(rows)})
+        return cls(mean, inv_cov, TYPICAL_SLACK * float(np.quantile(loo, TYPICAL_QUANTILE)), len(a), **parts)
 
     def distance(self, profiles: np.ndarray) -> np.ndarray:
         """Squared Mahalanobis distance of each row from the labels' profiles."""
@@ -221,7 +231,10 @@ class ProfileModel:
         each measured against the model of the others, so that where the user rejected
         particles of the class itself (off-centre picks, a bad region) a new particle is not
         charged for it; 0 where the labels explain the row better. Measured in
-        docs/benchmark.md ("Round 11": a barrel model's rejected shells).
+        docs/benchmark.md ("Round 11": a barrel model's rejected shells). The look-alikes
+        calibration mined have a Gaussian of their own, with its own margin, and a row pays the
+        larger of the two terms: the user's rejections stay as sharp as they were given, not
+        blurred by guesses of another kind (docs/benchmark.md, "Round 12").
 
         ``inside`` (:func:`radial_profiles`' ``return_inside``): where a particle reaches past
         a face of the tomogram, each of its features averages only a share ``f`` of its
@@ -234,10 +247,13 @@ class ProfileModel:
         """
         dist, logdet = _mahalanobis(profiles, self.mean, self.inv_cov, inside)
         out = np.maximum(dist - self.typical, 0.0)
-        if self.neg_mean is not None:
-            dneg, logdet_neg = _mahalanobis(profiles, self.neg_mean, self.neg_inv_cov, inside)
-            out = out + np.maximum(dist - dneg + logdet - logdet_neg - self.neg_margin, 0.0)
-        return out
+        worst = np.zeros_like(out)
+        for m, inv, margin in ((self.neg_mean, self.neg_inv_cov, self.neg_margin),
+                               (self.mined_mean, self.mined_inv_cov, self.mined_margin)):
+            if m is not None:
+                dneg, logdet_neg = _mahalanobis(profiles, m, inv, inside)
+                worst = np.maximum(worst, dist - dneg + logdet - logdet_neg - margin)
+        return out + worst
 
     def to_info(self) -> dict:
         info = {"mean": _rounded(self.mean), "inv_cov": _rounded(self.inv_cov),
@@ -245,8 +261,10 @@ class ProfileModel:
                 "n_shells": int(self.n_shells), "reach": float(self.reach)}
         if self.neg_mean is not None:
             info.update(neg_mean=_rounded(self.neg_mean), neg_inv_cov=_rounded(self.neg_inv_cov),
-                        n_negatives=int(self.n_negatives), neg_margin=round(float(self.neg_margin), 6),
-                        n_mined=int(self.n_mined))
+                        n_negatives=int(self.n_negatives), neg_margin=round(float(self.neg_margin), 6))
+        if self.mined_mean is not None:
+            info.update(mined_mean=_rounded(self.mined_mean), mined_inv_cov=_rounded(self.mined_inv_cov),
+                        n_mined=int(self.n_mined), mined_margin=round(float(self.mined_margin), 6))
         return info
 
     @classmethod
@@ -256,12 +274,14 @@ class ProfileModel:
             return None
         if int(info.get("n_shells", -1)) != N_SHELLS or float(info.get("reach", -1)) != REACH_DIAMETERS:
             return None
-        neg = info.get("neg_mean")
+        parts = {}
+        for key, count in (("neg", "n_negatives"), ("mined", "n_mined")):
+            if info.get(f"{key}_mean") is not None:
+                parts.update({f"{key}_mean": np.asarray(info[f"{key}_mean"], float),
+                              f"{key}_inv_cov": np.asarray(info[f"{key}_inv_cov"], float),
+                              f"{key}_margin": float(info.get(f"{key}_margin", 0.0)), count: int(info[count])})
         return cls(np.asarray(info["mean"], float), np.asarray(info["inv_cov"], float), float(info["typical"]),
-                   int(info["n_labels"]), neg_mean=None if neg is None else np.asarray(neg, float),
-                   neg_inv_cov=None if neg is None else np.asarray(info["neg_inv_cov"], float),
-                   n_negatives=int(info.get("n_negatives", 0)), neg_margin=float(info.get("neg_margin", 0.0)),
-                   n_mined=int(info.get("n_mined", 0)))
+                   int(info["n_labels"]), **parts)
 
 
 def _rounded(a) -> list:
