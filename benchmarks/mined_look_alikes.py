@@ -26,9 +26,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from profile_check import parse_name  # noqa: E402
-from run_benchmark import DEFAULT_CACHE, emit, machine, metrics, simulated_pair, sparse_labels  # noqa: E402
-from threshold_transfer import density_variant  # noqa: E402
+from profile_check import add_tomogram2_options, parse_name, tomogram2_scores  # noqa: E402
+from run_benchmark import emit, machine, metrics, simulated_pair, sparse_labels  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -37,12 +36,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="+", type=Path)
     p.add_argument("--mine", type=int, default=MINED_MAX, help=f"look-alikes mined at most (default {MINED_MAX})")
-    p.add_argument("--densities", type=float, nargs="+", default=(1.0,))
-    p.add_argument("--absent", action="store_true", help="also detect in tomogram 2 simulated without the class")
-    p.add_argument("--shape", type=int, nargs=3, default=(160, 512, 512))
-    p.add_argument("--voxel-size", type=float, default=10.0)
-    p.add_argument("--cache", default=str(DEFAULT_CACHE))
-    p.add_argument("--out", default=None)
+    add_tomogram2_options(p)
     args = p.parse_args(argv)
 
     from dataclasses import replace
@@ -54,10 +48,9 @@ def main(argv=None) -> int:
     from napari_cetpick.config import DetectConfig
     from napari_cetpick.counts import LabelBox
     from napari_cetpick.descriptors import ProfileModel
-    from napari_cetpick.detect import choose_threshold, detect, profile_check
+    from napari_cetpick.detect import choose_threshold, profile_check
     from napari_cetpick.io import open_tomogram
     from napari_cetpick.peaks import select
-    from napari_cetpick.utils import run_generator
 
     cache = Path(args.cache)
     weight = DetectConfig().profile_weight
@@ -87,12 +80,7 @@ def main(argv=None) -> int:
             on = 0 if cal.mined is None else int((cKDTree(d1[f"truth_{cls}"]).query(cal.mined[0])[0]
                                                   < radius_vox / 2).sum())
             calibrated.append((mine, model, cal_s, on, replace(plain, default_threshold=cal.threshold, info=info)))
-        variants = [(f, None) for f in args.densities] + ([(1.0, cls)] if args.absent else [])
-        for f, gone in variants:
-            mrc2, npz2 = density_variant(cache, args.shape, snr, args.voxel_size, f, absent=gone)
-            t2, d2 = open_tomogram(mrc2), np.load(npz2)
-            truth2 = d2[f"truth_{cls}"]
-            res = run_generator(detect(plain, t2.data, DetectConfig(profile_weight=0.0), voxel_size_a=t2.voxel_size_a))
+        for f, gone, t2, truth2, res in tomogram2_scores(args, plain, cls, snr):
             for mine, model, cal_s, on, ck in calibrated:
                 # as detection does: the threshold from the network's scores, then the check
                 thr, how = choose_threshold(ck, res.cand_zyx, res.cand_scores, res.min_distance_vox, DetectConfig())

@@ -45,20 +45,41 @@ def parse_name(path: Path) -> tuple[str, float, float]:
     return m["cls"], float(m["snr"]), float(m["share"]) if m["share"] else 0.3
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("models", nargs="+", type=Path)
-    p.add_argument("--weights", type=float, nargs="+", default=(0.0, 0.03, 0.1, 0.3))
+def add_tomogram2_options(p) -> None:
+    """The options of the scripts that detect in tomogram 2's variants (this one, mined_look_alikes.py)."""
     p.add_argument("--densities", type=float, nargs="+", default=(1.0,))
-    p.add_argument("--click-error", type=float, default=0.0,
-                   help="standard deviation (tomogram voxels, per axis) of a random error added to each label")
-    p.add_argument("--rejections", type=int, default=0, metavar="N",
-                   help="also fit the profile model with the first N false picks in tomogram 1 as negatives")
     p.add_argument("--absent", action="store_true", help="also detect in tomogram 2 simulated without the class")
     p.add_argument("--shape", type=int, nargs=3, default=(160, 512, 512))
     p.add_argument("--voxel-size", type=float, default=10.0)
     p.add_argument("--cache", default=str(DEFAULT_CACHE))
     p.add_argument("--out", default=None)
+
+
+def tomogram2_scores(args, ckpt, cls: str, snr: float):
+    """Per variant of tomogram 2 (each of ``--densities``, and without the class with
+    ``--absent``): ``(density, absent class or None, tomogram, its particles of cls, the
+    model's detection there with the profile check off)``."""
+    from napari_cetpick.config import DetectConfig
+    from napari_cetpick.detect import detect
+    from napari_cetpick.io import open_tomogram
+    from napari_cetpick.utils import run_generator
+
+    for f, gone in [(f, None) for f in args.densities] + ([(1.0, cls)] if args.absent else []):
+        mrc2, npz2 = density_variant(Path(args.cache), args.shape, snr, args.voxel_size, f, absent=gone)
+        t2 = open_tomogram(mrc2)
+        res = run_generator(detect(ckpt, t2.data, DetectConfig(profile_weight=0.0), voxel_size_a=t2.voxel_size_a))
+        yield f, gone, t2, np.load(npz2)[f"truth_{cls}"], res
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="+", type=Path)
+    p.add_argument("--weights", type=float, nargs="+", default=(0.0, 0.03, 0.1, 0.3))
+    p.add_argument("--click-error", type=float, default=0.0,
+                   help="standard deviation (tomogram voxels, per axis) of a random error added to each label")
+    p.add_argument("--rejections", type=int, default=0, metavar="N",
+                   help="also fit the profile model with the first N false picks in tomogram 1 as negatives")
+    add_tomogram2_options(p)
     args = p.parse_args(argv)
 
     from dataclasses import replace
@@ -96,12 +117,7 @@ def main(argv=None) -> int:
                 told = ProfileModel.fit([t1.data], [labels], ckpt.diameter_vox, negatives=[rejected])
                 models.append((len(rejected), time.perf_counter() - t0,
                                replace(ckpt, info={**ckpt.info, "profile_model": told.to_info()})))
-        variants = [(f, None) for f in args.densities] + ([(1.0, cls)] if args.absent else [])
-        for f, gone in variants:
-            mrc2, npz2 = density_variant(cache, args.shape, snr, args.voxel_size, f, absent=gone)
-            t2, d2 = open_tomogram(mrc2), np.load(npz2)
-            truth2 = d2[f"truth_{cls}"]
-            res = run_generator(detect(ckpt, t2.data, DetectConfig(profile_weight=0.0), voxel_size_a=t2.voxel_size_a))
+        for f, gone, t2, truth2, res in tomogram2_scores(args, ckpt, cls, snr):
             # as detection does: the threshold from the network's scores, then the check
             thr, how = choose_threshold(ckpt, res.cand_zyx, res.cand_scores, res.min_distance_vox, DetectConfig())
             for n_rej, fit_s, checked in models:
