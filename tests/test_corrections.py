@@ -285,3 +285,26 @@ def test_look_alikes_cut_by_a_face_are_not_mined():
     reach = REACH_DIAMETERS * d
     points = [[reach, 25, 25], [reach - 1, 25, 25], [10, 25, 49 - reach], [10, 25, 50 - reach]]
     assert _whole_inside(np.zeros((20, 50, 50)), points, d).tolist() == [True, False, True, False]
+
+
+def test_mining_with_two_tomograms_labelled_in_one(round1):
+    """Look-alikes are mined where the class is labelled and kept per tomogram; the profile model
+    is refitted over both tomograms, the second one's user negatives included."""
+    from dataclasses import replace
+
+    from napari_cetpick.calibration import calibrate_classes
+    from napari_cetpick.counts import LabelBox
+    from napari_cetpick.descriptors import ProfileModel
+
+    v, balls, shells, ck = round1
+    name = ck.class_names[0]
+    other, _, other_shells = two_kinds(seed=1)
+    alone = ProfileModel.fit([v], [balls[:6]], ck.diameter_vox)
+    plain = replace(ck, info={**ck.info, "profile_model": alone.to_info()})
+    box = LabelBox(*ck.info["label_boxes"][0])
+    halo = int(np.ceil(max(ck.build().context_zyx[1:]) * ck.bin_xy))
+    cal = calibrate_classes(plain, [other, v], [{name: np.zeros((0, 3))}, {name: balls[:6]}], [{name: None}, {name: box}],
+                            {name: ck.info["density_per_vox2"]}, voxel_size_a=10.0, device="cpu", halo_vox=halo,
+                            negatives=[{name: other_shells[:5]}, {}])[name]
+    assert len(cal.mined) == 2 and len(cal.mined[0]) == 0 and len(cal.mined[1]) == cal.profile_model.n_mined >= 5
+    assert cal.profile_model.n_negatives == 5  # the first tomogram's clicked negatives
