@@ -209,6 +209,34 @@ def _whole_inside(volume, zyx, diameter_vox: float) -> np.ndarray:
     return np.all((zyx - reach >= 0.0) & (zyx + reach <= np.asarray(volume.shape, float) - 1.0), axis=1)
 
 
+def _mine_class(picks, passed, volumes, given, density_per_vox2: float, diameter_vox: float, mine: int):
+    """One class's look-alikes per training tomogram (a list of (m, 3) arrays, one per volume),
+    the best ``mine`` over all of them; None with fewer than
+    :data:`~napari_cetpick.descriptors.MIN_PROFILE_LABELS`. ``picks``: per labelled region, its
+    picks after the check ``(zyx in the region, scores, excess)``; ``passed``: per region,
+    ``(volume index, result, corner, region, labels, box)``; ``given``: per volume, the
+    negatives the user gave."""
+    from .descriptors import MIN_PROFILE_LABELS
+
+    found, vol_of = [np.zeros((0, 3))], [np.zeros(0, int)]
+    scores = [np.zeros(0)]
+    for (z, s, ex), (i, _, corner, _, lab, box) in zip(picks, passed):
+        if not len(z):
+            continue
+        z = z + np.array([0.0, *corner])
+        pool = mining_pool(z, s, lab, box, density_per_vox2 * box.area, diameter_vox)
+        mz, ms = mine_look_alikes(z, s, ex, lab, given[i], box, pool, diameter_vox)
+        whole = _whole_inside(volumes[i], mz, diameter_vox)
+        found.append(mz[whole])
+        scores.append(ms[whole])
+        vol_of.append(np.full(int(whole.sum()), i))
+    best = np.argsort(-np.concatenate(scores), kind="stable")[:mine]
+    if len(best) < MIN_PROFILE_LABELS:
+        return None
+    where, zyx = np.concatenate(vol_of)[best], np.concatenate(found)[best]
+    return [zyx[where == i] for i in range(len(volumes))]
+
+
 def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence, densities: dict,
                       voxel_size_a: float | None = None, device=None, halo_vox: int = 0,
                       counts_told: dict | None = None, keep_pass_for=None, passes: list | None = None,
@@ -254,7 +282,7 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
 
     from .config import DetectConfig
     from .data import make_geometry
-    from .descriptors import MIN_PROFILE_LABELS, ProfileModel
+    from .descriptors import ProfileModel
     from .detect import detect_classes, profile_check
     from .peaks import select
     from .utils import run_generator
@@ -297,36 +325,24 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
     for n in names:
         view = ckpt.for_class(n)
         picks = [shown(view, r, region) for _, r, _, region, _, _ in passed[n]]
-        refit = None
+        refit, mined = None, None
         # a region without candidates has no excess either; a class without a profile model none anywhere
         checked = [ex is not None for z, _, ex in picks if len(z)]
         if mine > 0 and checked and all(checked):
             given = [np.asarray(d.get(n, np.zeros((0, 3))), float).reshape(-1, 3) for d in negatives]
-            found = []
-            for (z, s, ex), (i, _, corner, _, lab, box) in zip(picks, passed[n]):
-                if not len(z):
-                    found.append((np.zeros((0, 3)), np.zeros(0)))
-                    continue
-                z = z + np.array([0.0, *corner])
-                pool = mining_pool(z, s, lab, box, densities[n] * box.area, view.diameter_vox)
-                mz, ms = mine_look_alikes(z, s, ex, lab, given[i], box, pool, view.diameter_vox)
-                whole = _whole_inside(volumes[i], mz, view.diameter_vox)
-                found.append((mz[whole], ms[whole]))
-            best = np.argsort(-np.concatenate([s for _, s in found]), kind="stable")[:mine]
-            if len(best) >= MIN_PROFILE_LABELS:
-                vol_of = np.concatenate([np.full(len(z), p[0]) for (z, _), p in zip(found, passed[n])])[best]
-                mined = np.concatenate([z for z, _ in found])[best]
+            mined = _mine_class(picks, passed[n], volumes, given, densities[n], view.diameter_vox, mine)
+            if mined is not None:
                 # the profile model as training fitted it (every training tomogram), with them
                 refit = ProfileModel.fit(volumes, [lab.get(n) for lab in labels], view.diameter_vox,
-                                         negatives=given, mined=[mined[vol_of == i] for i in range(len(volumes))])
-                if refit is not None:
-                    view = replace(view, info={**view.info, "profile_model": refit.to_info()})
-                    picks = [shown(view, r, region) for _, r, _, region, _, _ in passed[n]]
+                                         negatives=given, mined=mined)
+            if refit is not None:
+                view = replace(view, info={**view.info, "profile_model": refit.to_info()})
+                picks = [shown(view, r, region) for _, r, _, region, _, _ in passed[n]]
         cal = _calibrate_one([(r, corner, lab, box, (z, s)) for (_, r, corner, _, lab, box), (z, s, _)
                               in zip(passed[n], picks)], float(densities[n]), view.diameter_vox, bin_zyx,
                              told.get(n, True))
         if refit is not None:
-            cal.profile_model, cal.mined = refit, [mined[vol_of == i] for i in range(len(volumes))]
+            cal.profile_model, cal.mined = refit, mined
         out[n] = cal
     return out
 
