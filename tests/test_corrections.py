@@ -278,13 +278,20 @@ def test_mining_pool_reaches_down_to_the_labels_lower_scores():
 
 
 def test_look_alikes_cut_by_a_face_are_not_mined():
-    from napari_cetpick.calibration import _whole_inside
-    from napari_cetpick.descriptors import REACH_DIAMETERS
+    """Whole inside means what the profile itself sees: every sampled voxel of every shell
+    inside the tomogram (its inside share 1)."""
+    from napari_cetpick.descriptors import profile_whole_inside, radial_profiles
 
-    d = 8.0
-    reach = REACH_DIAMETERS * d
-    points = [[reach, 25, 25], [reach - 1, 25, 25], [10, 25, 49 - reach], [10, 25, 50 - reach]]
-    assert _whole_inside(np.zeros((20, 50, 50)), points, d).tolist() == [True, False, True, False]
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(40, 70, 80)).astype(np.float32)
+    # a 8-voxel particle's shells reach 4.8 voxels: sampled voxels up to 4 from the centre voxel
+    points = np.array([[4.0, 35, 40], [3.0, 35, 40], [20, 35, 75], [20, 35, 76], [4.4, 35, 40], [3.4, 35, 40]])
+    assert profile_whole_inside(v.shape, points, 8.0).tolist() == [True, False, True, False, True, False]
+    for d in (8.0, 15.0, 25.0):
+        pts = rng.uniform((0, 0, 0), np.array(v.shape) - 1, (300, 3))
+        _, inside = radial_profiles(v, pts, d, return_inside=True)
+        whole = profile_whole_inside(v.shape, pts, d)
+        assert np.array_equal(whole, inside.min(1) >= 1.0) and 0 < whole.sum() < len(pts)
 
 
 def test_mining_with_two_tomograms_labelled_in_one(round1):

@@ -27,11 +27,11 @@ two figures are read off the result:
   particles (:func:`mining_pool`) and that its profile check still shows although their
   radial profile lies beyond what a new particle of the class looks like (excess > 0), best
   first, at least a diameter from every label, up to :data:`MINED_MAX`.
-  They join the user's negatives in the profile model (:class:`~napari_cetpick.descriptors.
-  ProfileModel`, ``n_mined``), so that the check learns the confusions the network makes
-  before any review; the negatives' margin, measured on the labels, keeps a true particle
-  among them from costing new ones their score. The threshold is counted after the check
-  with them. Measured in docs/benchmark.md ("Round 12").
+  They get a Gaussian of their own in the profile model (:class:`~napari_cetpick.descriptors.
+  ProfileModel`, ``mined_mean``, ``n_mined``), beside the user's negatives, so that the check
+  learns the confusions the network makes before any review; its margin, measured on the
+  labels, keeps a true particle among them from costing new ones their score. The threshold
+  is counted after the check with them. Measured in docs/benchmark.md ("Round 12").
 
 Training itself does not depend on detection: :meth:`napari_cetpick.train.Trainer.checkpoint`
 imports this module on demand, once the weights are final.
@@ -47,8 +47,8 @@ from . import counts as C
 
 #: Fewer matched labels than this: no centre offset (its standard error means nothing).
 MIN_LABELS_FOR_OFFSET = 5
-#: At most this many of the model's own look-alikes (per class, all training tomograms) join
-#: its profile check's negatives; 0 mines none.
+#: At most this many of the model's own look-alikes (per class, all training tomograms) go
+#: into its profile model; 0 mines none.
 MINED_MAX = 50
 #: The look-alikes are sought among the box's picks that score at least as high as this share
 #: of the labelled particles do (the lower tail of the labels' scores) ...
@@ -163,8 +163,8 @@ def mine_look_alikes(zyx, scores, excess, labels, negatives, box, n_pool: int, d
     check, ``excess`` its excess per pick, NaN unchecked), those whose profile lies beyond
     typical (excess > 0) at least a diameter from every label, and further than a radius from
     every negative already given. :func:`calibrate_classes` then keeps those whose profile
-    lies whole inside the tomogram: a look-alike cut by a face would teach the negatives'
-    Gaussian what a cut particle looks like.
+    lies whole inside the tomogram (:func:`~napari_cetpick.descriptors.profile_whole_inside`):
+    a look-alike cut by a face would teach their Gaussian what a cut particle looks like.
     """
     from scipy.spatial import cKDTree
 
@@ -199,16 +199,6 @@ def mining_pool(zyx, scores, labels, box, expected: float, diameter_vox: float) 
     return n
 
 
-def _whole_inside(volume, zyx, diameter_vox: float) -> np.ndarray:
-    """Per point, whether its radial profile (:func:`~napari_cetpick.descriptors.radial_profiles`,
-    reaching :data:`~napari_cetpick.descriptors.REACH_DIAMETERS` diameters) lies whole inside ``volume``."""
-    from .descriptors import REACH_DIAMETERS
-
-    zyx = np.asarray(zyx, float).reshape(-1, 3)
-    reach = REACH_DIAMETERS * max(float(diameter_vox), 2.0)
-    return np.all((zyx - reach >= 0.0) & (zyx + reach <= np.asarray(volume.shape, float) - 1.0), axis=1)
-
-
 def _mine_class(picks, passed, volumes, given, density_per_vox2: float, diameter_vox: float, mine: int):
     """One class's look-alikes per training tomogram (a list of (m, 3) arrays, one per volume),
     the best ``mine`` over all of them; None with fewer than
@@ -216,7 +206,7 @@ def _mine_class(picks, passed, volumes, given, density_per_vox2: float, diameter
     picks after the check ``(zyx in the region, scores, excess)``; ``passed``: per region,
     ``(volume index, result, corner, region, labels, box)``; ``given``: per volume, the
     negatives the user gave."""
-    from .descriptors import MIN_PROFILE_LABELS
+    from .descriptors import MIN_PROFILE_LABELS, profile_whole_inside
 
     found, vol_of = [np.zeros((0, 3))], [np.zeros(0, int)]
     scores = [np.zeros(0)]
@@ -226,7 +216,7 @@ def _mine_class(picks, passed, volumes, given, density_per_vox2: float, diameter
         z = z + np.array([0.0, *corner])
         pool = mining_pool(z, s, lab, box, density_per_vox2 * box.area, diameter_vox)
         mz, ms = mine_look_alikes(z, s, ex, lab, given[i], box, pool, diameter_vox)
-        whole = _whole_inside(volumes[i], mz, diameter_vox)
+        whole = profile_whole_inside(volumes[i].shape, mz, diameter_vox)
         found.append(mz[whole])
         scores.append(ms[whole])
         vol_of.append(np.full(int(whole.sum()), i))
@@ -266,11 +256,11 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
         pass over it is appended to ``passes`` (:class:`~napari_cetpick.detect.NetworkPass`):
         the detection that follows there need not run the network again.
     negatives : sequence of dicts, optional
-        Per training tomogram, per class name, the negatives its profile model learned ((n, 3)
-        zyx voxels; those given for every class included): the model is refitted with them
-        and the look-alikes mined.
+        Per training tomogram, per class name, the negatives the user gave ((n, 3) zyx voxels;
+        those given for every class included): no look-alike is mined near them, and the
+        refitted profile model keeps their Gaussian.
     mine : int
-        At most this many look-alikes per class join the profile model's negatives
+        At most this many look-alikes per class go into the profile model
         (:func:`mine_look_alikes`; fewer than
         :data:`~napari_cetpick.descriptors.MIN_PROFILE_LABELS` found: none); 0 mines none.
 

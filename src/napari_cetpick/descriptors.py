@@ -72,9 +72,7 @@ def radial_profiles(volume, zyx, diameter_vox: float, n_shells: int = N_SHELLS,
     if len(pts) == 0:
         return (out, inside_share) if return_inside else out
     diameter_vox = max(float(diameter_vox), 2.0)
-    reach_vox = reach * diameter_vox
-    step = max(1, int(diameter_vox // _SAMPLES_PER_DIAMETER))
-    half = int(np.ceil(reach_vox / step)) * step
+    reach_vox, step, half = _sampling(diameter_vox, reach)
     feature, template = _shell_index(half, step, reach_vox, n_shells)
     # a half-shell no sampled voxel falls in (the centre is one voxel, on neither cap) reads
     # as its other half
@@ -105,6 +103,24 @@ def radial_profiles(volume, zyx, diameter_vox: float, n_shells: int = N_SHELLS,
     out[:, empty] = out[:, twin[empty]]
     inside_share[:, empty] = inside_share[:, twin[empty]]
     return (out, inside_share) if return_inside else out
+
+
+def _sampling(diameter_vox: float, reach: float = REACH_DIAMETERS) -> tuple[float, int, int]:
+    """``(reach, step, half)``: how far (voxels) a radial profile reaches from its centre, the
+    step between its sampled voxels, and the half-width of the cube they are sampled on."""
+    diameter_vox = max(float(diameter_vox), 2.0)
+    reach_vox = reach * diameter_vox
+    step = max(1, int(diameter_vox // _SAMPLES_PER_DIAMETER))
+    return reach_vox, step, int(np.ceil(reach_vox / step)) * step
+
+
+def profile_whole_inside(shape_zyx, zyx, diameter_vox: float, reach: float = REACH_DIAMETERS) -> np.ndarray:
+    """Per point, whether its radial profile (:func:`radial_profiles`) lies whole inside a volume
+    of ``shape_zyx``: every sampled voxel of every shell inside (its ``inside`` share 1)."""
+    reach_vox, step, _ = _sampling(diameter_vox, reach)
+    m = (np.ceil(reach_vox / step) - 1) * step  # the furthest sampled shell voxel along an axis (r < reach)
+    c = np.rint(np.asarray(zyx, float).reshape(-1, 3))
+    return np.all((c - m >= 0.0) & (c + m <= np.asarray(shape_zyx, float) - 1.0), axis=1)
 
 
 #: A feature of a particle cut by a face with less than this share of its voxels inside the
@@ -317,5 +333,5 @@ def _mahalanobis(profiles, mean: np.ndarray, inv_cov: np.ndarray, inside=None) -
     return dist, logdet
 
 
-__all__ = ["radial_profiles", "model_profiles", "ProfileModel",
+__all__ = ["radial_profiles", "model_profiles", "profile_whole_inside", "ProfileModel",
            "N_SHELLS", "REACH_DIAMETERS", "MIN_PROFILE_LABELS", "MIN_INSIDE_SHARE"]
