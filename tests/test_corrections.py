@@ -315,3 +315,45 @@ def test_mining_with_two_tomograms_labelled_in_one(round1):
                             negatives=[{name: other_shells[:5]}, {}])[name]
     assert len(cal.mined) == 2 and len(cal.mined[0]) == 0 and len(cal.mined[1]) == cal.profile_model.n_mined >= 5
     assert cal.profile_model.n_negatives == 5  # the first tomogram's clicked negatives
+
+
+def test_a_first_round_settles_at_a_tenth_of_the_rate_and_a_correction_round_keeps_its_own(round1, tmp_path):
+    """A first round's last ``settle_steps`` run at a tenth of the rate, and up to them the run
+    is round 1's very run (same steps, same weights); the model records where it settled; a
+    correction round, at a tenth throughout, has no settling steps of its own."""
+    from napari_cetpick.checkpoint import Checkpoint
+    from napari_cetpick.config import preset
+    from napari_cetpick.train import SETTLE_LR_FACTOR, plan_training
+
+    v, balls, shells, ck = round1
+    tr = Trainer([v], [balls[:6]], TrainConfig(max_steps=80, settle_steps=20, **TINY), voxel_size_a=10.0,
+                 device="cpu")
+    assert tr.plan.settle_steps == 20 and "the last 20 at a tenth of the rate" in tr.plan.describe()
+    lrs, losses = [], []
+    for p in tr.steps(calibrate=False):
+        lrs.append(p.lr)
+        losses.append(p.loss)
+    assert lrs[:60] == [TrainConfig.lr] * 60
+    assert lrs[60:] == [pytest.approx(TrainConfig.lr * SETTLE_LR_FACTOR)] * 20
+    # up to there, the very run without settling
+    plain = Trainer([v], [balls[:6]], TrainConfig(max_steps=60, settle_steps=0, **TINY), voxel_size_a=10.0,
+                    device="cpu")
+    assert plain.plan.settle_steps == 0 and "tenth" not in plain.plan.describe()
+    np.testing.assert_allclose(losses[:60], [p.loss for p in plain.steps(calibrate=False)], rtol=1e-6)
+    settled = tr.checkpoint(calibrate=False)
+    assert settled.info["rounds"][-1]["settle_from"] == 60
+    back = Checkpoint.load(settled.save(tmp_path / "settled.ckpt"))
+    assert back.config.settle_steps == 20 and back.info["rounds"][-1]["settle_from"] == 60
+    # a correction round continues at its own rate (a tenth of the first round's), no settling
+    assert correction_config(back).settle_steps == 0
+    assert plan_training(correction_config(back), [v.shape], [balls[:6]], 10.0, init=back).settle_steps == 0
+    cont = Trainer([v], [balls[:6]], correction_config(back, max_steps=3), voxel_size_a=10.0, device="cpu", init=back)
+    assert [p.lr for p in cont.steps(calibrate=False)] == [pytest.approx(TrainConfig.lr * CORRECTION_LR_FACTOR)] * 3
+    # at most a third of the schedule settles (round 1: 60 steps, 100 asked)
+    assert ck.info["rounds"][-1]["settle_from"] == 40 and ck.config.settle_steps == 100
+    # a model saved before settling existed had none; the published recipe has none
+    old = {k: w for k, w in TrainConfig().to_dict().items() if k != "settle_steps"}
+    assert TrainConfig.from_dict(old).settle_steps == 0 and TrainConfig().settle_steps > 0
+    assert preset("cetpick").settle_steps == 0
+    with pytest.raises(CetpickError, match="settle_steps"):
+        TrainConfig(settle_steps=-1).validate()

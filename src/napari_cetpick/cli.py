@@ -485,6 +485,7 @@ def _train_knobs(args) -> dict:
         max_steps=args.max_steps, lr=args.lr, lr_step=tuple(args.lr_step) if args.lr_step else None, arch=args.arch,
         batch_size=args.batch_size, gauss=args.gauss, compress=args.compress,
         translation_ratio=args.translation_ratio, bin=args.bin, seed=args.seed,
+        settle_steps=getattr(args, "settle_steps", None),
     )
 
 
@@ -1125,6 +1126,9 @@ def _add_train_method_options(p) -> None:
     g.add_argument("--max-steps", type=int, help="cap on optimiser steps (0 = no cap)")
     g.add_argument("--lr", type=float, help="Adam learning rate (a correction round defaults to a tenth of the first round's)")
     g.add_argument("--lr_step", type=int, nargs="*", help="epochs at which the learning rate is multiplied by 0.1")
+    g.add_argument("--settle-steps", type=int, metavar="N",
+                   help="the last N steps of a first round (at most a third of them) run at a tenth of the learning rate (default 100; "
+                        "0 = none; none in --preset cetpick or a correction round)")
     g.add_argument("--arch", choices=ARCHS, help="network: unet3d_4 (the default: a 3D U-Net of four levels), "
                         "unet3d_small or unet3d (3D U-Nets of three levels; unet3d about twice the time on a CPU), "
                         "unet_small (pseudo-3D, fast), unet_4 or unet_5 (the published pseudo-3D)")

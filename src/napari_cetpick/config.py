@@ -137,6 +137,11 @@ class TrainConfig:
         With neither, training runs :data:`DEFAULT_STEPS` steps.
     lr : float
         Adam learning rate; multiplied by 0.1 at each epoch in ``lr_step``.
+    settle_steps : int
+        The last this many steps of a first round (at most a third of its schedule) run at a tenth
+        of the rate, so that the weights settle instead of ending on one noisy step (best F1 up
+        on every benchmark case, docs/benchmark.md, "Round 13"). 0: none; a correction round,
+        which runs at a tenth of the rate throughout, has none.
     arch : str
         ``unet3d_4`` (the default: a 3D U-Net of four levels), ``unet3d_small`` or ``unet3d``
         (three levels), ``unet_small`` (pseudo-3D, fast), ``unet_4`` or ``unet_5`` (the
@@ -200,6 +205,7 @@ class TrainConfig:
     max_steps: int | None = None
     lr: float = 1e-3
     lr_step: tuple[int, ...] = ()
+    settle_steps: int = 100
     arch: str = "unet3d_4"
     batch_size: int = 8
     crop_xy: int = 64
@@ -251,6 +257,7 @@ class TrainConfig:
         kw = {k: v for k, v in d.items() if k in names}
         if "lr_step" in kw:
             kw["lr_step"] = tuple(kw["lr_step"])
+        kw.setdefault("settle_steps", 0)  # a model saved before settling existed had none
         if kw.get("classes"):
             keys = {f.name for f in fields(ClassSpec)}
             kw["classes"] = [ClassSpec(**{k: v for k, v in c.items() if k in keys}) for c in kw["classes"]]
@@ -276,6 +283,8 @@ class TrainConfig:
             raise CetpickError("lr must be positive; num_epochs and batch_size at least 1.")
         if self.max_steps is not None and self.max_steps < 1:
             raise CetpickError(f"max_steps must be at least 1, got {self.max_steps}.")
+        if not isinstance(self.settle_steps, int) or self.settle_steps < 0:
+            raise CetpickError(f"settle_steps must be 0 or a positive integer, got {plain(self.settle_steps)}.")
         if self.augment not in ("full", "flip") or self.blob not in BLOBS:
             raise CetpickError(f"augment must be 'full' or 'flip'; blob one of {', '.join(BLOBS)}.")
         if not self.cross_class_weight >= 0:
@@ -308,7 +317,7 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
         cfg = TrainConfig(
             arch="unet_4", crop_xy=64, crop_z=6, batch_size=2, augment="flip", blob="cetpick",
             bin=1, tau=0.4, lr=1e-3, label_crop_prob=1.0, translation_ratio=0.25, num_epochs=600,
-            contrastive=True, consistency_weight=1.0, preset="cetpick",
+            contrastive=True, consistency_weight=1.0, preset="cetpick", settle_steps=0,
         )
     else:
         raise CetpickError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")

@@ -130,13 +130,16 @@ class TrainingPlan:
     density_per_vox2: float
     expected_particles: float
     classes: list = None
+    settle_steps: int = 0  # the last steps, at a tenth of the rate
 
     def describe(self) -> str:
+        settle = f", the last {self.settle_steps} at a tenth of the rate" if self.settle_steps else ""
+        steps = f"{self.total_steps} steps ({self.schedule}{settle})"
         if self.classes and len(self.classes) > 1:
             per = "; ".join(f"{c.name}: τ {c.tau:.3g}, about {c.expected_particles:.0f} expected"
                             for c in self.classes)
-            return f"{self.total_steps} steps ({self.schedule}) · {per} · bin {self.bin_xy}"
-        return (f"{self.total_steps} steps ({self.schedule}) · τ {self.tau:.3g} {self.tau_source} · "
+            return f"{steps} · {per} · bin {self.bin_xy}"
+        return (f"{steps} · τ {self.tau:.3g} {self.tau_source} · "
                 f"about {self.expected_particles:.0f} particles expected · bin {self.bin_xy}")
 
 
@@ -314,9 +317,12 @@ def plan_training(config: TrainConfig, shapes: Sequence, labels: Sequence, voxel
                                float(density), float(density * area)))
     n_labels = int(sum(c.n_labels for c in plans))
     total, spe, what = schedule_steps(config, n_labels)
+    # a first round's last steps (at most a third of them) settle at a tenth of the rate; a
+    # correction round runs at a tenth throughout
+    settle = min(int(config.settle_steps), total // 3) if init is None else 0
     first = plans[0]
     return TrainingPlan(total, spe, what, n_labels, bin_xy, tuple(stride), first.tau, first.tau_source,
-                        first.density_per_vox2, first.expected_particles, plans)
+                        first.density_per_vox2, first.expected_particles, plans, settle)
 
 
 def _per_volume(items, n: int, name: str) -> list:
@@ -487,13 +493,15 @@ class Trainer:
         self.n_negatives = sum(len(a) for d in negs for a in d.values())
         self._prev_steps = int(init.info.get("steps", 0)) if init is not None else 0
         self._prev_info = dict(init.info) if init is not None else {}
+        self.settle_at = self.total_steps - plan.settle_steps if plan.settle_steps else None
 
     # ------------------------------------------------------------------ helpers
     def _snapshot(self) -> dict:
         return {k: v.detach().to("cpu", copy=True) for k, v in self.net.state_dict().items()}
 
-    def _lr_at(self, epoch: int) -> float:
-        return self.config.lr * (0.1 ** sum(epoch >= e for e in self.config.lr_step))
+    def _lr_at(self, epoch: int, step: int = 0) -> float:
+        lr = self.config.lr * (0.1 ** sum(epoch >= e for e in self.config.lr_step))
+        return lr * (SETTLE_LR_FACTOR if self.settle_at is not None and step >= self.settle_at else 1.0)
 
     def _jitter_vox(self) -> float:
         """How far (working voxels) a crop near a click may be shifted off it.
@@ -616,7 +624,7 @@ class Trainer:
         t0 = time.perf_counter() - self.elapsed_s
         while self.step < self.total_steps:
             epoch = self.step // self.steps_per_epoch
-            lr = self._lr_at(epoch)
+            lr = self._lr_at(epoch, self.step)
             for group in self.opt.param_groups:
                 group["lr"] = lr
             batch = self._batch()
@@ -695,6 +703,8 @@ class Trainer:
         rounds = list(self._prev_info.get("rounds", []))
         rounds.append({"steps": self.step, "n_positives": self.n_labels, "n_negatives": self.n_negatives,
                        "elapsed_s": round(self.elapsed_s, 2)})
+        if self.settle_at is not None:
+            rounds[-1]["settle_from"] = self.settle_at
         classes = []
         for k, (name, plan) in enumerate(zip(self.names, self.plan.classes)):
             cal = cals.get(name)
@@ -737,6 +747,8 @@ def train(volumes, labels, config: TrainConfig, voxel_size_a=None, device=None,
     return (yield from trainer.steps())
 
 
+#: The settling steps (``TrainConfig.settle_steps``) run at this share of the rate.
+SETTLE_LR_FACTOR = 0.1
 #: Optimiser steps of a correction round unless the user sets ``max_steps``/``num_epochs``.
 CORRECTION_STEPS = 100
 #: A correction round fine-tunes at this share of the first round's learning rate: a fresh
@@ -757,7 +769,7 @@ def correction_config(init: Checkpoint, **overrides) -> TrainConfig:
     """
     rounds = len(init.info.get("rounds", [])) or 1
     lr = float(init.config.lr) * (CORRECTION_LR_FACTOR if rounds <= 1 else 1.0)
-    base = {"max_steps": CORRECTION_STEPS, "num_epochs": None, "lr_step": (), "tau": init.tau,
+    base = {"max_steps": CORRECTION_STEPS, "num_epochs": None, "lr_step": (), "settle_steps": 0, "tau": init.tau,
             "seed": int(init.config.seed) + rounds, "lr": lr}
     given = {k: v for k, v in overrides.items() if v is not None}
     if "num_epochs" in given and "max_steps" not in given:

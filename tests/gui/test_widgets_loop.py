@@ -377,10 +377,12 @@ def test_opened_coordinate_file_is_particle_sized(viewer, panel, tmp_path):
 
 # ---------------------------------------------------------------------------- panel, several tomograms
 def test_plan_shows_effective_tau_and_steps(panel, sim):
-    from napari_cetpick.config import DEFAULT_STEPS
+    from napari_cetpick.config import DEFAULT_STEPS, TrainConfig
 
     plan = panel.train._plan_label.value
-    assert plan.startswith(f"Plan: {DEFAULT_STEPS} steps (the default schedule)")
+    settle = TrainConfig().settle_steps
+    assert plan.startswith(f"Plan: {DEFAULT_STEPS} steps (the default schedule, the last {settle} at a tenth of the "
+                           "rate)")
     assert "τ 0.0" in plan and "from the label density" in plan and "particles expected" in plan
     panel.train._tau_spin.value = 0.05
     assert "τ 0.05 set by hand" in panel.train._plan_label.value
