@@ -349,6 +349,12 @@ def test_a_first_round_settles_at_a_tenth_of_the_rate_and_a_correction_round_kee
     assert plan_training(correction_config(back), [v.shape], [balls[:6]], 10.0, init=back).settle_steps == 0
     cont = Trainer([v], [balls[:6]], correction_config(back, max_steps=3), voxel_size_a=10.0, device="cpu", init=back)
     assert [p.lr for p in cont.steps(calibrate=False)] == [pytest.approx(TrainConfig.lr * CORRECTION_LR_FACTOR)] * 3
+    # a run stopped before its settling steps never settled, and its record says none
+    from itertools import islice
+    early = Trainer([v], [balls[:6]], TrainConfig(max_steps=80, settle_steps=20, **TINY), voxel_size_a=10.0,
+                    device="cpu")
+    list(islice(early.steps(calibrate=False), 5))
+    assert early.step == 5 and "settle_from" not in early.checkpoint(calibrate=False).info["rounds"][-1]
     # at most a third of the schedule settles (round 1: 60 steps, 100 asked)
     assert ck.info["rounds"][-1]["settle_from"] == 40 and ck.config.settle_steps == 100
     # a model saved before settling existed had none; the published recipe has none

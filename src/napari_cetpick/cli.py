@@ -1127,7 +1127,7 @@ def _add_train_method_options(p) -> None:
     g.add_argument("--lr", type=float, help="Adam learning rate (a correction round defaults to a tenth of the first round's)")
     g.add_argument("--lr_step", type=int, nargs="*", help="epochs at which the learning rate is multiplied by 0.1")
     g.add_argument("--settle-steps", type=int, metavar="N",
-                   help="the last N steps of a first round (at most a third of them) run at a tenth of the learning rate (default 100; "
+                   help="the last N steps of a first round (at most a third of its steps) run at a tenth of the learning rate (default 100; "
                         "0 = none; none in --preset cetpick or a correction round)")
     g.add_argument("--arch", choices=ARCHS, help="network: unet3d_4 (the default: a 3D U-Net of four levels), "
                         "unet3d_small or unet3d (3D U-Nets of three levels; unet3d about twice the time on a CPU), "

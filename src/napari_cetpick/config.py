@@ -139,9 +139,9 @@ class TrainConfig:
         Adam learning rate; multiplied by 0.1 at each epoch in ``lr_step``.
     settle_steps : int
         The last this many steps of a first round (at most a third of its schedule) run at a tenth
-        of the rate, so that the weights settle instead of ending on one noisy step (best F1 up
-        on every benchmark case, docs/benchmark.md, "Round 13"). 0: none; a correction round,
-        which runs at a tenth of the rate throughout, has none.
+        of the rate, so that the weights settle instead of ending on one noisy step (the barrel
+        and ribosome up, the shell slightly down: docs/benchmark.md, "Round 13"). 0: none; a
+        correction round, which runs at a tenth of the rate throughout, has none.
     arch : str
         ``unet3d_4`` (the default: a 3D U-Net of four levels), ``unet3d_small`` or ``unet3d``
         (three levels), ``unet_small`` (pseudo-3D, fast), ``unet_4`` or ``unet_5`` (the

@@ -499,7 +499,7 @@ class Trainer:
     def _snapshot(self) -> dict:
         return {k: v.detach().to("cpu", copy=True) for k, v in self.net.state_dict().items()}
 
-    def _lr_at(self, epoch: int, step: int = 0) -> float:
+    def _lr_at(self, epoch: int, step: int) -> float:
         lr = self.config.lr * (0.1 ** sum(epoch >= e for e in self.config.lr_step))
         return lr * (SETTLE_LR_FACTOR if self.settle_at is not None and step >= self.settle_at else 1.0)
 
@@ -703,7 +703,7 @@ class Trainer:
         rounds = list(self._prev_info.get("rounds", []))
         rounds.append({"steps": self.step, "n_positives": self.n_labels, "n_negatives": self.n_negatives,
                        "elapsed_s": round(self.elapsed_s, 2)})
-        if self.settle_at is not None:
+        if self.settle_at is not None and self.step > self.settle_at:  # a run cancelled before never settled
             rounds[-1]["settle_from"] = self.settle_at
         classes = []
         for k, (name, plan) in enumerate(zip(self.names, self.plan.classes)):
