@@ -222,6 +222,12 @@ def test_ctrl_c_saves_the_last_good_model(sim_files, tmp_path, monkeypatch, caps
     assert f"the model after 2 of 10 steps was saved to {model}" in err
     ck = Checkpoint.load(model)
     assert ck.info["steps"] == 2 and ck.info["status"] == "interrupted at step 2 of 10"
+    # with the look-alike round asked for: 10 steps, then up to 3 (a third) against the look-alikes
+    calls["n"] = 0
+    rc = main(_train_argv(paths, tmp_path / "m2.ckpt", "--max-steps", "10", "--look-alike-steps", "100"))
+    err = capsys.readouterr().err
+    assert rc == 130 and "10 steps, then up to 3 against the look-alikes calibration finds" in err
+    assert "the model after 2 of 13 steps was saved" in err
     # interrupted before any step: nothing to save, nothing written
     calls["n"] = 2
     other = tmp_path / "none.ckpt"

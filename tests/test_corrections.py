@@ -51,6 +51,16 @@ def round1():
     return v, balls, shells, tr.checkpoint()
 
 
+@pytest.fixture(scope="module")
+def round1_run():
+    """Round 1 with the look-alike round (60 steps, then up to 20 against them) and each step's
+    progress; on one CPU its first 60 steps are round 1's."""
+    v, balls, shells = two_kinds()
+    tr = Trainer([v], [balls[:6]], TrainConfig(max_steps=60, look_alike_steps=100, **TINY), voxel_size_a=10.0,
+                 device="cpu")
+    return v, balls, shells, tr, list(tr.steps())
+
+
 @pytest.mark.slow
 def test_negative_click_lowers_the_score_where_clicked(round1):
     v, balls, shells, ck = round1
@@ -326,7 +336,7 @@ def test_a_first_round_settles_at_a_tenth_of_the_rate_and_a_correction_round_kee
     from napari_cetpick.train import SETTLE_LR_FACTOR, plan_training
 
     v, balls, shells, ck = round1
-    tr = Trainer([v], [balls[:6]], TrainConfig(max_steps=80, settle_steps=20, **TINY), voxel_size_a=10.0,
+    tr = Trainer([v], [balls[:6]], TrainConfig(max_steps=80, settle_steps=20, look_alike_steps=0, **TINY), voxel_size_a=10.0,
                  device="cpu")
     assert tr.plan.settle_steps == 20 and "the last 20 at a tenth of the rate" in tr.plan.describe()
     lrs, losses = [], []
@@ -336,7 +346,7 @@ def test_a_first_round_settles_at_a_tenth_of_the_rate_and_a_correction_round_kee
     assert lrs[:60] == [TrainConfig.lr] * 60
     assert lrs[60:] == [pytest.approx(TrainConfig.lr * SETTLE_LR_FACTOR)] * 20
     # up to there, the very run without settling
-    plain = Trainer([v], [balls[:6]], TrainConfig(max_steps=60, settle_steps=0, **TINY), voxel_size_a=10.0,
+    plain = Trainer([v], [balls[:6]], TrainConfig(max_steps=60, settle_steps=0, look_alike_steps=0, **TINY), voxel_size_a=10.0,
                     device="cpu")
     assert plain.plan.settle_steps == 0 and "tenth" not in plain.plan.describe()
     np.testing.assert_allclose(losses[:60], [p.loss for p in plain.steps(calibrate=False)], rtol=1e-6)
@@ -351,7 +361,7 @@ def test_a_first_round_settles_at_a_tenth_of_the_rate_and_a_correction_round_kee
     assert [p.lr for p in cont.steps(calibrate=False)] == [pytest.approx(TrainConfig.lr * CORRECTION_LR_FACTOR)] * 3
     # a run stopped before its settling steps never settled, and its record says none
     from itertools import islice
-    early = Trainer([v], [balls[:6]], TrainConfig(max_steps=80, settle_steps=20, **TINY), voxel_size_a=10.0,
+    early = Trainer([v], [balls[:6]], TrainConfig(max_steps=80, settle_steps=20, look_alike_steps=0, **TINY), voxel_size_a=10.0,
                     device="cpu")
     list(islice(early.steps(calibrate=False), 5))
     assert early.step == 5 and "settle_from" not in early.checkpoint(calibrate=False).info["rounds"][-1]
@@ -363,3 +373,81 @@ def test_a_first_round_settles_at_a_tenth_of_the_rate_and_a_correction_round_kee
     assert preset("cetpick").settle_steps == 0
     with pytest.raises(CetpickError, match="settle_steps"):
         TrainConfig(settle_steps=-1).validate()
+
+
+def test_round_one_ends_against_the_look_alikes_calibration_finds(round1_run, round1, tmp_path):
+    """After the schedule, calibration's look-alikes in the labelled box (here the hollow
+    shells) become negatives of the class for ``look_alike_steps`` more steps (at most a third
+    of the schedule) at a tenth of the rate with a fresh optimiser; the model records how many;
+    the user's own negatives stay as given; a run where none are found ends with its schedule."""
+    from scipy.spatial import cKDTree
+
+    from napari_cetpick.checkpoint import Checkpoint
+    from napari_cetpick.config import preset
+    from napari_cetpick.train import plan_training
+
+    v, balls, shells, tr, progress = round1_run
+    name = tr.names[0]
+    assert tr.plan.look_alike_steps == 20 and "then 20 against the look-alikes it finds" in tr.plan.describe()
+    found = tr.look_alike_points[0][name]
+    assert tr.look_alikes == len(found) >= 5
+    # they are the look-alikes: most lie on a shell, none on a labelled ball
+    assert np.mean(cKDTree(shells).query(found)[0] < 2.5) > 0.5
+    assert cKDTree(balls[:6]).query(found)[0].min() > 5
+    assert [p.step for p in progress] == list(range(1, 81)) and {p.total for p in progress} == {80}
+    assert [p.lr for p in progress[60:]] == [pytest.approx(TrainConfig.lr * CORRECTION_LR_FACTOR)] * 20
+    assert [p.lr for p in progress[40:60]] == [pytest.approx(TrainConfig.lr * 0.1)] * 20  # the settling before
+    ck = Checkpoint.load(tr.checkpoint().save(tmp_path / "m.ckpt"))
+    last = ck.info["rounds"][-1]
+    assert last["look_alikes"] == tr.look_alikes and last["look_alikes_from"] == 60 and last["steps"] == 80
+    assert ck.info["steps"] == ck.info["total_steps"] == 80
+    assert ck.info["n_negatives"] == 0 and tr.n_negatives == 0  # the user gave none
+    assert "neg_mean" not in ck.info["profile_model"]  # not the user's: the profile model has none
+    # the final calibration keeps them among the look-alikes it mines (the new weights may no
+    # longer rank them with the labels): each is one of them or within a radius of one
+    mined = tr.calibrate()[name].mined[0]
+    assert ck.info["profile_model"]["n_mined"] == len(mined) >= tr.look_alikes
+    assert cKDTree(mined).query(found)[0].max() <= ck.diameter_vox / 2
+    # none found (too few labels for a profile model): the run ends with its schedule
+    few = Trainer([v], [balls[:3]], TrainConfig(max_steps=9, look_alike_steps=100, **TINY), voxel_size_a=10.0,
+                  device="cpu")
+    steps = [(p.step, p.total) for p in few.steps(calibrate=False)]
+    assert steps[-1] == (9, 9) and few.look_alikes is None
+    assert few.checkpoint(calibrate=False).info["rounds"][-1]["look_alikes_skipped"] == "no look-alikes found"
+    # a correction round, the published recipe and a model saved before have none; negative refused
+    assert correction_config(ck).look_alike_steps == 0
+    assert plan_training(TrainConfig(max_steps=60, **TINY), [v.shape], [balls[:6]], 10.0, init=ck).look_alike_steps == 0
+    assert preset("cetpick").look_alike_steps == 0 and TrainConfig().look_alike_steps == 0  # off by default
+    plain = round1[3].info["rounds"][-1]  # the default: no round, nothing to say about one
+    assert not {"look_alikes", "look_alikes_from", "look_alikes_skipped"} & set(plain) and round1[3].info["steps"] == 60
+    old = {k: w for k, w in TrainConfig().to_dict().items() if k != "look_alike_steps"}
+    assert TrainConfig.from_dict(old).look_alike_steps == 0
+    with pytest.raises(CetpickError, match="look_alike_steps"):
+        TrainConfig(look_alike_steps=-1).validate()
+
+
+@pytest.mark.slow
+def test_the_look_alike_round_lowers_their_scores_and_keeps_the_particles(round1_run, round1):
+    """Detected without and after the round: the look-alikes it trained against lose score, the
+    labelled particles' kind keeps scoring well above them."""
+    v, balls, shells, tr, _ = round1_run
+    before = round1[3]  # the same 60 steps without the round
+    found = tr.look_alike_points[0][tr.names[0]]
+    det = DetectConfig(threshold=0.0)
+    r0 = run_generator(detect(before, v, det, device="cpu"))
+    r1 = run_generator(detect(tr.checkpoint(), v, det, device="cpu"))
+    s0, s1 = _score_at(r0, found), _score_at(r1, found)
+    assert s1.mean() < 0.8 * s0.mean(), (s1.mean(), s0.mean())
+    assert _score_at(r1, balls).mean() > 1.5 * s1.mean()
+
+
+def test_earlier_look_alikes_join_those_mined_now():
+    from napari_cetpick.calibration import _with_earlier
+
+    now = [np.array([[5.0, 10, 10], [5, 30, 30]]), np.zeros((0, 3))]
+    earlier = [np.array([[5.0, 11, 10], [5, 50, 50]]), np.array([[5.0, 20, 20], [5, 40, 40], [5, 60, 60]])]
+    out = _with_earlier(now, earlier, reach=3.0)
+    # the one within reach of a point mined now is that point; the rest join, per tomogram
+    assert out[0].tolist() == [[5, 10, 10], [5, 30, 30], [5, 50, 50]] and len(out[1]) == 3
+    assert _with_earlier(None, earlier, 3.0)[1].tolist() == earlier[1].tolist()
+    assert _with_earlier(None, [np.zeros((0, 3)), earlier[1]], 3.0) is None  # fewer than a profile model needs

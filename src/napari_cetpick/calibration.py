@@ -227,10 +227,28 @@ def _mine_class(picks, passed, volumes, given, density_per_vox2: float, diameter
     return [zyx[where == i] for i in range(len(volumes))]
 
 
+def _with_earlier(mined, earlier, reach: float):
+    """Per volume, the look-alikes ``mined`` now (None: none) and those found ``earlier``
+    further than ``reach`` from each of them; None with fewer than
+    :data:`~napari_cetpick.descriptors.MIN_PROFILE_LABELS` in all."""
+    from scipy.spatial import cKDTree
+
+    from .descriptors import MIN_PROFILE_LABELS
+
+    out = []
+    for i, old in enumerate(earlier):
+        now = mined[i] if mined is not None else np.zeros((0, 3))
+        if len(now) and len(old):
+            old = old[cKDTree(now).query(old)[0] > reach]
+        out.append(np.concatenate([now, old]))
+    return out if sum(len(m) for m in out) >= MIN_PROFILE_LABELS else None
+
+
 def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence, densities: dict,
                       voxel_size_a: float | None = None, device=None, halo_vox: int = 0,
                       counts_told: dict | None = None, keep_pass_for=None, passes: list | None = None,
-                      negatives: Sequence | None = None, mine: int = MINED_MAX) -> dict:
+                      negatives: Sequence | None = None, mine: int = MINED_MAX,
+                      look_alikes: Sequence | None = None) -> dict:
     """Each class's :class:`Calibration` from one detection pass over each labelled region.
 
     Parameters
@@ -263,6 +281,11 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
         At most this many look-alikes per class go into the profile model
         (:func:`mine_look_alikes`; fewer than
         :data:`~napari_cetpick.descriptors.MIN_PROFILE_LABELS` found: none); 0 mines none.
+    look_alikes : sequence of dicts, optional
+        Per training tomogram, per class name, look-alikes found before ((n, 3) zyx voxels:
+        those the first round trained against, :attr:`napari_cetpick.train.Trainer.look_alike_points`):
+        they join the ones mined now (those further than a radius from every one of them),
+        though the new weights may no longer rank them among the labels.
 
     The network runs once per tomogram on the region spanning every class's box (default
     views, threshold 0, overlaps between classes left in: each class is measured on its own
@@ -321,6 +344,9 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
         if mine > 0 and checked and all(checked):
             given = [np.asarray(d.get(n, np.zeros((0, 3))), float).reshape(-1, 3) for d in negatives]
             mined = _mine_class(picks, passed[n], volumes, given, densities[n], view.diameter_vox, mine)
+            if look_alikes is not None:
+                before = [np.asarray(d.get(n, np.zeros((0, 3))), float).reshape(-1, 3) for d in look_alikes]
+                mined = _with_earlier(mined, before, view.diameter_vox / 2)
             if mined is not None:
                 # the profile model as training fitted it (every training tomogram), with them
                 refit = ProfileModel.fit(volumes, [lab.get(n) for lab in labels], view.diameter_vox,

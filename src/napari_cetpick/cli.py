@@ -486,6 +486,7 @@ def _train_knobs(args) -> dict:
         batch_size=args.batch_size, gauss=args.gauss, compress=args.compress,
         translation_ratio=args.translation_ratio, bin=args.bin, seed=args.seed,
         settle_steps=getattr(args, "settle_steps", None),
+        look_alike_steps=getattr(args, "look_alike_steps", None),
     )
 
 
@@ -550,11 +551,11 @@ def cmd_train(args) -> int:
         per = "; ".join(f"{c.name}: {c.n_labels} labels, particle {c.diameter_vox:g} voxels, tau {c.tau:.3g}"
                         for c in trainer.plan.classes)
         print(f"{what} {cfg.arch} on {len(pairs)} tomogram(s), {len(trainer.names)} classes ({per}), {n_neg} "
-              f"negatives, bin {trainer.bin_xy}, {trainer.total_steps} steps on {trainer.device_name}", file=sys.stderr)
+              f"negatives, bin {trainer.bin_xy}, {trainer.steps_text()} on {trainer.device_name}", file=sys.stderr)
     else:
         print(f"{what} {cfg.arch} on {len(pairs)} tomogram(s), {n_labels} labels, {n_neg} negatives, particle "
-              f"{trainer.diameter_vox:g} voxels, bin {trainer.bin_xy}, tau {trainer.tau:.3g}, {trainer.total_steps} "
-              f"steps on {trainer.device_name}", file=sys.stderr)
+              f"{trainer.diameter_vox:g} voxels, bin {trainer.bin_xy}, tau {trainer.tau:.3g}, {trainer.steps_text()} "
+              f"on {trainer.device_name}", file=sys.stderr)
     bar = _Bar("train", args.quiet)
     # the weights are saved before anything after training (threshold calibration) can fail
     gen = trainer.steps(calibrate=False)
@@ -1129,6 +1130,10 @@ def _add_train_method_options(p) -> None:
     g.add_argument("--settle-steps", type=int, metavar="N",
                    help="the last N steps of a first round (at most a third of its steps) run at a tenth of the learning rate (default 100; "
                         "0 = none; none in --preset cetpick or a correction round)")
+    g.add_argument("--look-alike-steps", type=int, metavar="N",
+                   help="after a first round, N more steps at a tenth of the learning rate (at most a third of its steps) with the "
+                        "look-alikes calibration finds in the labelled region as negatives, where it finds some (default 0 = "
+                        "none; measured in docs/benchmark.md, round 14; none in a correction round)")
     g.add_argument("--arch", choices=ARCHS, help="network: unet3d_4 (the default: a 3D U-Net of four levels), "
                         "unet3d_small or unet3d (3D U-Nets of three levels; unet3d about twice the time on a CPU), "
                         "unet_small (pseudo-3D, fast), unet_4 or unet_5 (the published pseudo-3D)")

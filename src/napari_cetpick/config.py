@@ -142,6 +142,15 @@ class TrainConfig:
         of the rate, so that the weights settle instead of ending on one noisy step (the barrel
         and ribosome up, the shell slightly down: docs/benchmark.md, "Round 13"). 0: none; a
         correction round, which runs at a tenth of the rate throughout, has none.
+    look_alike_steps : int
+        After a first round, calibration looks in the labelled region for the model's own
+        look-alikes (:func:`napari_cetpick.calibration.mine_look_alikes`: picks that score like
+        the labels while their radial profile does not); where it finds some, training goes on
+        for this many steps (at most a third of the schedule) at a tenth of the rate with them
+        as negatives of their class, as a correction round takes rejected picks, and calibrates
+        again. 0 (the default): none. Measured in docs/benchmark.md ("Round 14"): the barrel up
+        after the correction round and on crowded tomograms with many labels, down on a sparse
+        tomogram and with few labels — not on by default. A correction round has none.
     arch : str
         ``unet3d_4`` (the default: a 3D U-Net of four levels), ``unet3d_small`` or ``unet3d``
         (three levels), ``unet_small`` (pseudo-3D, fast), ``unet_4`` or ``unet_5`` (the
@@ -206,6 +215,7 @@ class TrainConfig:
     lr: float = 1e-3
     lr_step: tuple[int, ...] = ()
     settle_steps: int = 100
+    look_alike_steps: int = 0
     arch: str = "unet3d_4"
     batch_size: int = 8
     crop_xy: int = 64
@@ -258,6 +268,7 @@ class TrainConfig:
         if "lr_step" in kw:
             kw["lr_step"] = tuple(kw["lr_step"])
         kw.setdefault("settle_steps", 0)  # a model saved before settling existed had none
+        kw.setdefault("look_alike_steps", 0)  # nor one saved before the look-alike round
         if kw.get("classes"):
             keys = {f.name for f in fields(ClassSpec)}
             kw["classes"] = [ClassSpec(**{k: v for k, v in c.items() if k in keys}) for c in kw["classes"]]
@@ -285,6 +296,8 @@ class TrainConfig:
             raise CetpickError(f"max_steps must be at least 1, got {self.max_steps}.")
         if not isinstance(self.settle_steps, int) or self.settle_steps < 0:
             raise CetpickError(f"settle_steps must be 0 or a positive integer, got {plain(self.settle_steps)}.")
+        if not isinstance(self.look_alike_steps, int) or self.look_alike_steps < 0:
+            raise CetpickError(f"look_alike_steps must be 0 or a positive integer, got {plain(self.look_alike_steps)}.")
         if self.augment not in ("full", "flip") or self.blob not in BLOBS:
             raise CetpickError(f"augment must be 'full' or 'flip'; blob one of {', '.join(BLOBS)}.")
         if not self.cross_class_weight >= 0:
@@ -317,7 +330,7 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
         cfg = TrainConfig(
             arch="unet_4", crop_xy=64, crop_z=6, batch_size=2, augment="flip", blob="cetpick",
             bin=1, tau=0.4, lr=1e-3, label_crop_prob=1.0, translation_ratio=0.25, num_epochs=600,
-            contrastive=True, consistency_weight=1.0, preset="cetpick", settle_steps=0,
+            contrastive=True, consistency_weight=1.0, preset="cetpick", settle_steps=0, look_alike_steps=0,
         )
     else:
         raise CetpickError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")

@@ -131,10 +131,13 @@ class TrainingPlan:
     expected_particles: float
     classes: list = None
     settle_steps: int = 0  # the last steps, at a tenth of the rate
+    look_alike_steps: int = 0  # then at most this many against the look-alikes calibration finds
 
     def describe(self) -> str:
         settle = f", the last {self.settle_steps} at a tenth of the rate" if self.settle_steps else ""
         steps = f"{self.total_steps} steps ({self.schedule}{settle})"
+        if self.look_alike_steps:
+            steps += f", then {self.look_alike_steps} against the look-alikes it finds"
         if self.classes and len(self.classes) > 1:
             per = "; ".join(f"{c.name}: τ {c.tau:.3g}, about {c.expected_particles:.0f} expected"
                             for c in self.classes)
@@ -320,9 +323,12 @@ def plan_training(config: TrainConfig, shapes: Sequence, labels: Sequence, voxel
     # a first round's last steps (at most a third of them) settle at a tenth of the rate; a
     # correction round runs at a tenth throughout
     settle = min(int(config.settle_steps), total // 3) if init is None else 0
+    # then, as many again at most, a round against the look-alikes calibration finds (a
+    # correction round has the user's own rejections instead)
+    look = min(int(config.look_alike_steps), total // 3) if init is None else 0
     first = plans[0]
     return TrainingPlan(total, spe, what, n_labels, bin_xy, tuple(stride), first.tau, first.tau_source,
-                        first.density_per_vox2, first.expected_particles, plans, settle)
+                        first.density_per_vox2, first.expected_particles, plans, settle, look)
 
 
 def _per_volume(items, n: int, name: str) -> list:
@@ -494,12 +500,21 @@ class Trainer:
         self._prev_steps = int(init.info.get("steps", 0)) if init is not None else 0
         self._prev_info = dict(init.info) if init is not None else {}
         self.settle_at = self.total_steps - plan.settle_steps if plan.settle_steps else None
+        # the look-alike round (TrainConfig.look_alike_steps) follows the schedule; it is in the
+        # total until it turns out that calibration found no look-alikes
+        self.look_alike_at = self.total_steps if plan.look_alike_steps else None
+        self.total_steps += plan.look_alike_steps
+        self.look_alikes: int | None = None  # how many the round trains against, once it began
+        self.look_alike_points = [{} for _ in volumes]  # per volume, per class: where they are (zyx voxels)
+        self.look_alikes_skipped = ""  # why it did not run, where it did not
 
     # ------------------------------------------------------------------ helpers
     def _snapshot(self) -> dict:
         return {k: v.detach().to("cpu", copy=True) for k, v in self.net.state_dict().items()}
 
     def _lr_at(self, epoch: int, step: int) -> float:
+        if self.look_alike_at is not None and step >= self.look_alike_at:
+            return self.config.lr * CORRECTION_LR_FACTOR  # as a correction round's
         lr = self.config.lr * (0.1 ** sum(epoch >= e for e in self.config.lr_step))
         return lr * (SETTLE_LR_FACTOR if self.settle_at is not None and step >= self.settle_at else 1.0)
 
@@ -647,11 +662,56 @@ class Trainer:
             self.elapsed_s = time.perf_counter() - t0
             rec = {"step": self.step, "loss": loss.item(), "hm": l_hm.item(), "cr": l_cr.item(), "cons": l_cons.item()}
             self.history.append(rec)
+            if self.step == self.look_alike_at and self.look_alikes is None:
+                self._begin_look_alikes()  # before this step's progress, which then has the true total
+                self.elapsed_s = time.perf_counter() - t0
             eta = self.elapsed_s / self.step * (self.total_steps - self.step)
             yield TrainProgress(self.step, self.total_steps, epoch, rec["loss"], rec["hm"], rec["cr"], rec["cons"],
                                 lr, self.elapsed_s, eta, self.device_name)
         self.status = "finished"
         return self.checkpoint(calibrate=calibrate)
+
+    def steps_text(self) -> str:
+        """The steps planned, in words: "300 steps", and the look-alike round's where planned."""
+        if self.look_alike_at is None or self.look_alikes is not None or self.step > self.look_alike_at:
+            return f"{self.total_steps} steps"
+        return (f"{self.look_alike_at} steps, then up to {self.total_steps - self.look_alike_at} against the look-alikes "
+                "calibration finds")
+
+    def _begin_look_alikes(self) -> bool:
+        """At the end of the schedule: calibrate, take the look-alikes calibration found in the
+        labelled regions (:attr:`look_alike_points`) as negatives of their class in the training
+        targets, as a correction round takes rejected picks, and restart Adam for the round at a
+        tenth of the rate. They are not the user's negatives: the profile model keeps fitting
+        those alone, and the final calibration mines the look-alikes the new weights still
+        make. False where none were found (the run ends here, its total shortened) or
+        calibration failed (the run ends with the weights as they are; the final calibration
+        says what failed)."""
+        import torch
+
+        try:
+            cals = self.calibrate()
+        except Exception as exc:  # noqa: BLE001  (a refinement: the trained weights are kept)
+            self.look_alikes_skipped = f"{type(exc).__name__}: {exc}"
+            cals = {}
+        found = 0
+        for name in self.names:
+            mined = getattr(cals.get(name), "mined", None) or []
+            for vi, zyx in enumerate(mined):
+                zyx = np.asarray(zyx, float).reshape(-1, 3)
+                if not len(zyx):
+                    continue
+                found += len(zyx)
+                self.look_alike_points[vi][name] = zyx
+                neg_work = self.negatives_work[vi]
+                neg_work[name] = np.concatenate([neg_work.get(name, np.zeros((0, 3))), self.geometry.tomo_to_work(zyx)])
+        if not found:
+            self.total_steps = self.step
+            self.look_alikes_skipped = self.look_alikes_skipped or "no look-alikes found"
+            return False
+        self.look_alikes = found
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=self.config.lr * CORRECTION_LR_FACTOR)
+        return True
 
     def calibrate(self, passes: list | None = None) -> dict:
         """Each class's default threshold and centre offset from detection in its labelled region.
@@ -673,7 +733,8 @@ class Trainer:
                                  self.label_boxes, dict(zip(self.names, self.densities)),
                                  voxel_size_a=self.voxel_size_a, device=self.device, halo_vox=halo, counts_told=told,
                                  keep_pass_for=self.keep_pass_for, passes=passes,
-                                 negatives=[{n: _class_negatives(d, n) for n in self.names} for d in self.negatives_tomo])
+                                 negatives=[{n: _class_negatives(d, n) for n in self.names} for d in self.negatives_tomo],
+                                 look_alikes=self.look_alike_points if self.look_alikes else None)
 
     def profile_models(self) -> dict:
         """Per class, the :class:`~napari_cetpick.descriptors.ProfileModel` of its labels (None
@@ -705,6 +766,10 @@ class Trainer:
                        "elapsed_s": round(self.elapsed_s, 2)})
         if self.settle_at is not None and self.step > self.settle_at:  # a run cancelled before never settled
             rounds[-1]["settle_from"] = self.settle_at
+        if self.look_alikes is not None:
+            rounds[-1].update(look_alikes=self.look_alikes, look_alikes_from=self.look_alike_at)
+        elif self.look_alikes_skipped:
+            rounds[-1]["look_alikes_skipped"] = self.look_alikes_skipped
         classes = []
         for k, (name, plan) in enumerate(zip(self.names, self.plan.classes)):
             cal = cals.get(name)
@@ -769,7 +834,8 @@ def correction_config(init: Checkpoint, **overrides) -> TrainConfig:
     """
     rounds = len(init.info.get("rounds", [])) or 1
     lr = float(init.config.lr) * (CORRECTION_LR_FACTOR if rounds <= 1 else 1.0)
-    base = {"max_steps": CORRECTION_STEPS, "num_epochs": None, "lr_step": (), "settle_steps": 0, "tau": init.tau,
+    base = {"max_steps": CORRECTION_STEPS, "num_epochs": None, "lr_step": (), "settle_steps": 0,
+            "look_alike_steps": 0, "tau": init.tau,
             "seed": int(init.config.seed) + rounds, "lr": lr}
     given = {k: v for k, v in overrides.items() if v is not None}
     if "num_epochs" in given and "max_steps" not in given:
