@@ -384,6 +384,7 @@ def test_round_one_ends_against_the_look_alikes_calibration_finds(round1_run, ro
 
     from napari_cetpick.checkpoint import Checkpoint
     from napari_cetpick.config import preset
+    from napari_cetpick.descriptors import MIN_PROFILE_LABELS
     from napari_cetpick.train import plan_training
 
     v, balls, shells, tr, progress = round1_run
@@ -406,7 +407,8 @@ def test_round_one_ends_against_the_look_alikes_calibration_finds(round1_run, ro
     # the final calibration keeps them among the look-alikes it mines (the new weights may no
     # longer rank them with the labels): each is one of them or within a radius of one
     mined = tr.calibrate()[name].mined[0]
-    assert ck.info["profile_model"]["n_mined"] == len(mined) >= tr.look_alikes
+    # (two of them within a radius of one mined now count once: the count is no invariant)
+    assert ck.info["profile_model"]["n_mined"] == len(mined) >= MIN_PROFILE_LABELS
     assert cKDTree(mined).query(found)[0].max() <= ck.diameter_vox / 2
     # none found (too few labels for a profile model): the run ends with its schedule
     few = Trainer([v], [balls[:3]], TrainConfig(max_steps=9, look_alike_steps=100, **TINY), voxel_size_a=10.0,

@@ -678,15 +678,15 @@ class Trainer:
         return (f"{self.look_alike_at} steps, then up to {self.total_steps - self.look_alike_at} against the look-alikes "
                 "calibration finds")
 
-    def _begin_look_alikes(self) -> bool:
+    def _begin_look_alikes(self) -> None:
         """At the end of the schedule: calibrate, take the look-alikes calibration found in the
         labelled regions (:attr:`look_alike_points`) as negatives of their class in the training
         targets, as a correction round takes rejected picks, and restart Adam for the round at a
         tenth of the rate. They are not the user's negatives: the profile model keeps fitting
         those alone, and the final calibration mines the look-alikes the new weights still
-        make. False where none were found (the run ends here, its total shortened) or
-        calibration failed (the run ends with the weights as they are; the final calibration
-        says what failed)."""
+        make. Where none were found, or calibration failed, the run ends here with its total
+        shortened and the weights as they are (``look_alikes_skipped`` says why; a failure shows
+        again in the final calibration)."""
         import torch
 
         try:
@@ -708,10 +708,9 @@ class Trainer:
         if not found:
             self.total_steps = self.step
             self.look_alikes_skipped = self.look_alikes_skipped or "no look-alikes found"
-            return False
+            return
         self.look_alikes = found
         self.opt = torch.optim.Adam(self.net.parameters(), lr=self.config.lr * CORRECTION_LR_FACTOR)
-        return True
 
     def calibrate(self, passes: list | None = None) -> dict:
         """Each class's default threshold and centre offset from detection in its labelled region.
