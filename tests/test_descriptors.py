@@ -318,3 +318,51 @@ def test_rejected_particles_of_the_class_do_not_cost_new_ones_their_score():
     assert np.all(np.isfinite(aware)) and np.sum(aware > 0) >= 6
     whole = model_profiles(vol, kinds["small"][8:], 12.0)
     np.testing.assert_allclose(told.excess(whole, np.ones_like(whole)), told.excess(whole))
+
+
+@pytest.mark.parametrize("diameter", [12.0, 40.0])
+def test_neighbour_profiles_are_the_profiles_one_step_around(diameter):
+    """One cube read per place gives the profile of the place and of its 26 neighbours one
+    sampling step away, exactly as read one by one, at the faces and beyond them too."""
+    from napari_cetpick.descriptors import NEIGHBOURS, _sampling, neighbour_profiles
+
+    vol, kinds = planted(seed=1, noise=0.5)
+    pts = np.vstack([kinds["ball"], [[0.0, 0.0, 0.0], [47.0, 95.0, 95.0], [2.4, 50.0, 94.6], [-3.0, 50.0, 50.0]]])
+    prof, inside = neighbour_profiles(vol, pts, diameter, batch=5)
+    assert prof.shape == inside.shape == (len(pts), 27, 2 * N_SHELLS)
+    step = _sampling(diameter)[1]
+    assert step == (1 if diameter < 32 else 2)
+    for k, offset in enumerate(NEIGHBOURS):
+        one, one_inside = model_profiles(vol, np.rint(pts) + offset * step, diameter, return_inside=True)
+        np.testing.assert_allclose(prof[:, k], one, atol=1e-12)
+        np.testing.assert_allclose(inside[:, k], one_inside, atol=1e-12)
+    assert np.all(inside[-1, :, 0] == 0)  # the place outside the tomogram: nothing inside, read as the mean
+    assert np.all(prof[-1, :, 0] == 0)
+
+
+def test_look_alikes_are_read_where_they_fit_best():
+    """A detector's peak on a look-alike lies off its centre: read at the pick alone, half of
+    these small balls pass as the class; read where each hypothesis fits best (the pick or a
+    neighbour), nearly all lose, while the unseen balls of the class keep their score."""
+    from napari_cetpick.descriptors import neighbour_profiles
+
+    vol, kinds = two_sizes(seed=3)
+    model = ProfileModel.fit([vol], [kinds["big"][:8]], 12.0, negatives=[kinds["small"][:8]])
+    assert model.reads_around() and model.neg_margin_around > 0  # measured on the labels the same way
+    off_centre = kinds["small"][8:] + [0.0, 1.0, 1.0]
+    prof, inside = neighbour_profiles(vol, off_centre, 12.0)
+    at_pick = model.excess(prof[:, 13], inside[:, 13])
+    around = model.excess(prof[:, 13], inside[:, 13], neighbours=(prof, inside))
+    assert np.sum(around > 0) >= 7 > np.sum(at_pick > 0) and np.median(around) > np.median(at_pick) + 1.0
+    np.testing.assert_allclose(model.excess_at(vol, off_centre, 12.0), around)
+    assert np.median(model.excess_at(vol, kinds["big"][8:], 12.0)) == 0.0
+    # the model file keeps it; one saved before reads the look-alikes at the pick, as it was fitted
+    back = ProfileModel.from_info(model.to_info())
+    assert back.neg_margin_around == pytest.approx(model.neg_margin_around, abs=1e-5)
+    np.testing.assert_allclose(back.excess_at(vol, off_centre, 12.0), around, rtol=1e-3, atol=1e-3)
+    info = {k: v for k, v in model.to_info().items() if not k.endswith("_around")}
+    before = ProfileModel.from_info(info)
+    assert not before.reads_around()
+    np.testing.assert_allclose(before.excess_at(vol, off_centre, 12.0), at_pick, rtol=1e-3, atol=1e-3)
+    # without look-alikes there is nothing to read around
+    assert not ProfileModel.fit([vol], [kinds["big"][:8]], 12.0).reads_around()

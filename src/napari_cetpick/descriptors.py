@@ -16,6 +16,8 @@ from the labelled particles' profiles, a second opinion next to the network's sc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import product
 
 import numpy as np
 
@@ -114,6 +116,86 @@ def _sampling(diameter_vox: float, reach: float = REACH_DIAMETERS) -> tuple[floa
     return reach_vox, step, int(np.ceil(reach_vox / step)) * step
 
 
+#: The places where :meth:`ProfileModel.excess` reads the look-alike hypotheses: the pick and
+#: its 26 neighbours one sampling step away (zyx, in steps), the pick itself at :data:`_PICK`.
+#: A detector's peak on a look-alike sits where it looks most like the class, about half a
+#: voxel per axis from the look-alike's own centre (docs/benchmark.md, "Round 15"); each
+#: hypothesis is read where it fits best (docs/benchmark.md, "Round 16").
+NEIGHBOURS = np.array(list(product((-1, 0, 1), repeat=3)), int)
+_PICK = 13
+
+
+@lru_cache(maxsize=8)
+def _neighbour_weights(half: int, step: int, reach_vox: float, n_shells: int):
+    """Sparse ``(features × neighbours, voxels of the enlarged cube)`` map that sums each
+    neighbour's shells out of one cube a step wider on every side, and the template's counts."""
+    from scipy import sparse
+
+    feature, template = _shell_index(half, step, reach_vox, n_shells)
+    n_ax = 2 * (half // step) + 1
+    big = n_ax + 2
+    idx = np.arange(n_ax)
+    zz, yy, xx = np.meshgrid(idx, idx, idx, indexing="ij")
+    keep = feature >= 0
+    rows, cols = [], []
+    for k, (dz, dy, dx) in enumerate(NEIGHBOURS):
+        flat = ((zz + 1 + dz) * big + (yy + 1 + dy)) * big + (xx + 1 + dx)
+        rows.append(k * 2 * n_shells + feature[keep])
+        cols.append(flat.ravel()[keep])
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    w = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(NEIGHBOURS) * 2 * n_shells, big ** 3))
+    return w, template
+
+
+def neighbour_profiles(volume, zyx, diameter_vox: float, stats=None, n_shells: int = N_SHELLS,
+                       reach: float = REACH_DIAMETERS, batch: int = 64):
+    """:func:`model_profiles` with ``return_inside`` at each position and at its 26 neighbours
+    (:data:`NEIGHBOURS`, one sampling step apart): ``(profiles, inside)``, each ``(n, 27, 2 *
+    n_shells)``; ``[:, 13]`` is the position itself. One cube per position, read once."""
+    pts = np.rint(np.asarray(zyx, float).reshape(-1, 3)).astype(int)
+    n_feat = 2 * n_shells
+    out = np.zeros((len(pts), len(NEIGHBOURS), n_feat))
+    share = np.zeros_like(out)
+    if len(pts) == 0:
+        return out, share
+    reach_vox, step, half = _sampling(diameter_vox, reach)
+    w, template = _neighbour_weights(half, step, float(reach_vox), n_shells)
+    if stats is None:
+        from .data import compute_norm_stats, make_geometry
+
+        stats = compute_norm_stats(volume, make_geometry(1, False))
+    shape = np.asarray(volume.shape)
+    ax = np.arange(-half - step, half + step + 1, step)
+    size = len(ax) ** 3
+    twin = np.arange(n_feat) ^ 1
+    empty = template == 0
+    for start in range(0, len(pts), batch):
+        part = pts[start:start + batch]
+        vals = np.zeros((len(part), size))
+        masks = np.zeros((len(part), size))
+        for i, c in enumerate(part):
+            coords = [c[k] + ax for k in range(3)]
+            inside = [(v >= 0) & (v < shape[k]) for k, v in enumerate(coords)]
+            if not all(m.any() for m in inside):
+                continue
+            cube = np.zeros((len(ax),) * 3)
+            sel = np.ix_(*inside)
+            cube[sel] = (np.asarray(volume[np.ix_(*(v[m] for v, m in zip(coords, inside)))], float)
+                         - stats.mean1) / stats.std1
+            mask = np.zeros((len(ax),) * 3)
+            mask[sel] = 1.0
+            vals[i], masks[i] = cube.ravel(), mask.ravel()
+        sums = np.asarray(w @ vals.T).T.reshape(len(part), len(NEIGHBOURS), n_feat)
+        counts = np.asarray(w @ masks.T).T.reshape(len(part), len(NEIGHBOURS), n_feat)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            prof = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)  # nothing inside: the mean (0)
+        inside_share = counts / np.maximum(template, 1)
+        prof[..., empty] = prof[..., twin[empty]]
+        inside_share[..., empty] = inside_share[..., twin[empty]]
+        out[start:start + len(part)], share[start:start + len(part)] = prof, inside_share
+    return out, share
+
+
 def profile_whole_inside(shape_zyx, zyx, diameter_vox: float, reach: float = REACH_DIAMETERS) -> np.ndarray:
     """Per point, whether its radial profile (:func:`radial_profiles`) lies whole inside a volume
     of ``shape_zyx``: every sampled voxel of every shell inside (its ``inside`` share 1)."""
@@ -193,6 +275,10 @@ class ProfileModel:
     mined_inv_cov: np.ndarray | None = None
     n_mined: int = 0
     mined_margin: float = 0.0
+    # the same margins with the look-alike hypotheses read at their best of NEIGHBOURS (None: a
+    # model saved before, read at the pick alone)
+    neg_margin_around: float | None = None
+    mined_margin_around: float | None = None
 
     @staticmethod
     def _profile_rows(volumes, points, diameter_vox: float) -> np.ndarray | None:
@@ -206,9 +292,12 @@ class ProfileModel:
         :data:`MIN_PROFILE_LABELS` labels in all); ``negatives`` (per volume, optional) the
         places the user said are not the class, ``mined`` (per volume, optional) the
         look-alikes calibration found: each one's Gaussian too, given as many."""
-        a = cls._profile_rows(volumes, labels, diameter_vox)
-        if a is None or len(a) < MIN_PROFILE_LABELS:
+        around = [neighbour_profiles(v, pts, diameter_vox)[0] for v, pts in zip(volumes, labels)
+                  if pts is not None and len(np.asarray(pts).reshape(-1, 3))]
+        if not around or sum(len(r) for r in around) < MIN_PROFILE_LABELS:
             return None
+        around = np.concatenate(around)
+        a = around[:, _PICK]
         mean, inv_cov = _gaussian(a)
         # how far a *new* particle lies: each label against the model of the others
         loo, loo_d = [], []
@@ -222,13 +311,15 @@ class ProfileModel:
             if rows is None or len(rows) < MIN_PROFILE_LABELS:
                 continue
             m, inv = _gaussian(rows)
-            # how far onto their side (the log-likelihood ratio's term) a new particle may fall
-            ratio = []
+            # how far onto their side (the log-likelihood ratio's term) a new particle may fall,
+            # their side read at the label itself and at its best of its neighbours
+            ratio, ratio_around = [], []
             for i, (d, ld) in enumerate(loo_d):
-                dn, ldn = _mahalanobis(a[i], m, inv)
-                ratio.append(float(d[0] - dn[0] + ld[0] - ldn[0]))
-            margin = TYPICAL_SLACK * max(0.0, float(np.quantile(ratio, TYPICAL_QUANTILE)))
-            parts.update({f"{key}_mean": m, f"{key}_inv_cov": inv, f"{key}_margin": margin,
+                dn, ldn = _mahalanobis(around[i], m, inv)
+                ratio.append(float(d[0] - dn[_PICK] + ld[0] - ldn[_PICK]))
+                ratio_around.append(float(d[0] + ld[0] - np.min(dn + ldn)))
+            parts.update({f"{key}_mean": m, f"{key}_inv_cov": inv, f"{key}_margin": _margin(ratio),
+                          f"{key}_margin_around": _margin(ratio_around),
                           "n_negatives" if key == "neg" else "n_mined": len(rows)})
         return cls(mean, inv_cov, TYPICAL_SLACK * float(np.quantile(loo, TYPICAL_QUANTILE)), len(a), **parts)
 
@@ -236,7 +327,7 @@ class ProfileModel:
         """Squared Mahalanobis distance of each row from the labels' profiles."""
         return _mahalanobis(profiles, self.mean, self.inv_cov)[0]
 
-    def excess(self, profiles: np.ndarray, inside=None) -> np.ndarray:
+    def excess(self, profiles: np.ndarray, inside=None, neighbours=None) -> np.ndarray:
         """How much further than ``typical`` each row lies (0 within it), plus, with the
         negatives' Gaussian, how much better the negatives explain it than the labels do.
 
@@ -260,16 +351,46 @@ class ProfileModel:
         less than :data:`MIN_INSIDE_SHARE` inside and scaled back to every feature's count.
         Without it, a ribosome cut by a face lay 20 times further out than a whole one
         (docs/benchmark.md, "Round 10").
+
+        ``neighbours`` (:func:`neighbour_profiles` of the same rows, ``(profiles, inside)``):
+        each look-alike Gaussian is read where it fits the row best, at the pick or one of its
+        26 neighbours, against the labels' at the pick (a generalised likelihood ratio, the
+        position a nuisance), beyond its ``*_margin_around`` (measured on the labels the same
+        way). A detector's peak on a look-alike lies where it looks most like the class, so
+        read at the pick alone a 12 nm shell passed as a 15 nm barrel (docs/benchmark.md,
+        "Round 16"). Without them, or for a model saved before, both at the pick.
         """
         dist, logdet = _mahalanobis(profiles, self.mean, self.inv_cov, inside)
         out = np.maximum(dist - self.typical, 0.0)
         worst = np.zeros_like(out)
-        for m, inv, margin in ((self.neg_mean, self.neg_inv_cov, self.neg_margin),
-                               (self.mined_mean, self.mined_inv_cov, self.mined_margin)):
-            if m is not None:
+        for m, inv, margin, margin_around in (
+                (self.neg_mean, self.neg_inv_cov, self.neg_margin, self.neg_margin_around),
+                (self.mined_mean, self.mined_inv_cov, self.mined_margin, self.mined_margin_around)):
+            if m is None:
+                continue
+            if neighbours is not None and margin_around is not None:
+                nprof, ninside = neighbours
+                k = nprof.shape[1]
+                dneg, logdet_neg = _mahalanobis(nprof.reshape(-1, len(m)), m, inv,
+                                                np.asarray(ninside).reshape(-1, len(m)))
+                best = np.min((dneg + logdet_neg).reshape(-1, k), axis=1)
+                worst = np.maximum(worst, dist + logdet - best - margin_around)
+            else:
                 dneg, logdet_neg = _mahalanobis(profiles, m, inv, inside)
                 worst = np.maximum(worst, dist - dneg + logdet - logdet_neg - margin)
         return out + worst
+
+    def reads_around(self) -> bool:
+        """Whether :meth:`excess` reads look-alike hypotheses around the pick (:data:`NEIGHBOURS`)."""
+        return any(m is not None and a is not None for m, a in ((self.neg_mean, self.neg_margin_around),
+                                                                (self.mined_mean, self.mined_margin_around)))
+
+    def excess_at(self, volume, zyx, diameter_vox: float, stats=None) -> np.ndarray:
+        """:meth:`excess` of the places ``zyx`` in ``volume``: their profiles read as this model needs them."""
+        if self.reads_around():
+            prof, inside = neighbour_profiles(volume, zyx, diameter_vox, stats)
+            return self.excess(prof[:, _PICK], inside[:, _PICK], neighbours=(prof, inside))
+        return self.excess(*model_profiles(volume, zyx, diameter_vox, stats, return_inside=True))
 
     def to_info(self) -> dict:
         info = {"mean": _rounded(self.mean), "inv_cov": _rounded(self.inv_cov),
@@ -278,9 +399,13 @@ class ProfileModel:
         if self.neg_mean is not None:
             info.update(neg_mean=_rounded(self.neg_mean), neg_inv_cov=_rounded(self.neg_inv_cov),
                         n_negatives=int(self.n_negatives), neg_margin=round(float(self.neg_margin), 6))
+            if self.neg_margin_around is not None:
+                info["neg_margin_around"] = round(float(self.neg_margin_around), 6)
         if self.mined_mean is not None:
             info.update(mined_mean=_rounded(self.mined_mean), mined_inv_cov=_rounded(self.mined_inv_cov),
                         n_mined=int(self.n_mined), mined_margin=round(float(self.mined_margin), 6))
+            if self.mined_margin_around is not None:
+                info["mined_margin_around"] = round(float(self.mined_margin_around), 6)
         return info
 
     @classmethod
@@ -296,8 +421,16 @@ class ProfileModel:
                 parts.update({f"{key}_mean": np.asarray(info[f"{key}_mean"], float),
                               f"{key}_inv_cov": np.asarray(info[f"{key}_inv_cov"], float),
                               f"{key}_margin": float(info.get(f"{key}_margin", 0.0)), count: int(info[count])})
+                if info.get(f"{key}_margin_around") is not None:
+                    parts[f"{key}_margin_around"] = float(info[f"{key}_margin_around"])
         return cls(np.asarray(info["mean"], float), np.asarray(info["inv_cov"], float), float(info["typical"]),
                    int(info["n_labels"]), **parts)
+
+
+def _margin(ratio) -> float:
+    """How far onto a look-alike Gaussian's side a new particle may fall: :data:`TYPICAL_SLACK`
+    times the value :data:`TYPICAL_QUANTILE` of the labels stay within (0 at least)."""
+    return TYPICAL_SLACK * max(0.0, float(np.quantile(ratio, TYPICAL_QUANTILE)))
 
 
 def _rounded(a) -> list:
@@ -333,5 +466,5 @@ def _mahalanobis(profiles, mean: np.ndarray, inv_cov: np.ndarray, inside=None) -
     return dist, logdet
 
 
-__all__ = ["radial_profiles", "model_profiles", "profile_whole_inside", "ProfileModel",
-           "N_SHELLS", "REACH_DIAMETERS", "MIN_PROFILE_LABELS", "MIN_INSIDE_SHARE"]
+__all__ = ["radial_profiles", "model_profiles", "neighbour_profiles", "profile_whole_inside", "ProfileModel",
+           "N_SHELLS", "REACH_DIAMETERS", "MIN_PROFILE_LABELS", "MIN_INSIDE_SHARE", "NEIGHBOURS"]

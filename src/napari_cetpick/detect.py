@@ -536,7 +536,7 @@ def profile_check(ckpt: Checkpoint, volume, zyx, scores, agreement, weight: floa
     candidate was not checked. Without a profile model or with ``weight`` 0, the input and
     no ``excess`` (None).
     """
-    from .descriptors import ProfileModel, model_profiles
+    from .descriptors import ProfileModel
 
     model = ProfileModel.from_info(ckpt.info.get("profile_model"))
     if model is None or weight <= 0 or len(scores) == 0:
@@ -553,7 +553,7 @@ def profile_check(ckpt: Checkpoint, volume, zyx, scores, agreement, weight: floa
     stats = D.compute_norm_stats(volume, D.make_geometry(1, False))  # once, not per slab
     by_z = top[np.argsort(np.asarray(zyx)[top, 0], kind="stable")]
     for part in np.array_split(by_z, max(1, -(-len(by_z) // PROFILE_SLAB))):
-        excess[part] = model.excess(*model_profiles(volume, zyx[part], diameter, stats, return_inside=True))
+        excess[part] = model.excess_at(volume, zyx[part], diameter, stats)
         _release(file_map)
     z = logit(np.asarray(scores, float))
     new = z.copy()
