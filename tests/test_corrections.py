@@ -214,6 +214,24 @@ def test_rejected_picks_give_the_profile_model_its_negatives(round1):
     assert back.n_mined == len(background) and back.n_negatives == 6 and back.mined_margin == round(both.mined_margin, 6)
 
 
+def test_a_correction_round_keeps_the_look_alikes_round_1_found(round1):
+    """After a review the labels spread over the tomogram; the correction round keeps the
+    look-alikes round 1 found in its labelled box (their Gaussian, margins measured on the new
+    labels) instead of mining the most class-like ones of the whole tomogram."""
+    from napari_cetpick.descriptors import ProfileModel
+
+    v, balls, shells, ck = round1
+    first = ProfileModel.from_info(ck.info["profile_model"])
+    assert first.look_alikes() is not None and ck.profile_mined == first.n_mined
+    new = run_generator(continue_training(ck, [v], [balls], negatives=[shells[:6]], max_steps=1, device="cpu"))
+    model = ProfileModel.from_info(new.info["profile_model"])
+    np.testing.assert_allclose(model.mined_mean, first.mined_mean, atol=1e-5)
+    assert new.profile_mined == first.n_mined and model.n_negatives == 6
+    direct = ProfileModel.fit([v], [balls], ck.diameter_vox, negatives=[shells[:6]], mined_gaussian=first.look_alikes())
+    assert model.mined_margin_around == pytest.approx(direct.mined_margin_around, abs=1e-4)
+    assert model.neg_margin_around == pytest.approx(direct.neg_margin_around, abs=1e-4)
+
+
 def test_calibration_mines_the_look_alikes_before_any_review(round1):
     """Round 1's profile model learned the picks its labels-only check still showed although
     unlike the labels: hollow shells and background, never a ball; the shells it did not see

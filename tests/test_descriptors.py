@@ -366,3 +366,24 @@ def test_look_alikes_are_read_where_they_fit_best():
     np.testing.assert_allclose(before.excess_at(vol, off_centre, 12.0), at_pick, rtol=1e-3, atol=1e-3)
     # without look-alikes there is nothing to read around
     assert not ProfileModel.fit([vol], [kinds["big"][:8]], 12.0).reads_around()
+
+
+def test_look_alikes_kept_as_a_gaussian_fit_as_their_places_do():
+    """A correction round keeps the look-alikes an earlier model found as their Gaussian: the
+    margins measured on the new labels are those the places themselves would give."""
+    vol, kinds = two_sizes(seed=3)
+    labels, found = kinds["big"][:8], kinds["small"][:8]
+    from_places = ProfileModel.fit([vol], [labels], 12.0, mined=[found])
+    kept = ProfileModel.fit([vol], [labels], 12.0, mined_gaussian=from_places.look_alikes())
+    assert kept.n_mined == from_places.n_mined == len(found)
+    assert kept.mined_margin == pytest.approx(from_places.mined_margin)
+    assert kept.mined_margin_around == pytest.approx(from_places.mined_margin_around)
+    np.testing.assert_allclose(kept.excess_at(vol, kinds["small"][8:], 12.0),
+                               from_places.excess_at(vol, kinds["small"][8:], 12.0))
+    # through the model file, and on other labels: the same Gaussian, margins of these labels
+    back = ProfileModel.from_info(from_places.to_info()).look_alikes()
+    other = ProfileModel.fit([vol], [kinds["big"][4:12]], 12.0, mined_gaussian=back)
+    np.testing.assert_allclose(other.mined_mean, from_places.mined_mean, atol=1e-5)
+    assert ProfileModel.fit([vol], [labels], 12.0).look_alikes() is None
+    with pytest.raises(ValueError, match="either"):
+        ProfileModel.fit([vol], [labels], 12.0, mined=[found], mined_gaussian=back)

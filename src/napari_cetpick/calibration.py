@@ -31,7 +31,9 @@ two figures are read off the result:
   ProfileModel`, ``mined_mean``, ``n_mined``), beside the user's negatives, so that the check
   learns the confusions the network makes before any review; its margin, measured on the
   labels, keeps a true particle among them from costing new ones their score. The threshold
-  is counted after the check with them. Measured in docs/benchmark.md ("Round 12").
+  is counted after the check with them. Measured in docs/benchmark.md ("Round 12"). A
+  correction round keeps those of the model it continues instead (``kept_look_alikes``;
+  "Round 16").
 
 Training itself does not depend on detection: :meth:`napari_cetpick.train.Trainer.checkpoint`
 imports this module on demand, once the weights are final.
@@ -248,7 +250,7 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
                       voxel_size_a: float | None = None, device=None, halo_vox: int = 0,
                       counts_told: dict | None = None, keep_pass_for=None, passes: list | None = None,
                       negatives: Sequence | None = None, mine: int = MINED_MAX,
-                      look_alikes: Sequence | None = None) -> dict:
+                      look_alikes: Sequence | None = None, kept_look_alikes: dict | None = None) -> dict:
     """Each class's :class:`Calibration` from one detection pass over each labelled region.
 
     Parameters
@@ -286,6 +288,14 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
         those the first round trained against, :attr:`napari_cetpick.train.Trainer.look_alike_points`):
         they join the ones mined now (those further than a radius from every one of them),
         though the new weights may no longer rank them among the labels.
+    kept_look_alikes : dict, optional
+        Per class name, the look-alikes' Gaussian of the model a correction round continues
+        (:meth:`~napari_cetpick.descriptors.ProfileModel.look_alikes`): kept, its margins
+        measured again on the labels, instead of mining anew. After a review the labels spread
+        over the tomogram, and mining over the box of all of them took the best-scoring, most
+        class-like look-alikes of the whole tomogram: a Gaussian nearer the labels, a larger
+        margin, and after the correction round a lower F1 than the round-1 model's look-alikes
+        gave the same weights (docs/benchmark.md, "Round 16").
 
     The network runs once per tomogram on the region spanning every class's box (default
     views, threshold 0, overlaps between classes left in: each class is measured on its own
@@ -341,8 +351,12 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
         refit, mined = None, None
         # a region without candidates has no excess either; a class without a profile model none anywhere
         checked = [ex is not None for z, _, ex in picks if len(z)]
-        if mine > 0 and checked and all(checked):
-            given = [np.asarray(d.get(n, np.zeros((0, 3))), float).reshape(-1, 3) for d in negatives]
+        given = [np.asarray(d.get(n, np.zeros((0, 3))), float).reshape(-1, 3) for d in negatives]
+        kept = (kept_look_alikes or {}).get(n)
+        if kept is not None and checked and all(checked):
+            refit = ProfileModel.fit(volumes, [lab.get(n) for lab in labels], view.diameter_vox, negatives=given,
+                                     mined_gaussian=kept)
+        elif mine > 0 and checked and all(checked):
             mined = _mine_class(picks, passed[n], volumes, given, densities[n], view.diameter_vox, mine)
             if look_alikes is not None:
                 before = [np.asarray(d.get(n, np.zeros((0, 3))), float).reshape(-1, 3) for d in look_alikes]
@@ -351,9 +365,9 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
                 # the profile model as training fitted it (every training tomogram), with them
                 refit = ProfileModel.fit(volumes, [lab.get(n) for lab in labels], view.diameter_vox,
                                          negatives=given, mined=mined)
-            if refit is not None:
-                view = replace(view, info={**view.info, "profile_model": refit.to_info()})
-                picks = [shown(view, r, region) for _, r, _, region, _, _ in passed[n]]
+        if refit is not None:
+            view = replace(view, info={**view.info, "profile_model": refit.to_info()})
+            picks = [shown(view, r, region) for _, r, _, region, _, _ in passed[n]]
         cal = _calibrate_one([(r, corner, lab, box, (z, s)) for (_, r, corner, _, lab, box), (z, s, _)
                               in zip(passed[n], picks)], float(densities[n]), view.diameter_vox, bin_zyx,
                              told.get(n, True))

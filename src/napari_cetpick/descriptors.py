@@ -287,11 +287,16 @@ class ProfileModel:
         return np.vstack(rows) if rows else None
 
     @classmethod
-    def fit(cls, volumes, labels, diameter_vox: float, negatives=None, mined=None) -> "ProfileModel | None":
+    def fit(cls, volumes, labels, diameter_vox: float, negatives=None, mined=None,
+            mined_gaussian=None) -> "ProfileModel | None":
         """The model of the labels in each of ``volumes`` (None with fewer than
         :data:`MIN_PROFILE_LABELS` labels in all); ``negatives`` (per volume, optional) the
         places the user said are not the class, ``mined`` (per volume, optional) the
-        look-alikes calibration found: each one's Gaussian too, given as many."""
+        look-alikes calibration found: each one's Gaussian too, given as many.
+        ``mined_gaussian`` (:meth:`look_alikes` of an earlier model, instead of ``mined``):
+        the look-alikes' Gaussian as found before, its margins measured on these labels."""
+        if mined is not None and mined_gaussian is not None:
+            raise ValueError("Give the look-alikes either as places (mined) or as a Gaussian (mined_gaussian).")
         around = [neighbour_profiles(v, pts, diameter_vox)[0] for v, pts in zip(volumes, labels)
                   if pts is not None and len(np.asarray(pts).reshape(-1, 3))]
         if not around or sum(len(r) for r in around) < MIN_PROFILE_LABELS:
@@ -307,10 +312,13 @@ class ProfileModel:
             loo.append(float(loo_d[-1][0][0]))
         parts = {}
         for key, points in (("neg", negatives), ("mined", mined)):
-            rows = cls._profile_rows(volumes, points, diameter_vox) if points is not None else None
-            if rows is None or len(rows) < MIN_PROFILE_LABELS:
-                continue
-            m, inv = _gaussian(rows)
+            if key == "mined" and mined_gaussian is not None:
+                m, inv, count = mined_gaussian
+            else:
+                rows = cls._profile_rows(volumes, points, diameter_vox) if points is not None else None
+                if rows is None or len(rows) < MIN_PROFILE_LABELS:
+                    continue
+                (m, inv), count = _gaussian(rows), len(rows)
             # how far onto their side (the log-likelihood ratio's term) a new particle may fall,
             # their side read at the label itself and at its best of its neighbours
             ratio, ratio_around = [], []
@@ -320,7 +328,7 @@ class ProfileModel:
                 ratio_around.append(float(d[0] + ld[0] - np.min(dn + ldn)))
             parts.update({f"{key}_mean": m, f"{key}_inv_cov": inv, f"{key}_margin": _margin(ratio),
                           f"{key}_margin_around": _margin(ratio_around),
-                          "n_negatives" if key == "neg" else "n_mined": len(rows)})
+                          "n_negatives" if key == "neg" else "n_mined": int(count)})
         return cls(mean, inv_cov, TYPICAL_SLACK * float(np.quantile(loo, TYPICAL_QUANTILE)), len(a), **parts)
 
     def distance(self, profiles: np.ndarray) -> np.ndarray:
@@ -379,6 +387,11 @@ class ProfileModel:
                 dneg, logdet_neg = _mahalanobis(profiles, m, inv, inside)
                 worst = np.maximum(worst, dist - dneg + logdet - logdet_neg - margin)
         return out + worst
+
+    def look_alikes(self) -> tuple | None:
+        """``(mean, inv_cov, n)`` of the look-alikes calibration found (None: none), for a
+        correction round to keep (:meth:`fit`'s ``mined_gaussian``)."""
+        return None if self.mined_mean is None else (self.mined_mean, self.mined_inv_cov, self.n_mined)
 
     def reads_around(self) -> bool:
         """Whether :meth:`excess` reads look-alike hypotheses around the pick (:data:`NEIGHBOURS`)."""

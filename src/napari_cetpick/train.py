@@ -499,6 +499,16 @@ class Trainer:
         self.n_negatives = sum(len(a) for d in negs for a in d.values())
         self._prev_steps = int(init.info.get("steps", 0)) if init is not None else 0
         self._prev_info = dict(init.info) if init is not None else {}
+        # a correction round keeps the look-alikes the model it continues found in its labelled
+        # box, rather than mining anew over the box of every label (calibration.calibrate_classes)
+        self.kept_look_alikes = {}
+        if init is not None:
+            from .descriptors import ProfileModel
+
+            for name in names:
+                model = ProfileModel.from_info(init.for_class(name).info.get("profile_model"))
+                if model is not None and model.look_alikes() is not None:
+                    self.kept_look_alikes[name] = model.look_alikes()
         self.settle_at = self.total_steps - plan.settle_steps if plan.settle_steps else None
         # the look-alike round (TrainConfig.look_alike_steps) follows the schedule; it is in the
         # total until it turns out that calibration found no look-alikes
@@ -733,7 +743,8 @@ class Trainer:
                                  voxel_size_a=self.voxel_size_a, device=self.device, halo_vox=halo, counts_told=told,
                                  keep_pass_for=self.keep_pass_for, passes=passes,
                                  negatives=[{n: _class_negatives(d, n) for n in self.names} for d in self.negatives_tomo],
-                                 look_alikes=self.look_alike_points if self.look_alikes else None)
+                                 look_alikes=self.look_alike_points if self.look_alikes else None,
+                                 kept_look_alikes=self.kept_look_alikes)
 
     def profile_models(self) -> dict:
         """Per class, the :class:`~napari_cetpick.descriptors.ProfileModel` of its labels (None
@@ -852,7 +863,9 @@ def continue_training(init: Checkpoint, volumes, labels, negatives=None, masks=N
     settings (:func:`correction_config`); the schedule is short by default
     (:data:`CORRECTION_STEPS` steps; the time per step is measured and reported as it runs),
     and ``overrides`` (TrainConfig fields) win over it. ``keep_pass_for``: the volume detected
-    in next (:class:`Trainer`).
+    in next (:class:`Trainer`). The profile model is refitted on these labels and negatives
+    and keeps the look-alikes ``init`` found (their Gaussian, its margins measured again;
+    :func:`napari_cetpick.calibration.calibrate_classes`' ``kept_look_alikes``).
 
     Yields :class:`TrainProgress`, returns the new :class:`Checkpoint`.
     """
