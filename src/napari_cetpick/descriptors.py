@@ -85,16 +85,12 @@ def radial_profiles(volume, zyx, diameter_vox: float, n_shells: int = N_SHELLS,
     if stats is None:
         stats = compute_norm_stats(volume, make_geometry(1, False))  # the network's own z-score, unbinned
     mean, sd = stats.mean1, stats.std1
-    shape = np.asarray(volume.shape)
     ax = np.arange(-half, half + 1, step)
     for i, c in enumerate(np.rint(pts).astype(int)):
-        coords = [c[k] + ax for k in range(3)]
-        inside = [(v >= 0) & (v < shape[k]) for k, v in enumerate(coords)]
-        if not all(m.any() for m in inside):
+        read = _read_cube(volume, c, ax)
+        if read is None:
             continue
-        cube = np.asarray(volume[np.ix_(coords[0][inside[0]], coords[1][inside[1]], coords[2][inside[2]])], float)
-        mask = np.zeros((len(ax),) * 3, bool)
-        mask[np.ix_(inside[0], inside[1], inside[2])] = True
+        cube, mask = read
         f = feature[mask.ravel()]
         keep = f >= 0
         sums = np.bincount(f[keep], weights=(cube.ravel()[keep] - mean) / sd, minlength=2 * n_shells)
@@ -105,6 +101,20 @@ def radial_profiles(volume, zyx, diameter_vox: float, n_shells: int = N_SHELLS,
     out[:, empty] = out[:, twin[empty]]
     inside_share[:, empty] = inside_share[:, twin[empty]]
     return (out, inside_share) if return_inside else out
+
+
+def _read_cube(volume, centre, ax):
+    """``(values, mask)``: the voxels of ``volume`` at ``centre + ax`` along each axis that lie
+    inside it (float, in the order of the mask's True entries) and the cube's mask of them;
+    None where none do."""
+    coords = [centre[k] + ax for k in range(3)]
+    inside = [(v >= 0) & (v < volume.shape[k]) for k, v in enumerate(coords)]
+    if not all(m.any() for m in inside):
+        return None
+    values = np.asarray(volume[np.ix_(*(v[m] for v, m in zip(coords, inside)))], float)
+    mask = np.zeros((len(ax),) * 3, bool)
+    mask[np.ix_(*inside)] = True
+    return values, mask
 
 
 def _sampling(diameter_vox: float, reach: float = REACH_DIAMETERS) -> tuple[float, int, int]:
@@ -122,7 +132,7 @@ def _sampling(diameter_vox: float, reach: float = REACH_DIAMETERS) -> tuple[floa
 #: voxel per axis from the look-alike's own centre (docs/benchmark.md, "Round 15"); each
 #: hypothesis is read where it fits best (docs/benchmark.md, "Round 16").
 NEIGHBOURS = np.array(list(product((-1, 0, 1), repeat=3)), int)
-_PICK = 13
+_PICK = int(np.flatnonzero(~NEIGHBOURS.any(axis=1))[0])
 
 
 @lru_cache(maxsize=8)
@@ -151,7 +161,7 @@ def neighbour_profiles(volume, zyx, diameter_vox: float, stats=None, n_shells: i
                        reach: float = REACH_DIAMETERS, batch: int = 64):
     """:func:`model_profiles` with ``return_inside`` at each position and at its 26 neighbours
     (:data:`NEIGHBOURS`, one sampling step apart): ``(profiles, inside)``, each ``(n, 27, 2 *
-    n_shells)``; ``[:, 13]`` is the position itself. One cube per position, read once."""
+    n_shells)``; ``[:, _PICK]`` (13) is the position itself. One cube per position, read once."""
     pts = np.rint(np.asarray(zyx, float).reshape(-1, 3)).astype(int)
     n_feat = 2 * n_shells
     out = np.zeros((len(pts), len(NEIGHBOURS), n_feat))
@@ -164,7 +174,6 @@ def neighbour_profiles(volume, zyx, diameter_vox: float, stats=None, n_shells: i
         from .data import compute_norm_stats, make_geometry
 
         stats = compute_norm_stats(volume, make_geometry(1, False))
-    shape = np.asarray(volume.shape)
     ax = np.arange(-half - step, half + step + 1, step)
     size = len(ax) ** 3
     twin = np.arange(n_feat) ^ 1
@@ -174,17 +183,12 @@ def neighbour_profiles(volume, zyx, diameter_vox: float, stats=None, n_shells: i
         vals = np.zeros((len(part), size))
         masks = np.zeros((len(part), size))
         for i, c in enumerate(part):
-            coords = [c[k] + ax for k in range(3)]
-            inside = [(v >= 0) & (v < shape[k]) for k, v in enumerate(coords)]
-            if not all(m.any() for m in inside):
+            read = _read_cube(volume, c, ax)
+            if read is None:
                 continue
-            cube = np.zeros((len(ax),) * 3)
-            sel = np.ix_(*inside)
-            cube[sel] = (np.asarray(volume[np.ix_(*(v[m] for v, m in zip(coords, inside)))], float)
-                         - stats.mean1) / stats.std1
-            mask = np.zeros((len(ax),) * 3)
-            mask[sel] = 1.0
-            vals[i], masks[i] = cube.ravel(), mask.ravel()
+            inside = read[1].ravel()
+            vals[i, inside] = (read[0].ravel() - stats.mean1) / stats.std1
+            masks[i, inside] = 1.0
         sums = np.asarray(w @ vals.T).T.reshape(len(part), len(NEIGHBOURS), n_feat)
         counts = np.asarray(w @ masks.T).T.reshape(len(part), len(NEIGHBOURS), n_feat)
         with np.errstate(invalid="ignore", divide="ignore"):
