@@ -141,7 +141,7 @@ def test_profile_check_moves_look_unalikes_down_never_up():
     zyx = np.vstack([kinds["shell"], kinds["ball"]])
     scores = np.full(len(zyx), 0.8, np.float32)          # the network cannot tell them apart
     agreement = np.linspace(0, 1, len(zyx)).astype(np.float32)
-    z2, s2, a2, excess = profile_check(ckpt, vol, zyx, scores, agreement, 0.1)
+    z2, s2, a2, excess = profile_check(ckpt, vol, zyx, scores, agreement, 0.1)[:4]
     is_ball = np.isin(z2[:, 1] * 1000 + z2[:, 2], kinds["ball"][:, 1] * 1000 + kinds["ball"][:, 2])
     assert np.all(is_ball[: len(kinds["ball"])])           # every ball now ranks above every shell
     assert np.all(s2 <= 0.8 + 1e-6) and np.all(np.diff(s2) <= 0)
@@ -171,7 +171,7 @@ def test_profile_check_looks_at_the_best_only_and_keeps_the_rest_below():
     old = D.PROFILE_POOL_MIN
     D.PROFILE_POOL_MIN = 10
     try:
-        z2, s2, _, excess = D.profile_check(ckpt, vol, zyx, scores, None, 0.1, expected=1.0)
+        z2, s2, _, excess = D.profile_check(ckpt, vol, zyx, scores, None, 0.1, expected=1.0)[:4]
     finally:
         D.PROFILE_POOL_MIN = old
     checked = np.isfinite(excess)
@@ -387,3 +387,96 @@ def test_look_alikes_kept_as_a_gaussian_fit_as_their_places_do():
     assert ProfileModel.fit([vol], [labels], 12.0).look_alikes() is None
     with pytest.raises(ValueError, match="either"):
         ProfileModel.fit([vol], [labels], 12.0, mined=[found], mined_gaussian=back)
+
+
+def crowd(seed=3, noise=1.2, small=5.6):
+    """A tomogram of 64 solid balls of radius 6 (the class), 64 of radius ``small`` (look-alikes) and
+    40 empty places: a candidate pool of 168 whole profiles, as a detector's best candidates are."""
+    shape = (48, 200, 200)
+    rng = np.random.default_rng(seed)
+    g = np.indices(shape, dtype=float)
+    vol = rng.normal(0.0, noise, shape)
+    centres = [(z, y, x) for z in (12, 34) for y in range(14, 190, 24) for x in range(14, 190, 24)]
+    rng.shuffle(centres)
+    kinds = {"big": [], "small": [], "empty": []}
+    for i, c in enumerate(centres):
+        kind = ("big", "small")[i % 2]
+        r = np.sqrt(sum((g[k] - c[k]) ** 2 for k in range(3)))
+        vol += r <= (6.0 if kind == "big" else small)
+        kinds[kind].append(c)
+    kinds["empty"] = [(23.0, y, x) for y in range(26, 190, 24) for x in range(26, 190, 24)][:40]
+    return vol, {k: np.array(v, float) for k, v in kinds.items()}
+
+
+def test_the_tomogram_s_candidates_tell_the_class_from_a_look_alike_within_its_typical_distance():
+    """Round 17: beside the labels' Gaussian the check fits one to the tomogram's own candidates
+    (what the network proposes: the class, its look-alikes, background) and charges each whole
+    profile by the log-likelihood ratio of the two, relative to the labels' median: look-alikes
+    that lie within the labels' typical distance (no charge one-sided) pay, the class's unseen
+    particles gain or stay level."""
+    from napari_cetpick.descriptors import POOL_MIN_ROWS, ProfileReads
+
+    vol, kinds = crowd()
+    model = ProfileModel.fit([vol], [kinds["big"][:8]], 12.0)
+    assert model.label_rows.shape == (8, 2 * N_SHELLS) and len(model.label_loo) == 8
+    places = np.vstack([kinds["big"][8:], kinds["small"], kinds["empty"]])
+    reads = model.read(vol, places, 12.0)
+    pool = reads.pool()
+    assert pool is not None and reads.whole().all()
+    charge, excess = model.charge(reads, pool)
+    np.testing.assert_allclose(excess, model.excess_at(vol, places, 12.0))
+    big, small, empty = np.split(charge, [56, 120])
+    e_small = excess[56:120]
+    assert np.mean(e_small > 0) < 0.4                     # one-sided, most look-alikes pass as the class
+    assert np.median(small) > 2.0 and np.mean(small > 0) > 0.9
+    assert np.mean(big <= 0) > 0.4 and np.median(small) > np.median(big) + 3.0
+    assert np.median(empty) > np.median(small)
+    # too few candidates for a Gaussian of their own, or a model saved before: one-sided as before
+    few = ProfileReads(*(getattr(reads, f)[:POOL_MIN_ROWS - 1] for f in
+                         ("profiles", "inside", "dist", "logdet", "looks")))
+    assert few.pool() is None
+    np.testing.assert_allclose(model.charge(few, few.pool())[0], few.looks + np.maximum(few.dist - model.typical, 0))
+    info = model.to_info()
+    back = ProfileModel.from_info(info)
+    np.testing.assert_allclose(back.label_rows, model.label_rows, atol=1e-6)
+    np.testing.assert_allclose(back.charge(reads, pool)[0], charge, rtol=1e-4, atol=1e-3)
+    old = ProfileModel.from_info({k: v for k, v in info.items() if not k.startswith("label_")})
+    assert old.label_rows is None
+    np.testing.assert_allclose(old.charge(reads, pool)[0], excess, rtol=1e-4, atol=1e-3)
+
+
+def test_a_cut_candidate_keeps_the_one_sided_charge():
+    vol, kinds = crowd()
+    model = ProfileModel.fit([vol], [kinds["big"][:8]], 12.0)
+    places = np.vstack([kinds["big"][8:], kinds["small"], [[2.0, 100.0, 100.0], [23.0, 1.0, 60.0]]])
+    reads = model.read(vol, places, 12.0)
+    charge, excess = model.charge(reads, reads.pool())
+    cut = ~reads.whole()
+    assert cut.sum() == 2 and cut[-2:].all()
+    np.testing.assert_allclose(charge[cut], excess[cut])
+    assert not np.allclose(charge[~cut], excess[~cut])
+
+
+def test_profile_check_raises_what_looks_like_the_labels_among_many_candidates():
+    """With the tomogram's candidates as the other hypothesis the check moves scores both ways:
+    the class's unseen particles rise above look-alikes the network scored as high, and
+    :meth:`Checked.crossed` counts who crossed a threshold each way."""
+    from napari_cetpick.checkpoint import Checkpoint
+    from napari_cetpick.config import TrainConfig
+    from napari_cetpick.detect import profile_check
+
+    vol, kinds = crowd()
+    model = ProfileModel.fit([vol], [kinds["big"][:8]], 12.0)
+    ckpt = Checkpoint(state_dict={}, config=TrainConfig(), diameter_vox=12.0, voxel_size_a=10.0, bin_xy=1,
+                      default_threshold=0.5, tau=0.1, info={"profile_model": model.to_info()})
+    zyx = np.vstack([kinds["big"][8:], kinds["small"], kinds["empty"]])
+    scores = np.full(len(zyx), 0.5, np.float32)          # the network cannot tell them apart
+    c = profile_check(ckpt, vol, zyx, scores, None, 0.1)
+    assert np.all(c.network == 0.5) and np.all(np.diff(c.scores) <= 0)
+    key = lambda p: p[:, 1] * 1000 + p[:, 2]  # noqa: E731
+    is_big = np.isin(key(c.zyx), key(kinds["big"][8:]))
+    assert is_big[:56].mean() > 0.8                       # the class first
+    # the network put every candidate at 0.5: at that threshold the check only takes some below
+    # it, at 0.52 it only raises some above it
+    assert c.crossed(0.5) == (int(np.sum(c.scores < 0.5)), 0) and c.crossed(0.5)[0] > 60
+    assert c.crossed(0.52) == (0, int(np.sum(c.scores >= 0.52))) and c.crossed(0.52)[1] > 20

@@ -111,7 +111,7 @@ class JobResult:
 
     With a model of several classes ``picks`` and ``expected`` are totals over the classes,
     ``threshold``/``threshold_source`` are None, and ``classes`` holds each class's
-    ``{"picks", "threshold", "threshold_source", "expected", "profile_moved"}`` (absent from
+    ``{"picks", "threshold", "threshold_source", "expected", "profile_moved", "profile_raised"}`` (absent from
     :meth:`to_dict` for a model of one class).
     """
 
@@ -123,6 +123,7 @@ class JobResult:
     threshold_source: str | None = None  # how the threshold was chosen (detect.choose_threshold)
     expected: float | None = None  # particles the model's labels imply for this tomogram
     profile_moved: int | None = None  # candidates the profile check moved below the threshold (None: no check)
+    profile_raised: int | None = None  # candidates it raised from below the threshold to above it
     classes: dict | None = None  # several classes: class name -> its figures
     seconds: float = 0.0
     outputs: dict = field(default_factory=dict)
@@ -519,7 +520,7 @@ def detect_job(job: DetectJob, opts: BatchOptions, device: str | None = None, wo
             fig = _figures(res)
             res_rec.picks, res_rec.threshold, res_rec.threshold_source = (fig["picks"], fig["threshold"],
                                                                           fig["threshold_source"])
-            res_rec.profile_moved = fig["profile_moved"]
+            res_rec.profile_moved, res_rec.profile_raised = fig["profile_moved"], fig["profile_raised"]
             if fig["expected"] is not None:
                 res_rec.expected = fig["expected"]
     except Exception as exc:  # isolation: one bad tomogram never stops the others
@@ -534,7 +535,8 @@ def _figures(res) -> dict:
     expected = res.expected_particles
     return {"picks": int(len(res.zyx)), "threshold": float(res.threshold), "threshold_source": res.threshold_source,
             "expected": None if expected is None else round(float(expected), 1),
-            "profile_moved": getattr(res, "profile_moved", None)}
+            "profile_moved": getattr(res, "profile_moved", None),
+            "profile_raised": getattr(res, "profile_raised", None)}
 
 
 def _mod_colours(ckpt, notes: list) -> dict:

@@ -322,7 +322,7 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
         # the default views for the threshold, the first view alone for the offset that
         # one-view detection subtracts (mirror pairs of views need none); the network's own
         # scores, as detection reads the split, and the scores it shows after the profile
-        # check (which only moves candidates down), as a count of picks means them
+        # check, as a count of picks means them
         whole = (y0, x0, y1, x1) == (0, 0, vol.shape[1], vol.shape[2])
         keep_pass = whole and passes is not None and keep_pass_for is not None and vol is keep_pass_for
         region = vol if whole else vol[:, y0:y1, x0:x1]
@@ -335,12 +335,14 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
             if box.get(n) is not None:
                 passed[n].append((i, res[n], (y0, x0), region, lab[n], box[n]))
 
-    def shown(view, r, region):
-        """The region's picks after the profile check (best first) and their excess (None: no check)."""
-        cz, cs, _, ex = profile_check(view, region, r.cand_zyx, r.cand_scores, None, weight, voxel_size_a,
-                                      r.expected_particles)
-        keep = select(cz, cs, 0.0, r.min_distance_vox)
-        return cz[keep], cs[keep], None if ex is None else ex[keep]
+    def shown(view, r, region, candidates=True):
+        """The region's picks after the profile check (best first) and their excess (None: no
+        check): how far beyond typical and towards a look-alike, what look-alikes are mined by.
+        ``candidates`` False: the labels' side of the check one-sided (the order mining reads)."""
+        c = profile_check(view, region, r.cand_zyx, r.cand_scores, None, weight, voxel_size_a, r.expected_particles,
+                          candidates=candidates)
+        keep = select(c.zyx, c.scores, 0.0, r.min_distance_vox)
+        return c.zyx[keep], c.scores[keep], None if c.beyond is None else c.beyond[keep]
 
     bin_zyx = np.asarray(make_geometry(ckpt.bin_xy, ckpt.config.compress).bin_zyx, float)
     told = counts_told or {}
@@ -357,7 +359,11 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
             refit = ProfileModel.fit(volumes, [lab.get(n) for lab in labels], view.diameter_vox, negatives=given,
                                      mined_gaussian=kept)
         elif mine > 0 and checked and all(checked):
-            mined = _mine_class(picks, passed[n], volumes, given, densities[n], view.diameter_vox, mine)
+            # among the picks the labels' Gaussian alone lets through: the check against the
+            # tomogram's candidates already lowers many look-alikes, and mined from its order
+            # the look-alikes' Gaussian came out worse (docs/benchmark.md, "Round 17")
+            one_sided = [shown(view, r, region, False) for _, r, _, region, _, _ in passed[n]]
+            mined = _mine_class(one_sided, passed[n], volumes, given, densities[n], view.diameter_vox, mine)
             if look_alikes is not None:
                 before = [np.asarray(d.get(n, np.zeros((0, 3))), float).reshape(-1, 3) for d in look_alikes]
                 mined = _with_earlier(mined, before, view.diameter_vox / 2)

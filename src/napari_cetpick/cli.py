@@ -640,11 +640,13 @@ class _BatchDisplay:
                 sys.stderr.flush()
 
 
-def _picks_line(picks, expected, threshold, source, moved=None) -> str:
-    """``N picks (about E expected) at threshold T from SOURCE[, M moved below it by the profile check]``."""
+def _picks_line(picks, expected, threshold, source, moved=None, raised=None) -> str:
+    """``N picks (about E expected) at threshold T from SOURCE[, M moved below it (and R raised
+    above it) by the profile check]``."""
     exp = "" if expected is None else f" (about {expected:.0f} expected)"
     how = f" from {source}" if source else ""
-    check = "" if moved is None else f", {moved} moved below it by the profile check"
+    up = f" and {raised} raised above it" if raised else ""
+    check = "" if moved is None else f", {moved} moved below it{up} by the profile check"
     return f"{picks} picks{exp} at threshold {threshold:.3f}{how}{check}"
 
 
@@ -657,12 +659,12 @@ def _print_result(r, as_json: bool, done: int, total: int) -> None:
         print(json.dumps(r.to_dict()), flush=True)
     elif r.status == "ok" and getattr(r, "classes", None):
         per = "; ".join(f"{name} " + _picks_line(c["picks"], c.get("expected"), c["threshold"], c["threshold_source"],
-                                                  c.get("profile_moved"))
+                                                  c.get("profile_moved"), c.get("profile_raised"))
                         for name, c in r.classes.items())
         print(f"[{done}/{total}] {r.name}: {r.picks} picks ({per}) in {r.seconds:.1f} s -> "
               + ", ".join(r.outputs.values()), flush=True)
     elif r.status == "ok":
-        line = _picks_line(r.picks, r.expected, r.threshold, r.threshold_source, r.profile_moved)
+        line = _picks_line(r.picks, r.expected, r.threshold, r.threshold_source, r.profile_moved, r.profile_raised)
         print(f"[{done}/{total}] {r.name}: {line} "
               f"in {r.seconds:.1f} s -> " + ", ".join(r.outputs.values()), flush=True)
     elif r.status == "skipped":
@@ -1225,13 +1227,16 @@ def _add_detect_picking_options(p) -> None:
                         "bin 1; 1: one pass, the fastest and least accurate")
     p.add_argument("--profile-weight", type=float, default=DetectConfig().profile_weight, metavar="W",
                    help="the profile check: the best candidates lose W logits per unit by which their radial "
-                        "profile (mean density in thin shells around the centre, any orientation) lies further "
-                        "from your labels' profiles than a new particle of the class would, and by which the "
-                        "negatives' profiles explain it better than the labels' (look-alikes training found among "
-                        "its best picks in your labelled region, rejected picks, --negatives; 5 or more) "
-                        "(default %(default)s; "
-                        "0: off). Each pick gets its 'profile_excess'. Each tomogram's split is read off the "
-                        "network's own scores; the model's default was counted after the check at the default W")
+                        "profile (mean density in thin shells around the centre, any orientation) is less like "
+                        "your labels' profiles than like this tomogram's other candidates, beyond what your "
+                        "labels themselves show (half of it), or lies further from your labels than a new "
+                        "particle would where it is cut by a face, and by which the negatives' profiles explain "
+                        "it better than the labels' (look-alikes training found among its best picks in your "
+                        "labelled region, rejected picks, --negatives; 5 or more); a candidate more like your "
+                        "labels than the tomogram's candidates gains as much (default %(default)s; 0: off). "
+                        "Each pick gets its 'profile_excess' (negative: raised). Each tomogram's split is read "
+                        "off the network's own scores; the model's default was counted after the check at the "
+                        "default W")
     p.add_argument("--K", type=int, help="keep at most K picks")
     p.add_argument("--min-distance", type=float, help="minimum distance between picks in voxels (default: radius)")
     p.add_argument("--margin-z", "--cutoff_z", dest="margin_z", type=int, default=0,

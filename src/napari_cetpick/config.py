@@ -382,10 +382,12 @@ class DetectConfig:
         time; the model's calibrated centre offset is subtracted instead.
     profile_weight : float
         The profile check (:func:`napari_cetpick.detect.profile_check`): each of the best
-        candidates loses ``profile_weight`` logits per unit of squared Mahalanobis distance
-        by which its radial profile lies further from the labels' profiles than a typical
-        label does. 0 turns it off; models without a profile model (fewer than 5 labels,
-        older files) skip it.
+        candidates loses ``profile_weight`` logits per unit of its charge
+        (:meth:`napari_cetpick.descriptors.ProfileModel.charge`: squared Mahalanobis units by
+        which its radial profile is less like the labels' than like the tomogram's
+        candidates, beyond what the median label shows — a negative charge raises it — plus
+        the look-alike terms). 0 turns it off; models without a profile model (fewer than 5
+        labels, older files) skip it.
     precision : {"auto", "float32", "bfloat16"}
         Arithmetic of the network's pass. ``auto``: bfloat16 on a CPU that computes it
         natively (AVX512-BF16 or AMX: :func:`napari_cetpick.device.inference_dtype`), float32

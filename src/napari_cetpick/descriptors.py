@@ -224,6 +224,14 @@ _RIDGE_SHARE = 0.3
 #: particles vary (docs/benchmark.md, "The profile check").
 TYPICAL_QUANTILE = 0.9
 TYPICAL_SLACK = 1.5
+#: The tomogram's own candidates as the other hypothesis (:meth:`ProfileModel.charge`): their
+#: Gaussian is fitted on the whole profiles among the candidates checked, at least this many.
+POOL_MIN_ROWS = 64
+#: A whole profile the labels explain worse than their median label does (relative to the
+#: candidates) pays this share of the difference; one they explain better gains all of it. Half:
+#: a class's own profiles shift between tomograms (other neighbours, other density), and at
+#: full weight that shift cost whole ribosomes their picks (docs/benchmark.md, "Round 17").
+POOL_PENALTY_SHARE = 0.5
 
 
 def _gaussian(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -242,6 +250,35 @@ def model_profiles(volume, zyx, diameter_vox: float, stats=None, return_inside: 
         prof, inside = radial_profiles(volume, zyx, diameter_vox, stats=stats, return_inside=True)
         return np.nan_to_num(prof), inside
     return np.nan_to_num(radial_profiles(volume, zyx, diameter_vox, stats=stats))
+
+
+@dataclass
+class ProfileReads:
+    """What :meth:`ProfileModel.read` measured at a set of places, for :meth:`ProfileModel.charge`:
+    the profiles at the places (and their inside shares), the labels' distance and covariance
+    log-determinant there, and the look-alike term (0 without look-alikes)."""
+
+    profiles: np.ndarray
+    inside: np.ndarray
+    dist: np.ndarray
+    logdet: np.ndarray
+    looks: np.ndarray
+
+    @classmethod
+    def concat(cls, parts) -> "ProfileReads":
+        parts = list(parts)
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                     ("profiles", "inside", "dist", "logdet", "looks")))
+
+    def whole(self) -> np.ndarray:
+        """Per place, whether its profile lies whole inside the tomogram (every feature's share 1)."""
+        return np.all(np.asarray(self.inside) >= 1.0 - 1e-9, axis=1)
+
+    def pool(self) -> tuple | None:
+        """``(mean, inv_cov)`` of the whole profiles among these places (the tomogram's own
+        candidates: what the network proposes here), None with fewer than :data:`POOL_MIN_ROWS`."""
+        rows = np.asarray(self.profiles)[self.whole()]
+        return _gaussian(rows) if len(rows) >= POOL_MIN_ROWS else None
 
 
 @dataclass
@@ -283,6 +320,10 @@ class ProfileModel:
     # model saved before, read at the pick alone)
     neg_margin_around: float | None = None
     mined_margin_around: float | None = None
+    # the labels' own profiles and each one's distance + log-determinant against the model of the
+    # others (None: a model saved before, checked without the tomogram's candidates)
+    label_rows: np.ndarray | None = None
+    label_loo: np.ndarray | None = None
 
     @staticmethod
     def _profile_rows(volumes, points, diameter_vox: float) -> np.ndarray | None:
@@ -333,7 +374,8 @@ class ProfileModel:
             parts.update({f"{key}_mean": m, f"{key}_inv_cov": inv, f"{key}_margin": _margin(ratio),
                           f"{key}_margin_around": _margin(ratio_around),
                           "n_negatives" if key == "neg" else "n_mined": int(count)})
-        return cls(mean, inv_cov, TYPICAL_SLACK * float(np.quantile(loo, TYPICAL_QUANTILE)), len(a), **parts)
+        return cls(mean, inv_cov, TYPICAL_SLACK * float(np.quantile(loo, TYPICAL_QUANTILE)), len(a), **parts,
+                   label_rows=a, label_loo=np.array([float(d[0] + ld[0]) for d, ld in loo_d]))
 
     def distance(self, profiles: np.ndarray) -> np.ndarray:
         """Squared Mahalanobis distance of each row from the labels' profiles."""
@@ -373,8 +415,11 @@ class ProfileModel:
         "Round 16"). Without them, or for a model saved before, both at the pick.
         """
         dist, logdet = _mahalanobis(profiles, self.mean, self.inv_cov, inside)
-        out = np.maximum(dist - self.typical, 0.0)
-        worst = np.zeros_like(out)
+        return np.maximum(dist - self.typical, 0.0) + self._looks(dist, logdet, profiles, inside, neighbours)
+
+    def _looks(self, dist, logdet, profiles, inside=None, neighbours=None) -> np.ndarray:
+        """The look-alike term of :meth:`excess` (0 without look-alikes)."""
+        worst = np.zeros_like(dist)
         for m, inv, margin, margin_around in (
                 (self.neg_mean, self.neg_inv_cov, self.neg_margin, self.neg_margin_around),
                 (self.mined_mean, self.mined_inv_cov, self.mined_margin, self.mined_margin_around)):
@@ -390,7 +435,46 @@ class ProfileModel:
             else:
                 dneg, logdet_neg = _mahalanobis(profiles, m, inv, inside)
                 worst = np.maximum(worst, dist - dneg + logdet - logdet_neg - margin)
-        return out + worst
+        return worst
+
+    def read(self, volume, zyx, diameter_vox: float, stats=None) -> ProfileReads:
+        """The profiles at ``zyx`` read as this model needs them (:meth:`charge`)."""
+        if self.reads_around():
+            prof, inside = neighbour_profiles(volume, zyx, diameter_vox, stats)
+            (p, i), around = (prof[:, _PICK], inside[:, _PICK]), (prof, inside)
+        else:
+            (p, i), around = model_profiles(volume, zyx, diameter_vox, stats, return_inside=True), None
+        dist, logdet = _mahalanobis(p, self.mean, self.inv_cov, i)
+        return ProfileReads(p, i, dist, logdet, self._looks(dist, logdet, p, i, neighbours=around))
+
+    def charge(self, reads: ProfileReads, pool: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(charge, excess)`` per place of ``reads``: what the check takes from its logit (in
+        :meth:`excess`' units, before the weight) and :meth:`excess` itself.
+
+        With ``pool`` (:meth:`ProfileReads.pool`: the Gaussian of the tomogram's own candidates)
+        and the labels' rows (``label_rows``, ``label_loo``: fitted by this version), a whole profile's labels term is
+        two-sided: −2 × the log-likelihood ratio of the labels' Gaussian against the candidates'
+        (``distance + log|Σ_labels| − distance_to_candidates − log|Σ_candidates|``) minus the
+        same for the median label (each label against the model of the others): a place the
+        labels explain better than the candidates do, more so than their median label, gains
+        score; one they explain worse pays :data:`POOL_PENALTY_SHARE` of the difference. The
+        candidates are what the network proposes in this tomogram — the class and its
+        look-alikes — so the ratio asks which of them a place is, where the one-sided distance
+        only asked whether it is far from the labels: a 12 nm shell lies within a 15 nm
+        barrel's typical distance but nearer the candidates' bulk (docs/benchmark.md, "Round
+        17"). Cut profiles and a model saved before: the one-sided term. The look-alike term
+        is added either way."""
+        beyond = np.maximum(reads.dist - self.typical, 0.0)
+        excess = beyond + reads.looks
+        if pool is None or self.label_rows is None or len(self.label_rows) == 0:
+            return excess, excess
+        pm, pinv = pool
+        dp, ldp = _mahalanobis(reads.profiles, pm, pinv, reads.inside)
+        lp, llp = _mahalanobis(self.label_rows, pm, pinv)
+        centre = float(np.median(self.label_loo - lp - llp))
+        rel = reads.dist + reads.logdet - dp - ldp - centre
+        two_sided = np.where(rel > 0, POOL_PENALTY_SHARE * rel, rel)
+        return reads.looks + np.where(reads.whole(), two_sided, beyond), excess
 
     def look_alikes(self) -> tuple | None:
         """``(mean, inv_cov, n)`` of the look-alikes calibration found (None: none), for a
@@ -404,10 +488,7 @@ class ProfileModel:
 
     def excess_at(self, volume, zyx, diameter_vox: float, stats=None) -> np.ndarray:
         """:meth:`excess` of the places ``zyx`` in ``volume``: their profiles read as this model needs them."""
-        if self.reads_around():
-            prof, inside = neighbour_profiles(volume, zyx, diameter_vox, stats)
-            return self.excess(prof[:, _PICK], inside[:, _PICK], neighbours=(prof, inside))
-        return self.excess(*model_profiles(volume, zyx, diameter_vox, stats, return_inside=True))
+        return self.charge(self.read(volume, zyx, diameter_vox, stats))[1]
 
     def to_info(self) -> dict:
         info = {"mean": _rounded(self.mean), "inv_cov": _rounded(self.inv_cov),
@@ -423,6 +504,8 @@ class ProfileModel:
                         n_mined=int(self.n_mined), mined_margin=round(float(self.mined_margin), 6))
             if self.mined_margin_around is not None:
                 info["mined_margin_around"] = round(float(self.mined_margin_around), 6)
+        if self.label_rows is not None:
+            info.update(label_profiles=_rounded(self.label_rows), label_loo=_rounded(self.label_loo))
         return info
 
     @classmethod
@@ -440,6 +523,9 @@ class ProfileModel:
                               f"{key}_margin": float(info.get(f"{key}_margin", 0.0)), count: int(info[count])})
                 if info.get(f"{key}_margin_around") is not None:
                     parts[f"{key}_margin_around"] = float(info[f"{key}_margin_around"])
+        if info.get("label_profiles") is not None:
+            parts.update(label_rows=np.asarray(info["label_profiles"], float).reshape(-1, 2 * N_SHELLS),
+                         label_loo=np.asarray(info["label_loo"], float))
         return cls(np.asarray(info["mean"], float), np.asarray(info["inv_cov"], float), float(info["typical"]),
                    int(info["n_labels"]), **parts)
 
@@ -483,5 +569,5 @@ def _mahalanobis(profiles, mean: np.ndarray, inv_cov: np.ndarray, inside=None) -
     return dist, logdet
 
 
-__all__ = ["radial_profiles", "model_profiles", "neighbour_profiles", "profile_whole_inside", "ProfileModel",
+__all__ = ["radial_profiles", "model_profiles", "neighbour_profiles", "profile_whole_inside", "ProfileModel", "ProfileReads",
            "N_SHELLS", "REACH_DIAMETERS", "MIN_PROFILE_LABELS", "MIN_INSIDE_SHARE", "NEIGHBOURS"]

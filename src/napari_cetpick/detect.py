@@ -13,7 +13,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Generator
+from typing import Generator, NamedTuple
 
 import numpy as np
 
@@ -76,8 +76,9 @@ class DetectResult:
     radius_vox: float = 0.0  # half the class's diameter, this tomogram's voxels (overlaps between classes)
     runner_up: np.ndarray | None = None  # per pick: the class that lost this place to it ("" none); several classes
     runner_up_score: np.ndarray | None = None  # per pick: that class's score there (NaN none)
-    cand_profile_excess: np.ndarray | None = None  # per candidate: the profile check's excess (NaN unchecked)
+    cand_profile_excess: np.ndarray | None = None  # per candidate: what the profile check charged (NaN unchecked)
     profile_moved: int | None = None  # candidates the profile check moved below the threshold (None: no check)
+    profile_raised: int | None = None  # ... and from below it to above it
     profile_negatives: int = 0  # the user's negatives (rejections) the profile check's model learned from
     profile_mined: int = 0  # the look-alikes calibration found that it learned from too (0 and 0: the labels alone)
 
@@ -519,45 +520,72 @@ PROFILE_SKIPPED = ("no profile check for {name}: the model holds no profile of i
                    "or more, and a model file of this version)")
 
 
+class Checked(NamedTuple):
+    """:func:`profile_check`'s candidates, best first: positions, scores after the check, their
+    agreement (None: none given), what the check charged each (NaN: not checked; None: no
+    check), :meth:`~napari_cetpick.descriptors.ProfileModel.excess` of each (how far beyond
+    typical and towards a look-alike: what calibration mines look-alikes by) and the network's
+    own score of each."""
+
+    zyx: np.ndarray
+    scores: np.ndarray
+    agreement: np.ndarray | None
+    excess: np.ndarray | None
+    beyond: np.ndarray | None
+    network: np.ndarray
+
+    def crossed(self, threshold: float) -> tuple[int, int]:
+        """``(moved below, raised above)``: candidates the check took from above ``threshold``
+        to below it, and from below to above."""
+        before, after = np.asarray(self.network) >= threshold, np.asarray(self.scores) >= threshold
+        return int(np.sum(before & ~after)), int(np.sum(~before & after))
+
+
 def profile_check(ckpt: Checkpoint, volume, zyx, scores, agreement, weight: float, voxel_size_a=None,
-                  expected: float | None = None):
+                  expected: float | None = None, candidates: bool = True) -> Checked:
     """Rescore the best candidates by how much their radial profile looks like the labels'.
 
     The network's score is a local judgement at the working resolution; the radial profile
     (:mod:`napari_cetpick.descriptors`) averages hundreds of voxels per shell around the
     candidate at the tomogram's full resolution, so a 12 nm shell, a 15 nm barrel and a
     25 nm ribosome differ there where the network confuses them. Each of the best
-    candidates gets ``logit(score) − weight · excess`` (``excess``: how much further its
-    profile lies from the labels' profiles than a new particle's would, in squared
-    Mahalanobis units of the labels' spread); the remaining candidates are capped just
-    below the lowest of those. Measured in docs/benchmark.md ("The profile check").
+    candidates gets ``logit(score) − weight · charge``
+    (:meth:`~napari_cetpick.descriptors.ProfileModel.charge`: how much less its profile looks
+    like the labels' than the candidates' own — the tomogram's checked candidates, what the
+    network proposes here — beyond what the labels themselves do, and how much more like a
+    look-alike; a profile more like the labels gains); the remaining candidates are capped
+    just below the lowest of those. Measured in docs/benchmark.md ("The profile check",
+    "Round 17").
 
-    Returns ``(zyx, scores, agreement, excess)``, best first; ``excess`` is NaN where the
-    candidate was not checked. Without a profile model or with ``weight`` 0, the input and
-    no ``excess`` (None).
+    ``candidates`` False: the labels' term one-sided, without the tomogram's candidates (how
+    calibration orders the picks it mines look-alikes among). Without a profile model or with
+    ``weight`` 0, the input, ``excess`` and ``beyond`` None.
     """
-    from .descriptors import ProfileModel
+    from .descriptors import ProfileModel, ProfileReads
 
     model = ProfileModel.from_info(ckpt.info.get("profile_model"))
     if model is None or weight <= 0 or len(scores) == 0:
-        return zyx, scores, agreement, None
+        return Checked(zyx, scores, agreement, None, None, scores)
     ratio = ckpt.voxel_size_a / voxel_size_a if (ckpt.voxel_size_a and voxel_size_a) else 1.0
     diameter = ckpt.diameter_vox * ratio
     n = int(min(len(scores), max(PROFILE_POOL_MIN, PROFILE_POOL_FACTOR * (expected or 0))))
     top = np.argsort(-np.asarray(scores), kind="stable")[:n]
-    excess = np.full(len(scores), np.nan)
     # read in slabs along z, each slab's pages of a memory-mapped file dropped after it: the
     # candidates' cubes reach over the whole tomogram, and a 2.1 GB file read at once stayed
     # resident (peak RSS 2.7 GB detecting 1024 × 1024 × 500; docs/benchmark.md, "Round 9")
     file_map = _file_map(volume)
     stats = D.compute_norm_stats(volume, D.make_geometry(1, False))  # once, not per slab
     by_z = top[np.argsort(np.asarray(zyx)[top, 0], kind="stable")]
+    reads = []
     for part in np.array_split(by_z, max(1, -(-len(by_z) // PROFILE_SLAB))):
-        excess[part] = model.excess_at(volume, zyx[part], diameter, stats)
+        reads.append(model.read(volume, zyx[part], diameter, stats))
         _release(file_map)
+    reads = ProfileReads.concat(reads)
+    charge, beyond = np.full(len(scores), np.nan), np.full(len(scores), np.nan)
+    charge[by_z], beyond[by_z] = model.charge(reads, reads.pool() if candidates else None)
     z = logit(np.asarray(scores, float))
     new = z.copy()
-    new[top] = z[top] - weight * excess[top]
+    new[top] = z[top] - weight * charge[top]
     rest = np.setdiff1d(np.arange(len(scores)), top)
     if len(rest):
         new[rest] = np.minimum(z[rest], new[top].min())
@@ -565,7 +593,8 @@ def profile_check(ckpt: Checkpoint, volume, zyx, scores, agreement, weight: floa
 
     out = expit(new).astype(np.float32)
     order = np.argsort(-out, kind="stable")
-    return zyx[order], out[order], None if agreement is None else agreement[order], excess[order]
+    return Checked(zyx[order], out[order], None if agreement is None else agreement[order], charge[order],
+                   beyond[order], np.asarray(scores)[order])
 
 
 THRESHOLD_FROM = ("tomogram", "model")
@@ -806,13 +835,12 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
         half_d = default_min_distance(view, voxel_size_a)
         min_d = half_d if cfg.min_distance_vox is None else float(cfg.min_distance_vox)
         # the threshold from the network's own scores (where they split into background and
-        # particles); the profile check then only moves candidates down past it, never reshapes it
+        # particles); the profile check then moves candidates across it, never reshapes it
         threshold, source = choose_threshold(view, czyx, cscores, min_d, cfg)
         expected = expected_count(view, shape, voxel_size_a)
-        above = int(np.sum(cscores >= threshold))
-        czyx, cscores, agreement, excess = profile_check(view, volume, czyx, cscores, agreement,
-                                                         cfg.profile_weight, voxel_size_a, expected)
-        moved = None if excess is None else above - int(np.sum(cscores >= threshold))
+        checked = profile_check(view, volume, czyx, cscores, agreement, cfg.profile_weight, voxel_size_a, expected)
+        czyx, cscores, agreement, excess = checked.zyx, checked.scores, checked.agreement, checked.excess
+        moved, raised = (None, None) if excess is None else checked.crossed(threshold)
         negatives = view.profile_negatives if excess is not None else 0
         mined = view.profile_mined if excess is not None else 0
         res = DetectResult(heatmap=heat, scale=plan.geometry.grid_scale, translate=plan.geometry.grid_translate,
@@ -820,6 +848,7 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
                            K=cfg.K, tomogram_shape=shape, voxel_size_a=voxel_size_a, diameter_vox=view.diameter_vox,
                            elapsed_s=time.perf_counter() - t0, warnings=notes, cand_agreement=agreement,
                            expected_particles=expected, cand_profile_excess=excess, profile_moved=moved,
+                           profile_raised=raised,
                            profile_negatives=negatives, profile_mined=mined,
                            model_threshold=threshold, threshold_source=source, first_view=first,
                            class_name=view.class_name, radius_vox=half_d)

@@ -132,10 +132,12 @@ def test_profile_check_on_and_off(viewer, panel, qtbot, checkpoint, sim):
     checked = replace(checkpoint, info={**checkpoint.info, "profile_model": model.to_info()})
     _detect(qtbot, panel, checked)
     feats = rec.picks.features
-    assert "profile_excess" in feats.columns and np.all(feats["profile_excess"].to_numpy() >= 0)
+    assert "profile_excess" in feats.columns and np.isfinite(feats["profile_excess"].to_numpy()).all()
     status = panel.detect._detect_status_label.value
-    lowered = int(np.sum(np.nan_to_num(rec.result.cand_profile_excess) > 0))
+    charge = np.nan_to_num(rec.result.cand_profile_excess)
+    lowered, raised = int(np.sum(charge > 0)), int(np.sum(charge < 0))
     assert f"the profile check lowered {lowered} candidates" in status and f"{rec.result.profile_moved} of them" in status
+    assert (f"it raised {raised} more like your labels" in status) == (raised > 0)
     panel.detect._profile_check.value = False
     _detect(qtbot, panel, checked)
     assert "profile_excess" not in rec.picks.features.columns

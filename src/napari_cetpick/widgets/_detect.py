@@ -42,12 +42,13 @@ class DetectSection(Container):
         self._profile_check = CheckBox(
             text="Profile check", value=DetectConfig().profile_weight > 0,
             tooltip="Lower the score of candidates whose radial profile (mean density in thin shells around "
-                    "the centre, in any orientation) is unlike your labels': fewer picks on other complexes, "
-                    "gold and membranes; given 5 negatives or more, also of candidates more like them than "
+                    "the centre, in any orientation) is less like your labels' than like this tomogram's other "
+                    "candidates, and raise those more like your labels: fewer picks on other complexes, gold "
+                    "and membranes; given 5 negatives or more, also lower candidates more like them than "
                     "your labels (the look-alikes training found among its best picks in your labelled region, "
-                    "your rejections and negatives). Each pick gets its 'profile_excess' (0: like your "
-                    "labels). Models trained on fewer than 5 labels of the class skip it (the status says so). "
-                    "Applies at the next Detect.")
+                    "your rejections and negatives). Each pick gets its 'profile_excess' (above 0: lowered, "
+                    "below 0: raised). Models trained on fewer than 5 labels of the class skip it (the status "
+                    "says so). Applies at the next Detect.")
         self._detect_button = PushButton(
             text="Detect", tooltip="Run the model over the whole tomogram (tiled, in the background).")
         self._detect_cancel_button = PushButton(text="Cancel", tooltip="Stop the detection.")
@@ -180,14 +181,17 @@ class DetectSection(Container):
             skipped = PROFILE_SKIPPED.format(name=result.class_name) in result.warnings
             return (f"; no profile check: the model holds no profile of the {result.class_name} labels (it needs "
                     f"5 labels or more)." if skipped else ".")
-        lowered = int(np.sum(np.nan_to_num(result.cand_profile_excess) > 0))
+        charge = np.nan_to_num(result.cand_profile_excess)
+        lowered, raised = int(np.sum(charge > 0)), int(np.sum(charge < 0))
         unlike = "unlike your labels"
         if result.profile_negatives:
             unlike += f" or like your {result.profile_negatives} rejections and negatives"
         if result.profile_mined:
             unlike += f" or like the {result.profile_mined} look-alikes training found in your labelled region"
+        up = (f"; it raised {raised} more like your labels than the tomogram's other candidates, "
+              f"{result.profile_raised or 0} of them from below that threshold to above it") if raised else ""
         return (f"; the profile check lowered {lowered} candidates {unlike}, {result.profile_moved} of "
-                f"them from above that threshold to below it.")
+                f"them from above that threshold to below it{up}.")
 
     def _add_detection(self, rec: TomogramRecord, result) -> None:
         """Show a detection: each class's heatmap and picks (a model of one class: the panel's
