@@ -463,6 +463,8 @@ def test_profile_check_raises_what_looks_like_the_labels_among_many_candidates()
     :meth:`Checked.crossed` counts who crossed a threshold each way."""
     from napari_cetpick.checkpoint import Checkpoint
     from napari_cetpick.config import TrainConfig
+    from dataclasses import replace
+
     from napari_cetpick.detect import profile_check
 
     vol, kinds = crowd()
@@ -480,3 +482,10 @@ def test_profile_check_raises_what_looks_like_the_labels_among_many_candidates()
     # it, at 0.52 it only raises some above it
     assert c.crossed(0.5) == (int(np.sum(c.scores < 0.5)), 0) and c.crossed(0.5)[0] > 60
     assert c.crossed(0.52) == (0, int(np.sum(c.scores >= 0.52))) and c.crossed(0.52)[1] > 20
+    # the one-sided order from the same reads is the check of a model without label profiles
+    info = {k: v for k, v in model.to_info().items() if not k.startswith("label_")}
+    plain = profile_check(replace(ckpt, info={"profile_model": info}), vol, zyx, scores, None, 0.1)
+    one = c.one_sided(0.1)
+    np.testing.assert_array_equal(one.zyx, plain.zyx)
+    np.testing.assert_allclose(one.scores, plain.scores, rtol=1e-5)
+    np.testing.assert_allclose(one.excess, plain.excess, rtol=1e-4, atol=1e-4)

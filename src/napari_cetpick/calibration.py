@@ -335,12 +335,12 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
             if box.get(n) is not None:
                 passed[n].append((i, res[n], (y0, x0), region, lab[n], box[n]))
 
-    def shown(view, r, region, candidates=True):
-        """The region's picks after the profile check (best first) and their excess (None: no
-        check): how far beyond typical and towards a look-alike, what look-alikes are mined by.
-        ``candidates`` False: the labels' side of the check one-sided (the order mining reads)."""
-        c = profile_check(view, region, r.cand_zyx, r.cand_scores, None, weight, voxel_size_a, r.expected_particles,
-                          candidates=candidates)
+    def check_region(view, r, region):
+        return profile_check(view, region, r.cand_zyx, r.cand_scores, None, weight, voxel_size_a, r.expected_particles)
+
+    def shown(c, r):
+        """The region's picks after the profile check ``c`` (best first) and their excess (None: no
+        check): how far beyond typical and towards a look-alike, what look-alikes are mined by."""
         keep = select(c.zyx, c.scores, 0.0, r.min_distance_vox)
         return c.zyx[keep], c.scores[keep], None if c.beyond is None else c.beyond[keep]
 
@@ -349,7 +349,8 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
     out = {}
     for n in names:
         view = ckpt.for_class(n)
-        picks = [shown(view, r, region) for _, r, _, region, _, _ in passed[n]]
+        checks = [check_region(view, r, region) for _, r, _, region, _, _ in passed[n]]
+        picks = [shown(c, p[1]) for c, p in zip(checks, passed[n])]
         refit, mined = None, None
         # a region without candidates has no excess either; a class without a profile model none anywhere
         checked = [ex is not None for z, _, ex in picks if len(z)]
@@ -362,7 +363,7 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
             # among the picks the labels' Gaussian alone lets through: the check against the
             # tomogram's candidates already lowers many look-alikes, and mined from its order
             # the look-alikes' Gaussian came out worse (docs/benchmark.md, "Round 17")
-            one_sided = [shown(view, r, region, False) for _, r, _, region, _, _ in passed[n]]
+            one_sided = [shown(c.one_sided(weight), p[1]) for c, p in zip(checks, passed[n])]
             mined = _mine_class(one_sided, passed[n], volumes, given, densities[n], view.diameter_vox, mine)
             if look_alikes is not None:
                 before = [np.asarray(d.get(n, np.zeros((0, 3))), float).reshape(-1, 3) for d in look_alikes]
@@ -373,7 +374,7 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
                                          negatives=given, mined=mined)
         if refit is not None:
             view = replace(view, info={**view.info, "profile_model": refit.to_info()})
-            picks = [shown(view, r, region) for _, r, _, region, _, _ in passed[n]]
+            picks = [shown(check_region(view, r, region), r) for _, r, _, region, _, _ in passed[n]]
         cal = _calibrate_one([(r, corner, lab, box, (z, s)) for (_, r, corner, _, lab, box), (z, s, _)
                               in zip(passed[n], picks)], float(densities[n]), view.diameter_vox, bin_zyx,
                              told.get(n, True))

@@ -525,7 +525,7 @@ class Checked(NamedTuple):
     agreement (None: none given), what the check charged each (NaN: not checked; None: no
     check), :meth:`~napari_cetpick.descriptors.ProfileModel.excess` of each (how far beyond
     typical and towards a look-alike: what calibration mines look-alikes by) and the network's
-    own score of each."""
+    own score and position in the input of each."""
 
     zyx: np.ndarray
     scores: np.ndarray
@@ -533,6 +533,17 @@ class Checked(NamedTuple):
     excess: np.ndarray | None
     beyond: np.ndarray | None
     network: np.ndarray
+    index: np.ndarray
+
+    def one_sided(self, weight: float) -> "Checked":
+        """The same candidates scored by ``beyond`` instead of the charge (the labels' term
+        one-sided, without the tomogram's candidates: the order calibration mines look-alikes
+        in), from the same reads."""
+        if self.beyond is None:
+            return self
+        back = np.argsort(self.index)
+        agreement = None if self.agreement is None else self.agreement[back]
+        return _ranked(self.zyx[back], self.network[back], agreement, self.beyond[back], self.beyond[back], weight)
 
     def crossed(self, threshold: float) -> tuple[int, int]:
         """``(moved below, raised above)``: candidates the check took from above ``threshold``
@@ -541,8 +552,25 @@ class Checked(NamedTuple):
         return int(np.sum(before & ~after)), int(np.sum(~before & after))
 
 
+def _ranked(zyx, scores, agreement, charge, beyond, weight: float) -> Checked:
+    """The candidates best first by ``logit(score) − weight · charge`` where ``charge`` is finite
+    (checked), the rest capped just below the lowest of those."""
+    from scipy.special import expit  # 1 / (1 + e^-x) without overflow for a large excess
+
+    done = np.isfinite(charge)
+    z = logit(np.asarray(scores, float))
+    new = z.copy()
+    new[done] = z[done] - weight * charge[done]
+    if (~done).any():
+        new[~done] = np.minimum(z[~done], new[done].min())
+    out = expit(new).astype(np.float32)
+    order = np.argsort(-out, kind="stable")
+    return Checked(zyx[order], out[order], None if agreement is None else agreement[order], charge[order],
+                   beyond[order], np.asarray(scores)[order], order)
+
+
 def profile_check(ckpt: Checkpoint, volume, zyx, scores, agreement, weight: float, voxel_size_a=None,
-                  expected: float | None = None, candidates: bool = True) -> Checked:
+                  expected: float | None = None) -> Checked:
     """Rescore the best candidates by how much their radial profile looks like the labels'.
 
     The network's score is a local judgement at the working resolution; the radial profile
@@ -557,15 +585,15 @@ def profile_check(ckpt: Checkpoint, volume, zyx, scores, agreement, weight: floa
     just below the lowest of those. Measured in docs/benchmark.md ("The profile check",
     "Round 17").
 
-    ``candidates`` False: the labels' term one-sided, without the tomogram's candidates (how
-    calibration orders the picks it mines look-alikes among). Without a profile model or with
-    ``weight`` 0, the input, ``excess`` and ``beyond`` None.
+    :meth:`Checked.one_sided`: the labels' term one-sided, without the tomogram's candidates
+    (how calibration orders the picks it mines look-alikes among). Without a profile model or
+    with ``weight`` 0, the input, ``excess`` and ``beyond`` None.
     """
     from .descriptors import ProfileModel, ProfileReads
 
     model = ProfileModel.from_info(ckpt.info.get("profile_model"))
     if model is None or weight <= 0 or len(scores) == 0:
-        return Checked(zyx, scores, agreement, None, None, scores)
+        return Checked(zyx, scores, agreement, None, None, scores, np.arange(len(scores)))
     ratio = ckpt.voxel_size_a / voxel_size_a if (ckpt.voxel_size_a and voxel_size_a) else 1.0
     diameter = ckpt.diameter_vox * ratio
     n = int(min(len(scores), max(PROFILE_POOL_MIN, PROFILE_POOL_FACTOR * (expected or 0))))
@@ -582,19 +610,8 @@ def profile_check(ckpt: Checkpoint, volume, zyx, scores, agreement, weight: floa
         _release(file_map)
     reads = ProfileReads.concat(reads)
     charge, beyond = np.full(len(scores), np.nan), np.full(len(scores), np.nan)
-    charge[by_z], beyond[by_z] = model.charge(reads, reads.pool() if candidates else None)
-    z = logit(np.asarray(scores, float))
-    new = z.copy()
-    new[top] = z[top] - weight * charge[top]
-    rest = np.setdiff1d(np.arange(len(scores)), top)
-    if len(rest):
-        new[rest] = np.minimum(z[rest], new[top].min())
-    from scipy.special import expit  # 1 / (1 + e^-x) without overflow for a large excess
-
-    out = expit(new).astype(np.float32)
-    order = np.argsort(-out, kind="stable")
-    return Checked(zyx[order], out[order], None if agreement is None else agreement[order], charge[order],
-                   beyond[order], np.asarray(scores)[order])
+    charge[by_z], beyond[by_z] = model.charge(reads, reads.pool())
+    return _ranked(zyx, scores, agreement, charge, beyond, weight)
 
 
 THRESHOLD_FROM = ("tomogram", "model")
