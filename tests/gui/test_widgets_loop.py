@@ -134,10 +134,14 @@ def test_profile_check_on_and_off(viewer, panel, qtbot, checkpoint, sim):
     feats = rec.picks.features
     assert "profile_excess" in feats.columns and np.isfinite(feats["profile_excess"].to_numpy()).all()
     status = panel.detect._detect_status_label.value
+    # the status: what the check did to the picks; its tooltip: how
+    assert (f"the profile check dropped {rec.result.profile_moved} picks and added {rec.result.profile_raised or 0}"
+            in status)
+    detail = panel.detect._detect_status_label.tooltip
     charge = np.nan_to_num(rec.result.cand_profile_excess)
     lowered, raised = int(np.sum(charge > 0)), int(np.sum(charge < 0))
-    assert f"the profile check lowered {lowered} candidates" in status and f"{rec.result.profile_moved} of them" in status
-    assert (f"it raised {raised} more like your labels" in status) == (raised > 0)
+    assert f"the profile check lowered {lowered} candidates" in detail and f"{rec.result.profile_moved} of them" in detail
+    assert (f"it raised {raised} more like your labels" in detail) == (raised > 0)
     panel.detect._profile_check.value = False
     _detect(qtbot, panel, checked)
     assert "profile_excess" not in rec.picks.features.columns

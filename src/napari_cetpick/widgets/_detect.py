@@ -165,33 +165,38 @@ class DetectSection(Container):
     def _on_detect_returned(self, n_ok: int) -> None:
         rec = self._state.current
         if rec is not None and rec.result is not None:
-            self._detect_status_label.value = (f"Done in {fmt_duration(rec.result.elapsed_s)}: "
-                                               f"{len(rec.result.cand_scores)} candidate peaks cached; threshold "
-                                               f"{rec.result.model_threshold:.3f} from {rec.result.threshold_source}"
-                                               + self._profile_note(rec.result))
-            self._detect_status_label.tooltip = self._detect_status_label.value
+            short, detail = self._profile_note(rec.result)
+            head = (f"Done in {fmt_duration(rec.result.elapsed_s)}: {len(rec.result.cand_scores)} candidate peaks "
+                    f"cached; threshold {rec.result.model_threshold:.3f} from {rec.result.threshold_source}")
+            # the status says what changed the picks; its tooltip says how
+            self._detect_status_label.value = head + short
+            self._detect_status_label.tooltip = head + detail
         elif not n_ok:
             self._detect_status_label.value = "No tomogram could be processed."
 
-    def _profile_note(self, result) -> str:
-        """The end of the status: what the profile check did (or why it did not run)."""
+    def _profile_note(self, result) -> tuple[str, str]:
+        """The end of the status, short and in full: what the profile check did to the picks
+        (or why it did not run)."""
         from napari_cetpick.detect import PROFILE_SKIPPED
 
         if result.cand_profile_excess is None:  # off, or asked for and skipped (detection warned)
             skipped = PROFILE_SKIPPED.format(name=result.class_name) in result.warnings
-            return (f"; no profile check: the model holds no profile of the {result.class_name} labels (it needs "
+            note = (f"; no profile check: the model holds no profile of the {result.class_name} labels (it needs "
                     f"5 labels or more)." if skipped else ".")
+            return note, note
         charge = np.nan_to_num(result.cand_profile_excess)
         lowered, raised = int(np.sum(charge > 0)), int(np.sum(charge < 0))
+        moved, added = result.profile_moved or 0, result.profile_raised or 0
+        short = f"; the profile check dropped {moved} picks and added {added}."
         unlike = "unlike your labels"
         if result.profile_negatives:
             unlike += f" or like your {result.profile_negatives} rejections and negatives"
         if result.profile_mined:
             unlike += f" or like the {result.profile_mined} look-alikes training found in your labelled region"
         up = (f"; it raised {raised} more like your labels than the tomogram's other candidates, "
-              f"{result.profile_raised or 0} of them from below that threshold to above it") if raised else ""
-        return (f"; the profile check lowered {lowered} candidates {unlike}, {result.profile_moved} of "
-                f"them from above that threshold to below it{up}.")
+              f"{added} of them from below that threshold to above it") if raised else ""
+        return short, (f"; the profile check lowered {lowered} candidates {unlike}, {moved} of "
+                       f"them from above that threshold to below it{up}.")
 
     def _add_detection(self, rec: TomogramRecord, result) -> None:
         """Show a detection: each class's heatmap and picks (a model of one class: the panel's
