@@ -228,6 +228,15 @@ def test_ctrl_c_saves_the_last_good_model(sim_files, tmp_path, monkeypatch, caps
     err = capsys.readouterr().err
     assert rc == 130 and "10 steps, then up to 3 against the look-alikes calibration finds" in err
     assert "the model after 2 of 13 steps was saved" in err
+    # and with the self-training round too: each round's steps said, the total counting both
+    calls["n"] = 0
+    rc = main(_train_argv(paths, tmp_path / "m3.ckpt", "--max-steps", "10", "--look-alike-steps", "100",
+                          "--self-training-steps", "100"))
+    err = capsys.readouterr().err
+    assert rc == 130 and ("10 steps, then up to 3 against the look-alikes calibration finds, then up to 3 with the "
+                          "picks it is sure of") in err
+    assert "the model after 2 of 16 steps was saved" in err
+    assert Checkpoint.load(tmp_path / "m3.ckpt").config.self_training_steps == 100
     # interrupted before any step: nothing to save, nothing written
     calls["n"] = 2
     other = tmp_path / "none.ckpt"

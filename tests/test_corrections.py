@@ -471,3 +471,65 @@ def test_earlier_look_alikes_join_those_mined_now():
     assert out[0].tolist() == [[5, 10, 10], [5, 30, 30], [5, 50, 50]] and len(out[1]) == 3
     assert _with_earlier(None, earlier, 3.0)[1].tolist() == earlier[1].tolist()
     assert _with_earlier(None, [np.zeros((0, 3)), earlier[1]], 3.0) is None  # fewer than a profile model needs
+
+
+def test_round_one_ends_with_the_picks_it_is_sure_of(tmp_path):
+    """After the schedule, detection in the whole training tomogram; the picks the network and
+    the profile check agree on (here solid balls, never the hollow shells, never a labelled
+    ball) become labels of the class for ``self_training_steps`` more steps (at most a third of
+    the schedule) at a tenth of the rate with a fresh optimiser, and the profile model and the
+    default are fitted on them too, as after a review. They are not the user's: the labelled
+    box, the counts and the share estimate stay the labels'. Without a profile model (fewer
+    than 5 labels) the run ends with its schedule and says why."""
+    from scipy.spatial import cKDTree
+
+    from napari_cetpick.checkpoint import Checkpoint
+    from napari_cetpick.config import preset
+    from napari_cetpick.train import plan_training
+
+    v, balls, shells = two_kinds()
+    tr = Trainer([v], [balls[:6]], TrainConfig(max_steps=60, self_training_steps=100, **TINY), voxel_size_a=10.0,
+                 device="cpu")
+    assert tr.plan.self_training_steps == 20 and "then 20 with the picks it is sure of" in tr.plan.describe()
+    assert tr.steps_text() == "60 steps, then up to 20 with the picks it is sure of"
+    progress = list(tr.steps())
+    name = tr.names[0]
+    sure = tr.sure_points[0][name]
+    assert tr.self_trained == len(sure) >= 1
+    assert cKDTree(balls[6:]).query(sure)[0].max() < 2.5  # each on an unlabelled ball
+    assert cKDTree(shells).query(sure)[0].min() > 5 and cKDTree(balls[:6]).query(sure)[0].min() > 5
+    assert [p.step for p in progress] == list(range(1, 81)) and {p.total for p in progress} == {80}
+    assert [p.lr for p in progress[60:]] == [pytest.approx(TrainConfig.lr * CORRECTION_LR_FACTOR)] * 20
+    # they trained as labels: the targets of a crop on one of them hold a positive there
+    assert len(tr.labels_work[0][name]) == 6 + len(sure)
+    ck = Checkpoint.load(tr.checkpoint().save(tmp_path / "m.ckpt"))
+    last = ck.info["rounds"][-1]
+    assert last["self_training"] == len(sure) and last["self_training_from"] == 60 and last["steps"] == 80
+    # the user's labels are 6; the profile model and calibration, as after a review, know the sure picks too
+    assert ck.info["n_positives"] == 6 and ck.info["profile_model"]["n_labels"] == 6 + len(sure)
+    from napari_cetpick.counts import label_box
+
+    assert ck.info["label_boxes"][0] == label_box(balls[:6], v.shape, ck.diameter_vox).to_list()
+    # the share the user labelled stays round 1's reading (none here: no split in a box of 6 balls)
+    assert ck.info.get("estimated_label_fraction") == tr.first_estimates[name].get("estimated_label_fraction")
+    # too few labels for a profile model: no second opinion, no round, and the reason recorded
+    few = Trainer([v], [balls[:3]], TrainConfig(max_steps=9, self_training_steps=100, **TINY), voxel_size_a=10.0,
+                  device="cpu")
+    steps = [(p.step, p.total) for p in few.steps(calibrate=False)]
+    assert steps[-1] == (9, 9) and few.self_trained is None
+    assert "no profile model" in few.checkpoint(calibrate=False).info["rounds"][-1]["self_training_skipped"]
+    # after a look-alike round that found none, the self-training round still runs its steps
+    both = Trainer([v], [balls[:3]], TrainConfig(max_steps=9, look_alike_steps=100, self_training_steps=100, **TINY),
+                   voxel_size_a=10.0, device="cpu")
+    assert both.total_steps == 9 + 3 + 3
+    steps = [(p.step, p.total) for p in both.steps(calibrate=False)]
+    assert steps[-1] == (9, 9)  # neither found anything (3 labels): both rounds dropped
+    # a correction round and the published recipe have none; off by default; negative refused
+    assert correction_config(ck).self_training_steps == 0
+    assert plan_training(TrainConfig(max_steps=60, self_training_steps=30, **TINY), [v.shape], [balls[:6]], 10.0,
+                         init=ck).self_training_steps == 0
+    assert preset("cetpick").self_training_steps == 0
+    old = {k: w for k, w in TrainConfig().to_dict().items() if k != "self_training_steps"}
+    assert TrainConfig.from_dict(old).self_training_steps == 0
+    with pytest.raises(CetpickError, match="self_training_steps"):
+        TrainConfig(self_training_steps=-1).validate()

@@ -394,5 +394,53 @@ def calibrate(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence, densit
                              mine=mine)[name]
 
 
+#: A pick the model is sure of scores at least this far above its tomogram's threshold (logit)
+#: ... (:func:`sure_picks`)
+SURE_MARGIN = 1.0
+
+
+def sure_picks(ckpt, volumes: Sequence, labels: Sequence, negatives: Sequence, masks: Sequence | None = None,
+               voxel_size_a: float | None = None, device=None) -> tuple[list, str]:
+    """``(per training tomogram {class name: (n, 3) zyx}, why none)``: the picks a freshly
+    trained model is sure of in its own training tomograms, for a self-training round
+    (:class:`napari_cetpick.train.Trainer`, ``TrainConfig.self_training_steps``).
+
+    Detection runs on each whole tomogram as a user would run it (each tomogram's own
+    threshold, the profile check); a pick counts when both judges agree: the network scores it
+    at least :data:`SURE_MARGIN` above the threshold and its radial profile is at least as
+    like the labels as their median label is (the check charges it nothing: ``profile_excess``
+    ≤ 0). Picks within a radius of a label or a negative of any class are left out (the user
+    already said). A class without a profile model (fewer than 5 labels) gets none: the
+    network alone is not a second opinion. On the benchmark 99–100 % of them were particles
+    of the class (docs/benchmark.md, "Round 18").
+    """
+    from .config import DetectConfig
+    from .detect import detect_classes
+    from .utils import run_generator
+
+    masks = list(masks) if masks is not None else [None] * len(volumes)
+    found, why = [], set()
+    for vol, lab, neg, mask in zip(volumes, labels, negatives, masks):
+        res = run_generator(detect_classes(ckpt, vol, DetectConfig(), voxel_size_a, device=device, mask=mask))
+        known = [np.asarray(a, float).reshape(-1, 3) for d in (lab, neg) for a in d.values()]
+        known = np.concatenate(known) if known else np.zeros((0, 3))
+        per = {}
+        for name in res.names:
+            r = res[name]
+            if r.cand_profile_excess is None:
+                why.add(f"no profile model of {name!r} (it needs 5 labels or more)")
+                continue
+            charge = np.nan_to_num(r.cand_profile_excess[r.keep_idx], nan=np.inf)
+            sure = (r.margins >= SURE_MARGIN) & (charge <= 0)
+            if len(known) and sure.any():
+                d = np.min(np.linalg.norm(r.zyx[:, None, :] - known[None, :, :], axis=2), axis=1)
+                sure &= d > r.diameter_vox / 2
+            if sure.any():
+                per[name] = r.zyx[sure].astype(float)
+        found.append(per)
+    n = sum(len(a) for per in found for a in per.values())
+    return found, "" if n else ("; ".join(sorted(why)) or "no picks it is sure of")
+
+
 __all__ = ["Calibration", "calibrate", "calibrate_classes", "mine_look_alikes", "mining_pool", "shrunk_mean",
-           "MIN_LABELS_FOR_OFFSET", "MINED_MAX"]
+           "sure_picks", "MIN_LABELS_FOR_OFFSET", "MINED_MAX", "SURE_MARGIN"]

@@ -151,6 +151,15 @@ class TrainConfig:
         again. 0 (the default): none. Measured in docs/benchmark.md ("Round 14"): the barrel up
         after the correction round and on crowded tomograms with many labels, down on a sparse
         tomogram and with few labels — not on by default. A correction round has none.
+    self_training_steps : int
+        After a first round (and its look-alike round), detection runs on each whole training
+        tomogram, and the picks the model is sure of — at least a logit above the tomogram's
+        threshold, with a radial profile at least as like the labels as their median label's
+        (:func:`napari_cetpick.calibration.sure_picks`) — become labels of their class for this
+        many more steps (at most a third of the schedule) at a tenth of the rate; the profile
+        model, the threshold and the labelled share stay the user's labels'. 0: none (a class
+        without a profile model, fewer than 5 labels, gets none either). A correction round has
+        none: the review is its own.
     arch : str
         ``unet3d_4`` (the default: a 3D U-Net of four levels), ``unet3d_small`` or ``unet3d``
         (three levels), ``unet_small`` (pseudo-3D, fast), ``unet_4`` or ``unet_5`` (the
@@ -216,6 +225,7 @@ class TrainConfig:
     lr_step: tuple[int, ...] = ()
     settle_steps: int = 100
     look_alike_steps: int = 0
+    self_training_steps: int = 0
     arch: str = "unet3d_4"
     batch_size: int = 8
     crop_xy: int = 64
@@ -269,6 +279,7 @@ class TrainConfig:
             kw["lr_step"] = tuple(kw["lr_step"])
         kw.setdefault("settle_steps", 0)  # a model saved before settling existed had none
         kw.setdefault("look_alike_steps", 0)  # nor one saved before the look-alike round
+        kw.setdefault("self_training_steps", 0)  # nor one saved before the self-training round
         if kw.get("classes"):
             keys = {f.name for f in fields(ClassSpec)}
             kw["classes"] = [ClassSpec(**{k: v for k, v in c.items() if k in keys}) for c in kw["classes"]]
@@ -298,6 +309,9 @@ class TrainConfig:
             raise CetpickError(f"settle_steps must be 0 or a positive integer, got {plain(self.settle_steps)}.")
         if not isinstance(self.look_alike_steps, int) or self.look_alike_steps < 0:
             raise CetpickError(f"look_alike_steps must be 0 or a positive integer, got {plain(self.look_alike_steps)}.")
+        if not isinstance(self.self_training_steps, int) or self.self_training_steps < 0:
+            raise CetpickError("self_training_steps must be 0 or a positive integer, got "
+                               f"{plain(self.self_training_steps)}.")
         if self.augment not in ("full", "flip") or self.blob not in BLOBS:
             raise CetpickError(f"augment must be 'full' or 'flip'; blob one of {', '.join(BLOBS)}.")
         if not self.cross_class_weight >= 0:
@@ -331,6 +345,7 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
             arch="unet_4", crop_xy=64, crop_z=6, batch_size=2, augment="flip", blob="cetpick",
             bin=1, tau=0.4, lr=1e-3, label_crop_prob=1.0, translation_ratio=0.25, num_epochs=600,
             contrastive=True, consistency_weight=1.0, preset="cetpick", settle_steps=0, look_alike_steps=0,
+            self_training_steps=0,
         )
     else:
         raise CetpickError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")

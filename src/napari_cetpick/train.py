@@ -132,12 +132,15 @@ class TrainingPlan:
     classes: list = None
     settle_steps: int = 0  # the last steps, at a tenth of the rate
     look_alike_steps: int = 0  # then at most this many against the look-alikes calibration finds
+    self_training_steps: int = 0  # then at most this many with the picks it is sure of as labels
 
     def describe(self) -> str:
         settle = f", the last {self.settle_steps} at a tenth of the rate" if self.settle_steps else ""
         steps = f"{self.total_steps} steps ({self.schedule}{settle})"
         if self.look_alike_steps:
             steps += f", then {self.look_alike_steps} against the look-alikes it finds"
+        if self.self_training_steps:
+            steps += f", then {self.self_training_steps} with the picks it is sure of"
         if self.classes and len(self.classes) > 1:
             per = "; ".join(f"{c.name}: τ {c.tau:.3g}, about {c.expected_particles:.0f} expected"
                             for c in self.classes)
@@ -326,9 +329,12 @@ def plan_training(config: TrainConfig, shapes: Sequence, labels: Sequence, voxel
     # then, as many again at most, a round against the look-alikes calibration finds (a
     # correction round has the user's own rejections instead)
     look = min(int(config.look_alike_steps), total // 3) if init is None else 0
+    # and last, as many again at most, a round with the picks it is sure of as labels (a
+    # correction round has the user's review instead)
+    sure = min(int(config.self_training_steps), total // 3) if init is None else 0
     first = plans[0]
     return TrainingPlan(total, spe, what, n_labels, bin_xy, tuple(stride), first.tau, first.tau_source,
-                        first.density_per_vox2, first.expected_particles, plans, settle, look)
+                        first.density_per_vox2, first.expected_particles, plans, settle, look, sure)
 
 
 def _per_volume(items, n: int, name: str) -> list:
@@ -517,13 +523,24 @@ class Trainer:
         self.look_alikes: int | None = None  # how many the round trains against, once it began
         self.look_alike_points = [{} for _ in volumes]  # per volume, per class: where they are (zyx voxels)
         self.look_alikes_skipped = ""  # why it did not run, where it did not
+        # the self-training round (TrainConfig.self_training_steps) comes last, likewise
+        self.self_training_at = self.total_steps if plan.self_training_steps else None
+        self.total_steps += plan.self_training_steps
+        self.self_trained: int | None = None  # how many sure picks it trains with, once it began
+        self.sure_points = [{} for _ in volumes]  # per volume, per class: where they are (zyx voxels)
+        self.self_training_skipped = ""
+        self.masks_tomo = masks
+        # what the profile model and calibration fit on: the labels, and after a self-training
+        # round the picks it was sure of too (the user's own stay in labels_tomo / label_boxes)
+        self.fit_labels, self.fit_boxes = labs, self.label_boxes
+        self.first_estimates = {}  # per class: round 1's share estimate, kept after self-training
 
     # ------------------------------------------------------------------ helpers
     def _snapshot(self) -> dict:
         return {k: v.detach().to("cpu", copy=True) for k, v in self.net.state_dict().items()}
 
     def _lr_at(self, epoch: int, step: int) -> float:
-        if self.look_alike_at is not None and step >= self.look_alike_at:
+        if any(at is not None and step >= at for at in (self.look_alike_at, self.self_training_at)):
             return self.config.lr * CORRECTION_LR_FACTOR  # as a correction round's
         lr = self.config.lr * (0.1 ** sum(epoch >= e for e in self.config.lr_step))
         return lr * (SETTLE_LR_FACTOR if self.settle_at is not None and step >= self.settle_at else 1.0)
@@ -675,6 +692,9 @@ class Trainer:
             if self.step == self.look_alike_at and self.look_alikes is None:
                 self._begin_look_alikes()  # before this step's progress, which then has the true total
                 self.elapsed_s = time.perf_counter() - t0
+            if self.step == self.self_training_at and self.self_trained is None:
+                self._begin_self_training()
+                self.elapsed_s = time.perf_counter() - t0
             eta = self.elapsed_s / self.step * (self.total_steps - self.step)
             yield TrainProgress(self.step, self.total_steps, epoch, rec["loss"], rec["hm"], rec["cr"], rec["cons"],
                                 lr, self.elapsed_s, eta, self.device_name)
@@ -682,11 +702,16 @@ class Trainer:
         return self.checkpoint(calibrate=calibrate)
 
     def steps_text(self) -> str:
-        """The steps planned, in words: "300 steps", and the look-alike round's where planned."""
-        if self.look_alike_at is None or self.look_alikes is not None or self.step > self.look_alike_at:
+        """The steps planned, in words: "300 steps", and the look-alike and self-training rounds' where
+        they may still be cut short."""
+        rounds = []
+        if self.look_alike_at is not None and self.look_alikes is None and self.step <= self.look_alike_at:
+            rounds.append((self.look_alike_at, self.plan.look_alike_steps, "against the look-alikes calibration finds"))
+        if self.self_training_at is not None and self.self_trained is None and self.step <= self.self_training_at:
+            rounds.append((self.self_training_at, self.plan.self_training_steps, "with the picks it is sure of"))
+        if not rounds:
             return f"{self.total_steps} steps"
-        return (f"{self.look_alike_at} steps, then up to {self.total_steps - self.look_alike_at} against the look-alikes "
-                "calibration finds")
+        return f"{rounds[0][0]} steps" + "".join(f", then up to {n} {what}" for _, n, what in rounds)
 
     def _begin_look_alikes(self) -> None:
         """At the end of the schedule: calibrate, take the look-alikes calibration found in the
@@ -716,10 +741,64 @@ class Trainer:
                 neg_work = self.negatives_work[vi]
                 neg_work[name] = np.concatenate([neg_work.get(name, np.zeros((0, 3))), self.geometry.tomo_to_work(zyx)])
         if not found:
-            self.total_steps = self.step
+            self.total_steps -= self.plan.look_alike_steps
+            if self.self_training_at is not None:
+                self.self_training_at = self.step  # the self-training round begins now
             self.look_alikes_skipped = self.look_alikes_skipped or "no look-alikes found"
             return
         self.look_alikes = found
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=self.config.lr * CORRECTION_LR_FACTOR)
+
+    def _begin_self_training(self) -> None:
+        """After the schedule (and the look-alike round): calibrate, detect in each whole training
+        tomogram, and take the picks the model is sure of
+        (:func:`napari_cetpick.calibration.sure_picks`: the network and the profile check agree)
+        as labels of their class in the training targets for the remaining steps, restarting
+        Adam at a tenth of the rate, as a correction round takes accepted picks. They are not
+        the user's labels: the profile model, the labelled boxes, the share estimate and the
+        final calibration stay those of the user's labels. Where none were found, or detection
+        failed, the run ends here with its total shortened and the weights as they are
+        (``self_training_skipped`` says why)."""
+        import torch
+
+        from .calibration import sure_picks
+        from .descriptors import ProfileModel
+
+        try:
+            first = self.checkpoint(calibrate=True)
+            found, why = sure_picks(first, self.raw_volumes, self.labels_tomo, self.negatives_tomo, self.masks_tomo,
+                                    self.voxel_size_a, self.device)
+        except Exception as exc:  # noqa: BLE001  (a refinement: the trained weights are kept)
+            found, why = [{} for _ in self.raw_volumes], f"{type(exc).__name__}: {exc}"
+        n = sum(len(zyx) for per in found for zyx in per.values())
+        if not n:
+            self.total_steps = self.step
+            self.self_training_skipped = why or "no picks it is sure of"
+            return
+        fit = [dict(lab) for lab in self.labels_tomo]
+        for vi, per in enumerate(found):
+            for name, zyx in per.items():
+                self.sure_points[vi][name] = zyx
+                fit[vi][name] = np.concatenate([fit[vi][name], zyx])
+                self.labels_work[vi][name] = np.concatenate([self.labels_work[vi][name],
+                                                             self.geometry.tomo_to_work(zyx)])
+        # as a correction round after a review: the profile model refitted and the default
+        # calibrated on the labels and the sure picks (their box: all of them), the look-alikes
+        # round 1 found kept, and round 1's estimate of the share the user labelled kept (fitted
+        # on the user's labels alone, the shell model kept 116 picks in a tomogram without shells
+        # against 66, and its F1 fell: docs/benchmark.md, "Round 18")
+        self.fit_labels = fit
+        self.fit_boxes = [{n: C.label_box(f[n], np.shape(v), d) if len(f[n]) else None
+                           for n, d in zip(self.names, self.diameters_vox)} for f, v in zip(fit, self.raw_volumes)]
+        self._profiles = None
+        for name in self.names:
+            view = first.for_class(name)
+            model = ProfileModel.from_info(view.info.get("profile_model"))
+            if model is not None and model.look_alikes() is not None:
+                self.kept_look_alikes[name] = model.look_alikes()
+            self.first_estimates[name] = {k: view.info[k] for k in ("estimated_label_fraction",
+                                                                    "particles_in_labelled_region") if k in view.info}
+        self.self_trained = n
         self.opt = torch.optim.Adam(self.net.parameters(), lr=self.config.lr * CORRECTION_LR_FACTOR)
 
     def calibrate(self, passes: list | None = None) -> dict:
@@ -738,8 +817,8 @@ class Trainer:
 
         halo = int(np.ceil(max(self.net.context_zyx[1:]) * self.bin_xy))
         told = {c.name: bool(c.label_fraction or c.expected_particles) for c in self.specs}
-        return calibrate_classes(self.checkpoint(calibrate=False), self.raw_volumes, self.labels_tomo,
-                                 self.label_boxes, dict(zip(self.names, self.densities)),
+        return calibrate_classes(self.checkpoint(calibrate=False), self.raw_volumes, self.fit_labels,
+                                 self.fit_boxes, dict(zip(self.names, self.densities)),
                                  voxel_size_a=self.voxel_size_a, device=self.device, halo_vox=halo, counts_told=told,
                                  keep_pass_for=self.keep_pass_for, passes=passes,
                                  negatives=[{n: _class_negatives(d, n) for n in self.names} for d in self.negatives_tomo],
@@ -753,7 +832,7 @@ class Trainer:
         if getattr(self, "_profiles", None) is None:
             from .descriptors import ProfileModel
 
-            self._profiles = {name: ProfileModel.fit(self.raw_volumes, [lab[name] for lab in self.labels_tomo],
+            self._profiles = {name: ProfileModel.fit(self.raw_volumes, [lab[name] for lab in self.fit_labels],
                                                      float(self.diameters_vox[k]),
                                                      negatives=[_class_negatives(d, name) for d in self.negatives_tomo])
                               for k, name in enumerate(self.names)}
@@ -780,6 +859,10 @@ class Trainer:
             rounds[-1].update(look_alikes=self.look_alikes, look_alikes_from=self.look_alike_at)
         elif self.look_alikes_skipped:
             rounds[-1]["look_alikes_skipped"] = self.look_alikes_skipped
+        if self.self_trained is not None:
+            rounds[-1].update(self_training=self.self_trained, self_training_from=self.self_training_at)
+        elif self.self_training_skipped:
+            rounds[-1]["self_training_skipped"] = self.self_training_skipped
         classes = []
         for k, (name, plan) in enumerate(zip(self.names, self.plan.classes)):
             cal = cals.get(name)
@@ -791,6 +874,11 @@ class Trainer:
                 "label_boxes": [None if b[name] is None else b[name].to_list() for b in self.label_boxes],
                 **(cal.info() if cal is not None else {}),
             }
+            if self.self_trained is not None and cal is not None:
+                # the share the user labelled, as round 1 read it (the sure picks are no labels of theirs)
+                for key in ("estimated_label_fraction", "particles_in_labelled_region"):
+                    cinfo.pop(key, None)
+                cinfo.update(self.first_estimates.get(name, {}))
             profile = cal.profile_model if cal is not None and cal.profile_model is not None else profiles.get(name)
             if profile is not None:  # refitted with the look-alikes calibration found, where it did
                 cinfo["profile_model"] = profile.to_info()
@@ -845,7 +933,7 @@ def correction_config(init: Checkpoint, **overrides) -> TrainConfig:
     rounds = len(init.info.get("rounds", [])) or 1
     lr = float(init.config.lr) * (CORRECTION_LR_FACTOR if rounds <= 1 else 1.0)
     base = {"max_steps": CORRECTION_STEPS, "num_epochs": None, "lr_step": (), "settle_steps": 0,
-            "look_alike_steps": 0, "tau": init.tau,
+            "look_alike_steps": 0, "self_training_steps": 0, "tau": init.tau,
             "seed": int(init.config.seed) + rounds, "lr": lr}
     given = {k: v for k, v in overrides.items() if v is not None}
     if "num_epochs" in given and "max_steps" not in given:
