@@ -11,7 +11,12 @@ Physical model and simplifications
 ----------------------------------
 - The sample is periodic along x (the axis perpendicular to the tilt axis), so the slab
   has no lateral edge at high tilt; the detector is wide enough that every voxel is seen
-  at every tilt. Along y (the tilt axis) nothing wraps.
+  at every tilt. Along y (the tilt axis) the particles are clipped, but the images wrap: the
+  CTF and the alignment shifts are applied by an FFT over the detector (u, y), not padded
+  along y, so the reconstruction's two y faces are coupled (low-passed, their slices
+  correlate at about -0.6) and a particle at one y face reads as cut by something other than
+  empty space (docs/benchmark.md, "Round 18"). Kept as it is: every benchmark figure rests on
+  these tomograms.
 - Each class is a fixed pseudo-atom model; its atoms (5 Å Gaussians) make a fine template
   density that is resampled, rotated, at every particle of the class.
 - Projections use linear interpolation along x for each z slice (a Joseph-type projector),
