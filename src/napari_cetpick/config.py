@@ -156,10 +156,13 @@ class TrainConfig:
         tomogram, and the picks the model is sure of — at least a logit above the tomogram's
         threshold, with a radial profile at least as like the labels as their median label's
         (:func:`napari_cetpick.calibration.sure_picks`) — become labels of their class for this
-        many more steps (at most a third of the schedule) at a tenth of the rate; the profile
-        model, the threshold and the labelled share stay the user's labels'. 0: none (a class
-        without a profile model, fewer than 5 labels, gets none either). A correction round has
-        none: the review is its own.
+        many more steps (at most a third of the schedule) at a tenth of the rate, and the
+        profile model and the default threshold are fitted on the labels and them, as after a
+        review (the model's counts and labelled share stay the user's labels'). 0 (the default):
+        none; a class without a profile model (fewer than 5 labels) gets none either. Measured in
+        docs/benchmark.md ("Round 18"): the barrel and the shell at SNR 0.1 up, the ribosome in
+        a sparser tomogram down and more picks in a tomogram without shells — not on by default.
+        A correction round has none: the review is its own.
     arch : str
         ``unet3d_4`` (the default: a 3D U-Net of four levels), ``unet3d_small`` or ``unet3d``
         (three levels), ``unet_small`` (pseudo-3D, fast), ``unet_4`` or ``unet_5`` (the

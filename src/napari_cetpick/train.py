@@ -754,11 +754,12 @@ class Trainer:
         tomogram, and take the picks the model is sure of
         (:func:`napari_cetpick.calibration.sure_picks`: the network and the profile check agree)
         as labels of their class in the training targets for the remaining steps, restarting
-        Adam at a tenth of the rate, as a correction round takes accepted picks. They are not
-        the user's labels: the profile model, the labelled boxes, the share estimate and the
-        final calibration stay those of the user's labels. Where none were found, or detection
-        failed, the run ends here with its total shortened and the weights as they are
-        (``self_training_skipped`` says why)."""
+        Adam at a tenth of the rate, as a correction round takes accepted picks; as after a
+        review, the profile model and the default are then fitted on the labels and them, and
+        the look-alikes round 1 found are kept. They are not the user's labels: the model's
+        counts, labelled boxes and estimate of the share the user labelled stay round 1's.
+        Where none were found, or detection failed, the run ends here with its total shortened
+        and the weights as they are (``self_training_skipped`` says why)."""
         import torch
 
         from .calibration import sure_picks
