@@ -578,9 +578,10 @@ def test_improve_lowers_picks_on_rejected_look_alikes(viewer, panel, qtbot, sim)
     assert contrast(rec.result) > before + 0.25
     assert int(near(found, rec.result.zyx).sum()) >= len(found) - 1  # the particles are still found
     assert "at your threshold" in panel.improve._improve_status_label.value
-    # the profile check learned the rejections' profiles too, and the status says so
+    # the profile check learned the rejections' profiles too, and the status's tooltip says so
     assert rec.result.profile_negatives == len(rejected)
-    assert f"like your {len(rejected)} rejections" in panel.detect._detect_status_label.value
+    assert "the profile check dropped" in panel.detect._detect_status_label.value
+    assert f"like your {len(rejected)} rejections" in panel.detect._detect_status_label.tooltip
     assert f"learned {len(rejected)} negatives" in panel.train._model_label.value
 
 
