@@ -517,7 +517,10 @@ def test_round_one_ends_with_the_picks_it_is_sure_of(tmp_path):
                   device="cpu")
     steps = [(p.step, p.total) for p in few.steps(calibrate=False)]
     assert steps[-1] == (9, 9) and few.self_trained is None
-    assert "no profile model" in few.checkpoint(calibrate=False).info["rounds"][-1]["self_training_skipped"]
+    from napari_cetpick.detect import PROFILE_SKIPPED
+
+    assert (few.checkpoint(calibrate=False).info["rounds"][-1]["self_training_skipped"]
+            == PROFILE_SKIPPED.format(name=name))
     # after a look-alike round that found none, the self-training round still runs its steps
     both = Trainer([v], [balls[:3]], TrainConfig(max_steps=9, look_alike_steps=100, self_training_steps=100, **TINY),
                    voxel_size_a=10.0, device="cpu")

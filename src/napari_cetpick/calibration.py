@@ -414,8 +414,10 @@ def sure_picks(ckpt, volumes: Sequence, labels: Sequence, negatives: Sequence, m
     network alone is not a second opinion. On the benchmark 99–100 % of them were particles
     of the class (docs/benchmark.md, "Round 18").
     """
+    from scipy.spatial import cKDTree
+
     from .config import DetectConfig
-    from .detect import detect_classes
+    from .detect import PROFILE_SKIPPED, detect_classes
     from .utils import run_generator
 
     masks = list(masks) if masks is not None else [None] * len(volumes)
@@ -428,13 +430,12 @@ def sure_picks(ckpt, volumes: Sequence, labels: Sequence, negatives: Sequence, m
         for name in res.names:
             r = res[name]
             if r.cand_profile_excess is None:
-                why.add(f"no profile model of {name!r} (it needs 5 labels or more)")
+                why.add(PROFILE_SKIPPED.format(name=name))
                 continue
             charge = np.nan_to_num(r.cand_profile_excess[r.keep_idx], nan=np.inf)
             sure = (r.margins >= SURE_MARGIN) & (charge <= 0)
             if len(known) and sure.any():
-                d = np.min(np.linalg.norm(r.zyx[:, None, :] - known[None, :, :], axis=2), axis=1)
-                sure &= d > r.diameter_vox / 2
+                sure &= cKDTree(known).query(r.zyx)[0] > r.diameter_vox / 2
             if sure.any():
                 per[name] = r.zyx[sure].astype(float)
         found.append(per)

@@ -530,9 +530,6 @@ class Trainer:
         self.sure_points = [{} for _ in volumes]  # per volume, per class: where they are (zyx voxels)
         self.self_training_skipped = ""
         self.masks_tomo = masks
-        # what the profile model and calibration fit on: the labels, and after a self-training
-        # round the picks it was sure of too (the user's own stay in labels_tomo / label_boxes)
-        self.fit_labels, self.fit_boxes = labs, self.label_boxes
         self.first_estimates = {}  # per class: round 1's share estimate, kept after self-training
 
     # ------------------------------------------------------------------ helpers
@@ -776,21 +773,16 @@ class Trainer:
             self.total_steps = self.step
             self.self_training_skipped = why or "no picks it is sure of"
             return
-        fit = [dict(lab) for lab in self.labels_tomo]
         for vi, per in enumerate(found):
             for name, zyx in per.items():
                 self.sure_points[vi][name] = zyx
-                fit[vi][name] = np.concatenate([fit[vi][name], zyx])
                 self.labels_work[vi][name] = np.concatenate([self.labels_work[vi][name],
                                                              self.geometry.tomo_to_work(zyx)])
         # as a correction round after a review: the profile model refitted and the default
         # calibrated on the labels and the sure picks (their box: all of them), the look-alikes
         # round 1 found kept, and round 1's estimate of the share the user labelled kept (fitted
         # on the user's labels alone, the shell model kept 116 picks in a tomogram without shells
-        # against 66, and its F1 fell: docs/benchmark.md, "Round 18")
-        self.fit_labels = fit
-        self.fit_boxes = [{n: C.label_box(f[n], np.shape(v), d) if len(f[n]) else None
-                           for n, d in zip(self.names, self.diameters_vox)} for f, v in zip(fit, self.raw_volumes)]
+        # against 66, and its F1 fell: docs/benchmark.md, "Round 18"): fit_labels, fit_boxes
         self._profiles = None
         for name in self.names:
             view = first.for_class(name)
@@ -801,6 +793,24 @@ class Trainer:
                                                                     "particles_in_labelled_region") if k in view.info}
         self.self_trained = n
         self.opt = torch.optim.Adam(self.net.parameters(), lr=self.config.lr * CORRECTION_LR_FACTOR)
+
+    @property
+    def fit_labels(self) -> list:
+        """Per volume, per class, what the profile model and calibration fit on: the labels, and
+        after a self-training round the picks it was sure of too (the user's own stay in
+        ``labels_tomo``)."""
+        if self.self_trained is None:
+            return self.labels_tomo
+        return [{n: np.concatenate([lab[n], sure[n]]) if n in sure else lab[n] for n in self.names}
+                for lab, sure in zip(self.labels_tomo, self.sure_points)]
+
+    @property
+    def fit_boxes(self) -> list:
+        """The label boxes of :attr:`fit_labels` (the user's own stay in ``label_boxes``)."""
+        if self.self_trained is None:
+            return self.label_boxes
+        return [{n: C.label_box(f[n], np.shape(v), d) if len(f[n]) else None
+                 for n, d in zip(self.names, self.diameters_vox)} for f, v in zip(self.fit_labels, self.raw_volumes)]
 
     def calibrate(self, passes: list | None = None) -> dict:
         """Each class's default threshold and centre offset from detection in its labelled region.
