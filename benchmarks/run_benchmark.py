@@ -81,6 +81,15 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def sim_stem(shape, snr: float, seed: int, suffix: str = "") -> str:
+    """The cache's name for a simulated tomogram; it names the simulator's version, so that a
+    tomogram kept from an earlier simulator is simulated again."""
+    from napari_cetpick.synthetic import SIMULATOR_VERSION
+
+    # no dots in the stem: Path.with_suffix would cut at the SNR's decimal point
+    return f"sim{SIMULATOR_VERSION}_{'x'.join(map(str, shape))}_snr{snr:g}_seed{seed}{suffix}".replace(".", "p")
+
+
 def simulated_pair(cache: Path, shape, snr: float, voxel_size_a: float):
     """Two simulated tomograms (seeds 101, 202) cached as MRC + truth npz."""
     from napari_cetpick.io import write_tomogram
@@ -88,8 +97,7 @@ def simulated_pair(cache: Path, shape, snr: float, voxel_size_a: float):
 
     out = []
     for seed in (101, 202):
-        # no dots in the stem: Path.with_suffix would cut at the SNR's decimal point
-        stem = f"sim_{'x'.join(map(str, shape))}_snr{snr:g}_seed{seed}".replace(".", "p")
+        stem = sim_stem(shape, snr, seed)
         mrc, npz = cache / f"{stem}.mrc", cache / f"{stem}.npz"
         if not (mrc.is_file() and npz.is_file()):
             cache.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from run_benchmark import (DEFAULT_CACHE, emit, machine, metrics, offsets, peak_rss_mb,  # noqa: E402
-                           simulated_pair, sparse_labels)
+                           sim_stem, simulated_pair, sparse_labels)
 
 
 def density_variant(cache: Path, shape, snr: float, voxel_size_a: float, factor: float, absent: str | None = None):
@@ -39,8 +39,7 @@ def density_variant(cache: Path, shape, snr: float, voxel_size_a: float, factor:
 
     if factor == 1.0 and absent is None:
         return simulated_pair(cache, shape, snr, voxel_size_a)[1]
-    stem = f"sim_{'x'.join(map(str, shape))}_snr{snr:g}_seed202_density{factor:g}".replace(".", "p")
-    stem += f"_no{absent}" if absent else ""
+    stem = sim_stem(shape, snr, 202, f"_density{factor:g}" + (f"_no{absent}" if absent else ""))
     mrc, npz = cache / f"{stem}.mrc", cache / f"{stem}.npz"
     if not (mrc.is_file() and npz.is_file()):
         cache.mkdir(parents=True, exist_ok=True)

@@ -11,12 +11,11 @@ Physical model and simplifications
 ----------------------------------
 - The sample is periodic along x (the axis perpendicular to the tilt axis), so the slab
   has no lateral edge at high tilt; the detector is wide enough that every voxel is seen
-  at every tilt. Along y (the tilt axis) the particles are clipped, but the images wrap: the
-  CTF and the alignment shifts are applied by an FFT over the detector (u, y), not padded
-  along y, so the reconstruction's two y faces are coupled (low-passed, their slices
-  correlate at about -0.6) and a particle at one y face reads as cut by something other than
-  empty space (docs/benchmark.md, "Round 18"). Kept as it is: every benchmark figure rests on
-  these tomograms.
+  at every tilt. Along y (the tilt axis) the particles are clipped and nothing wraps: the
+  images are padded along y (with their edge values) before the CTF, the alignment shifts
+  and the filtering, so a particle at a y face is cut by empty space. (Until round 19 of the
+  accuracy issue they were not, and the two y faces were coupled; docs/benchmark.md,
+  "Round 18".)
 - Each class is a fixed pseudo-atom model; its atoms (5 Å Gaussians) make a fine template
   density that is resampled, rotated, at every particle of the class.
 - Projections use linear interpolation along x for each z slice (a Joseph-type projector),
@@ -59,6 +58,10 @@ __all__ = [
 ]
 
 #: Nominal particle diameter (Å) of each class.
+# Raised whenever the same arguments give a different volume, so that tomograms kept from an
+# earlier simulator are not read as this one's (2: nothing wraps along y).
+SIMULATOR_VERSION = 2
+
 CLASS_DIAMETERS_A: dict[str, float] = {
     "ribosome": 250.0,
     "proteasome": 150.0,
@@ -448,6 +451,30 @@ def _matmul_chunked(mat, dense, out_rows, chunk=32):
     return out
 
 
+def _edge_padded(a, axis, n):
+    """``a`` padded to length ``n`` along ``axis`` for a periodic FFT: the first half of the
+    padding repeats the last slice, the second half the first, so that neither end of the
+    data meets a step or the other end."""
+    m = a.shape[axis]
+    shape = list(a.shape)
+    shape[axis] = n
+    out = np.empty(shape, np.float32)
+    index = [slice(None)] * a.ndim
+
+    def put(sl, value):
+        index[axis] = sl
+        out[tuple(index)] = value
+
+    def take(sl):
+        index[axis] = sl
+        return a[tuple(index)]
+
+    put(slice(0, m), a)
+    put(slice(m, m + (n - m) // 2), take(slice(m - 1, m)))
+    put(slice(m + (n - m) // 2, n), take(slice(0, 1)))
+    return out
+
+
 def _electron_wavelength_a(voltage_kv):
     v = voltage_kv * 1e3
     return 12.2643 / np.sqrt(v * (1 + 0.97845e-6 * v))
@@ -696,17 +723,20 @@ def simulate_tomogram(
     defocus = rng.uniform(2.0, 4.0) if defocus_um is None else float(defocus_um)
     defoci_a = (defocus + rng.normal(0.0, 0.05, nt)) * 1e4
     shifts = rng.normal(0.0, alignment_error_px, size=(nt, 2))
+    # The detector is periodic along u by design (the sample is periodic along x); along y
+    # the images are padded, so that the CTF and the shifts do not couple the two y faces.
+    nyp = sfft.next_fast_len(2 * ny, real=True)
     ku = sfft.fftfreq(nu)[:, None] / vox
-    ky = sfft.rfftfreq(ny)[None, :] / vox
+    ky = sfft.rfftfreq(nyp)[None, :] / vox
     k2 = (ku**2 + ky**2).astype(np.float32)
     attenuation = np.exp(-thick * vox / np.cos(angles) / (2 * _INELASTIC_MFP_A))
-    spec = sfft.rfft2(proj, axes=(1, 2), workers=-1)
+    spec = sfft.rfft2(_edge_padded(proj, 2, nyp), axes=(1, 2), workers=-1)
     for t in range(nt):
         h = _ctf(k2, wavelength, defoci_a[t], cs_mm * 1e7, amplitude_contrast, bfactor_a2)
         phase = np.exp(-2j * np.pi * (ku * vox * shifts[t, 0] + ky * vox * shifts[t, 1]))
         # Minus sign: underfocus images show protein darker than ice.
         spec[t] *= (-attenuation[t] * h * phase).astype(np.complex64)
-    proj = sfft.irfft2(spec, s=(nu, ny), axes=(1, 2), workers=-1).astype(np.float32)
+    proj = np.ascontiguousarray(sfft.irfft2(spec, s=(nu, nyp), axes=(1, 2), workers=-1)[:, :, :ny], dtype=np.float32)
     del spec
     signal_var = float(proj.var())
     noise_sd = np.sqrt(signal_var / snr) if signal_var > 0 else 1.0
@@ -718,16 +748,15 @@ def simulate_tomogram(
     ramp = np.abs(kup) * np.where(
         np.abs(kup) > 0.35, np.exp(-((np.abs(kup) - 0.35) ** 2) / (2 * 0.035**2)), 1.0
     )
-    padded = np.zeros((nt, npad, ny), np.float32)
-    padded[:, :nu] = proj
-    # Edge values fill the padding so that the ramp sees no step at the detector ends.
-    padded[:, nu : nu + (npad - nu) // 2] = proj[:, -1:, :]
-    padded[:, nu + (npad - nu) // 2 :] = proj[:, :1, :]
+    # Padded along u so that the ramp sees no step at the detector ends; along y as above
+    # where phase flipping filters along y (the ramp alone is constant along y).
+    nyf = nyp if phase_flip else ny
+    padded = _edge_padded(_edge_padded(proj, 1, npad), 2, nyf)
     del proj
     spec = sfft.rfft2(padded, axes=(1, 2), workers=-1)
     del padded
-    kyp = sfft.rfftfreq(ny)[None, :]
-    filt = np.broadcast_to(ramp, (npad, ny // 2 + 1)).astype(np.float32)
+    kyp = sfft.rfftfreq(nyf)[None, :]
+    filt = np.broadcast_to(ramp, (npad, nyf // 2 + 1)).astype(np.float32)
     for t in range(nt):
         f = filt
         if phase_flip:
@@ -736,7 +765,7 @@ def simulate_tomogram(
                 _ctf(k2p, wavelength, defoci_a[t], cs_mm * 1e7, amplitude_contrast, 0.0)
             ).astype(np.float32)
         spec[t] *= f
-    filtered = sfft.irfft2(spec, s=(npad, ny), axes=(1, 2), workers=-1)[:, :nu]
+    filtered = sfft.irfft2(spec, s=(npad, nyf), axes=(1, 2), workers=-1)[:, :nu, :ny]
     del spec
     filtered = np.ascontiguousarray(filtered, dtype=np.float32).reshape(nt * nu, ny)
     rec = _matmul_chunked(_backprojector(nz, nx, nu, angles), filtered, nz * nx)
