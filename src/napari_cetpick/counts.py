@@ -272,12 +272,16 @@ def count_above(scores, threshold: float, floor: float = 0.0) -> int:
     return int((_usable(scores, floor) >= threshold).sum())
 
 
-def split_holds(scores, split: "ScoreSplit", reference: float, floor: float = 0.0) -> bool:
+def split_holds(scores, split: "ScoreSplit", reference: float, floor: float = 0.0, reference_scores=None) -> bool:
     """Whether ``split`` of these pick ``scores`` stands against a ``reference`` threshold:
     not where it keeps fewer than :data:`MIN_SPLIT_SHARE_OF_REFERENCE` of the picks the
     reference keeps while the reference lies past the background's body
-    (:func:`in_background_body`: its picks are then mostly particles, not noise)."""
-    if split.n_above >= MIN_SPLIT_SHARE_OF_REFERENCE * count_above(scores, reference, floor):
+    (:func:`in_background_body`: its picks are then mostly particles, not noise).
+    ``reference_scores``: the picks the reference's count is taken on, where not ``scores``
+    (detection's after the profile check: picks it finds unlike the labels are not counted
+    as particles)."""
+    counted = scores if reference_scores is None else reference_scores
+    if split.n_above >= MIN_SPLIT_SHARE_OF_REFERENCE * count_above(counted, reference, floor):
         return True
     return in_background_body(scores, reference, floor)
 

@@ -617,7 +617,8 @@ def profile_check(ckpt: Checkpoint, volume, zyx, scores, agreement, weight: floa
 THRESHOLD_FROM = ("tomogram", "model")
 
 
-def choose_threshold(ckpt: Checkpoint, zyx, scores, min_distance_vox: float, config: DetectConfig) -> tuple[float, str]:
+def choose_threshold(ckpt: Checkpoint, zyx, scores, min_distance_vox: float, config: DetectConfig,
+                     checked: tuple | None = None) -> tuple[float, str]:
     """``(threshold, how it was chosen)`` for one tomogram's candidates.
 
     A threshold given in ``config`` wins. Else, with ``threshold_from="tomogram"``, the
@@ -626,7 +627,9 @@ def choose_threshold(ckpt: Checkpoint, zyx, scores, min_distance_vox: float, con
     model's labelled share and density need not hold here. Where the scores show no clear
     split, where the split keeps a handful against the model default's many
     (:func:`napari_cetpick.counts.split_holds`), and with ``threshold_from="model"``, the
-    model's default.
+    model's default. ``checked``: the same candidates' ``(zyx, scores)`` after the profile
+    check; the default's many are then those the check leaves above it (picks the check
+    finds unlike the labels are not the particles the guard protects).
     """
     from .counts import count_above, split_holds, split_scores
 
@@ -641,10 +644,12 @@ def choose_threshold(ckpt: Checkpoint, zyx, scores, min_distance_vox: float, con
     split = split_scores(kept, floor=config.candidate_floor)
     if split is None:
         return model, "the model's default: no clear split in this tomogram's scores"
-    if not split_holds(kept, split, model, floor=config.candidate_floor):
-        n_model = count_above(kept, model, floor=config.candidate_floor)
+    reference = kept if checked is None else np.asarray(checked[1])[select(*checked, 0.0, min_distance_vox)]
+    if not split_holds(kept, split, model, floor=config.candidate_floor, reference_scores=reference):
+        n_model = count_above(reference, model, floor=config.candidate_floor)
+        after = "" if checked is None else " after the profile check"
         return model, (f"the model's default: this tomogram's split kept too few picks ({split.n_above}, "
-                       f"against {n_model} at the default)")
+                       f"against {n_model} at the default{after})")
     if split.kind == "tail":
         return split.threshold, "this tomogram's scores (the particles overlap the background: its flank fitted)"
     return split.threshold, "this tomogram's scores"
@@ -851,11 +856,12 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
             first = (fz, fs)
         half_d = default_min_distance(view, voxel_size_a)
         min_d = half_d if cfg.min_distance_vox is None else float(cfg.min_distance_vox)
-        # the threshold from the network's own scores (where they split into background and
-        # particles); the profile check then moves candidates across it, never reshapes it
-        threshold, source = choose_threshold(view, czyx, cscores, min_d, cfg)
         expected = expected_count(view, shape, voxel_size_a)
         checked = profile_check(view, volume, czyx, cscores, agreement, cfg.profile_weight, voxel_size_a, expected)
+        # the threshold from the network's own scores (where they split into background and
+        # particles); the profile check then moves candidates across it, never reshapes it
+        threshold, source = choose_threshold(view, czyx, cscores, min_d, cfg,
+                                             None if checked.excess is None else (checked.zyx, checked.scores))
         czyx, cscores, agreement, excess = checked.zyx, checked.scores, checked.agreement, checked.excess
         moved, raised = (None, None) if excess is None else checked.crossed(threshold)
         negatives = view.profile_negatives if excess is not None else 0
