@@ -57,11 +57,11 @@ __all__ = [
     "write_large_noise_tomogram",
 ]
 
-#: Nominal particle diameter (Å) of each class.
-# Raised whenever the same arguments give a different volume, so that tomograms kept from an
-# earlier simulator are not read as this one's (2: nothing wraps along y).
+#: Raised whenever the same arguments give a different volume, so that tomograms kept from an
+#: earlier simulator are not read as this one's (2: nothing wraps along y).
 SIMULATOR_VERSION = 2
 
+#: Nominal particle diameter (Å) of each class.
 CLASS_DIAMETERS_A: dict[str, float] = {
     "ribosome": 250.0,
     "proteasome": 150.0,
@@ -723,8 +723,8 @@ def simulate_tomogram(
     defocus = rng.uniform(2.0, 4.0) if defocus_um is None else float(defocus_um)
     defoci_a = (defocus + rng.normal(0.0, 0.05, nt)) * 1e4
     shifts = rng.normal(0.0, alignment_error_px, size=(nt, 2))
-    # The detector is periodic along u by design (the sample is periodic along x); along y
-    # the images are padded, so that the CTF and the shifts do not couple the two y faces.
+    # Along u the images are left as they are (the sample is periodic along x by design);
+    # along y they are padded, so that the CTF and the shifts do not couple the two y faces.
     nyp = sfft.next_fast_len(2 * ny, real=True)
     ku = sfft.fftfreq(nu)[:, None] / vox
     ky = sfft.rfftfreq(nyp)[None, :] / vox
