@@ -644,7 +644,9 @@ def choose_threshold(ckpt: Checkpoint, zyx, scores, min_distance_vox: float, con
     split = split_scores(kept, floor=config.candidate_floor)
     if split is None:
         return model, "the model's default: no clear split in this tomogram's scores"
-    reference = kept if checked is None else np.asarray(checked[1])[select(*checked, 0.0, min_distance_vox)]
+    # the checked picks at or above the default only: suppression keeps the same ones there
+    # (a pick is only suppressed by a better one), without suppressing the whole tomogram again
+    reference = kept if checked is None else np.asarray(checked[1])[select(*checked, model, min_distance_vox)]
     if not split_holds(kept, split, model, floor=config.candidate_floor, reference_scores=reference):
         n_model = count_above(reference, model, floor=config.candidate_floor)
         after = "" if checked is None else " after the profile check"
