@@ -4,7 +4,8 @@ A trained model (default settings, flips and rotations in training) detects plan
 at bin 1 and bin 2. A trained network may answer slightly off-centre, by an amount and in a
 direction that change from one run (and one CPU) to the next: on an AMD machine one model
 sat 0.36 working voxel off in y. Two things make the picks centred whatever the model learned:
-calibration measures the model's offset on its own labels and one-view detection subtracts it;
+calibration measures the model's offset on its own labels (and the picks its self-training round
+was sure of, found by a mirror pair of views) and one-view detection subtracts it;
 two or four views come in mirror pairs through the block's centre, so the offset cancels. The bounds
 follow from the statistics of the matched picks (their spread over the labels and picks
 counted), not from one machine's run. A difference-of-Gaussians picker on the same volume is
@@ -42,7 +43,8 @@ def test_picks_are_centred(bin_xy, radius, shape, n):
     for _ in tr.steps(calibrate=False):
         pass
     ck = tr.checkpoint()  # calibrated: threshold, centre offset, the labelled share
-    assert ck.info["n_offset_labels"] == n // 2
+    # the labels and the picks the self-training round was sure of (found by every view: no offset of their own)
+    assert ck.info["n_offset_labels"] >= n // 2
     # the model's own scores count the particles where the labels are (measured: exactly)
     in_box = int(label_box(pts[: n // 2], v.shape, d).contains(pts).sum())
     assert abs(ck.info["particles_in_labelled_region"] - in_box) <= max(2, in_box // 10), (ck.info, in_box)

@@ -219,12 +219,14 @@ def test_ctrl_c_saves_the_last_good_model(sim_files, tmp_path, monkeypatch, caps
     rc = main(_train_argv(paths, model, "--max-steps", "10"))
     err = capsys.readouterr().err
     assert rc == 130 and "Traceback" not in err
-    assert f"the model after 2 of 10 steps was saved to {model}" in err
+    assert "10 steps, then up to 3 with the picks it is sure of" in err  # the self-training round, on by default
+    assert f"the model after 2 of 13 steps was saved to {model}" in err
     ck = Checkpoint.load(model)
-    assert ck.info["steps"] == 2 and ck.info["status"] == "interrupted at step 2 of 10"
+    assert ck.info["steps"] == 2 and ck.info["status"] == "interrupted at step 2 of 13"
     # with the look-alike round asked for: 10 steps, then up to 3 (a third) against the look-alikes
     calls["n"] = 0
-    rc = main(_train_argv(paths, tmp_path / "m2.ckpt", "--max-steps", "10", "--look-alike-steps", "100"))
+    rc = main(_train_argv(paths, tmp_path / "m2.ckpt", "--max-steps", "10", "--look-alike-steps", "100",
+                          "--self-training-steps", "0"))
     err = capsys.readouterr().err
     assert rc == 130 and "10 steps, then up to 3 against the look-alikes calibration finds" in err
     assert "the model after 2 of 13 steps was saved" in err

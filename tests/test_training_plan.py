@@ -22,8 +22,9 @@ def test_plan_matches_the_trainer(overrides):
     cfg = TrainConfig(diameter_a=150.0, num_epochs=3, batch_size=2, **overrides)
     plan = plan_training(cfg, [sim.volume.shape], [sim.labels], 10.0)
     trainer = Trainer([sim.volume], [sim.labels], cfg, voxel_size_a=10.0, device="cpu")
-    # the look-alike round's steps count in the trainer's total until it turns out none were found
-    assert plan.total_steps + plan.look_alike_steps == trainer.total_steps
+    # the look-alike and self-training rounds' steps count in the trainer's total until it turns out
+    # they found nothing
+    assert plan.total_steps + plan.look_alike_steps + plan.self_training_steps == trainer.total_steps
     assert plan.bin_xy == trainer.bin_xy
     assert plan.tau == pytest.approx(trainer.tau, rel=1e-6)
     assert np.isfinite(plan.tau) and str(plan.total_steps) in plan.describe()

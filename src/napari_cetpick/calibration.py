@@ -398,6 +398,10 @@ def calibrate(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence, densit
 #: ... (:func:`sure_picks`)
 SURE_MARGIN = 1.0
 
+#: The sure picks are found with two views, a mirror pair (centred as four are): on the benchmark
+#: as good a self-training round as four views, for half the detection (docs/benchmark.md, "Round 20")
+SURE_VIEWS = 2
+
 
 def sure_picks(ckpt, volumes: Sequence, labels: Sequence, negatives: Sequence, masks: Sequence | None = None,
                voxel_size_a: float | None = None, device=None) -> tuple[list, str]:
@@ -406,10 +410,10 @@ def sure_picks(ckpt, volumes: Sequence, labels: Sequence, negatives: Sequence, m
     (:class:`napari_cetpick.train.Trainer`, ``TrainConfig.self_training_steps``).
 
     Detection runs on each whole tomogram as a user would run it (each tomogram's own
-    threshold, the profile check); a pick counts when both judges agree: the network scores it
-    at least :data:`SURE_MARGIN` above the threshold and its radial profile is at least as
-    like the labels as their median label is (the check charges it nothing: ``profile_excess``
-    ≤ 0). Picks within a radius of a label or a negative of any class are left out (the user
+    threshold, the profile check), in :data:`SURE_VIEWS` views; a pick counts when both judges
+    agree: the network scores it at least :data:`SURE_MARGIN` above the threshold and its
+    radial profile is at least as like the labels as their median label is (the check charges
+    it nothing: ``profile_excess`` ≤ 0). Picks within a radius of a label or a negative of any class are left out (the user
     already said). A class without a profile model (fewer than 5 labels) gets none: the
     network alone is not a second opinion. On the benchmark 99–100 % of them were particles
     of the class (docs/benchmark.md, "Round 18").
@@ -423,7 +427,8 @@ def sure_picks(ckpt, volumes: Sequence, labels: Sequence, negatives: Sequence, m
     masks = list(masks) if masks is not None else [None] * len(volumes)
     found, why = [], set()
     for vol, lab, neg, mask in zip(volumes, labels, negatives, masks):
-        res = run_generator(detect_classes(ckpt, vol, DetectConfig(), voxel_size_a, device=device, mask=mask))
+        res = run_generator(detect_classes(ckpt, vol, DetectConfig(views=SURE_VIEWS), voxel_size_a, device=device,
+                                           mask=mask))
         known = [np.asarray(a, float).reshape(-1, 3) for d in (lab, neg) for a in d.values()]
         known = np.concatenate(known) if known else np.zeros((0, 3))
         per = {}
@@ -444,4 +449,4 @@ def sure_picks(ckpt, volumes: Sequence, labels: Sequence, negatives: Sequence, m
 
 
 __all__ = ["Calibration", "calibrate", "calibrate_classes", "mine_look_alikes", "mining_pool", "shrunk_mean",
-           "sure_picks", "MIN_LABELS_FOR_OFFSET", "MINED_MAX", "SURE_MARGIN"]
+           "sure_picks", "MIN_LABELS_FOR_OFFSET", "MINED_MAX", "SURE_MARGIN", "SURE_VIEWS"]

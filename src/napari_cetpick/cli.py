@@ -1140,8 +1140,8 @@ def _add_train_method_options(p) -> None:
     g.add_argument("--self-training-steps", type=int, metavar="N",
                    help="after a first round, detect in each whole training tomogram and train N more steps at a tenth of "
                         "the learning rate (at most a third of its steps) with the picks it is sure of as labels: a logit "
-                        "above the threshold, the profile check agreeing (default 0 = none; docs/benchmark.md, round 18; "
-                        "none in a correction round)")
+                        "above the threshold, the profile check agreeing (default 50; 0 = none; docs/benchmark.md, round "
+                        "20; none in a correction round)")
     g.add_argument("--arch", choices=ARCHS, help="network: unet3d_4 (the default: a 3D U-Net of four levels), "
                         "unet3d_small or unet3d (3D U-Nets of three levels; unet3d about twice the time on a CPU), "
                         "unet_small (pseudo-3D, fast), unet_4 or unet_5 (the published pseudo-3D)")

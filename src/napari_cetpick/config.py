@@ -158,11 +158,11 @@ class TrainConfig:
         (:func:`napari_cetpick.calibration.sure_picks`) — become labels of their class for this
         many more steps (at most a third of the schedule) at a tenth of the rate, and the
         profile model and the default threshold are fitted on the labels and them, as after a
-        review (the model's counts and labelled share stay the user's labels'). 0 (the default):
-        none; a class without a profile model (fewer than 5 labels) gets none either. Measured in
-        docs/benchmark.md ("Round 18"): the barrel and the shell at SNR 0.1 up, the ribosome in
-        a sparser tomogram down and more picks in a tomogram without shells — not on by default.
-        A correction round has none: the review is its own.
+        review (the model's counts and labelled share stay the user's labels'). 50 by default
+        (docs/benchmark.md, "Round 20": the barrel and the shell up, fewer picks in tomograms
+        without the class, for about 45 s on 2 CPU cores); 0: none. A class without a profile
+        model (fewer than 5 labels) gets none: its last steps are the schedule's. A correction
+        round has none: the review is its own.
     arch : str
         ``unet3d_4`` (the default: a 3D U-Net of four levels), ``unet3d_small`` or ``unet3d``
         (three levels), ``unet_small`` (pseudo-3D, fast), ``unet_4`` or ``unet_5`` (the
@@ -228,7 +228,7 @@ class TrainConfig:
     lr_step: tuple[int, ...] = ()
     settle_steps: int = 100
     look_alike_steps: int = 0
-    self_training_steps: int = 0
+    self_training_steps: int = 50
     arch: str = "unet3d_4"
     batch_size: int = 8
     crop_xy: int = 64
