@@ -489,8 +489,8 @@ def test_round_one_ends_with_the_picks_it_is_sure_of(tmp_path):
     from napari_cetpick.train import plan_training
 
     v, balls, shells = two_kinds()
-    tr = Trainer([v], [balls[:6]], TrainConfig(**{**TINY, "max_steps": 60, "self_training_steps": 100}), voxel_size_a=10.0,
-                 device="cpu")
+    tr = Trainer([v], [balls[:6]], TrainConfig(**{**TINY, "max_steps": 60, "self_training_steps": 100}),
+                 voxel_size_a=10.0, device="cpu")
     assert tr.plan.self_training_steps == 20 and "then 20 with the picks it is sure of" in tr.plan.describe()
     assert tr.steps_text() == "60 steps, then up to 20 with the picks it is sure of"
     progress = list(tr.steps())
@@ -514,8 +514,8 @@ def test_round_one_ends_with_the_picks_it_is_sure_of(tmp_path):
     # the share the user labelled stays round 1's reading (none here: no split in a box of 6 balls)
     assert ck.info.get("estimated_label_fraction") == tr.first_estimates[name].get("estimated_label_fraction")
     # too few labels for a profile model: no second opinion, no round, and the reason recorded
-    few = Trainer([v], [balls[:3]], TrainConfig(**{**TINY, "max_steps": 9, "self_training_steps": 100}), voxel_size_a=10.0,
-                  device="cpu")
+    few = Trainer([v], [balls[:3]], TrainConfig(**{**TINY, "max_steps": 9, "self_training_steps": 100}),
+                  voxel_size_a=10.0, device="cpu")
     steps = [(p.step, p.total) for p in few.steps(calibrate=False)]
     assert steps[-1] == (9, 9) and few.self_trained is None
     from napari_cetpick.detect import PROFILE_SKIPPED
@@ -523,15 +523,16 @@ def test_round_one_ends_with_the_picks_it_is_sure_of(tmp_path):
     assert (few.checkpoint(calibrate=False).info["rounds"][-1]["self_training_skipped"]
             == PROFILE_SKIPPED.format(name=name))
     # after a look-alike round that found none, the self-training round still runs its steps
-    both = Trainer([v], [balls[:3]], TrainConfig(**{**TINY, "max_steps": 9, "look_alike_steps": 100, "self_training_steps": 100}),
+    both = Trainer([v], [balls[:3]],
+                   TrainConfig(**{**TINY, "max_steps": 9, "look_alike_steps": 100, "self_training_steps": 100}),
                    voxel_size_a=10.0, device="cpu")
     assert both.total_steps == 9 + 3 + 3
     steps = [(p.step, p.total) for p in both.steps(calibrate=False)]
     assert steps[-1] == (9, 9)  # neither found anything (3 labels): both rounds dropped
     # a correction round and the published recipe have none; on by default; negative refused
     assert correction_config(ck).self_training_steps == 0
-    assert plan_training(TrainConfig(**{**TINY, "max_steps": 60, "self_training_steps": 30}), [v.shape], [balls[:6]], 10.0,
-                         init=ck).self_training_steps == 0
+    assert plan_training(TrainConfig(**{**TINY, "max_steps": 60, "self_training_steps": 30}), [v.shape], [balls[:6]],
+                         10.0, init=ck).self_training_steps == 0
     assert preset("cetpick").self_training_steps == 0
     old = {k: w for k, w in TrainConfig().to_dict().items() if k != "self_training_steps"}
     assert TrainConfig.from_dict(old).self_training_steps == 0 and TrainConfig().self_training_steps > 0

@@ -215,8 +215,10 @@ def test_model_file_carries_the_classes(joint, tmp_path):
     small = back.for_class("small")
     assert small.diameter_vox == 7.0 and small.class_name == "small" and small.channel == 1
     assert small.info["n_labels"] == 7 and back.for_class("big").info["n_labels"] == 5
-    # each class its own profile model, of its own labels (and the picks of its own the self-training round was sure of)
-    assert small.info["profile_model"]["n_labels"] >= 7 and back.for_class("big").info["profile_model"]["n_labels"] >= 5
+    # each class its own profile model, of its own labels and the picks of its own the self-training round was sure of
+    fitted = [small.info["profile_model"]["n_labels"], back.for_class("big").info["profile_model"]["n_labels"]]
+    assert fitted[0] >= 7 and fitted[1] >= 5
+    assert sum(fitted) == 12 + back.info["rounds"][-1].get("self_training", 0)
     assert "profile_model" not in back.info
     assert "n_labels" not in back.info  # per-class figures live with their class
     assert "big:" in back.summary() and "small:" in back.summary()

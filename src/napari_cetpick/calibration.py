@@ -413,8 +413,8 @@ def sure_picks(ckpt, volumes: Sequence, labels: Sequence, negatives: Sequence, m
     threshold, the profile check), in :data:`SURE_VIEWS` views; a pick counts when both judges
     agree: the network scores it at least :data:`SURE_MARGIN` above the threshold and its
     radial profile is at least as like the labels as their median label is (the check charges
-    it nothing: ``profile_excess`` ≤ 0). Picks within a radius of a label or a negative of any class are left out (the user
-    already said). A class without a profile model (fewer than 5 labels) gets none: the
+    it nothing: ``profile_excess`` ≤ 0). Picks within a radius of a label or a negative of any
+    class are left out (the user already said). A class without a profile model (fewer than 5 labels) gets none: the
     network alone is not a second opinion. On the benchmark 99–100 % of them were particles
     of the class (docs/benchmark.md, "Round 18").
     """

@@ -160,7 +160,7 @@ class TrainConfig:
         profile model and the default threshold are fitted on the labels and them, as after a
         review (the model's counts and labelled share stay the user's labels'). 50 by default
         (docs/benchmark.md, "Round 20": the barrel and the shell up, fewer picks in tomograms
-        without the class, for about 45 s on 2 CPU cores); 0: none. A class without a profile
+        without the class, for about 40 s on 2 CPU cores); 0: none. A class without a profile
         model (fewer than 5 labels) gets none: its last steps are the schedule's. A correction
         round has none: the review is its own.
     arch : str
