@@ -7,12 +7,15 @@ tomogram 2 is simulated at 0.5x, 1x and 2x the particle density of tomogram 1 (s
 every class's concentration scaled). For each (class, share) one model is trained on
 tomogram 1; each density of tomogram 2 is detected; the line gives the best F1 over every
 threshold and the F1 at the threshold detection chose by itself, and how it chose it.
+``--held-out-snr`` also detects tomogram 2 (1x) simulated at other noise levels: another
+tomogram of the data set, noisier or cleaner, where the class stands out less or more
+(docs/benchmark.md, "Round 21").
 
 Models and each detection's candidates are kept under ``--models`` so that a change to the
 threshold rule alone can be measured again without training (``--rescore``).
 
     python benchmarks/threshold_transfer.py --classes ribosome --snr 0.1 --shares 0.2 0.8
-    python benchmarks/threshold_transfer.py --rescore            # re-run detection on kept models
+    python benchmarks/threshold_transfer.py --snr 0.1 --held-out-snr 0.05 0.03 --densities 1
 """
 from __future__ import annotations
 
@@ -75,6 +78,8 @@ def main(argv=None) -> int:
                    help="true labelled shares (never given to the model)")
     p.add_argument("--densities", type=float, nargs="+", default=(0.5, 1.0, 2.0),
                    help="particle density of the held-out tomogram, relative to the training one")
+    p.add_argument("--held-out-snr", type=float, nargs="*", default=(), metavar="S",
+                   help="also detect the held-out tomogram (1x density) simulated at these noise levels")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default=str(DEFAULT_CACHE))
     p.add_argument("--models", default=str(HERE / "models_transfer"), help="kept models (reused when present)")
@@ -96,7 +101,9 @@ def main(argv=None) -> int:
     for snr in args.snr:
         (mrc1, npz1), _ = simulated_pair(cache, args.shape, snr, args.voxel_size)
         t1, d1 = open_tomogram(mrc1), np.load(npz1)
-        held_out = {f: density_variant(cache, args.shape, snr, args.voxel_size, f) for f in args.densities}
+        held_out = {(f, snr): density_variant(cache, args.shape, snr, args.voxel_size, f) for f in args.densities}
+        held_out.update({(1.0, s2): simulated_pair(cache, args.shape, s2, args.voxel_size)[1]
+                         for s2 in args.held_out_snr if s2 != snr})
         for cls in args.classes:
             diameter_a = float(d1[f"diam_{cls}"])
             radius_vox = diameter_a / args.voxel_size / 2
@@ -120,20 +127,22 @@ def main(argv=None) -> int:
                     ckpt = trainer.checkpoint()
                     train_s = round(time.perf_counter() - t0, 1)
                     ckpt.save(path)
-                for f, (mrc2, npz2) in held_out.items():
+                for (f, snr2), (mrc2, npz2) in held_out.items():
                     t2, d2 = open_tomogram(mrc2), np.load(npz2)
                     truth2 = d2[f"truth_{cls}"]
                     t0 = time.perf_counter()
                     res = run_generator(detect(ckpt, t2.data, DetectConfig(threshold_from=args.threshold_from, views=args.views),
                                               voxel_size_a=t2.voxel_size_a))
                     detect_s = round(time.perf_counter() - t0, 1)
-                    np.savez(models / f"{path.stem}_density{f:g}_cands.npz", zyx=res.cand_zyx, scores=res.cand_scores,
-                             truth=truth2, min_d=res.min_distance_vox, radius=radius_vox,
+                    other = "" if snr2 == snr else f"_snr{snr2:g}"
+                    np.savez(models / f"{path.stem}_density{f:g}{other}_cands.npz", zyx=res.cand_zyx,
+                             scores=res.cand_scores, truth=truth2, min_d=res.min_distance_vox, radius=radius_vox,
                              model_threshold=ckpt.default_threshold)
                     thr = res.threshold
                     zyx, scores = res.reselect(threshold=0.0)
                     m = metrics(zyx, scores, truth2, radius_vox, thr)["half_radius"]
-                    rec = {"class": cls, "snr": snr, "share": share, "density": f, "n_labels": int(len(labels)),
+                    rec = {"class": cls, "snr": snr, "share": share, "density": f, "detect_snr": snr2,
+                           "profile_gain": res.profile_gain, "n_labels": int(len(labels)),
                            "n_true": int(len(truth2)), "model_threshold": round(float(ckpt.default_threshold), 4),
                            "threshold": round(float(thr), 4), "how": res.threshold_source,
                            "picks": int((scores >= thr).sum()), "f1_at_threshold": m["f1"], "best_f1": m["best_f1"],

@@ -357,9 +357,22 @@ def test_detect_says_how_each_threshold_was_chosen(sim_files, tmp_path, capsys):
     assert runs[""]["threshold_source"].startswith(("this tomogram's scores", "the model's default: "))
     # too few labels (2) for a profile model: no check, and the line says none
     assert "profile_moved" in runs[""] and runs[""]["profile_moved"] is None
+    assert runs[""]["profile_gain"] is None
     assert runs["--threshold-from model"]["threshold_source"] == "the model's default"
     assert runs["--threshold-from model"]["threshold"] == pytest.approx(default)
     assert runs["--threshold 0.25"]["threshold_source"] == "given" and runs["--threshold 0.25"]["threshold"] == 0.25
     # mirrored views (the default: four) give each pick the mirror halves' agreement; one view has none
     assert "agreement" in pd.read_csv(tmp_path / "det" / "t_picks.csv").columns
     assert "agreement" not in pd.read_csv(tmp_path / "det__views1" / "t_picks.csv").columns
+
+
+def test_the_picks_line_says_the_contrast_the_check_read():
+    from napari_cetpick.cli import _picks_line
+
+    line = _picks_line(120, 100.0, 0.5, "this tomogram's scores", 3, 1, 0.593)
+    assert line == ("120 picks (about 100 expected) at threshold 0.500 from this tomogram's scores, 3 moved below it "
+                    "and 1 raised above it by the profile check at the class's contrast here, 0.59 × the labels'")
+    # at the labels' contrast (as read to two decimals), or without a check: nothing said
+    plain = "120 picks at threshold 0.500 from x, 3 moved below it by the profile check"
+    assert _picks_line(120, None, 0.5, "x", 3, 0, 1.004) == plain
+    assert _picks_line(120, None, 0.5, "x") == "120 picks at threshold 0.500 from x"

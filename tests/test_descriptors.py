@@ -12,8 +12,9 @@ def _grid():
     return np.indices(SHAPE, dtype=float)
 
 
-def planted(seed=0, noise=0.5):
-    """Solid balls (radius 6), hollow shells (radius 6, wall 1.5) and small dark beads, in noise."""
+def planted(seed=0, noise=0.5, ball=1.0):
+    """Solid balls (radius 6, density ``ball``), hollow shells (radius 6, wall 1.5) and small dark
+    beads, in noise."""
     rng = np.random.default_rng(seed)
     g = _grid()
     vol = rng.normal(0.0, noise, SHAPE)
@@ -24,7 +25,7 @@ def planted(seed=0, noise=0.5):
         kind = ("ball", "shell", "bead")[i % 3]
         r = np.sqrt(sum((g[k] - c[k]) ** 2 for k in range(3)))
         if kind == "ball":
-            vol += (r <= 6)
+            vol += ball * (r <= 6)
         elif kind == "shell":
             vol += (np.abs(r - 5.25) <= 0.75)
         else:
@@ -203,7 +204,8 @@ def test_profile_check_reads_a_memory_map_in_slabs_and_drops_its_pages(tmp_path,
     slabs = D.profile_check(ckpt, mapped, zyx, scores, None, 0.1)
     np.testing.assert_array_equal(slabs[0], whole[0])
     np.testing.assert_allclose(slabs[1], whole[1], rtol=1e-6)
-    assert len(released) == -(-len(zyx) // 4) and all(fm is not None for fm in released)
+    # once after the best candidates' read for the tomogram's contrast, then after each slab
+    assert len(released) == 1 + -(-len(zyx) // 4) and all(fm is not None for fm in released)
 
 
 def test_a_particle_cut_by_a_face_is_measured_on_what_lies_inside():
@@ -489,3 +491,59 @@ def test_profile_check_raises_what_looks_like_the_labels_among_many_candidates()
     np.testing.assert_array_equal(one.zyx, plain.zyx)
     np.testing.assert_allclose(one.scores, plain.scores, rtol=1e-5)
     np.testing.assert_allclose(one.excess, plain.excess, rtol=1e-4, atol=1e-4)
+
+
+def test_the_class_s_contrast_is_read_on_candidates_of_its_shape():
+    from dataclasses import replace
+
+    from napari_cetpick.descriptors import GAIN_BOUND
+
+    vol, kinds = planted(seed=6, noise=0.5)
+    model = ProfileModel.fit([vol], [kinds["ball"]], 12.0)
+    # the same balls standing out half as much (a noisier tomogram, scaled to unit spread)
+    weak, wk = planted(seed=7, noise=0.5, ball=0.5)
+    gain, n = model.gain(*model_profiles(weak, wk["ball"], 12.0, return_inside=True))
+    assert n >= len(wk["ball"]) // 2 and 0.35 < gain < 0.7
+    strong, sk = planted(seed=8, noise=0.5, ball=1.6)
+    assert 1.3 < model.gain(model_profiles(strong, sk["ball"], 12.0))[0] < 2.0
+    # at the labels' own contrast the gain is 1 exactly (within its standard error of 1)
+    same, ck = planted(seed=9, noise=0.5)
+    assert model.gain(model_profiles(same, ck["ball"], 12.0))[0] == 1.0
+    # candidates of another shape (a tomogram without the class) tell nothing: 1
+    assert model.gain(model_profiles(weak, np.vstack([wk["shell"], wk["bead"]]), 12.0))[0] == 1.0
+    # too few rows, or a model saved without the labels' rows: 1
+    assert model.gain(model_profiles(weak, wk["ball"][:MIN_PROFILE_LABELS - 1], 12.0)) == (1.0, 0)
+    assert replace(model, label_rows=None).gain(model_profiles(weak, wk["ball"], 12.0)) == (1.0, 0)
+    # bounded, and the model at a gain: the means scaled, the covariances kept
+    far = 3.0 * model.mean + np.random.default_rng(0).normal(0.0, 0.01, (8, len(model.mean)))
+    assert model.gain(far)[0] == GAIN_BOUND
+    half = model.at_gain(0.5)
+    np.testing.assert_allclose(half.mean, 0.5 * model.mean)
+    np.testing.assert_allclose(half.label_rows, 0.5 * model.label_rows)
+    np.testing.assert_array_equal(half.inv_cov, model.inv_cov)
+    assert model.at_gain(1.0) is model
+
+
+def test_profile_check_compares_at_the_tomogram_s_contrast(monkeypatch):
+    from napari_cetpick import descriptors as S
+    from napari_cetpick.checkpoint import Checkpoint
+    from napari_cetpick.config import TrainConfig
+    from napari_cetpick.detect import profile_check
+
+    vol, kinds = planted(seed=6, noise=0.5)
+    model = ProfileModel.fit([vol], [kinds["ball"]], 12.0)
+    ckpt = Checkpoint(state_dict={}, config=TrainConfig(), diameter_vox=12.0, voxel_size_a=10.0, bin_xy=1,
+                      default_threshold=0.5, tau=0.1, info={"profile_model": model.to_info()})
+    weak, wk = planted(seed=7, noise=0.5, ball=0.5)
+    zyx = np.vstack([wk["ball"], wk["shell"]])
+    scores = np.r_[np.full(len(wk["ball"]), 0.9), np.full(len(wk["shell"]), 0.6)].astype(np.float32)
+    monkeypatch.setattr(S, "GAIN_CANDIDATES", len(wk["ball"]))  # the best candidates: the balls
+    read = profile_check(ckpt, weak, zyx, scores, None, 0.1)
+    labels_own = profile_check(ckpt, weak, zyx, scores, None, 0.1, contrast=False)
+    assert 0.35 < read.gain < 0.7 and labels_own.gain == 1.0
+    balls = read.index < len(wk["ball"])
+    balls_own = labels_own.index < len(wk["ball"])
+    # at the labels' contrast every weak ball is charged; read at its own, they keep their score
+    assert np.all(labels_own.excess[balls_own] > 0)
+    assert np.median(read.excess[balls]) < 0.25 * np.median(labels_own.excess[balls_own])
+    assert np.all(balls[: len(wk["ball"])])  # and every ball still ranks above every shell

@@ -111,7 +111,8 @@ class JobResult:
 
     With a model of several classes ``picks`` and ``expected`` are totals over the classes,
     ``threshold``/``threshold_source`` are None, and ``classes`` holds each class's
-    ``{"picks", "threshold", "threshold_source", "expected", "profile_moved", "profile_raised"}`` (absent from
+    ``{"picks", "threshold", "threshold_source", "expected", "profile_moved", "profile_raised",
+    "profile_gain"}`` (absent from
     :meth:`to_dict` for a model of one class).
     """
 
@@ -124,6 +125,7 @@ class JobResult:
     expected: float | None = None  # particles the model's labels imply for this tomogram
     profile_moved: int | None = None  # candidates the profile check moved below the threshold (None: no check)
     profile_raised: int | None = None  # candidates it raised from below the threshold to above it
+    profile_gain: float | None = None  # the class's contrast the check read there, × the labels' (None: no check)
     classes: dict | None = None  # several classes: class name -> its figures
     seconds: float = 0.0
     outputs: dict = field(default_factory=dict)
@@ -521,6 +523,7 @@ def detect_job(job: DetectJob, opts: BatchOptions, device: str | None = None, wo
             res_rec.picks, res_rec.threshold, res_rec.threshold_source = (fig["picks"], fig["threshold"],
                                                                           fig["threshold_source"])
             res_rec.profile_moved, res_rec.profile_raised = fig["profile_moved"], fig["profile_raised"]
+            res_rec.profile_gain = fig["profile_gain"]
             if fig["expected"] is not None:
                 res_rec.expected = fig["expected"]
     except Exception as exc:  # isolation: one bad tomogram never stops the others
@@ -536,7 +539,8 @@ def _figures(res) -> dict:
     return {"picks": int(len(res.zyx)), "threshold": float(res.threshold), "threshold_source": res.threshold_source,
             "expected": None if expected is None else round(float(expected), 1),
             "profile_moved": getattr(res, "profile_moved", None),
-            "profile_raised": getattr(res, "profile_raised", None)}
+            "profile_raised": getattr(res, "profile_raised", None),
+            "profile_gain": None if getattr(res, "profile_gain", None) is None else round(float(res.profile_gain), 3)}
 
 
 def _mod_colours(ckpt, notes: list) -> dict:

@@ -336,7 +336,9 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
                 passed[n].append((i, res[n], (y0, x0), region, lab[n], box[n]))
 
     def check_region(view, r, region):
-        return profile_check(view, region, r.cand_zyx, r.cand_scores, None, weight, voxel_size_a, r.expected_particles)
+        # the labels' own tomogram: their contrast, by definition
+        return profile_check(view, region, r.cand_zyx, r.cand_scores, None, weight, voxel_size_a, r.expected_particles,
+                             contrast=False)
 
     def shown(c, r):
         """The region's picks after the profile check ``c`` (best first) and their excess (None: no
@@ -427,8 +429,8 @@ def sure_picks(ckpt, volumes: Sequence, labels: Sequence, negatives: Sequence, m
     masks = list(masks) if masks is not None else [None] * len(volumes)
     found, why = [], set()
     for vol, lab, neg, mask in zip(volumes, labels, negatives, masks):
-        res = run_generator(detect_classes(ckpt, vol, DetectConfig(views=SURE_VIEWS), voxel_size_a, device=device,
-                                           mask=mask))
+        res = run_generator(detect_classes(ckpt, vol, DetectConfig(views=SURE_VIEWS, profile_contrast=False),
+                                           voxel_size_a, device=device, mask=mask))
         known = [np.asarray(a, float).reshape(-1, 3) for d in (lab, neg) for a in d.values()]
         known = np.concatenate(known) if known else np.zeros((0, 3))
         per = {}

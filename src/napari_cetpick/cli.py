@@ -641,13 +641,14 @@ class _BatchDisplay:
                 sys.stderr.flush()
 
 
-def _picks_line(picks, expected, threshold, source, moved=None, raised=None) -> str:
+def _picks_line(picks, expected, threshold, source, moved=None, raised=None, gain=None) -> str:
     """``N picks (about E expected) at threshold T from SOURCE[, M moved below it (and R raised
-    above it) by the profile check]``."""
+    above it) by the profile check[ at the class's contrast here, G × the labels']]``."""
     exp = "" if expected is None else f" (about {expected:.0f} expected)"
     how = f" from {source}" if source else ""
     up = f" and {raised} raised above it" if raised else ""
-    check = "" if moved is None else f", {moved} moved below it{up} by the profile check"
+    contrast = "" if gain is None or round(gain, 2) == 1.0 else f" at the class's contrast here, {gain:.2f} × the labels'"
+    check = "" if moved is None else f", {moved} moved below it{up} by the profile check{contrast}"
     return f"{picks} picks{exp} at threshold {threshold:.3f}{how}{check}"
 
 
@@ -660,12 +661,13 @@ def _print_result(r, as_json: bool, done: int, total: int) -> None:
         print(json.dumps(r.to_dict()), flush=True)
     elif r.status == "ok" and getattr(r, "classes", None):
         per = "; ".join(f"{name} " + _picks_line(c["picks"], c.get("expected"), c["threshold"], c["threshold_source"],
-                                                  c.get("profile_moved"), c.get("profile_raised"))
+                                                  c.get("profile_moved"), c.get("profile_raised"), c.get("profile_gain"))
                         for name, c in r.classes.items())
         print(f"[{done}/{total}] {r.name}: {r.picks} picks ({per}) in {r.seconds:.1f} s -> "
               + ", ".join(r.outputs.values()), flush=True)
     elif r.status == "ok":
-        line = _picks_line(r.picks, r.expected, r.threshold, r.threshold_source, r.profile_moved, r.profile_raised)
+        line = _picks_line(r.picks, r.expected, r.threshold, r.threshold_source, r.profile_moved, r.profile_raised,
+                           r.profile_gain)
         print(f"[{done}/{total}] {r.name}: {line} "
               f"in {r.seconds:.1f} s -> " + ", ".join(r.outputs.values()), flush=True)
     elif r.status == "skipped":

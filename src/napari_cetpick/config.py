@@ -406,6 +406,11 @@ class DetectConfig:
         candidates, beyond what the median label shows — a negative charge raises it — plus
         the look-alike terms). 0 turns it off; models without a profile model (fewer than 5
         labels, older files) skip it.
+    profile_contrast : bool
+        The check first reads how strongly the class stands out in this tomogram against the
+        labels (:meth:`napari_cetpick.descriptors.ProfileModel.gain`, on the best candidates:
+        another noise level or density changes it) and compares at that contrast. False: at
+        the labels' own (calibration and the self-training round, on the labels' tomograms).
     precision : {"auto", "float32", "bfloat16"}
         Arithmetic of the network's pass. ``auto``: bfloat16 on a CPU that computes it
         natively (AVX512-BF16 or AMX: :func:`napari_cetpick.device.inference_dtype`), float32
@@ -426,6 +431,7 @@ class DetectConfig:
     batch_slices: int = 16
     views: int = 4
     profile_weight: float = 0.1
+    profile_contrast: bool = True
     precision: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from the labelled particles' profiles, a second opinion next to the network's sc
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from itertools import product
 
@@ -232,6 +232,17 @@ POOL_MIN_ROWS = 64
 #: a class's own profiles shift between tomograms (other neighbours, other density), and at
 #: full weight that shift cost whole ribosomes their picks (docs/benchmark.md, "Round 17").
 POOL_PENALTY_SHARE = 0.5
+#: A tomogram's contrast for the class (:meth:`ProfileModel.gain`) is read on its best
+#: ``GAIN_CANDIDATES`` candidates by the network's score, only where at least ``GAIN_AGREE``
+#: of them have the labels' shape, and is kept within [1 / ``GAIN_BOUND``, ``GAIN_BOUND``] of
+#: the labels'. Another noise level or another density changes it (0.56–1.45 on the benchmark:
+#: docs/benchmark.md, "Round 21").
+GAIN_CANDIDATES = 50
+GAIN_AGREE = 0.5
+GAIN_BOUND = 2.0
+#: A gain within this many standard errors of 1 reads as 1: the tomogram is read at the
+#: labels' contrast unless it measurably differs.
+GAIN_SIGNIFICANCE = 2.0
 
 
 def _gaussian(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -476,6 +487,62 @@ class ProfileModel:
         two_sided = np.where(rel > 0, POOL_PENALTY_SHARE * rel, rel)
         return reads.looks + np.where(reads.whole(), two_sided, beyond), excess
 
+    def _ray(self, rows) -> tuple[np.ndarray, np.ndarray]:
+        """Per row, the multiple of the labels' mean that fits it best under their metric, and the
+        squared distance left from that multiple (the row's shape against the labels')."""
+        rows = np.asarray(rows, float).reshape(-1, len(self.mean))
+        w = self.inv_cov @ self.mean
+        factor = rows @ w / float(self.mean @ w)
+        rest = rows - np.outer(factor, self.mean)
+        return factor, np.einsum("ij,jk,ik->i", rest, self.inv_cov, rest)
+
+    def gain(self, profiles, inside=None) -> tuple[float, int]:
+        """``(gain, rows read)``: how strong the class stands out in this tomogram against the
+        labels, read on ``profiles`` (a tomogram's best candidates, :data:`GAIN_CANDIDATES`).
+
+        The same particle's profile is weaker in a noisier tomogram (each tomogram is scaled to
+        unit spread: the noise takes a larger share of it) and stronger where it holds fewer
+        particles; a 2.5 × noisier tomogram took a ribosome model from 357 picks to 36, every
+        ribosome charged by the check. Each whole row's best multiple of the labels' mean
+        (:meth:`_ray`) is read where the row has the labels' shape (what is left lies within
+        :data:`TYPICAL_SLACK` × what :data:`TYPICAL_QUANTILE` of the labels leave); where at
+        least :data:`GAIN_AGREE` of the rows (and :data:`MIN_PROFILE_LABELS`) do, the gain is
+        their median multiple over the labels' own median, bounded by :data:`GAIN_BOUND`, where
+        it differs from 1 by more than :data:`GAIN_SIGNIFICANCE` standard errors. Else
+        (a tomogram without the class, a class ranked among look-alikes, a model saved before)
+        1: the labels' contrast."""
+        if self.label_rows is None or len(self.label_rows) < MIN_PROFILE_LABELS:
+            return 1.0, 0
+        rows = np.asarray(profiles, float).reshape(-1, len(self.mean))
+        if inside is not None:
+            rows = rows[np.all(np.asarray(inside).reshape(len(rows), -1) >= 1.0 - 1e-9, axis=1)]
+        if len(rows) < MIN_PROFILE_LABELS:
+            return 1.0, 0
+        label_factor, label_rest = self._ray(self.label_rows)
+        factor, rest = self._ray(rows)
+        agree = rest <= TYPICAL_SLACK * float(np.quantile(label_rest, TYPICAL_QUANTILE))
+        n = int(agree.sum())
+        reference = float(np.median(label_factor))
+        if n < MIN_PROFILE_LABELS or n < GAIN_AGREE * len(rows) or reference <= 0:
+            return 1.0, n
+        ratio = factor[agree] / reference
+        gain = float(np.median(ratio))
+        # the median's standard error, from the spread of the rows' multiples (normal: IQR / 1.349)
+        q1, q3 = np.quantile(ratio, [0.25, 0.75])
+        if abs(gain - 1.0) <= GAIN_SIGNIFICANCE * 1.2533 * (q3 - q1) / 1.349 / np.sqrt(n):
+            return 1.0, n
+        return float(np.clip(gain, 1.0 / GAIN_BOUND, GAIN_BOUND)), n
+
+    def at_gain(self, gain: float) -> "ProfileModel":
+        """This model where the class's contrast is ``gain`` times the labels' (:meth:`gain`): the
+        labels', the negatives' and the look-alikes' means and the labels' rows scaled, their
+        covariances kept (the noise does not follow the contrast)."""
+        if gain == 1.0:
+            return self
+        scaled = {k: None if getattr(self, k) is None else np.asarray(getattr(self, k)) * gain
+                  for k in ("mean", "neg_mean", "mined_mean", "label_rows")}
+        return replace(self, **scaled)
+
     def look_alikes(self) -> tuple | None:
         """``(mean, inv_cov, n)`` of the look-alikes calibration found (None: none), for a
         correction round to keep (:meth:`fit`'s ``mined_gaussian``)."""
@@ -570,4 +637,4 @@ def _mahalanobis(profiles, mean: np.ndarray, inv_cov: np.ndarray, inside=None) -
 
 
 __all__ = ["radial_profiles", "model_profiles", "neighbour_profiles", "profile_whole_inside", "ProfileModel", "ProfileReads",
-           "N_SHELLS", "REACH_DIAMETERS", "MIN_PROFILE_LABELS", "MIN_INSIDE_SHARE", "NEIGHBOURS"]
+           "N_SHELLS", "REACH_DIAMETERS", "MIN_PROFILE_LABELS", "MIN_INSIDE_SHARE", "NEIGHBOURS", "GAIN_CANDIDATES"]

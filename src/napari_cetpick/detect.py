@@ -79,6 +79,7 @@ class DetectResult:
     cand_profile_excess: np.ndarray | None = None  # per candidate: what the profile check charged (NaN unchecked)
     profile_moved: int | None = None  # candidates the profile check moved below the threshold (None: no check)
     profile_raised: int | None = None  # ... and from below it to above it
+    profile_gain: float | None = None  # the class's contrast the check read here, × the labels' (None: no check)
     profile_negatives: int = 0  # the user's negatives (rejections) the profile check's model learned from
     profile_mined: int = 0  # the look-alikes calibration found that it learned from too (0 and 0: the labels alone)
 
@@ -525,7 +526,7 @@ class Checked(NamedTuple):
     agreement (None: none given), what the check charged each (NaN: not checked; None: no
     check), :meth:`~napari_cetpick.descriptors.ProfileModel.excess` of each (how far beyond
     typical and towards a look-alike: what calibration mines look-alikes by) and the network's
-    own score and position in the input of each."""
+    own score and position in the input of each, and the contrast the check read the tomogram at."""
 
     zyx: np.ndarray
     scores: np.ndarray
@@ -534,6 +535,7 @@ class Checked(NamedTuple):
     beyond: np.ndarray | None
     network: np.ndarray
     index: np.ndarray
+    gain: float = 1.0  # the class's contrast here against the labels' (ProfileModel.gain)
 
     def one_sided(self, weight: float) -> "Checked":
         """The same candidates scored by ``beyond`` instead of the charge (the labels' term
@@ -543,7 +545,8 @@ class Checked(NamedTuple):
             return self
         back = np.argsort(self.index)
         agreement = None if self.agreement is None else self.agreement[back]
-        return _ranked(self.zyx[back], self.network[back], agreement, self.beyond[back], self.beyond[back], weight)
+        return _ranked(self.zyx[back], self.network[back], agreement, self.beyond[back], self.beyond[back], weight,
+                       self.gain)
 
     def crossed(self, threshold: float) -> tuple[int, int]:
         """``(moved below, raised above)``: candidates the check took from above ``threshold``
@@ -552,7 +555,7 @@ class Checked(NamedTuple):
         return int(np.sum(before & ~after)), int(np.sum(~before & after))
 
 
-def _ranked(zyx, scores, agreement, charge, beyond, weight: float) -> Checked:
+def _ranked(zyx, scores, agreement, charge, beyond, weight: float, gain: float = 1.0) -> Checked:
     """The candidates best first by ``logit(score) − weight · charge`` where ``charge`` is finite
     (checked), the rest capped just below the lowest of those."""
     from scipy.special import expit  # 1 / (1 + e^-x) without overflow for a large excess
@@ -566,11 +569,11 @@ def _ranked(zyx, scores, agreement, charge, beyond, weight: float) -> Checked:
     out = expit(new).astype(np.float32)
     order = np.argsort(-out, kind="stable")
     return Checked(zyx[order], out[order], None if agreement is None else agreement[order], charge[order],
-                   beyond[order], np.asarray(scores)[order], order)
+                   beyond[order], np.asarray(scores)[order], order, gain)
 
 
 def profile_check(ckpt: Checkpoint, volume, zyx, scores, agreement, weight: float, voxel_size_a=None,
-                  expected: float | None = None) -> Checked:
+                  expected: float | None = None, contrast: bool = True) -> Checked:
     """Rescore the best candidates by how much their radial profile looks like the labels'.
 
     The network's score is a local judgement at the working resolution; the radial profile
@@ -585,11 +588,17 @@ def profile_check(ckpt: Checkpoint, volume, zyx, scores, agreement, weight: floa
     just below the lowest of those. Measured in docs/benchmark.md ("The profile check",
     "Round 17").
 
+    With ``contrast``, the class's contrast in this tomogram is read first on the best
+    candidates (:meth:`~napari_cetpick.descriptors.ProfileModel.gain`) and the labels' side
+    scaled to it (``Checked.gain``): a noisier tomogram's particles are weaker, not unlike the
+    labels (docs/benchmark.md, "Round 21"). Without, the labels' own contrast: calibration and
+    the self-training round, on the labels' own tomograms.
+
     :meth:`Checked.one_sided`: the labels' term one-sided, without the tomogram's candidates
     (how calibration orders the picks it mines look-alikes among). Without a profile model or
     with ``weight`` 0, the input, ``excess`` and ``beyond`` None.
     """
-    from .descriptors import ProfileModel, ProfileReads
+    from .descriptors import GAIN_CANDIDATES, ProfileModel, ProfileReads, model_profiles
 
     model = ProfileModel.from_info(ckpt.info.get("profile_model"))
     if model is None or weight <= 0 or len(scores) == 0:
@@ -603,6 +612,12 @@ def profile_check(ckpt: Checkpoint, volume, zyx, scores, agreement, weight: floa
     # resident (peak RSS 2.7 GB detecting 1024 × 1024 × 500; docs/benchmark.md, "Round 9")
     file_map = _file_map(volume)
     stats = D.compute_norm_stats(volume, D.make_geometry(1, False))  # once, not per slab
+    gain = 1.0
+    if contrast:
+        best = top[:GAIN_CANDIDATES]
+        gain = model.gain(*model_profiles(volume, np.asarray(zyx)[best], diameter, stats, return_inside=True))[0]
+        model = model.at_gain(gain)
+        _release(file_map)
     by_z = top[np.argsort(np.asarray(zyx)[top, 0], kind="stable")]
     reads = []
     for part in np.array_split(by_z, max(1, -(-len(by_z) // PROFILE_SLAB))):
@@ -611,7 +626,7 @@ def profile_check(ckpt: Checkpoint, volume, zyx, scores, agreement, weight: floa
     reads = ProfileReads.concat(reads)
     charge, beyond = np.full(len(scores), np.nan), np.full(len(scores), np.nan)
     charge[by_z], beyond[by_z] = model.charge(reads, reads.pool())
-    return _ranked(zyx, scores, agreement, charge, beyond, weight)
+    return _ranked(zyx, scores, agreement, charge, beyond, weight, gain)
 
 
 THRESHOLD_FROM = ("tomogram", "model")
@@ -859,7 +874,8 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
         half_d = default_min_distance(view, voxel_size_a)
         min_d = half_d if cfg.min_distance_vox is None else float(cfg.min_distance_vox)
         expected = expected_count(view, shape, voxel_size_a)
-        checked = profile_check(view, volume, czyx, cscores, agreement, cfg.profile_weight, voxel_size_a, expected)
+        checked = profile_check(view, volume, czyx, cscores, agreement, cfg.profile_weight, voxel_size_a, expected,
+                                cfg.profile_contrast)
         # the threshold from the network's own scores (where they split into background and
         # particles); the profile check then moves candidates across it, never reshapes it
         threshold, source = choose_threshold(view, czyx, cscores, min_d, cfg,
@@ -873,7 +889,7 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
                            K=cfg.K, tomogram_shape=shape, voxel_size_a=voxel_size_a, diameter_vox=view.diameter_vox,
                            elapsed_s=time.perf_counter() - t0, warnings=notes, cand_agreement=agreement,
                            expected_particles=expected, cand_profile_excess=excess, profile_moved=moved,
-                           profile_raised=raised,
+                           profile_raised=raised, profile_gain=None if excess is None else checked.gain,
                            profile_negatives=negatives, profile_mined=mined,
                            model_threshold=threshold, threshold_source=source, first_view=first,
                            class_name=view.class_name, radius_vox=half_d)

@@ -195,7 +195,10 @@ class DetectSection(Container):
             unlike += f" or like the {result.profile_mined} look-alikes training found in your labelled region"
         up = (f"; it raised {raised} more like your labels than the tomogram's other candidates, "
               f"{added} of them from below that threshold to above it") if raised else ""
-        return short, (f"; the profile check lowered {lowered} candidates {unlike}, {moved} of "
+        gain = result.profile_gain
+        contrast = ("" if gain is None or round(gain, 2) == 1.0 else
+                    f" (read at the class's contrast here, {gain:.2f} × your labels')")
+        return short, (f"; the profile check lowered {lowered} candidates {unlike}{contrast}, {moved} of "
                        f"them from above that threshold to below it{up}.")
 
     def _add_detection(self, rec: TomogramRecord, result) -> None:
