@@ -496,7 +496,7 @@ def test_profile_check_raises_what_looks_like_the_labels_among_many_candidates()
 def test_the_class_s_contrast_is_read_on_candidates_of_its_shape():
     from dataclasses import replace
 
-    from napari_cetpick.descriptors import GAIN_BOUND
+    from napari_cetpick.descriptors import GAIN_BOUND, GAIN_MIN_SEPARATION
 
     vol, kinds = planted(seed=6, noise=0.5)
     model = ProfileModel.fit([vol], [kinds["ball"]], 12.0)
@@ -514,6 +514,10 @@ def test_the_class_s_contrast_is_read_on_candidates_of_its_shape():
     # too few rows, or a model saved without the labels' rows: 1
     assert model.gain(model_profiles(weak, wk["ball"][:MIN_PROFILE_LABELS - 1], 12.0)) == (1.0, 0)
     assert replace(model, label_rows=None).gain(model_profiles(weak, wk["ball"], 12.0)) == (1.0, 0)
+    # a class that hardly stands out from the tomogram's mean in its own spread: 1
+    assert model.separation() > GAIN_MIN_SEPARATION
+    faint = replace(model, mean=model.mean * np.sqrt(0.9 * GAIN_MIN_SEPARATION / model.separation()))
+    assert faint.gain(model_profiles(weak, wk["ball"], 12.0)) == (1.0, 0)
     # bounded, and the model at a gain: the means scaled, the covariances kept
     far = 3.0 * model.mean + np.random.default_rng(0).normal(0.0, 0.01, (8, len(model.mean)))
     assert model.gain(far)[0] == GAIN_BOUND

@@ -243,6 +243,12 @@ GAIN_BOUND = 2.0
 #: A gain within this many standard errors of 1 reads as 1: the tomogram is read at the
 #: labels' contrast unless it measurably differs.
 GAIN_SIGNIFICANCE = 2.0
+#: A class whose labels' mean profile lies within this squared Mahalanobis distance of the
+#: tomogram's mean (0) under their own covariance (4 of their standard deviations: a small
+#: particle at low SNR) keeps the labels' contrast: its best candidates are too often
+#: look-alikes of its shape that stand out more (the 15 nm barrel at SNR 0.03 read 1.3–1.6 and
+#: lost half its F1; docs/benchmark.md, "Round 21").
+GAIN_MIN_SEPARATION = 16.0
 
 
 def _gaussian(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -496,6 +502,11 @@ class ProfileModel:
         rest = rows - np.outer(factor, self.mean)
         return factor, np.einsum("ij,jk,ik->i", rest, self.inv_cov, rest)
 
+    def separation(self) -> float:
+        """The labels' mean profile's squared Mahalanobis distance from the tomogram's mean (0)
+        under their covariance: how clearly the class stands out, in its own spread."""
+        return float(self.mean @ self.inv_cov @ self.mean)
+
     def gain(self, profiles, inside=None) -> tuple[float, int]:
         """``(gain, rows read)``: how strong the class stands out in this tomogram against the
         labels, read on ``profiles`` (a tomogram's best candidates, :data:`GAIN_CANDIDATES`).
@@ -510,8 +521,10 @@ class ProfileModel:
         their median multiple over the labels' own median, bounded by :data:`GAIN_BOUND`, where
         it differs from 1 by more than :data:`GAIN_SIGNIFICANCE` standard errors. Else
         (a tomogram without the class, a class ranked among look-alikes, a model saved before)
-        1: the labels' contrast."""
-        if self.label_rows is None or len(self.label_rows) < MIN_PROFILE_LABELS:
+        1: the labels' contrast; and 1 for a class that stands out from the tomogram's mean by
+        less than :data:`GAIN_MIN_SEPARATION` (:meth:`separation`)."""
+        if (self.label_rows is None or len(self.label_rows) < MIN_PROFILE_LABELS
+                or self.separation() < GAIN_MIN_SEPARATION):
             return 1.0, 0
         rows = np.asarray(profiles, float).reshape(-1, len(self.mean))
         if inside is not None:
