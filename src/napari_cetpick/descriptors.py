@@ -235,7 +235,7 @@ POOL_PENALTY_SHARE = 0.5
 #: A tomogram's contrast for the class (:meth:`ProfileModel.gain`) is read on its best
 #: ``GAIN_CANDIDATES`` candidates by the network's score, only where at least ``GAIN_AGREE``
 #: of them have the labels' shape, and is kept within [1 / ``GAIN_BOUND``, ``GAIN_BOUND``] of
-#: the labels'. Another noise level or another density changes it (0.56–1.45 on the benchmark:
+#: the labels'. Another noise level or another density changes it (0.56–1.87 on the benchmark:
 #: docs/benchmark.md, "Round 21").
 GAIN_CANDIDATES = 50
 GAIN_AGREE = 0.5
