@@ -142,7 +142,8 @@ def test_json_record_has_per_class_figures(model, tomogram, tmp_path):
     assert list(d["classes"]) == CLASSES
     for c in CLASSES:
         fig = d["classes"][c]
-        assert set(fig) == {"picks", "threshold", "threshold_source", "expected", "profile_moved", "profile_raised"}
+        assert set(fig) == {"picks", "threshold", "threshold_source", "expected", "profile_moved", "profile_raised",
+                            "profile_gain"}
         assert fig["threshold"] == 0.0 and fig["threshold_source"] == "given"
     assert d["picks"] == sum(d["classes"][c]["picks"] for c in CLASSES)
     assert d["threshold"] is None
