@@ -341,7 +341,8 @@ def test_detect_says_how_each_threshold_was_chosen(sim_files, tmp_path, capsys):
     default = Checkpoint.load(model).default_threshold
     capsys.readouterr()
     runs = {}
-    for extra in ([], ["--threshold-from", "model"], ["--threshold", "0.25"], ["--views", "1"]):
+    for extra in ([], ["--threshold-from", "model"], ["--threshold", "0.25"], ["--views", "1"],
+                  ["--no-profile-contrast"]):
         out = tmp_path / ("det" + "".join(extra).replace("-", "_"))
         rc = main(["detect", "--model", str(model), "--tomogram", str(paths["tomogram"]), "--out-dir", str(out),
                    "--format", "csv", "--json", "--quiet", "--device", "cpu", *extra])
@@ -358,6 +359,7 @@ def test_detect_says_how_each_threshold_was_chosen(sim_files, tmp_path, capsys):
     # too few labels (2) for a profile model: no check, and the line says none
     assert "profile_moved" in runs[""] and runs[""]["profile_moved"] is None
     assert runs[""]["profile_gain"] is None
+    assert runs["--no-profile-contrast"]["picks"] == runs[""]["picks"]  # no check to read a contrast for
     assert runs["--threshold-from model"]["threshold_source"] == "the model's default"
     assert runs["--threshold-from model"]["threshold"] == pytest.approx(default)
     assert runs["--threshold 0.25"]["threshold_source"] == "given" and runs["--threshold 0.25"]["threshold"] == 0.25

@@ -73,6 +73,11 @@ def test_model_carries_its_labels_profile_model_and_detection_checks_it(trained,
     # the check moves scores at the same places, and says by how much
     assert "profile_excess" in checked.features.columns and "profile_excess" not in plain.features.columns
     assert checked.profile_moved is not None and checked.profile_moved >= 0 and plain.profile_moved is None
+    # the contrast it compared at: read on the labels' own tomogram, within a few percent of theirs; asked
+    # not to (the labels' contrast), 1; no check, none
+    own = run_generator(detect(back, v, DetectConfig(threshold=0.0, profile_contrast=False), voxel_size_a=10.0,
+                               device="cpu"))
+    assert 0.9 <= checked.profile_gain <= 1.1 and own.profile_gain == 1.0 and plain.profile_gain is None
     assert len(checked.cand_zyx) == len(plain.cand_zyx)
     from napari_cetpick.review import nearest_distance
 

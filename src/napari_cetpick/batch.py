@@ -88,6 +88,7 @@ class BatchOptions:
     threshold_from: str = "tomogram"
     views: int = DetectConfig.views
     profile_weight: float = DetectConfig.profile_weight
+    profile_contrast: bool = DetectConfig.profile_contrast
     precision: str = "auto"
     K: int | None = None
     min_distance_vox: float | None = None
@@ -444,7 +445,8 @@ def _reason(exc: BaseException, job: DetectJob) -> str:
 
 def _detect_config(opts: BatchOptions):
     return DetectConfig(threshold=opts.threshold, threshold_from=opts.threshold_from, views=opts.views, K=opts.K,
-                        profile_weight=opts.profile_weight, precision=opts.precision,
+                        profile_weight=opts.profile_weight, profile_contrast=opts.profile_contrast,
+                        precision=opts.precision,
                         min_distance_vox=opts.min_distance_vox,
                         margin_z=opts.margin_z, margin_xy=opts.margin_xy, tile_xy=opts.tile_xy)
 

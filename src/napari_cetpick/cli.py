@@ -705,6 +705,7 @@ def _detect_jobs_and_options(args):
     common = dict(model=str(Path(args.model).resolve()), threshold=threshold,
                   threshold_from=args.threshold_from, views=args.views, K=args.K,
                   precision=getattr(args, "precision", "auto"), profile_weight=args.profile_weight,
+                  profile_contrast=args.profile_contrast,
                   min_distance_vox=args.min_distance, margin_z=args.margin_z, margin_xy=args.margin_xy,
                   tile_xy=args.tile_xy, device=args.device)
     if args.copick:
@@ -1245,6 +1246,10 @@ def _add_detect_picking_options(p) -> None:
                         "Each pick gets its 'profile_excess' (negative: raised). Each tomogram's split is read "
                         "off the network's own scores; the model's default was counted after the check at the "
                         "default W")
+    p.add_argument("--no-profile-contrast", dest="profile_contrast", action="store_false",
+                   help="the profile check compares every tomogram at your labels' contrast (default: at each "
+                        "tomogram's own, read from its best candidates of your labels' shape: particles stand out "
+                        "less in a noisier tomogram and more in a cleaner one; the line says it where not 1)")
     p.add_argument("--K", type=int, help="keep at most K picks")
     p.add_argument("--min-distance", type=float, help="minimum distance between picks in voxels (default: radius)")
     p.add_argument("--margin-z", "--cutoff_z", dest="margin_z", type=int, default=0,
