@@ -647,7 +647,9 @@ def _picks_line(picks, expected, threshold, source, moved=None, raised=None, gai
     exp = "" if expected is None else f" (about {expected:.0f} expected)"
     how = f" from {source}" if source else ""
     up = f" and {raised} raised above it" if raised else ""
-    contrast = "" if gain is None or round(gain, 2) == 1.0 else f" at the class's contrast here, {gain:.2f} × the labels'"
+    from .descriptors import gain_differs
+
+    contrast = f" at the class's contrast here, {gain:.2f} × the labels'" if gain_differs(gain) else ""
     check = "" if moved is None else f", {moved} moved below it{up} by the profile check{contrast}"
     return f"{picks} picks{exp} at threshold {threshold:.3f}{how}{check}"
 

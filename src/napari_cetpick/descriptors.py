@@ -251,6 +251,12 @@ GAIN_SIGNIFICANCE = 2.0
 GAIN_MIN_SEPARATION = 16.0
 
 
+def gain_differs(gain: float | None) -> bool:
+    """Whether a contrast read by :meth:`ProfileModel.gain` is worth saying (not 1 to two
+    decimals; None: no check ran)."""
+    return gain is not None and round(float(gain), 2) != 1.0
+
+
 def _gaussian(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and inverse shrunk covariance of the rows of ``a``."""
     mean = a.mean(0)
@@ -650,4 +656,5 @@ def _mahalanobis(profiles, mean: np.ndarray, inv_cov: np.ndarray, inside=None) -
 
 
 __all__ = ["radial_profiles", "model_profiles", "neighbour_profiles", "profile_whole_inside", "ProfileModel", "ProfileReads",
-           "N_SHELLS", "REACH_DIAMETERS", "MIN_PROFILE_LABELS", "MIN_INSIDE_SHARE", "NEIGHBOURS", "GAIN_CANDIDATES"]
+           "N_SHELLS", "REACH_DIAMETERS", "MIN_PROFILE_LABELS", "MIN_INSIDE_SHARE", "NEIGHBOURS", "GAIN_CANDIDATES",
+           "gain_differs"]

@@ -142,6 +142,12 @@ def test_profile_check_on_and_off(viewer, panel, qtbot, checkpoint, sim):
     lowered, raised = int(np.sum(charge > 0)), int(np.sum(charge < 0))
     assert f"the profile check lowered {lowered} candidates" in detail and f"{rec.result.profile_moved} of them" in detail
     assert (f"it raised {raised} more like your labels" in detail) == (raised > 0)
+    # the contrast it compared at is said where it is not the labels'
+    from napari_cetpick.descriptors import gain_differs
+
+    assert ("contrast here" in detail) == gain_differs(rec.result.profile_gain)
+    assert "read at the class's contrast here, 0.59 × your labels')" in panel.detect._profile_note(
+        replace(rec.result, profile_gain=0.59))[1]
     panel.detect._profile_check.value = False
     _detect(qtbot, panel, checked)
     assert "profile_excess" not in rec.picks.features.columns

@@ -177,6 +177,7 @@ class DetectSection(Container):
     def _profile_note(self, result) -> tuple[str, str]:
         """The end of the status, short and in full: what the profile check did to the picks
         (or why it did not run)."""
+        from napari_cetpick.descriptors import gain_differs
         from napari_cetpick.detect import PROFILE_SKIPPED
 
         if result.cand_profile_excess is None:  # off, or asked for and skipped (detection warned)
@@ -196,8 +197,7 @@ class DetectSection(Container):
         up = (f"; it raised {raised} more like your labels than the tomogram's other candidates, "
               f"{added} of them from below that threshold to above it") if raised else ""
         gain = result.profile_gain
-        contrast = ("" if gain is None or round(gain, 2) == 1.0 else
-                    f" (read at the class's contrast here, {gain:.2f} × your labels')")
+        contrast = f" (read at the class's contrast here, {gain:.2f} × your labels')" if gain_differs(gain) else ""
         return short, (f"; the profile check lowered {lowered} candidates {unlike}{contrast}, {moved} of "
                        f"them from above that threshold to below it{up}.")
 
