@@ -72,7 +72,7 @@ def run_one(args) -> dict:
     cfg = preset("default", seed=args.seed, max_steps=args.steps, classes=specs, **sets)
     t0 = time.perf_counter()
     trainer = Trainer([t1.data], [labels], cfg, voxel_size_a=t1.voxel_size_a)
-    for _ in trainer.steps():
+    for _ in trainer.steps(calibrate=False):  # calibrated once, below, as `cetpick train` does
         pass
     ckpt = trainer.checkpoint()
     train_s = time.perf_counter() - t0

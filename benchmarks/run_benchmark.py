@@ -215,7 +215,7 @@ def train_model(cfg, tomo, labels, negatives=None, init=None, **overrides):
     if init is None:
         trainer = Trainer([tomo.data], [labels], cfg, voxel_size_a=tomo.voxel_size_a,
                           negatives=None if negatives is None else [negatives])
-        for _ in trainer.steps():
+        for _ in trainer.steps(calibrate=False):  # calibrated once, below, as `cetpick train` does
             pass
         ckpt = trainer.checkpoint()
     else:

@@ -122,7 +122,7 @@ def main(argv=None) -> int:
                     cfg = preset("default", diameter_a=diameter_a, seed=args.seed)  # the share is not told
                     t0 = time.perf_counter()
                     trainer = Trainer([t1.data], [labels], cfg, voxel_size_a=t1.voxel_size_a)
-                    for _ in trainer.steps():
+                    for _ in trainer.steps(calibrate=False):  # calibrated once, below, as `cetpick train` does
                         pass
                     ckpt = trainer.checkpoint()
                     train_s = round(time.perf_counter() - t0, 1)
