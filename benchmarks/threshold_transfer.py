@@ -9,13 +9,18 @@ tomogram 1; each density of tomogram 2 is detected; the line gives the best F1 o
 threshold and the F1 at the threshold detection chose by itself, and how it chose it.
 ``--held-out-snr`` also detects tomogram 2 (1x) simulated at other noise levels: another
 tomogram of the data set, noisier or cleaner, where the class stands out less or more
-(docs/benchmark.md, "Round 21").
+(docs/benchmark.md, "Round 21"). ``--background`` also detects tomogram 2 (1x, the model's
+noise level) with a smooth change of density added across it (:func:`smooth_background`, its
+amplitude in the tomogram's standard deviations): real tomograms change slowly across their
+width — ice thickness, a lamella's slope, carbon, the slab's faces (docs/benchmark.md,
+"Round 22").
 
 Models and each detection's candidates are kept under ``--models`` so that a change to the
 threshold rule alone can be measured again without training (``--rescore``).
 
     python benchmarks/threshold_transfer.py --classes ribosome --snr 0.1 --shares 0.2 0.8
     python benchmarks/threshold_transfer.py --snr 0.1 --held-out-snr 0.05 0.03 --densities 1
+    python benchmarks/threshold_transfer.py --snr 0.1 --background 0.5 1 --densities 1
 """
 from __future__ import annotations
 
@@ -54,6 +59,19 @@ def density_variant(cache: Path, shape, snr: float, voxel_size_a: float, factor:
     return mrc, npz
 
 
+def smooth_background(shape) -> np.ndarray:
+    """A smooth change of density across a tomogram, spanning about [-1, 1] (float32, mean 0): a
+    slope along x, a broad bright patch (sigma 0.3 of the width) off centre in y and x, and a
+    bowl along z (the slab's faces). Scaled by the amplitude and the tomogram's standard
+    deviation and added to it."""
+    z, y, x = (np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in shape)
+    f = (0.6 * x[None, None, :]
+         + 0.9 * np.exp(-((y[:, None] - 0.35) ** 2 + (x[None, :] + 0.4) ** 2) / (2 * 0.3 ** 2))[None]
+         + 0.3 * z[:, None, None] ** 2)
+    f = f - f.mean()
+    return (f / (0.5 * (f.max() - f.min()))).astype(np.float32)
+
+
 def recalibrate(ckpt, tomo, labels):
     """``ckpt`` calibrated anew on its labels (as :meth:`Trainer.checkpoint` does after training)."""
     from dataclasses import replace
@@ -80,6 +98,9 @@ def main(argv=None) -> int:
                    help="particle density of the held-out tomogram, relative to the training one")
     p.add_argument("--held-out-snr", type=float, nargs="*", default=(), metavar="S",
                    help="also detect the held-out tomogram (1x density) simulated at these noise levels")
+    p.add_argument("--background", type=float, nargs="*", default=(), metavar="A",
+                   help="also detect tomogram 2 (1x) with a smooth change of density of amplitude A "
+                        "(the tomogram's standard deviations) added across it")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default=str(DEFAULT_CACHE))
     p.add_argument("--models", default=str(HERE / "models_transfer"), help="kept models (reused when present)")
@@ -101,9 +122,11 @@ def main(argv=None) -> int:
     for snr in args.snr:
         (mrc1, npz1), _ = simulated_pair(cache, args.shape, snr, args.voxel_size)
         t1, d1 = open_tomogram(mrc1), np.load(npz1)
-        held_out = {(f, snr): density_variant(cache, args.shape, snr, args.voxel_size, f) for f in args.densities}
-        held_out.update({(1.0, s2): simulated_pair(cache, args.shape, s2, args.voxel_size)[1]
+        held_out = {(f, snr, 0.0): density_variant(cache, args.shape, snr, args.voxel_size, f) for f in args.densities}
+        held_out.update({(1.0, s2, 0.0): simulated_pair(cache, args.shape, s2, args.voxel_size)[1]
                          for s2 in args.held_out_snr if s2 != snr})
+        held_out.update({(1.0, snr, a): simulated_pair(cache, args.shape, snr, args.voxel_size)[1]
+                         for a in args.background if a != 0})
         for cls in args.classes:
             diameter_a = float(d1[f"diam_{cls}"])
             radius_vox = diameter_a / args.voxel_size / 2
@@ -127,21 +150,25 @@ def main(argv=None) -> int:
                     ckpt = trainer.checkpoint()
                     train_s = round(time.perf_counter() - t0, 1)
                     ckpt.save(path)
-                for (f, snr2), (mrc2, npz2) in held_out.items():
+                for (f, snr2, amp), (mrc2, npz2) in held_out.items():
                     t2, d2 = open_tomogram(mrc2), np.load(npz2)
                     truth2 = d2[f"truth_{cls}"]
+                    data = t2.data
+                    if amp:
+                        data = np.asarray(data, np.float32)
+                        data = data + np.float32(amp * data.std()) * smooth_background(data.shape)
                     t0 = time.perf_counter()
-                    res = run_generator(detect(ckpt, t2.data, DetectConfig(threshold_from=args.threshold_from, views=args.views),
+                    res = run_generator(detect(ckpt, data, DetectConfig(threshold_from=args.threshold_from, views=args.views),
                                               voxel_size_a=t2.voxel_size_a))
                     detect_s = round(time.perf_counter() - t0, 1)
-                    other = "" if snr2 == snr else f"_snr{snr2:g}"
+                    other = ("" if snr2 == snr else f"_snr{snr2:g}") + (f"_background{amp:g}" if amp else "")
                     np.savez(models / f"{path.stem}_density{f:g}{other}_cands.npz", zyx=res.cand_zyx,
                              scores=res.cand_scores, truth=truth2, min_d=res.min_distance_vox, radius=radius_vox,
                              model_threshold=ckpt.default_threshold)
                     thr = res.threshold
                     zyx, scores = res.reselect(threshold=0.0)
                     m = metrics(zyx, scores, truth2, radius_vox, thr)["half_radius"]
-                    rec = {"class": cls, "snr": snr, "share": share, "density": f, "detect_snr": snr2,
+                    rec = {"class": cls, "snr": snr, "share": share, "density": f, "detect_snr": snr2, "background": amp,
                            "profile_gain": res.profile_gain, "n_labels": int(len(labels)),
                            "n_true": int(len(truth2)), "model_threshold": round(float(ckpt.default_threshold), 4),
                            "threshold": round(float(thr), 4), "how": res.threshold_source,

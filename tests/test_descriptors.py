@@ -204,8 +204,9 @@ def test_profile_check_reads_a_memory_map_in_slabs_and_drops_its_pages(tmp_path,
     slabs = D.profile_check(ckpt, mapped, zyx, scores, None, 0.1)
     np.testing.assert_array_equal(slabs[0], whole[0])
     np.testing.assert_allclose(slabs[1], whole[1], rtol=1e-6)
-    # once after the best candidates' read for the tomogram's contrast, then after each slab
-    assert len(released) == 1 + -(-len(zyx) // 4) and all(fm is not None for fm in released)
+    # once after the local background's read, once after the best candidates' read for the
+    # tomogram's contrast, then after each slab
+    assert len(released) == 2 + -(-len(zyx) // 4) and all(fm is not None for fm in released)
 
 
 def test_a_particle_cut_by_a_face_is_measured_on_what_lies_inside():
@@ -336,7 +337,7 @@ def test_neighbour_profiles_are_the_profiles_one_step_around(diameter):
     assert step == (1 if diameter < 32 else 2)
     for k, offset in enumerate(NEIGHBOURS):
         one, one_inside = model_profiles(vol, np.rint(pts) + offset * step, diameter, return_inside=True)
-        np.testing.assert_allclose(prof[:, k], one, atol=1e-12)
+        np.testing.assert_allclose(prof[:, k], one, rtol=0, atol=1e-9)  # each against its own background
         np.testing.assert_allclose(inside[:, k], one_inside, atol=1e-12)
     assert np.all(inside[-1, :, 0] == 0)  # the place outside the tomogram: nothing inside, read as the mean
     assert np.all(prof[-1, :, 0] == 0)
@@ -475,7 +476,8 @@ def test_profile_check_raises_what_looks_like_the_labels_among_many_candidates()
                       default_threshold=0.5, tau=0.1, info={"profile_model": model.to_info()})
     zyx = np.vstack([kinds["big"][8:], kinds["small"], kinds["empty"]])
     scores = np.full(len(zyx), 0.5, np.float32)          # the network cannot tell them apart
-    c = profile_check(ckpt, vol, zyx, scores, None, 0.1)
+    # at the labels' own contrast: the model without label profiles below reads none
+    c = profile_check(ckpt, vol, zyx, scores, None, 0.1, contrast=False)
     assert np.all(c.network == 0.5) and np.all(np.diff(c.scores) <= 0)
     key = lambda p: p[:, 1] * 1000 + p[:, 2]  # noqa: E731
     is_big = np.isin(key(c.zyx), key(kinds["big"][8:]))
@@ -551,3 +553,39 @@ def test_profile_check_compares_at_the_tomogram_s_contrast(monkeypatch):
     assert np.all(labels_own.excess[balls_own] > 0)
     assert np.median(read.excess[balls]) < 0.25 * np.median(labels_own.excess[balls_own])
     assert np.all(balls[: len(wk["ball"])])  # and every ball still ranks above every shell
+
+
+def test_profiles_are_read_against_the_local_background():
+    """Round 22: real tomograms change slowly across their width (ice thickness, a lamella's slope,
+    the slab's faces). Read against the tomogram's one mean, a ball on the bright side looked
+    denser and one on the dark side fainter than the labels, and the check charged them; read
+    against the local background (:class:`Background`) the same ball reads the same on either
+    side, and a model saved before keeps the global reading it was fitted with."""
+    from dataclasses import replace
+
+    from napari_cetpick.descriptors import Background
+
+    vol, kinds = crowd()
+    x = np.linspace(-1.0, 1.0, vol.shape[2])
+    ramp = vol + 1.5 * x[None, None, :]          # ±1.25 noise sd from one side to the other
+    balls = kinds["big"]
+    # the background itself follows the ramp, and a flat tomogram's is flat
+    bg = Background.of(ramp, 12.0).at(balls) - Background.of(vol, 12.0).at(balls)
+    np.testing.assert_allclose(bg, 1.5 * x[balls[:, 2].astype(int)], atol=0.15)
+    flat = radial_profiles(vol, balls, 12.0)
+    local = radial_profiles(ramp, balls, 12.0)
+    glob = radial_profiles(ramp, balls, 12.0, background="global")
+    scale = np.std(vol) / np.std(ramp)  # profiles are in each tomogram's own standard deviations
+    assert np.abs(local / scale - flat).max() < 0.2
+    assert np.abs(glob / scale - flat).max() > 0.8
+    # a model fitted on the flat tomogram keeps the balls on both sides of the ramped one typical
+    model = ProfileModel.fit([vol], [balls[:8]], 12.0)
+    assert model.background == "local" and ProfileModel.from_info(model.to_info()).background == "local"
+    rest = balls[8:]
+    assert np.median(model.excess_at(ramp, rest, 12.0)) < 1.0
+    old = replace(model, background="global")  # how a model saved before round 22 reads
+    assert np.median(old.excess_at(ramp, rest, 12.0)) > 5 * max(np.median(model.excess_at(ramp, rest, 12.0)), 0.2)
+    # a model file without the key is one saved before: the global reading, its look-alikes mined anew
+    info = {k: v for k, v in model.to_info().items() if k != "background"}
+    assert ProfileModel.from_info(info).background == "global"
+    assert replace(old, mined_mean=model.mean, mined_inv_cov=model.inv_cov, n_mined=8).look_alikes() is None

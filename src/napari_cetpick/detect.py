@@ -612,16 +612,19 @@ def profile_check(ckpt: Checkpoint, volume, zyx, scores, agreement, weight: floa
     # resident (peak RSS 2.7 GB detecting 1024 × 1024 × 500; docs/benchmark.md, "Round 9")
     file_map = _file_map(volume)
     stats = D.compute_norm_stats(volume, D.make_geometry(1, False))  # once, not per slab
+    background = model.background_of(volume, diameter)
+    _release(file_map)
     gain = 1.0
     if contrast:
         best = top[:GAIN_CANDIDATES]
-        gain = model.gain(*model_profiles(volume, np.asarray(zyx)[best], diameter, stats, return_inside=True))[0]
+        gain = model.gain(*model_profiles(volume, np.asarray(zyx)[best], diameter, stats, return_inside=True,
+                                          background=background))[0]
         model = model.at_gain(gain)
         _release(file_map)
     by_z = top[np.argsort(np.asarray(zyx)[top, 0], kind="stable")]
     reads = []
     for part in np.array_split(by_z, max(1, -(-len(by_z) // PROFILE_SLAB))):
-        reads.append(model.read(volume, zyx[part], diameter, stats))
+        reads.append(model.read(volume, zyx[part], diameter, stats, background))
         _release(file_map)
     reads = ProfileReads.concat(reads)
     charge, beyond = np.full(len(scores), np.nan), np.full(len(scores), np.nan)

@@ -485,7 +485,10 @@ def profile_embedding(volume, zyx, diameter_vox, largest_vox: float) -> np.ndarr
     """Radial profiles out to the range's largest size, then the log size (module doc, step 2)."""
     from .descriptors import radial_profiles
 
-    prof = np.nan_to_num(radial_profiles(volume, zyx, largest_vox, n_shells=_N_SHELLS, reach=_REACH))
+    # against the tomogram's one mean, as measured (docs/benchmark.md, "Exploration"); the
+    # profile check reads against the local background since round 22
+    prof = np.nan_to_num(radial_profiles(volume, zyx, largest_vox, n_shells=_N_SHELLS, reach=_REACH,
+                                         background="global"))
     size = np.log(np.asarray(diameter_vox, float))[:, None]
     return np.hstack([prof, size]).astype(np.float32)
 
