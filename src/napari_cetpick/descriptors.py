@@ -424,9 +424,9 @@ class ProfileModel:
     background: str = "global"
 
     @staticmethod
-    def _profile_rows(volumes, points, diameter_vox: float) -> np.ndarray | None:
-        rows = [model_profiles(v, pts, diameter_vox) for v, pts in zip(volumes, points)
-                if pts is not None and len(np.asarray(pts).reshape(-1, 3))]
+    def _profile_rows(volumes, points, diameter_vox: float, backgrounds) -> np.ndarray | None:
+        rows = [model_profiles(v, pts, diameter_vox, background=backgrounds(i)) for i, (v, pts) in
+                enumerate(zip(volumes, points)) if pts is not None and len(np.asarray(pts).reshape(-1, 3))]
         return np.vstack(rows) if rows else None
 
     @classmethod
@@ -440,7 +440,15 @@ class ProfileModel:
         the look-alikes' Gaussian as found before, its margins measured on these labels."""
         if mined is not None and mined_gaussian is not None:
             raise ValueError("Give the look-alikes either as places (mined) or as a Gaussian (mined_gaussian).")
-        around = [neighbour_profiles(v, pts, diameter_vox)[0] for v, pts in zip(volumes, labels)
+        built = {}
+
+        def backgrounds(i):  # each volume's local background built once, for labels, negatives and look-alikes
+            if i not in built:
+                built[i] = Background.of(volumes[i], diameter_vox)
+            return built[i]
+
+        around = [neighbour_profiles(v, pts, diameter_vox, background=backgrounds(i))[0]
+                  for i, (v, pts) in enumerate(zip(volumes, labels))
                   if pts is not None and len(np.asarray(pts).reshape(-1, 3))]
         if not around or sum(len(r) for r in around) < MIN_PROFILE_LABELS:
             return None
@@ -458,7 +466,7 @@ class ProfileModel:
             if key == "mined" and mined_gaussian is not None:
                 m, inv, count = mined_gaussian
             else:
-                rows = cls._profile_rows(volumes, points, diameter_vox) if points is not None else None
+                rows = cls._profile_rows(volumes, points, diameter_vox, backgrounds) if points is not None else None
                 if rows is None or len(rows) < MIN_PROFILE_LABELS:
                     continue
                 (m, inv), count = _gaussian(rows), len(rows)

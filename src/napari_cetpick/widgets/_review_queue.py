@@ -27,16 +27,21 @@ def _once(*arrays) -> np.ndarray:
 
 def _profiles(rec: TomogramRecord, zyx: np.ndarray, diameter: float, cache: dict | None) -> np.ndarray:
     """Radial profiles of these places, each computed once per tomogram and size (``cache``:
-    the review re-sorts after every decision, and a place's profile never changes)."""
-    from napari_cetpick.descriptors import radial_profiles
+    the review re-sorts after every decision, and a place's profile never changes); the
+    tomogram's local background is built once per tomogram and size too (a large file's read)."""
+    from napari_cetpick.descriptors import Background, radial_profiles
 
     if cache is None:
         return radial_profiles(rec.layer.data, zyx, diameter)
-    known = cache.setdefault((rec.layer.unique_id, round(float(diameter), 3)), {})
+    key = (rec.layer.unique_id, round(float(diameter), 3))
+    known = cache.setdefault(key, {})
     keys = [tuple(np.round(p, 3)) for p in zyx]
     missing = [i for i, k in enumerate(keys) if k not in known]
     if missing:
-        for i, row in zip(missing, radial_profiles(rec.layer.data, zyx[missing], diameter)):
+        if ("background",) + key not in cache:
+            cache[("background",) + key] = Background.of(rec.layer.data, diameter)
+        rows = radial_profiles(rec.layer.data, zyx[missing], diameter, background=cache[("background",) + key])
+        for i, row in zip(missing, rows):
             known[keys[i]] = row
     return np.array([known[k] for k in keys]).reshape(len(zyx), -1)
 
