@@ -591,3 +591,25 @@ def test_profiles_are_read_against_the_local_background():
     info = {k: v for k, v in model.to_info().items() if k != "background"}
     assert ProfileModel.from_info(info).background == "global"
     assert replace(old, mined_mean=model.mean, mined_inv_cov=model.inv_cov, n_mined=8).look_alikes() is None
+
+
+def test_background_is_the_weighted_mean_of_what_lies_inside():
+    """The background's grid is the Gaussian-weighted mean of the coarse grid's values inside
+    the tomogram: the normalised convolution, computed here with whole arrays of the data and of
+    ones (Background builds it in place with one weight per axis, for memory)."""
+    from scipy import ndimage
+
+    from napari_cetpick.descriptors import BACKGROUND_DIAMETERS, Background
+
+    rng = np.random.default_rng(3)
+    vol = rng.normal(size=(37, 52, 45)).astype(np.float32) + np.linspace(0, 2, 45, dtype=np.float32)
+    before = vol.copy()
+    bg = Background.of(vol, 12.0)
+    step = bg.step
+    assert step == 3 and bg.grid.shape == (13, 17, 15)
+    coarse = vol[::step, : 17 * step, : 15 * step].reshape(13, 17, step, 15, step).mean(axis=(2, 4))
+    sigma = BACKGROUND_DIAMETERS * 12.0 / step
+    want = (ndimage.gaussian_filter(coarse.astype(float), sigma, mode="constant")
+            / ndimage.gaussian_filter(np.ones(coarse.shape), sigma, mode="constant"))
+    np.testing.assert_allclose(bg.grid, want, atol=1e-5)
+    np.testing.assert_array_equal(vol, before)  # the tomogram itself is left as it was

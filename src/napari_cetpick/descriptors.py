@@ -63,9 +63,14 @@ class Background:
             coarse[k] = sl.reshape(ny, step, nx, step).mean(axis=(1, 3))
         sigma = BACKGROUND_DIAMETERS * diameter_vox / step
         # the weighted mean of what lies inside (nothing beyond the faces is made up: repeating
-        # the edge weighed a particle on a face several times in its own background)
-        inside = ndimage.gaussian_filter(np.ones_like(coarse), sigma, mode="constant")
-        return cls(ndimage.gaussian_filter(coarse, sigma, mode="constant") / inside, step)
+        # the edge weighed a particle on a face several times in its own background); the
+        # Gaussian is separable, so the weight of what lies inside is a product of one weight per
+        # axis, and both the filter and the division run in place (one grid in memory, not four)
+        ndimage.gaussian_filter(coarse, sigma, mode="constant", output=coarse)
+        for axis, n in enumerate(coarse.shape):
+            inside = ndimage.gaussian_filter1d(np.ones(n, np.float32), sigma, mode="constant")
+            coarse /= inside.reshape([-1 if a == axis else 1 for a in range(3)])
+        return cls(coarse, step)
 
     def at(self, zyx) -> np.ndarray:
         """The background at each of ``zyx`` ((n, 3) voxels)."""
