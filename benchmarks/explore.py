@@ -14,8 +14,13 @@ gold beads count as a class). Reported per noise level and embedding:
   settings, the share not told) against one trained from 20 clicks, both detecting tomogram 2;
 - time and peak RSS of the exploration.
 
+``--background A`` adds a smooth change of density of ±A standard deviations across tomogram 1
+(``threshold_transfer.smooth_background``: a slope, a broad bright patch, a bowl along z), as
+real tomograms change slowly across their width (docs/benchmark.md, "Round 23").
+
     python benchmarks/explore.py --snr 0.1 0.05 --embedding profiles encoder --out explore.jsonl
     python benchmarks/explore.py --snr 0.1 --train ribosome shell
+    python benchmarks/explore.py --snr 0.1 0.05 --background 1
 """
 from __future__ import annotations
 
@@ -98,11 +103,18 @@ def run_one(snr: float, embedding: str, args) -> dict:
     npz = np.load(npz1)
     truth, names, radius = truth_classes(npz)
     tomo = open_tomogram(mrc1)
+    volume = tomo.data
+    if args.background:  # a smooth change of density across the tomogram (threshold_transfer.py)
+        from threshold_transfer import smooth_background
+
+        volume = np.asarray(volume, np.float32)
+        volume = volume + np.float32(args.background * volume.std()) * smooth_background(volume.shape)
     cfg = ExploreConfig(diameter_range_a=tuple(args.diameter_range), embedding=embedding, seed=args.seed,
                         max_candidates=args.max_candidates)
     t0 = time.perf_counter()
-    res = run_generator(explore(tomo.data, VOXEL_A, cfg))
+    res = run_generator(explore(volume, VOXEL_A, cfg))
     rec = {"case": f"explore@snr{snr:g}", "embedding": embedding, "snr": snr, "tag": args.tag,
+           "background": args.background,
            "diameter_range_a": list(cfg.diameter_range_a), "explore_s": round(time.perf_counter() - t0, 1)}
     cls = candidate_classes(res.zyx, truth, names, radius)
     rec.update(scores(res.cluster, cls, names))
@@ -158,6 +170,9 @@ def main(argv=None) -> int:
     p.add_argument("--diameter-range", type=float, nargs=2, default=(60.0, 300.0), metavar=("MIN_A", "MAX_A"))
     p.add_argument("--max-candidates", type=int, default=4000)
     p.add_argument("--train", nargs="*", default=(), help="classes to train from their best cluster")
+    p.add_argument("--background", type=float, default=0.0, metavar="A",
+                   help="add a smooth change of density of A standard deviations across tomogram 1 "
+                        "(threshold_transfer.smooth_background)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", default="")
     p.add_argument("--cache", default=str(DEFAULT_CACHE))

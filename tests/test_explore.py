@@ -50,8 +50,10 @@ def test_every_particle_is_a_candidate_near_its_centre_with_its_size(explored):
     v, pts, kinds, res = explored
     dist, which = _nearest(res, pts)
     assert np.all(dist[kinds == 0] < 1.5), dist[kinds == 0]  # solid balls: on the centre
-    # hollow shells too (their LoG peaks on the wall; the centring moves them to the centre)
-    assert np.all(dist[kinds == 1] < 1.5), dist[kinds == 1]
+    # hollow shells too (their LoG peaks on the wall, 5.5–8 voxels out; the centring moves them
+    # to the centre): each within an eighth of its 16-voxel diameter, most within a voxel (the
+    # working lattice alone rounds by up to 0.87)
+    assert np.all(dist[kinds == 1] < 2.0) and np.median(dist[kinds == 1]) < 1.0, dist[kinds == 1]
     size = res.diameter_vox[which]
     assert np.median(size[kinds == 0]) < np.median(size[kinds == 1])
     # within the range, each with a map position, an embedding and a cluster
@@ -175,6 +177,28 @@ def test_centring_leaves_solid_balls_and_plain_noise_in_white_and_correlated_noi
     moved, size, signif = run_generator(iter_symmetry_centres(v, pts, np.full(len(pts), range_vox[0]), range_vox))
     assert np.array_equal(moved[:4], centres) and np.all(size[:4] == range_vox[0])
     assert np.mean(np.any(moved[4:] != pts[4:], axis=1)) <= 0.3
+
+
+def test_a_slope_across_the_tomogram_does_not_split_the_kinds():
+    """Real tomograms change density slowly across their width (ice thickness, a lamella's
+    slope). The profiles are read against the local background, so the same particle reads the
+    same on either side of a slope of ±1.85 noise standard deviations; read against the
+    tomogram's one mean (before round 23) they were 1.5 apart and no cluster held the balls."""
+    from napari_cetpick.explore import profile_embedding
+
+    v, pts, kinds = two_kinds()
+    sloped = v + 0.7 * np.linspace(-1.0, 1.0, v.shape[2], dtype=np.float32)
+    size = np.where(kinds == 0, 8.0, 16.0)
+    scale = np.std(v) / np.std(sloped)  # profiles are in each tomogram's own standard deviations
+    flat_emb, sloped_emb = (profile_embedding(x, pts, size, 18.0)[:, :-1] for x in (v, sloped))
+    assert np.abs(sloped_emb / scale - flat_emb).max() < 0.3  # 1.5 against the global mean
+    res = run_generator(explore(sloped, VOXEL_A, ExploreConfig(diameter_range_a=(60, 180), min_cluster_size=8)))
+    dist, which = _nearest(res, pts)
+    cl = res.cluster[which]
+    for k in (0, 1):
+        got = cl[(kinds == k) & (cl >= 0)]
+        assert len(got) >= 0.6 * (kinds == k).sum(), (k, cl, kinds)
+        assert not np.any(cl[kinds != k] == np.bincount(got).argmax()), (k, cl, kinds)
 
 
 def test_a_cluster_of_weak_blobs_at_the_smallest_size_is_flagged_as_likely_noise():

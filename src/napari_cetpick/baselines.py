@@ -66,11 +66,17 @@ def _sample(a: np.ndarray) -> np.ndarray:
     return flat[::step]
 
 
-def _prepared(vol: np.ndarray, f: int, dark_particles: bool) -> np.ndarray:
-    """Bin by ``f``, z-score, invert dark particles and clip to ±3 (a float32 copy)."""
+def _prepared(vol: np.ndarray, f: int, dark_particles: bool, background_vox: float | None = None) -> np.ndarray:
+    """Bin by ``f``, z-score, invert dark particles and clip to ±3 (a float32 copy); with
+    ``background_vox``, less the local background of that diameter (tomogram voxels;
+    :class:`~napari_cetpick.descriptors.Background`) first."""
     v = _bin_float32(vol, f)
     if np.may_share_memory(v, vol):
         v = v.copy()  # normalised in place
+    if background_vox:
+        from .descriptors import Background
+
+        Background.of(v, background_vox / f).subtract_from(v)
     sample = _sample(v)
     mean, std = float(sample.mean()), float(sample.std())
     v -= mean
@@ -267,11 +273,13 @@ def log_score_map(
 
 
 def log_scale_space(volume_zyx, diameter_range_vox, dark_particles: bool = True, bin_factor: int | str = "auto",
-                    scale_step: float = 2 ** (1 / 3)) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                    scale_step: float = 2 ** (1 / 3), background_vox: float | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`iter_log_scale_space` run to its end."""
     from .utils import run_generator
 
-    return run_generator(iter_log_scale_space(volume_zyx, diameter_range_vox, dark_particles, bin_factor, scale_step))
+    return run_generator(iter_log_scale_space(volume_zyx, diameter_range_vox, dark_particles, bin_factor, scale_step,
+                                              background_vox))
 
 
 def log_scale_diameters(diameter_range_vox: tuple[float, float], scale_step: float = 2 ** (1 / 3)) -> np.ndarray:
@@ -287,6 +295,7 @@ def iter_log_scale_space(
     dark_particles: bool = True,
     bin_factor: int | str = "auto",
     scale_step: float = 2 ** (1 / 3),
+    background_vox: float | None = None,
 ):
     """Blobs of any size in a range: per voxel the best LoG response and its diameter.
 
@@ -296,7 +305,10 @@ def iter_log_scale_space(
     so the usual ``s²`` normalisation would let small noise blobs win inside large
     particles); each voxel keeps its strongest z and the diameter of that scale. The score
     maps that z by ``z / (z + 4)``, as :func:`dog_score_map`. ``bin_factor`` ``auto`` bins
-    for the smallest diameter, as the DoG does.
+    for the smallest diameter, as the DoG does. With ``background_vox`` (tomogram voxels), the
+    tomogram's local background of that diameter is taken off first: at the large scales the
+    noise answers so little that a slow change of density across the tomogram (ice thickness,
+    a lamella's slope) outweighed the particles and decided their size.
 
     A generator: yields ``(k, n)`` after each of the ``n`` scales (progress; closing it stops
     there), and returns the score map, the diameter map (tomogram voxels, float32), and
@@ -311,7 +323,7 @@ def iter_log_scale_space(
     f = _auto_bin(lo, DOG_SIGMA_RATIO) if bin_factor == "auto" else int(bin_factor)
     if f < 1 or min(vol.shape) // f < 3:
         raise CetpickError(f"Binning by {plain(bin_factor)} leaves too small a volume from shape {vol.shape}.")
-    v = _prepared(vol, f, dark_particles)
+    v = _prepared(vol, f, dark_particles, background_vox)
     diameters = log_scale_diameters((lo, hi), scale_step)
     n = len(diameters)
     best = np.full(v.shape, -np.inf, np.float32)

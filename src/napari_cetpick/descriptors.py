@@ -72,14 +72,33 @@ class Background:
             coarse /= inside.reshape([-1 if a == axis else 1 for a in range(3)])
         return cls(coarse, step)
 
+    def _grid_coords(self, zyx) -> np.ndarray:
+        """Grid coordinates of tomogram positions (``(..., 3)``, last axis z, y, x)."""
+        # slice k is z = k·step; block j in y and x spans j·step … j·step + step − 1
+        return (np.asarray(zyx, float) - [0.0, (self.step - 1) / 2, (self.step - 1) / 2]) / self.step
+
     def at(self, zyx) -> np.ndarray:
         """The background at each of ``zyx`` ((n, 3) voxels)."""
         from scipy import ndimage
 
-        pts = np.asarray(zyx, float).reshape(-1, 3)
-        # slice k is z = k·step; block j in y and x spans j·step … j·step + step − 1
-        coords = (pts - [0.0, (self.step - 1) / 2, (self.step - 1) / 2]) / self.step
+        coords = self._grid_coords(np.asarray(zyx, float).reshape(-1, 3))
         return ndimage.map_coordinates(self.grid, coords.T, order=1, mode="nearest")
+
+    def subtract_from(self, volume: np.ndarray) -> np.ndarray:
+        """``volume`` (a float array of the tomogram this was built from) less its background at
+        every voxel, in place, one z slice at a time; returns it."""
+        from scipy import ndimage
+
+        ny, nx = volume.shape[1:]
+        yy, xx = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
+        yx = np.moveaxis(self._grid_coords(np.stack([np.zeros_like(yy), yy, xx], axis=-1))[..., 1:], -1, 0)
+        for z in range(volume.shape[0]):
+            k = min(z / self.step, len(self.grid) - 1.0)  # beyond the last sampled slice: that slice
+            k0 = int(k)
+            k1 = min(k0 + 1, len(self.grid) - 1)
+            plane = (1.0 - (k - k0)) * self.grid[k0] + (k - k0) * self.grid[k1]
+            volume[z] -= ndimage.map_coordinates(plane, yx, order=1, mode="nearest").astype(volume.dtype, copy=False)
+        return volume
 
 
 def _centres(volume, pts, diameter_vox: float, stats, background) -> np.ndarray:

@@ -1,15 +1,16 @@
 """Exploration before any label: what blob-like things a tomogram holds, grouped by their look.
 
 1. **Candidates**: every blob at the sizes asked for, from the scale-normalised Laplacian of
-   Gaussian over a range of scales (:func:`~napari_cetpick.baselines.log_scale_space`): the
+   Gaussian over a range of scales (:func:`~napari_cetpick.baselines.log_scale_space`, the
+   tomogram's local background at the range's largest size taken off first): the
    local maxima of each voxel's best response, each with the diameter of its best scale, the
    weaker of two closer than half the larger one's diameter suppressed; then each moved to
    where the density around it is most nearly radially symmetric, when that is clearly more
    so (:func:`iter_symmetry_centres`: a hollow particle's LoG peaks on its wall).
 2. **Embedding**: per candidate, numbers that do not depend on its orientation —
    ``profiles``: the radial profile (:func:`~napari_cetpick.descriptors.radial_profiles`:
-   mean density in thin shells, polar caps and equatorial belt apart) out to the range's
-   largest size, plus the blob's size; or ``encoder``: a small 3D network trained on the
+   mean density in thin shells, polar caps and equatorial belt apart, against the local
+   background) out to the range's largest size, plus the blob's size; or ``encoder``: a small 3D network trained on the
    tomogram's own candidates without labels (:mod:`napari_cetpick.explore_encoder`), plus the
    size. The profiles are the default: they separated the classes as well or better in the
    benchmark, in seconds instead of minutes (docs/benchmark.md, "Exploration").
@@ -227,7 +228,8 @@ def iter_find_candidates(volume, range_vox: tuple[float, float], max_candidates:
     n_scales = len(log_scale_diameters(range_vox))
     total = _STEP * (n_scales + 1)  # progress: each scale one step, the centring one more
     score, size, scale, translate = yield from relay(
-        iter_log_scale_space(volume, range_vox, dark_particles), lambda s: (_STEP * s[0], total))
+        iter_log_scale_space(volume, range_vox, dark_particles, background_vox=range_vox[1]),
+        lambda s: (_STEP * s[0], total))
     zyx, sc, idx = candidates(score, floor=max(floor, 1e-6), scale=scale, translate=translate,
                               shape_zyx=tuple(np.shape(volume)), return_index=True)
     del score
@@ -485,10 +487,9 @@ def profile_embedding(volume, zyx, diameter_vox, largest_vox: float) -> np.ndarr
     """Radial profiles out to the range's largest size, then the log size (module doc, step 2)."""
     from .descriptors import radial_profiles
 
-    # against the tomogram's one mean, as measured (docs/benchmark.md, "Exploration"); the
-    # profile check reads against the local background since round 22
-    prof = np.nan_to_num(radial_profiles(volume, zyx, largest_vox, n_shells=_N_SHELLS, reach=_REACH,
-                                         background="global"))
+    # against the local background at the range's largest size, as the profile check reads
+    # (docs/benchmark.md, "Round 23": a slope across the tomogram spread the clusters)
+    prof = np.nan_to_num(radial_profiles(volume, zyx, largest_vox, n_shells=_N_SHELLS, reach=_REACH))
     size = np.log(np.asarray(diameter_vox, float))[:, None]
     return np.hstack([prof, size]).astype(np.float32)
 
