@@ -241,6 +241,7 @@ CLI_ROWS = {
                                                 "mc --negatives c=labels.txt", 2, "'c' is not one of the classes"),
     "a one-class model asked for a class it lacks": (None, "detect-threshold", 2,
                                                      "--threshold zz=...: the model has no class 'zz'"),
+    "a negative --flatten": (None, "detect-flatten", 2, "--flatten must be 0 (off) or a number of particle diameters"),
     "batch size 0": (None, "--batch-size 0", 2, "num_epochs and batch_size at least 1"),
     "a batch that cannot fit in memory": (None, "--batch-size 100000", 2, "of memory is available"),
     "simulate with a tiny shape": (None, "simulate --shape 4 4 4", 2,
@@ -285,6 +286,8 @@ def _argv(kind, d):
         return _train(d, "--negatives", str(d / kind.split("=")[1]))
     if kind == "detect-threshold":
         return _detect(d, "--threshold", "zz=0.5")
+    if kind == "detect-flatten":
+        return _detect(d, "--flatten", "-1")
     if kind.startswith("tomo="):
         return _train(d, tomo=kind[5:])
     if kind.startswith("diameter="):

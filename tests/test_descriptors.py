@@ -613,3 +613,25 @@ def test_background_is_the_weighted_mean_of_what_lies_inside():
             / ndimage.gaussian_filter(np.ones(coarse.shape), sigma, mode="constant"))
     np.testing.assert_allclose(bg.grid, want, atol=1e-5)
     np.testing.assert_array_equal(vol, before)  # the tomogram itself is left as it was
+
+
+def test_a_flattened_tomogram_reads_less_its_background_part_by_part():
+    """:class:`Flattened` (what the network sees at detection): any box, slice or single index
+    reads the tomogram there less its background — the same as :meth:`Background.at` at every
+    voxel — without reading the rest."""
+    from napari_cetpick.descriptors import Background, Flattened
+
+    rng = np.random.default_rng(4)
+    vol = rng.normal(size=(23, 40, 37)).astype(np.float32) + np.linspace(0, 2, 37, dtype=np.float32)
+    bg = Background.of(vol, 12.0)
+    zz, yy, xx = np.indices(vol.shape)
+    want = vol - bg.at(np.stack([zz.ravel(), yy.ravel(), xx.ravel()], 1)).reshape(vol.shape)
+    view = Flattened(vol, bg)
+    assert view.shape == vol.shape and view.ndim == 3
+    np.testing.assert_allclose(np.asarray(view), want, atol=1e-5)
+    np.testing.assert_allclose(view[3:20, 5:33, 7:30], want[3:20, 5:33, 7:30], atol=1e-5)
+    np.testing.assert_allclose(view[5], want[5], atol=1e-5)
+    np.testing.assert_allclose(view[-1, 3:9], want[-1, 3:9], atol=1e-5)
+    np.testing.assert_allclose(bg.subtract_from(vol.copy()), want, atol=1e-5)
+    with pytest.raises(IndexError):
+        view[::2]

@@ -1,4 +1,5 @@
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -380,3 +381,24 @@ def test_the_default_s_many_are_counted_after_the_profile_check():
     # the check agrees with the network: the default still decides, and says the count was checked
     t3, how3 = choose_threshold(ck, zyx, s, 1.0, DetectConfig(), checked=(zyx, s))
     assert t3 == 0.3 and how3.endswith("at the default after the profile check)")
+
+
+def test_the_network_sees_the_tomogram_less_its_local_background(volume):
+    """``DetectConfig.flatten`` (round 23): the network's input is the tomogram less its local
+    background over ``flatten`` particle diameters (:class:`Flattened`), read tile by tile; the
+    same scores as a pass over that flattened array, and not those of the tomogram as it is
+    when a slow change of density runs across it."""
+    from napari_cetpick.descriptors import Background, Flattened
+
+    ck = _ckpt()
+    x = np.linspace(-1.0, 1.0, volume.shape[2], dtype=np.float32)
+    changed = volume + 1.5 * x * x  # a bowl across x, ±0.75 standard deviations
+    cfg = DetectConfig(tile_xy=64, tile_z=8, profile_weight=0.0)
+    seen = run_generator(detect(ck, changed, cfg, voxel_size_a=10.0, device="cpu"))
+    flat = np.asarray(Flattened(changed, Background.of(changed, 4.0 * 12.0)))
+    by_hand = run_generator(detect(ck, flat, replace(cfg, flatten=0.0), voxel_size_a=10.0, device="cpu"))
+    np.testing.assert_allclose(seen.heatmap, by_hand.heatmap, atol=1e-5)
+    as_is = run_generator(detect(ck, changed, replace(cfg, flatten=0.0), voxel_size_a=10.0, device="cpu"))
+    assert np.abs(as_is.heatmap - seen.heatmap).max() > 100 * np.abs(by_hand.heatmap - seen.heatmap).max()
+    with pytest.raises(CetpickError, match="flatten"):
+        run_generator(detect(ck, volume, replace(cfg, flatten=-1.0), voxel_size_a=10.0, device="cpu"))

@@ -89,6 +89,7 @@ class BatchOptions:
     views: int = DetectConfig.views
     profile_weight: float = DetectConfig.profile_weight
     profile_contrast: bool = DetectConfig.profile_contrast
+    flatten: float = DetectConfig.flatten
     precision: str = "auto"
     K: int | None = None
     min_distance_vox: float | None = None
@@ -446,7 +447,7 @@ def _reason(exc: BaseException, job: DetectJob) -> str:
 def _detect_config(opts: BatchOptions):
     return DetectConfig(threshold=opts.threshold, threshold_from=opts.threshold_from, views=opts.views, K=opts.K,
                         profile_weight=opts.profile_weight, profile_contrast=opts.profile_contrast,
-                        precision=opts.precision,
+                        flatten=opts.flatten, precision=opts.precision,
                         min_distance_vox=opts.min_distance_vox,
                         margin_z=opts.margin_z, margin_xy=opts.margin_xy, tile_xy=opts.tile_xy)
 

@@ -696,6 +696,8 @@ def _detect_jobs_and_options(args):
 
     if not args.profile_weight >= 0:
         raise CetpickError(f"--profile-weight must be 0 (off) or more, got {args.profile_weight:g}.")
+    if not args.flatten >= 0:
+        raise CetpickError(f"--flatten must be 0 (off) or a number of particle diameters, got {args.flatten:g}.")
     ckpt = load_model(args.model)  # a bad model stops the command before any job
     plain_t, named_t = _per_class(args.threshold, "--threshold")
     lacking = [n for n in named_t if n not in ckpt.class_names]
@@ -707,7 +709,7 @@ def _detect_jobs_and_options(args):
     common = dict(model=str(Path(args.model).resolve()), threshold=threshold,
                   threshold_from=args.threshold_from, views=args.views, K=args.K,
                   precision=getattr(args, "precision", "auto"), profile_weight=args.profile_weight,
-                  profile_contrast=args.profile_contrast,
+                  profile_contrast=args.profile_contrast, flatten=args.flatten,
                   min_distance_vox=args.min_distance, margin_z=args.margin_z, margin_xy=args.margin_xy,
                   tile_xy=args.tile_xy, device=args.device)
     if args.copick:
@@ -1236,6 +1238,11 @@ def _add_detect_picking_options(p) -> None:
                         "measured, best F1 on most; each pick gets the mirror halves' agreement; a model trained "
                         "without quarter turns gets 2); 2: the tile and its mirror image, about half the time at "
                         "bin 1; 1: one pass, the fastest and least accurate")
+    p.add_argument("--flatten", type=float, default=DetectConfig().flatten, metavar="D",
+                   help="the network sees the tomogram less its local background, the density smoothed over D "
+                        "particle diameters, so that a slow change of density across it (ice thickness, a "
+                        "lamella's slope) does not dim the particles on its dark side (default %(default)s; 0: "
+                        "off, the tomogram as it is)")
     p.add_argument("--profile-weight", type=float, default=DetectConfig().profile_weight, metavar="W",
                    help="the profile check: the best candidates lose W logits per unit by which their radial "
                         "profile (mean density in thin shells around the centre, any orientation) is less like "

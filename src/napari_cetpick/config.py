@@ -416,6 +416,11 @@ class DetectConfig:
         natively (AVX512-BF16 or AMX: :func:`napari_cetpick.device.inference_dtype`), float32
         elsewhere; the heads that give the scores always run in float32. Measured in
         docs/benchmark.md (2.8× faster blocks, F1 within 0.011 of float32 on 24 detections).
+    flatten : float
+        The network sees the tomogram less its local background over this many particle
+        diameters (the largest class's; :class:`napari_cetpick.descriptors.Flattened`): a slow
+        change of density across the tomogram (ice thickness, a lamella's slope) no longer
+        dims the particles on its dark side (docs/benchmark.md, "Round 23"). 0 turns it off.
     """
 
     threshold: float | None = None
@@ -433,6 +438,7 @@ class DetectConfig:
     profile_weight: float = 0.1
     profile_contrast: bool = True
     precision: str = "auto"
+    flatten: float = 4.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

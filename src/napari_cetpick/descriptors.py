@@ -84,21 +84,70 @@ class Background:
         coords = self._grid_coords(np.asarray(zyx, float).reshape(-1, 3))
         return ndimage.map_coordinates(self.grid, coords.T, order=1, mode="nearest")
 
+    def _weights(self, axis: int, index) -> np.ndarray:
+        """Linear interpolation weights ``(len(index), grid size)`` along one axis (beyond the
+        outermost samples: those samples, as :meth:`at`)."""
+        n = self.grid.shape[axis]
+        pos = np.zeros((len(index), 3))
+        pos[:, axis] = index
+        c = np.clip(self._grid_coords(pos)[:, axis], 0.0, n - 1.0)
+        k0 = np.minimum(np.floor(c).astype(int), n - 1)
+        k1 = np.minimum(k0 + 1, n - 1)
+        w = np.zeros((len(index), n), np.float32)
+        rows = np.arange(len(index))
+        np.add.at(w, (rows, k0), 1.0 - (c - k0))
+        np.add.at(w, (rows, k1), c - k0)
+        return w
+
+    def over(self, z, y, x) -> np.ndarray:
+        """The background on the box ``z × y × x`` (1-D voxel indices), float32: the same
+        trilinear reading as :meth:`at`, one axis at a time."""
+        out = np.tensordot(self._weights(0, z), self.grid, axes=(1, 0))
+        out = np.tensordot(self._weights(1, y), out, axes=(1, 1)).transpose(1, 0, 2)
+        return np.ascontiguousarray(np.tensordot(out, self._weights(2, x), axes=(2, 1)), np.float32)
+
     def subtract_from(self, volume: np.ndarray) -> np.ndarray:
         """``volume`` (a float array of the tomogram this was built from) less its background at
         every voxel, in place, one z slice at a time; returns it."""
-        from scipy import ndimage
-
-        ny, nx = volume.shape[1:]
-        yy, xx = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
-        yx = np.moveaxis(self._grid_coords(np.stack([np.zeros_like(yy), yy, xx], axis=-1))[..., 1:], -1, 0)
+        ys, xs = np.arange(volume.shape[1]), np.arange(volume.shape[2])
         for z in range(volume.shape[0]):
-            k = min(z / self.step, len(self.grid) - 1.0)  # beyond the last sampled slice: that slice
-            k0 = int(k)
-            k1 = min(k0 + 1, len(self.grid) - 1)
-            plane = (1.0 - (k - k0)) * self.grid[k0] + (k - k0) * self.grid[k1]
-            volume[z] -= ndimage.map_coordinates(plane, yx, order=1, mode="nearest").astype(volume.dtype, copy=False)
+            volume[z] -= self.over([z], ys, xs)[0].astype(volume.dtype, copy=False)
         return volume
+
+
+class Flattened:
+    """A tomogram less its local background (:class:`Background`), read lazily: indexing with
+    integers and slices of step 1 (``view[z0:z1, y0:y1, x0:x1]``) reads that part of the
+    tomogram (a memory map: only that part) and subtracts the background there (float32).
+    What the network sees at detection (``DetectConfig.flatten``)."""
+
+    def __init__(self, volume, background: Background):
+        self.volume, self.background = volume, background
+        self.base = volume  # for the page release of a memory-mapped file (detect._file_map)
+        self.shape = tuple(int(n) for n in volume.shape)
+        self.ndim, self.dtype = 3, np.dtype(np.float32)
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (3 - len(key))
+        box, drop = [], []
+        for ax, k in enumerate(key):
+            if isinstance(k, slice):
+                start, stop, step = k.indices(self.shape[ax])
+                if step != 1:
+                    raise IndexError("a flattened tomogram is read in slices of step 1")
+                box.append(slice(start, stop))
+            else:
+                i = int(k) + (self.shape[ax] if int(k) < 0 else 0)
+                box.append(slice(i, i + 1))
+                drop.append(ax)
+        raw = np.asarray(self.volume[tuple(box)], np.float32)
+        out = raw - self.background.over(*(np.arange(b.start, b.stop) for b in box))
+        return out.reshape([n for ax, n in enumerate(out.shape) if ax not in drop])
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:, :, :]
+        return out if dtype is None else out.astype(dtype)
 
 
 def _centres(volume, pts, diameter_vox: float, stats, background) -> np.ndarray:

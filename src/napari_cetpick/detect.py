@@ -384,11 +384,11 @@ class NetworkPass:
     heat_b: np.ndarray | None
 
     @staticmethod
-    def make_key(plan: "TilePlan", views: int, dev, dtype) -> tuple:
+    def make_key(plan: "TilePlan", views: int, dev, dtype, flatten: float = 0.0) -> tuple:
         """What the pass depends on besides the weights and the tomogram."""
         return (tuple(tuple(tuple(int(v) for v in ax) for ax in t) for t in plan.tiles), tuple(plan.grid_shape),
                 tuple(int(h) for h in plan.halo), tuple(float(b) for b in plan.geometry.bin_zyx), int(views),
-                str(dev), str(dtype))
+                str(dev), str(dtype), float(flatten))
 
 
 def plan_tiles(ckpt: Checkpoint, net, shape, bin_xy: int, config: DetectConfig) -> TilePlan:
@@ -829,6 +829,8 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
         raise CetpickError(f"views must be one of {', '.join(str(v) for v in VIEWS)}, got {config.views}.")
     if not config.profile_weight >= 0:
         raise CetpickError(f"The profile weight must be 0 (off) or more, got {config.profile_weight}.")
+    if not config.flatten >= 0:
+        raise CetpickError(f"flatten must be 0 (off) or a number of particle diameters, got {config.flatten}.")
     _check_thresholds(ckpt, config)
     wanted = list(range(ckpt.n_classes)) if classes is None else [ckpt.class_index(c) for c in classes]
     bin_xy, notes = _bin_for_volume(ckpt, voxel_size_a)
@@ -850,16 +852,22 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
     layout = fast_layout(net, dev)
     dtype = inference_dtype(dev, config.precision)
     plan = plan_tiles(ckpt, net, shape, bin_xy, config)
-    stats = D.compute_norm_stats(volume, plan.geometry, ckpt.config.gauss)
     t0 = time.perf_counter()
-    key = NetworkPass.make_key(plan, views, dev, dtype)
+    net_volume = volume
+    if config.flatten > 0:  # what the network sees: the tomogram less its local background
+        from .descriptors import Background, Flattened
+
+        largest = max(ckpt.for_class(k).diameter_vox for k in range(ckpt.n_classes))
+        net_volume = Flattened(volume, Background.of(volume, config.flatten * largest))
+    stats = D.compute_norm_stats(net_volume, plan.geometry, ckpt.config.gauss)
+    key = NetworkPass.make_key(plan, views, dev, dtype, config.flatten)
     kept = next((p for p in pending if p.volume is volume and p.key == key), None)
     if kept is not None and not first_view:
         heat_all, heat_b_all, heat_first_all = kept.heat, kept.heat_b, None
         el = time.perf_counter() - t0
         yield DetectProgress(len(plan.tiles), len(plan.tiles), el, 0.0, "the calibration's pass, reused")
     else:
-        heat_all, heat_b_all, heat_first_all = yield from run_tiles(plan, net, volume, stats, views, dev, layout,
+        heat_all, heat_b_all, heat_first_all = yield from run_tiles(plan, net, net_volume, stats, views, dev, layout,
                                                                     dtype, keep_first=first_view)
     results = {}
     for k in wanted:
