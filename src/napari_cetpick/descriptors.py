@@ -108,10 +108,12 @@ class Background:
 
     def subtract_from(self, volume: np.ndarray) -> np.ndarray:
         """``volume`` (a float array of the tomogram this was built from) less its background at
-        every voxel, in place, one z slice at a time; returns it."""
+        every voxel, in place, a slab of z slices at a time; returns it."""
         ys, xs = np.arange(volume.shape[1]), np.arange(volume.shape[2])
-        for z in range(volume.shape[0]):
-            volume[z] -= self.over([z], ys, xs)[0].astype(volume.dtype, copy=False)
+        slab = 16
+        for z0 in range(0, volume.shape[0], slab):
+            zs = np.arange(z0, min(z0 + slab, volume.shape[0]))
+            volume[zs[0]: zs[-1] + 1] -= self.over(zs, ys, xs).astype(volume.dtype, copy=False)
         return volume
 
 

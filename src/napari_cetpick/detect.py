@@ -853,13 +853,6 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
     dtype = inference_dtype(dev, config.precision)
     plan = plan_tiles(ckpt, net, shape, bin_xy, config)
     t0 = time.perf_counter()
-    net_volume = volume
-    if config.flatten > 0:  # what the network sees: the tomogram less its local background
-        from .descriptors import Background, Flattened
-
-        largest = max(ckpt.for_class(k).diameter_vox for k in range(ckpt.n_classes))
-        net_volume = Flattened(volume, Background.of(volume, config.flatten * largest))
-    stats = D.compute_norm_stats(net_volume, plan.geometry, ckpt.config.gauss)
     key = NetworkPass.make_key(plan, views, dev, dtype, config.flatten)
     kept = next((p for p in pending if p.volume is volume and p.key == key), None)
     if kept is not None and not first_view:
@@ -867,6 +860,13 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
         el = time.perf_counter() - t0
         yield DetectProgress(len(plan.tiles), len(plan.tiles), el, 0.0, "the calibration's pass, reused")
     else:
+        net_volume = volume
+        if config.flatten > 0:  # what the network sees: the tomogram less its local background
+            from .descriptors import Background, Flattened
+
+            largest = max(ckpt.for_class(k).diameter_vox for k in range(ckpt.n_classes))
+            net_volume = Flattened(volume, Background.of(volume, config.flatten * largest))
+        stats = D.compute_norm_stats(net_volume, plan.geometry, ckpt.config.gauss)
         heat_all, heat_b_all, heat_first_all = yield from run_tiles(plan, net, net_volume, stats, views, dev, layout,
                                                                     dtype, keep_first=first_view)
     results = {}
