@@ -529,7 +529,29 @@ def test_round_one_ends_with_the_picks_it_is_sure_of(tmp_path):
     assert both.total_steps == 9 + 3 + 3
     steps = [(p.step, p.total) for p in both.steps(calibrate=False)]
     assert steps[-1] == (9, 9)  # neither found anything (3 labels): both rounds dropped
-    # a correction round and the published recipe have none; on by default; negative refused
+    # a correction round of this model rehearses its round: before the first step, the picks the
+    # model is sure of — never a label, an accepted pick or a rejected one — are labels of the
+    # class for the round, and the profile model is fitted on them too
+    accepted = next(b for b in balls[6:] if cKDTree(sure).query(b)[0] > 5)[None]
+    review = Trainer([v], [np.vstack([balls[:6], accepted])], correction_config(ck, max_steps=3), voxel_size_a=10.0,
+                     device="cpu", init=ck, negatives=[shells[:2]])
+    assert review.rehearsed is None and review.total_steps == 3
+    list(review.steps(calibrate=False))
+    assert not review.rehearsal_skipped, review.rehearsal_skipped
+    again = review.sure_points[0][name]
+    assert review.rehearsed == len(again) >= 1
+    assert cKDTree(balls[6:]).query(again)[0].max() < 2.5
+    assert cKDTree(np.vstack([shells, balls[:6], accepted])).query(again)[0].min() > 5
+    assert len(review.labels_work[0][name]) == 7 + len(again)
+    back = review.checkpoint(calibrate=False)
+    assert back.info["rounds"][-1]["rehearsed"] == len(again) and back.info["n_positives"] == 7
+    assert back.info["profile_model"]["n_labels"] == 7 + len(again)
+    # ... and so does a correction of that correction; a model that never self-trained does not
+    assert Trainer([v], [balls[:6]], correction_config(back, max_steps=1), voxel_size_a=10.0, device="cpu",
+                   init=back)._rehearse_from is back
+    assert Trainer([v], [balls[:6]], correction_config(few.checkpoint(calibrate=False), max_steps=1),
+                   voxel_size_a=10.0, device="cpu", init=few.checkpoint(calibrate=False))._rehearse_from is None
+    # a correction round and the published recipe have no self-training round; on by default; negative refused
     assert correction_config(ck).self_training_steps == 0
     assert plan_training(TrainConfig(**{**TINY, "max_steps": 60, "self_training_steps": 30}), [v.shape], [balls[:6]],
                          10.0, init=ck).self_training_steps == 0

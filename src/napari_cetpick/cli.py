@@ -1201,7 +1201,8 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--continue-from", metavar="MODEL",
                    help="a correction round: fine-tune this model with the (added) labels and negatives; keeps its "
                         "voxel size and settings and runs 100 steps at a tenth of its learning rate unless "
-                        "--max-steps/--num_epochs/--lr are given")
+                        "--max-steps/--num_epochs/--lr are given; a model that had a self-training round "
+                        "also trains with the picks it is sure of (found first, in the training tomograms)")
     _add_mask_option(p, ", zero = left out of training")
     g = p.add_argument_group("copick project (instead of --tomogram/--labels)")
     g.add_argument("--copick", metavar="CONFIG.json", help="train on the picks of a copick project")

@@ -162,7 +162,9 @@ class TrainConfig:
         (docs/benchmark.md, "Round 20": the barrel and the shell up, fewer picks in tomograms
         without the class, for about 40 s on 2 CPU cores); 0: none. A class without a profile
         model (fewer than 5 labels) gets none: its last steps are the schedule's. A correction
-        round has none: the review is its own.
+        round has no such round after its steps; a correction round of a model that had one
+        trains with the picks that model is sure of from its first step, beside the review
+        (:meth:`napari_cetpick.train.Trainer._rehearse`: without them it forgets the round).
     arch : str
         ``unet3d_4`` (the default: a 3D U-Net of four levels), ``unet3d_small`` or ``unet3d``
         (three levels), ``unet_small`` (pseudo-3D, fast), ``unet_4`` or ``unet_5`` (the

@@ -531,6 +531,11 @@ class Trainer:
         self.self_training_skipped = ""
         self.masks_tomo = masks
         self.first_estimates = {}  # per class: round 1's share estimate, kept after self-training
+        # a correction round of a model that had a self-training round keeps training with the
+        # picks that model is sure of (found before its first step, :meth:`_rehearse`)
+        self._rehearse_from = init if init is not None and had_self_training(init) else None
+        self.rehearsed: int | None = None  # how many sure picks it trains with, once found
+        self.rehearsal_skipped = ""
 
     # ------------------------------------------------------------------ helpers
     def _snapshot(self) -> dict:
@@ -661,6 +666,9 @@ class Trainer:
         self.net.train()
         self.status = "running"
         t0 = time.perf_counter() - self.elapsed_s
+        if self._rehearse_from is not None and self.step == 0 and self.rehearsed is None and not self.rehearsal_skipped:
+            self._rehearse()
+            self.elapsed_s = time.perf_counter() - t0
         while self.step < self.total_steps:
             epoch = self.step // self.steps_per_epoch
             lr = self._lr_at(epoch, self.step)
@@ -773,17 +781,12 @@ class Trainer:
             self.total_steps = self.step
             self.self_training_skipped = why or "no picks it is sure of"
             return
-        for vi, per in enumerate(found):
-            for name, zyx in per.items():
-                self.sure_points[vi][name] = zyx
-                self.labels_work[vi][name] = np.concatenate([self.labels_work[vi][name],
-                                                             self.geometry.tomo_to_work(zyx)])
+        self._add_sure_points(found)
         # as a correction round after a review: the profile model refitted and the default
         # calibrated on the labels and the sure picks (their box: all of them), the look-alikes
         # round 1 found kept, and round 1's estimate of the share the user labelled kept (fitted
         # on the user's labels alone, the shell model kept 116 picks in a tomogram without shells
         # against 66, and its F1 fell: docs/benchmark.md, "Round 18"): fit_labels, fit_boxes
-        self._profiles = None
         for name in self.names:
             view = first.for_class(name)
             model = ProfileModel.from_info(view.info.get("profile_model"))
@@ -794,12 +797,45 @@ class Trainer:
         self.self_trained = n
         self.opt = torch.optim.Adam(self.net.parameters(), lr=self.config.lr * CORRECTION_LR_FACTOR)
 
+    def _rehearse(self) -> None:
+        """Before a correction round's first step: the picks the model it continues is sure of in
+        the training tomograms (:func:`napari_cetpick.calibration.sure_picks`, which leaves out
+        every label and negative — the review included) become labels of their class for the
+        round, and the profile model and the default are fitted on the labels and them, as its
+        self-training round did. Without them the round forgets that round: 100 more steps on
+        the first labels alone took the barrel's best F1 0.850 -> 0.772 (docs/benchmark.md,
+        "Round 24"). Where none are found, or detection fails, the round runs on the review alone
+        (``rehearsal_skipped`` says why)."""
+        from .calibration import sure_picks
+
+        try:
+            found, why = sure_picks(self._rehearse_from, self.raw_volumes, self.labels_tomo, self.negatives_tomo,
+                                    self.masks_tomo, self.voxel_size_a, self.device)
+        except Exception as exc:  # noqa: BLE001  (a refinement: the round runs on the review alone)
+            found, why = [{} for _ in self.raw_volumes], f"{type(exc).__name__}: {exc}"
+        n = sum(len(zyx) for per in found for zyx in per.values())
+        if not n:
+            self.rehearsal_skipped = why or "no picks it is sure of"
+            return
+        self._add_sure_points(found)
+        self.rehearsed = n
+
+    def _add_sure_points(self, found: list) -> None:
+        """Per volume ``{class name: (n, 3) zyx}`` sure picks: labels of their class in the
+        training targets from now on, and in :attr:`fit_labels`."""
+        for vi, per in enumerate(found):
+            for name, zyx in per.items():
+                self.sure_points[vi][name] = zyx
+                self.labels_work[vi][name] = np.concatenate([self.labels_work[vi][name],
+                                                             self.geometry.tomo_to_work(zyx)])
+        self._profiles = None
+
     @property
     def fit_labels(self) -> list:
         """Per volume, per class, what the profile model and calibration fit on: the labels, and
-        after a self-training round the picks it was sure of too (the user's own stay in
-        ``labels_tomo``)."""
-        if self.self_trained is None:
+        after a self-training round (or in a correction round that rehearses one) the picks it was
+        sure of too (the user's own stay in ``labels_tomo``)."""
+        if self.self_trained is None and self.rehearsed is None:
             return self.labels_tomo
         return [{n: np.concatenate([lab[n], sure[n]]) if n in sure else lab[n] for n in self.names}
                 for lab, sure in zip(self.labels_tomo, self.sure_points)]
@@ -807,7 +843,7 @@ class Trainer:
     @property
     def fit_boxes(self) -> list:
         """The label boxes of :attr:`fit_labels` (the user's own stay in ``label_boxes``)."""
-        if self.self_trained is None:
+        if self.self_trained is None and self.rehearsed is None:
             return self.label_boxes
         return [{n: C.label_box(f[n], np.shape(v), d) if len(f[n]) else None
                  for n, d in zip(self.names, self.diameters_vox)} for f, v in zip(self.fit_labels, self.raw_volumes)]
@@ -874,6 +910,10 @@ class Trainer:
             rounds[-1].update(self_training=self.self_trained, self_training_from=self.self_training_at)
         elif self.self_training_skipped:
             rounds[-1]["self_training_skipped"] = self.self_training_skipped
+        if self.rehearsed is not None:
+            rounds[-1]["rehearsed"] = self.rehearsed
+        elif self.rehearsal_skipped:
+            rounds[-1]["rehearsal_skipped"] = self.rehearsal_skipped
         classes = []
         for k, (name, plan) in enumerate(zip(self.names, self.plan.classes)):
             cal = cals.get(name)
@@ -911,6 +951,12 @@ class Trainer:
                           diameter_vox=first.diameter_vox, voxel_size_a=self.voxel_size_a, bin_xy=self.bin_xy,
                           default_threshold=first.default_threshold, tau=first.tau, info=info,
                           classes=classes if len(classes) > 1 else [replace(first, info={})], passes=passes)
+
+
+def had_self_training(model: Checkpoint) -> bool:
+    """Whether any round of ``model`` trained with the picks it was sure of (a self-training
+    round, or a correction round that rehearsed one)."""
+    return any(r.get("self_training") or r.get("rehearsed") for r in model.info.get("rounds", []))
 
 
 def train(volumes, labels, config: TrainConfig, voxel_size_a=None, device=None,
@@ -964,7 +1010,10 @@ def continue_training(init: Checkpoint, volumes, labels, negatives=None, masks=N
     and ``overrides`` (TrainConfig fields) win over it. ``keep_pass_for``: the volume detected
     in next (:class:`Trainer`). The profile model is refitted on these labels and negatives
     and keeps the look-alikes ``init`` found (their Gaussian, its margins measured again;
-    :func:`napari_cetpick.calibration.calibrate_classes`' ``kept_look_alikes``).
+    :func:`napari_cetpick.calibration.calibrate_classes`' ``kept_look_alikes``). Where
+    ``init`` had a self-training round, the picks it is sure of in ``volumes`` (away from
+    every label and negative) train as labels beside the review, and the profile model and
+    threshold are fitted on them too (:meth:`Trainer._rehearse`).
 
     Yields :class:`TrainProgress`, returns the new :class:`Checkpoint`.
     """
