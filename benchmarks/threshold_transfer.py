@@ -13,7 +13,8 @@ tomogram of the data set, noisier or cleaner, where the class stands out less or
 noise level) with a smooth change of density added across it (:func:`smooth_background`, its
 amplitude in the tomogram's standard deviations): real tomograms change slowly across their
 width — ice thickness, a lamella's slope, carbon, the slab's faces (docs/benchmark.md,
-"Round 22").
+"Round 22"). ``--train-background A`` trains on tomogram 1 with such a change added too (mirrored
+in x, so that tomogram 2's differs; docs/benchmark.md, "Round 24").
 
 Models and each detection's candidates are kept under ``--models`` so that a change to the
 threshold rule alone can be measured again without training (``--rescore``).
@@ -21,6 +22,7 @@ threshold rule alone can be measured again without training (``--rescore``).
     python benchmarks/threshold_transfer.py --classes ribosome --snr 0.1 --shares 0.2 0.8
     python benchmarks/threshold_transfer.py --snr 0.1 --held-out-snr 0.05 0.03 --densities 1
     python benchmarks/threshold_transfer.py --snr 0.1 --background 0.5 1 --densities 1
+    python benchmarks/threshold_transfer.py --snr 0.1 --train-background 1 --background 1 --densities 1
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -98,6 +101,9 @@ def main(argv=None) -> int:
                    help="particle density of the held-out tomogram, relative to the training one")
     p.add_argument("--held-out-snr", type=float, nargs="*", default=(), metavar="S",
                    help="also detect the held-out tomogram (1x density) simulated at these noise levels")
+    p.add_argument("--train-background", type=float, default=0.0, metavar="A",
+                   help="train on tomogram 1 with a smooth change of density of amplitude A added across it "
+                        "(smooth_background mirrored in x; docs/benchmark.md, round 24)")
     p.add_argument("--background", type=float, nargs="*", default=(), metavar="A",
                    help="also detect tomogram 2 (1x) with a smooth change of density of amplitude A "
                         "(the tomogram's standard deviations) added across it")
@@ -122,6 +128,10 @@ def main(argv=None) -> int:
     for snr in args.snr:
         (mrc1, npz1), _ = simulated_pair(cache, args.shape, snr, args.voxel_size)
         t1, d1 = open_tomogram(mrc1), np.load(npz1)
+        if args.train_background:  # the change mirrored in x: not tomogram 2's
+            raw1 = np.asarray(t1.data, np.float32)
+            data1 = raw1 + np.float32(args.train_background * raw1.std()) * smooth_background(raw1.shape)[..., ::-1]
+            t1 = SimpleNamespace(data=data1, shape_zyx=t1.shape_zyx, voxel_size_a=t1.voxel_size_a)
         held_out = {(f, snr, 0.0): density_variant(cache, args.shape, snr, args.voxel_size, f) for f in args.densities}
         held_out.update({(1.0, s2, 0.0): simulated_pair(cache, args.shape, s2, args.voxel_size)[1]
                          for s2 in args.held_out_snr if s2 != snr})
@@ -132,7 +142,8 @@ def main(argv=None) -> int:
             radius_vox = diameter_a / args.voxel_size / 2
             for share in args.shares:
                 labels = sparse_labels(d1[f"truth_{cls}"], t1.shape_zyx, share, seed=7)
-                path = models / f"{cls}_snr{snr:g}_share{share:g}.ckpt"
+                trained_on = f"_trainbackground{args.train_background:g}" if args.train_background else ""
+                path = models / f"{cls}_snr{snr:g}_share{share:g}{trained_on}.ckpt"
                 train_s = None
                 if path.is_file():
                     ckpt = Checkpoint.load(path)
