@@ -203,6 +203,33 @@ def joint():
     return v, big, small, tr.checkpoint()
 
 
+
+@pytest.mark.slow
+def test_a_correction_round_of_several_classes_rehearses_each_class(joint):
+    """A correction round of a model whose self-training round ran finds, before its first step,
+    the picks that model is sure of, each class its own, and trains with them as labels of that
+    class beside the review (round 24): each on a particle of its own class, none on a label."""
+    from scipy.spatial import cKDTree
+
+    from napari_cetpick.train import correction_config
+
+    v, big, small, ck = joint
+    if not ck.info["rounds"][-1].get("self_training"):  # training differs across CPUs
+        pytest.skip("this CPU's two-class model had no self-training round to rehearse")
+    review = {"big": big[:6], "small": small[:7]}
+    tr = Trainer([v], [review], correction_config(ck, max_steps=1), voxel_size_a=10.0, device="cpu", init=ck)
+    run_generator(tr.steps(calibrate=False))
+    found = tr.sure_points[0]
+    assert tr.rehearsed == sum(len(a) for a in found.values()) >= 1
+    for name, truth, other, radius in (("big", big, small, 7.0), ("small", small, big, 3.5)):
+        if name not in found:
+            continue
+        assert cKDTree(truth).query(found[name])[0].max() < radius / 2
+        assert cKDTree(other).query(found[name])[0].min() > 3.0
+        assert cKDTree(review[name]).query(found[name])[0].min() > 3.0
+        assert len(tr.labels_work[0][name]) == len(review[name]) + len(found[name])
+    assert tr.checkpoint(calibrate=False).info["rounds"][-1]["rehearsed"] == tr.rehearsed
+
 @pytest.mark.slow
 def test_model_file_carries_the_classes(joint, tmp_path):
     _, _, _, ck = joint
