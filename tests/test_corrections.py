@@ -560,3 +560,30 @@ def test_round_one_ends_with_the_picks_it_is_sure_of(tmp_path):
     assert TrainConfig.from_dict(old).self_training_steps == 0 and TrainConfig().self_training_steps > 0
     with pytest.raises(CetpickError, match="self_training_steps"):
         TrainConfig(self_training_steps=-1).validate()
+
+
+def test_the_rehearsal_is_counted_in_the_time_spent_not_in_the_time_left(round1, monkeypatch):
+    """The rehearsal's detection runs before a correction round's first step: the round's
+    elapsed time includes it, but the time left is read from the steps alone (else the first
+    step's estimate would charge the detection to each of the remaining steps)."""
+    import copy
+    import time
+
+    import napari_cetpick.calibration as calibration
+
+    v, balls, shells, ck = round1
+    ck = copy.deepcopy(ck)
+    ck.info["rounds"][-1]["self_training"] = 3  # as if round 1 had trained with picks it was sure of
+
+    def slow_sure_picks(model, volumes, *args, **kwargs):
+        time.sleep(2.0)
+        return [{model.class_names[0]: balls[8:9].astype(float)}], ""
+
+    monkeypatch.setattr(calibration, "sure_picks", slow_sure_picks)
+    tr = Trainer([v], [balls[:6]], correction_config(ck, max_steps=20), voxel_size_a=10.0, device="cpu", init=ck)
+    progress = list(tr.steps(calibrate=False))
+    assert tr.rehearsed == 1 and len(progress) == 20
+    assert progress[0].elapsed_s >= 2.0
+    step_s = (progress[-1].elapsed_s - progress[0].elapsed_s) / 19
+    # counted in: about 19 x (2 s + a step); read from the steps: about 19 steps
+    assert progress[0].eta_s < 19 * (step_s + 1.0)

@@ -536,6 +536,7 @@ class Trainer:
         self._rehearse_from = init if init is not None and had_self_training(init) else None
         self.rehearsed: int | None = None  # how many sure picks it trains with, once found
         self.rehearsal_skipped = ""
+        self._rehearsal_s = 0.0
 
     # ------------------------------------------------------------------ helpers
     def _snapshot(self) -> dict:
@@ -669,6 +670,7 @@ class Trainer:
         if self._rehearse_from is not None and self.step == 0 and self.rehearsed is None and not self.rehearsal_skipped:
             self._rehearse()
             self.elapsed_s = time.perf_counter() - t0
+            self._rehearsal_s = self.elapsed_s  # not a step's time: the time left is read from the steps alone
         while self.step < self.total_steps:
             epoch = self.step // self.steps_per_epoch
             lr = self._lr_at(epoch, self.step)
@@ -700,7 +702,7 @@ class Trainer:
             if self.step == self.self_training_at and self.self_trained is None:
                 self._begin_self_training()
                 self.elapsed_s = time.perf_counter() - t0
-            eta = self.elapsed_s / self.step * (self.total_steps - self.step)
+            eta = (self.elapsed_s - self._rehearsal_s) / self.step * (self.total_steps - self.step)
             yield TrainProgress(self.step, self.total_steps, epoch, rec["loss"], rec["hm"], rec["cr"], rec["cons"],
                                 lr, self.elapsed_s, eta, self.device_name)
         self.status = "finished"
