@@ -383,6 +383,44 @@ def test_the_default_s_many_are_counted_after_the_profile_check():
     assert t3 == 0.3 and how3.endswith("at the default after the profile check)")
 
 
+def test_the_split_s_handful_is_counted_after_the_profile_check_too():
+    """Like the default's many, the split's picks are counted on what detection shows. Where
+    the network ranks look-alikes first and the check takes most of them below the default
+    (the 15 nm barrel at SNR 0.05 on a sparser tomogram, round 25: the network's split kept 127
+    picks, 31 after the check, against 148 at the default after it), the split's count is the
+    one shown, and the default decides; counted on the network's scores the split stood."""
+    from napari_cetpick.counts import MIN_SPLIT_SHARE_OF_REFERENCE
+    from napari_cetpick.detect import choose_threshold
+
+    n = 20000
+    q = (np.arange(n) + 0.5) / n
+    z = np.concatenate([-2.6 + 0.5 * np.log(q / (1 - q)), np.linspace(3.6, 4.4, 100)])
+    s = (1 / (1 + np.exp(-z))).astype(np.float32)
+    s = s[s >= 0.05]
+    zyx = np.random.default_rng(5).uniform(0, 5000, (len(s), 3))
+    ck = _ckpt()  # default 0.3
+    order = np.argsort(-s, kind="stable")
+    top, rest = order[:100], order[100:]
+    checked = s.copy()
+    checked[top[10:]] *= 0.2  # 90 of the network's first 100 are unlike the labels
+    above = rest[s[rest] >= 0.3]
+    checked[above[290:]] = 0.29  # the check leaves 290 of the others above the default
+    n_model = int((checked >= 0.3).sum())
+    assert n_model == 300
+    t, how = choose_threshold(ck, zyx, s, 1.0, DetectConfig(), checked=(zyx, checked))
+    assert t == 0.3, how
+    assert how.startswith("the model's default: this tomogram's split kept too few picks (")
+    assert how.endswith(f", against {n_model} at the default after the profile check)")
+    shown = int(how.split("(")[1].split(",")[0])
+    assert 10 <= shown <= 12  # the ten look-alikes left, and at most a background pick or two beside them
+    assert shown < MIN_SPLIT_SHARE_OF_REFERENCE * n_model < 100  # counted before the check, the split had stood
+    # where the check leaves the split's picks, it stands against the same default
+    kept_top = checked.copy()
+    kept_top[top] = s[top]
+    t2, how2 = choose_threshold(ck, zyx, s, 1.0, DetectConfig(), checked=(zyx, kept_top))
+    assert how2 == "this tomogram's scores" and t2 > 0.7 and int((kept_top >= t2).sum()) >= 95
+
+
 def test_the_network_sees_the_tomogram_less_its_local_background(volume):
     """``DetectConfig.flatten`` (round 23): the network's input is the tomogram less its local
     background over ``flatten`` particle diameters (:class:`Flattened`), read tile by tile; the

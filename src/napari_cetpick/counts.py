@@ -272,16 +272,19 @@ def count_above(scores, threshold: float, floor: float = 0.0) -> int:
     return int((_usable(scores, floor) >= threshold).sum())
 
 
-def split_holds(scores, split: "ScoreSplit", reference: float, floor: float = 0.0, reference_scores=None) -> bool:
+def split_holds(scores, split: "ScoreSplit", reference: float, floor: float = 0.0, reference_scores=None,
+                split_count: int | None = None) -> bool:
     """Whether ``split`` of these pick ``scores`` stands against a ``reference`` threshold:
     not where it keeps fewer than :data:`MIN_SPLIT_SHARE_OF_REFERENCE` of the picks the
     reference keeps while the reference lies past the background's body
     (:func:`in_background_body`: its picks are then mostly particles, not noise).
     ``reference_scores``: the picks the reference's count is taken on, where not ``scores``
     (detection's after the profile check: picks it finds unlike the labels are not counted
-    as particles)."""
+    as particles); ``split_count``: the split's picks counted on the same picks (where not
+    ``split.n_above``): both counts are then of what detection shows."""
     counted = scores if reference_scores is None else reference_scores
-    if split.n_above >= MIN_SPLIT_SHARE_OF_REFERENCE * count_above(counted, reference, floor):
+    n_split = split.n_above if split_count is None else int(split_count)
+    if n_split >= MIN_SPLIT_SHARE_OF_REFERENCE * count_above(counted, reference, floor):
         return True
     return in_background_body(scores, reference, floor)
 
