@@ -167,7 +167,7 @@ def threshold_for_count(scores: np.ndarray, n_expected: float, floor: float = 0.
 
 
 __all__ = ["LabelBox", "label_box", "particle_density", "score_break", "threshold_for_count", "xy_area", "split_scores",
-           "ScoreSplit", "score_density", "split_holds", "in_background_body", "count_above",
+           "ScoreSplit", "score_density", "split_holds", "refine_on_shown", "in_background_body", "count_above",
            "DEFAULT_LABEL_FRACTION"]
 
 
@@ -266,6 +266,16 @@ def in_background_body(scores, threshold: float, floor: float = 0.0) -> bool:
 #: second population (4 picks for 564 particles; docs/benchmark.md, "Round 6").
 MIN_SPLIT_SHARE_OF_REFERENCE = 0.25
 
+#: The split of the scores a user sees (after the profile check) places the threshold where it
+#: keeps between 1 / this and this many times the picks the network's own split leaves shown
+#: (:func:`refine_on_shown`). The check moves look-alikes down and particles like the labels up,
+#: so the shown scores' split counts the class better (a shell model: 224 picks for 261 →
+#: 271; a barrel model that kept shells: 368 for 262 → 329), but it stretches the background's
+#: flank, and an unbounded split of the shown scores failed there (958 picks for 136 shells;
+#: 86 for 120 barrels, a dip among the particles read as their edge). 1.25–1.5 decided the same
+#: on the 50 detections measured, 2 let the 86 through (docs/benchmark.md, "Round 25").
+SHOWN_SPLIT_WITHIN = 1.5
+
 
 def count_above(scores, threshold: float, floor: float = 0.0) -> int:
     """The finite pick scores at or above both ``threshold`` and ``floor``."""
@@ -287,6 +297,21 @@ def split_holds(scores, split: "ScoreSplit", reference: float, floor: float = 0.
     if n_split >= MIN_SPLIT_SHARE_OF_REFERENCE * count_above(counted, reference, floor):
         return True
     return in_background_body(scores, reference, floor)
+
+
+def refine_on_shown(shown, threshold: float, floor: float = 0.0) -> float | None:
+    """The threshold of the split of the pick scores detection shows (``shown``: after the
+    profile check, suppressed), where it keeps within :data:`SHOWN_SPLIT_WITHIN` times the
+    picks ``threshold`` (the network's own split) keeps of them; None where it does not, or
+    where they show no split."""
+    split = split_scores(shown, floor=floor)
+    if split is None:
+        return None
+    n_network = count_above(shown, threshold, floor)
+    n_shown = count_above(shown, split.threshold, floor)
+    if n_network / SHOWN_SPLIT_WITHIN <= n_shown <= SHOWN_SPLIT_WITHIN * n_network:
+        return split.threshold
+    return None
 
 
 def _tail_threshold(grid: np.ndarray, dens: np.ndarray, i_bg: int) -> float | None:

@@ -648,9 +648,11 @@ def choose_threshold(ckpt: Checkpoint, zyx, scores, min_distance_vox: float, con
     model's default. ``checked``: the same candidates' ``(zyx, scores)`` after the profile
     check; the default's many and the split's handful are then both counted on what the
     check leaves above each (picks the check finds unlike the labels are not the particles
-    the guard protects, nor the particles a split keeps).
+    the guard protects, nor the particles a split keeps), and where the checked scores split
+    too, keeping within :data:`~napari_cetpick.counts.SHOWN_SPLIT_WITHIN` times as many
+    picks, the threshold is theirs (:func:`napari_cetpick.counts.refine_on_shown`).
     """
-    from .counts import count_above, split_holds, split_scores
+    from .counts import count_above, refine_on_shown, split_holds, split_scores
 
     if config.threshold is not None:
         return float(config.threshold), "given"
@@ -679,9 +681,16 @@ def choose_threshold(ckpt: Checkpoint, zyx, scores, min_distance_vox: float, con
         after = "" if checked is None else " after the profile check"
         return model, (f"the model's default: this tomogram's split kept too few picks ({n_split}, "
                        f"against {n_model} at the default{after})")
+    how = "this tomogram's scores"
     if split.kind == "tail":
-        return split.threshold, "this tomogram's scores (the particles overlap the background: its flank fitted)"
-    return split.threshold, "this tomogram's scores"
+        how += " (the particles overlap the background: its flank fitted)"
+    if checked is not None:
+        # placed on the scores shown, where their own split keeps about as many picks
+        shown = np.asarray(checked[1])[select(*checked, 0.0, min_distance_vox)]
+        refined = refine_on_shown(shown, split.threshold, floor=floor)
+        if refined is not None and abs(refined - split.threshold) > 1e-6:  # not the same split, float32 aside
+            return refined, how + ", placed after the profile check"
+    return split.threshold, how
 
 
 def default_min_distance(ckpt: Checkpoint, voxel_size_a: float | None) -> float:
