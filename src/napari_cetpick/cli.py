@@ -15,6 +15,7 @@ from pathlib import Path
 from . import __version__
 from .io.formats import WRITABLE_FORMATS
 from .device import PRECISIONS
+from .counts import SHOWN_SPLIT_WITHIN
 from .errors import CetpickError
 
 ORDER_TO_THICKNESS = {"xyz": 0, "xzy": 1, "zxy": 2}
@@ -1254,8 +1255,9 @@ def _add_detect_picking_options(p) -> None:
                         "labelled region, rejected picks, --negatives; 5 or more); a candidate more like your "
                         "labels than the tomogram's candidates gains as much (default %(default)s; 0: off). "
                         "Each pick gets its 'profile_excess' (negative: raised). Each tomogram's split is read "
-                        "off the network's own scores; the model's default was counted after the check at the "
-                        "default W")
+                        "off the network's own scores and placed on the checked scores where those split alike "
+                        f"(keeping within {SHOWN_SPLIT_WITHIN:g} times as many picks); the model's default was "
+                        "counted after the check at the default W")
     p.add_argument("--no-profile-contrast", dest="profile_contrast", action="store_false",
                    help="the profile check compares every tomogram at your labels' contrast (default: at each "
                         "tomogram's own, read from its best candidates of your labels' shape: particles stand out "
