@@ -665,17 +665,14 @@ def choose_threshold(ckpt: Checkpoint, zyx, scores, min_distance_vox: float, con
     split = split_scores(kept, floor=config.candidate_floor)
     if split is None:
         return model, "the model's default: no clear split in this tomogram's scores"
-    # the checked picks at or above each threshold only: suppression keeps the same ones there
-    # (a pick is only suppressed by a better one), without suppressing the whole tomogram again
     floor = config.candidate_floor
-    if checked is None:
-        reference, n_split = kept, split.n_above
-    else:
-        reference = np.asarray(checked[1])[select(*checked, model, min_distance_vox)]
-        # the split's picks as shown too: the check may take most of the network's top scores
-        # below it (look-alikes the network ranks first; round 25: 127 split picks, 31 shown)
-        n_split = count_above(np.asarray(checked[1])[select(*checked, split.threshold, min_distance_vox)],
-                              split.threshold, floor=floor)
+    # the picks shown: the checked candidates suppressed (above any threshold, the same picks as
+    # suppressed at it: a pick is only suppressed by a better one)
+    shown = None if checked is None else np.asarray(checked[1])[select(*checked, 0.0, min_distance_vox)]
+    reference = kept if shown is None else shown
+    # the split's picks as shown too: the check may take most of the network's top scores below
+    # it (look-alikes the network ranks first; round 25: 127 split picks, 31 shown)
+    n_split = split.n_above if shown is None else count_above(shown, split.threshold, floor=floor)
     if not split_holds(kept, split, model, floor=floor, reference_scores=reference, split_count=n_split):
         n_model = count_above(reference, model, floor=floor)
         after = "" if checked is None else " after the profile check"
@@ -684,9 +681,8 @@ def choose_threshold(ckpt: Checkpoint, zyx, scores, min_distance_vox: float, con
     how = "this tomogram's scores"
     if split.kind == "tail":
         how += " (the particles overlap the background: its flank fitted)"
-    if checked is not None:
+    if shown is not None:
         # placed on the scores shown, where their own split keeps about as many picks
-        shown = np.asarray(checked[1])[select(*checked, 0.0, min_distance_vox)]
         refined = refine_on_shown(shown, split.threshold, floor=floor)
         if refined is not None and abs(refined - split.threshold) > 1e-6:  # not the same split, float32 aside
             return refined, how + ", placed after the profile check"
