@@ -299,18 +299,18 @@ def split_holds(scores, split: "ScoreSplit", reference: float, floor: float = 0.
     return in_background_body(scores, reference, floor)
 
 
-def refine_on_shown(shown, threshold: float, floor: float = 0.0) -> float | None:
-    """The threshold of the split of the pick scores detection shows (``shown``: after the
-    profile check, suppressed), where it keeps within :data:`SHOWN_SPLIT_WITHIN` times the
-    picks ``threshold`` (the network's own split) keeps of them; None where it does not, or
-    where they show no split."""
+def refine_on_shown(shown, threshold: float, floor: float = 0.0) -> "ScoreSplit | None":
+    """The split of the pick scores detection shows (``shown``: after the profile check,
+    suppressed), where it keeps within :data:`SHOWN_SPLIT_WITHIN` times the picks
+    ``threshold`` (the network's own split) keeps of them, and other picks than it does;
+    None where it does not, or where they show no split."""
     split = split_scores(shown, floor=floor)
     if split is None:
         return None
     n_network = count_above(shown, threshold, floor)
     n_shown = count_above(shown, split.threshold, floor)
-    if n_network / SHOWN_SPLIT_WITHIN <= n_shown <= SHOWN_SPLIT_WITHIN * n_network:
-        return split.threshold
+    if n_shown != n_network and n_network / SHOWN_SPLIT_WITHIN <= n_shown <= SHOWN_SPLIT_WITHIN * n_network:
+        return split
     return None
 
 

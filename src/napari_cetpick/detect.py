@@ -678,15 +678,18 @@ def choose_threshold(ckpt: Checkpoint, zyx, scores, min_distance_vox: float, con
         after = "" if checked is None else " after the profile check"
         return model, (f"the model's default: this tomogram's split kept too few picks ({n_split}, "
                        f"against {n_model} at the default{after})")
+    placed = ""
+    if shown is not None:
+        # placed on the scores shown, where their own split keeps about as many (other) picks,
+        # and not a handful against the default's many either
+        refined = refine_on_shown(shown, split.threshold, floor=floor)
+        if refined is not None and split_holds(kept, split, model, floor=floor, reference_scores=reference,
+                                               split_count=count_above(shown, refined.threshold, floor=floor)):
+            split, placed = refined, ", placed after the profile check"
     how = "this tomogram's scores"
     if split.kind == "tail":
         how += " (the particles overlap the background: its flank fitted)"
-    if shown is not None:
-        # placed on the scores shown, where their own split keeps about as many picks
-        refined = refine_on_shown(shown, split.threshold, floor=floor)
-        if refined is not None and abs(refined - split.threshold) > 1e-6:  # not the same split, float32 aside
-            return refined, how + ", placed after the profile check"
-    return split.threshold, how
+    return split.threshold, how + placed
 
 
 def default_min_distance(ckpt: Checkpoint, voxel_size_a: float | None) -> float:
@@ -902,7 +905,7 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
         checked = profile_check(view, volume, czyx, cscores, agreement, cfg.profile_weight, voxel_size_a, expected,
                                 cfg.profile_contrast)
         # the threshold from the network's own scores (where they split into background and
-        # particles); the profile check then moves candidates across it, never reshapes it
+        # particles), placed on the checked scores where those split alike (choose_threshold)
         threshold, source = choose_threshold(view, czyx, cscores, min_d, cfg,
                                              None if checked.excess is None else (checked.zyx, checked.scores))
         czyx, cscores, agreement, excess = checked.zyx, checked.scores, checked.agreement, checked.excess
