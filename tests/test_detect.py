@@ -471,6 +471,52 @@ def test_the_split_is_placed_on_the_scores_shown_where_they_split_alike():
     assert t3 == pytest.approx(t_net) and how3 == how_net
 
 
+def test_a_fitted_flank_is_placed_on_the_scores_shown_only_to_keep_more():
+    """Where the particles overlap the background, the network's split fits the background's
+    flank (kind "tail"): its threshold is the one of best expected F1 against it. Where the
+    check then raises the particles above the overlap, the shown scores' edge lies among them
+    and keeps fewer (round 26: hollow shells at SNR 0.03, 202 → 167 picks for 261, F1 lower):
+    the fitted flank stays. Where the check lowers the background's flank, the shown split
+    keeps more of the particles, and places the threshold as before."""
+    from napari_cetpick.counts import split_scores
+    from napari_cetpick.detect import choose_threshold
+
+    rng = np.random.default_rng(0)
+    zb = rng.gumbel(-2.4, 0.35, 60000)  # the shells' background (tests/test_counts.py)
+    zp = rng.normal(0.3, 1.0, 500)
+    z = np.concatenate([zb, zp])
+    is_part = np.r_[np.zeros(len(zb), bool), np.ones(len(zp), bool)]
+    s = 1 / (1 + np.exp(-z))
+    keep = s >= 0.05
+    s, z, is_part = s[keep], z[keep], is_part[keep]
+    zyx = np.random.default_rng(1).uniform(0, 20000, (len(s), 3))
+    ck = _ckpt()
+    ck.default_threshold = 0.5  # a default the split's picks stand against (split_holds)
+    net = split_scores(s, floor=DetectConfig().candidate_floor)
+    assert net.kind == "tail"
+    t_net, how_net = choose_threshold(ck, zyx, s, 1.0, DetectConfig())
+    assert t_net == pytest.approx(net.threshold) and "flank fitted" in how_net
+
+    def shown(zc):
+        return (1 / (1 + np.exp(-zc))).astype(np.float32)
+
+    def f1(scores, t):
+        tp = int((scores[is_part] >= t).sum())
+        return 2 * tp / (int((scores >= t).sum()) + int(is_part.sum()))
+
+    # the check raises the upper particles out of the overlap: their edge keeps fewer, and fewer particles
+    raised = shown(np.where(is_part & (z > 0.3), z + 1.5, z))
+    edge = split_scores(raised, floor=DetectConfig().candidate_floor)
+    assert edge.kind == "edge" and edge.threshold > t_net and f1(raised, edge.threshold) < f1(raised, t_net)
+    t, how = choose_threshold(ck, zyx, s, 1.0, DetectConfig(), checked=(zyx, raised))
+    assert t == pytest.approx(t_net) and how == how_net
+    # the check lowers the background's upper flank: the shown split keeps more, and more particles
+    lowered = shown(np.where(~is_part & (z > -1.5), z - 0.3, z))
+    t2, how2 = choose_threshold(ck, zyx, s, 1.0, DetectConfig(), checked=(zyx, lowered))
+    assert how2.endswith(", placed after the profile check") and t2 < t_net
+    assert f1(lowered, t2) > f1(lowered, t_net)
+
+
 def test_the_network_sees_the_tomogram_less_its_local_background(volume):
     """``DetectConfig.flatten`` (round 23): the network's input is the tomogram less its local
     background over ``flatten`` particle diameters (:class:`Flattened`), read tile by tile; the

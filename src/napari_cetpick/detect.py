@@ -650,7 +650,8 @@ def choose_threshold(ckpt: Checkpoint, zyx, scores, min_distance_vox: float, con
     check leaves above each (picks the check finds unlike the labels are not the particles
     the guard protects, nor the particles a split keeps), and where the checked scores split
     too, keeping within :data:`~napari_cetpick.counts.SHOWN_SPLIT_WITHIN` times as many
-    picks, the threshold is theirs (:func:`napari_cetpick.counts.refine_on_shown`).
+    picks, the threshold is theirs (:func:`napari_cetpick.counts.refine_on_shown`; where the
+    network's split fitted the background's flank, only a lower one).
     """
     from .counts import count_above, refine_on_shown, split_holds, split_scores
 
@@ -682,7 +683,7 @@ def choose_threshold(ckpt: Checkpoint, zyx, scores, min_distance_vox: float, con
     if shown is not None:
         # placed on the scores shown, where their own split keeps about as many (other) picks,
         # and not a handful against the default's many either
-        refined = refine_on_shown(shown, split.threshold, floor=floor)
+        refined = refine_on_shown(shown, split, floor=floor)
         if refined is not None and split_holds(kept, split, model, floor=floor, reference_scores=reference,
                                                split_count=count_above(shown, refined.threshold, floor=floor)):
             split, placed = refined, ", placed after the profile check"
