@@ -1256,7 +1256,8 @@ def _add_detect_picking_options(p) -> None:
                         "labels than the tomogram's candidates gains as much (default %(default)s; 0: off). "
                         "Each pick gets its 'profile_excess' (negative: raised). Each tomogram's split is read "
                         "off the network's own scores and placed on the checked scores where those split alike "
-                        f"(keeping within a factor {SHOWN_SPLIT_WITHIN:g} as many picks, either way); the model's default was "
+                        f"(keeping within a factor {SHOWN_SPLIT_WITHIN:g} as many picks, either way; above a fitted flank only to "
+                        "keep more); the model's default was "
                         "counted after the check at the default W")
     p.add_argument("--no-profile-contrast", dest="profile_contrast", action="store_false",
                    help="the profile check compares every tomogram at your labels' contrast (default: at each "
