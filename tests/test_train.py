@@ -205,3 +205,35 @@ def test_cetpick_preset_keeps_published_settings():
         assert t1 == D.Transform() and t2.flip_x and t2.k in (0, 2) and not t2.flip_z
     with pytest.raises(CetpickError):
         preset("nope")
+
+
+@pytest.mark.parametrize("noise, smoothed", [(0.5, False), (5.0, True)])
+def test_smoothing_is_chosen_from_how_far_the_labels_stand_out_of_the_noise(noise, smoothed):
+    """``TrainConfig.gauss`` None (the default): a pre-filter of AUTO_SMOOTHING working voxels where
+    the labels' radial profiles stand out of the tomogram's noise by a separation below
+    SMOOTHING_BELOW_SEPARATION, else none; the model file holds the value used and why. A value
+    given is kept; a correction round keeps its model's."""
+    from napari_cetpick.config import AUTO_SMOOTHING, SMOOTHING_BELOW_SEPARATION
+    from napari_cetpick.descriptors import ProfileModel
+
+    v, pts = planted_volume(shape=(32, 128, 128), n=30, noise=noise, seed=0)
+    labels = pts[:12]
+    separation = ProfileModel.fit([v], [labels], 10.0).separation()
+    assert (separation < SMOOTHING_BELOW_SEPARATION) == smoothed
+    cfg = TrainConfig(bbox=10, arch="unet_small", crop_z=8, crop_xy=32, batch_size=2, max_steps=2)
+    assert cfg.gauss is None and cfg.prefilter == 0.0
+    trainer = Trainer([v], [labels], cfg, voxel_size_a=10.0)
+    assert trainer.config.gauss == (AUTO_SMOOTHING if smoothed else 0.0)
+    ck = trainer.checkpoint(calibrate=False)
+    assert ck.config.gauss == trainer.config.gauss
+    assert ck.info["rounds"][-1]["smoothing"] == {"separation": round(separation, 2), "gauss": ck.config.gauss}
+    # a value given wins; a correction round keeps the model's, whatever the labels
+    given = Trainer([v], [labels], TrainConfig(**{**cfg.__dict__, "gauss": 0.5}), voxel_size_a=10.0)
+    assert given.config.gauss == 0.5 and given.checkpoint(calibrate=False).info["rounds"][-1].get("smoothing") is None
+    other = 0.0 if ck.config.prefilter else AUTO_SMOOTHING  # not what the labels would choose
+    from dataclasses import replace
+
+    continued = Trainer([v], [labels], cfg, voxel_size_a=10.0, init=replace(ck, config=replace(ck.config, gauss=other)))
+    assert continued.config.gauss == other
+    # the published preset keeps the original's default: none
+    assert preset("cetpick").gauss == 0.0

@@ -15,6 +15,7 @@ from pathlib import Path
 from . import __version__
 from .io.formats import WRITABLE_FORMATS
 from .device import PRECISIONS
+from .config import AUTO_SMOOTHING, SMOOTHING_BELOW_SEPARATION
 from .counts import SHOWN_SPLIT_WITHIN
 from .errors import CetpickError
 
@@ -1154,7 +1155,11 @@ def _add_train_method_options(p) -> None:
                         "unet3d_small or unet3d (3D U-Nets of three levels; unet3d about twice the time on a CPU), "
                         "unet_small (pseudo-3D, fast), unet_4 or unet_5 (the published pseudo-3D)")
     g.add_argument("--batch-size", type=int, help="crops per step")
-    g.add_argument("--gauss", type=float, help="sigma of a Gaussian pre-filter (working voxels; 0 = none)")
+    g.add_argument("--gauss", type=float,
+                   help="sigma of a Gaussian pre-filter (working voxels; 0 = none). Default: chosen from your "
+                        f"labels, {AUTO_SMOOTHING:g} where a class stands out of the tomogram's noise by a "
+                        f"separation below {SMOOTHING_BELOW_SEPARATION:g} (its labels' radial profiles), else 0; "
+                        "a correction round keeps its model's (--preset cetpick: 0)")
     g.add_argument("--compress", action=argparse.BooleanOptionalAction, default=None,
                    help="average slice pairs (z binning by 2)")
     g.add_argument("--translation_ratio", type=float,

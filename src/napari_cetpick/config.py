@@ -6,6 +6,7 @@ The knobs of the published method keep their names and meaning (``bbox``, ``tau`
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -37,6 +38,17 @@ ARCHS = tuple(ARCH_SPECS)
 VIEWS = {1: ((False, 0),), 2: ((False, 0), (True, 0)), 4: ((False, 0), (True, 0), (False, 1), (True, 1))}
 #: Optimiser steps of a training run when neither ``num_epochs`` nor ``max_steps`` is given.
 DEFAULT_STEPS = 300
+#: ``TrainConfig.gauss`` None: this pre-filter (working voxels) where a class's labels stand out of
+#: the tomogram's noise by less than ``SMOOTHING_BELOW_SEPARATION`` (their radial profiles'
+#: separation from the tomogram's mean in their own spread), else none. A particle is at least
+#: 12 working voxels across (``bin``), so one voxel keeps its shape while taking away the
+#: voxel-to-voxel noise a network can learn a few labels by: the 15 nm barrel (separations
+#: 3–9) no longer collapsed on one training seed of two at SNR 0.05 (best F1 0.18 → 0.50) and,
+#: end to end at SNR 0.1, reached 0.823 → 0.869 in round 1 and 0.816 → 0.883 after a correction
+#: round (three seeds); classes that stand out (shells at SNR 0.1, 24–30; ribosomes, 34–88)
+#: lost up to 0.02 with it, and are left unfiltered (docs/benchmark.md, "Round 26").
+AUTO_SMOOTHING = 1.0
+SMOOTHING_BELOW_SEPARATION = 10.0
 PRESETS = ("default", "cetpick")
 BLOBS = ("physical", "ball", "cetpick")
 #: The name of the one class of a model trained without class names.
@@ -177,8 +189,13 @@ class TrainConfig:
         :func:`network_multiple` (8 for ``unet_small``, ``unet3d_small`` and ``unet3d``, 16 for
         ``unet_4`` and ``unet3d_4``, 32 for ``unet_5``) and at least 32; z too for the 3D
         networks, which pool it.
-    gauss : float
-        Sigma of a 3D Gaussian pre-filter in working voxels (0 = none).
+    gauss : float or None
+        Sigma of a 3D Gaussian pre-filter in working voxels (0 = none). None (the default)
+        chooses it from the labels when training starts: :data:`AUTO_SMOOTHING` where a class's
+        labels stand out of the tomogram's noise by less than :data:`SMOOTHING_BELOW_SEPARATION`
+        (their radial profiles' separation, :meth:`~napari_cetpick.descriptors.ProfileModel.
+        separation`), else 0; a correction round keeps its model's. The model file holds the
+        value used.
     compress : bool
         Average consecutive slice pairs (z binning by 2), as the original's ``--compress``.
     bin : int or "auto"
@@ -235,7 +252,7 @@ class TrainConfig:
     batch_size: int = 8
     crop_xy: int = 64
     crop_z: int = 32
-    gauss: float = 0.0
+    gauss: float | None = None
     compress: bool = False
     bin: int | str = "auto"
     min_particle_vox: float = 12.0
@@ -290,6 +307,11 @@ class TrainConfig:
             kw["classes"] = [ClassSpec(**{k: v for k, v in c.items() if k in keys}) for c in kw["classes"]]
         return cls(**kw)
 
+    @property
+    def prefilter(self) -> float:
+        """The pre-filter's sigma in working voxels (``gauss``; 0 for a config no training resolved)."""
+        return float(self.gauss or 0.0)
+
     def validate(self) -> None:
         """Raise :class:`CetpickError` for settings that cannot work."""
         if self.arch not in ARCHS:
@@ -310,6 +332,8 @@ class TrainConfig:
             raise CetpickError("lr must be positive; num_epochs and batch_size at least 1.")
         if self.max_steps is not None and self.max_steps < 1:
             raise CetpickError(f"max_steps must be at least 1, got {self.max_steps}.")
+        if self.gauss is not None and not (math.isfinite(self.gauss) and self.gauss >= 0):
+            raise CetpickError(f"gauss (the pre-filter's sigma) must be 0 or more, got {self.gauss}.")
         if not isinstance(self.settle_steps, int) or self.settle_steps < 0:
             raise CetpickError(f"settle_steps must be 0 or a positive integer, got {plain(self.settle_steps)}.")
         if not isinstance(self.look_alike_steps, int) or self.look_alike_steps < 0:
@@ -350,7 +374,7 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
             arch="unet_4", crop_xy=64, crop_z=6, batch_size=2, augment="flip", blob="cetpick",
             bin=1, tau=0.4, lr=1e-3, label_crop_prob=1.0, translation_ratio=0.25, num_epochs=600,
             contrastive=True, consistency_weight=1.0, preset="cetpick", settle_steps=0, look_alike_steps=0,
-            self_training_steps=0,
+            self_training_steps=0, gauss=0.0,
         )
     else:
         raise CetpickError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")

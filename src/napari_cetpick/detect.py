@@ -401,7 +401,7 @@ def plan_tiles(ckpt: Checkpoint, net, shape, bin_xy: int, config: DetectConfig) 
     if min(work[1], work[2]) < 16 or min(grid_shape) < 1:
         raise CetpickError(f"The tomogram {shape} is too small to detect in after binning by {geom.bin_zyx}.")
     used = np.asarray(grid_shape) * stride
-    g_halo = int(math.ceil(3 * ckpt.config.gauss)) if ckpt.config.gauss > 0 else 0
+    g_halo = int(math.ceil(3 * ckpt.config.prefilter)) if ckpt.config.prefilter > 0 else 0
     halo = [_round_up(c + (g_halo if ax == 0 else 2 * g_halo), m)
             for ax, (c, m) in enumerate(zip(net.context_zyx, mult))]
     sizes = (config.tile_z, config.tile_xy, config.tile_xy)
@@ -884,7 +884,7 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
 
             largest = max(ckpt.for_class(k).diameter_vox for k in range(ckpt.n_classes))
             net_volume = Flattened(volume, Background.of(volume, config.flatten * largest))
-        stats = D.compute_norm_stats(net_volume, plan.geometry, ckpt.config.gauss)
+        stats = D.compute_norm_stats(net_volume, plan.geometry, ckpt.config.prefilter)
         heat_all, heat_b_all, heat_first_all = yield from run_tiles(plan, net, net_volume, stats, views, dev, layout,
                                                                     dtype, keep_first=first_view)
     results = {}

@@ -438,6 +438,9 @@ class Trainer:
         if init is not None and init.class_names != names:
             raise CetpickError(f"Cannot continue a model of classes {', '.join(init.class_names)} with classes "
                                f"{', '.join(names)}; a correction round keeps the model's classes.")
+        # the pre-filter chosen from the labels where not given (TrainConfig.gauss)
+        config, self.smoothing = resolve_smoothing(config, volumes, labs, names, self.diameters_vox, init)
+        self.config = config
         shapes = [tuple(int(n) for n in v.shape) for v in volumes]
         self.plan = plan = plan_training(config, shapes, labs, voxel_size_a, init)
         self.bin_xy = bin_xy = plan.bin_xy
@@ -912,6 +915,8 @@ class Trainer:
             rounds[-1].update(self_training=self.self_trained, self_training_from=self.self_training_at)
         elif self.self_training_skipped:
             rounds[-1]["self_training_skipped"] = self.self_training_skipped
+        if self.smoothing is not None:
+            rounds[-1]["smoothing"] = self.smoothing
         if self.rehearsed is not None:
             rounds[-1]["rehearsed"] = self.rehearsed
         elif self.rehearsal_skipped:
@@ -953,6 +958,38 @@ class Trainer:
                           diameter_vox=first.diameter_vox, voxel_size_a=self.voxel_size_a, bin_xy=self.bin_xy,
                           default_threshold=first.default_threshold, tau=first.tau, info=info,
                           classes=classes if len(classes) > 1 else [replace(first, info={})], passes=passes)
+
+
+def resolve_smoothing(config: TrainConfig, volumes, labels, names, diameters_vox, init: Checkpoint | None = None):
+    """``(config, why)``: ``config`` with its pre-filter (``gauss``) chosen where it is None, and
+    ``{"separation": s, "gauss": g}`` where it was chosen here (else None).
+
+    A correction round keeps the model's (its weights learned that input). Else the labels of
+    each class (``labels``: per volume, per class name) get their radial profiles' model
+    (:class:`~napari_cetpick.descriptors.ProfileModel`), and where the lowest
+    :meth:`~napari_cetpick.descriptors.ProfileModel.separation` (how far the class stands out of
+    the tomogram's mean, in the labels' own spread) lies below
+    :data:`~napari_cetpick.config.SMOOTHING_BELOW_SEPARATION`, the pre-filter is
+    :data:`~napari_cetpick.config.AUTO_SMOOTHING`; else none, and none where too few labels
+    give no profile model."""
+    from .config import AUTO_SMOOTHING, SMOOTHING_BELOW_SEPARATION
+
+    if config.gauss is not None:
+        return config, None
+    if init is not None:
+        return replace(config, gauss=init.config.prefilter), None
+    from .descriptors import ProfileModel
+
+    separations = []
+    for name, diameter in zip(names, diameters_vox):
+        model = ProfileModel.fit(volumes, [lab[name] for lab in labels], float(diameter))
+        if model is not None:
+            separations.append(model.separation())
+    if not separations:
+        return replace(config, gauss=0.0), None
+    low = min(separations)
+    gauss = AUTO_SMOOTHING if low < SMOOTHING_BELOW_SEPARATION else 0.0
+    return replace(config, gauss=gauss), {"separation": round(float(low), 2), "gauss": gauss}
 
 
 def had_self_training(model: Checkpoint) -> bool:

@@ -123,6 +123,10 @@ def test_train_config_from_controls(panel):
     assert adv._cr_weight_spin.enabled and adv._temp_spin.enabled
     adv._contrastive_check.value = False
     adv._arch_combo.value = "unet_4"
+    # smoothing from the labels by default (TrainConfig.gauss None); a value given once unticked
+    assert adv._gauss_auto.value and not adv._gauss_spin.enabled and train.train_config().gauss is None
+    adv._gauss_auto.value = False
+    assert adv._gauss_spin.enabled
     adv._gauss_spin.value = 1.0
     adv._compress_check.value = True
     cfg = train.train_config()

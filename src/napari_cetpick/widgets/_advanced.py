@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
 
-from napari_cetpick.config import ARCHS, TrainConfig
+from napari_cetpick.config import ARCHS, AUTO_SMOOTHING, SMOOTHING_BELOW_SEPARATION, TrainConfig
 
 _DEFAULTS = TrainConfig()
 AUTO_ARCH = "auto"  # the Network choice: the continued model's network, else the default
@@ -35,9 +35,14 @@ class AdvancedSettings(Container):
         self._thresh_spin = FloatSpinBox(
             label="Particle above", min=0.0, max=1.0, step=0.01, value=_DEFAULTS.thresh,
             tooltip="Target value above which a voxel counts as a particle in the contrastive term (--thresh).")
+        self._gauss_auto = CheckBox(
+            text="Smoothing: from the labels", value=_DEFAULTS.gauss is None,
+            tooltip=f"A 3D Gaussian pre-filter of {AUTO_SMOOTHING:g} working voxel where a class's labels stand out "
+                    f"of the tomogram's noise by a separation below {SMOOTHING_BELOW_SEPARATION:g} (their radial "
+                    "profiles), else none; a model continued keeps its own. Untick to set it below (--gauss).")
         self._gauss_spin = FloatSpinBox(
-            label="Smoothing (voxels)", min=0.0, max=10.0, step=0.1, value=_DEFAULTS.gauss,
-            tooltip="σ of a 3D Gaussian pre-filter in working voxels (--gauss); 0 = none. Try 1 on very noisy data.")
+            label="Smoothing (voxels)", min=0.0, max=10.0, step=0.1, value=_DEFAULTS.prefilter,
+            tooltip="σ of a 3D Gaussian pre-filter in working voxels (--gauss); 0 = none. 1 helps on very noisy data.")
         self._compress_check = CheckBox(
             text="Average slice pairs", value=_DEFAULTS.compress,
             tooltip="Average consecutive slice pairs before the network, halving z (--compress).")
@@ -61,14 +66,19 @@ class AdvancedSettings(Container):
             label="Seed", min=0, max=2**31 - 1, value=_DEFAULTS.seed,
             tooltip="Seed of all random draws; the same seed gives the same model on a CPU.")
         self.extend([self._contrastive_check, self._cr_weight_spin, self._temp_spin, self._thresh_spin,
-                     self._gauss_spin, self._compress_check, self._arch_combo, self._batch_size_spin,
+                     self._gauss_auto, self._gauss_spin, self._compress_check, self._arch_combo, self._batch_size_spin,
                      self._crop_xy_spin, self._crop_z_spin, self._seed_spin])
         self._contrastive_check.changed.connect(self._on_contrastive_changed)
         self._on_contrastive_changed(self._contrastive_check.value)  # the weights follow the box from the start
+        self._gauss_auto.changed.connect(self._on_gauss_auto_changed)
+        self._on_gauss_auto_changed(self._gauss_auto.value)
 
     def _on_contrastive_changed(self, value: bool) -> None:
         self._cr_weight_spin.enabled = bool(value)
         self._temp_spin.enabled = bool(value)
+
+    def _on_gauss_auto_changed(self, value: bool) -> None:
+        self._gauss_spin.enabled = not bool(value)
 
     def values(self, continued_arch: str | None = None) -> dict:
         """The settings as TrainConfig keyword arguments; Network "auto" is the continued model's
@@ -81,14 +91,15 @@ class AdvancedSettings(Container):
             cr_weight=float(self._cr_weight_spin.value), temp=float(self._temp_spin.value),
             arch=arch, batch_size=int(self._batch_size_spin.value),
             crop_xy=int(self._crop_xy_spin.value), crop_z=int(self._crop_z_spin.value),
-            gauss=float(self._gauss_spin.value), compress=bool(self._compress_check.value),
+            gauss=None if self._gauss_auto.value else float(self._gauss_spin.value),
+            compress=bool(self._compress_check.value),
             seed=int(self._seed_spin.value),
         )
 
     def show_model(self, cfg: TrainConfig) -> None:
         """Show a model's own method settings (so 'continue' trains the same network)."""
         self._arch_combo.value = cfg.arch
-        self._gauss_spin.value = cfg.gauss
+        self._gauss_spin.value = cfg.prefilter  # "from the labels" stays: continued, a model keeps its own
         self._compress_check.value = cfg.compress
         self._contrastive_check.value = cfg.contrastive
         self._cr_weight_spin.value = cfg.cr_weight
