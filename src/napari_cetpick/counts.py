@@ -320,11 +320,6 @@ def refine_on_shown(shown, network: "ScoreSplit", floor: float = 0.0) -> "ScoreS
     if n_shown != n_network and n_network / SHOWN_SPLIT_WITHIN <= n_shown <= SHOWN_SPLIT_WITHIN * n_network:
         return split
     return None
-    n_network = count_above(shown, threshold, floor)
-    n_shown = count_above(shown, split.threshold, floor)
-    if n_shown != n_network and n_network / SHOWN_SPLIT_WITHIN <= n_shown <= SHOWN_SPLIT_WITHIN * n_network:
-        return split
-    return None
 
 
 def _tail_threshold(grid: np.ndarray, dens: np.ndarray, i_bg: int) -> float | None:

@@ -438,8 +438,15 @@ class Trainer:
         if init is not None and init.class_names != names:
             raise CetpickError(f"Cannot continue a model of classes {', '.join(init.class_names)} with classes "
                                f"{', '.join(names)}; a correction round keeps the model's classes.")
-        # the pre-filter chosen from the labels where not given (TrainConfig.gauss)
-        config, self.smoothing = resolve_smoothing(config, volumes, labs, names, self.diameters_vox, init)
+        # the pre-filter chosen from the labels where not given (TrainConfig.gauss); the labels'
+        # profile models fitted for it are the ones profile_models() gives until the labels change
+        self._profiles = None
+
+        def first_profiles() -> dict:
+            self._profiles = _fit_profiles(volumes, labs, negs, names, self.diameters_vox)
+            return self._profiles
+
+        config, self.smoothing = resolve_smoothing(config, first_profiles, init)
         self.config = config
         shapes = [tuple(int(n) for n in v.shape) for v in volumes]
         self.plan = plan = plan_training(config, shapes, labs, voxel_size_a, init)
@@ -882,12 +889,8 @@ class Trainer:
         with too few) and of its negatives (the class's own and those of every class, where
         there are enough), fitted once: detection's profile check compares candidates with it."""
         if getattr(self, "_profiles", None) is None:
-            from .descriptors import ProfileModel
-
-            self._profiles = {name: ProfileModel.fit(self.raw_volumes, [lab[name] for lab in self.fit_labels],
-                                                     float(self.diameters_vox[k]),
-                                                     negatives=[_class_negatives(d, name) for d in self.negatives_tomo])
-                              for k, name in enumerate(self.names)}
+            self._profiles = _fit_profiles(self.raw_volumes, self.fit_labels, self.negatives_tomo, self.names,
+                                           self.diameters_vox)
         return self._profiles
 
     def checkpoint(self, calibrate: bool = True) -> Checkpoint:
@@ -960,13 +963,23 @@ class Trainer:
                           classes=classes if len(classes) > 1 else [replace(first, info={})], passes=passes)
 
 
-def resolve_smoothing(config: TrainConfig, volumes, labels, names, diameters_vox, init: Checkpoint | None = None):
+def _fit_profiles(volumes, labels, negatives, names, diameters_vox) -> dict:
+    """Per class name, the :class:`~napari_cetpick.descriptors.ProfileModel` of its labels and
+    negatives (``labels``, ``negatives``: per volume, per class name; None with too few labels)."""
+    from .descriptors import ProfileModel
+
+    return {name: ProfileModel.fit(volumes, [lab[name] for lab in labels], float(diameters_vox[k]),
+                                   negatives=[_class_negatives(d, name) for d in negatives])
+            for k, name in enumerate(names)}
+
+
+def resolve_smoothing(config: TrainConfig, profiles, init: Checkpoint | None = None):
     """``(config, why)``: ``config`` with its pre-filter (``gauss``) chosen where it is None, and
     ``{"separation": s, "gauss": g}`` where it was chosen here (else None).
 
-    A correction round keeps the model's (its weights learned that input). Else the labels of
-    each class (``labels``: per volume, per class name) get their radial profiles' model
-    (:class:`~napari_cetpick.descriptors.ProfileModel`), and where the lowest
+    A correction round keeps the model's (its weights learned that input). Else ``profiles()``
+    gives each class's labels' radial profiles' model
+    (:class:`~napari_cetpick.descriptors.ProfileModel`; None with too few), and where the lowest
     :meth:`~napari_cetpick.descriptors.ProfileModel.separation` (how far the class stands out of
     the tomogram's mean, in the labels' own spread) lies below
     :data:`~napari_cetpick.config.SMOOTHING_BELOW_SEPARATION`, the pre-filter is
@@ -978,13 +991,7 @@ def resolve_smoothing(config: TrainConfig, volumes, labels, names, diameters_vox
         return config, None
     if init is not None:
         return replace(config, gauss=init.config.prefilter), None
-    from .descriptors import ProfileModel
-
-    separations = []
-    for name, diameter in zip(names, diameters_vox):
-        model = ProfileModel.fit(volumes, [lab[name] for lab in labels], float(diameter))
-        if model is not None:
-            separations.append(model.separation())
+    separations = [model.separation() for model in profiles().values() if model is not None]
     if not separations:
         return replace(config, gauss=0.0), None
     low = min(separations)
