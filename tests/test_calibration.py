@@ -39,6 +39,27 @@ def test_the_labelled_share_is_told_back_only_when_the_user_did_not_give_it():
     assert replace(ck, config=TrainConfig(bbox=12, label_fraction=0.2)).share_hint() == ""
     assert replace(ck, config=TrainConfig(bbox=12, expected_particles=300)).share_hint() == ""
     assert replace(ck, info={}).share_hint() == ""
+    # the labelled region's scores did not split: the user is told the threshold rests on the
+    # assumed share, and how to give theirs; not for a share told or a model not calibrated
+    flat = Checkpoint({}, TrainConfig(bbox=12), 12.0, 10.0, 1, 0.4, info={"threshold_calibrated": True})
+    assert "did not split" in flat.summary() and "assumed share of 50 %" in flat.summary()
+    assert replace(flat, config=TrainConfig(bbox=12, label_fraction=0.2)).share_hint() == ""
+    assert replace(flat, info={"threshold_calibrated": False}).share_hint() == ""
+
+
+def test_the_summary_says_whether_and_why_the_input_is_smoothed():
+    from napari_cetpick.checkpoint import Checkpoint
+    from napari_cetpick.config import SMOOTHING_BELOW_SEPARATION, TrainConfig
+
+    chosen = {"rounds": [{"steps": 350, "smoothing": {"separation": 4.2, "gauss": 1.0}}, {"steps": 100}]}
+    ck = Checkpoint({}, TrainConfig(bbox=12, gauss=1.0), 12.0, 10.0, 1, 0.4, info=chosen)
+    assert (f"smoothed by 1 working voxel (chosen: the labels stand out of the noise by 4.2, below "
+            f"{SMOOTHING_BELOW_SEPARATION:g})") in ck.summary()
+    given = Checkpoint({}, TrainConfig(bbox=12, gauss=0.8), 12.0, 10.0, 1, 0.4, info={"rounds": [{"steps": 350}]})
+    assert "smoothed by 0.8 working voxel (as set)" in given.summary()
+    for gauss, rounds in ((0.0, [{"smoothing": {"separation": 30.0, "gauss": 0.0}}]), (None, [])):
+        plain = Checkpoint({}, TrainConfig(bbox=12, gauss=gauss), 12.0, 10.0, 1, 0.4, info={"rounds": rounds})
+        assert "smoothed" not in plain.summary() and plain.smoothing_hint() == ""
 
 
 def test_without_a_told_share_the_default_threshold_is_where_the_labelled_box_splits():

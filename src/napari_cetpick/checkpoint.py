@@ -203,8 +203,8 @@ class Checkpoint:
     def summary(self) -> str:
         if self.n_classes > 1 and self.channel is None:
             vs = "unknown" if self.voxel_size_a is None else f"{self.voxel_size_a:g} Å"
-            parts = [f"{self.config.arch}, voxel size {vs}, bin {self.bin_xy}, {self.info.get('steps', 0)} steps, "
-                     f"{self.n_classes} classes:"]
+            parts = [f"{self.config.arch}, voxel size {vs}, bin {self.bin_xy}, {self.info.get('steps', 0)} steps"
+                     f"{self.smoothing_hint(', ')}, {self.n_classes} classes:"]
             for c in self.classes:
                 v = self.for_class(c.name)
                 d_a = "" if v.diameter_a is None else f" ({v.diameter_a:g} Å)"
@@ -221,7 +221,8 @@ class Checkpoint:
         return (f"{self.config.arch}, voxel size {vs}, particle {self.diameter_vox:g} voxels{d_a}, "
                 f"bin {self.bin_xy}, threshold {self.default_threshold:.2f}"
                 f"{' (not calibrated)' if self.info.get('threshold_calibrated') is False else ''}, tau {self.tau:.3g}, "
-                f"{self.info.get('steps', 0)} steps{expected}{self.share_hint(', ')}{self.negatives_hint(', ')}")
+                f"{self.info.get('steps', 0)} steps{self.smoothing_hint(', ')}{expected}{self.share_hint(', ')}"
+                f"{self.negatives_hint(', ')}")
 
     @property
     def profile_negatives(self) -> int:
@@ -245,19 +246,42 @@ class Checkpoint:
     def share_hint(self, prefix: str = "") -> str:
         """What the model's own scores say of the share of particles labelled, when it was not told.
 
-        Empty when the share or the count was given, or the labelled region's scores did not
-        split into background and particles.
+        Empty when the share or the count was given, or the threshold was not calibrated. Where
+        the labelled region's scores did not split into background and particles, it says that
+        the threshold then rests on the assumed share: for a class the network barely tells from
+        the noise, the share the user knows is what moves its default (docs/benchmark.md,
+        "Round 27").
         """
         est = self.info.get("estimated_label_fraction")
         spec = next((c for c in self.config.class_specs() if c.name == self.class_name), None)
         told = spec is not None and (spec.label_fraction is not None or spec.expected_particles)
-        if est is None or told or self.config.label_fraction is not None or self.config.expected_particles:
+        if told or self.config.label_fraction is not None or self.config.expected_particles:
             return ""
         from .counts import DEFAULT_LABEL_FRACTION
 
+        assumed = f"{100 * DEFAULT_LABEL_FRACTION:.0f} %"
+        if est is None:
+            if self.info.get("threshold_calibrated") is not True:
+                return ""
+            return (f"{prefix}its scores in your labelled region did not split into particles and background, so "
+                    f"its threshold counts the particles your labels imply at an assumed share of {assumed} (where "
+                    f"you know the share or the count, --label-fraction or the expected particles set it)")
         return (f"{prefix}by its own scores you labelled about {100 * est:.0f} % of the "
                 f"{self.info.get('particles_in_labelled_region')} particles in your region "
-                f"(training assumed {100 * DEFAULT_LABEL_FRACTION:.0f} %; --label-fraction sets it)")
+                f"(training assumed {assumed}; --label-fraction sets it)")
+
+    def smoothing_hint(self, prefix: str = "") -> str:
+        """The pre-filter the model's input gets, and why (empty where none)."""
+        sigma = self.config.prefilter
+        if sigma <= 0:
+            return ""
+        chosen = next((r["smoothing"] for r in self.info.get("rounds", []) if r.get("smoothing")), None)
+        if chosen is None or not chosen.get("gauss"):
+            return f"{prefix}its input smoothed by {sigma:g} working voxel (as set)"
+        from .config import SMOOTHING_BELOW_SEPARATION
+
+        return (f"{prefix}its input smoothed by {sigma:g} working voxel (chosen: the labels stand out of the "
+                f"noise by {chosen['separation']:g}, below {SMOOTHING_BELOW_SEPARATION:g})")
 
     def save(self, path) -> Path:
         """Write the model; a path without an extension gets :data:`MODEL_EXTENSION`.
