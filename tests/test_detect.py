@@ -354,6 +354,34 @@ def test_a_split_that_keeps_a_handful_against_the_model_s_many_is_not_trusted():
     assert how2 == "this tomogram's scores" and 0.5 < t2 < 0.9 and (s >= t2).sum() == split_picks
 
 
+def test_a_split_inside_the_background_s_body_is_not_trusted():
+    """A broad shoulder of look-alikes on the background (a model of a class it barely tells
+    from the noise, in a tomogram without the class: 943 picks at its split, 84 at its default)
+    can pass for a second population, but the split then lies where the background is still
+    dense: most picks above it are background. The model's default decides, and says why; a
+    population that stands out of the same background keeps its split."""
+    from napari_cetpick.counts import BACKGROUND_BODY, score_density, split_scores
+    from napari_cetpick.detect import choose_threshold
+    from napari_cetpick.utils import logit
+
+    ck = _ckpt()  # default 0.3
+    rng = np.random.default_rng(0)
+    for n_shoulder, in_body in ((400, False), (1200, True)):
+        z = np.concatenate([rng.normal(-2.6, 0.5, 3000), rng.uniform(-2.0, 1.0, n_shoulder)])
+        s = 1 / (1 + np.exp(-z))
+        s = s[s >= 0.05]
+        zyx = rng.uniform(0, 5000, (len(s), 3))
+        split = split_scores(s, floor=0.05)
+        grid, dens = score_density(logit(s))
+        density_at_split = np.interp(logit(np.array([split.threshold]))[0], grid, dens)
+        assert (density_at_split >= BACKGROUND_BODY * dens.max()) == in_body
+        t, how = choose_threshold(ck, zyx, s, 1.0, DetectConfig())
+        if in_body:
+            assert (t, how) == (0.3, "the model's default: this tomogram's split lies in the body of its background")
+        else:
+            assert how == "this tomogram's scores" and t == split.threshold
+
+
 def test_the_default_s_many_are_counted_after_the_profile_check():
     """The guard above trusts the default's picks to be particles. Where the profile check
     finds most of them unlike the labels (look-alikes a low default lets through: the shell

@@ -643,9 +643,13 @@ def choose_threshold(ckpt: Checkpoint, zyx, scores, min_distance_vox: float, con
     point where this tomogram's own pick scores (suppressed at ``min_distance_vox``) split
     into background and particles (:func:`napari_cetpick.counts.split_scores`): the
     model's labelled share and density need not hold here. Where the scores show no clear
-    split, where the split keeps a handful against the model default's many
-    (:func:`napari_cetpick.counts.split_holds`), and with ``threshold_from="model"``, the
-    model's default. ``checked``: the same candidates' ``(zyx, scores)`` after the profile
+    split, where the split lies in the body of the background's scores
+    (:func:`napari_cetpick.counts.in_background_body`: the picks above it are mostly
+    background, so no population of particles stood out; a model of a class it barely tells
+    from the noise split so in a tomogram without the class and kept 943 picks, where its
+    default kept 84: docs/benchmark.md, "Round 27"), where the split keeps a handful against
+    the model default's many (:func:`napari_cetpick.counts.split_holds`), and with
+    ``threshold_from="model"``, the model's default. ``checked``: the same candidates' ``(zyx, scores)`` after the profile
     check; the default's many and the split's handful are then both counted on what the
     check leaves above each (picks the check finds unlike the labels are not the particles
     the guard protects, nor the particles a split keeps), and where the checked scores split
@@ -653,7 +657,7 @@ def choose_threshold(ckpt: Checkpoint, zyx, scores, min_distance_vox: float, con
     picks, the threshold is theirs (:func:`napari_cetpick.counts.refine_on_shown`; where the
     network's split fitted the background's flank, only a lower one).
     """
-    from .counts import count_above, refine_on_shown, split_holds, split_scores
+    from .counts import count_above, in_background_body, refine_on_shown, split_holds, split_scores
 
     if config.threshold is not None:
         return float(config.threshold), "given"
@@ -667,6 +671,9 @@ def choose_threshold(ckpt: Checkpoint, zyx, scores, min_distance_vox: float, con
     if split is None:
         return model, "the model's default: no clear split in this tomogram's scores"
     floor = config.candidate_floor
+    if in_background_body(kept, split.threshold, floor=floor):
+        # a split whose picks are mostly background: no population of particles stood out of it
+        return model, "the model's default: this tomogram's split lies in the body of its background"
     # the picks shown: the checked candidates suppressed (above any threshold, the same picks as
     # suppressed at it: a pick is only suppressed by a better one)
     shown = None if checked is None else np.asarray(checked[1])[select(*checked, 0.0, min_distance_vox)]
