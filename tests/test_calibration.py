@@ -41,10 +41,12 @@ def test_the_labelled_share_is_told_back_only_when_the_user_did_not_give_it():
     assert replace(ck, info={}).share_hint() == ""
     # the labelled region's scores did not split: the user is told the threshold rests on the
     # assumed share, and how to give theirs; not for a share told or a model not calibrated
-    flat = Checkpoint({}, TrainConfig(bbox=12), 12.0, 10.0, 1, 0.4, info={"threshold_calibrated": True})
+    flat = Checkpoint({}, TrainConfig(bbox=12), 12.0, 10.0, 1, 0.4,
+                      info=Calibration(0.4, n_matched=12, labelled_split=False).info())
     assert "did not split" in flat.summary() and "assumed share of 50 %" in flat.summary()
     assert replace(flat, config=TrainConfig(bbox=12, label_fraction=0.2)).share_hint() == ""
-    assert replace(flat, info={"threshold_calibrated": False}).share_hint() == ""
+    # a model file from before calibration recorded whether the region split: nothing said
+    assert replace(flat, info={"threshold_calibrated": True}).share_hint() == ""
 
 
 def test_the_summary_says_whether_and_why_the_input_is_smoothed():
@@ -57,9 +59,31 @@ def test_the_summary_says_whether_and_why_the_input_is_smoothed():
             f"{SMOOTHING_BELOW_SEPARATION:g})") in ck.summary()
     given = Checkpoint({}, TrainConfig(bbox=12, gauss=0.8), 12.0, 10.0, 1, 0.4, info={"rounds": [{"steps": 350}]})
     assert "smoothed by 0.8 working voxel (as set)" in given.summary()
+    # a correction round given its own value (--gauss) records none: round 1's choice no longer holds
+    later = Checkpoint({}, TrainConfig(bbox=12, gauss=0.5), 12.0, 10.0, 1, 0.4, info=chosen)
+    assert "smoothed by 0.5 working voxel (as set)" in later.summary() and "chosen" not in later.summary()
     for gauss, rounds in ((0.0, [{"smoothing": {"separation": 30.0, "gauss": 0.0}}]), (None, [])):
         plain = Checkpoint({}, TrainConfig(bbox=12, gauss=gauss), 12.0, 10.0, 1, 0.4, info={"rounds": rounds})
         assert "smoothed" not in plain.summary() and plain.smoothing_hint() == ""
+
+
+def test_a_model_of_several_classes_says_its_smoothing_once_and_each_class_s_share_its_own():
+    from napari_cetpick.checkpoint import Checkpoint, ModelClass
+    from napari_cetpick.config import ClassSpec, TrainConfig
+
+    cfg = TrainConfig(gauss=1.0, classes=(ClassSpec("big", bbox=20), ClassSpec("small", bbox=10)))
+    big = ModelClass("big", 20.0, 0.001, 0.6, info=Calibration(0.6, n_matched=9, particles_in_boxes=60,
+                                                                  estimated_label_fraction=0.25,
+                                                                  labelled_split=True).info())
+    small = ModelClass("small", 10.0, 0.001, 0.4, info=Calibration(0.4, n_matched=9, labelled_split=False).info())
+    rounds = [{"steps": 350, "smoothing": {"separation": 3.0, "gauss": 1.0}}]
+    ck = Checkpoint({}, cfg, 20.0, 10.0, 1, 0.6, classes=[big, small], info={"rounds": rounds, "steps": 350})
+    text = ck.summary()
+    assert text.count("smoothed by 1 working voxel (chosen") == 1
+    big_line = next(line for line in text.splitlines() if line.strip().startswith("big:"))
+    small_line = next(line for line in text.splitlines() if line.strip().startswith("small:"))
+    assert "about 25 % of the 60 particles" in big_line and "did not split" not in big_line
+    assert "did not split" in small_line and "about" not in small_line.split("particles expected")[-1]
 
 
 def test_without_a_told_share_the_default_threshold_is_where_the_labelled_box_splits():
@@ -104,3 +128,9 @@ def test_without_a_told_share_the_default_threshold_is_where_the_labelled_box_sp
     assert abs(kept - n_part) <= 5, kept  # the particles, read off the network's own scores
     assert assumed.estimated_label_fraction == told.estimated_label_fraction
     assert abs(assumed.estimated_label_fraction - 0.25) < 0.03
+    assert assumed.info()["labelled_split"] is True
+    # one population only (the particles' scores among the background's): no split, and the file says so
+    flat = SimpleNamespace(zyx=zyx, scores=np.sort(rng.uniform(0.05, 0.3, len(scores)))[::-1], min_distance_vox=0.0,
+                           first_view=(zyx, scores))
+    none = _calibrate_one([(flat, (0, 0), labels, box, (zyx, flat.scores))], density, 8.0, np.ones(3), count_told=False)
+    assert none.info()["labelled_split"] is False and "estimated_label_fraction" not in none.info()

@@ -69,10 +69,13 @@ class Calibration:
     estimated_label_fraction: float | None = None  # labels / those particles
     profile_model: object = None  # the ProfileModel refitted with the mined look-alikes (None: not refitted)
     mined: list | None = None  # per training tomogram, the look-alikes' places ((m, 3) zyx voxels)
+    labelled_split: bool | None = None  # whether the boxes' own scores split (None: not measured)
 
     def info(self) -> dict:
         """The model-file metadata entries."""
         out = {"n_offset_labels": int(self.n_matched)}
+        if self.labelled_split is not None:
+            out["labelled_split"] = bool(self.labelled_split)
         if self.estimated_label_fraction is not None:
             out["particles_in_labelled_region"] = int(self.particles_in_boxes)
             out["estimated_label_fraction"] = round(float(self.estimated_label_fraction), 3)
@@ -145,9 +148,10 @@ def _calibrate_one(found: Sequence, density_per_vox2: float, diameter_vox: float
         split = C.split_scores(s, floor=floor)
         if split is not None and scores and not C.split_holds(s, split, threshold, floor=floor):
             split = None  # a handful of top scores against the labels' count: not the particles
+        share["labelled_split"] = split is not None
         if split is not None and n_labels:
             n = int((s >= split.threshold).sum())
-            share = {"particles_in_boxes": n, "estimated_label_fraction": float(min(1.0, n_labels / max(n, 1)))}
+            share.update(particles_in_boxes=n, estimated_label_fraction=float(min(1.0, n_labels / max(n, 1))))
             if not count_told:
                 threshold = split.threshold
     d = np.concatenate(offsets) if offsets else np.zeros((0, 3))

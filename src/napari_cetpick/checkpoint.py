@@ -58,7 +58,12 @@ def voxel_sizes_differ(a: float | None, b: float | None) -> bool:
 #: Keys of a model's ``info`` that belong to one class (its count, calibration, labels).
 CLASS_INFO_KEYS = ("density_per_vox2", "expected_particles", "n_labels", "n_positives", "n_negatives",
                    "n_offset_labels", "centre_offset_work", "centre_offset_se_work", "particles_in_labelled_region",
-                   "estimated_label_fraction", "threshold_calibrated", "label_boxes", "profile_model")
+                   "estimated_label_fraction", "labelled_split", "threshold_calibrated", "label_boxes",
+                   "profile_model")
+#: What calibration read of the share the user labelled (whether the labelled region's scores
+#: split, the particles there and the estimated share): round 1's stays after a self-training
+#: round, whose sure picks are no labels of the user's.
+SHARE_ESTIMATE_KEYS = ("estimated_label_fraction", "particles_in_labelled_region", "labelled_split")
 
 
 @dataclass
@@ -261,11 +266,13 @@ class Checkpoint:
 
         assumed = f"{100 * DEFAULT_LABEL_FRACTION:.0f} %"
         if est is None:
-            if self.info.get("threshold_calibrated") is not True:
+            # recorded by calibration since round 27 (older files: nothing said)
+            if self.info.get("labelled_split") is not False:
                 return ""
             return (f"{prefix}its scores in your labelled region did not split into particles and background, so "
                     f"its threshold counts the particles your labels imply at an assumed share of {assumed} (where "
-                    f"you know the share or the count, --label-fraction or the expected particles set it)")
+                    f"you know the share or the count, --label-fraction or --expected-particles sets it; in the "
+                    f"panel, Expected particles)")
         return (f"{prefix}by its own scores you labelled about {100 * est:.0f} % of the "
                 f"{self.info.get('particles_in_labelled_region')} particles in your region "
                 f"(training assumed {assumed}; --label-fraction sets it)")
@@ -275,8 +282,10 @@ class Checkpoint:
         sigma = self.config.prefilter
         if sigma <= 0:
             return ""
-        chosen = next((r["smoothing"] for r in self.info.get("rounds", []) if r.get("smoothing")), None)
-        if chosen is None or not chosen.get("gauss"):
+        records = [r["smoothing"] for r in self.info.get("rounds", []) if r.get("smoothing")]
+        chosen = records[-1] if records else None
+        # a later round given its own value (--gauss) records none: the value, not the record, holds
+        if chosen is None or float(chosen.get("gauss") or 0.0) != sigma:
             return f"{prefix}its input smoothed by {sigma:g} working voxel (as set)"
         from .config import SMOOTHING_BELOW_SEPARATION
 

@@ -1236,7 +1236,8 @@ def _add_detect_picking_options(p) -> None:
                    help="without --threshold: 'tomogram' (default) puts each tomogram's threshold where its own "
                         "pick scores split into background and particles, whatever the particle density or the "
                         "share you labelled, and falls back to the model's default where they show no clear "
-                        "split (or one that keeps a handful of top scores where the default keeps many more); "
+                        "split (or one that keeps a handful of top scores where the default keeps many more, or one "
+                        "that lies where the background's scores are still dense); "
                         "'model' always uses the model's default (calibrated on your labelled region)")
     _add_precision_option(p)
     p.add_argument("--views", type=int, choices=tuple(sorted(VIEWS, reverse=True)), default=DetectConfig().views,

@@ -395,8 +395,10 @@ class DetectConfig:
         Without a ``threshold``: ``tomogram`` reads it off this tomogram's own scores, where
         they split into background and particles
         (:func:`napari_cetpick.counts.split_scores`), and falls back to the model's default
-        where they show no clear split; ``model`` always takes the model's default (calibrated
-        on its labelled region when training).
+        where they show no clear split, one inside the background's body or one that keeps a
+        handful against the default's many (:func:`napari_cetpick.detect.choose_threshold`);
+        ``model`` always takes the model's default (calibrated on its labelled region when
+        training).
     min_distance_vox : float, optional
         Minimum distance between picks in tomogram voxels; ``None`` = half the particle
         diameter.

@@ -24,7 +24,7 @@ from . import counts as C
 from . import data as D
 from . import device as _device  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 from . import memory as M
-from .checkpoint import Checkpoint
+from .checkpoint import SHARE_ESTIMATE_KEYS, Checkpoint
 from .config import ALL_CLASSES, TrainConfig, class_colour
 from .errors import CetpickError, plain
 
@@ -804,8 +804,7 @@ class Trainer:
             model = ProfileModel.from_info(view.info.get("profile_model"))
             if model is not None and model.look_alikes() is not None:
                 self.kept_look_alikes[name] = model.look_alikes()
-            self.first_estimates[name] = {k: view.info[k] for k in ("estimated_label_fraction",
-                                                                    "particles_in_labelled_region") if k in view.info}
+            self.first_estimates[name] = {k: view.info[k] for k in SHARE_ESTIMATE_KEYS if k in view.info}
         self.self_trained = n
         self.opt = torch.optim.Adam(self.net.parameters(), lr=self.config.lr * CORRECTION_LR_FACTOR)
 
@@ -937,7 +936,7 @@ class Trainer:
             }
             if self.self_trained is not None and cal is not None:
                 # the share the user labelled, as round 1 read it (the sure picks are no labels of theirs)
-                for key in ("estimated_label_fraction", "particles_in_labelled_region"):
+                for key in SHARE_ESTIMATE_KEYS:
                     cinfo.pop(key, None)
                 cinfo.update(self.first_estimates.get(name, {}))
             profile = cal.profile_model if cal is not None and cal.profile_model is not None else profiles.get(name)
