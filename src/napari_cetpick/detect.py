@@ -649,9 +649,9 @@ def choose_threshold(ckpt: Checkpoint, zyx, scores, min_distance_vox: float, con
     from the noise split so in a tomogram without the class and kept 943 picks, where its
     default kept 84: docs/benchmark.md, "Round 27"), where the split keeps a handful against
     the model default's many (:func:`napari_cetpick.counts.split_holds`), and with
-    ``threshold_from="model"``, the model's default. ``checked``: the same candidates' ``(zyx, scores)`` after the profile
-    check; the default's many and the split's handful are then both counted on what the
-    check leaves above each (picks the check finds unlike the labels are not the particles
+    ``threshold_from="model"``, the model's default. ``checked``: the same candidates'
+    ``(zyx, scores)`` after the profile check; the default's many and the split's handful
+    are then both counted on what the check leaves above each (picks the check finds unlike the labels are not the particles
     the guard protects, nor the particles a split keeps), and where the checked scores split
     too, keeping within :data:`~napari_cetpick.counts.SHOWN_SPLIT_WITHIN` times as many
     picks, the threshold is theirs (:func:`napari_cetpick.counts.refine_on_shown`; where the
