@@ -30,8 +30,8 @@ class ImproveSection(Container):
         self._improve_button = PushButton(
             text="Improve", tooltip="Continue training the current model with your labels and negatives (a short "
                                     "round), then detect again in this tomogram keeping your threshold. It learns "
-                                    "from accepted and rejected picks; particles the picks missed teach a model "
-                                    "most when you click them and Train anew (docs/tutorial.md, Improve).")
+                                    "from accepted and rejected picks; in noisy data, particles the picks missed "
+                                    "teach a model when you click them and Train anew (docs/tutorial.md, Improve).")
         self._improve_cancel_button = PushButton(
             text="Cancel", tooltip="Stop the round; the model you had is kept.")
         self._improve_progress = ProgressBar(min=0, max=1, value=0, tooltip="Steps of the correction round.")
