@@ -651,11 +651,12 @@ def choose_threshold(ckpt: Checkpoint, zyx, scores, min_distance_vox: float, con
     the model default's many (:func:`napari_cetpick.counts.split_holds`), and with
     ``threshold_from="model"``, the model's default. ``checked``: the same candidates'
     ``(zyx, scores)`` after the profile check; the default's many and the split's handful
-    are then both counted on what the check leaves above each (picks the check finds unlike the labels are not the particles
-    the guard protects, nor the particles a split keeps), and where the checked scores split
-    too, keeping within :data:`~napari_cetpick.counts.SHOWN_SPLIT_WITHIN` times as many
-    picks, the threshold is theirs (:func:`napari_cetpick.counts.refine_on_shown`; where the
-    network's split fitted the background's flank, only a lower one).
+    are then both counted on what the check leaves above each (picks the check finds unlike
+    the labels are not the particles the guard protects, nor the particles a split keeps),
+    and where the checked scores split too, keeping within
+    :data:`~napari_cetpick.counts.SHOWN_SPLIT_WITHIN` times as many picks, the threshold is
+    theirs (:func:`napari_cetpick.counts.refine_on_shown`; where the network's split fitted
+    the background's flank, only a lower one).
     """
     from .counts import count_above, in_background_body, refine_on_shown, split_holds, split_scores
 
