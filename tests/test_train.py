@@ -207,6 +207,23 @@ def test_cetpick_preset_keeps_published_settings():
         preset("nope")
 
 
+def test_the_default_schedule_sees_each_label_about_as_often_however_many():
+    from napari_cetpick.config import DEFAULT_MAX_STEPS, DEFAULT_MIN_EPOCHS, DEFAULT_STEPS
+    from napari_cetpick.train import schedule_steps
+
+    cfg = TrainConfig()  # batch 8
+    assert schedule_steps(cfg, 17) == (DEFAULT_STEPS, 3, "the default schedule")  # 100 epochs already
+    assert schedule_steps(cfg, 40)[0] == DEFAULT_STEPS  # 5 steps an epoch: 60 epochs are 300 steps
+    assert schedule_steps(cfg, 60) == (DEFAULT_MIN_EPOCHS * 8, 8,
+                                       "the default schedule for 60 labels: 60 epochs of 8 steps")
+    assert schedule_steps(cfg, 74)[0] == 600 == DEFAULT_MAX_STEPS
+    assert schedule_steps(cfg, 500) == (DEFAULT_MAX_STEPS, 63,
+                                        "the default schedule for 500 labels, at its most steps")
+    # a schedule the user sets is theirs, whatever the labels
+    assert schedule_steps(TrainConfig(max_steps=200), 500)[0] == 200
+    assert schedule_steps(TrainConfig(num_epochs=2), 500)[0] == 126
+
+
 @pytest.mark.parametrize("noise, smoothed", [(0.5, False), (5.0, True)])
 def test_smoothing_is_chosen_from_how_far_the_labels_stand_out_of_the_noise(noise, smoothed):
     """``TrainConfig.gauss`` None (the default): a pre-filter of AUTO_SMOOTHING working voxels where

@@ -1118,7 +1118,7 @@ def _add_explore_parser(sub) -> None:
 
 
 def _add_train_method_options(p) -> None:
-    from .config import ARCHS
+    from .config import ARCHS, DEFAULT_MAX_STEPS, DEFAULT_MIN_EPOCHS, DEFAULT_STEPS
 
     g = p.add_argument_group("method knobs (the original's names)")
     g.add_argument("--tau", type=float, help="class prior of the PU loss (default: estimated from the labels)")
@@ -1135,7 +1135,9 @@ def _add_train_method_options(p) -> None:
                    help="use the debiased contrastive regulariser (default: off; on in --preset cetpick)")
     g.add_argument("--cr_weight", type=float, help="weight of the contrastive regulariser")
     g.add_argument("--temp", type=float, help="temperature of the contrastive regulariser")
-    g.add_argument("--num_epochs", type=int, help="epochs (one step per batch of labels each; default: 300 steps in all)")
+    g.add_argument("--num_epochs", type=int,
+                   help=f"epochs (one step per batch of labels each; default: {DEFAULT_STEPS} steps in all, or "
+                        f"{DEFAULT_MIN_EPOCHS} epochs where that is more, at most {DEFAULT_MAX_STEPS} steps)")
     g.add_argument("--max-steps", type=int, help="cap on optimiser steps (0 = no cap)")
     g.add_argument("--lr", type=float, help="Adam learning rate (a correction round defaults to a tenth of the first round's)")
     g.add_argument("--lr_step", type=int, nargs="*", help="epochs at which the learning rate is multiplied by 0.1")

@@ -36,8 +36,16 @@ ARCHS = tuple(ARCH_SPECS)
 #: image, so the model's own shift cancels; a turned view sees the block's xy texture rotated
 #: as training's augmentation (``augment="full"``) did.
 VIEWS = {1: ((False, 0),), 2: ((False, 0), (True, 0)), 4: ((False, 0), (True, 0), (False, 1), (True, 1))}
-#: Optimiser steps of a training run when neither ``num_epochs`` nor ``max_steps`` is given.
+#: Optimiser steps of a training run when neither ``num_epochs`` nor ``max_steps`` is given ...
 DEFAULT_STEPS = 300
+#: ... or this many epochs where that is more (over 40 labels at the default batch of 8), up to
+#: :data:`DEFAULT_MAX_STEPS`: each label's crop is seen about as often however many there are.
+#: At a fixed 300 steps, 74 labels (the review's accepted picks and the labelled region's missed
+#: particles) trained the shell at SNR 0.03 to best F1 0.720, 600 steps (60 epochs) to 0.777
+#: (docs/benchmark.md, "Round 29").
+DEFAULT_MIN_EPOCHS = 60
+#: The default schedule's most steps (about 2.5 min of training on 2 CPU cores at 512 × 512 × 160).
+DEFAULT_MAX_STEPS = 600
 #: ``TrainConfig.gauss`` None: this pre-filter (working voxels) where a class's labels stand out of
 #: the tomogram's noise by less than ``SMOOTHING_BELOW_SEPARATION`` (their radial profiles'
 #: separation from the tomogram's mean in their own spread), else none. A particle is at least
@@ -146,7 +154,8 @@ class TrainConfig:
         this many epochs (capped only by an explicit ``max_steps``).
     max_steps : int, optional
         Optimiser steps: the whole schedule when ``num_epochs`` is not given, else a cap on it.
-        With neither, training runs :data:`DEFAULT_STEPS` steps.
+        With neither, training runs :data:`DEFAULT_STEPS` steps, or :data:`DEFAULT_MIN_EPOCHS`
+        epochs where that is more, up to :data:`DEFAULT_MAX_STEPS`.
     lr : float
         Adam learning rate; multiplied by 0.1 at each epoch in ``lr_step``.
     settle_steps : int

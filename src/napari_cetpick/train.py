@@ -153,9 +153,11 @@ def schedule_steps(config: TrainConfig, n_labels: int) -> tuple[int, int, str]:
     """``(total steps, steps per epoch, description)`` of a run with ``n_labels`` labels.
 
     ``num_epochs`` given: that many epochs, capped only by an explicit ``max_steps``;
-    ``max_steps`` alone: that many steps; neither: :data:`~napari_cetpick.config.DEFAULT_STEPS`.
+    ``max_steps`` alone: that many steps; neither: :data:`~napari_cetpick.config.DEFAULT_STEPS`,
+    or :data:`~napari_cetpick.config.DEFAULT_MIN_EPOCHS` epochs where that is more, up to
+    :data:`~napari_cetpick.config.DEFAULT_MAX_STEPS`.
     """
-    from .config import DEFAULT_STEPS
+    from .config import DEFAULT_MAX_STEPS, DEFAULT_MIN_EPOCHS, DEFAULT_STEPS
 
     spe = max(1, math.ceil(max(n_labels, 1) / config.batch_size))
     if config.num_epochs is not None:
@@ -166,7 +168,12 @@ def schedule_steps(config: TrainConfig, n_labels: int) -> tuple[int, int, str]:
         return total, spe, what
     if config.max_steps is not None:
         return config.max_steps, spe, "max steps"
-    return DEFAULT_STEPS, spe, "the default schedule"
+    epochs = DEFAULT_MIN_EPOCHS * spe
+    if epochs <= DEFAULT_STEPS:
+        return DEFAULT_STEPS, spe, "the default schedule"
+    if epochs > DEFAULT_MAX_STEPS:
+        return DEFAULT_MAX_STEPS, spe, f"the default schedule for {n_labels} labels, at its most steps"
+    return epochs, spe, f"the default schedule for {n_labels} labels: {DEFAULT_MIN_EPOCHS} epochs of {spe} steps"
 
 
 def class_diameters(config: TrainConfig, voxel_size_a: float | None) -> list[float]:

@@ -7,7 +7,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Progre
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_cetpick.checkpoint import Checkpoint
-from napari_cetpick.config import DEFAULT_STEPS, TrainConfig
+from napari_cetpick.config import DEFAULT_MAX_STEPS, DEFAULT_MIN_EPOCHS, DEFAULT_STEPS, TrainConfig
 from napari_cetpick.device import DEVICES
 from napari_cetpick.errors import CetpickError
 from napari_cetpick.widgets import _layers as L
@@ -43,7 +43,8 @@ class TrainSection(Container):
         self._epochs_spin = SpinBox(
             label="Epochs", min=0, max=100_000, value=_DEFAULTS.num_epochs or 0,
             tooltip="Train this many epochs (--num_epochs; one epoch = one step per batch of labels). "
-                    f"0 = the default schedule of {DEFAULT_STEPS} steps. The plan below says what will run.")
+                    f"0 = the default schedule: {DEFAULT_STEPS} steps, or {DEFAULT_MIN_EPOCHS} epochs with many "
+                    f"labels, up to {DEFAULT_MAX_STEPS} steps. The plan below says what will run.")
         self._max_steps_spin = SpinBox(
             label="Max steps", min=0, max=10_000_000, value=_DEFAULTS.max_steps or 0,
             tooltip="Optimiser steps (--max-steps): the whole schedule when Epochs is 0, else a cap on it "
