@@ -24,8 +24,10 @@ Simulated correction round (``--rounds 2``): after round 1, a scripted user revi
 suggestions and the picks most like the rejected ones; ``score``: down the score order;
 ``quota``: the earlier rounds' user, up to 20 rejections and 20 acceptances inside the
 labelled region), rejecting picks that are not the class (negative clicks) and accepting true
-particles not yet labelled (positive clicks); training continues from the round-1 model
-(``continue_training``) and tomogram 2 is scored again.
+particles not yet labelled (positive clicks); with ``--missed N`` it then clicks up to N
+particles of the labelled region that no label or pick lies near (the tutorial's advice);
+training continues from the round-1 model (``continue_training``) and tomogram 2 is scored
+again.
 
     python benchmarks/run_benchmark.py                       # the default protocol (hours on 2 cores)
     python benchmarks/run_benchmark.py --classes proteasome --snr 0.1 --methods ours dog --rounds 2
@@ -356,6 +358,21 @@ def panel_review(res1, tomo1, truth1, labels, radius_vox, how: str, budget: int 
     return accepted, rejected, user.looks
 
 
+def missed_in_region(truth1, shape, known, picks, radius_vox, n: int, seed: int = 5) -> np.ndarray:
+    """Up to ``n`` particles of the labelled region (:func:`labelled_region`) that no label,
+    accepted pick or pick at the threshold lies within half the radius of, drawn at random: the
+    particles a user sees the picks miss in the region they labelled and clicks (``--missed``)."""
+    from scipy.spatial import cKDTree
+
+    box = truth1[in_region(truth1, labelled_region(shape))]
+    far = np.ones(len(box), bool)
+    for pts in (known, picks):
+        if len(pts) and len(box):
+            far &= cKDTree(np.asarray(pts, float).reshape(-1, 3)).query(box)[0] > radius_vox / 2
+    missed = box[far]
+    return missed[np.random.default_rng(seed).permutation(len(missed))[:n]]
+
+
 def run_case(args) -> list[dict]:
     """One (snr, class, method) case, in this process; one record per round."""
     from napari_cetpick.io import open_tomogram
@@ -448,14 +465,16 @@ def run_case(args) -> list[dict]:
         else:
             accepted, rejected, looks = panel_review(res1, t1, truth1, labels, radius_vox, args.review)
         review_s = time.perf_counter() - t0
-        new_labels = np.concatenate([labels, accepted])
+        known = np.concatenate([labels, accepted])
+        clicked = missed_in_region(truth1, t1.shape_zyx, known, res1.zyx, radius_vox, args.missed)
+        new_labels = np.concatenate([known, clicked])
         ckpt2, corr_s = train_model(None, t1, new_labels, rejected, init=ckpt, **parse_sets(args.correction))
         res2, detect_s2 = run_detect(ckpt2, t2)
         rec2 = {**{k: rec[k] for k in ("case", "method", "tag", "class", "snr", "shape_zyx", "voxel_size_a", "detect_set",
                                        "diameter_a", "n_true_test", "set")},
                 "round": 2, "n_labels": int(len(new_labels)), "n_accepted": int(len(accepted)),
-                "n_rejected": int(len(rejected)), "review": args.review, "looks": looks,
-                "detect_tomo1_s": round(review_s, 2),
+                "n_rejected": int(len(rejected)), "n_missed_clicked": int(len(clicked)), "review": args.review,
+                "looks": looks, "detect_tomo1_s": round(review_s, 2),
                 "correction_s": round(corr_s, 2), "steps": int(ckpt2.info.get("steps", 0)) - rec["steps"],
                 "detect_s": round(detect_s2, 2), "correction": parse_sets(args.correction)}
         zyx, scores = all_candidates(res2)
@@ -558,6 +577,9 @@ def main(argv=None) -> int:
                         "(default) or without them (score), or the quotas of earlier rounds (quota)")
     p.add_argument("--correction", action="append", metavar="KEY=VALUE",
                    help="a setting of the correction round (continue_training), e.g. lr=3e-4; repeatable")
+    p.add_argument("--missed", type=int, default=0, metavar="N",
+                   help="after the review the scripted user also clicks up to N particles of the labelled region "
+                        "that no label or pick lies near (the tutorial's advice)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default=str(DEFAULT_CACHE), help="folder for simulated tomograms")
     p.add_argument("--out", default=None, help="also append the JSON lines to this file")
@@ -587,7 +609,8 @@ def main(argv=None) -> int:
     common = ["--shape", *map(str, args.shape), "--voxel-size", str(args.voxel_size), "--cache", args.cache,
               "--label-fraction", str(args.label_fraction), "--seed", str(args.seed), "--rounds", str(args.rounds),
               "--memory-shape", *map(str, args.memory_shape), "--memory-diameter", str(args.memory_diameter),
-              "--memory-model", args.memory_model, "--memory-snr", str(args.memory_snr), "--tag", args.tag, "--review", args.review]
+              "--memory-model", args.memory_model, "--memory-snr", str(args.memory_snr), "--tag", args.tag,
+              "--review", args.review, "--missed", str(args.missed)]
     for s in args.set or []:
         common += ["--set", s]
     for s in args.correction or []:
