@@ -207,7 +207,7 @@ def test_cetpick_preset_keeps_published_settings():
         preset("nope")
 
 
-def test_the_default_schedule_sees_each_label_about_as_often_however_many():
+def test_the_default_schedule_grows_with_the_labels_up_to_its_cap():
     from napari_cetpick.config import DEFAULT_MAX_STEPS, DEFAULT_MIN_EPOCHS, DEFAULT_STEPS
     from napari_cetpick.train import schedule_steps
 

@@ -39,10 +39,10 @@ VIEWS = {1: ((False, 0),), 2: ((False, 0), (True, 0)), 4: ((False, 0), (True, 0)
 #: Optimiser steps of a training run when neither ``num_epochs`` nor ``max_steps`` is given ...
 DEFAULT_STEPS = 300
 #: ... or this many epochs where that is more (over 40 labels at the default batch of 8), up to
-#: :data:`DEFAULT_MAX_STEPS`: each label's crop is seen about as often however many there are.
+#: :data:`DEFAULT_MAX_STEPS`: labels beyond 40 are each seen about as often as 40 are in 300 steps.
 #: At a fixed 300 steps, 74 labels (the review's accepted picks and the labelled region's missed
-#: particles) trained the shell at SNR 0.03 to best F1 0.720, 600 steps (60 epochs) to 0.777
-#: (docs/benchmark.md, "Round 29").
+#: particles) trained the shell at SNR 0.03 to best F1 0.720, 600 steps (60 epochs) to 0.777; the
+#: barrel at that noise moved within its seeds' spread, less at other densities (docs/benchmark.md, "Round 29").
 DEFAULT_MIN_EPOCHS = 60
 #: The default schedule's most steps (about 2.5 min of training on 2 CPU cores at 512 × 512 × 160).
 DEFAULT_MAX_STEPS = 600
