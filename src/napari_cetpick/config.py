@@ -42,9 +42,9 @@ DEFAULT_STEPS = 300
 #: :data:`DEFAULT_MAX_STEPS`: labels beyond 40 are each seen about as often as 40 are in 300 steps.
 #: At a fixed 300 steps, 74 labels (the review's accepted picks and the labelled region's missed
 #: particles) trained the shell at SNR 0.03 to best F1 0.720, 600 steps (60 epochs) to 0.777; the
-#: barrel at that noise moved within its seeds' spread, less at other densities (docs/benchmark.md, "Round 29").
+#: barrel at that noise lost on a tomogram of half the density (docs/benchmark.md, "Round 29").
 DEFAULT_MIN_EPOCHS = 60
-#: The default schedule's most steps (about 2.5 min of training on 2 CPU cores at 512 × 512 × 160).
+#: The default schedule's most steps (2–3 min of training on 2 CPU cores at 512 × 512 × 160).
 DEFAULT_MAX_STEPS = 600
 #: ``TrainConfig.gauss`` None: this pre-filter (working voxels) where a class's labels stand out of
 #: the tomogram's noise by less than ``SMOOTHING_BELOW_SEPARATION`` (their radial profiles'
