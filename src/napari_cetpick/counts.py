@@ -205,6 +205,9 @@ TAIL_FIT_TO = 0.05
 #: measured lay at 0.006–0.021 where the particles sat on the flank, 0.059–0.108 where they
 #: overlapped the background's mode (docs/benchmark.md, "Round 5").
 TAIL_FIT_RMS = 0.04
+#: The fitted flank's curvature past the mode (per logit², :func:`_tail_threshold`) lies in
+#: [0, this]: 0 is the Gumbel's exponential flank; the bound only keeps the fit finite.
+TAIL_CURVATURE_MAX = 10.0
 
 
 @dataclass(frozen=True)
@@ -327,7 +330,11 @@ def _tail_threshold(grid: np.ndarray, dens: np.ndarray, i_bg: int) -> float | No
 
     The background's log density, from its mode down to :data:`TAIL_FIT_TO` of the mode's
     density, is fitted as a Gumbel's (the law of maxima of noise: an exponential flank,
-    rounded at the top) and extrapolated; above the fit, the picks beyond the extrapolated
+    rounded at the top) less a quadratic term past the mode, ``c (v - mode)²`` with ``c >= 0``
+    (:data:`TAIL_CURVATURE_MAX`), and extrapolated: the maximum of finitely many noise values
+    falls faster than exponentially far out (a Gaussian's tail), and where the fitted range
+    bends so, an exponential flank extrapolated two to three times the background there
+    (docs/benchmark.md, "Round 30"). Above the fit, the picks beyond the extrapolated
     background are the particles, ``P(t)`` of them above a threshold ``t`` out of ``N`` in
     all, with ``D(t)`` picks above ``t`` (all read off the same smoothed density). The
     threshold maximises the F1 this implies, ``2 P / (N + D)``. None where the flank is too
@@ -344,19 +351,21 @@ def _tail_threshold(grid: np.ndarray, dens: np.ndarray, i_bg: int) -> float | No
         return None
     i1 = int(stop[0])
     x, y = grid[i_bg : i1 + 1], np.log(dens[i_bg : i1 + 1])
+    mode = x[0]
 
-    def log_gumbel(v, a, mu, beta):
+    def log_flank(v, a, mu, beta, c):
         u = (v - mu) / beta
-        return a - u - np.exp(-u)
+        return a - u - np.exp(-u) - c * np.maximum(v - mode, 0.0) ** 2
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", OptimizeWarning)  # its covariance is not used
-            (a, mu, beta), _ = curve_fit(log_gumbel, x, y, p0=(y[0] + 1.0, x[0], 0.4),
-                                         bounds=([-np.inf, x[0] - 5.0, 0.05], [np.inf, x[-1], 5.0]))
+            params, _ = curve_fit(log_flank, x, y, p0=(y[0] + 1.0, mode, 0.4, 0.0),
+                                  bounds=([-np.inf, mode - 5.0, 0.05, 0.0], [np.inf, x[-1], 5.0, TAIL_CURVATURE_MAX]))
     except (RuntimeError, ValueError):
         return None
-    if np.sqrt(np.mean((y - log_gumbel(x, a, mu, beta)) ** 2)) > TAIL_FIT_RMS:
+    beta = params[2]
+    if np.sqrt(np.mean((y - log_flank(x, *params)) ** 2)) > TAIL_FIT_RMS:
         return None
     ts = grid[i1:]
     step = grid[1] - grid[0]
@@ -364,7 +373,7 @@ def _tail_threshold(grid: np.ndarray, dens: np.ndarray, i_bg: int) -> float | No
     # the picks above each t and the background's share of them, both from the smoothed
     # density the fit saw (the kernel widens a steep flank: raw counts against the smoothed
     # fit took particles for background)
-    background = (np.cumsum(np.exp(log_gumbel(fine, a, mu, beta))[::-1])[::-1] * step)[: len(ts)]
+    background = (np.cumsum(np.exp(log_flank(fine, *params))[::-1])[::-1] * step)[: len(ts)]
     above = np.cumsum(dens[i1:][::-1])[::-1] * step
     particles = np.maximum.accumulate(np.maximum(above - background, 0.0)[::-1])[::-1]
     if particles[0] < MIN_PICKS_ABOVE:
