@@ -87,10 +87,13 @@ def _mixture(n_background, n_particles, seed, particle_logit=3.0, particle_sd=1.
     """Pick scores of one tomogram: a background skewed towards high scores, and particles."""
     rng = np.random.default_rng(seed)
     zb = rng.gumbel(-1.6, 0.45, n_background)  # a heavier right tail than a Gaussian's
-    zp = rng.normal(particle_logit, particle_sd, n_particles)
-    z = np.concatenate([zb, zp])
-    s = 1 / (1 + np.exp(-z))
-    lab = np.r_[np.zeros(n_background, bool), np.ones(n_particles, bool)]
+    return _scores(zb, rng.normal(particle_logit, particle_sd, n_particles), floor)
+
+
+def _scores(zb, zp, floor=0.05):
+    """``(scores, is_particle)`` of background and particle logits ``zb``, ``zp``, at or above ``floor``."""
+    s = 1 / (1 + np.exp(-np.concatenate([zb, zp])))
+    lab = np.r_[np.zeros(len(zb), bool), np.ones(len(zp), bool)]
     keep = s >= floor
     return s[keep], lab[keep]
 
@@ -127,12 +130,7 @@ def test_particles_overlapping_the_background_s_flank_are_not_cut_short(seed, mo
 
     rng = np.random.default_rng(seed)
     zb = rng.gumbel(-2.4, 0.35, 60000)  # the shape of the simulated shells' background (docs/benchmark.md)
-    zp = rng.normal(0.3, 1.0, 500)
-    z = np.concatenate([zb, zp])
-    s = 1 / (1 + np.exp(-z))
-    lab = np.r_[np.zeros(len(zb), bool), np.ones(len(zp), bool)]
-    keep = s >= 0.05
-    s, lab = s[keep], lab[keep]
+    s, lab = _scores(zb, rng.normal(0.3, 1.0, 500))
     split = C.split_scores(s, floor=0.05)
     assert split is not None and split.kind == "tail"
     f1 = _f1_at(s, lab, split.threshold)
@@ -154,11 +152,7 @@ def test_a_background_whose_flank_bends_down_is_not_extrapolated_as_an_exponenti
 
     rng = np.random.default_rng(seed)
     zb = -3.65 + 0.8 * rng.normal(size=(30000, 6)).max(axis=1)
-    zp = rng.normal(0.0, 1.0, 260)
-    s = 1 / (1 + np.exp(-np.concatenate([zb, zp])))
-    lab = np.r_[np.zeros(len(zb), bool), np.ones(len(zp), bool)]
-    keep = s >= 0.05
-    s, lab = s[keep], lab[keep]
+    s, lab = _scores(zb, rng.normal(0.0, 1.0, 260))
     split = C.split_scores(s, floor=0.05)
     assert split is not None and split.kind == "tail"
     f1 = _f1_at(s, lab, split.threshold)
