@@ -156,7 +156,7 @@ def test_a_background_whose_flank_bends_down_is_not_extrapolated_as_an_exponenti
     split = C.split_scores(s, floor=0.05)
     assert split is not None and split.kind == "tail"
     f1 = _f1_at(s, lab, split.threshold)
-    assert f1 >= _best_f1(s, lab) - 0.05, (f1, _best_f1(s, lab))
+    assert f1 >= _best_f1(s, lab) - 0.06, (f1, _best_f1(s, lab))  # here 0.021-0.039 below it
     monkeypatch.setattr(C, "TAIL_CURVATURE_MAX", 1e-9)  # an exponential flank: the Gumbel's alone
     exponential = C.split_scores(s, floor=0.05)
     assert exponential.threshold > split.threshold and f1 >= _f1_at(s, lab, exponential.threshold) + 0.03
