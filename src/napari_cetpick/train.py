@@ -168,12 +168,12 @@ def schedule_steps(config: TrainConfig, n_labels: int) -> tuple[int, int, str]:
         return total, spe, what
     if config.max_steps is not None:
         return config.max_steps, spe, "max steps"
-    epochs = DEFAULT_MIN_EPOCHS * spe
-    if epochs <= DEFAULT_STEPS:
+    steps = DEFAULT_MIN_EPOCHS * spe  # the default's epochs, in steps
+    if steps <= DEFAULT_STEPS:
         return DEFAULT_STEPS, spe, "the default schedule"
-    if epochs > DEFAULT_MAX_STEPS:
+    if steps > DEFAULT_MAX_STEPS:
         return DEFAULT_MAX_STEPS, spe, f"the default schedule for {n_labels} labels, at its most steps"
-    return epochs, spe, f"the default schedule for {n_labels} labels: {DEFAULT_MIN_EPOCHS} epochs of {spe} steps"
+    return steps, spe, f"the default schedule for {n_labels} labels: {DEFAULT_MIN_EPOCHS} epochs of {spe} steps"
 
 
 def class_diameters(config: TrainConfig, voxel_size_a: float | None) -> list[float]:
