@@ -208,6 +208,12 @@ TAIL_FIT_RMS = 0.04
 #: The fitted flank's curvature past the mode (per logit², :func:`_tail_threshold`) lies in
 #: [0, this]: 0 is the Gumbel's exponential flank; the bound only keeps the fit finite.
 TAIL_CURVATURE_MAX = 10.0
+#: Scores below the candidate floor are not kept, so the kernel density within this many
+#: kernel widths (:data:`DENSITY_BANDWIDTH_LOGIT`) of the lowest score is lowered by the
+#: floor (by the kernel's share past it: 2.3 % at two widths, 0.13 % at three). Where the
+#: background's scores pile up against the floor, its mode seen there is the floor's, and a
+#: fit from it that misses the flank is tried again from past this reach (:func:`_tail_threshold`).
+FLOOR_REACH_KERNELS = 3.0
 
 
 @dataclass(frozen=True)
@@ -325,7 +331,7 @@ def refine_on_shown(shown, network: "ScoreSplit", floor: float = 0.0) -> "ScoreS
     return None
 
 
-def _tail_threshold(grid: np.ndarray, dens: np.ndarray, i_bg: int) -> float | None:
+def _tail_threshold(grid: np.ndarray, dens: np.ndarray, i_bg: int, z_low: float | None = None) -> float | None:
     """The threshold (logit) of best expected F1 where particles overlap the background's flank.
 
     The background's log density, from its mode down to :data:`TAIL_FIT_TO` of the mode's
@@ -334,52 +340,77 @@ def _tail_threshold(grid: np.ndarray, dens: np.ndarray, i_bg: int) -> float | No
     (:data:`TAIL_CURVATURE_MAX`), and extrapolated: the maximum of finitely many noise values
     falls faster than exponentially far out (a Gaussian's tail), and where the fitted range
     bends so, an exponential flank extrapolated two to three times the background there
-    (docs/benchmark.md, "Round 30"). Above the fit, the picks beyond the extrapolated
-    background are the particles, ``P(t)`` of them above a threshold ``t`` out of ``N`` in
-    all, with ``D(t)`` picks above ``t`` (all read off the same smoothed density). The
-    threshold maximises the F1 this implies, ``2 P / (N + D)``. None where the flank is too
-    short to fit, the fit misses it (:data:`TAIL_FIT_RMS`) or no excess is left.
+    (docs/benchmark.md, "Round 30"). Where that fit misses the flank and the mode lies within
+    :data:`FLOOR_REACH_KERNELS` kernel widths of the lowest score ``z_low`` (the floor's
+    artefact: the scores pile up against the floor, the background's own mode is below it),
+    the flank is fitted again from past that reach (docs/benchmark.md, "Round 31"). Above the
+    fit, the picks beyond the extrapolated background are the particles, ``P(t)`` of them
+    above a threshold ``t`` out of ``N`` in all, with ``D(t)`` picks above ``t`` (all read off
+    the same smoothed density). The threshold maximises the F1 this implies, ``2 P / (N + D)``.
+    None where the flank is too short to fit, the fit misses it (:data:`TAIL_FIT_RMS`) or no
+    excess is left.
     """
-    import warnings
-
-    from scipy.optimize import OptimizeWarning, curve_fit
-
     peak = dens[i_bg]
     after = np.arange(i_bg, len(grid))
     stop = after[dens[after] < TAIL_FIT_TO * peak]
-    if len(stop) == 0 or stop[0] - i_bg < 4:
+    if len(stop) == 0:
         return None
     i1 = int(stop[0])
-    x, y = grid[i_bg : i1 + 1], np.log(dens[i_bg : i1 + 1])
-    mode = x[0]
-
-    def log_flank(v, a, mu, beta, c):
-        u = (v - mu) / beta
-        return a - u - np.exp(-u) - c * np.maximum(v - mode, 0.0) ** 2
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", OptimizeWarning)  # its covariance is not used
-            params, _ = curve_fit(log_flank, x, y, p0=(y[0] + 1.0, mode, 0.4, 0.0),
-                                  bounds=([-np.inf, mode - 5.0, 0.05, 0.0], [np.inf, x[-1], 5.0, TAIL_CURVATURE_MAX]))
-    except (RuntimeError, ValueError):
+    mode = float(grid[i_bg])
+    fit = _fit_flank(grid, dens, i_bg, i1, mode)
+    if fit is None and z_low is not None:
+        i0 = int(np.searchsorted(grid, z_low + FLOOR_REACH_KERNELS * DENSITY_BANDWIDTH_LOGIT - 1e-9))
+        if i0 > i_bg:
+            fit = _fit_flank(grid, dens, i0, i1, mode)
+    if fit is None:
         return None
-    beta = params[2]
-    if np.sqrt(np.mean((y - log_flank(x, *params)) ** 2)) > TAIL_FIT_RMS:
-        return None
+    beta = fit[2]
     ts = grid[i1:]
     step = grid[1] - grid[0]
     fine = np.arange(ts[0], ts[-1] + 10.0 * beta, step)
     # the picks above each t and the background's share of them, both from the smoothed
     # density the fit saw (the kernel widens a steep flank: raw counts against the smoothed
     # fit took particles for background)
-    background = (np.cumsum(np.exp(log_flank(fine, *params))[::-1])[::-1] * step)[: len(ts)]
+    background = (np.cumsum(np.exp(_log_flank(fine, *fit, mode))[::-1])[::-1] * step)[: len(ts)]
     above = np.cumsum(dens[i1:][::-1])[::-1] * step
     particles = np.maximum.accumulate(np.maximum(above - background, 0.0)[::-1])[::-1]
     if particles[0] < MIN_PICKS_ABOVE:
         return None
     f1 = 2 * particles / (particles[0] + above)
     return float(ts[int(np.argmax(f1))])
+
+
+def _log_flank(v, a, mu, beta, c, mode):
+    """A Gumbel's log density (location ``mu``, scale ``beta``, offset ``a``) less ``c (v - mode)²`` past ``mode``."""
+    u = (v - mu) / beta
+    return a - u - np.exp(-u) - c * np.maximum(v - mode, 0.0) ** 2
+
+
+def _fit_flank(grid, dens, i0: int, i1: int, mode: float):
+    """``(a, mu, beta, c)`` of :func:`_log_flank` fitted to the log density on ``grid[i0 : i1 + 1]``;
+    None where that range is too short (under 5 points), the fit fails or misses it by more
+    than :data:`TAIL_FIT_RMS` (root mean square)."""
+    import warnings
+
+    from scipy.optimize import OptimizeWarning, curve_fit
+
+    if i1 - i0 < 4:
+        return None
+    x, y = grid[i0 : i1 + 1], np.log(dens[i0 : i1 + 1])
+
+    def model(v, a, mu, beta, c):
+        return _log_flank(v, a, mu, beta, c, mode)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OptimizeWarning)  # its covariance is not used
+            params, _ = curve_fit(model, x, y, p0=(y[0] + 1.0, mode, 0.4, 0.0),
+                                  bounds=([-np.inf, mode - 5.0, 0.05, 0.0], [np.inf, x[-1], 5.0, TAIL_CURVATURE_MAX]))
+    except (RuntimeError, ValueError):
+        return None
+    if np.sqrt(np.mean((y - model(x, *params)) ** 2)) > TAIL_FIT_RMS:
+        return None
+    return tuple(float(v) for v in params)
 
 
 #: The particles' low edge: the first point, between the background's mode and the upper picks'
@@ -466,7 +497,7 @@ def split_scores(scores, floor: float = 0.0) -> ScoreSplit | None:
         # where it cannot be trusted, the walk down from the upper picks' median only where
         # those are enough to have a median (on a flank that merely slows down, a handful
         # at the top: the walk kept 10 picks for 262 particles)
-        z_t = _tail_threshold(grid, dens, i_bg)
+        z_t = _tail_threshold(grid, dens, i_bg, float(z.min()))
         if z_t is not None:
             kind = "tail"
         elif len(upper) < MIN_UPPER_FOR_WALK:
