@@ -615,6 +615,56 @@ def test_background_is_the_weighted_mean_of_what_lies_inside():
     np.testing.assert_array_equal(vol, before)  # the tomogram itself is left as it was
 
 
+def test_background_is_a_local_line_fitted_to_what_lies_inside():
+    """The background's grid: along each axis in turn, at every cell, the straight line fitted by
+    Gaussian-weighted least squares to the coarse grid's values inside the tomogram, read at
+    the cell (a local-linear smoother; computed here line by line with numpy's weighted fit;
+    Background builds it in place, two grids in memory). Far from the faces that is the
+    Gaussian mean; a slope to a face is followed to the face, where the mean of what lies
+    inside leaned towards the middle."""
+    from scipy import ndimage
+
+    from napari_cetpick.descriptors import BACKGROUND_DIAMETERS, Background
+
+    rng = np.random.default_rng(3)
+    vol = rng.normal(size=(37, 52, 45)).astype(np.float32) + np.linspace(0, 2, 45, dtype=np.float32)
+    before = vol.copy()
+    bg = Background.of(vol, 12.0, linear=True)
+    step = bg.step
+    assert step == 3 and bg.grid.shape == (13, 17, 15)
+    coarse = vol[::step, : 17 * step, : 15 * step].reshape(13, 17, step, 15, step).mean(axis=(2, 4))
+    sigma = BACKGROUND_DIAMETERS * 12.0 / step
+    want = coarse.astype(float)
+    for axis in range(3):
+        n = want.shape[axis]
+        t = np.arange(n, dtype=float)
+        kernel = ndimage.gaussian_filter1d(np.eye(n), sigma, axis=0, mode="constant")  # column j: cell j's weights
+        lines = np.moveaxis(want, axis, -1).reshape(-1, n)
+        out = np.empty_like(lines)
+        for j in range(n):
+            w = kernel[:, j]
+            slope, offset = np.polyfit(t, lines.T, 1, w=np.sqrt(w))  # weighted least squares, every line
+            out[:, j] = offset + slope * t[j]
+        want = np.moveaxis(out.reshape(np.moveaxis(want, axis, -1).shape), -1, axis)
+    np.testing.assert_allclose(bg.grid, want, atol=1e-4)
+    np.testing.assert_array_equal(vol, before)  # the tomogram itself is left as it was
+    # more than the kernel's reach (4 sigma) from the faces: the Gaussian mean
+    from napari_cetpick.descriptors import _local_linear_1d
+
+    line = rng.normal(size=(1, 1, 200)).astype(np.float32)
+    mean = ndimage.gaussian_filter1d(line.astype(float), 4.0, axis=2, mode="constant")
+    _local_linear_1d(line, 4.0, 2)
+    np.testing.assert_allclose(line[..., 17:-17], mean[..., 17:-17], atol=1e-5)
+    # a slope to a face: followed (a line is its own fit), where the mean stayed inward by ~a sigma's slope
+    ramp = np.broadcast_to(np.linspace(-1, 1, 90, dtype=np.float32), (30, 60, 90)).copy()
+    grid = Background.of(ramp, 12.0, linear=True).grid
+    cells = ramp[::3, :60, :90].reshape(10, 20, 3, 30, 3).mean(axis=(2, 4))
+    assert np.abs(grid - cells).max() < 1e-4
+    leaned = (ndimage.gaussian_filter(cells.astype(float), 4.0, mode="constant")
+              / ndimage.gaussian_filter(np.ones(cells.shape), 4.0, mode="constant"))
+    assert np.abs(leaned - cells)[..., 0].min() > 0.1  # 0.2 of the ramp's span at its faces
+
+
 def test_a_flattened_tomogram_reads_less_its_background_part_by_part():
     """:class:`Flattened` (what the network sees at detection): any box, slice or single index
     reads the tomogram there less its background — the same as :meth:`Background.at` at every

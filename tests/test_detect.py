@@ -559,7 +559,7 @@ def test_the_network_sees_the_tomogram_less_its_local_background(volume):
     changed = volume + 1.5 * x * x  # a bowl across x, ±0.75 standard deviations
     cfg = DetectConfig(tile_xy=64, tile_z=8, profile_weight=0.0)
     seen = run_generator(detect(ck, changed, cfg, voxel_size_a=10.0, device="cpu"))
-    flat = np.asarray(Flattened(changed, Background.of(changed, 4.0 * 12.0)))
+    flat = np.asarray(Flattened(changed, Background.of(changed, 4.0 * 12.0, linear=True)))
     by_hand = run_generator(detect(ck, flat, replace(cfg, flatten=0.0), voxel_size_a=10.0, device="cpu"))
     np.testing.assert_allclose(seen.heatmap, by_hand.heatmap, atol=1e-5)
     as_is = run_generator(detect(ck, changed, replace(cfg, flatten=0.0), voxel_size_a=10.0, device="cpu"))

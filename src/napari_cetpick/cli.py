@@ -1249,10 +1249,10 @@ def _add_detect_picking_options(p) -> None:
                         "without quarter turns gets 2); 2: the tile and its mirror image, about half the time at "
                         "bin 1; 1: one pass, the fastest and least accurate")
     p.add_argument("--flatten", type=float, default=DetectConfig().flatten, metavar="D",
-                   help="the network sees the tomogram less its local background, the density smoothed over D "
-                        "particle diameters, so that a slow change of density across it (ice thickness, a "
-                        "lamella's slope) does not dim the particles on its dark side (default %(default)s; 0: "
-                        "off, the tomogram as it is)")
+                   help="the network sees the tomogram less its local background, a line fitted to the density "
+                        "over D particle diameters along each axis, so that a slow change of density across it "
+                        "(ice thickness, a lamella's slope) does not dim the particles on its dark side (default "
+                        "%(default)s; 0: off, the tomogram as it is)")
     p.add_argument("--profile-weight", type=float, default=DetectConfig().profile_weight, metavar="W",
                    help="the profile check: the best candidates lose W logits per unit by which their radial "
                         "profile (mean density in thin shells around the centre, any orientation) is less like "

@@ -457,7 +457,10 @@ class DetectConfig:
         The network sees the tomogram less its local background over this many particle
         diameters (the largest class's; :class:`napari_cetpick.descriptors.Flattened`): a slow
         change of density across the tomogram (ice thickness, a lamella's slope) no longer
-        dims the particles on its dark side (docs/benchmark.md, "Round 23"). 0 turns it off.
+        dims the particles on its dark side (docs/benchmark.md, "Round 23"). The background is
+        a Gaussian-weighted straight line fitted along each axis, so that a slope runs on to
+        the tomogram's faces (the mean of what lies inside left them dimmed; "Round 32"). 0
+        turns it off.
     """
 
     threshold: float | None = None

@@ -44,13 +44,17 @@ class Background:
     """A tomogram's local background (:data:`BACKGROUND_DIAMETERS`) on a coarse grid, read at any
     place by :meth:`at` (trilinear; in the tomogram's own units). Built by :meth:`of` from a
     z slice in every ``step``, each averaged in ``step`` × ``step`` blocks (a memory-mapped file is
-    read one slice at a time, a ``step``-th of it)."""
+    read one slice at a time, a ``step``-th of it): the Gaussian-weighted mean of what lies
+    inside, or with ``linear`` a Gaussian-weighted straight line fitted along each axis
+    (:func:`_local_linear_1d`), which follows a slope to the tomogram's faces where the mean
+    leans towards its middle — what detection takes off the tomogram (:class:`Flattened`,
+    ``DetectConfig.flatten``; docs/benchmark.md, "Round 32")."""
 
     grid: np.ndarray
     step: int
 
     @classmethod
-    def of(cls, volume, diameter_vox: float) -> "Background":
+    def of(cls, volume, diameter_vox: float, linear: bool = False) -> "Background":
         from scipy import ndimage
 
         diameter_vox = max(float(diameter_vox), 2.0)
@@ -62,6 +66,10 @@ class Background:
             sl = np.asarray(volume[z, : ny * step, : nx * step], np.float32)
             coarse[k] = sl.reshape(ny, step, nx, step).mean(axis=(1, 3))
         sigma = BACKGROUND_DIAMETERS * diameter_vox / step
+        if linear:
+            for axis in range(3):
+                _local_linear_1d(coarse, sigma, axis)
+            return cls(coarse, step)
         # the weighted mean of what lies inside (nothing beyond the faces is made up: repeating
         # the edge weighed a particle on a face several times in its own background); the
         # Gaussian is separable, so the weight of what lies inside is a product of one weight per
@@ -115,6 +123,44 @@ class Background:
             zs = np.arange(z0, min(z0 + slab, volume.shape[0]))
             volume[zs[0]: zs[-1] + 1] -= self.over(zs, ys, xs).astype(volume.dtype, copy=False)
         return volume
+
+
+def _local_linear_1d(grid: np.ndarray, sigma: float, axis: int) -> None:
+    """Smooth ``grid`` (float32) along ``axis`` in place by a Gaussian-weighted straight-line fit
+    at every place, read at the place itself (a local-linear smoother).
+
+    Only what lies inside counts (nothing beyond the faces is made up: repeating the edge
+    weighed a particle on a face several times in its own background). Inside, more than the
+    kernel's reach from a face, the fit's slope term vanishes and this is the Gaussian mean;
+    near a face, where the mean of what lies inside leans towards the tomogram's middle, the
+    fitted line follows a slope to the face (a lamella's or the ice's: the mean left the side
+    of a tomogram that darkens towards a face about 0.3 of the change darker than its middle;
+    docs/benchmark.md, "Round 32"). Along an axis of fewer than three samples, the mean.
+    Two grids in memory at most. Not for the radial profiles' background (one particle
+    diameter): in a crowded thin volume the line's freedom near every face took the
+    neighbours' density into the background (``test_look_alikes_are_read_where_they_fit_best``)."""
+    from scipy import ndimage
+
+    n = grid.shape[axis]
+    shape = [-1 if a == axis else 1 for a in range(3)]
+    g1 = lambda a: ndimage.gaussian_filter1d(a, sigma, mode="constant")  # noqa: E731
+    t = np.arange(n, dtype=np.float64) - (n - 1) / 2.0  # centred: small numbers in float32
+    s0, s1, s2 = g1(np.ones(n)), g1(t), g1(t * t)
+    m1 = s1 - t * s0  # the weights' moments about each place: sum w, sum w u, sum w u^2
+    m2 = s2 - 2.0 * t * s1 + t * t * s0
+    det = s0 * m2 - m1 * m1
+    if n < 3 or not np.all(det > 1e-9 * s0 * s0 * max(float(sigma), 1.0) ** 2):
+        ndimage.gaussian_filter1d(grid, sigma, axis=axis, mode="constant", output=grid)
+        grid /= s0.astype(np.float32).reshape(shape)
+        return
+    tt = t.astype(np.float32).reshape(shape)
+    ty = grid * tt
+    ndimage.gaussian_filter1d(ty, sigma, axis=axis, mode="constant", output=ty)
+    ndimage.gaussian_filter1d(grid, sigma, axis=axis, mode="constant", output=grid)
+    ty -= tt * grid  # sum w u y
+    ty *= (m1 / det).astype(np.float32).reshape(shape)
+    grid *= (m2 / det).astype(np.float32).reshape(shape)
+    grid -= ty
 
 
 class Flattened:

@@ -891,7 +891,7 @@ def detect_classes(ckpt: Checkpoint, volume, config: DetectConfig | None = None,
             from .descriptors import Background, Flattened
 
             largest = max(ckpt.for_class(k).diameter_vox for k in range(ckpt.n_classes))
-            net_volume = Flattened(volume, Background.of(volume, config.flatten * largest))
+            net_volume = Flattened(volume, Background.of(volume, config.flatten * largest, linear=True))
         stats = D.compute_norm_stats(net_volume, plan.geometry, ckpt.config.prefilter)
         heat_all, heat_b_all, heat_first_all = yield from run_tiles(plan, net, net_volume, stats, views, dev, layout,
                                                                     dtype, keep_first=first_view)
