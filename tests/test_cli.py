@@ -239,6 +239,13 @@ def test_ctrl_c_saves_the_last_good_model(sim_files, tmp_path, monkeypatch, caps
                           "picks it is sure of") in err
     assert "the model after 2 of 16 steps was saved" in err
     assert Checkpoint.load(tmp_path / "m3.ckpt").config.self_training_steps == 100
+    # the training arithmetic asked for reaches the steps and is kept with the model
+    calls["n"] = 0
+    rc = main(_train_argv(paths, tmp_path / "m4.ckpt", "--max-steps", "10", "--precision", "float32"))
+    err = capsys.readouterr().err
+    assert rc == 130 and "bfloat16" not in err
+    m4 = Checkpoint.load(tmp_path / "m4.ckpt")
+    assert m4.config.precision == "float32" and m4.info["rounds"][-1]["precision"] == "float32"
     # interrupted before any step: nothing to save, nothing written
     calls["n"] = 2
     other = tmp_path / "none.ckpt"

@@ -5,6 +5,7 @@ import torch
 
 from napari_cetpick.config import DetectConfig, TrainConfig, preset
 from napari_cetpick.detect import detect
+from napari_cetpick.device import cpu_has_amx_bf16
 from napari_cetpick.errors import CetpickError
 from napari_cetpick.evaluate import evaluate
 from napari_cetpick.train import Trainer, estimate_tau, train
@@ -108,6 +109,53 @@ def test_deterministic_on_cpu(planted):
         assert torch.equal(a.state_dict[k], b.state_dict[k]), k
     c = run_generator(train([v], [pts[:5]], TrainConfig(**{**TINY, "seed": 7}), device="cpu"))
     assert any(not torch.equal(a.state_dict[k], c.state_dict[k]) for k in a.state_dict)
+
+
+def test_training_arithmetic_is_bfloat16_only_where_amx_computes_it(monkeypatch):
+    from napari_cetpick import device
+
+    for amx in (True, False):
+        monkeypatch.setattr(device, "cpu_has_amx_bf16", lambda amx=amx: amx)
+        assert device.training_dtype("cpu") == (torch.bfloat16 if amx else torch.float32)
+        assert device.training_dtype("cpu", "float32") == torch.float32
+        assert device.training_dtype("cpu", "bfloat16") == torch.bfloat16
+        assert device.training_dtype("mps") == torch.float32 and device.training_dtype("cuda") == torch.float32
+    with pytest.raises(CetpickError, match="precision must be one of"):
+        device.training_dtype("cpu", "half")
+    with pytest.raises(CetpickError, match="precision must be one of"):
+        TrainConfig(precision="half").validate()
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_a_training_step_runs_the_network_in_the_asked_arithmetic(planted, precision):
+    """The convolutions see the asked dtype, the scores and the weights stay float32, the model
+    says how it was trained, and oneDNN's flag is back as it was after the steps."""
+    v, pts = planted
+    trainer = Trainer([v], [pts[:5]], TrainConfig(**{**TINY, "precision": precision}), device="cpu")
+    seen = {"conv": set(), "hm": set()}
+    trainer.net.stem[0].register_forward_hook(lambda m, i, o: seen["conv"].add(o.dtype))
+    trainer.net.hm.register_forward_hook(lambda m, i, o: seen["hm"].add(o.dtype))
+    before = torch.backends.mkldnn.deterministic
+    ck = run_generator(trainer.steps(calibrate=False))
+    assert seen["conv"] == {getattr(torch, precision)} and seen["hm"] == {torch.float32}
+    assert all(t.dtype == torch.float32 for t in ck.state_dict.values() if t.is_floating_point())
+    assert ck.info["rounds"][-1]["precision"] == precision
+    assert ("bfloat16" in trainer.device_name) == (precision == "bfloat16")
+    assert torch.backends.mkldnn.deterministic == before
+
+
+@pytest.mark.skipif(not cpu_has_amx_bf16(),
+                    reason="bfloat16 training is the default (and deterministic) only on a CPU with AMX for it")
+def test_bfloat16_training_is_deterministic_where_it_is_the_default(planted):
+    v, pts = planted
+    cfg = TrainConfig(**{**TINY, "max_steps": 6, "precision": "bfloat16"})
+    a = run_generator(train([v], [pts[:5]], cfg, device="cpu"))
+    b = run_generator(train([v], [pts[:5]], cfg, device="cpu"))
+    for k in a.state_dict:
+        assert torch.equal(a.state_dict[k], b.state_dict[k]), k
+    f = run_generator(train([v], [pts[:5]], TrainConfig(**{**TINY, "max_steps": 6, "precision": "float32"}),
+                            device="cpu"))
+    assert any(not torch.equal(a.state_dict[k], f.state_dict[k]) for k in a.state_dict)  # it did run in bfloat16
 
 
 def test_cancel_keeps_model_and_resumes(planted):

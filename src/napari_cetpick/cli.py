@@ -490,6 +490,7 @@ def _train_knobs(args) -> dict:
         settle_steps=getattr(args, "settle_steps", None),
         look_alike_steps=getattr(args, "look_alike_steps", None),
         self_training_steps=getattr(args, "self_training_steps", None),
+        precision=getattr(args, "precision", None),
     )
 
 
@@ -1168,6 +1169,12 @@ def _add_train_method_options(p) -> None:
                    help="jitter of training crops around their labels (the original's knob; default from the preset)")
     g.add_argument("--bin", default=None, type=_bin_value, help="binning before the network: auto or an integer")
     g.add_argument("--seed", type=int, help="random seed (training is deterministic on CPU)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="arithmetic of the network's pass in each training step (the loss, the optimiser and the "
+                        "weights stay float32): auto (the default; a correction round keeps its model's) runs "
+                        "bfloat16 on a CPU with AMX for it (Intel Xeon since Sapphire Rapids: the network's part "
+                        "of a step about 1.8x faster, still deterministic; docs/benchmark.md, round 33), float32 elsewhere; float32 "
+                        "forces full precision")
 
 
 def _add_train_parser(sub) -> None:

@@ -423,7 +423,7 @@ def run_tiles(plan: TilePlan, net, volume, stats, views: int, dev, layout=None, 
     """
     import torch
 
-    from .device import describe
+    from .device import autocast, describe
 
     k = int(net.hm.out_channels)
     heat = np.zeros((k, *plan.grid_shape), np.float32)
@@ -436,9 +436,7 @@ def run_tiles(plan: TilePlan, net, volume, stats, views: int, dev, layout=None, 
     reduced = dtype is not None and dtype != torch.float32
     dev_name = describe(dev) + (f" · {str(dtype).split('.')[-1]}" if reduced else "")  # says what the pass ran in
     file_map = _file_map(volume)
-    # no autocast object at all in float32: some torch versions refuse one for MPS even disabled
-    cast = torch.autocast(torch.device(dev).type, dtype=dtype) if reduced else contextlib.nullcontext()
-    with torch.inference_mode(), cast:
+    with torch.inference_mode(), autocast(dev, dtype):
         for i, tile in enumerate(plan.tiles):
             # working-frame region with halo, clipped to the volume
             lo = [max(0, t[0] - h) for t, h in zip(tile, plan.halo)]

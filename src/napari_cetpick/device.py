@@ -1,6 +1,7 @@
 """Choosing the compute device and CPU thread settings."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 # OpenMP's default spin-wait makes two threads 3x slower than one when the GUI thread is
@@ -77,14 +78,9 @@ def describe(device) -> str:
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
-def inference_dtype(device, precision: str = "auto"):
-    """The dtype of a network's inference on ``device`` (``torch.float32`` or ``torch.bfloat16``).
-
-    ``auto`` takes bfloat16 only on a CPU that computes it natively (oneDNN reports
-    AVX512-BF16 or AMX), where a 3D detection block ran 2.8× faster with scores within 0.011
-    (docs/benchmark.md); elsewhere — older CPUs emulate it slowly, GPUs already run TF32 —
-    float32. ``bfloat16`` asks for it wherever torch can (slow where emulated).
-    """
+def _asked_dtype(device, precision: str):
+    """``torch.float32`` or ``torch.bfloat16`` where ``precision`` decides it alone (float32, bfloat16);
+    None for ``auto``."""
     import torch
 
     if precision not in PRECISIONS:
@@ -96,10 +92,80 @@ def inference_dtype(device, precision: str = "auto"):
         if kind == "cuda" and not torch.cuda.is_bf16_supported():
             raise CetpickError("This GPU does not compute bfloat16; use --precision float32 (or auto).")
         return torch.bfloat16 if kind in ("cpu", "cuda") else torch.float32
-    if kind != "cpu":
-        return torch.float32
+    return None if kind == "cpu" else torch.float32  # GPUs: float32 (already TF32)
+
+
+def inference_dtype(device, precision: str = "auto"):
+    """The dtype of a network's inference on ``device`` (``torch.float32`` or ``torch.bfloat16``).
+
+    ``auto`` takes bfloat16 only on a CPU that computes it natively (oneDNN reports
+    AVX512-BF16 or AMX), where a 3D detection block ran 2.8× faster with scores within 0.011
+    (docs/benchmark.md); elsewhere — older CPUs emulate it slowly, GPUs already run TF32 —
+    float32. ``bfloat16`` asks for it wherever torch can (slow where emulated).
+    """
+    import torch
+
+    dtype = _asked_dtype(device, precision)
+    if dtype is not None:
+        return dtype
     try:
         native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         native = False
     return torch.bfloat16 if native else torch.float32
+
+
+def cpu_has_amx_bf16() -> bool:
+    """Whether this CPU has AMX tiles that compute bfloat16 (Intel Xeon since Sapphire Rapids)."""
+    import torch
+
+    try:
+        return bool(torch._C._cpu._get_cpu_capability().get("amx_bf16"))
+    except (AttributeError, RuntimeError, TypeError):
+        return False
+
+
+def training_dtype(device, precision: str = "auto"):
+    """The dtype of a training step's network pass on ``device`` (``torch.float32`` or ``torch.bfloat16``).
+
+    ``auto`` takes bfloat16 only on a CPU with AMX for it, where the network's part of a step ran 1.8× faster
+    and the same seed gave the same weights run after run (docs/benchmark.md, "Round 33");
+    elsewhere float32: on a CPU with AVX512-BF16 but no AMX (the AMD EPYC of round 5) bfloat16
+    training gave other weights each run, and GPUs are left as they are. The loss, the
+    optimiser and the weights stay float32 (autocast), as do the heads that give the scores.
+    ``bfloat16`` asks for it wherever torch can.
+    """
+    import torch
+
+    dtype = _asked_dtype(device, precision)
+    if dtype is not None:
+        return dtype
+    return torch.bfloat16 if cpu_has_amx_bf16() else torch.float32
+
+
+def autocast(device, dtype):
+    """The context of a network's pass in ``dtype``: autocast where it is reduced, else nothing
+    (no autocast object at all in float32: some torch versions refuse one for MPS even disabled)."""
+    import torch
+
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def deterministic_kernels(device, dtype):
+    """oneDNN's deterministic kernels (``torch.backends.mkldnn.deterministic``) for a training
+    step in a reduced ``dtype`` on a CPU, forward and backward: no kernel may sum in an order
+    that varies from run to run. float32 and GPUs: nothing changes."""
+    import torch
+
+    if dtype is None or dtype == torch.float32 or torch.device(device).type != "cpu":
+        yield
+        return
+    keep = torch.backends.mkldnn.deterministic
+    torch.backends.mkldnn.deterministic = True
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.deterministic = keep

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import counts as C
 from . import data as D
-from . import device as _device  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
+from . import device as _device  # first: sets OMP_WAIT_POLICY before torch loads
 from . import memory as M
 from .checkpoint import SHARE_ESTIMATE_KEYS, Checkpoint
 from .config import ALL_CLASSES, TrainConfig, class_colour
@@ -408,7 +408,7 @@ class Trainer:
         self.keep_pass_for = keep_pass_for
         import torch
 
-        from .device import configure_threads, describe, resolve_device
+        from .device import configure_threads, describe, resolve_device, training_dtype
         from .model import build_network, fast_layout
 
         config.validate()
@@ -464,7 +464,9 @@ class Trainer:
                                  device=self.device)
         if self.device.type == "cpu":
             configure_threads()
-        self.device_name = describe(self.device)
+        self.dtype = training_dtype(self.device, config.precision)
+        # says what the steps run in, as detection's progress does
+        self.device_name = describe(self.device) + (" · bfloat16" if self.dtype == torch.bfloat16 else "")
         self.rng = np.random.default_rng(config.seed)
         torch.manual_seed(config.seed)
         self.torch_gen = torch.Generator().manual_seed(config.seed)
@@ -641,7 +643,8 @@ class Trainer:
         cfg = self.config
         x = np.stack([c[0] for c in crops] + [c[1] for c in crops if len(c) > 1])[:, None]
         x = torch.from_numpy(x).to(self.device).contiguous(memory_format=self.layout)
-        hm, proj = self.net(x, with_proj=cfg.contrastive)
+        with _device.autocast(self.device, self.dtype):  # the heads give float32 scores either way
+            hm, proj = self.net(x, with_proj=cfg.contrastive)
         b = len(crops)
         # every output back to the un-augmented frame of its crop
         hm = torch.stack([t.invert_torch(hm[i]) for i, t in enumerate(t1s + t2s)])
@@ -694,7 +697,8 @@ class Trainer:
             for group in self.opt.param_groups:
                 group["lr"] = lr
             batch = self._batch()
-            loss, l_hm, l_cr, l_cons = self._loss(*batch)
+            with _device.deterministic_kernels(self.device, self.dtype):
+                loss, l_hm, l_cr, l_cons = self._loss(*batch)
             if not torch.isfinite(loss):
                 # keep the last good weights and say why training stopped
                 self.net.load_state_dict(self._last_good)
@@ -705,7 +709,8 @@ class Trainer:
                                     float("nan"), float("nan"), lr, self.elapsed_s, 0.0, self.device_name, msg)
                 return self.checkpoint(calibrate=calibrate)
             self.opt.zero_grad(set_to_none=True)
-            loss.backward()
+            with _device.deterministic_kernels(self.device, self.dtype):
+                loss.backward()
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), 10.0)
             self.opt.step()
             self._last_good = self._snapshot()
@@ -913,7 +918,7 @@ class Trainer:
         last = self.history[-1] if self.history else {}
         rounds = list(self._prev_info.get("rounds", []))
         rounds.append({"steps": self.step, "n_positives": self.n_labels, "n_negatives": self.n_negatives,
-                       "elapsed_s": round(self.elapsed_s, 2)})
+                       "elapsed_s": round(self.elapsed_s, 2), "precision": str(self.dtype).split(".")[-1]})
         if self.settle_at is not None and self.step > self.settle_at:  # a run cancelled before never settled
             rounds[-1]["settle_from"] = self.settle_at
         if self.look_alikes is not None:
