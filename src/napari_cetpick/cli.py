@@ -1171,10 +1171,11 @@ def _add_train_method_options(p) -> None:
     g.add_argument("--seed", type=int, help="random seed (training is deterministic on CPU)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="arithmetic of the network's pass in each training step (the loss, the optimiser and the "
-                        "weights stay float32): auto (the default; a correction round keeps its model's) runs "
+                        "weights stay float32): auto (the default; float32 in --preset cetpick; a correction round keeps "
+                        "its model's) runs "
                         "bfloat16 on a CPU with AMX for it (Intel Xeon since Sapphire Rapids: the network's part "
-                        "of a step about 1.8x faster, still deterministic; docs/benchmark.md, round 33), float32 elsewhere; float32 "
-                        "forces full precision")
+                        "of a step about 1.8x faster, still deterministic; docs/benchmark.md, round 33), float32 "
+                        "elsewhere; float32 forces full precision")
 
 
 def _add_train_parser(sub) -> None:
