@@ -136,9 +136,10 @@ def _local_linear_1d(grid: np.ndarray, sigma: float, axis: int) -> None:
     fitted line follows a slope to the face (a lamella's or the ice's: the mean left the side
     of a tomogram that darkens towards a face about 0.3 of the change darker than its middle;
     docs/benchmark.md, "Round 32"). Along an axis of fewer than three samples, the mean.
-    Beside the grid, one grid of working space (and a product of the two for a moment). Not for the radial profiles' background (one particle
-    diameter): in a crowded thin volume the line's freedom near every face took the
-    neighbours' density into the background (``test_look_alikes_are_read_where_they_fit_best``)."""
+    Beside the grid, one grid of working space (and a product of the two for a moment). Not for
+    the radial profiles' background (one particle diameter): in a crowded thin volume the line's
+    freedom near every face took the neighbours' density into the background
+    (``test_look_alikes_are_read_where_they_fit_best``)."""
     from scipy import ndimage
 
     n = grid.shape[axis]

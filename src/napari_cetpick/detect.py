@@ -433,8 +433,7 @@ def run_tiles(plan: TilePlan, net, volume, stats, views: int, dev, layout=None, 
     heat_first = np.zeros((k, *plan.grid_shape), np.float32) if keep_first and views > 1 else None
     stride, mult, b = plan.stride, plan.multiple, np.array(plan.geometry.bin_zyx)
     t0 = time.perf_counter()
-    reduced = dtype is not None and dtype != torch.float32
-    dev_name = describe(dev) + (f" · {str(dtype).split('.')[-1]}" if reduced else "")  # says what the pass ran in
+    dev_name = describe(dev, dtype)  # says what the pass ran in
     file_map = _file_map(volume)
     with torch.inference_mode(), autocast(dev, dtype):
         for i, tile in enumerate(plan.tiles):

@@ -63,15 +63,28 @@ def configure_threads(n_threads: int | None = None) -> int:
     return n_threads
 
 
-def describe(device) -> str:
-    """A short human description of the device, for progress displays."""
+def describe(device, dtype=None) -> str:
+    """A short human description of the device, for progress displays; with a reduced ``dtype``
+    the arithmetic the network's pass runs in too ("CPU (2 threads) · bfloat16")."""
     import torch
 
     if device.type == "cuda":
-        return f"GPU ({torch.cuda.get_device_name(device)})"
-    if device.type == "mps":
-        return "Apple GPU (MPS)"
-    return f"CPU ({torch.get_num_threads()} threads)"  # the time left is measured while it runs
+        name = f"GPU ({torch.cuda.get_device_name(device)})"
+    elif device.type == "mps":
+        name = "Apple GPU (MPS)"
+    else:
+        name = f"CPU ({torch.get_num_threads()} threads)"  # the time left is measured while it runs
+    return name + (f" · {dtype_name(dtype)}" if reduced(dtype) else "")
+
+
+def dtype_name(dtype) -> str:
+    """``"float32"`` for ``torch.float32`` (as the CLI and the model's record spell it)."""
+    return str(dtype).split(".")[-1]
+
+
+def reduced(dtype) -> bool:
+    """Whether ``dtype`` is a reduced precision (not None, not float32)."""
+    return dtype is not None and dtype_name(dtype) != "float32"
 
 
 #: The arithmetic a network pass may run in (DetectConfig.precision).
@@ -148,7 +161,7 @@ def autocast(device, dtype):
     (no autocast object at all in float32: some torch versions refuse one for MPS even disabled)."""
     import torch
 
-    if dtype is None or dtype == torch.float32:
+    if not reduced(dtype):
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=dtype)
 
@@ -160,7 +173,7 @@ def deterministic_kernels(device, dtype):
     that varies from run to run. float32 and GPUs: nothing changes."""
     import torch
 
-    if dtype is None or dtype == torch.float32 or torch.device(device).type != "cpu":
+    if not reduced(dtype) or torch.device(device).type != "cpu":
         yield
         return
     keep = torch.backends.mkldnn.deterministic

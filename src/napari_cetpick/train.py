@@ -465,8 +465,7 @@ class Trainer:
         if self.device.type == "cpu":
             configure_threads()
         self.dtype = training_dtype(self.device, config.precision)
-        # says what the steps run in, as detection's progress does
-        self.device_name = describe(self.device) + (" · bfloat16" if self.dtype == torch.bfloat16 else "")
+        self.device_name = describe(self.device, self.dtype)  # says what the steps run in
         self.rng = np.random.default_rng(config.seed)
         torch.manual_seed(config.seed)
         self.torch_gen = torch.Generator().manual_seed(config.seed)
@@ -918,7 +917,7 @@ class Trainer:
         last = self.history[-1] if self.history else {}
         rounds = list(self._prev_info.get("rounds", []))
         rounds.append({"steps": self.step, "n_positives": self.n_labels, "n_negatives": self.n_negatives,
-                       "elapsed_s": round(self.elapsed_s, 2), "precision": str(self.dtype).split(".")[-1]})
+                       "elapsed_s": round(self.elapsed_s, 2), "precision": _device.dtype_name(self.dtype)})
         if self.settle_at is not None and self.step > self.settle_at:  # a run cancelled before never settled
             rounds[-1]["settle_from"] = self.settle_at
         if self.look_alikes is not None:
