@@ -76,6 +76,8 @@ class ClassTrack:
         ``threshold`` / ``min_distance_vox`` from a restored session, for the next detection.
     truth : napari Points layer or None
         Evaluation truth of this class.
+    model : Checkpoint or None
+        The model ``result`` came from (a later Train, Improve or Load makes it an earlier one).
     """
 
     labels: object = None
@@ -89,6 +91,7 @@ class ClassTrack:
     chosen: set = field(default_factory=set)
     restored: dict = field(default_factory=dict)
     truth: object = None
+    model: object = None
 
 
 def _class_field(name: str):
@@ -384,6 +387,10 @@ class PanelState:
         self.checkpoint_changed.emit(self.checkpoint)
         return True
 
+    def from_earlier_model(self, rec: TomogramRecord) -> bool:
+        """True when the record's detection (of its active class) came from another model than the current one."""
+        return rec.result is not None and rec.track().model is not self.checkpoint
+
     # ------------------------------------------------------------------ classes
     def particle_class(self, name: str | None = None) -> ParticleClass:
         """A class by name (the active one by default)."""
@@ -469,11 +476,13 @@ class PanelState:
             else:
                 self.set_diameter(round(view.diameter_vox, 2), "voxels", target)
 
-    def classes_with_labels(self, records) -> list[str]:
-        """The classes (in the panel's order) with at least one label in these records."""
-        return [c.name for c in self.classes
-                if any(r.track(c.name).labels is not None and self.live(r.track(c.name).labels)
-                       and len(r.track(c.name).labels.data) for r in records)]
+    def classes_with_labels(self, records, what: str = "labels") -> list[str]:
+        """The classes (in the panel's order) with at least one label (or ``what``: negative) in these records."""
+        def has(track) -> bool:
+            layer = getattr(track, what)
+            return layer is not None and self.live(layer) and len(layer.data) > 0
+
+        return [c.name for c in self.classes if any(has(r.track(c.name)) for r in records)]
 
     @property
     def diameter(self) -> float:

@@ -32,6 +32,7 @@ class DetectSection(Container):
         self._device = device  # callable: the device chosen in the train section
         self._updating = False
         self._keep_threshold: dict = {}  # record key -> threshold to restore after a re-detection
+        self._job_model = None  # the model of the detection running (or last run)
         self._detect_all_check = CheckBox(
             text="All open tomograms", value=False, tooltip="Detect in every open tomogram instead of the selected one.")
         self._views_choice = ComboBox(
@@ -82,6 +83,7 @@ class DetectSection(Container):
         state.current_changed.connect(self._show_current)
         state.detection_changed.connect(self._on_detection_changed)
         state.picks_changed.connect(self._on_picks_changed)
+        state.checkpoint_changed.connect(lambda *_: self._show_status(self._state.current))
         self._on_busy_changed(None)
 
     # ------------------------------------------------------------------ running
@@ -135,6 +137,7 @@ class DetectSection(Container):
         self._detect_status_label.value = "Starting…"
         config = DetectConfig(views=int(self._views_choice.value),
                               profile_weight=DetectConfig().profile_weight if self._profile_check.value else 0.0)
+        self._job_model = self._state.checkpoint  # each detection remembers the model it came from
         job = partial(detect_job, self._state.checkpoint, items, config, str(self._device()))
         self._runner.start(kind, job, yielded=self._on_detect_yielded, returned=self._on_detect_returned,
                            on_error=self._on_error, uses=[r.layer.unique_id for r in recs])
@@ -165,14 +168,32 @@ class DetectSection(Container):
     def _on_detect_returned(self, n_ok: int) -> None:
         rec = self._state.current
         if rec is not None and rec.result is not None:
-            short, detail = self._profile_note(rec.result)
-            head = (f"Done in {fmt_duration(rec.result.elapsed_s)}: {len(rec.result.cand_scores)} candidate peaks "
-                    f"cached; threshold {rec.result.model_threshold:.3f} from {rec.result.threshold_source}")
-            # the status says what changed the picks; its tooltip says how
-            self._detect_status_label.value = head + short
-            self._detect_status_label.tooltip = head + detail
+            self._show_status(rec, f"Done in {fmt_duration(rec.result.elapsed_s)} · ")
         elif not n_ok:
             self._detect_status_label.value = "No tomogram could be processed."
+
+    def _show_status(self, rec: TomogramRecord | None, prefix: str = "") -> None:
+        """The status of the selected tomogram's (and class's) detection: how its threshold was
+        chosen and what the profile check did; the tooltip says it in full."""
+        if rec is None:
+            text = detail = ""
+        else:
+            cls = self._state.named_class(rec.active)
+            where = f"{rec.name}{f' · {cls}' if cls else ''}"
+            if rec.result is None:
+                text = detail = (f"{where}: no detection yet; press Detect." if self._state.checkpoint is not None
+                                 else "")
+            else:
+                res = rec.result
+                head = (f"{prefix}{where}: {len(res.cand_scores)} candidate peaks cached; threshold "
+                        f"{res.model_threshold:.3f} from {res.threshold_source}")
+                short, full = self._profile_note(res)
+                old = (" From an earlier model: press Detect to pick with the current one."
+                       if self._state.from_earlier_model(rec) else "")
+                # the status says what changed the picks; its tooltip says how
+                text, detail = head + short + old, head + full + old
+        self._detect_status_label.value = text
+        self._detect_status_label.tooltip = detail or "Detection progress."
 
     def _profile_note(self, result) -> tuple[str, str]:
         """The end of the status, short and in full: what the profile check did to the picks
@@ -229,7 +250,9 @@ class DetectSection(Container):
             rec.chosen.update({"min_distance"} if "min_distance_vox" in rec.restored else set())
         rec.result = result
         rec.track().group = group
-        rec.heatmap = L.show_heatmap(self._state.viewer, rec.layer, result, self._state.named_class(rec.active))
+        rec.track().model = self._job_model
+        rec.heatmap = L.show_heatmap(self._state.viewer, rec.layer, result, self._state.named_class(rec.active),
+                                     layer=rec.heatmap if self._state.live(rec.heatmap) else None)
         self._tracker.reselect(rec)
 
     # ------------------------------------------------------------------ live selection
@@ -242,7 +265,10 @@ class DetectSection(Container):
         rec = self._state.current
         self._updating = True
         try:
-            if rec is None or rec.result is None:
+            detected = rec is not None and rec.result is not None
+            # nothing to re-threshold before a detection: the controls would show another tomogram's values
+            self._threshold_slider.enabled = self._min_distance_spin.enabled = detected
+            if not detected:
                 self._histogram.set_scores(None)
             else:
                 self._threshold_slider.value = round(rec.result.threshold, 3)
@@ -250,6 +276,8 @@ class DetectSection(Container):
                 self._histogram.set_scores(rec.result.cand_scores)
         finally:
             self._updating = False
+        if self._runner.kind not in ("detect", "improve-detect"):  # else the progress stays
+            self._show_status(rec)
         self._update_pick_count()
 
     def _on_threshold_changed(self, value: float) -> None:

@@ -20,16 +20,17 @@ IDLE_TEXT = ("Improve fine-tunes the model on your labels and negatives, then de
 class ImproveSection(Container):
     """One button for the correction round, with progress and Cancel."""
 
-    def __init__(self, state: PanelState, runner: WorkerRunner, detect, device, every_tomogram):
+    def __init__(self, state: PanelState, runner: WorkerRunner, detect, device):
         super().__init__(labels=False)
         self._state, self._runner = state, runner
         self._detect = detect              # callable(records, kind) -> bool
         self._device = device              # callable: the chosen device
-        self._every_tomogram = every_tomogram  # callable: train on every tomogram with labels?
         self._records = []
+        self._others = []  # the other tomograms detected again after the round
         self._improve_button = PushButton(
-            text="Improve", tooltip="Continue training the current model with your labels and negatives (a short "
-                                    "round), then detect again in this tomogram keeping your threshold. It learns "
+            text="Improve", tooltip="Continue training the current model with the labels and negatives of every open "
+                                    "tomogram (a short round), then detect again in this tomogram and in the others "
+                                    "the old model had detected in, keeping your thresholds. It learns "
                                     "from accepted and rejected picks; in noisy data, particles the picks missed "
                                     "teach a model when you click them and Train anew (docs/tutorial.md, Improve).")
         self._improve_cancel_button = PushButton(
@@ -57,7 +58,9 @@ class ImproveSection(Container):
         try:
             if self._state.checkpoint is None:
                 raise CetpickError("No model to improve: Train (or load a model) and Detect first.")
-            inputs = gather_training_inputs(self._state, self._every_tomogram())
+            # every open tomogram's labels and decisions: a round on the selected one alone would
+            # forget the others' (and calibrate the model's default on a handful of clicks)
+            inputs = gather_training_inputs(self._state, True, model=self._state.checkpoint)
             recs, volumes, labels, negatives, masks, vs = (inputs.records, inputs.volumes, inputs.labels,
                                                            inputs.negatives, inputs.masks, inputs.voxel_size_a)
         except CetpickError as err:
@@ -67,8 +70,9 @@ class ImproveSection(Container):
         n_neg = 0 if negatives is None else sum(
             len(v) for n in negatives for v in (n.values() if isinstance(n, dict) else [n]))
         self._improve_progress.value = 0
+        where = f" in {plural(len(recs), 'tomogram')}" if len(recs) > 1 else ""
         self._improve_status_label.value = (f"Improving on {plural(sum(inputs.count(n) for n in inputs.names), 'label')} and "
-                                            f"{plural(n_neg, 'negative')}…")
+                                            f"{plural(n_neg, 'negative')}{where}…")
         current = self._state.current
         # the detection that follows runs in the current tomogram: the model keeps its pass there
         nxt = next((v for r, v in zip(recs, volumes) if current is not None and r is current), None)
@@ -92,10 +96,16 @@ class ImproveSection(Container):
         if ckpt is None:
             self._on_improve_aborted()
             return
+        previous = self._state.checkpoint
         self._state.set_checkpoint(ckpt)
         rec = self._state.current
+        # the selected tomogram first (its network pass is kept), then every other one whose picks
+        # came from the model this round continued: exports then come from one model
+        self._others = [r for r in self._state.records.values()
+                        if r is not rec and self._state.live(r.layer)
+                        and any(t.result is not None and t.model is previous for t in r.per_class.values())]
         self._improve_status_label.value = "Model improved; detecting again…"
-        if rec is None or not self._detect([rec], "improve-detect"):
+        if rec is None or not self._detect([rec, *self._others], "improve-detect"):
             ckpt.take_passes()  # the network pass kept for that detection: not held any longer
             self._improve_status_label.value = "Model improved; press Detect."
             return
@@ -112,9 +122,11 @@ class ImproveSection(Container):
             n = rec.count("picks")
             whose = ("your threshold (the same margin over the new model's default)" if "threshold" in rec.chosen
                      else "the new model's threshold")
+            others = [r.name for r in self._others if r.result is not None and not self._state.from_earlier_model(r)]
+            also = f" Detected again in {', '.join(others)} too." if others else ""
             self._improve_status_label.value = (f"Improved: {plural(n, 'pick')} at {whose} "
-                                                f"{rec.result.threshold:.3f}. Review again, or Improve once more.")
-            show_info(f"Improved model: {plural(n, 'pick')} in {rec.name}.")
+                                                f"{rec.result.threshold:.3f}.{also} Review again, or Improve once more.")
+            show_info(f"Improved model: {plural(n, 'pick')} in {rec.name}.{also}")
 
     def _on_improve_aborted(self) -> None:
         done = int(self._improve_progress.value)

@@ -73,6 +73,12 @@ def find_layer(viewer, name: str, role: str, source: str):
     return None
 
 
+def rename(viewer, layer, name: str) -> None:
+    """Give a layer of the panel this name, unless another layer has it."""
+    if layer.name != name and name not in viewer.layers:
+        layer.name = name
+
+
 def tint_of(colour: str, alpha: float = 0.12) -> list[float]:
     """A faint fill of a colour (RGBA floats), e.g. a class's colour inside its picks."""
     from napari.utils.colormaps.standardize_color import transform_color
@@ -120,11 +126,13 @@ def heatmap_contrast_limits(heatmap) -> tuple[float, float]:
     return (lo, 1.0)
 
 
-def show_heatmap(viewer, image_layer, result, class_name: str | None = None):
+def show_heatmap(viewer, image_layer, result, class_name: str | None = None, layer=None):
     """Add (or update) the heatmap Image layer of a detection, aligned over the tomogram.
 
     Heatmap index ``i`` is tomogram voxel ``i * result.scale + result.translate``; the
     layer's transform composes that with the tomogram layer's own scale and translate.
+    ``layer``: the class's heatmap so far, updated and named as now (a class gets its name in
+    its layers' once the panel has several), rather than left beside a new one.
     """
     scale = np.asarray(result.scale, float) * np.asarray(image_layer.scale, float)
     translate = (np.asarray(image_layer.translate, float)
@@ -132,13 +140,15 @@ def show_heatmap(viewer, image_layer, result, class_name: str | None = None):
     suffix = f" {class_name}" if class_name else ""
     name = f"{image_layer.name} heatmap{suffix}"
     meta = {META_KEY: {ROLE_KEY: "heatmap", "source": image_layer.name, CLASS_KEY: class_name}}
-    layer = find_layer(viewer, name, "heatmap", image_layer.name)
+    layer = find_layer(viewer, name, "heatmap", image_layer.name) if layer is None else unwrap(layer)
     limits = heatmap_contrast_limits(result.heatmap)
     if layer is None:
         layer = unwrap(viewer.add_image(result.heatmap, name=name, scale=scale, translate=translate,
                                         blending="additive", colormap=HEATMAP_COLORMAP, contrast_limits=limits,
                                         opacity=0.7, metadata=meta))
     else:
+        rename(viewer, layer, name)
+        layer.metadata[META_KEY] = {**layer.metadata.get(META_KEY, {}), CLASS_KEY: class_name}
         layer.data = result.heatmap
         layer.scale = scale
         layer.translate = translate
@@ -168,11 +178,16 @@ def pick_features(scores, threshold: float | None = None, extra: pd.DataFrame | 
     return out
 
 
+def picks_name(image_layer, class_name: str | None = None) -> str:
+    """The name of a tomogram's picks layer (of a class, once the panel has several)."""
+    return f"{image_layer.name} picks" + (f" {class_name}" if class_name else "")
+
+
 def show_picks(viewer, image_layer, zyx, scores, size: float, threshold: float | None = None,
                class_name: str | None = None, extra: pd.DataFrame | None = None, tint: str | None = None):
     """Add (or update) the picks Points layer of a tomogram (of a class, named after it when
     given): circles coloured by ``score``."""
-    name = f"{image_layer.name} picks" + (f" {class_name}" if class_name else "")
+    name = picks_name(image_layer, class_name)
     layer = find_layer(viewer, name, "picks", image_layer.name)
     if layer is None:
         layer = add_points_layer(viewer, image_layer, "picks", size, name=name, zyx=zyx,
@@ -191,6 +206,10 @@ def set_picks(layer, zyx, scores, threshold: float | None = None, extra: pd.Data
     layer.features = features.iloc[:0].reindex(range(len(layer.data)))
     _hand_pick_defaults(layer)
     layer.data = zyx
+    if not layer.visible:
+        # napari leaves a hidden layer's slice of its points as it was: with fewer points now,
+        # the recolouring below would index past them (another tomogram's picks, detected again)
+        (getattr(layer, "set_view_slice", None) or layer._set_view_slice)()
     layer.features = features
     _hand_pick_defaults(layer)
     tint = layer_cetpick_meta(layer).get("tint")

@@ -70,8 +70,7 @@ class PickerWidget(QWidget):
         self.train = TrainSection(self.state, self.runner, ask_path)
         self.detect = DetectSection(self.state, self.runner, self.tracker, self._device)
         self.review = ReviewSection(self.state, self.tracker, self.data.new_points_layer)
-        self.improve = ImproveSection(self.state, self.runner, self.detect.detect, self._device,
-                                      lambda: bool(self.train._all_tomograms_check.value))
+        self.improve = ImproveSection(self.state, self.runner, self.detect.detect, self._device)
         self.mask = MaskSection(self.state, ask_path)
         self.autosave = AutosaveBox(self.state, self.tracker, ask_folder, self.data.restore_points,
                                     self.mask.add_shapes_layer, self.train.load_model)

@@ -30,13 +30,14 @@ class TomogramTable(Container):
         for i in range(1, len(COLUMNS)):
             header.setSectionResizeMode(i, QHeaderView.ResizeMode.ResizeToContents)
         self._table.setToolTip("Open tomograms with their labels, negatives, picks and threshold; click a row "
-                               "to work on that tomogram. Detections stay with their tomogram.")
+                               "to work on that tomogram. Detections stay with their tomogram; a threshold marked "
+                               "'(earlier model)' is of picks another model than the current one made.")
         self._table.setMinimumWidth(0)
         self.native.layout().addWidget(self._table)
         self.margins = (0, 0, 0, 0)
         self._table.cellClicked.connect(self._on_row_clicked)
         for signal in (state.points_changed, state.picks_changed, state.detection_changed, state.current_changed,
-                       state.layers_changed):
+                       state.layers_changed, state.checkpoint_changed):
             signal.connect(self.refresh)
         self.refresh()
 
@@ -50,7 +51,8 @@ class TomogramTable(Container):
             else:
                 live = {k: self._state.live(getattr(rec, k)) for k in ("labels", "negatives", "picks")}
                 out.append((layer.name, *(rec.count(k) if live[k] else 0 for k in ("labels", "negatives", "picks")),
-                            "–" if rec.threshold is None else f"{rec.threshold:.3f}"))
+                            "–" if rec.threshold is None else f"{rec.threshold:.3f}"
+                            + (" (earlier model)" if self._state.from_earlier_model(rec) else "")))
         return out
 
     def refresh(self, *_) -> None:

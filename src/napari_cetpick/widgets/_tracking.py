@@ -90,6 +90,7 @@ class LayerTracker:
                                          threshold, class_name=cls, extra=extra, tint=tint)
             else:
                 L.set_picks(rec.picks, zyx, scores, threshold, extra)
+                L.rename(self.state.viewer, rec.picks, L.picks_name(rec.layer, self.state.named_class(rec.active)))
         finally:
             self._writing = False
         self.watch(rec.picks)
