@@ -125,7 +125,8 @@ class ImproveSection(Container):
             others = [r.name for r in self._others if r.result is not None and not self._state.from_earlier_model(r)]
             also = f" Detected again in {', '.join(others)} too." if others else ""
             self._improve_status_label.value = (f"Improved: {plural(n, 'pick')} at {whose} "
-                                                f"{rec.result.threshold:.3f}.{also} Review again, or Improve once more.")
+                                                f"{rec.result.threshold:.3f}.{also} Review again, or Improve "
+                                                "once more.")
             show_info(f"Improved model: {plural(n, 'pick')} in {rec.name}.{also}")
 
     def _on_improve_aborted(self) -> None:

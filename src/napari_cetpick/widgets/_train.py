@@ -156,7 +156,8 @@ class TrainSection(Container):
         from napari_cetpick.widgets._engine import check_memory
 
         try:
-            inputs = gather_training_inputs(self._state, bool(self._all_tomograms_check.value), model=self._init_model())
+            inputs = gather_training_inputs(self._state, bool(self._all_tomograms_check.value),
+                                            model=self._init_model())
             config = class_config(self._state, self.train_config(), inputs.names)
             problem = training_problem(self._state, inputs, config)
             if problem:
