@@ -115,6 +115,13 @@ def test_a_new_model_marks_the_picks_of_the_old_and_a_model_of_two_classes_conti
     assert panel.tomograms.rows()[0][-1].endswith("(earlier model)")
     assert panel.export.export(tmp_path / "old.txt") is not None
     assert "earlier model" in notes()[-1]
+    (tmp_path / "all").mkdir()
+    written = panel.export.export_all(tmp_path / "all", what="picks")
+    assert [p.name for p in written] == ["sim_proteasome_picks.txt"]
+    assert "No picks in: sim (shell)" in notes()[-1] and "The picks of sim (proteasome) came from an earlier" \
+        in notes()[-1]
+    assert panel.export.export_all(tmp_path / "all", what="negatives") == []
+    assert "No tomogram has negatives to export" in notes()[-1]
     # the new model's detection: one heatmap and one picks layer per class, the old ones renamed, none left over
     panel.detect._on_detect_clicked()
     wait_idle(qtbot, panel)

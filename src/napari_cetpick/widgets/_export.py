@@ -88,7 +88,7 @@ class ExportSection(Container):
         pairs = [r.view(n) for r in self._state.records.values() if self._state.live(r.layer)
                  for n in self._state.class_names]
         recs = [v for v in pairs if getattr(v, what) is not None and self._state.live(getattr(v, what)) and v.count(what)]
-        skipped = [self._label(v) for v in pairs if v not in recs]
+        skipped = [self._who(v) for v in pairs if v not in recs]
         if not recs:
             show_error(f"No tomogram has {what} to export.")
             return []
@@ -99,14 +99,14 @@ class ExportSection(Container):
             if out is not None:
                 written.append(out)
         none = f" No {what} in: {', '.join(skipped)}." if skipped else ""
-        old = [self._label(v) for v in recs if what == "picks" and self._state.from_earlier_model(v)]
+        old = [self._who(v) for v in recs if what == "picks" and self._state.from_earlier_model(v)]
         if old:
             none += (f" The picks of {', '.join(old)} came from an earlier model (Detect with 'All open tomograms' "
                      "renews them).")
         show_info(f"Exported {plural(len(written), 'file')} of {what} to {folder}.{none}")
         return written
 
-    def _label(self, rec: TomogramRecord) -> str:
+    def _who(self, rec: TomogramRecord) -> str:
         """A tomogram's name, with the class's where the panel has several."""
         return f"{rec.name}{f' ({n})' if (n := self._state.named_class(rec.active)) else ''}"
 
