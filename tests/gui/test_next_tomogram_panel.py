@@ -1,6 +1,6 @@
 """A model applied to the next tomogram in the panel: each tomogram's detection status is its
 own, Improve learns from every open tomogram and detects again wherever the old model had,
-a model of several classes continues on one class's decisions, and picks of an earlier model
+a model of several classes continues on one class's decisions, and picks of another model
 say so (status, table, export)."""
 from __future__ import annotations
 
@@ -48,6 +48,9 @@ def test_the_next_tomogram_has_its_own_status_and_improve_learns_from_every_tomo
     wait_idle(qtbot, panel)
     first_model = state.checkpoint
     sim_layer, second = viewer.layers["sim"], _add_second(viewer, sim)
+    # the canvas shows the tomogram the panel works on, not the one opened over it
+    assert state.current.layer is sim_layer and sim_layer.visible and not second.visible
+    assert "second is open, hidden: the panel works on sim" in notes()[-1]
     _detect_all(qtbot, panel)
     first, other = state.record(sim_layer), state.record(second)
     assert first.result is not None and other.result is not None
@@ -55,6 +58,7 @@ def test_the_next_tomogram_has_its_own_status_and_improve_learns_from_every_tomo
     # each tomogram's status is its own: its name, its candidates, how its threshold was chosen
     for rec in (other, first, other):
         panel._select_tomogram(rec.layer)
+        assert rec.layer.visible and not (first if rec is other else other).layer.visible
         assert status.value.startswith(f"{rec.name}: {len(rec.result.cand_scores)} candidate peaks")
         assert f"threshold {rec.result.model_threshold:.3f} from {rec.result.threshold_source}" in status.value
         assert panel.detect._threshold_slider.value == pytest.approx(rec.result.threshold, abs=1e-3)
@@ -82,9 +86,14 @@ def test_the_next_tomogram_has_its_own_status_and_improve_learns_from_every_tomo
     assert state.checkpoint is not first_model
     for rec in (first, other):
         assert rec.result is not None and rec.track().model is state.checkpoint
-        assert not state.from_earlier_model(rec)
+        assert not state.from_other_model(rec)
     assert "Detected again in sim too" in panel.improve._improve_status_label.value
-    assert all("earlier model" not in row[-1] for row in panel.tomograms.rows())
+    assert all("other model" not in row[-1] for row in panel.tomograms.rows())
+    # back to the first model: every pick is now another model's, and Train's status says which model is current
+    panel.train._on_undo_model_clicked()
+    assert state.checkpoint is first_model
+    assert panel.train._train_status_label.value.startswith(f"Current model: {first_model.info['steps']} steps")
+    assert all(row[-1].endswith("(other model)") for row in panel.tomograms.rows())
 
 
 def test_a_new_model_marks_the_picks_of_the_old_and_a_model_of_two_classes_continues(
@@ -110,15 +119,15 @@ def test_a_new_model_marks_the_picks_of_the_old_and_a_model_of_two_classes_conti
     prot = rec.view("proteasome")
     # the proteasome picks came from the first model: the status, the table and an export say so
     panel.classes._class_combo.value = "proteasome"
-    assert state.from_earlier_model(prot)
-    assert "From an earlier model" in panel.detect._detect_status_label.value
-    assert panel.tomograms.rows()[0][-1].endswith("(earlier model)")
+    assert state.from_other_model(prot)
+    assert "From another model" in panel.detect._detect_status_label.value
+    assert panel.tomograms.rows()[0][-1].endswith("(other model)")
     assert panel.export.export(tmp_path / "old.txt") is not None
-    assert "earlier model" in notes()[-1]
+    assert "another model" in notes()[-1]
     (tmp_path / "all").mkdir()
     written = panel.export.export_all(tmp_path / "all", what="picks")
     assert [p.name for p in written] == ["sim_proteasome_picks.txt"]
-    assert "No picks in: sim (shell)" in notes()[-1] and "The picks of sim (proteasome) came from an earlier" \
+    assert "No picks in: sim (shell)" in notes()[-1] and "The picks of sim (proteasome) came from another" \
         in notes()[-1]
     assert panel.export.export_all(tmp_path / "all", what="negatives") == []
     assert "No tomogram has negatives to export" in notes()[-1]
@@ -130,7 +139,7 @@ def test_a_new_model_marks_the_picks_of_the_old_and_a_model_of_two_classes_conti
     for cls in ("proteasome", "shell"):
         assert names.count(f"sim heatmap {cls}") == 1 and names.count(f"sim picks {cls}") == 1
         assert rec.view(cls).heatmap is viewer.layers[f"sim heatmap {cls}"]
-        assert not state.from_earlier_model(rec.view(cls))
+        assert not state.from_other_model(rec.view(cls))
     # a second tomogram with a proteasome decision only: Improve continues both classes, the
     # shell's labels coming from the first tomogram
     second = _add_second(viewer, sim)

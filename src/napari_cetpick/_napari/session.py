@@ -387,7 +387,7 @@ class PanelState:
         self.checkpoint_changed.emit(self.checkpoint)
         return True
 
-    def from_earlier_model(self, rec: TomogramRecord) -> bool:
+    def from_other_model(self, rec: TomogramRecord) -> bool:
         """True when the record's detection (of its active class) came from another model than the current one."""
         return rec.result is not None and rec.track().model is not self.checkpoint
 

@@ -188,8 +188,8 @@ class DetectSection(Container):
                 head = (f"{prefix}{where}: {len(res.cand_scores)} candidate peaks cached; threshold "
                         f"{res.model_threshold:.3f} from {res.threshold_source}")
                 short, full = self._profile_note(res)
-                old = (" From an earlier model: press Detect to pick with the current one."
-                       if self._state.from_earlier_model(rec) else "")
+                old = (" From another model than the current one: press Detect to renew them."
+                       if self._state.from_other_model(rec) else "")
                 # the status says what changed the picks; its tooltip says how
                 text, detail = head + short + old, head + full + old
         self._detect_status_label.value = text

@@ -99,9 +99,9 @@ class ExportSection(Container):
             if out is not None:
                 written.append(out)
         none = f" No {what} in: {', '.join(skipped)}." if skipped else ""
-        old = [self._who(v) for v in recs if what == "picks" and self._state.from_earlier_model(v)]
+        old = [self._who(v) for v in recs if what == "picks" and self._state.from_other_model(v)]
         if old:
-            none += (f" The picks of {', '.join(old)} came from an earlier model (Detect with 'All open tomograms' "
+            none += (f" The picks of {', '.join(old)} came from another model than the current one (Detect with 'All open tomograms' "
                      "renews them).")
         show_info(f"Exported {plural(len(written), 'file')} of {what} to {folder}.{none}")
         return written
@@ -140,7 +140,7 @@ class ExportSection(Container):
             show_error(f"Export failed: {err}")
             return None
         if not quiet:
-            old = (". They came from an earlier model: Detect renews them." if what == "picks"
-                   and self._state.from_earlier_model(rec) else "")
+            old = (". They came from another model than the current one: Detect renews them." if what == "picks"
+                   and self._state.from_other_model(rec) else "")
             show_info(f"Exported {plural(len(zyx), what[:-1] if what != 'negatives' else 'negative')} to {out}{old}")
         return out

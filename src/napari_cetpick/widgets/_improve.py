@@ -122,7 +122,7 @@ class ImproveSection(Container):
             n = rec.count("picks")
             whose = ("your threshold (the same margin over the new model's default)" if "threshold" in rec.chosen
                      else "the new model's threshold")
-            others = [r.name for r in self._others if r.result is not None and not self._state.from_earlier_model(r)]
+            others = [r.name for r in self._others if r.result is not None and not self._state.from_other_model(r)]
             also = f" Detected again in {', '.join(others)} too." if others else ""
             self._improve_status_label.value = (f"Improved: {plural(n, 'pick')} at {whose} "
                                                 f"{rec.result.threshold:.3f}.{also} Review again, or Improve "

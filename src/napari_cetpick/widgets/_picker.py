@@ -11,7 +11,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from magicgui.widgets import Container
-from napari.utils.notifications import show_warning
+from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 
@@ -144,9 +144,16 @@ class PickerWidget(QWidget):
                 elif not mine and layer.visible and not cur.holds(layer):
                     layer.visible = False
                     self._auto_hidden[id(layer)] = layer
+        for layer in self._tomogram_layers():  # tomograms the panel has not met yet
+            if layer is not cur.layer and layer.visible and self.state.record(layer, create=False) is None:
+                layer.visible = False
+                self._auto_hidden[id(layer)] = layer
         active = L.unwrap(self.state.viewer.layers.selection.active)
         if active is not None and id(active) in self._auto_hidden:  # not a hidden layer of another tomogram
             self.state.viewer.layers.selection.active = cur.picks if self.state.live(cur.picks) else cur.layer
+
+    def _tomogram_layers(self) -> list:
+        return [L.unwrap(lay) for lay in self.state.viewer.layers if L.is_tomogram_layer(lay)]
 
     def reset_choices(self, *_) -> None:
         """Refresh every section's layer lists (napari calls this when layers change)."""
@@ -155,8 +162,15 @@ class PickerWidget(QWidget):
         self.state.layers_changed.emit()
 
     def _on_layers_inserted(self, event) -> None:
-        L.unwrap(event.value).events.name.connect(self._on_layer_renamed)
+        layer = L.unwrap(event.value)
+        layer.events.name.connect(self._on_layer_renamed)
         self.reset_choices()
+        cur = self.state.current
+        if L.is_tomogram_layer(layer) and cur is not None and cur.layer is not layer and self.state.live(cur.layer):
+            # the canvas keeps showing the tomogram the panel works on, not the one opened over it
+            self._show_selected_tomogram()
+            show_info(f"{layer.name} is open, hidden: the panel works on {cur.name}. Click {layer.name}'s row in "
+                      "the table (or pick it under Tomogram) to work on it.")
 
     def _on_layers_removed(self, event) -> None:
         layer = L.unwrap(event.value)

@@ -31,7 +31,7 @@ class TomogramTable(Container):
             header.setSectionResizeMode(i, QHeaderView.ResizeMode.ResizeToContents)
         self._table.setToolTip("Open tomograms with their labels, negatives, picks and threshold; click a row "
                                "to work on that tomogram. Detections stay with their tomogram; a threshold marked "
-                               "'(earlier model)' is of picks another model than the current one made.")
+                               "'(other model)' is of picks another model than the current one made (before a Train, Improve, Load or Undo model).")
         self._table.setMinimumWidth(0)
         self.native.layout().addWidget(self._table)
         self.margins = (0, 0, 0, 0)
@@ -52,7 +52,7 @@ class TomogramTable(Container):
                 live = {k: self._state.live(getattr(rec, k)) for k in ("labels", "negatives", "picks")}
                 out.append((layer.name, *(rec.count(k) if live[k] else 0 for k in ("labels", "negatives", "picks")),
                             "–" if rec.threshold is None else f"{rec.threshold:.3f}"
-                            + (" (earlier model)" if self._state.from_earlier_model(rec) else "")))
+                            + (" (other model)" if self._state.from_other_model(rec) else "")))
         return out
 
     def refresh(self, *_) -> None:

@@ -31,7 +31,7 @@ class TrainSection(Container):
         super().__init__(labels=True)
         self._state, self._runner, self._ask_path = state, runner, ask_path
         self._job: TrainJob | None = None
-        self._origin, self._trained = (None, ""), None  # (id, file name) of a loaded model; id of the last trained
+        self._origin = (None, "")  # (id, file name) of a loaded model
         self._expected_particles_spin = SpinBox(
             label="Expected particles", min=0, max=10_000_000, value=0,
             tooltip="Roughly how many particles the tomogram holds; sets the share of particle voxels "
@@ -203,7 +203,6 @@ class TrainSection(Container):
             self._train_status_label.value = "Cancelled before the first step; the previous model is kept."
             show_info("Training cancelled before the first step; the previous model is kept.")
             return
-        self._trained = id(ckpt)
         replaced = self._state.checkpoint is not None
         self._state.set_checkpoint(ckpt)
         info = ckpt.info
@@ -245,10 +244,11 @@ class TrainSection(Container):
         origin = self._origin[1] if self._origin[0] == id(ckpt) else ""
         self._model_label.value = origin + ckpt.summary()
         self._model_label.tooltip = "\n".join(f"{k}: {v}" for k, v in ckpt.config.to_dict().items())
-        if id(ckpt) != self._trained:  # improved, loaded or undone: the status says which model is current
-            where = f" from {Path(self._state.model_path).name}" if self._state.model_path else ""
-            self._train_status_label.value = (f"Current model{where}: {int(ckpt.info.get('steps', 0))} steps, default "
-                                              f"threshold {ckpt.default_threshold:.2f}.")
+        # improved, loaded or undone (back to the one trained here too): the status says which model is
+        # current; a training that just ended says more right after
+        where = f" from {Path(self._state.model_path).name}" if self._state.model_path else ""
+        self._train_status_label.value = (f"Current model{where}: {int(ckpt.info.get('steps', 0))} steps, default "
+                                          f"threshold {ckpt.default_threshold:.2f}.")
         self._on_busy_changed(self._runner.kind)
         self._check_model_voxel_size()
         self._on_settings_changed()
