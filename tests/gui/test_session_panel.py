@@ -290,9 +290,14 @@ def test_two_classes_train_one_model_and_review_moves_a_pick(viewer, panel, qtbo
     assert rows(zyx)[0] in rows(rec.negatives.data)
     assert rows(zyx)[0] not in rows(rec.picks.data)
     assert len(prot_negs.data) == 0
+    # a pick of the other class now, as an accepted one: an export of picks keeps the particle
+    assert rows(zyx)[0] in rows(rec.view("proteasome").picks.data)
     review.undo()  # all of it back: the proteasome negative, the shell pick
     assert len(rec.view("proteasome").labels.data) == n_prot and rows(zyx)[0] in rows(prot_negs.data)
     assert rows(zyx)[0] not in rows(rec.negatives.data)
+    assert rows(zyx)[0] not in rows(rec.view("proteasome").picks.data)
+    assert rows(zyx)[0] in rows(rec.picks.data)
+    assert notes()[-1] == "Undone: the move to another class."
 
 
 def test_closing_a_tomogram_takes_its_labels_with_it_even_if_another_is_open(viewer, panel, sim, qtbot, notes):

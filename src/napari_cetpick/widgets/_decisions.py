@@ -67,7 +67,8 @@ class Decisions:
         self._undo.append(("reject", rec, zyx, score, was_pick, replaced))
 
     def move(self, rec: TomogramRecord, zyx, score: float, to: str) -> None:
-        """Another class: not this class (a negative of it, out of its picks) and a label of ``to``."""
+        """Another class: not this class (a negative of it, out of its picks) and a label of ``to``,
+        a pick of ``to`` whatever its threshold (as an accepted one)."""
         self.reject(rec, zyx, score)
         target = rec.view(to)
         labels = self.layer_for(target, "labels")
@@ -76,6 +77,8 @@ class Decisions:
             # a negative of ``to`` at this place gives way: the later decision holds
             replaced = self._tracker.remove_point(target.negatives, target, zyx)
             self._tracker.add_point(labels, target, zyx)
+            target.edits.keep(zyx[None], [score])
+            self._refresh_picks(target)
         finally:
             self._acting = False
         self._undo.append(("move", target, zyx, score, False, replaced))
@@ -89,8 +92,10 @@ class Decisions:
             self._acting = True
             try:
                 self._tracker.remove_point(rec.labels, rec, zyx)
+                rec.edits.unkeep(zyx[None])
                 if replaced:
                     self._tracker.add_point(self.layer_for(rec, "negatives"), rec, zyx)
+                self._refresh_picks(rec)
             finally:
                 self._acting = False
             undone = self.undo()

@@ -23,6 +23,11 @@ from napari_cetpick.widgets._tracking import LayerTracker
 REVIEW_KEYS = {"a": "accept", "r": "reject", "m": "move", "n": "next", "p": "previous", "u": "undo"}
 
 
+#: What Undo takes back, in its message.
+UNDONE = {"accept": "the acceptance", "reject": "the rejection", "move": "the move to another class",
+          "click": "the 'not a particle' click"}
+
+
 class ReviewSection(Container):
     """Accept or reject picks one by one, with the view following; undo; suggestions."""
 
@@ -261,6 +266,7 @@ class ReviewSection(Container):
             show_info("Nothing to undo.")
             return
         action, rec, zyx = undone
+        show_info(f"Undone: {UNDONE.get(action, action)}.")
         if rec is self._queue_record and action != "click":
             hits = np.flatnonzero(np.linalg.norm(self._queue - zyx, axis=1) < 1e-3)
             if len(hits):
