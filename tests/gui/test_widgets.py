@@ -365,7 +365,7 @@ def test_new_run_cancels_the_previous_one(viewer, panel, qtbot, checkpoint):
     assert panel._checkpoint is checkpoint  # the abandoned training replaced nothing
 
 
-def test_save_and_load_model(panel, checkpoint, tmp_path, qtbot):
+def test_save_and_load_model(panel, checkpoint, tmp_path, qtbot, notes):
     panel.state.set_checkpoint(checkpoint)
     panel._ask_path = lambda *a, **k: str(tmp_path / "model")
     panel.train._on_save_model_clicked()
@@ -380,9 +380,11 @@ def test_save_and_load_model(panel, checkpoint, tmp_path, qtbot):
     assert "model.ckpt" in text and "voxel size 10 Å" in text and "150 Å" in text and TrainConfig().arch in text
     assert f"arch: {TrainConfig().arch}" in panel.train._model_label.tooltip
     assert panel.data._diameter_spin.value == pytest.approx(DIAMETER_A)
+    assert notes()[-1] == f"Model model.ckpt loaded ({', '.join(ckpt.class_names)}). Press Detect."
     # models saved as .pt by earlier versions still load
     checkpoint.save(tmp_path / "old.pt")
     assert panel.train.load_model(tmp_path / "old.pt") is not None
+    assert notes()[-1].startswith("Model old.pt loaded") and notes()[-1].endswith("Undo model goes back to it.")
 
 
 # ---------------------------------------------------------------------------- errors

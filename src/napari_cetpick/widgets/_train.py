@@ -304,5 +304,8 @@ class TrainSection(Container):
         self._loss_plot.set_history(range(1, len(history) + 1), history)
         self._advanced.show_model(ckpt.config)
         self._state.take_model_classes(ckpt)
+        replaced = self._state.checkpoint is not None
         self._state.set_checkpoint(ckpt, path=Path(path).resolve())
+        keep = " The previous model is kept: Undo model goes back to it." if replaced else ""
+        show_info(f"Model {Path(path).name} loaded ({', '.join(ckpt.class_names)}). Press Detect.{keep}")
         return ckpt
