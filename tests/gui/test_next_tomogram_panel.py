@@ -89,6 +89,10 @@ def test_the_next_tomogram_has_its_own_status_and_improve_learns_from_every_tomo
         assert not state.from_other_model(rec)
     assert "Detected again in sim too" in panel.improve._improve_status_label.value
     assert all("other model" not in row[-1] for row in panel.tomograms.rows())
+    # the review's ring stays with the tomogram reviewed
+    assert len(panel.review._cursor.data) == 1
+    panel._select_tomogram(sim_layer)
+    assert len(panel.review._cursor.data) == 0
     # back to the first model: every pick is now another model's, and Train's status says which model is current
     panel.train._on_undo_model_clicked()
     assert state.checkpoint is first_model

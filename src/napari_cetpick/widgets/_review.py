@@ -101,6 +101,8 @@ class ReviewSection(Container):
 
     def _on_current_changed(self, rec=None) -> None:
         self._queue_record, self._index = None, -1
+        if self._state.live(self._cursor):  # the ring marked a place in the tomogram reviewed before
+            self._cursor.data = np.zeros((0, 3))
         self._position_label.value = "Press Review picks to step through this tomogram's picks."
 
     def _on_order_changed(self, value=None) -> None:
