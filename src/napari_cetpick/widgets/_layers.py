@@ -73,6 +73,12 @@ def find_layer(viewer, name: str, role: str, source: str):
     return None
 
 
+def reslice(layer) -> None:
+    """Slice a layer at the viewer's current point now: napari leaves a hidden layer's slice as it
+    was, whatever changed meanwhile (its data, the dims of another tomogram)."""
+    (getattr(layer, "set_view_slice", None) or layer._set_view_slice)()
+
+
 def rename(viewer, layer, name: str) -> None:
     """Give a layer of the panel this name, unless another layer has it."""
     if layer.name != name and name not in viewer.layers:
@@ -207,9 +213,9 @@ def set_picks(layer, zyx, scores, threshold: float | None = None, extra: pd.Data
     _hand_pick_defaults(layer)
     layer.data = zyx
     if not layer.visible:
-        # napari leaves a hidden layer's slice of its points as it was: with fewer points now,
-        # the recolouring below would index past them (another tomogram's picks, detected again)
-        (getattr(layer, "set_view_slice", None) or layer._set_view_slice)()
+        # with fewer points now, the recolouring below would index past a hidden layer's old
+        # slice (another tomogram's picks, detected again)
+        reslice(layer)
     layer.features = features
     _hand_pick_defaults(layer)
     tint = layer_cetpick_meta(layer).get("tint")
