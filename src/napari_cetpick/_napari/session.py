@@ -409,7 +409,6 @@ class PanelState:
         """A new class (its size that of the active class unless given); CetpickError on a bad or
         taken name."""
         from napari_cetpick.config import check_class_name
-        from napari_cetpick.errors import CetpickError
 
         name = check_class_name(str(name).strip())
         self._check_new_name(name)
@@ -425,7 +424,6 @@ class PanelState:
     def rename_class(self, old: str, new: str) -> None:
         """Rename a class everywhere (records, layers' metadata)."""
         from napari_cetpick.config import check_class_name
-        from napari_cetpick.errors import CetpickError
 
         new = check_class_name(str(new).strip())
         if new == old:
@@ -507,7 +505,7 @@ class PanelState:
             return f"Set the particle diameter{of} (it is 0): the particle's size in Å or voxels."
         d = self.diameter_vox(record, c.name)
         if d is None:
-            return (f"The particle diameter is in Å but the tomogram's voxel size is unknown: set the voxel size, "
+            return ("The particle diameter is in Å but the tomogram's voxel size is unknown: set the voxel size, "
                     f"or give the diameter in voxels.")
         if d < MIN_DIAMETER_VOX:
             return (f"A particle diameter{of} of {d:.2g} voxels is too small to detect (at least "

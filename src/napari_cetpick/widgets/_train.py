@@ -10,7 +10,6 @@ from napari_cetpick.checkpoint import Checkpoint
 from napari_cetpick.config import DEFAULT_MAX_STEPS, DEFAULT_MIN_EPOCHS, DEFAULT_STEPS, TrainConfig
 from napari_cetpick.device import DEVICES
 from napari_cetpick.errors import CetpickError
-from napari_cetpick.widgets import _layers as L
 from napari_cetpick.widgets._advanced import AdvancedSettings
 from napari_cetpick.widgets._common import fmt_duration, heading, holder, narrow, row, status_label
 from napari_cetpick.widgets._inputs import class_config, gather_training_inputs, training_problem
