@@ -8,7 +8,8 @@ seed 7) is applied to tomogram 2, where the scripted user reviews as the panel o
 (``continue_training``, its defaults) from the same model on:
 
 - ``selected``: tomogram 2's accepted and rejected picks only (the panel's Improve before);
-- ``every``: tomogram 1's labels and tomogram 2's decisions (the panel's Improve now).
+- ``every``: tomogram 1's labels and tomogram 2's decisions (the panel's Improve now);
+- ``first`` (a control, ``--variants``): tomogram 1's labels alone, no review.
 
 Each new model (and, as ``round 1``, the model it continues) detects in tomogram 2 and in a
 third tomogram (``--third``, another density of tomogram 2's simulation); accuracy as
@@ -67,7 +68,9 @@ def run(args, cls: str) -> list[dict]:
                                          budget=args.budget)
     none = np.zeros((0, 3))
     variants = {"selected": ([t2.data], [accepted], [rejected]),
-                "every": ([t1.data, t2.data], [labels1, accepted], [none, rejected])}
+                "every": ([t1.data, t2.data], [labels1, accepted], [none, rejected]),
+                "first": ([t1.data], [labels1], [none])}
+    variants = {k: v for k, v in variants.items() if k in args.variants}
     out = []
     for name, (vols, labs, negs) in [("round 1", (None, None, None)), *variants.items()]:
         t0 = time.perf_counter()
@@ -92,6 +95,8 @@ def main(argv=None) -> int:
     p.add_argument("--share", type=float, default=0.2)
     p.add_argument("--third", type=float, default=0.5, help="density of the third tomogram (0.5 or 2)")
     p.add_argument("--budget", type=int, default=10, help="looks per stage of the scripted review")
+    p.add_argument("--variants", nargs="+", default=["selected", "every"], choices=["selected", "every", "first"],
+                   help="first: a round on tomogram 1's labels alone (no review; a control)")
     p.add_argument("--cache", default=str(DEFAULT_CACHE))
     p.add_argument("--out")
     args = p.parse_args(argv)
