@@ -79,7 +79,8 @@ def run(args, cls: str) -> list[dict]:
         rec = {"case": f"{cls}@snr{args.snr:g}", "class": cls, "snr": args.snr, "share": args.share,
                "variant": name, "labels_1": len(labels1), "accepted_2": len(accepted), "rejected_2": len(rejected),
                "model_threshold_before": round(float(ckpt.default_threshold), 4),
-               "model_threshold": round(float(new.default_threshold), 4), "improve_s": round(time.perf_counter() - t0, 1),
+               "model_threshold": round(float(new.default_threshold), 4),
+               "improve_s": round(time.perf_counter() - t0, 1),
                "tomogram_2": scored(new, t2, d2, cls, vs), "tomogram_3": scored(new, t3, d3, cls, vs),
                "peak_rss_mb": round(peak_rss_mb(), 1), "machine": machine()}
         emit(json.dumps(rec), args.out)
