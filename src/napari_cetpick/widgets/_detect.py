@@ -11,6 +11,7 @@ from napari.utils.notifications import show_error
 
 from napari_cetpick.config import DetectConfig
 from napari_cetpick.errors import CetpickError
+from napari_cetpick.widgets import _layers as L
 from napari_cetpick.widgets._common import fmt_duration, heading, holder, plural, row, status_label
 from napari_cetpick.widgets._plots import ScoreHistogram
 from napari_cetpick.widgets._runner import WorkerRunner
@@ -96,7 +97,7 @@ class DetectSection(Container):
             if self._state.checkpoint is None:
                 raise CetpickError("No model: train one (Train) or load one (Load model…) first.")
             if self._detect_all_check.value:
-                recs = [self._state.record(layer) for _, layer in self._tomogram_layers()]
+                recs = [self._state.record(layer) for layer in L.tomogram_layers(self._state.viewer)]
                 if not recs:
                     raise CetpickError("No tomogram is open.")
             else:
@@ -107,11 +108,6 @@ class DetectSection(Container):
             show_error(str(err))
             return
         self.detect(recs)
-
-    def _tomogram_layers(self):
-        from napari_cetpick.widgets import _layers as L
-
-        return [(lay.name, L.unwrap(lay)) for lay in self._state.viewer.layers if L.is_tomogram_layer(lay)]
 
     def detect(self, recs: list[TomogramRecord], kind: str = "detect") -> bool:
         """Detect in these tomograms in the background; False when the inputs are unusable.
@@ -238,8 +234,6 @@ class DetectSection(Container):
         self._state.detection_changed.emit(rec)
 
     def _add_class_detection(self, rec: TomogramRecord, result, group) -> None:
-        from napari_cetpick.widgets import _layers as L
-
         kept = self._keep_threshold.get((rec.layer.unique_id, rec.active))
         if kept is not None:
             result.reselect(threshold=carried_threshold(kept[0], kept[1], result.model_threshold),

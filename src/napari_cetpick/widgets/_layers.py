@@ -26,7 +26,7 @@ HEATMAP_COLORMAP = "inferno"
 CLASS_KEY = "class"  # in metadata["cetpick"]: the particle class a layer of the panel is of
 tomogram_meta = image_layer_meta  # the name the panel has always used
 
-__all__ = ["META_KEY", "ROLE_KEY", "is_tomogram_layer", "tomogram_meta", "unwrap", "layer_role",
+__all__ = ["META_KEY", "ROLE_KEY", "is_tomogram_layer", "tomogram_layers", "tomogram_meta", "unwrap", "layer_role",
            "layer_cetpick_meta",
            "points_in_image_frame", "image_to_points_frame"]
 
@@ -71,6 +71,11 @@ def find_layer(viewer, name: str, role: str, source: str):
     if meta.get(ROLE_KEY) == role and meta.get("source") == source:
         return layer
     return None
+
+
+def tomogram_layers(viewer) -> list:
+    """The viewer's tomogram layers (unwrapped), in the layer list's order."""
+    return [unwrap(lay) for lay in viewer.layers if is_tomogram_layer(lay)]
 
 
 def reslice(layer) -> None:

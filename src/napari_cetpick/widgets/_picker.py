@@ -144,16 +144,13 @@ class PickerWidget(QWidget):
                 elif not mine and layer.visible and not cur.holds(layer):
                     layer.visible = False
                     self._auto_hidden[id(layer)] = layer
-        for layer in self._tomogram_layers():  # tomograms the panel has not met yet
+        for layer in L.tomogram_layers(self.state.viewer):  # tomograms the panel has not met yet
             if layer is not cur.layer and layer.visible and self.state.record(layer, create=False) is None:
                 layer.visible = False
                 self._auto_hidden[id(layer)] = layer
         active = L.unwrap(self.state.viewer.layers.selection.active)
         if active is not None and id(active) in self._auto_hidden:  # not a hidden layer of another tomogram
             self.state.viewer.layers.selection.active = cur.picks if self.state.live(cur.picks) else cur.layer
-
-    def _tomogram_layers(self) -> list:
-        return [L.unwrap(lay) for lay in self.state.viewer.layers if L.is_tomogram_layer(lay)]
 
     def reset_choices(self, *_) -> None:
         """Refresh every section's layer lists (napari calls this when layers change)."""

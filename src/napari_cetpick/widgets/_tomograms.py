@@ -56,7 +56,7 @@ class TomogramTable(Container):
         return out
 
     def refresh(self, *_) -> None:
-        self._layers = [L.unwrap(lay) for lay in self._state.viewer.layers if L.is_tomogram_layer(lay)]
+        self._layers = L.tomogram_layers(self._state.viewer)
         rows = self.rows()
         cls = self._state.named_class()  # with several classes the counts are the selected class's
         self._table.setHorizontalHeaderLabels([f"Tomogram · {cls}" if cls else COLUMNS[0], *COLUMNS[1:]])
