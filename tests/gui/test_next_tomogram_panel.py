@@ -68,6 +68,7 @@ def test_the_next_tomogram_has_its_own_status_and_improve_learns_from_every_tomo
     panel.train._on_train_clicked()
     assert not panel._busy
     assert "No labels in second, the selected tomogram" in notes()[-1] and "sim has labels" in notes()[-1]
+    assert panel.train._plan_label.value == f"Plan: {notes()[-1]}"
     # a review in the second tomogram, then Improve: every tomogram's clicks, both detected again
     seen = _capture_improve(monkeypatch)
     assert panel.review.start()

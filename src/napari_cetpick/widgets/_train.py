@@ -137,8 +137,7 @@ class TrainSection(Container):
             plan = plan_training(config, [r.shape for r in inputs.records], inputs.labels, inputs.voxel_size_a,
                                  init=self._init_model())
         except CetpickError as err:
-            self._plan_label.value = "Plan: click some labels first." if err.args[0].startswith("No labels") \
-                else f"Plan: {err}"
+            self._plan_label.value = f"Plan: {err}"  # where the labels are missing, and where there are some
             return
         self._plan_label.value = f"Plan: {plan.describe()}"
 
