@@ -508,6 +508,12 @@ def test_round_one_ends_with_the_picks_it_is_sure_of(tmp_path):
     assert last["self_training"] == len(sure) and last["self_training_from"] == 60 and last["steps"] == 80
     # the user's labels are 6; the profile model and calibration, as after a review, know the sure picks too
     assert ck.info["n_positives"] == 6 and ck.info["profile_model"]["n_labels"] == 6 + len(sure)
+    # ... though how far a new particle may lie is measured on the user's labels (ProfileModel.fit's found)
+    from napari_cetpick.descriptors import ProfileModel
+
+    fitted = ProfileModel.from_info(ck.info["profile_model"])
+    assert fitted.typical == pytest.approx(ProfileModel.fit([v], [balls[:6]], ck.diameter_vox, found=[sure]).typical,
+                                           rel=1e-5)
     from napari_cetpick.counts import label_box
 
     assert ck.info["label_boxes"][0] == label_box(balls[:6], v.shape, ck.diameter_vox).to_list()

@@ -685,3 +685,30 @@ def test_a_flattened_tomogram_reads_less_its_background_part_by_part():
     np.testing.assert_allclose(bg.subtract_from(vol.copy()), want, atol=1e-5)
     with pytest.raises(IndexError):
         view[::2]
+
+
+def test_places_the_model_found_itself_join_the_labels_gaussian_but_not_its_margins():
+    """The picks a self-training round was sure of are the ones the check already charged
+    nothing: measured on them, how far a new particle may lie shrank to what the check allows.
+    They join the Gaussian; ``typical`` and the look-alike margins stay the user's labels'."""
+    from napari_cetpick.descriptors import TYPICAL_QUANTILE, TYPICAL_SLACK, _gaussian, _mahalanobis
+
+    vol, kinds = two_sizes()
+    labels, others = kinds["big"][:6], kinds["big"][6:]
+    # the sure picks: the unseen particles the labels' model finds most typical
+    plain = ProfileModel.fit([vol], [labels], 12.0)
+    found = others[np.argsort(plain.distance(model_profiles(vol, others, 12.0)))[:7]]
+    as_labels = ProfileModel.fit([vol], [np.vstack([labels, found])], 12.0)
+    with_found = ProfileModel.fit([vol], [labels], 12.0, found=[found])
+    assert with_found.n_labels == as_labels.n_labels == 13
+    np.testing.assert_allclose(with_found.mean, as_labels.mean)
+    np.testing.assert_allclose(with_found.label_rows, as_labels.label_rows)
+    # each of the user's labels against the model of every other row, the sure picks included
+    rows = with_found.label_rows
+    loo = [_mahalanobis(rows[i], *_gaussian(np.delete(rows, i, axis=0)))[0][0] for i in range(len(labels))]
+    assert with_found.typical == pytest.approx(TYPICAL_SLACK * np.quantile(loo, TYPICAL_QUANTILE))
+    assert with_found.typical > as_labels.typical
+    # with too few labels of the user's for a spread, every row measures it
+    few = ProfileModel.fit([vol], [labels[:MIN_PROFILE_LABELS - 1]], 12.0, found=[found])
+    assert few.typical == pytest.approx(
+        ProfileModel.fit([vol], [np.vstack([labels[:MIN_PROFILE_LABELS - 1], found])], 12.0).typical)

@@ -254,7 +254,8 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
                       voxel_size_a: float | None = None, device=None, halo_vox: int = 0,
                       counts_told: dict | None = None, keep_pass_for=None, passes: list | None = None,
                       negatives: Sequence | None = None, mine: int = MINED_MAX,
-                      look_alikes: Sequence | None = None, kept_look_alikes: dict | None = None) -> dict:
+                      look_alikes: Sequence | None = None, kept_look_alikes: dict | None = None,
+                      found: Sequence | None = None) -> dict:
     """Each class's :class:`Calibration` from one detection pass over each labelled region.
 
     Parameters
@@ -300,6 +301,11 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
         class-like look-alikes of the whole tomogram: a Gaussian nearer the labels, a larger
         margin, and after the correction round a lower F1 than the round-1 model's look-alikes
         gave the same weights (docs/benchmark.md, "Round 16").
+    found : sequence of dicts, optional
+        Per training tomogram, per class name, the picks a self-training round was sure of
+        (:func:`sure_picks`): labels of their class here, beside ``labels`` (their boxes are in
+        ``boxes``), but the refitted profile model measures its margins on ``labels`` alone
+        (:meth:`~napari_cetpick.descriptors.ProfileModel.fit`'s ``found``).
 
     The network runs once per tomogram on the region spanning every class's box (default
     views, threshold 0, overlaps between classes left in: each class is measured on its own
@@ -315,6 +321,11 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
     from .utils import run_generator
 
     names = ckpt.class_names
+    own = labels
+    if found is not None:  # the labels and the sure picks count alike, but for the profile model's margins
+        labels = [{n: np.concatenate([np.asarray(lab.get(n), float).reshape(-1, 3),
+                                      np.asarray(f[n], float).reshape(-1, 3)]) if f.get(n) is not None else lab.get(n)
+                   for n in names} for lab, f in zip(labels, found)]
     passed = {n: [] for n in names}  # per class: (volume index, result, corner, region, labels, box)
     weight = DetectConfig().profile_weight  # the check as detection applies it by default
     negatives = list(negatives) if negatives is not None else [{} for _ in volumes]
@@ -350,6 +361,9 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
         keep = select(c.zyx, c.scores, 0.0, r.min_distance_vox)
         return c.zyx[keep], c.scores[keep], None if c.beyond is None else c.beyond[keep]
 
+    def sure(n):
+        return None if found is None else [f.get(n) for f in found]
+
     bin_zyx = np.asarray(make_geometry(ckpt.bin_xy, ckpt.config.compress).bin_zyx, float)
     told = counts_told or {}
     out = {}
@@ -363,8 +377,8 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
         given = [np.asarray(d.get(n, np.zeros((0, 3))), float).reshape(-1, 3) for d in negatives]
         kept = (kept_look_alikes or {}).get(n)
         if kept is not None and checked and all(checked):
-            refit = ProfileModel.fit(volumes, [lab.get(n) for lab in labels], view.diameter_vox, negatives=given,
-                                     mined_gaussian=kept)
+            refit = ProfileModel.fit(volumes, [lab.get(n) for lab in own], view.diameter_vox, negatives=given,
+                                     mined_gaussian=kept, found=sure(n))
         elif mine > 0 and checked and all(checked):
             # among the picks the labels' Gaussian alone lets through: the check against the
             # tomogram's candidates already lowers many look-alikes, and mined from its order
@@ -376,8 +390,8 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
                 mined = _with_earlier(mined, before, view.diameter_vox / 2)
             if mined is not None:
                 # the profile model as training fitted it (every training tomogram), with them
-                refit = ProfileModel.fit(volumes, [lab.get(n) for lab in labels], view.diameter_vox,
-                                         negatives=given, mined=mined)
+                refit = ProfileModel.fit(volumes, [lab.get(n) for lab in own], view.diameter_vox,
+                                         negatives=given, mined=mined, found=sure(n))
         if refit is not None:
             view = replace(view, info={**view.info, "profile_model": refit.to_info()})
             picks = [shown(check_region(view, r, region), r) for _, r, _, region, _, _ in passed[n]]

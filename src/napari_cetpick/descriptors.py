@@ -553,13 +553,22 @@ class ProfileModel:
 
     @classmethod
     def fit(cls, volumes, labels, diameter_vox: float, negatives=None, mined=None,
-            mined_gaussian=None) -> "ProfileModel | None":
+            mined_gaussian=None, found=None) -> "ProfileModel | None":
         """The model of the labels in each of ``volumes`` (None with fewer than
         :data:`MIN_PROFILE_LABELS` labels in all); ``negatives`` (per volume, optional) the
         places the user said are not the class, ``mined`` (per volume, optional) the
         look-alikes calibration found: each one's Gaussian too, given as many.
         ``mined_gaussian`` (:meth:`look_alikes` of an earlier model, instead of ``mined``):
-        the look-alikes' Gaussian as found before, its margins measured on these labels."""
+        the look-alikes' Gaussian as found before, its margins measured on these labels.
+
+        ``found`` (per volume, optional): places of the class the model found itself (the
+        picks a self-training round was sure of, :func:`napari_cetpick.calibration.sure_picks`).
+        They join the labels' Gaussian and rows, but ``typical`` and the look-alike margins are
+        measured on the labels alone where there are :data:`MIN_PROFILE_LABELS` of them: a
+        sure pick is one the check already charged nothing, so measured on them the margins
+        shrank to what the check allowed, not what a new particle needs (a barrel model's
+        margin on its rejections 12.6 on the labels, 7.1 with its sure picks, where a fifth of
+        the next tomogram's barrels lay past it: docs/benchmark.md, "Round 35")."""
         if mined is not None and mined_gaussian is not None:
             raise ValueError("Give the look-alikes either as places (mined) or as a Gaussian (mined_gaussian).")
         built = {}
@@ -569,20 +578,26 @@ class ProfileModel:
                 built[i] = Background.of(volumes[i], diameter_vox)
             return built[i]
 
-        around = [neighbour_profiles(v, pts, diameter_vox, background=backgrounds(i))[0]
-                  for i, (v, pts) in enumerate(zip(volumes, labels))
-                  if pts is not None and len(np.asarray(pts).reshape(-1, 3))]
-        if not around or sum(len(r) for r in around) < MIN_PROFILE_LABELS:
+        def read_rows(places) -> np.ndarray:  # every volume's neighbour profiles of ``places``, one row per place
+            read = [neighbour_profiles(v, pts, diameter_vox, background=backgrounds(i))[0]
+                    for i, (v, pts) in enumerate(zip(volumes, places))
+                    if pts is not None and len(np.asarray(pts).reshape(-1, 3))]
+            return np.concatenate(read) if read else np.zeros((0, len(NEIGHBOURS), 2 * N_SHELLS))
+
+        own = read_rows(labels)
+        around = np.concatenate([own, read_rows(found)]) if found is not None else own
+        if len(around) < MIN_PROFILE_LABELS:
             return None
-        around = np.concatenate(around)
         a = around[:, _PICK]
         mean, inv_cov = _gaussian(a)
-        # how far a *new* particle lies: each label against the model of the others
-        loo, loo_d = [], []
+        # how far a *new* particle lies: each label against the model of the others; the
+        # margins read on the user's labels where there are enough of them (``found``)
+        loo_d = []
         for i in range(len(a)):
             m_i, inv_i = _gaussian(np.delete(a, i, axis=0))
             loo_d.append(_mahalanobis(a[i], m_i, inv_i))
-            loo.append(float(loo_d[-1][0][0]))
+        measured = range(len(own)) if len(own) >= MIN_PROFILE_LABELS else range(len(a))
+        loo = [float(loo_d[i][0][0]) for i in measured]
         parts = {}
         for key, points in (("neg", negatives), ("mined", mined)):
             if key == "mined" and mined_gaussian is not None:
@@ -595,8 +610,8 @@ class ProfileModel:
             # how far onto their side (the log-likelihood ratio's term) a new particle may fall,
             # their side read at the label itself and at its best of its neighbours
             ratio, ratio_around = [], []
-            for i, (d, ld) in enumerate(loo_d):
-                dn, ldn = _mahalanobis(around[i], m, inv)
+            for i in measured:
+                (d, ld), (dn, ldn) = loo_d[i], _mahalanobis(around[i], m, inv)
                 ratio.append(float(d[0] - dn[_PICK] + ld[0] - ldn[_PICK]))
                 ratio_around.append(float(d[0] + ld[0] - np.min(dn + ldn)))
             parts.update({f"{key}_mean": m, f"{key}_inv_cov": inv, f"{key}_margin": _margin(ratio),

@@ -853,14 +853,23 @@ class Trainer:
         self._profiles = None
 
     @property
-    def fit_labels(self) -> list:
-        """Per volume, per class, what the profile model and calibration fit on: the labels, and
-        after a self-training round (or in a correction round that rehearses one) the picks it was
-        sure of too (the user's own stay in ``labels_tomo``)."""
+    def found_points(self) -> list | None:
+        """Per volume, per class, the picks a self-training round (or the self-training round a
+        correction round rehearses) was sure of, that the profile model and calibration fit on
+        beside the user's labels (``labels_tomo``); None before any."""
         if self.self_trained is None and self.rehearsed is None:
+            return None
+        return self.sure_points
+
+    @property
+    def fit_labels(self) -> list:
+        """Per volume, per class, what the profile model and calibration fit on: the labels and
+        :attr:`found_points`."""
+        found = self.found_points
+        if found is None:
             return self.labels_tomo
         return [{n: np.concatenate([lab[n], sure[n]]) if n in sure else lab[n] for n in self.names}
-                for lab, sure in zip(self.labels_tomo, self.sure_points)]
+                for lab, sure in zip(self.labels_tomo, found)]
 
     @property
     def fit_boxes(self) -> list:
@@ -886,8 +895,8 @@ class Trainer:
 
         halo = int(np.ceil(max(self.net.context_zyx[1:]) * self.bin_xy))
         told = {c.name: bool(c.label_fraction or c.expected_particles) for c in self.specs}
-        return calibrate_classes(self.checkpoint(calibrate=False), self.raw_volumes, self.fit_labels,
-                                 self.fit_boxes, dict(zip(self.names, self.densities)),
+        return calibrate_classes(self.checkpoint(calibrate=False), self.raw_volumes, self.labels_tomo,
+                                 self.fit_boxes, dict(zip(self.names, self.densities)), found=self.found_points,
                                  voxel_size_a=self.voxel_size_a, device=self.device, halo_vox=halo, counts_told=told,
                                  keep_pass_for=self.keep_pass_for, passes=passes,
                                  negatives=[{n: _class_negatives(d, n) for n in self.names} for d in self.negatives_tomo],
@@ -899,8 +908,8 @@ class Trainer:
         with too few) and of its negatives (the class's own and those of every class, where
         there are enough), fitted once: detection's profile check compares candidates with it."""
         if getattr(self, "_profiles", None) is None:
-            self._profiles = _fit_profiles(self.raw_volumes, self.fit_labels, self.negatives_tomo, self.names,
-                                           self.diameters_vox)
+            self._profiles = _fit_profiles(self.raw_volumes, self.labels_tomo, self.negatives_tomo, self.names,
+                                           self.diameters_vox, found=self.found_points)
         return self._profiles
 
     def checkpoint(self, calibrate: bool = True) -> Checkpoint:
@@ -973,13 +982,16 @@ class Trainer:
                           classes=classes if len(classes) > 1 else [replace(first, info={})], passes=passes)
 
 
-def _fit_profiles(volumes, labels, negatives, names, diameters_vox) -> dict:
+def _fit_profiles(volumes, labels, negatives, names, diameters_vox, found=None) -> dict:
     """Per class name, the :class:`~napari_cetpick.descriptors.ProfileModel` of its labels and
-    negatives (``labels``, ``negatives``: per volume, per class name; None with too few labels)."""
+    negatives (``labels``, ``negatives``: per volume, per class name; None with too few labels);
+    ``found`` (per volume, per class name, optional): the picks a self-training round was sure of
+    (:meth:`ProfileModel.fit`'s ``found``)."""
     from .descriptors import ProfileModel
 
     return {name: ProfileModel.fit(volumes, [lab[name] for lab in labels], float(diameters_vox[k]),
-                                   negatives=[_class_negatives(d, name) for d in negatives])
+                                   negatives=[_class_negatives(d, name) for d in negatives],
+                                   found=None if found is None else [f.get(name) for f in found])
             for k, name in enumerate(names)}
 
 
