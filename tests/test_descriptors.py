@@ -691,7 +691,7 @@ def test_places_the_model_found_itself_join_the_labels_gaussian_but_not_its_marg
     """The picks a self-training round was sure of are the ones the check already charged
     nothing: measured on them, how far a new particle may lie shrank to what the check allows.
     They join the Gaussian; ``typical`` and the look-alike margins stay the user's labels'."""
-    from napari_cetpick.descriptors import TYPICAL_QUANTILE, TYPICAL_SLACK, _gaussian, _mahalanobis
+    from napari_cetpick.descriptors import TYPICAL_QUANTILE, TYPICAL_SLACK, _gaussian, _mahalanobis, neighbour_profiles
 
     vol, kinds = two_sizes()
     labels, others = kinds["big"][:6], kinds["big"][6:]
@@ -708,6 +708,18 @@ def test_places_the_model_found_itself_join_the_labels_gaussian_but_not_its_marg
     loo = [_mahalanobis(rows[i], *_gaussian(np.delete(rows, i, axis=0)))[0][0] for i in range(len(labels))]
     assert with_found.typical == pytest.approx(TYPICAL_SLACK * np.quantile(loo, TYPICAL_QUANTILE))
     assert with_found.typical > as_labels.typical
+    # so are the margins on the rejections: the user's labels' side of them, at their best neighbour
+    rejected = kinds["small"][:8]
+    told = ProfileModel.fit([vol], [labels], 12.0, negatives=[rejected], found=[found])
+    around = neighbour_profiles(vol, labels, 12.0)[0]
+    ratio = []
+    for i in range(len(labels)):
+        d, ld = _mahalanobis(rows[i], *_gaussian(np.delete(rows, i, axis=0)))
+        dn, ldn = _mahalanobis(around[i], told.neg_mean, told.neg_inv_cov)
+        ratio.append(d[0] + ld[0] - np.min(dn + ldn))
+    assert told.neg_margin_around == pytest.approx(TYPICAL_SLACK * max(0.0, np.quantile(ratio, TYPICAL_QUANTILE)))
+    assert told.neg_margin_around > ProfileModel.fit([vol], [np.vstack([labels, found])], 12.0,
+                                                     negatives=[rejected]).neg_margin_around
     # with too few labels of the user's for a spread, every row measures it
     few = ProfileModel.fit([vol], [labels[:MIN_PROFILE_LABELS - 1]], 12.0, found=[found])
     assert few.typical == pytest.approx(

@@ -250,6 +250,11 @@ def _with_earlier(mined, earlier, reach: float):
     return out if sum(len(m) for m in out) >= MIN_PROFILE_LABELS else None
 
 
+def _places(zyx) -> np.ndarray:
+    """``zyx`` as an (n, 3) float array (None: none)."""
+    return np.zeros((0, 3)) if zyx is None else np.asarray(zyx, float).reshape(-1, 3)
+
+
 def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence, densities: dict,
                       voxel_size_a: float | None = None, device=None, halo_vox: int = 0,
                       counts_told: dict | None = None, keep_pass_for=None, passes: list | None = None,
@@ -304,8 +309,8 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
     found : sequence of dicts, optional
         Per training tomogram, per class name, the picks a self-training round was sure of
         (:func:`sure_picks`): labels of their class here, beside ``labels`` (their boxes are in
-        ``boxes``), but the refitted profile model measures its margins on ``labels`` alone
-        (:meth:`~napari_cetpick.descriptors.ProfileModel.fit`'s ``found``).
+        ``boxes``), but the refitted profile model measures its margins on ``labels`` alone where
+        there are enough of them (:meth:`~napari_cetpick.descriptors.ProfileModel.fit`'s ``found``).
 
     The network runs once per tomogram on the region spanning every class's box (default
     views, threshold 0, overlaps between classes left in: each class is measured on its own
@@ -323,8 +328,7 @@ def calibrate_classes(ckpt, volumes: Sequence, labels: Sequence, boxes: Sequence
     names = ckpt.class_names
     own = labels
     if found is not None:  # the labels and the sure picks count alike, but for the profile model's margins
-        labels = [{n: np.concatenate([np.asarray(lab.get(n), float).reshape(-1, 3),
-                                      np.asarray(f[n], float).reshape(-1, 3)]) if f.get(n) is not None else lab.get(n)
+        labels = [{n: lab.get(n) if f.get(n) is None else np.concatenate([_places(lab.get(n)), _places(f[n])])
                    for n in names} for lab, f in zip(labels, found)]
     passed = {n: [] for n in names}  # per class: (volume index, result, corner, region, labels, box)
     weight = DetectConfig().profile_weight  # the check as detection applies it by default

@@ -806,7 +806,8 @@ class Trainer:
             return
         self._add_sure_points(found)
         # as a correction round after a review: the profile model refitted and the default
-        # calibrated on the labels and the sure picks (their box: all of them), the look-alikes
+        # calibrated on the labels and the sure picks (their box: all of them; the profile model's
+        # margins on the user's labels alone: found_points), the look-alikes
         # round 1 found kept, and round 1's estimate of the share the user labelled kept (fitted
         # on the user's labels alone, the shell model kept 116 picks in a tomogram without shells
         # against 66, and its F1 fell: docs/benchmark.md, "Round 18"): fit_labels, fit_boxes
@@ -863,8 +864,8 @@ class Trainer:
 
     @property
     def fit_labels(self) -> list:
-        """Per volume, per class, what the profile model and calibration fit on: the labels and
-        :attr:`found_points`."""
+        """Per volume, per class, the labels and :attr:`found_points` together: what the label
+        boxes of calibration span (:attr:`fit_boxes`)."""
         found = self.found_points
         if found is None:
             return self.labels_tomo
