@@ -506,7 +506,7 @@ class PanelState:
         d = self.diameter_vox(record, c.name)
         if d is None:
             return ("The particle diameter is in Å but the tomogram's voxel size is unknown: set the voxel size, "
-                    f"or give the diameter in voxels.")
+                    "or give the diameter in voxels.")
         if d < MIN_DIAMETER_VOX:
             return (f"A particle diameter{of} of {d:.2g} voxels is too small to detect (at least "
                     f"{MIN_DIAMETER_VOX:g}): check the diameter and its unit, and the voxel size.")

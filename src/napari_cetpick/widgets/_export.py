@@ -101,8 +101,8 @@ class ExportSection(Container):
         none = f" No {what} in: {', '.join(skipped)}." if skipped else ""
         old = [self._who(v) for v in recs if what == "picks" and self._state.from_other_model(v)]
         if old:
-            none += (f" The picks of {', '.join(old)} came from another model than the current one (Detect with 'All open tomograms' "
-                     "renews them).")
+            none += (f" The picks of {', '.join(old)} came from another model than the current one (Detect with "
+                     "'All open tomograms' renews them).")
         show_info(f"Exported {plural(len(written), 'file')} of {what} to {folder}.{none}")
         return written
 

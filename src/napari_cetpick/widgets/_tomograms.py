@@ -31,7 +31,8 @@ class TomogramTable(Container):
             header.setSectionResizeMode(i, QHeaderView.ResizeMode.ResizeToContents)
         self._table.setToolTip("Open tomograms with their labels, negatives, picks and threshold; click a row "
                                "to work on that tomogram. Detections stay with their tomogram; a threshold marked "
-                               "'(other model)' is of picks another model than the current one made (before a Train, Improve, Load or Undo model).")
+                               "'(other model)' is of picks another model than the current one made (before a "
+                               "Train, Improve, Load or Undo model).")
         self._table.setMinimumWidth(0)
         self.native.layout().addWidget(self._table)
         self.margins = (0, 0, 0, 0)
