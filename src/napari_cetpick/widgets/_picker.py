@@ -197,9 +197,10 @@ class PickerWidget(QWidget):
                 self.state.closing.discard(id(layer))
                 if self.state.live(layer):
                     self.state.viewer.layers.remove(layer)
-            # vispy (seen with Mesa's software GL) can crash on the next slice of an image left after
-            # an image and a points layer were removed, unless its visual is hidden and shown again
-            shown = [lay for lay in self.state.viewer.layers if lay.visible and lay.__class__.__name__ == "Image"]
+            # vispy (seen with Mesa's software GL) can crash on the next draw of a layer left after an
+            # image and a points layer were removed, unless its visual is hidden and shown again: every
+            # shown layer, points too (images alone: a crash drawing the points layer left)
+            shown = [lay for lay in self.state.viewer.layers if lay.visible]
 
             def toggle(visible: bool):
                 for lay in shown:
