@@ -302,10 +302,18 @@ def test_two_classes_train_one_model_and_review_moves_a_pick(viewer, panel, qtbo
 
 def test_closing_a_tomogram_takes_its_labels_with_it_even_if_another_is_open(viewer, panel, sim, qtbot, notes):
     second = _add_second(viewer, sim)
+    unrelated = viewer.add_points(np.zeros((0, 3)), ndim=3, name="unrelated")
     sim_labels = panel.state.current.labels
     assert sim_labels is viewer.layers["labels"]
     viewer.layers.remove("sim")
     qtbot.waitUntil(lambda: "labels" not in viewer.layers, timeout=5000)
+    # every layer left, points too, is hidden and shown again (vispy on Mesa crashed drawing one
+    # that was not) and ends shown
+    hidden = []
+    unrelated.events.visible.connect(lambda e: hidden.append(unrelated.visible))
+    qtbot.waitUntil(lambda: hidden == [False, True], timeout=5000)
+    assert second.visible and unrelated.visible
+    viewer.layers.remove(unrelated)
     rec = panel.state.current
     assert rec is not None and rec.layer is second and rec.labels is None  # not the closed one's
     assert panel.tomograms.rows() == [("second", 0, 0, 0, "–")]
