@@ -130,9 +130,9 @@ def test_known_negatives_and_ignored_cells_by_hand():
     r_neg_n = 0.25 * L2  # p = .5 at the negative: .5^2 (-ln .5)
     assert out["r_neg_n"].item() == pytest.approx(r_neg_n, rel=1e-5)
     assert out["r_neg_u"].item() == pytest.approx(r_neg_u, rel=1e-5)
-    # the negative cell is not unlabelled, and the known-negative term weighs sqrt(tau (1 - tau)),
-    # between the positives' tau and the negative class's 1 - tau
-    w_n = math.sqrt(0.05 * 0.95)
+    # the negative cell is not unlabelled, and the known-negative term weighs what the positives'
+    # does (tau), not what the whole negative class does (1 - tau)
+    w_n = 0.05
     expected = 0.05 * r_pos + max(0.0, r_neg_u - 0.05 * r_neg_p) + w_n * r_neg_n
     assert out["loss"].item() == pytest.approx(expected, rel=1e-5)
     # an ignored cell takes no part, whatever its score

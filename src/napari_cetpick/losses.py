@@ -37,16 +37,19 @@ def target_masks(g: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def negative_click_weight(tau: float) -> float:
-    """Weight of the negative clicks' risk: the geometric mean of the two classes' weights.
+    """Weight of the negative clicks' risk: the positives' weight, tau.
 
-    The PU risk weighs the positives by tau and the negative class by 1 - tau. Negative
-    clicks at the weight of the whole negative class (1 - tau) are, at a realistic prior of
-    0.003, 300 times as heavy as the positive clicks: a correction round pushed the wanted
-    particles down with their look-alikes (proteasome benchmark: best F1 0.45 -> 0.10). At
-    the positives' weight (tau) a few rejections barely move a model that has just seen more
-    positives. sqrt(tau (1 - tau)) lies between, on the log scale halfway.
+    The PU risk weighs the positives by tau and the negative class by 1 - tau. The negative
+    clicks (the rejected picks of a review, the negatives clicked by hand) are a handful of
+    look-alikes, as certain and as rare as the labels: their risk weighs what the labels' does,
+    and what another class's labelled particles weigh in a model of several classes. Heavier,
+    the network learns to push the class down with its look-alikes: at 1 - tau (300 times the
+    positives at a prior of 0.003) the proteasome's best F1 fell 0.45 -> 0.10; at
+    sqrt(tau (1 - tau)), the default until round 35, a review of the next tomogram (13
+    rejections, 7 of them shells) lowered the barrels of a third tomogram below the model's
+    round 1 (F1 0.767 -> 0.717; the seven shells alone: 0.692; docs/benchmark.md, round 36).
     """
-    return math.sqrt(max(tau, 0.0) * max(1.0 - tau, 0.0))
+    return max(tau, 0.0)
 
 
 def pu_heatmap_loss(logits: torch.Tensor, g: torch.Tensor, tau: float,
